@@ -1,0 +1,138 @@
+"""boto3 plumbing shared by activities: platform clients, the registry, and customer sessions.
+
+Customer sessions are created *inside* activities by assuming the organisation's own role with its
+own External ID, both looked up by ``org_id`` in the registry (never taken from the caller).
+Credentials are cached in worker memory until shortly before they expire; they never enter a
+workflow payload.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+import botocore.config
+from temporalio.exceptions import ApplicationError
+
+from activities.errors import AwsValidationError, CustomerActionRequired, aws_errors
+from bridgehead.settings import Settings
+
+# Per-call retries stay small: Temporal owns the retry loop (and records it), botocore only smooths
+# over blips within one attempt.
+BOTO_CONFIG = botocore.config.Config(
+    retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=30
+)
+
+
+@dataclass
+class OrgRecord:
+    org_id: str
+    aws_account_id: str
+    external_id: str
+    role_arn: str | None
+    admin_email: str
+    display_name: str
+    regions: list[str]
+    state: str
+    marketplace_customer_id: str | None = None
+
+
+class Aws:
+    """Thread-safe factory for platform and customer boto3 clients."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._clients: dict[tuple[str, str, str], Any] = {}
+        self._creds: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
+        self._platform_session = boto3.session.Session()
+        self._platform_account: str | None = None
+
+    # --- platform account -------------------------------------------------------------------
+    def platform(self, service: str, region: str | None = None) -> Any:
+        region = region or self.settings.platform_region
+        key = ("platform", service, region)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = self._platform_session.client(service, region_name=region, config=BOTO_CONFIG)
+                self._clients[key] = client
+            return client
+
+    def platform_account(self) -> str:
+        if self._platform_account is None:
+            with aws_errors("sts:GetCallerIdentity (platform)"):
+                self._platform_account = self.platform("sts").get_caller_identity()["Account"]
+        return self._platform_account
+
+    def platform_principal(self) -> str:
+        return self.settings.platform_principal_arn or f"arn:aws:iam::{self.platform_account()}:root"
+
+    # --- customer accounts ------------------------------------------------------------------
+    def assume(self, role_arn: str, external_id: str | None, session_name: str) -> dict[str, str]:
+        """AssumeRole from the platform; returns credentials for use inside this activity only."""
+        kwargs: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": session_name[:64], "DurationSeconds": 3600}
+        if external_id is not None:
+            kwargs["ExternalId"] = external_id
+        resp = self.platform("sts").assume_role(**kwargs)
+        c = resp["Credentials"]
+        return {
+            "aws_access_key_id": c["AccessKeyId"],
+            "aws_secret_access_key": c["SecretAccessKey"],
+            "aws_session_token": c["SessionToken"],
+        }
+
+    def customer(self, org: OrgRecord, service: str, region: str) -> Any:
+        """A client acting in the org's account through the org's role and External ID."""
+        if not org.role_arn:
+            raise ApplicationError(
+                f"organisation {org.org_id} has no verified role yet; finish onboarding first",
+                type=CustomerActionRequired.__name__,
+                non_retryable=True,
+            )
+        cache_key = (org.org_id, org.role_arn)
+        now = time.time()
+        with self._lock:
+            cached = self._creds.get(cache_key)
+        if cached is None or cached[1] < now + 300:
+            with aws_errors(
+                f"sts:AssumeRole into {org.role_arn}",
+                hint=f"Check that the role exists and trusts {self.platform_principal()} with External ID {org.external_id}.",
+            ):
+                creds = self.assume(org.role_arn, org.external_id, f"bridgehead-{org.org_id}")
+            cached = (creds, now + 3000)
+            with self._lock:
+                self._creds[cache_key] = cached
+                # Drop clients built on older credentials for this org.
+                for k in [k for k in self._clients if k[0].startswith(f"org:{org.org_id}:")]:
+                    del self._clients[k]
+        creds, expiry = cached
+        key = (f"org:{org.org_id}:{int(expiry)}", service, region)
+        with self._lock:
+            client = self._clients.get(key)
+            if client is None:
+                client = boto3.session.Session(**creds).client(service, region_name=region, config=BOTO_CONFIG)
+                self._clients[key] = client
+            return client
+
+    def forget(self, org_id: str) -> None:
+        """Drop cached credentials of an org (after its role changed)."""
+        with self._lock:
+            for k in [k for k in self._creds if k[0] == org_id]:
+                del self._creds[k]
+
+    @staticmethod
+    def with_keys(access_key_id: str, secret_access_key: str, session_token: str | None, service: str, region: str) -> Any:
+        """A one-off client from customer-supplied keys (create-role-for-me); never cached."""
+        return boto3.session.Session(
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            aws_session_token=session_token,
+        ).client(service, region_name=region, config=BOTO_CONFIG)
+
+
+def not_found(what: str) -> ApplicationError:
+    return ApplicationError(what, type=AwsValidationError.__name__, non_retryable=True)

@@ -1,0 +1,204 @@
+"""CloudFormation in customer accounts: create, poll, update and delete stacks idempotently.
+
+Idempotency: every mutating call carries a ClientRequestToken derived from the workflow, and the
+stack is tagged with it (``bridgehead:request``); "already exists and carries our token" is success.
+Waiting uses the infrequent-polling pattern (see workflows/_options.py: POLL).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+
+from activities.aws import Aws
+from activities.errors import CustomerActionRequired, aws_errors, error_code
+from activities.registry import Registry
+from bridgehead.logging import bind_subject, get_logger
+from bridgehead.models import ResizeStackInput, StackEvent, StackPoll, StackRef, StackRequest
+
+log = get_logger("bridgehead.activities.cloudformation")
+
+TOKEN_TAG = "bridgehead:request"
+SUCCESS = {"create": {"CREATE_COMPLETE"}, "update": {"UPDATE_COMPLETE"}, "delete": {"DELETE_COMPLETE"}}
+FAILED = {
+    "CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED", "UPDATE_ROLLBACK_COMPLETE",
+    "UPDATE_ROLLBACK_FAILED", "UPDATE_FAILED", "IMPORT_ROLLBACK_COMPLETE", "IMPORT_ROLLBACK_FAILED",
+}  # fmt: skip
+#: Margin kept before the polling window closes: the last attempt returns instead of failing.
+_WINDOW_MARGIN = timedelta(seconds=90)
+
+
+def _not_exists(e: ClientError) -> bool:
+    return error_code(e) == "ValidationError" and "does not exist" in str(e)
+
+
+class StackActivities:
+    def __init__(self, aws: Aws, registry: Registry) -> None:
+        self.aws = aws
+        self.registry = registry
+
+    def _cfn(self, org_id: str, region: str) -> Any:
+        return self.aws.customer(self.registry.org(org_id), "cloudformation", region)
+
+    @activity.defn
+    def create_stack(self, req: StackRequest) -> StackPoll:
+        """CreateStack with a ClientRequestToken; a retry finds the stack it already created."""
+        bind_subject(org_id=req.org_id, region=req.region)
+        cfn = self._cfn(req.org_id, req.region)
+        tags = {**req.tags, TOKEN_TAG: req.client_request_token}
+        try:
+            with aws_errors(f"cloudformation:CreateStack {req.stack_name}"):
+                try:
+                    resp = cfn.create_stack(
+                        StackName=req.stack_name,
+                        TemplateBody=req.template_body,
+                        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(req.parameters.items())],
+                        Tags=[{"Key": k, "Value": v} for k, v in sorted(tags.items())],
+                        Capabilities=["CAPABILITY_NAMED_IAM"],
+                        OnFailure="DO_NOTHING" if req.keep_on_failure else "ROLLBACK",
+                        TimeoutInMinutes=req.timeout_minutes,
+                        ClientRequestToken=req.client_request_token,
+                    )
+                    stack_id = resp["StackId"]
+                except ClientError as e:
+                    if error_code(e) != "AlreadyExistsException":
+                        raise
+                    stack = cfn.describe_stacks(StackName=req.stack_name)["Stacks"][0]
+                    if not self._ours(stack, req):
+                        raise ApplicationError(
+                            f"stack {req.stack_name} already exists in {req.region} (status {stack['StackStatus']}) and was "
+                            "not created by this request; delete it first or choose another name",
+                            type=CustomerActionRequired.__name__,
+                            non_retryable=True,
+                        ) from None
+                    stack_id = stack["StackId"]
+        except ApplicationError:
+            raise
+        log.info("stack create requested", stack=req.stack_name, stack_id=stack_id)
+        return StackPoll(stack_name=req.stack_name, stack_id=stack_id, status="CREATE_IN_PROGRESS", terminal=False, succeeded=False)
+
+    @staticmethod
+    def _ours(stack: dict[str, Any], req: StackRequest) -> bool:
+        """Created by this request (token), or a healthy stack with the same identifying tags."""
+        theirs = {t["Key"]: t["Value"] for t in stack.get("Tags", [])}
+        if theirs.get(TOKEN_TAG) == req.client_request_token:
+            return True
+        identity = {k: v for k, v in req.tags.items() if k in ("bridgehead:org", "bridgehead:kind", "bridgehead:cluster", "bridgehead:region")}
+        healthy = stack["StackStatus"] in ("CREATE_COMPLETE", "CREATE_IN_PROGRESS", "UPDATE_COMPLETE", "UPDATE_IN_PROGRESS")
+        return bool(identity) and healthy and all(theirs.get(k) == v for k, v in identity.items())
+
+    @activity.defn
+    def poll_stack(self, ref: StackRef) -> StackPoll:
+        """One describe per attempt. In progress: fail benignly so Temporal retries after the poll
+        interval (no slot held, nothing in history), except on the window's last attempt, which
+        returns the in-progress state and the latest events for the workflow's status."""
+        bind_subject(org_id=ref.org_id, region=ref.region)
+        cfn = self._cfn(ref.org_id, ref.region)
+        with aws_errors(f"cloudformation:DescribeStacks {ref.stack_name}"):
+            try:
+                stack = cfn.describe_stacks(StackName=ref.stack_name)["Stacks"][0]
+            except ClientError as e:
+                if not _not_exists(e):
+                    raise
+                gone = ref.expect == "delete"
+                return StackPoll(
+                    stack_name=ref.stack_name, stack_id=None, status="DELETE_COMPLETE" if gone else "NOT_FOUND",
+                    terminal=True, succeeded=gone,
+                    failure_reason=None if gone else f"stack {ref.stack_name} does not exist (deleted outside Bridgehead?)",
+                )  # fmt: skip
+            status = stack["StackStatus"]
+            events = self._events(cfn, stack["StackId"])
+        outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stack.get("Outputs", [])}
+        if status in SUCCESS[ref.expect]:
+            done = next((e.timestamp for e in events if e.resource_type == "AWS::CloudFormation::Stack" and e.status == status), None)
+            return StackPoll(stack_name=ref.stack_name, stack_id=stack["StackId"], status=status, terminal=True,
+                             succeeded=True, outputs=outputs, events=events[:5], completed_at=done)  # fmt: skip
+        if status.endswith("_IN_PROGRESS"):
+            info = activity.info()
+            if info.schedule_to_close_timeout:
+                deadline = info.scheduled_time + info.schedule_to_close_timeout
+                if info.current_attempt_scheduled_time + _WINDOW_MARGIN >= deadline:
+                    return StackPoll(stack_name=ref.stack_name, stack_id=stack["StackId"], status=status,
+                                     terminal=False, succeeded=False, events=events[:5])  # fmt: skip
+            raise ApplicationError(
+                f"stack {ref.stack_name} is {status}", type="StackInProgress", category=ApplicationErrorCategory.BENIGN
+            )
+        resource, reason = self._first_failure(events)
+        return StackPoll(
+            stack_name=ref.stack_name, stack_id=stack["StackId"], status=status, terminal=True, succeeded=False,
+            outputs=outputs, events=events[:5], failure_resource=resource,
+            failure_reason=reason or stack.get("StackStatusReason") or f"stack ended in {status}",
+        )  # fmt: skip
+
+    @staticmethod
+    def _events(cfn: Any, stack_id: str) -> list[StackEvent]:
+        """Events of the stack's latest operation, newest first (first page is enough for status)."""
+        raw = cfn.describe_stack_events(StackName=stack_id).get("StackEvents", [])
+        out = []
+        for e in raw[:100]:
+            ts = e["Timestamp"]
+            if isinstance(ts, str):
+                ts = datetime.fromisoformat(ts)
+            out.append(StackEvent(
+                timestamp=ts.astimezone(UTC), logical_id=e.get("LogicalResourceId", ""),
+                resource_type=e.get("ResourceType", ""), status=e.get("ResourceStatus", ""),
+                reason=e.get("ResourceStatusReason") or "",
+            ))  # fmt: skip
+        return out
+
+    @staticmethod
+    def _first_failure(events: list[StackEvent]) -> tuple[str | None, str | None]:
+        """The first resource that failed (oldest first), skipping the cascade of cancellations."""
+        for e in reversed(events):
+            if e.status.endswith("_FAILED") and e.resource_type != "AWS::CloudFormation::Stack":
+                if "cancelled" in e.reason.lower():
+                    continue
+                return f"{e.logical_id} ({e.resource_type})", e.reason or e.status
+        for e in reversed(events):
+            if e.status.endswith("_FAILED"):
+                return f"{e.logical_id} ({e.resource_type})", e.reason or e.status
+        return None, None
+
+    @activity.defn
+    def delete_stack(self, ref: StackRef) -> None:
+        """DeleteStack (idempotent: a missing or already-deleting stack is success)."""
+        bind_subject(org_id=ref.org_id, region=ref.region)
+        cfn = self._cfn(ref.org_id, ref.region)
+        kwargs: dict[str, Any] = {"StackName": ref.stack_name}
+        if ref.client_request_token:
+            kwargs["ClientRequestToken"] = ref.client_request_token
+        with aws_errors(f"cloudformation:DeleteStack {ref.stack_name}"):
+            try:
+                cfn.delete_stack(**kwargs)
+            except ClientError as e:
+                if not _not_exists(e):
+                    raise
+        log.info("stack delete requested", stack=ref.stack_name)
+
+    @activity.defn
+    def resize_stack(self, req: ResizeStackInput) -> StackPoll:
+        """UpdateStack with the previous template and a new ComputeNodes value."""
+        bind_subject(org_id=req.org_id, region=req.region)
+        cfn = self._cfn(req.org_id, req.region)
+        with aws_errors(f"cloudformation:UpdateStack {req.stack_name}"):
+            stack = cfn.describe_stacks(StackName=req.stack_name)["Stacks"][0]
+            params = []
+            for p in stack.get("Parameters", []):
+                key = p["ParameterKey"]
+                if key == "ComputeNodes":
+                    params.append({"ParameterKey": key, "ParameterValue": str(req.compute_nodes)})
+                else:
+                    params.append({"ParameterKey": key, "UsePreviousValue": True})
+            try:
+                cfn.update_stack(
+                    StackName=req.stack_name, UsePreviousTemplate=True, Parameters=params,
+                    Capabilities=["CAPABILITY_NAMED_IAM"], ClientRequestToken=req.client_request_token,
+                )  # fmt: skip
+            except ClientError as e:
+                if "No updates are to be performed" not in str(e):
+                    raise
+        return StackPoll(stack_name=req.stack_name, stack_id=stack["StackId"], status="UPDATE_IN_PROGRESS", terminal=False, succeeded=False)

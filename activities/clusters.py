@@ -1,0 +1,148 @@
+"""Cluster support: validate a request and render its template, keep the registry, notify by email."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from botocore.exceptions import ClientError
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.aws import Aws
+from activities.errors import CustomerActionRequired, aws_errors, error_code
+from activities.registry import Registry, _to_item
+from bridgehead import policies
+from bridgehead.logging import bind_subject, get_logger
+from bridgehead.models import ClusterPlan, NotifyInput, RegisterClusterInput, ValidateClusterInput
+
+log = get_logger("bridgehead.activities.clusters")
+LIVE_STATES = ("VALIDATING", "CREATING", "RUNNING", "DELETING", "FAILED")
+
+
+class ClusterActivities:
+    def __init__(self, aws: Aws, registry: Registry) -> None:
+        self.aws = aws
+        self.registry = registry
+
+    @activity.defn
+    def validate_cluster(self, req: ValidateClusterInput) -> ClusterPlan:
+        """Everything that can be checked before any AWS call in the customer account. Each error
+        names the field and the rule; on success the plan carries the rendered template."""
+        bind_subject(org_id=req.org_id, cluster=req.name, region=req.region)
+        s = self.aws.settings
+        c = req.config
+        errors: list[str] = []
+        warnings: list[str] = []
+        known = ", ".join(sorted(s.rates))
+        for field in ("head_instance_type", "compute_instance_type"):
+            value = getattr(c, field)
+            if value not in s.rates:
+                errors.append(f"config.{field}: {value!r} is not an offered instance type (rate table {s.rate_version}: {known})")
+        if c.compute_max_nodes > s.max_compute_nodes:
+            errors.append(f"config.compute_max_nodes: {c.compute_max_nodes} exceeds the ceiling of {s.max_compute_nodes}")
+        if not s.min_head_volume_gb <= c.head_volume_gb <= s.max_head_volume_gb:
+            errors.append(f"config.head_volume_gb: {c.head_volume_gb} must be between {s.min_head_volume_gb} and {s.max_head_volume_gb} GiB")
+        if c.spot_price is not None and c.compute_instance_type in s.rates and c.spot_price > s.rates[c.compute_instance_type]:
+            warnings.append(f"config.spot_price {c.spot_price} is above the on-demand rate of {c.compute_instance_type}")
+        org_item = self.registry.org_item(req.org_id)
+        if org_item is None:
+            errors.append(f"org_id: organisation {req.org_id!r} is not registered")
+            return ClusterPlan(errors=errors, warnings=warnings)
+        if org_item.get("state") != "READY":
+            errors.append(f"org_id: organisation {req.org_id} is {org_item.get('state')}, not READY; finish onboarding first")
+        if req.region not in org_item.get("regions", []):
+            errors.append(f"region: {req.region} is not one of the organisation's regions ({', '.join(org_item.get('regions', []))})")
+        image = self.registry.image_share(req.org_id, req.region) or {}
+        if image.get("state") != "SHARED":
+            errors.append(f"region: the platform image is not shared with the organisation in {req.region} (run ShareImages)")
+        foundation = self.registry.foundation(req.org_id, req.region) or {}
+        if foundation.get("state") != "READY":
+            errors.append(f"region: the regional foundation in {req.region} is {foundation.get('state', 'missing')}, not READY (run ProvisionRegion)")
+        existing = self.registry.cluster(req.org_id, req.name)
+        wf = activity.info().workflow_id
+        if existing and existing.get("state") in LIVE_STATES and existing.get("workflow_run") not in (None, activity.info().workflow_run_id):
+            errors.append(f"name: a cluster named {req.name} already exists ({existing.get('state')}); delete it or choose another name")
+        if errors:
+            return ClusterPlan(errors=errors, warnings=warnings)
+        out = foundation.get("outputs", {})
+        tags = {
+            policies.TAG_ORG: req.org_id, "bridgehead:cluster": req.name, "bridgehead:region": req.region,
+            "bridgehead:kind": "cluster", "bridgehead:owner": req.owner or "org-admin", "bridgehead:workflow": wf,
+        }  # fmt: skip
+        params = {
+            "ImageId": image["image_id"], "HeadInstanceType": c.head_instance_type,
+            "ComputeInstanceType": c.compute_instance_type, "ComputeNodes": str(c.compute_initial_nodes),
+            "ComputeMaxNodes": str(c.compute_max_nodes), "ComputeMinNodes": "0" if c.autoscaling else str(c.compute_initial_nodes),
+            "SpotPrice": str(c.spot_price) if c.spot_price is not None else "", "HeadVolumeGb": str(c.head_volume_gb),
+            "PublicSubnetId": out.get("PublicSubnetId", ""), "PrivateSubnetId": out.get("PrivateSubnetId", ""),
+            "HeadSecurityGroupId": out.get("HeadSecurityGroupId", ""), "ComputeSecurityGroupId": out.get("ComputeSecurityGroupId", ""),
+            "InstanceProfileName": out.get("InstanceProfileName", ""), "FileSystemId": out.get("FileSystemId", ""),
+        }  # fmt: skip
+        missing = [k for k, v in params.items() if v == "" and k != "SpotPrice"]
+        if missing:
+            return ClusterPlan(errors=[f"region: the foundation in {req.region} lacks outputs {', '.join(missing)}; re-run ProvisionRegion"])
+        return ClusterPlan(
+            warnings=warnings, template_body=policies.cluster_template(req.org_id, req.name, tags), parameters=params,
+            tags=tags, admin_email=org_item.get("admin_email", ""),
+        )  # fmt: skip
+
+    @activity.defn
+    def register_cluster(self, req: RegisterClusterInput) -> None:
+        """Write the cluster's registry entry. The first write (CREATING) is a transaction that
+        also checks the region's foundation is READY, so it cannot race with CleanupRegion."""
+        bind_subject(org_id=req.org_id, cluster=req.name, region=req.region)
+        info = activity.info()
+        fields: dict[str, Any] = {
+            "name": req.name, "region": req.region, "state": req.state.value, "stack_name": req.stack_name or None,
+            "owner": req.owner, "workflow_id": req.workflow_id or info.workflow_id, "workflow_run": info.workflow_run_id,
+            "login_address": req.login_address, "failure_reason": req.failure_reason,
+            "head_instance_type": req.head_instance_type, "compute_instance_type": req.compute_instance_type,
+            "updated_at": datetime.now(UTC).isoformat(),
+        }  # fmt: skip
+        if req.segments is not None:
+            fields["segments"] = [s.model_dump(mode="json") for s in req.segments]
+        fields = {k: v for k, v in fields.items() if v is not None}
+        pk, sk = f"ORG#{req.org_id}", f"CLUSTER#{req.name}"
+        if req.state.value != "CREATING":
+            self.registry.update(pk, sk, fields)
+            return
+        try:
+            with aws_errors("register cluster"):
+                self.registry.ddb.transact_write_items(TransactItems=[
+                    {"ConditionCheck": {
+                        "TableName": self.registry.table, "Key": _to_item({"pk": pk, "sk": f"REGION#{req.region}"}),
+                        "ConditionExpression": "#s = :ready", "ExpressionAttributeNames": {"#s": "state"},
+                        "ExpressionAttributeValues": _to_item({":ready": "READY"})}},
+                    {"Put": {
+                        "TableName": self.registry.table, "Item": _to_item({"pk": pk, "sk": sk, **fields}),
+                        "ConditionExpression": "attribute_not_exists(pk) OR workflow_run = :run OR #s IN (:d, :c)",
+                        "ExpressionAttributeNames": {"#s": "state"},
+                        "ExpressionAttributeValues": _to_item({":run": info.workflow_run_id, ":d": "DELETED", ":c": "CANCELLED"})}},
+                ])  # fmt: skip
+        except ApplicationError as e:
+            cause = e.__cause__
+            if isinstance(cause, ClientError) and error_code(cause) == "TransactionCanceledException":
+                raise ApplicationError(
+                    f"cluster {req.name} cannot be registered: the foundation in {req.region} is not READY (being cleaned up?) "
+                    "or another cluster with this name exists",
+                    type=CustomerActionRequired.__name__, non_retryable=True,
+                ) from None
+            raise
+
+    @activity.defn
+    def notify(self, req: NotifyInput) -> bool:
+        """Email the org admin through SES (platform account). Sent at most once per key, barring a
+        crash between sending and recording (then at most twice)."""
+        marker = self.registry.get(f"NOTIFY#{req.idempotency_key}", "META")
+        if marker is not None:
+            return False
+        with aws_errors("ses:SendEmail", hint=f"Verify the sender identity {self.aws.settings.notify_sender} in SES."):
+            self.aws.platform("ses").send_email(
+                Source=self.aws.settings.notify_sender,
+                Destination={"ToAddresses": [req.to]},
+                Message={"Subject": {"Data": req.subject}, "Body": {"Text": {"Data": req.body}}},
+            )
+        self.registry.put({"pk": f"NOTIFY#{req.idempotency_key}", "sk": "META", "to": req.to, "subject": req.subject,
+                           "sent_at": datetime.now(UTC).isoformat()})  # fmt: skip
+        return True

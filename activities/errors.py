@@ -1,0 +1,140 @@
+"""One place that decides which AWS errors are worth retrying.
+
+* Throttling and server-side errors: re-raised, so Temporal retries with backoff.
+* Permission, validation and must-exist-but-does-not errors: non-retryable ``ApplicationError``
+  whose message says what failed and what the customer (or operator) can do about it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    EndpointConnectionError,
+    NoCredentialsError,
+    ReadTimeoutError,
+)
+from temporalio.exceptions import ApplicationError
+
+THROTTLING_CODES = frozenset(
+    {
+        "Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
+        "TooManyRequestsException", "ProvisionedThroughputExceededException", "RequestThrottled",
+        "RequestThrottledException", "SlowDown", "PriorRequestNotComplete", "EC2ThrottledException",
+        "BandwidthLimitExceeded", "LimitExceededException",
+    }
+)  # fmt: skip
+TRANSIENT_CODES = frozenset(
+    {"InternalError", "InternalFailure", "ServiceUnavailable", "ServiceUnavailableException",
+     "InternalServerError", "InternalServiceError", "RequestTimeout", "RequestTimeoutException",
+     "TransactionInProgressException", "IdempotentParameterMismatch"}
+)  # fmt: skip
+PERMISSION_CODES = frozenset(
+    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthFailure",
+     "InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException",
+     "ExpiredToken", "ExpiredTokenException", "OptInRequired", "InvalidAccessKeyId",
+     "UnauthorizedException", "NotAuthorized"}
+)  # fmt: skip
+VALIDATION_CODES = frozenset(
+    {"ValidationError", "ValidationException", "MalformedPolicyDocument", "InvalidParameterValue",
+     "InvalidParameterCombination", "InvalidParameter", "InvalidInput", "InvalidRequest",
+     "InvalidAMIID.Malformed", "InvalidAMIID.NotFound", "InvalidAMIID.Unavailable",
+     "NoSuchEntity", "InvalidUserID.Malformed", "MissingParameter", "UnsupportedOperation",
+     "InvalidChangeSetStatus", "InsufficientCapabilitiesException", "MessageRejected",
+     "MailFromDomainNotVerifiedException", "InvalidCustomerIdentifierException",
+     "InvalidProductCodeException", "CustomerNotEntitledException", "InvalidUsageDimensionException",
+     "ResourceNotFoundException", "InvalidSnapshot.NotFound", "InvalidSnapshotID.Malformed"}
+)  # fmt: skip
+
+
+class AwsPermissionError(Exception):
+    """Type name used for non-retryable permission failures."""
+
+
+class AwsValidationError(Exception):
+    """Type name used for non-retryable validation / not-found failures."""
+
+
+class CustomerActionRequired(Exception):
+    """Type name for failures only the customer can fix (wrong account, unsafe trust policy ...)."""
+
+
+#: Error types that never succeed on retry; also listed in retry policies.
+NON_RETRYABLE_TYPES = [
+    AwsPermissionError.__name__,
+    AwsValidationError.__name__,
+    CustomerActionRequired.__name__,
+]
+
+
+def error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def http_status(err: ClientError) -> int:
+    return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+
+
+def classify(err: ClientError, action: str, hint: str = "") -> BaseException:
+    """Map a ClientError to what the activity should raise."""
+    code = error_code(err)
+    message = err.response.get("Error", {}).get("Message", str(err))
+    if code in THROTTLING_CODES:
+        # Retry sooner than the policy's max interval would, but never hammer: 2 s floor.
+        return ApplicationError(
+            f"{action}: AWS throttled the request ({code}); retrying",
+            type="AwsThrottled",
+            next_retry_delay=timedelta(seconds=2),
+        )
+    if code in TRANSIENT_CODES or http_status(err) >= 500:
+        return ApplicationError(f"{action}: AWS had a transient error ({code or http_status(err)}): {message}", type="AwsTransient")
+    if code in PERMISSION_CODES:
+        text = f"{action} was refused by AWS ({code}): {message}."
+        text += f" {hint}" if hint else " Grant the missing permission and retry."
+        return ApplicationError(text, type=AwsPermissionError.__name__, non_retryable=True)
+    if code in VALIDATION_CODES or code.endswith(".NotFound") or code.endswith(".Malformed") or code.startswith("Invalid"):
+        text = f"{action} was rejected by AWS ({code}): {message}."
+        if hint:
+            text += f" {hint}"
+        return ApplicationError(text, type=AwsValidationError.__name__, non_retryable=True)
+    return ApplicationError(f"{action}: AWS error {code}: {message}", type="AwsError")
+
+
+@contextmanager
+def aws_errors(action: str, hint: str = "") -> Iterator[None]:
+    """Translate botocore failures raised inside the block (see :func:`classify`)."""
+    try:
+        yield
+    except ClientError as e:
+        raise classify(e, action, hint) from e
+    except NoCredentialsError as e:
+        raise ApplicationError(
+            f"{action}: the worker has no AWS credentials (configure the boto3 credential chain)",
+            type=AwsPermissionError.__name__,
+            non_retryable=True,
+        ) from e
+    except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as e:
+        raise ApplicationError(f"{action}: cannot reach AWS ({e}); retrying", type="AwsUnreachable") from e
+
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def classified(action: str) -> Callable[[F], F]:
+    """Decorator form of :func:`aws_errors`."""
+
+    def deco(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with aws_errors(action):
+                return fn(*args, **kwargs)
+
+        return wrapper  # type: ignore[return-value]
+
+    return deco

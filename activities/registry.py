@@ -1,0 +1,182 @@
+"""The platform registry (DynamoDB in the platform account).
+
+Holds what several workflows must read consistently: organisations, regional foundations, image
+shares, clusters, and the billing ledger. Safety decisions read it with ``ConsistentRead=True``
+and write with conditional expressions; workflow visibility (eventually consistent) is never used
+for them.
+
+Layout (single table, ``pk``/``sk``):
+    ORG#<org>     META              organisation (account, role, External ID, state)
+    ORG#<org>     REGION#<region>   regional foundation (stack, outputs, state)
+    ORG#<org>     IMAGE#<region>    image shared in that region (image, snapshots)
+    ORG#<org>     CLUSTER#<name>    cluster (region, state, usage segments)
+    USER#<name>   META              drop-box user -> org and owner
+Ledger table: ``ORG#<org>`` / ``PERIOD#<iso hour>#<cluster>``, one item per (cluster, period).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from activities.aws import Aws, OrgRecord, not_found
+from activities.errors import aws_errors, error_code
+
+_ser = TypeSerializer()
+_de = TypeDeserializer()
+
+
+def _to_item(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: _ser.serialize(_dynamo_safe(v)) for k, v in d.items() if v is not None}
+
+
+def _dynamo_safe(v: Any) -> Any:
+    if isinstance(v, float):
+        return Decimal(str(v))
+    if isinstance(v, datetime):
+        return v.astimezone(UTC).isoformat()
+    if isinstance(v, dict):
+        return {k: _dynamo_safe(x) for k, x in v.items() if x is not None}
+    if isinstance(v, list | tuple):
+        return [_dynamo_safe(x) for x in v]
+    return v
+
+
+def _from_item(item: dict[str, Any]) -> dict[str, Any]:
+    return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+class Registry:
+    def __init__(self, aws: Aws) -> None:
+        self.aws = aws
+        self.table = aws.settings.registry_table
+        self.ledger = aws.settings.ledger_table
+
+    @property
+    def ddb(self) -> Any:
+        return self.aws.platform("dynamodb")
+
+    # --- set-up -------------------------------------------------------------------------------
+    def ensure_tables(self) -> None:
+        """Create the registry and ledger tables if missing (idempotent)."""
+        for name in (self.table, self.ledger):
+            try:
+                self.ddb.create_table(
+                    TableName=name,
+                    KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+                    AttributeDefinitions=[
+                        {"AttributeName": "pk", "AttributeType": "S"},
+                        {"AttributeName": "sk", "AttributeType": "S"},
+                    ],
+                    BillingMode="PAY_PER_REQUEST",
+                )
+                self.ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+            except ClientError as e:
+                if error_code(e) != "ResourceInUseException":
+                    raise
+
+    # --- generic --------------------------------------------------------------------------------
+    def get(self, pk: str, sk: str, table: str | None = None) -> dict[str, Any] | None:
+        with aws_errors("registry read"):
+            resp = self.ddb.get_item(TableName=table or self.table, Key=_to_item({"pk": pk, "sk": sk}), ConsistentRead=True)
+        return _from_item(resp["Item"]) if "Item" in resp else None
+
+    def put(self, item: dict[str, Any], *, condition: str | None = None, table: str | None = None, values: dict[str, Any] | None = None) -> bool:
+        """Put an item; with ``condition``, returns False instead of raising when it does not hold."""
+        kwargs: dict[str, Any] = {"TableName": table or self.table, "Item": _to_item(item)}
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        if values:
+            kwargs["ExpressionAttributeValues"] = _to_item(values)
+        try:
+            with aws_errors("registry write"):
+                self.ddb.put_item(**kwargs)
+        except Exception as e:  # noqa: BLE001 - unwrap the classified error
+            cause = e.__cause__
+            if isinstance(cause, ClientError) and error_code(cause) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def update(self, pk: str, sk: str, fields: dict[str, Any], *, condition: str | None = None, table: str | None = None) -> bool:
+        names = {f"#f{i}": k for i, k in enumerate(fields)}
+        values = {f":v{i}": v for i, v in enumerate(fields.values())}
+        sets = [f"#f{i} = :v{i}" for i, (k, v) in enumerate(fields.items()) if v is not None]
+        removes = [f"#f{i}" for i, (k, v) in enumerate(fields.items()) if v is None]
+        expr = ""
+        if sets:
+            expr += "SET " + ", ".join(sets)
+        if removes:
+            expr += " REMOVE " + ", ".join(removes)
+        kwargs: dict[str, Any] = {
+            "TableName": table or self.table,
+            "Key": _to_item({"pk": pk, "sk": sk}),
+            "UpdateExpression": expr.strip(),
+            "ExpressionAttributeNames": names,
+        }
+        vals = {k: v for k, v in values.items() if v is not None}
+        if vals:
+            kwargs["ExpressionAttributeValues"] = _to_item(vals)
+        if condition:
+            kwargs["ConditionExpression"] = condition
+        try:
+            with aws_errors("registry update"):
+                self.ddb.update_item(**kwargs)
+        except Exception as e:  # noqa: BLE001
+            cause = e.__cause__
+            if isinstance(cause, ClientError) and error_code(cause) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
+
+    def query(self, pk: str, prefix: str, table: str | None = None) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        kwargs: dict[str, Any] = {
+            "TableName": table or self.table,
+            "KeyConditionExpression": "pk = :pk AND begins_with(sk, :p)",
+            "ExpressionAttributeValues": _to_item({":pk": pk, ":p": prefix}),
+            "ConsistentRead": True,
+        }
+        with aws_errors("registry query"):
+            while True:
+                resp = self.ddb.query(**kwargs)
+                items.extend(_from_item(i) for i in resp.get("Items", []))
+                if "LastEvaluatedKey" not in resp:
+                    return items
+                kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
+
+    # --- organisations --------------------------------------------------------------------------
+    def org(self, org_id: str) -> OrgRecord:
+        item = self.get(f"ORG#{org_id}", "META")
+        if item is None:
+            raise not_found(f"organisation {org_id!r} is not registered; start OnboardOrganization first")
+        return OrgRecord(
+            org_id=org_id,
+            aws_account_id=item["aws_account_id"],
+            external_id=item["external_id"],
+            role_arn=item.get("role_arn"),
+            admin_email=item.get("admin_email", ""),
+            display_name=item.get("display_name", ""),
+            regions=list(item.get("regions", [])),
+            state=item.get("state", ""),
+            marketplace_customer_id=item.get("marketplace_customer_id"),
+        )
+
+    def org_item(self, org_id: str) -> dict[str, Any] | None:
+        return self.get(f"ORG#{org_id}", "META")
+
+    def clusters(self, org_id: str) -> list[dict[str, Any]]:
+        return self.query(f"ORG#{org_id}", "CLUSTER#")
+
+    def cluster(self, org_id: str, name: str) -> dict[str, Any] | None:
+        return self.get(f"ORG#{org_id}", f"CLUSTER#{name}")
+
+    def foundation(self, org_id: str, region: str) -> dict[str, Any] | None:
+        return self.get(f"ORG#{org_id}", f"REGION#{region}")
+
+    def image_share(self, org_id: str, region: str) -> dict[str, Any] | None:
+        return self.get(f"ORG#{org_id}", f"IMAGE#{region}")

@@ -1,0 +1,229 @@
+"""Pure functions over the documents in ``policies/``: render them, analyse trust policies, and
+evaluate whether a set of IAM policies grants the actions Bridgehead needs.
+
+No AWS calls here; activities fetch documents and call these functions, tests call them directly.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
+TAG_ORG = "bridgehead:org"
+
+
+@lru_cache
+def load(name: str) -> Any:
+    return json.loads((POLICY_DIR / name).read_text())
+
+
+def _substitute(doc: Any, values: dict[str, str]) -> Any:
+    if isinstance(doc, str):
+        for k, v in values.items():
+            doc = doc.replace("{{" + k + "}}", v)
+        return doc
+    if isinstance(doc, list):
+        return [_substitute(x, values) for x in doc]
+    if isinstance(doc, dict):
+        return {k: _substitute(v, values) for k, v in doc.items()}
+    return doc
+
+
+def partition_of(arn: str) -> str:
+    return arn.split(":")[1] if arn.startswith("arn:") else "aws"
+
+
+def trust_policy(platform_principal: str, external_id: str) -> dict[str, Any]:
+    return _substitute(copy.deepcopy(load("trust-policy.json")), {"PLATFORM_PRINCIPAL": platform_principal, "EXTERNAL_ID": external_id})
+
+
+def permission_policy(org_id: str, account_id: str, role_name: str, platform_account_id: str, partition: str = "aws") -> dict[str, Any]:
+    return _substitute(
+        copy.deepcopy(load("customer-permissions.json")),
+        {"ORG_ID": org_id, "ACCOUNT_ID": account_id, "ROLE_NAME": role_name, "PARTITION": partition,
+         "PLATFORM_ACCOUNT_ID": platform_account_id},
+    )
+
+
+def customer_role_template(org_id: str, external_id: str, role_name: str, trust: dict[str, Any], permissions: dict[str, Any]) -> str:
+    tpl = _substitute(copy.deepcopy(load("customer-role.template.json")), {"ORG_ID": org_id, "EXTERNAL_ID": external_id, "ROLE_NAME": role_name})
+    props = tpl["Resources"]["BridgeheadAccessRole"]["Properties"]
+    # The template's External ID parameter feeds the trust condition, so the stack stays editable.
+    trust = copy.deepcopy(trust)
+    for st in trust["Statement"]:
+        st["Condition"]["StringEquals"]["sts:ExternalId"] = {"Ref": "ExternalId"}
+    props["AssumeRolePolicyDocument"] = trust
+    props["Policies"][0]["PolicyDocument"] = permissions
+    return json.dumps(tpl, indent=2)
+
+
+def required_actions(permissions: dict[str, Any]) -> list[str]:
+    """Every action the permission policy grants is one Bridgehead needs."""
+    out: list[str] = []
+    for st in permissions["Statement"]:
+        acts = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        out.extend(a for a in acts if a not in out)
+    return out
+
+
+def parse_document(doc: Any) -> dict[str, Any]:
+    """A policy document as returned by IAM: a dict, JSON, URL-encoded JSON, or (moto, for
+    CloudFormation-created inline policies) a Python literal."""
+    import ast
+    import urllib.parse
+
+    if isinstance(doc, dict):
+        return doc
+    for attempt in (doc, urllib.parse.unquote(doc)):
+        try:
+            return json.loads(attempt)
+        except ValueError:
+            pass
+    value = ast.literal_eval(doc)
+    if not isinstance(value, dict):
+        raise ValueError("policy document is not an object")
+    return value
+
+
+def _as_list(v: Any) -> list[Any]:
+    if v is None:
+        return []
+    return v if isinstance(v, list) else [v]
+
+
+def _matches(patterns: list[str], action: str) -> bool:
+    a = action.lower()
+    return any(fnmatch.fnmatchcase(a, p.lower()) for p in patterns)
+
+
+def evaluate_actions(actions: list[str], documents: list[tuple[str, dict[str, Any]]]) -> dict[str, str | None]:
+    """For each action, ``None`` if some Allow grants it and no Deny matches it, else why not.
+
+    ``documents`` are ``(source name, policy document)``. Resource scoping and conditions of Allow
+    statements are not second-guessed (the customer may scope them); any matching Deny counts.
+    """
+    result: dict[str, str | None] = {}
+    for action in actions:
+        allowed_by: str | None = None
+        denied_by: str | None = None
+        for source, doc in documents:
+            for i, st in enumerate(_as_list(doc.get("Statement"))):
+                if "Action" in st:
+                    hit = _matches(_as_list(st["Action"]), action)
+                elif "NotAction" in st:
+                    hit = not _matches(_as_list(st["NotAction"]), action)
+                else:
+                    hit = False
+                if not hit:
+                    continue
+                where = f"{source} statement {st.get('Sid') or i}"
+                if st.get("Effect") == "Deny":
+                    denied_by = denied_by or where
+                elif st.get("Effect") == "Allow":
+                    allowed_by = allowed_by or where
+        if denied_by:
+            result[action] = f"denied by {denied_by}"
+        elif not allowed_by:
+            result[action] = "not granted by any attached or inline policy"
+        else:
+            result[action] = None
+    return result
+
+
+def analyse_trust(doc: dict[str, Any], platform_principal: str, external_id: str) -> list[tuple[str, bool, str, str]]:
+    """Check a role's trust policy. Returns ``(check, passed, detail, remedy)`` tuples."""
+    findings: list[tuple[str, bool, str, str]] = []
+    assume_statements = [
+        st for st in _as_list(doc.get("Statement"))
+        if st.get("Effect") == "Allow" and _matches(_as_list(st.get("Action")), "sts:AssumeRole")
+    ]  # fmt: skip
+    fix = f"Set the trust policy to exactly: {json.dumps(trust_policy(platform_principal, external_id))}"
+    if not assume_statements:
+        return [("trust-policy-principal", False, "the trust policy allows no sts:AssumeRole at all", fix)]
+    bad_principals: list[str] = []
+    for st in assume_statements:
+        if "NotPrincipal" in st:
+            bad_principals.append("NotPrincipal (trusts everyone not listed)")
+        principal = st.get("Principal")
+        if principal == "*" or principal is None:
+            bad_principals.append("*")
+            continue
+        for kind, values in principal.items():
+            for v in _as_list(values):
+                if kind != "AWS" or v != platform_principal:
+                    bad_principals.append(f"{kind}:{v}")
+    findings.append(
+        (
+            "trust-policy-principal",
+            not bad_principals,
+            "trusts only " + platform_principal if not bad_principals
+            else "the role also trusts " + ", ".join(sorted(set(bad_principals))) + "; anyone listed could act in your account",
+            "" if not bad_principals else fix,
+        )
+    )
+    missing: list[str] = []
+    for st in assume_statements:
+        cond = st.get("Condition") or {}
+        equals = cond.get("StringEquals") or {}
+        ext = equals.get("sts:ExternalId")
+        if ext is None:
+            like = (cond.get("StringLike") or {}).get("sts:ExternalId")
+            missing.append("uses StringLike for sts:ExternalId (wildcards defeat it)" if like else "has no sts:ExternalId condition")
+        elif _as_list(ext) != [external_id]:
+            missing.append(f"requires a different External ID ({ext!r})")
+    findings.append(
+        (
+            "trust-policy-external-id",
+            not missing,
+            "every AssumeRole statement requires this organisation's External ID" if not missing
+            else "a statement " + "; ".join(missing) + ": without it the role is open to the confused-deputy problem",
+            "" if not missing else f'Add "Condition": {{"StringEquals": {{"sts:ExternalId": "{external_id}"}}}} to the trust policy.',
+        )
+    )
+    return findings
+
+
+def foundation_stack_name(org_id: str, region: str) -> str:
+    return f"bridgehead-{org_id}-foundation-{region}"
+
+
+def cluster_stack_name(org_id: str, name: str) -> str:
+    return f"bridgehead-{org_id}-cluster-{name}"
+
+
+def bucket_name(org_id: str, region: str, account_id: str) -> str:
+    return f"bh-{org_id}-{region}-{account_id}"[:63]
+
+
+def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+
+
+def foundation_template(org_id: str, region: str, account_id: str, tags: dict[str, str]) -> str:
+    tpl = _substitute(
+        copy.deepcopy(load("region-foundation.template.json")),
+        {"ORG_ID": org_id, "REGION": region, "BUCKET_NAME": bucket_name(org_id, region, account_id)},
+    )
+    for res in tpl["Resources"].values():
+        props = res.get("Properties", {})
+        for key in ("Tags", "FileSystemTags"):
+            if props.get(key) == "__TAGS__":
+                props[key] = _tags(tags)
+    return json.dumps(tpl, indent=1, sort_keys=True)
+
+
+def cluster_template(org_id: str, name: str, tags: dict[str, str]) -> str:
+    tpl = _substitute(copy.deepcopy(load("cluster.template.json")), {"ORG_ID": org_id, "CLUSTER_NAME": name})
+    res = tpl["Resources"]
+    res["HeadNode"]["Properties"]["Tags"] = _tags({**tags, "bridgehead:node": "head", "Name": f"{name}-head"})
+    spec = res["ComputeLaunchTemplate"]["Properties"]["LaunchTemplateData"]["TagSpecifications"][0]
+    spec["Tags"] = _tags({**tags, "bridgehead:node": "compute", "Name": f"{name}-compute"})
+    res["ComputeGroup"]["Properties"]["Tags"] = [
+        {**t, "PropagateAtLaunch": True} for t in _tags({**tags, "bridgehead:node": "compute"})
+    ]
+    return json.dumps(tpl, indent=1, sort_keys=True)

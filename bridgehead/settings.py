@@ -1,0 +1,150 @@
+"""Bridgehead settings (pydantic-settings, prefix ``BRIDGEHEAD_``).
+
+Temporal connection settings are *not* here: they come from ``temporalio.envconfig``
+(``temporal.toml`` profiles and the standard ``TEMPORAL_ADDRESS``, ``TEMPORAL_NAMESPACE``,
+``TEMPORAL_API_KEY``, ``TEMPORAL_TLS_*`` variables), the same way the official samples connect.
+AWS credentials and endpoints come from the boto3 chain (profiles, ``AWS_*`` variables,
+``AWS_ENDPOINT_URL``). Only workers, the starter and activities call :func:`get_settings`;
+workflow code never does (it receives configuration through its input or an activity).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bridgehead.models import DEFAULT_REGIONS, SUPPORTED_REGIONS
+
+#: Rates in USD per node-hour, version ``2026-11``. Override with ``BRIDGEHEAD_RATES``
+#: (JSON object) and bump ``BRIDGEHEAD_RATE_VERSION`` whenever prices change.
+DEFAULT_RATES: dict[str, Decimal] = {
+    "t3.micro": Decimal("0.0104"),
+    "t3.medium": Decimal("0.0416"),
+    "t3.large": Decimal("0.0832"),
+    "m5.large": Decimal("0.096"),
+    "m5.xlarge": Decimal("0.192"),
+    "m5.2xlarge": Decimal("0.384"),
+    "c5.large": Decimal("0.085"),
+    "c5.xlarge": Decimal("0.17"),
+    "c5.2xlarge": Decimal("0.34"),
+    "c5.4xlarge": Decimal("0.68"),
+    "r5.xlarge": Decimal("0.252"),
+    "r5.2xlarge": Decimal("0.504"),
+}
+
+#: vCPUs per instance type, for the EC2 quota pre-check.
+DEFAULT_VCPUS: dict[str, int] = {
+    "t3.micro": 2, "t3.medium": 2, "t3.large": 2,
+    "m5.large": 2, "m5.xlarge": 4, "m5.2xlarge": 8,
+    "c5.large": 2, "c5.xlarge": 4, "c5.2xlarge": 8, "c5.4xlarge": 16,
+    "r5.xlarge": 4, "r5.2xlarge": 8,
+}  # fmt: skip
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Bridgehead's own configuration. Every field can be set as ``BRIDGEHEAD_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BRIDGEHEAD_", env_file=".env", env_ignore_empty=True, extra="ignore"
+    )
+
+    environment: Literal["local", "test", "production"] = "local"
+    task_queue: str = "bridgehead"
+    #: Folder for the embedded stack (SQLite file, logs, generated codec key).
+    state_dir: Path = REPO_ROOT / ".state"
+
+    # --- platform account -------------------------------------------------------------------
+    #: Principal the customer's trust policy names. Default: the root of the account the
+    #: worker's credentials belong to (looked up with ``sts:GetCallerIdentity``).
+    platform_principal_arn: str | None = None
+    registry_table: str = "bridgehead-registry"
+    ledger_table: str = "bridgehead-ledger"
+    #: Create the registry and ledger tables at worker start if missing (local/dev convenience;
+    #: in production provision them with ``policies/platform-tables.yaml``).
+    create_tables: bool = True
+    #: Region of the platform's own resources (registry, ledger, inbox bucket).
+    platform_region: str = "us-east-1"
+    #: Where released images live; images are copied from here to regions that lack them.
+    image_source_region: str = "us-east-1"
+    #: Tag key/value marking a released platform image.
+    image_tag_key: str = "bridgehead:release"
+    image_tag_value: str = "current"
+    supported_regions: list[str] = Field(default_factory=lambda: list(SUPPORTED_REGIONS))
+    default_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_REGIONS))
+
+    # --- customer role --------------------------------------------------------------------------
+    customer_role_name: str = "BridgeheadAccess"
+    #: Whether ``sts:AssumeRole`` is known to enforce trust policies (true on real AWS, false on
+    #: moto). When false, the confused-deputy probe is reported as not proved by the probe.
+    sts_enforces_trust: bool = True
+
+    # --- clusters and billing ---------------------------------------------------------------------
+    rate_version: str = "2026-11"
+    rates: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_RATES))
+    vcpus: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_VCPUS))
+    max_compute_nodes: int = 64
+    min_head_volume_gb: int = 20
+    max_head_volume_gb: int = 16384
+    marketplace_product_code: str = "bridgehead-local"
+    notify_sender: str = "noreply@bridgehead.example.com"
+
+    # --- payload encryption -----------------------------------------------------------------------
+    #: 32-byte AES key, base64. Encrypts sensitive payloads (customer access keys). Locally a key
+    #: is generated once under ``state_dir``; outside ``local``/``test`` it is required.
+    codec_key: SecretStr | None = None
+
+    # --- worker tuning ------------------------------------------------------------------------------
+    max_concurrent_activities: int = 32
+    max_concurrent_workflow_tasks: int = 64
+    max_cached_workflows: int = 2000
+    metrics_port: int | None = None
+
+    @field_validator("supported_regions", "default_regions")
+    @classmethod
+    def _regions_not_empty(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("must list at least one region")
+        return v
+
+    @model_validator(mode="after")
+    def _production_needs_real_secrets(self) -> Settings:
+        if self.environment == "production" and self.codec_key is None:
+            raise ValueError(
+                "BRIDGEHEAD_CODEC_KEY is required in production (32 random bytes, base64); "
+                "generate one with: python -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())'"
+            )
+        missing = [r for r in self.default_regions if r not in self.supported_regions]
+        if missing:
+            raise ValueError(f"default_regions {missing} are not in supported_regions")
+        return self
+
+    def codec_key_bytes(self) -> bytes:
+        """Return the payload-encryption key, creating a local one on first use outside production."""
+        if self.codec_key is not None:
+            key = base64.b64decode(self.codec_key.get_secret_value())
+        else:
+            path = self.state_dir / "codec.key"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                with os.fdopen(fd, "w") as f:
+                    f.write(base64.b64encode(os.urandom(32)).decode())
+            key = base64.b64decode(path.read_text().strip())
+        if len(key) != 32:
+            raise ValueError("BRIDGEHEAD_CODEC_KEY must decode to exactly 32 bytes")
+        return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once (call ``get_settings.cache_clear()`` in tests)."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""The ``starter`` CLI (``python -m starter``) and the embedded local stack."""

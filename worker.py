@@ -1,0 +1,121 @@
+"""The Bridgehead worker: every workflow and activity on one task queue.
+
+Run: ``python worker.py`` (Temporal connection from temporal.toml / TEMPORAL_* variables, AWS from
+the boto3 chain, Bridgehead settings from BRIDGEHEAD_*). Stops gracefully on SIGINT/SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from typing import Any
+
+from pydantic_core import ValidationError
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.worker import Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
+
+from activities.aws import Aws
+from activities.billing import BillingActivities
+from activities.cloudformation import StackActivities
+from activities.clusters import ClusterActivities
+from activities.images import ImageActivities
+from activities.onboarding import OnboardingActivities
+from activities.regions import RegionActivities
+from activities.registry import Registry
+from bridgehead.client import make_client
+from bridgehead.logging import configure_logging, get_logger
+from bridgehead.settings import Settings, get_settings
+from workflows.billing import BillingMeterWorkflow
+from workflows.clusters import ClusterLifecycleWorkflow
+from workflows.images import ShareImagesWorkflow
+from workflows.onboarding import OnboardOrganizationWorkflow, VerifyRoleWorkflow
+from workflows.regions import CleanupRegionWorkflow, ProvisionRegionWorkflow
+
+WORKFLOWS = [
+    OnboardOrganizationWorkflow,
+    VerifyRoleWorkflow,
+    ShareImagesWorkflow,
+    ProvisionRegionWorkflow,
+    CleanupRegionWorkflow,
+    ClusterLifecycleWorkflow,
+    BillingMeterWorkflow,
+]
+
+log = get_logger("bridgehead.worker")
+
+
+def build_activities(settings: Settings, aws: Aws | None = None) -> list[Any]:
+    """Bound activity methods of every activity class, sharing one AWS factory and registry."""
+    aws = aws or Aws(settings)
+    registry = Registry(aws)
+    instances = [
+        OnboardingActivities(aws, registry), ImageActivities(aws, registry), RegionActivities(aws, registry),
+        StackActivities(aws, registry), ClusterActivities(aws, registry), BillingActivities(aws, registry),
+    ]  # fmt: skip
+    acts = []
+    for inst in instances:
+        for name in dir(type(inst)):
+            fn = getattr(type(inst), name)
+            if hasattr(fn, "__temporal_activity_definition"):
+                acts.append(getattr(inst, name))
+    return acts
+
+
+def sandbox_runner() -> SandboxedWorkflowRunner:
+    # Models and pydantic are pure: pass them through instead of re-importing per workflow run.
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("bridgehead", "pydantic", "pydantic_core", "annotated_types")
+    )
+
+
+def build_worker(client: Client, settings: Settings, activities: list[Any], executor: ThreadPoolExecutor, **overrides: Any) -> Worker:
+    options: dict[str, Any] = dict(
+        task_queue=settings.task_queue,
+        workflows=WORKFLOWS,
+        activities=activities,
+        activity_executor=executor,
+        max_concurrent_activities=settings.max_concurrent_activities,
+        max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
+        max_cached_workflows=settings.max_cached_workflows,
+        workflow_runner=sandbox_runner(),
+        # Bad JSON input fails the run with pydantic's message instead of retrying forever.
+        workflow_failure_exception_types=[ValidationError],
+        graceful_shutdown_timeout=timedelta(seconds=20),
+    )
+    options.update(overrides)
+    return Worker(client, **options)
+
+
+def install_runtime(settings: Settings) -> None:
+    """Set the SDK runtime once (Runtime.set_default avoids the interpreter-exit abort, sdk-python#300)."""
+    telemetry = TelemetryConfig(metrics=PrometheusConfig(bind_address=f"0.0.0.0:{settings.metrics_port}")) if settings.metrics_port else TelemetryConfig()
+    Runtime.set_default(Runtime(telemetry=telemetry), error_if_already_set=False)
+
+
+async def main() -> None:
+    settings = get_settings()
+    configure_logging()
+    install_runtime(settings)
+    aws = Aws(settings)
+    if settings.create_tables:
+        Registry(aws).ensure_tables()
+    client = await make_client(settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities, thread_name_prefix="activity") as executor:
+        worker = build_worker(client, settings, build_activities(settings, aws), executor)
+        log.info("worker started", task_queue=settings.task_queue, namespace=client.namespace)
+        async with worker:
+            await stop.wait()
+            log.info("shutting down worker")
+    log.info("worker stopped")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,53 @@
+"""Small deterministic helpers shared by workflows."""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
+
+ORG_ID = SearchAttributeKey.for_keyword("OrgId")
+CLUSTER_NAME = SearchAttributeKey.for_keyword("ClusterName")
+CLUSTER_STATUS = SearchAttributeKey.for_keyword("ClusterStatus")
+REGION = SearchAttributeKey.for_keyword("Region")
+
+SEARCH_ATTRIBUTES = {"OrgId": ORG_ID, "ClusterName": CLUSTER_NAME, "ClusterStatus": CLUSTER_STATUS, "Region": REGION}
+
+
+def search_attributes(**values: str) -> TypedSearchAttributes:
+    """Typed search attributes for starting workflows (keys: org_id, cluster, status, region)."""
+    keys = {"org_id": ORG_ID, "cluster": CLUSTER_NAME, "status": CLUSTER_STATUS, "region": REGION}
+    return TypedSearchAttributes([SearchAttributePair(keys[k], v) for k, v in values.items()])
+
+
+def upsert(**values: str) -> None:
+    """Upsert only the attributes whose value changed (each upsert is a history event)."""
+    keys = {"org_id": ORG_ID, "cluster": CLUSTER_NAME, "status": CLUSTER_STATUS, "region": REGION}
+    current = workflow.info().typed_search_attributes
+    updates = [keys[k].value_set(v) for k, v in values.items() if current.get(keys[k]) != v]
+    if updates:
+        workflow.upsert_search_attributes(updates)
+
+
+def root_message(err: BaseException) -> str:
+    """The innermost failure message, for status fields and reports."""
+    while isinstance(err, ActivityError | ChildWorkflowError) and err.cause is not None:
+        err = err.cause
+    if isinstance(err, FailureError):
+        return err.message
+    return str(err)
+
+
+def root_type(err: BaseException) -> str | None:
+    while isinstance(err, ActivityError | ChildWorkflowError) and err.cause is not None:
+        err = err.cause
+    return err.type if isinstance(err, ApplicationError) else None
+
+
+async def call(name: str, arg: object, result_type: type | None = None, *, summary: str | None = None, **options: object):  # type: ignore[no-untyped-def]
+    """Execute an activity by its registered name.
+
+    Workflows name activities instead of importing the activity classes, so no boto3 module ever
+    enters the workflow sandbox (it stops the worker from starting and slows every workflow).
+    """
+    return await workflow.execute_activity(name, arg, result_type=result_type, summary=summary, **options)  # type: ignore[arg-type]

@@ -1,0 +1,309 @@
+"""``ClusterLifecycle``: one entity workflow per cluster, from validation to deletion.
+
+States: VALIDATING -> CREATING -> RUNNING -> DELETING -> DELETED, or FAILED / CANCELLED.
+A FAILED cluster stays open (it blocks regional cleanup) until it receives ``delete``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic_core import ValidationError
+
+    from bridgehead.models import (
+        ClusterLifecycleInput,
+        ClusterPlan,
+        ClusterResult,
+        ClusterRuntime,
+        ClusterState,
+        ClusterStatus,
+        NotifyInput,
+        QuotaCheckInput,
+        QuotaReport,
+        RegisterClusterInput,
+        ResizeInput,
+        ResizeResult,
+        ResizeStackInput,
+        StackPoll,
+        StackRef,
+        StackRequest,
+        UsageSegment,
+        ValidateClusterInput,
+    )
+
+from workflows._common import call, root_message, upsert
+from workflows._options import AWS_CALL, NOTIFY, POLL, REGISTRY
+from workflows._waiting import wait_for_stack
+from workflows.regions import request_token
+
+#: DELETE_FAILED is retried this many times (with a growing pause) before it is reported.
+DELETE_ATTEMPTS = 3
+VCPUS_PER_NODE_GUESS = 2
+
+
+def cluster_stack(org_id: str, name: str) -> str:
+    return f"bridgehead-{org_id}-cluster-{name}"
+
+
+@workflow.defn(name="ClusterLifecycle", failure_exception_types=[ValidationError])
+class ClusterLifecycleWorkflow:
+    @workflow.init
+    def __init__(self, input: ClusterLifecycleInput) -> None:
+        self._in = input
+        self._rt = input.runtime or ClusterRuntime(compute_nodes=input.config.compute_initial_nodes)
+        if not self._rt.stack_name:
+            self._rt.stack_name = cluster_stack(input.org_id, input.name)
+        self._lock = asyncio.Lock()
+        self._admin_email = ""
+
+    # --- interface ------------------------------------------------------------------------------
+    @workflow.query
+    def status(self) -> ClusterStatus:
+        rt = self._rt
+        return ClusterStatus(
+            org_id=self._in.org_id, name=self._in.name, region=self._in.region, state=rt.state, stack_name=rt.stack_name,
+            compute_nodes=rt.compute_nodes, login_address=rt.outputs.get("LoginAddress"), outputs=rt.outputs,
+            latest_events=rt.events, failure_resource=rt.failure_resource, failure_reason=rt.failure_reason,
+        )  # fmt: skip
+
+    @workflow.signal
+    def cancel(self) -> None:
+        """Stop creating: delete whatever was created, end CANCELLED, bill nothing."""
+        if self._rt.state in (ClusterState.VALIDATING, ClusterState.CREATING):
+            self._rt.cancel_requested = True
+        else:
+            self._ignored("cancel")
+
+    @workflow.signal
+    def delete(self) -> None:
+        """Delete the cluster. Billing stops at the moment this signal is received."""
+        rt = self._rt
+        if rt.state in (ClusterState.VALIDATING, ClusterState.CREATING):
+            rt.cancel_requested = True  # nothing billable exists yet: a delete while creating is a cancel
+        elif rt.state in (ClusterState.RUNNING, ClusterState.FAILED) and rt.delete_requested_at is None:
+            rt.delete_requested_at = workflow.now()
+        else:
+            self._ignored("delete")
+
+    @workflow.update
+    async def resize(self, req: ResizeInput) -> ResizeResult:
+        """Change the compute node count through a stack update; billing follows the new count."""
+        async with self._lock:
+            if self._rt.state != ClusterState.RUNNING or self._rt.delete_requested_at is not None:
+                raise ApplicationError(f"cluster is {self._rt.state.value}; resize needs RUNNING")
+            rt = self._rt
+            rt.resize_generation += 1
+            await call("resize_stack", ResizeStackInput(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name,
+                                                         compute_nodes=req.compute_nodes,
+                                                         client_request_token=request_token(f"resize-{rt.resize_generation}")),
+                       StackPoll, summary=f"resize to {req.compute_nodes} compute nodes", **AWS_CALL)  # fmt: skip
+            poll = await wait_for_stack(StackRef(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name, expect="update"),
+                                        self._progress, "wait for resize")  # fmt: skip
+            if not poll.succeeded and poll.status != "CREATE_COMPLETE":
+                raise ApplicationError(f"resize failed: {poll.failure_resource or ''} {poll.failure_reason or poll.status}".strip())
+            now = workflow.now()
+            rt.segments[-1].end = now
+            rt.segments.append(self._segment(now, req.compute_nodes))
+            rt.compute_nodes = req.compute_nodes
+            await self._register(ClusterState.RUNNING)
+            return ResizeResult(compute_nodes=rt.compute_nodes, state=rt.state)
+
+    @resize.validator
+    def _validate_resize(self, req: ResizeInput) -> None:
+        if self._rt.state != ClusterState.RUNNING or self._rt.delete_requested_at is not None:
+            raise ApplicationError(f"cluster is {self._rt.state.value}; resize needs RUNNING")
+        if req.compute_nodes > self._in.config.compute_max_nodes:
+            raise ApplicationError(f"compute_nodes: {req.compute_nodes} exceeds compute_max_nodes ({self._in.config.compute_max_nodes})")
+        if req.compute_nodes == self._rt.compute_nodes:
+            raise ApplicationError(f"compute_nodes: the cluster already has {req.compute_nodes} compute nodes")
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+    @workflow.run
+    async def run(self, input: ClusterLifecycleInput) -> ClusterResult:
+        rt = self._rt
+        upsert(org_id=input.org_id, cluster=input.name, region=input.region, status=rt.state.value)
+        if rt.state == ClusterState.VALIDATING:
+            plan = await self._validate()
+            if input.dry_run:
+                return ClusterResult(org_id=input.org_id, name=input.name, state=ClusterState.VALIDATING, rendered_template=plan.template_body)
+            if rt.cancel_requested:
+                return await self._finish(ClusterState.CANCELLED)
+            await self._register(ClusterState.CREATING)
+            self._set(ClusterState.CREATING)
+            try:
+                await call("create_stack", StackRequest(
+                    org_id=input.org_id, region=input.region, stack_name=rt.stack_name, template_body=plan.template_body,
+                    parameters=plan.parameters, tags=plan.tags, client_request_token=request_token("cluster-create"),
+                    keep_on_failure=input.keep_failed_stack), StackPoll,
+                    summary=f"create stack {rt.stack_name} in {input.region}", **AWS_CALL)  # fmt: skip
+            except ActivityError as e:
+                rt.failure_reason = root_message(e)
+                await self._fail(delete_stack=False)
+        if rt.state == ClusterState.CREATING:
+            await self._wait_creation()
+        if rt.state == ClusterState.RUNNING:
+            await self._run_until_deleted()
+        if rt.state == ClusterState.FAILED:
+            await self._wait_failed_removed()
+        if rt.state == ClusterState.DELETING:
+            await self._delete()
+        return self._result()
+
+    async def _validate(self) -> ClusterPlan:
+        i = self._in
+        plan: ClusterPlan = await call("validate_cluster", ValidateClusterInput(org_id=i.org_id, name=i.name, region=i.region,
+                                                                               config=i.config, owner=i.owner),
+                                       ClusterPlan, summary="validate request and render template", **REGISTRY)  # fmt: skip
+        if plan.errors:
+            raise ApplicationError("invalid cluster request: " + "; ".join(plan.errors), type="InvalidClusterRequest")
+        self._admin_email = plan.admin_email
+        vcpus_needed = VCPUS_PER_NODE_GUESS * (1 + i.config.compute_max_nodes)
+        quota: QuotaReport = await call("check_vcpu_quota", QuotaCheckInput(org_id=i.org_id, region=i.region, vcpus_needed=vcpus_needed),
+                                        QuotaReport, summary="check EC2 vCPU quota", **AWS_CALL)  # fmt: skip
+        if quota.available and not quota.sufficient:
+            raise ApplicationError(f"invalid cluster request: {quota.message}", type="InsufficientQuota")
+        return plan
+
+    async def _wait_creation(self) -> None:
+        """Poll in windows; a cancel interrupts the current window at once."""
+        rt = self._rt
+        ref = StackRef(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name)
+        poll: StackPoll | None = None
+        while not rt.cancel_requested:
+            rt.polls += 1
+            window = asyncio.ensure_future(call("poll_stack", ref, StackPoll, summary=f"wait for stack {rt.stack_name}", **POLL))
+            cancelled = asyncio.ensure_future(workflow.wait_condition(lambda: rt.cancel_requested))
+            await workflow.wait([window, cancelled], return_when=asyncio.FIRST_COMPLETED)
+            if not window.done():
+                window.cancel()
+                break
+            cancelled.cancel()
+            poll = window.result()
+            self._progress(poll)
+            if poll.terminal:
+                break
+        if rt.cancel_requested:
+            self._set(ClusterState.DELETING)
+            await self._delete(final=ClusterState.CANCELLED)
+            return
+        assert poll is not None
+        if poll.succeeded:
+            rt.outputs = poll.outputs
+            started = poll.completed_at if poll.completed_at and poll.completed_at <= workflow.now() else workflow.now()
+            rt.segments = [self._segment(started, rt.compute_nodes)]
+            self._set(ClusterState.RUNNING)
+            await self._register(ClusterState.RUNNING)
+            await self._notify("running", f"Cluster {self._in.name} is running",
+                               f"Cluster {self._in.name} in {self._in.region} is running. Log in at {rt.outputs.get('LoginAddress', '(no address)')}.")
+        else:
+            rt.failure_resource, rt.failure_reason = poll.failure_resource, poll.failure_reason or poll.status
+            await self._fail(delete_stack=not self._in.keep_failed_stack)
+
+    async def _run_until_deleted(self) -> None:
+        rt = self._rt
+        while True:
+            await workflow.wait_condition(lambda: rt.delete_requested_at is not None or workflow.info().is_continue_as_new_suggested())
+            if rt.delete_requested_at is not None:
+                break
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            workflow.continue_as_new(self._in.model_copy(update={"runtime": rt}))
+        async with self._lock:  # let a resize in flight finish first
+            rt.segments[-1].end = rt.delete_requested_at
+            self._set(ClusterState.DELETING)
+            await self._register(ClusterState.DELETING)
+
+    async def _wait_failed_removed(self) -> None:
+        rt = self._rt
+        await workflow.wait_condition(lambda: rt.delete_requested_at is not None)
+        self._set(ClusterState.DELETING)
+        await self._register(ClusterState.DELETING)
+
+    async def _delete(self, final: ClusterState = ClusterState.DELETED) -> None:
+        rt = self._rt
+        ref = StackRef(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name, expect="delete")
+        poll: StackPoll | None = None
+        for attempt in range(1, DELETE_ATTEMPTS + 1):
+            await call("delete_stack", ref.model_copy(update={"client_request_token": request_token(f"delete-{final.value}-{attempt}")}),
+                       summary=f"delete stack {rt.stack_name}", **AWS_CALL)  # fmt: skip
+            poll = await wait_for_stack(ref, self._progress, f"wait for deletion of {rt.stack_name}")
+            if poll.succeeded:
+                break
+            await workflow.sleep(timedelta(minutes=2 * attempt))
+        assert poll is not None
+        if not poll.succeeded:
+            rt.failure_resource = poll.failure_resource
+            rt.failure_reason = f"deletion failed after {DELETE_ATTEMPTS} attempts: {poll.failure_reason or poll.status}"
+            rt.delete_requested_at = None
+            self._set(ClusterState.FAILED)
+            await self._register(ClusterState.FAILED)
+            await self._notify("delete-failed", f"Cluster {self._in.name} could not be deleted", rt.failure_reason)
+            await self._wait_failed_removed()
+            await self._delete(final)
+            return
+        await self._finish(final)
+
+    async def _fail(self, delete_stack: bool) -> None:
+        rt = self._rt
+        self._set(ClusterState.FAILED)
+        rt.segments = []  # nothing is billed for a failed creation
+        if delete_stack:
+            ref = StackRef(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name, expect="delete",
+                           client_request_token=request_token("cleanup-failed"))  # fmt: skip
+            await call("delete_stack", ref, summary="delete the failed stack", **AWS_CALL)
+            await wait_for_stack(ref, None, "wait for failed stack deletion")
+        await self._register(ClusterState.FAILED)
+        await self._notify("failed", f"Cluster {self._in.name} failed",
+                           f"Creating cluster {self._in.name} failed at {rt.failure_resource or 'the stack'}: {rt.failure_reason}")
+
+    async def _finish(self, state: ClusterState) -> ClusterResult:
+        self._set(state)
+        await self._register(state)
+        if state == ClusterState.DELETED:
+            await self._notify("deleted", f"Cluster {self._in.name} deleted", f"Cluster {self._in.name} in {self._in.region} was deleted.")
+        return self._result()
+
+    # --- helpers --------------------------------------------------------------------------------------
+    def _result(self) -> ClusterResult:
+        rt = self._rt
+        return ClusterResult(org_id=self._in.org_id, name=self._in.name, state=rt.state, login_address=rt.outputs.get("LoginAddress"),
+                             failure_resource=rt.failure_resource, failure_reason=rt.failure_reason, segments=rt.segments)  # fmt: skip
+
+    def _segment(self, start: datetime, nodes: int) -> UsageSegment:
+        c = self._in.config
+        return UsageSegment(start=start, head_instance_type=c.head_instance_type, compute_instance_type=c.compute_instance_type, compute_nodes=nodes)
+
+    def _progress(self, poll: StackPoll) -> None:
+        if poll.events:
+            self._rt.events = poll.events
+
+    def _set(self, state: ClusterState) -> None:
+        self._rt.state = state
+        upsert(status=state.value)
+        workflow.logger.info(f"cluster {state.value}", extra={"org_id": self._in.org_id, "cluster": self._in.name})
+
+    def _ignored(self, signal: str) -> None:
+        workflow.logger.info(f"signal {signal} ignored in state {self._rt.state.value}", extra={"org_id": self._in.org_id, "cluster": self._in.name})
+
+    async def _register(self, state: ClusterState) -> None:
+        i, rt = self._in, self._rt
+        await call("register_cluster", RegisterClusterInput(
+            org_id=i.org_id, name=i.name, region=i.region, state=state, stack_name=rt.stack_name, owner=i.owner,
+            login_address=rt.outputs.get("LoginAddress"), failure_reason=rt.failure_reason, segments=rt.segments,
+            head_instance_type=i.config.head_instance_type, compute_instance_type=i.config.compute_instance_type),
+            summary=f"registry: {state.value}", **REGISTRY)  # fmt: skip
+
+    async def _notify(self, kind: str, subject: str, body: str) -> None:
+        if not self._admin_email:
+            return
+        try:
+            await call("notify", NotifyInput(to=self._admin_email, subject=subject, body=body,
+                                             idempotency_key=f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/{kind}"),
+                       bool, summary=f"email admin: {kind}", **NOTIFY)  # fmt: skip
+        except ActivityError as e:
+            # Never block the lifecycle on email; the status and registry carry the same facts.
+            workflow.logger.warning(f"notification failed: {root_message(e)}", extra={"org_id": self._in.org_id, "cluster": self._in.name})

@@ -1,0 +1,103 @@
+"""``ShareImages``: the platform's images in every region of an organisation, shared with its account."""
+
+from __future__ import annotations
+
+import asyncio
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic_core import ValidationError
+
+    from bridgehead.models import (
+        CopyImageInput,
+        FindImageInput,
+        FindImageResult,
+        ImageInRegion,
+        ImageShareState,
+        OrgRegions,
+        OrgRegionsInput,
+        RegionShareStatus,
+        ShareImageInput,
+        ShareImageResult,
+        ShareImagesInput,
+        ShareImagesResult,
+    )
+
+from workflows._common import call, root_message, upsert
+from workflows._options import AWS_CALL, IMAGE_WAIT, REGISTRY
+
+
+@workflow.defn(name="ShareImages", failure_exception_types=[ValidationError])
+class ShareImagesWorkflow:
+    """For each region in parallel: find the released image (copy it from the source region if the
+    region lacks it), then grant the customer launch and snapshot permissions. One region failing
+    does not hide the others: each has its own status and reason. ``revoke=true`` undoes it all."""
+
+    @workflow.init
+    def __init__(self, input: ShareImagesInput) -> None:
+        self._input = input
+        self._regions: dict[str, RegionShareStatus] = {}
+
+    @workflow.query
+    def status(self) -> ShareImagesResult:
+        return ShareImagesResult(org_id=self._input.org_id, regions=self._regions)
+
+    @workflow.run
+    async def run(self, input: ShareImagesInput) -> ShareImagesResult:
+        upsert(org_id=input.org_id)
+        org: OrgRegions = await call("org_regions", OrgRegionsInput(org_id=input.org_id), OrgRegions, **REGISTRY)
+        regions = input.regions or org.regions
+        self._regions = {r: RegionShareStatus(region=r) for r in regions}
+        one = self._revoke if input.revoke else self._share
+        await asyncio.gather(*(one(r, org.source_region) for r in regions))
+        return self.status()
+
+    async def _share(self, region: str, source_region: str) -> None:
+        st = self._regions[region]
+        try:
+            found: FindImageResult = await call("find_platform_image", FindImageInput(region=region), FindImageResult,
+                                                summary=f"find image in {region}", **AWS_CALL)  # fmt: skip
+            image_id = found.image_id
+            if image_id is None:
+                st.state = ImageShareState.COPYING
+                source: FindImageResult = await call(
+                    "find_platform_image", FindImageInput(region=source_region), FindImageResult, **AWS_CALL
+                )
+                if source.image_id is None:
+                    st.state, st.reason = ImageShareState.FAILED, f"no released platform image in the source region {source_region}"
+                    return
+                copied: ImageInRegion = await call(
+                    "copy_platform_image",
+                    CopyImageInput(source_region=source_region, source_image_id=source.image_id, region=region,
+                                   client_token=f"{workflow.info().workflow_id}-{region}"),
+                    ImageInRegion, summary=f"copy image to {region}", **AWS_CALL,
+                )  # fmt: skip
+                st.copied_from, st.image_id = source.image_id, copied.image_id
+                await call("wait_image_available", copied, ImageInRegion, summary=f"wait for image in {region}", **IMAGE_WAIT)
+                image_id = copied.image_id
+            st.image_id, st.state = image_id, ImageShareState.SHARING
+            shared: ShareImageResult = await call(
+                "share_image", ShareImageInput(org_id=self._input.org_id, region=region, image_id=image_id),
+                ShareImageResult, summary=f"share image in {region}", **AWS_CALL,
+            )  # fmt: skip
+            st.snapshot_ids, st.state, st.reason = shared.snapshot_ids, ImageShareState.SHARED, ""
+        except ActivityError as e:
+            st.state, st.reason = ImageShareState.FAILED, root_message(e)
+            workflow.logger.warning(f"sharing failed in {region}: {st.reason}", extra={"org_id": self._input.org_id, "region": region})
+
+    async def _revoke(self, region: str, _: str) -> None:
+        st = self._regions[region]
+        try:
+            found: FindImageResult = await call("find_platform_image", FindImageInput(region=region), FindImageResult, **AWS_CALL)
+            if found.image_id is None:
+                st.state, st.reason = ImageShareState.REVOKED, "no platform image in this region"
+                return
+            res: ShareImageResult = await call(
+                "revoke_image", ShareImageInput(org_id=self._input.org_id, region=region, image_id=found.image_id),
+                ShareImageResult, summary=f"revoke image in {region}", **AWS_CALL,
+            )  # fmt: skip
+            st.image_id, st.snapshot_ids, st.state = res.image_id, res.snapshot_ids, ImageShareState.REVOKED
+        except ActivityError as e:
+            st.state, st.reason = ImageShareState.FAILED, root_message(e)

@@ -1,0 +1,279 @@
+"""``OnboardOrganization`` (entity workflow per organisation) and ``VerifyRole``."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic_core import ValidationError
+
+    from bridgehead.models import (
+        CreateRoleForMeInput,
+        CreateRoleRequest,
+        CreateRoleResult,
+        OnboardingState,
+        OnboardOrganizationInput,
+        OrgState,
+        OrgStatus,
+        ProvisionRegionInput,
+        RecordRoleInput,
+        RegionProgress,
+        RegisterOrgInput,
+        RegisterOrgResult,
+        SetOrgStateInput,
+        ShareImagesInput,
+        ShareImagesResult,
+        SubmitRoleInput,
+        UpdateResult,
+        VerificationReport,
+        VerifyRoleInput,
+        FoundationStatus,
+        parse_role_arn,
+    )
+
+from workflows._common import call, root_message, upsert
+from workflows._options import ONE_SHOT, REGISTRY, VERIFY
+
+#: Re-verify the role this often once READY, to catch drift (role deleted, narrowed, trust changed).
+REVERIFY_EVERY = timedelta(hours=24)
+#: IAM is eventually consistent: a role created a moment ago may not be assumable yet.
+ROLE_PROPAGATION = timedelta(seconds=5)
+_ROLE_STATES = {OrgState.AWAITING_ROLE, OrgState.ACTION_REQUIRED, OrgState.READY}
+
+
+@workflow.defn(name="VerifyRole", failure_exception_types=[ValidationError])
+class VerifyRoleWorkflow:
+    """Assume the role with the External ID and prove it is safe and sufficient; returns the report."""
+
+    @workflow.run
+    async def run(self, input: VerifyRoleInput) -> VerificationReport:
+        upsert(org_id=input.org_id)
+        return await call("verify_role", input, VerificationReport, summary=f"verify {input.role_arn}", **VERIFY)
+
+
+@workflow.defn(name="OnboardOrganization", failure_exception_types=[ValidationError])
+class OnboardOrganizationWorkflow:
+    """Long-lived entity for one organisation: register, get a role, verify, share images,
+    provision every region, then stay READY and re-verify daily."""
+
+    @workflow.init
+    def __init__(self, input: OnboardOrganizationInput) -> None:
+        self._input = input
+        self._s = input.resume or OnboardingState()
+        self._role_changed = False
+        self._reverify = False
+        self._busy = asyncio.Lock()
+
+    # --- queries, updates, signals ---------------------------------------------------------------
+    @workflow.query
+    def status(self) -> OrgStatus:
+        s = self._s
+        return OrgStatus(
+            org_id=self._input.org_id, state=s.state, external_id=s.external_id, role_arn=s.role_arn,
+            artifacts=s.artifacts, failed_checks=s.last_report.failed() if s.last_report else [],
+            regions=s.regions, last_error=s.last_error, steps=s.steps[-50:],
+        )  # fmt: skip
+
+    def _check_can_take_role(self, role_arn: str | None = None) -> None:
+        if self._s.state not in _ROLE_STATES:
+            raise ApplicationError(f"organisation is {self._s.state.value}; a role can be submitted only while AWAITING_ROLE, ACTION_REQUIRED or READY")
+        if role_arn is None:
+            return
+        parts = parse_role_arn(role_arn)
+        if parts["account"] != self._input.aws_account_id:
+            raise ApplicationError(
+                f"role {role_arn} is in account {parts['account']}, but this organisation is account {self._input.aws_account_id}"
+            )
+        expected = self._s.artifacts.platform_principal_arn.split(":")[1] if self._s.artifacts else "aws"
+        if parts["partition"] != expected:
+            raise ApplicationError(f"role {role_arn} is in partition {parts['partition']}; Bridgehead runs in {expected}")
+
+    @workflow.update
+    async def submit_role(self, req: SubmitRoleInput) -> UpdateResult:
+        """The customer created the role; record it and start verification."""
+        async with self._busy:
+            await call("record_role", RecordRoleInput(org_id=self._input.org_id, role_arn=req.role_arn), **REGISTRY)
+            self._s.role_arn = req.role_arn
+            self._role_changed = True
+            self._step(f"role submitted: {req.role_arn}")
+        return UpdateResult(accepted=True, state=OrgState.VERIFYING, message="role recorded; verification started")
+
+    @submit_role.validator
+    def _validate_submit_role(self, req: SubmitRoleInput) -> None:
+        self._check_can_take_role(req.role_arn)
+
+    @workflow.update
+    async def create_role_for_me(self, keys: CreateRoleForMeInput) -> UpdateResult:
+        """Create the role with the customer's one-time keys (encrypted payload; never stored)."""
+        async with self._busy:
+            prev = self._s.state
+            self._set(OrgState.CREATING_ROLE, "creating the role with the provided keys")
+            try:
+                result = await call(
+                    "create_customer_role",
+                    CreateRoleRequest(org_id=self._input.org_id, credentials=keys),
+                    CreateRoleResult,
+                    summary="create the Bridgehead role in the customer account",
+                    **ONE_SHOT,
+                )
+            except ActivityError as e:
+                # Back to waiting: the customer can fix the keys and try again.
+                self._s.last_error = root_message(e)
+                self._set(prev, f"create-role-for-me failed: {self._s.last_error}")
+                raise ApplicationError(self._s.last_error, type="CreateRoleFailed") from None
+            self._s.role_arn = result.role_arn
+            self._s.last_error = None
+            self._role_changed = True
+            self._fresh_role = True
+            self._set(OrgState.VERIFYING, f"role {'adopted' if result.adopted else 'created'}: {result.role_arn}")
+        return UpdateResult(accepted=True, state=OrgState.VERIFYING, message=f"role {result.role_arn} ready; verification started")
+
+    @create_role_for_me.validator
+    def _validate_create_role(self, keys: CreateRoleForMeInput) -> None:
+        self._check_can_take_role()
+        if self._busy.locked():
+            raise ApplicationError("another role operation is in progress; try again when it finishes")
+
+    @workflow.signal
+    def reverify(self) -> None:
+        """Run the verification (and the remaining steps) again, e.g. after fixing the role."""
+        if self._s.role_arn is None:
+            workflow.logger.info("reverify ignored: no role yet", extra={"org_id": self._input.org_id})
+            return
+        self._reverify = True
+
+    # --- main flow ---------------------------------------------------------------------------------
+    @workflow.run
+    async def run(self, input: OnboardOrganizationInput) -> OrgStatus:
+        s = self._s
+        upsert(org_id=input.org_id)
+        if s.state == OrgState.REGISTERING:
+            reg = await call(
+                "register_organization",
+                RegisterOrgInput(
+                    org_id=input.org_id, display_name=input.display_name, admin_email=input.admin_email,
+                    aws_account_id=input.aws_account_id, regions=input.regions,
+                    registration_token=f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}",
+                ),
+                RegisterOrgResult,
+                summary="register organisation and issue External ID",
+                **REGISTRY,
+            )  # fmt: skip
+            s.external_id = reg.external_id
+            s.artifacts = reg.artifacts
+            s.regions = {r: RegionProgress() for r in input.regions}
+            self._set(OrgState.AWAITING_ROLE, "registered; waiting for the customer's role")
+        self._fresh_role = False
+        while True:
+            if s.state == OrgState.READY:
+                timed_out = not await self._wait(lambda: self._role_changed or self._reverify, REVERIFY_EVERY)
+                if timed_out:
+                    self._step("daily re-verification")
+            else:
+                await self._wait(lambda: self._role_changed or self._reverify, None)
+            self._role_changed = self._reverify = False
+            if workflow.info().is_continue_as_new_suggested() and not self._busy.locked():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                workflow.continue_as_new(input.model_copy(update={"resume": s}))
+            async with self._busy:
+                await self._converge(input)
+
+    async def _wait(self, cond, timeout):  # type: ignore[no-untyped-def]
+        try:
+            await workflow.wait_condition(lambda: cond() or workflow.info().is_continue_as_new_suggested(), timeout=timeout)
+            return True
+        except TimeoutError:
+            return False
+
+    async def _converge(self, input: OnboardOrganizationInput) -> None:
+        s = self._s
+        assert s.role_arn is not None
+        if self._fresh_role:
+            await workflow.sleep(ROLE_PROPAGATION)
+            self._fresh_role = False
+        was_ready = s.state == OrgState.READY
+        self._set(OrgState.VERIFYING, "verifying the role")
+        s.verifications += 1
+        report: VerificationReport = await workflow.execute_child_workflow(
+            VerifyRoleWorkflow.run,
+            VerifyRoleInput(org_id=input.org_id, role_arn=s.role_arn),
+            id=f"org-{input.org_id}-verify-{s.verifications}",
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            static_summary=f"verify role {s.role_arn}",
+        )
+        s.last_report = report
+        if not report.passed:
+            names = ", ".join(c.name for c in report.failed())
+            await self._persist(OrgState.ACTION_REQUIRED, f"verification failed: {names}" + (" (drift since READY)" if was_ready else ""))
+            return
+        self._step("role verified: " + ", ".join(c.name for c in report.checks))
+        if was_ready:
+            await self._persist(OrgState.READY, "re-verified")
+            return
+        # Images first (clusters need them), then every region's foundation in parallel.
+        self._set(OrgState.SHARING_IMAGES, "sharing platform images")
+        try:
+            images: ShareImagesResult = await workflow.execute_child_workflow(
+                "ShareImages", ShareImagesInput(org_id=input.org_id, regions=input.regions),
+                id=f"org-{input.org_id}-images", result_type=ShareImagesResult,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, static_summary="share images in every region",
+            )  # fmt: skip
+        except ChildWorkflowError as e:
+            await self._persist(OrgState.ACTION_REQUIRED, f"image sharing failed: {root_message(e)}")
+            return
+        for region, st in images.regions.items():
+            s.regions.setdefault(region, RegionProgress()).images = st.state.value
+            s.regions[region].detail = st.reason
+        if not images.all_shared:
+            bad = [f"{r}: {st.reason}" for r, st in images.regions.items() if st.state.value != "SHARED"]
+            await self._persist(OrgState.ACTION_REQUIRED, "images not shared in " + "; ".join(bad))
+            return
+        self._set(OrgState.PROVISIONING, "provisioning regional foundations")
+        results = await asyncio.gather(
+            *(
+                workflow.execute_child_workflow(
+                    "ProvisionRegion", ProvisionRegionInput(org_id=input.org_id, region=r),
+                    id=f"org-{input.org_id}-region-{r}", result_type=FoundationStatus,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, static_summary=f"foundation in {r}",
+                )  # fmt: skip
+                for r in input.regions
+            ),
+            return_exceptions=True,
+        )
+        failed = []
+        for region, res in zip(input.regions, results, strict=True):
+            progress = s.regions.setdefault(region, RegionProgress())
+            if isinstance(res, BaseException):
+                progress.foundation, progress.detail = "FAILED", root_message(res)
+                failed.append(f"{region}: {progress.detail}")
+            else:
+                progress.foundation, progress.detail = res.state, res.reason
+                if res.state != "READY":
+                    failed.append(f"{region}: {res.reason}")
+        if failed:
+            await self._persist(OrgState.ACTION_REQUIRED, "foundation failed in " + "; ".join(failed) + " (send reverify to retry)")
+            return
+        await self._persist(OrgState.READY, "organisation ready")
+
+    # --- helpers -------------------------------------------------------------------------------------
+    def _step(self, text: str) -> None:
+        self._s.steps.append(f"{workflow.now().isoformat(timespec='seconds')} {text}")
+        del self._s.steps[:-100]
+        workflow.logger.info(text, extra={"org_id": self._input.org_id})
+
+    def _set(self, state: OrgState, text: str) -> None:
+        self._s.state = state
+        self._step(f"{state.value}: {text}")
+
+    async def _persist(self, state: OrgState, text: str) -> None:
+        if state == OrgState.ACTION_REQUIRED:
+            self._s.last_error = text
+        elif state == OrgState.READY:
+            self._s.last_error = None
+        self._set(state, text)
+        await call("set_org_state", SetOrgStateInput(org_id=self._input.org_id, state=state, detail=text), **REGISTRY)

@@ -1,0 +1,144 @@
+"""``ProvisionRegion`` and ``CleanupRegion``: an organisation's foundation in one region."""
+
+from __future__ import annotations
+
+import hashlib
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic_core import ValidationError
+
+    from bridgehead.models import (
+        CleanupRegionInput,
+        CleanupResult,
+        FoundationRecord,
+        FoundationStatus,
+        FoundationTemplateInput,
+        Leftovers,
+        LeftoversInput,
+        ProvisionRegionInput,
+        QuotaCheckInput,
+        QuotaReport,
+        RegionClusters,
+        RegionClustersInput,
+        RenderedTemplate,
+        StackPoll,
+        StackRef,
+        StackRequest,
+    )
+
+from workflows._common import call, root_message, upsert
+from workflows._options import AWS_CALL, REGISTRY
+from workflows._waiting import wait_for_stack
+
+
+def request_token(step: str) -> str:
+    """Deterministic ClientRequestToken for one step of this workflow execution chain."""
+    info = workflow.info()
+    digest = hashlib.sha256(f"{info.workflow_id}/{info.first_execution_run_id}/{step}".encode()).hexdigest()[:40]
+    return f"bh-{step[:20]}-{digest}".replace("_", "-")
+
+
+def foundation_stack(org_id: str, region: str) -> str:
+    return f"bridgehead-{org_id}-foundation-{region}"
+
+
+@workflow.defn(name="ProvisionRegion", failure_exception_types=[ValidationError])
+class ProvisionRegionWorkflow:
+    """One CloudFormation stack per (org, region) with the org-level resources clusters share."""
+
+    @workflow.init
+    def __init__(self, input: ProvisionRegionInput) -> None:
+        self._status = FoundationStatus(org_id=input.org_id, region=input.region, stack_name=foundation_stack(input.org_id, input.region))
+
+    @workflow.query
+    def status(self) -> FoundationStatus:
+        return self._status
+
+    @workflow.run
+    async def run(self, input: ProvisionRegionInput) -> FoundationStatus:
+        st = self._status
+        upsert(org_id=input.org_id, region=input.region)
+        st.state = "CHECKING_QUOTA"
+        st.quota = await call("check_vcpu_quota", QuotaCheckInput(org_id=input.org_id, region=input.region, vcpus_needed=4),
+                              QuotaReport, summary=f"check vCPU quota in {input.region}", **AWS_CALL)  # fmt: skip
+        if not st.quota.sufficient:
+            workflow.logger.warning(st.quota.message, extra={"org_id": input.org_id, "region": input.region})
+        tpl: RenderedTemplate = await call("render_foundation_template", FoundationTemplateInput(org_id=input.org_id, region=input.region),
+                                           RenderedTemplate, **REGISTRY)  # fmt: skip
+        st.state = "CREATING"
+        await self._record("CREATING")
+        try:
+            await call(
+                "create_stack",
+                StackRequest(org_id=input.org_id, region=input.region, stack_name=st.stack_name, template_body=tpl.template_body,
+                             tags=tpl.tags, client_request_token=request_token("foundation-create")),
+                StackPoll, summary=f"create foundation stack in {input.region}", **AWS_CALL,
+            )  # fmt: skip
+        except ActivityError as e:
+            st.state, st.reason = "FAILED", root_message(e)
+            await self._record("FAILED")
+            return st
+        poll = await wait_for_stack(
+            StackRef(org_id=input.org_id, region=input.region, stack_name=st.stack_name), self._progress, f"wait for foundation in {input.region}"
+        )
+        if poll.succeeded:
+            st.state, st.outputs, st.reason = "READY", poll.outputs, ""
+            await self._record("READY")
+            return st
+        st.state = "FAILED"
+        st.reason = f"{poll.failure_resource or 'stack'}: {poll.failure_reason or poll.status}"
+        # Leave nothing half-created: a rolled-back stack would also block the next attempt.
+        ref = StackRef(org_id=input.org_id, region=input.region, stack_name=st.stack_name, expect="delete",
+                       client_request_token=request_token("foundation-rollback"))  # fmt: skip
+        await call("delete_stack", ref, summary="delete failed foundation stack", **AWS_CALL)
+        await wait_for_stack(ref, None, "wait for failed foundation to be deleted")
+        await self._record("FAILED")
+        return st
+
+    def _progress(self, poll: StackPoll) -> None:
+        self._status.events = poll.events
+
+    async def _record(self, state: str) -> None:
+        st = self._status
+        await call("record_foundation", FoundationRecord(org_id=st.org_id, region=st.region, state=state,
+                                                          stack_name=st.stack_name, outputs=st.outputs), **REGISTRY)  # fmt: skip
+
+
+@workflow.defn(name="CleanupRegion", failure_exception_types=[ValidationError])
+class CleanupRegionWorkflow:
+    """Delete the foundation -- refused, deleting nothing, while any cluster of the organisation in
+    that region is not DELETED (FAILED ones included); then verify nothing tagged remains."""
+
+    @workflow.run
+    async def run(self, input: CleanupRegionInput) -> CleanupResult:
+        upsert(org_id=input.org_id, region=input.region)
+        blocking: RegionClusters = await call(
+            "begin_foundation_delete", RegionClustersInput(org_id=input.org_id, region=input.region), RegionClusters,
+            summary="check no cluster remains (consistent read)", **REGISTRY,
+        )  # fmt: skip
+        if blocking.clusters:
+            names = ", ".join(f"{c.name} ({c.state})" for c in blocking.clusters)
+            raise ApplicationError(
+                f"cleanup of {input.region} refused: clusters still exist there: {names}. Delete them first "
+                "(FAILED clusters too: send them the delete signal); nothing was deleted.",
+                type="CleanupRefused",
+            )
+        name = foundation_stack(input.org_id, input.region)
+        ref = StackRef(org_id=input.org_id, region=input.region, stack_name=name, expect="delete",
+                       client_request_token=request_token("foundation-delete"))  # fmt: skip
+        await call("delete_stack", ref, summary=f"delete foundation stack in {input.region}", **AWS_CALL)
+        poll = await wait_for_stack(ref, None, f"wait for foundation deletion in {input.region}")
+        if not poll.succeeded:
+            await call("record_foundation", FoundationRecord(org_id=input.org_id, region=input.region, state="DELETE_FAILED", stack_name=name), **REGISTRY)
+            raise ApplicationError(f"deleting {name} failed: {poll.failure_resource or ''} {poll.failure_reason or poll.status}".strip(), type="CleanupFailed")
+        left: Leftovers = await call("find_leftovers", LeftoversInput(org_id=input.org_id, region=input.region), Leftovers,
+                                     summary="verify nothing tagged remains", **AWS_CALL)  # fmt: skip
+        await call("record_foundation", FoundationRecord(org_id=input.org_id, region=input.region,
+                                                          state="DELETED" if not left.resources else "LEFTOVERS", stack_name=name), **REGISTRY)  # fmt: skip
+        if left.resources:
+            raise ApplicationError(f"foundation stack deleted, but resources tagged for {input.org_id} remain in {input.region}: "
+                                   + ", ".join(left.resources), type="CleanupLeftovers")  # fmt: skip
+        return CleanupResult(org_id=input.org_id, region=input.region, deleted=True, message=f"foundation in {input.region} deleted; nothing tagged remains")
