@@ -108,7 +108,13 @@ class RegionActivities:
         with aws_errors(f"tag:GetResources in {req.region}"):
             tagging = self.aws.customer(org, "resourcegroupstaggingapi", req.region)
             for page in tagging.get_paginator("get_resources").paginate(TagFilters=tag_filter):
-                found.extend(m["ResourceARN"] for m in page.get("ResourceTagMappingList", []))
+                for mapping in page.get("ResourceTagMappingList", []):
+                    arn = mapping["ResourceARN"]
+                    if ":instance/" in arn:
+                        continue  # terminated instances stay listed; live ones are found below
+                    if arn.startswith("arn:aws:s3:::") and f"-{req.region}-" not in arn:
+                        continue  # S3 is global in this listing; other regions' buckets are not ours to judge
+                    found.append(arn)
             ec2 = self.aws.customer(org, "ec2", req.region)
             for page in ec2.get_paginator("describe_instances").paginate(
                 Filters=[{"Name": f"tag:{policies.TAG_ORG}", "Values": [req.org_id]},

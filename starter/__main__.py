@@ -1,0 +1,463 @@
+"""``python -m starter``: start, steer and inspect Bridgehead workflows; run the local stack.
+
+Exit codes: 0 success; 1 the workflow/operation failed; 2 bad input; 3 cannot reach Temporal.
+Human output by default, ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+import time
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from bridgehead import models as m
+
+# workflow type -> (input model, id template, query name, query result)
+WORKFLOWS: dict[str, tuple[type[BaseModel], str, str | None, type[BaseModel] | None]] = {
+    "OnboardOrganization": (m.OnboardOrganizationInput, "org-{org_id}", "status", m.OrgStatus),
+    "VerifyRole": (m.VerifyRoleInput, "org-{org_id}-verify-manual", None, None),
+    "ShareImages": (m.ShareImagesInput, "org-{org_id}-images", "status", m.ShareImagesResult),
+    "ProvisionRegion": (m.ProvisionRegionInput, "org-{org_id}-region-{region}", "status", m.FoundationStatus),
+    "CleanupRegion": (m.CleanupRegionInput, "org-{org_id}-cleanup-{region}", None, None),
+    "ClusterLifecycle": (m.ClusterLifecycleInput, "cluster-{org_id}-{name}", "status", m.ClusterStatus),
+    "BillingMeter": (m.BillingMeterInput, "billing-{org_id}", "usage", m.UsageTotals),
+}
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def emit(args: argparse.Namespace, value: Any, human: str | None = None) -> None:
+    if args.json:
+        if isinstance(value, BaseModel):
+            print(value.model_dump_json(indent=2))
+        else:
+            print(json.dumps(value, indent=2, default=str))
+    else:
+        print(human if human is not None else (value.model_dump_json(indent=2) if isinstance(value, BaseModel) else value))
+
+
+def parse_input(model: type[BaseModel], raw: str) -> BaseModel:
+    text = Path(raw[1:]).read_text() if raw.startswith("@") else raw
+    try:
+        return model.model_validate_json(text)
+    except ValidationError as e:
+        lines = [f"  {'.'.join(str(p) for p in err['loc']) or '(input)'}: {err['msg']}" for err in e.errors()]
+        raise CliError(f"invalid {model.__name__}:\n" + "\n".join(lines), 2) from None
+
+
+async def client() -> Any:
+    from bridgehead.client import make_client
+
+    try:
+        return await make_client()
+    except Exception as e:  # noqa: BLE001
+        raise CliError(f"cannot connect to Temporal ({e}); is the stack up? (make run)", 3) from None
+
+
+def workflow_id(wf_type: str, inp: BaseModel) -> str:
+    return WORKFLOWS[wf_type][1].format(**inp.model_dump())
+
+
+def search_attrs_for(inp: BaseModel) -> Any:
+    from workflows._common import search_attributes
+
+    values = {}
+    if getattr(inp, "org_id", None):
+        values["org_id"] = inp.org_id  # type: ignore[attr-defined]
+    if isinstance(inp, m.ClusterLifecycleInput):
+        values.update(cluster=inp.name, region=inp.region, status="VALIDATING")
+    elif getattr(inp, "region", None):
+        values["region"] = inp.region  # type: ignore[attr-defined]
+    return search_attributes(**values)
+
+
+async def start(wf_type: str, inp: BaseModel, wf_id: str | None = None) -> Any:
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    from bridgehead.settings import get_settings
+
+    c = await client()
+    wf_id = wf_id or workflow_id(wf_type, inp)
+    try:
+        return await c.start_workflow(
+            wf_type, inp, id=wf_id, task_queue=get_settings().task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
+            search_attributes=search_attrs_for(inp),
+        )  # fmt: skip
+    except WorkflowAlreadyStartedError:
+        raise CliError(f"{wf_id} is already running (or completed and may not be reused); query it with `starter status {wf_id}`") from None
+
+
+async def query(wf_id: str, wf_type: str | None = None) -> Any:
+    c = await client()
+    h = c.get_workflow_handle(wf_id)
+    if wf_type is None:
+        wf_type = (await h.describe()).workflow_type
+    _, _, qname, qtype = WORKFLOWS.get(wf_type, (None, None, None, None))
+    if qname is None:
+        raise CliError(f"{wf_type} has no status query; use `temporal workflow show --workflow-id {wf_id}`")
+    return await h.query(qname, result_type=qtype)
+
+
+def fmt_org(s: m.OrgStatus) -> str:
+    lines = [f"organisation {s.org_id}: {s.state.value}", f"  external id: {s.external_id}", f"  role: {s.role_arn or '-'}"]
+    for region, p in s.regions.items():
+        lines.append(f"  {region}: images {p.images}, foundation {p.foundation} {p.detail}")
+    for c in s.failed_checks:
+        lines.append(f"  FAILED {c.name}: {c.detail}\n    fix: {c.remedy}")
+    if s.last_error:
+        lines.append(f"  last error: {s.last_error}")
+    return "\n".join(lines)
+
+
+def fmt_cluster(s: m.ClusterStatus) -> str:
+    lines = [f"cluster {s.name} ({s.org_id}, {s.region}): {s.state.value}", f"  stack: {s.stack_name}", f"  compute nodes: {s.compute_nodes}"]
+    if s.login_address:
+        lines.append(f"  login: {s.login_address}")
+    if s.failure_reason:
+        lines.append(f"  failure: {s.failure_resource or ''} {s.failure_reason}")
+    for e in s.latest_events[:3]:
+        lines.append(f"  {e.timestamp:%H:%M:%S} {e.logical_id} {e.status} {e.reason}")
+    return "\n".join(lines)
+
+
+async def wait_state(wf_id: str, wf_type: str, done: set[str], timeout: float, show: Any = None) -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        s = await query(wf_id, wf_type)
+        if show and s.state != last:
+            show(s)
+            last = s.state
+        if s.state.value in done:
+            return s
+        if time.monotonic() > deadline:
+            raise CliError(f"timed out waiting for {wf_id} to reach {sorted(done)}; it is {s.state.value}")
+        await asyncio.sleep(1)
+
+
+# --- commands ---------------------------------------------------------------------------------------
+async def cmd_start(args: argparse.Namespace) -> int:
+    model = WORKFLOWS[args.type][0]
+    inp = parse_input(model, args.input)
+    h = await start(args.type, inp, args.workflow_id)
+    emit(args, {"workflow_id": h.id, "run_id": h.result_run_id}, f"started {args.type} as {h.id}")
+    if args.wait:
+        result = await h.result()
+        emit(args, result)
+    return 0
+
+
+async def cmd_status(args: argparse.Namespace) -> int:
+    s = await query(args.workflow_id)
+    human = fmt_org(s) if isinstance(s, m.OrgStatus) else fmt_cluster(s) if isinstance(s, m.ClusterStatus) else None
+    emit(args, s, human)
+    return 0
+
+
+async def cmd_signal(args: argparse.Namespace) -> int:
+    c = await client()
+    await c.get_workflow_handle(args.workflow_id).signal(args.name)
+    emit(args, {"signalled": args.name, "workflow_id": args.workflow_id}, f"sent {args.name} to {args.workflow_id}")
+    return 0
+
+
+async def cmd_onboard(args: argparse.Namespace) -> int:
+    inp = m.OnboardOrganizationInput(
+        org_id=args.org, display_name=args.name or args.org, admin_email=args.email, aws_account_id=args.account,
+        **({"regions": args.regions.split(",")} if args.regions else {}),
+    )  # fmt: skip
+    h = await start("OnboardOrganization", inp)
+    s = await wait_state(h.id, "OnboardOrganization", {"AWAITING_ROLE", "ACTION_REQUIRED", "READY"}, 60)
+    emit(args, s, fmt_org(s) + "\n\nnext: launch the role template (starter onboard template --org ...) and submit the role ARN")
+    return 0
+
+
+async def cmd_submit_role(args: argparse.Namespace) -> int:
+    c = await client()
+    res = await c.get_workflow_handle(f"org-{args.org}").execute_update("submit_role", m.SubmitRoleInput(role_arn=args.role_arn), result_type=m.UpdateResult)
+    emit(args, res, res.message)
+    if args.wait:
+        s = await wait_state(f"org-{args.org}", "OnboardOrganization", {"READY", "ACTION_REQUIRED"}, args.timeout, None)
+        emit(args, s, fmt_org(s))
+        return 0 if s.state == m.OrgState.READY else 1
+    return 0
+
+
+async def cmd_create_role(args: argparse.Namespace) -> int:
+    import getpass
+
+    secret = os.environ.get("CUSTOMER_AWS_SECRET_ACCESS_KEY") or getpass.getpass("secret access key: ")
+    keys = m.CreateRoleForMeInput(access_key_id=args.access_key_id, secret_access_key=secret,
+                                  session_token=os.environ.get("CUSTOMER_AWS_SESSION_TOKEN"))  # fmt: skip
+    c = await client()
+    res = await c.get_workflow_handle(f"org-{args.org}").execute_update("create_role_for_me", keys, result_type=m.UpdateResult)
+    emit(args, res, res.message)
+    return 0
+
+
+async def cmd_template(args: argparse.Namespace) -> int:
+    s = await query(f"org-{args.org}", "OnboardOrganization")
+    if not s.artifacts:
+        raise CliError("organisation is not registered yet")
+    print(s.artifacts.cloudformation_template)
+    return 0
+
+
+async def cmd_cluster_create(args: argparse.Namespace) -> int:
+    config = parse_input(m.ClusterConfig, args.config)
+    try:
+        inp = m.ClusterLifecycleInput(org_id=args.org, name=args.name, region=args.region, config=config, owner=args.owner, dry_run=args.dry_run)
+    except ValidationError as e:
+        raise CliError("invalid cluster request: " + "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()), 2) from None
+    h = await start("ClusterLifecycle", inp)
+    if args.dry_run:
+        res = await h.result()
+        print(res.rendered_template)
+        return 0
+    emit(args, {"workflow_id": h.id}, f"creating {h.id}")
+    if not args.wait:
+        return 0
+    s = await wait_state(h.id, "ClusterLifecycle", {"RUNNING", "FAILED", "CANCELLED", "DELETED"}, args.timeout,
+                         None if args.json else lambda s: print(f"  {s.state.value}"))  # fmt: skip
+    emit(args, s, fmt_cluster(s))
+    return 0 if s.state == m.ClusterState.RUNNING else 1
+
+
+async def cmd_cluster_delete(args: argparse.Namespace) -> int:
+    wf_id = f"cluster-{args.org}-{args.name}"
+    c = await client()
+    await c.get_workflow_handle(wf_id).signal("delete")
+    if args.wait:
+        s = await wait_state(wf_id, "ClusterLifecycle", {"DELETED", "FAILED"}, args.timeout, None)
+        emit(args, s, fmt_cluster(s))
+        return 0 if s.state == m.ClusterState.DELETED else 1
+    emit(args, {"signalled": "delete", "workflow_id": wf_id}, f"delete requested for {wf_id}")
+    return 0
+
+
+async def cmd_billing_report(args: argparse.Namespace) -> int:
+    from activities.aws import Aws
+    from activities.billing import ledger_entries
+    from activities.registry import Registry
+    from bridgehead.settings import get_settings
+
+    entries = ledger_entries(Registry(Aws(get_settings())), args.org, args.month)
+    rows: dict[tuple[str, str], list[Decimal]] = {}
+    rates = get_settings().rates
+    for e in entries:
+        for t, minutes in e["lines"].items():
+            r = rows.setdefault((e["cluster"], t), [Decimal(0), Decimal(0)])
+            r[0] += Decimal(minutes)
+            r[1] += rates[t] * Decimal(minutes) / 60
+    total_cost = sum((Decimal(str(e["cost_usd"])) for e in entries), Decimal(0))
+    data = [{"cluster": k[0], "instance_type": k[1], "node_minutes": int(v[0]), "cost_usd": str(v[1].quantize(Decimal("0.01")))} for k, v in sorted(rows.items())]
+    total = {"node_minutes": sum(int(e["node_minutes"]) for e in entries), "cost_usd": str(total_cost)}
+    if args.csv:
+        print("cluster,instance_type,node_minutes,cost_usd")
+        for d in data:
+            print(f"{d['cluster']},{d['instance_type']},{d['node_minutes']},{d['cost_usd']}")
+        print(f"TOTAL,,{total['node_minutes']},{total['cost_usd']}")
+    else:
+        human = "\n".join(f"{d['cluster']:20} {d['instance_type']:12} {d['node_minutes']:>8} min  ${d['cost_usd']}" for d in data)
+        emit(args, {"org_id": args.org, "month": args.month, "lines": data, "total": total},
+             (human or "(no usage)") + f"\nTOTAL {total['node_minutes']} node-minutes, ${total['cost_usd']}")  # fmt: skip
+    return 0
+
+
+async def cmd_schema(args: argparse.Namespace) -> int:
+    print(json.dumps(WORKFLOWS[args.type][0].model_json_schema(), indent=2))
+    return 0
+
+
+async def cmd_up(args: argparse.Namespace) -> int:
+    from starter.local import LocalStack
+
+    stack = LocalStack(temporal_port=args.port, ui_port=args.ui_port, moto_port=args.aws_port)
+    print("starting the embedded stack (moto server, Temporal dev server, worker)...", flush=True)
+    stack.start()
+    os.environ.update(stack.env())
+    from bridgehead.settings import get_settings
+
+    get_settings.cache_clear()
+    env_line = " ".join(f"{k}={v}" for k, v in stack.env().items() if k.startswith(("TEMPORAL_ADDRESS", "AWS_ENDPOINT")))
+    print(f"""
+Bridgehead is up.
+  Temporal Web UI : {stack.ui_url}
+  Temporal        : {stack.temporal_address}   AWS emulator: {stack.aws_endpoint}
+  state & logs    : {stack.state_dir}
+
+Try (in another terminal, from this folder):
+  export {env_line}
+  .venv/bin/temporal workflow start --type OnboardOrganization --task-queue bridgehead --workflow-id org-acme \\
+      --input '{{"org_id":"acme","display_name":"Acme","admin_email":"admin@acme.example","aws_account_id":"222222222222"}}'
+  .venv/bin/python -m starter status org-acme
+  .venv/bin/temporal workflow signal --workflow-id cluster-acme-c1 --name delete
+Press Ctrl-C to stop everything.
+""", flush=True)
+    try:
+        if args.demo:
+            await demo(stack)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        if not args.exit_after_demo:
+            await stop.wait()
+    finally:
+        print("stopping...", flush=True)
+        stack.stop()
+    return 0
+
+
+async def demo(stack: Any) -> None:
+    """One organisation and one cluster through the whole lifecycle."""
+    from starter.local import DEMO_CUSTOMER_ACCOUNT, customer_admin
+
+    org = f"demo{int(time.time()) % 100000}"
+    print(f"[demo] onboarding organisation {org} (customer account {DEMO_CUSTOMER_ACCOUNT})", flush=True)
+    h = await start("OnboardOrganization", m.OnboardOrganizationInput(org_id=org, display_name="Demo Org", admin_email="admin@demo.example",
+                                                                       aws_account_id=DEMO_CUSTOMER_ACCOUNT))  # fmt: skip
+    s = await wait_state(h.id, "OnboardOrganization", {"AWAITING_ROLE"}, 60)
+    print(f"[demo] External ID issued: {s.external_id}; the customer launches the role template", flush=True)
+    cfn = customer_admin(stack.aws_endpoint, DEMO_CUSTOMER_ACCOUNT, "cloudformation")
+    stack_name = f"bridgehead-access-{org}"
+    cfn.create_stack(StackName=stack_name, TemplateBody=s.artifacts.cloudformation_template, Capabilities=["CAPABILITY_NAMED_IAM"])
+    role_arn = cfn.describe_stacks(StackName=stack_name)["Stacks"][0]["Outputs"][0]["OutputValue"]
+    c = await client()
+    await c.get_workflow_handle(h.id).execute_update("submit_role", m.SubmitRoleInput(role_arn=role_arn), result_type=m.UpdateResult)
+    s = await wait_state(h.id, "OnboardOrganization", {"READY", "ACTION_REQUIRED"}, 300, lambda s: print(f"[demo]   org {s.state.value}", flush=True))
+    if s.state != m.OrgState.READY:
+        raise CliError(fmt_org(s))
+    print(fmt_org(s), flush=True)
+    cfg = m.ClusterConfig(head_instance_type="t3.medium", compute_instance_type="c5.xlarge", compute_initial_nodes=2, compute_max_nodes=4)
+    ch = await start("ClusterLifecycle", m.ClusterLifecycleInput(org_id=org, name="c1", region="us-east-2", config=cfg, owner="alice"))
+    s2 = await wait_state(ch.id, "ClusterLifecycle", {"RUNNING", "FAILED"}, 300, lambda s: print(f"[demo]   cluster {s.state.value}", flush=True))
+    print(fmt_cluster(s2), flush=True)
+    await c.get_workflow_handle(ch.id).signal("delete")
+    s2 = await wait_state(ch.id, "ClusterLifecycle", {"DELETED", "FAILED"}, 300, lambda s: print(f"[demo]   cluster {s.state.value}", flush=True))
+    print(f"[demo] done: cluster {s2.state.value}. Open {stack.ui_url} to see every workflow.", flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m starter", description="Start and steer Bridgehead workflows.")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    up = sub.add_parser("up", help="run the embedded stack (Temporal dev server, moto, worker)")
+    up.add_argument("--port", type=int, default=7233)
+    up.add_argument("--ui-port", type=int, default=8233)
+    up.add_argument("--aws-port", type=int, default=5000)
+    up.add_argument("--demo", action="store_true", help="drive one organisation and one cluster through the lifecycle")
+    up.add_argument("--exit-after-demo", action="store_true")
+    up.set_defaults(fn=cmd_up)
+
+    s = sub.add_parser("start", help="start any workflow with JSON input (the same JSON as the UI and temporal CLI)")
+    s.add_argument("type", choices=sorted(WORKFLOWS))
+    s.add_argument("input", help="JSON, or @file.json")
+    s.add_argument("--workflow-id")
+    s.add_argument("--wait", action="store_true")
+    s.set_defaults(fn=cmd_start)
+
+    st = sub.add_parser("status", help="query a workflow's status")
+    st.add_argument("workflow_id")
+    st.set_defaults(fn=cmd_status)
+
+    sg = sub.add_parser("signal", help="send a signal (cancel, delete, reverify)")
+    sg.add_argument("workflow_id")
+    sg.add_argument("name", choices=["cancel", "delete", "reverify"])
+    sg.set_defaults(fn=cmd_signal)
+
+    sc = sub.add_parser("schema", help="JSON schema of a workflow's input")
+    sc.add_argument("type", choices=sorted(WORKFLOWS))
+    sc.set_defaults(fn=cmd_schema)
+
+    ob = sub.add_parser("onboard", help="onboard an organisation")
+    obs = ob.add_subparsers(dest="sub", required=True)
+    o = obs.add_parser("start")
+    o.add_argument("--org", required=True)
+    o.add_argument("--name")
+    o.add_argument("--email", required=True)
+    o.add_argument("--account", required=True)
+    o.add_argument("--regions")
+    o.set_defaults(fn=cmd_onboard)
+    o = obs.add_parser("submit-role")
+    o.add_argument("--org", required=True)
+    o.add_argument("--role-arn", required=True)
+    o.add_argument("--wait", action="store_true")
+    o.add_argument("--timeout", type=float, default=1800)
+    o.set_defaults(fn=cmd_submit_role)
+    o = obs.add_parser("create-role", help="create the role with temporary keys (secret read from a prompt or CUSTOMER_AWS_SECRET_ACCESS_KEY)")
+    o.add_argument("--org", required=True)
+    o.add_argument("--access-key-id", required=True)
+    o.set_defaults(fn=cmd_create_role)
+    o = obs.add_parser("template", help="print the CloudFormation template for the customer's role")
+    o.add_argument("--org", required=True)
+    o.set_defaults(fn=cmd_template)
+
+    cl = sub.add_parser("cluster", help="create and delete clusters")
+    cls = cl.add_subparsers(dest="sub", required=True)
+    c = cls.add_parser("create")
+    c.add_argument("--org", required=True)
+    c.add_argument("--name", required=True)
+    c.add_argument("--region", required=True)
+    c.add_argument("--config", required=True, help="short config JSON or @file.json")
+    c.add_argument("--owner")
+    c.add_argument("--dry-run", action="store_true")
+    c.add_argument("--wait", action="store_true")
+    c.add_argument("--timeout", type=float, default=3 * 3600)
+    c.set_defaults(fn=cmd_cluster_create)
+    c = cls.add_parser("delete")
+    c.add_argument("--org", required=True)
+    c.add_argument("--name", required=True)
+    c.add_argument("--wait", action="store_true")
+    c.add_argument("--timeout", type=float, default=3 * 3600)
+    c.set_defaults(fn=cmd_cluster_delete)
+
+    b = sub.add_parser("billing", help="billing reports from the ledger")
+    bs = b.add_subparsers(dest="sub", required=True)
+    r = bs.add_parser("report")
+    r.add_argument("--org", required=True)
+    r.add_argument("--month", help="YYYY-MM")
+    r.add_argument("--csv", action="store_true")
+    r.set_defaults(fn=cmd_billing_report)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(args.fn(args))
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.code
+    except KeyboardInterrupt:
+        return 130
+    except Exception as e:  # noqa: BLE001 - the CLI reports, it does not dump tracebacks
+        from bridgehead.logging import configure_logging  # noqa: F401
+
+        msg = getattr(e, "message", None) or str(e)
+        cause = getattr(e, "cause", None)
+        while cause is not None:
+            msg = getattr(cause, "message", None) or str(cause)
+            cause = getattr(cause, "cause", None)
+        print(f"error: {type(e).__name__}: {msg}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

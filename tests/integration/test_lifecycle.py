@@ -1,0 +1,125 @@
+"""The real worker against the dev server and moto server: onboarding, images, foundation,
+a cluster created and deleted in the customer account, and regional cleanup."""
+
+from __future__ import annotations
+
+import pytest
+from temporalio.client import WorkflowFailureError
+
+from bridgehead import models as m
+from starter.local import customer_admin
+from tests.integration.helpers import onboard_ready, wait_for
+
+pytestmark = pytest.mark.integration
+ACCOUNT = "222222222222"
+CFG = m.ClusterConfig(head_instance_type="t3.medium", compute_instance_type="c5.xlarge", compute_initial_nodes=2, compute_max_nodes=4)
+
+
+async def test_onboarding_shares_images_and_builds_foundations(client, stack):
+    s = await onboard_ready(client, stack, "acme", ACCOUNT)
+    assert s.state == m.OrgState.READY, s
+    assert {r: (p.images, p.foundation) for r, p in s.regions.items()} == {
+        r: ("SHARED", "READY") for r in ("us-east-1", "us-east-2", "us-west-1", "us-west-2")
+    }
+    images = await client.get_workflow_handle("org-acme-images", result_type=m.ShareImagesResult).result()
+    assert images.regions["us-west-1"].copied_from, "us-west-1 had no image and must have been copied"
+    assert not images.regions["us-east-1"].copied_from
+    for region, st in images.regions.items():
+        # The grants that let the customer launch the image and use its snapshots. (moto does not
+        # model cross-account image visibility; launching it in the customer account is proved by
+        # the cluster test, whose head node runs from this image there.)
+        platform_ec2 = __import__("boto3").client("ec2", region_name=region)
+        perms = platform_ec2.describe_image_attribute(ImageId=st.image_id, Attribute="launchPermission")["LaunchPermissions"]
+        assert {"UserId": ACCOUNT} in perms
+        for snap in st.snapshot_ids:
+            sp = platform_ec2.describe_snapshot_attribute(SnapshotId=snap, Attribute="createVolumePermission")["CreateVolumePermissions"]
+            assert {"UserId": ACCOUNT} in sp
+    # Foundation resources exist in the customer account (not the platform account).
+    cfn = customer_admin(stack.aws_endpoint, ACCOUNT, "cloudformation", "us-east-2")
+    res = cfn.describe_stack_resources(StackName="bridgehead-acme-foundation-us-east-2")["StackResources"]
+    types = {r["ResourceType"] for r in res}
+    for t in ("AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::NatGateway", "AWS::EC2::EIP", "AWS::EC2::InternetGateway",
+              "AWS::EC2::SecurityGroup", "AWS::EFS::FileSystem", "AWS::EFS::MountTarget", "AWS::S3::Bucket",
+              "AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::IAM::Role", "AWS::IAM::InstanceProfile"):  # fmt: skip
+        assert t in types, t
+    vpcs = customer_admin(stack.aws_endpoint, ACCOUNT, "ec2", "us-east-2").describe_vpcs(
+        Filters=[{"Name": "tag:bridgehead:org", "Values": ["acme"]}])["Vpcs"]  # fmt: skip
+    assert len(vpcs) == 1
+    # Re-running the image share changes nothing.
+    again = await client.execute_workflow("ShareImages", m.ShareImagesInput(org_id="acme"), id="org-acme-images-rerun",
+                                          task_queue="bridgehead", result_type=m.ShareImagesResult)  # fmt: skip
+    assert {r: x.image_id for r, x in again.regions.items()} == {r: x.image_id for r, x in images.regions.items()}
+
+
+async def test_cluster_created_in_customer_account_then_deleted(client, stack):
+    h = await client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id="acme", name="c1", region="us-east-2", config=CFG, owner="alice"),
+                                    id="cluster-acme-c1", task_queue="bridgehead", result_type=m.ClusterResult)  # fmt: skip
+    s = await wait_for(h, "status", m.ClusterStatus, lambda s: s.state in (m.ClusterState.RUNNING, m.ClusterState.FAILED), 120)
+    assert s.state == m.ClusterState.RUNNING, s
+    ec2 = customer_admin(stack.aws_endpoint, ACCOUNT, "ec2", "us-east-2")
+    filters = [{"Name": "tag:bridgehead:cluster", "Values": ["c1"]}, {"Name": "instance-state-name", "Values": ["pending", "running"]}]
+    instances = [i for r in ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
+    assert instances, "the head node runs in the customer account"
+    images = await client.get_workflow_handle("org-acme-images", result_type=m.ShareImagesResult).result()
+    for inst in instances:
+        tags = {t["Key"]: t["Value"] for t in inst.get("Tags", [])}
+        assert tags["bridgehead:org"] == "acme" and tags["bridgehead:owner"] == "alice"
+        assert inst["ImageId"] == images.regions["us-east-2"].image_id
+    # Cleanup is refused while the cluster exists, and deletes nothing.
+    with pytest.raises(WorkflowFailureError) as e:
+        await client.execute_workflow("CleanupRegion", m.CleanupRegionInput(org_id="acme", region="us-east-2"),
+                                      id="org-acme-cleanup-us-east-2", task_queue="bridgehead")  # fmt: skip
+    assert "c1 (RUNNING)" in str(e.value.cause)
+    cfn = customer_admin(stack.aws_endpoint, ACCOUNT, "cloudformation", "us-east-2")
+    assert cfn.describe_stacks(StackName="bridgehead-acme-foundation-us-east-2")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+
+    await h.signal("delete")
+    await h.signal("delete")  # idempotent
+    result = await h.result()
+    assert result.state == m.ClusterState.DELETED
+    assert len(result.segments) == 1 and result.segments[0].end is not None
+    left = [i for r in ec2.describe_instances(Filters=filters)["Reservations"] for i in r["Instances"]]
+    assert not left
+    stacks = [x["StackName"] for x in cfn.list_stacks(StackStatusFilter=["CREATE_COMPLETE", "ROLLBACK_COMPLETE"])["StackSummaries"]]
+    assert "bridgehead-acme-cluster-c1" not in stacks
+
+    # Now cleanup is allowed: the stack goes, and the leftover check runs. moto's CloudFormation has
+    # no delete handler for internet gateways, NAT gateways and route tables (so the VPC stays too):
+    # those, and only those, are reported as leftovers on the emulator; real CloudFormation deletes them.
+    try:
+        res = await client.execute_workflow("CleanupRegion", m.CleanupRegionInput(org_id="acme", region="us-east-2"),
+                                            id="org-acme-cleanup-us-east-2", task_queue="bridgehead", result_type=m.CleanupResult)  # fmt: skip
+        assert res.deleted
+    except WorkflowFailureError as err:
+        text = str(err.cause)
+        assert "remain in us-east-2" in text, text
+        listed = text.split("us-east-2: ", 1)[1].split(", ")
+        emulator_gap = (":internet-gateway/", ":natgateway/", ":route-table/", ":vpc/", "vpc/")
+        assert all(any(k in r for k in emulator_gap) for r in listed), listed
+    assert "bridgehead-acme-foundation-us-east-2" not in [
+        x["StackName"] for x in cfn.list_stacks(StackStatusFilter=["CREATE_COMPLETE"])["StackSummaries"]
+    ]
+
+
+async def test_invalid_cluster_request_fails_clearly_and_creates_nothing(client, stack):
+    bad = CFG.model_copy(update={"head_instance_type": "x9.mega"})
+    with pytest.raises(WorkflowFailureError) as e:
+        await client.execute_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id="acme", name="bad1", region="us-east-1", config=bad),
+                                      id="cluster-acme-bad1", task_queue="bridgehead")  # fmt: skip
+    assert "config.head_instance_type: 'x9.mega' is not an offered instance type" in str(e.value.cause)
+    cfn = customer_admin(stack.aws_endpoint, ACCOUNT, "cloudformation", "us-east-1")
+    assert all("bad1" not in x["StackName"] for x in cfn.list_stacks()["StackSummaries"])
+
+
+async def test_plain_json_start_is_validated(client, stack):
+    """What `temporal workflow start --input '{...}'` sends: raw JSON, rejected with pydantic's message."""
+    from temporalio.api.common.v1 import Payload
+
+    with pytest.raises(WorkflowFailureError) as e:
+        await client.execute_workflow("OnboardOrganization", {"org_id": "Bad Id!", "display_name": "x", "admin_email": "nope",
+                                                               "aws_account_id": "12", "bogus": 1},
+                                      id="org-badinput", task_queue="bridgehead")  # fmt: skip
+    text = str(e.value.cause)
+    for field in ("org_id", "admin_email", "aws_account_id", "bogus"):
+        assert field in text
+    assert Payload  # the client sent plain json/plain payloads (no codec for non-sensitive values)
