@@ -69,5 +69,14 @@ async def ts_env() -> AsyncIterator[object]:
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=make_data_converter(TEST_KEY), test_server_existing_path=bin_path("temporal-test-server")
     )
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for n in ("OrgId", "ClusterName", "ClusterStatus", "Region")},
+        )
+    )
     yield env
     await env.shutdown()

@@ -1,0 +1,196 @@
+"""ClusterLifecycle on the time-skipping server with fake activities: long stacks, failures,
+cancel, delete, resize, and the history bound of waiting."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.worker import Worker
+
+from bridgehead import models as m
+from worker import WORKFLOWS, sandbox_runner
+
+WINDOW_MARGIN = timedelta(seconds=90)
+
+
+@dataclass
+class FakeCloud:
+    """A controllable CloudFormation: each stack completes (or fails) a set time after creation."""
+
+    create_takes: timedelta = timedelta(minutes=40)
+    fail_at: timedelta | None = None
+    calls: list[str] = field(default_factory=list)
+    stacks: dict[str, dict] = field(default_factory=dict)
+    polls: int = 0
+
+    def activities(self):
+        cloud = self
+
+        @activity.defn(name="validate_cluster")
+        def validate_cluster(req: m.ValidateClusterInput) -> m.ClusterPlan:
+            cloud.calls.append("validate")
+            return m.ClusterPlan(template_body="{}", parameters={}, tags={"bridgehead:org": req.org_id}, admin_email="a@x.io")
+
+        @activity.defn(name="check_vcpu_quota")
+        def check_vcpu_quota(req: m.QuotaCheckInput) -> m.QuotaReport:
+            return m.QuotaReport(region=req.region, available=False)
+
+        @activity.defn(name="register_cluster")
+        def register_cluster(req: m.RegisterClusterInput) -> None:
+            cloud.calls.append(f"register:{req.state.value}")
+
+        @activity.defn(name="notify")
+        def notify(req: m.NotifyInput) -> bool:
+            cloud.calls.append(f"notify:{req.subject}")
+            return True
+
+        @activity.defn(name="create_stack")
+        def create_stack(req: m.StackRequest) -> m.StackPoll:
+            cloud.calls.append("create_stack")
+            cloud.stacks.setdefault(req.stack_name, {"created": activity.info().current_attempt_scheduled_time, "status": "CREATE_IN_PROGRESS"})
+            return m.StackPoll(stack_name=req.stack_name, stack_id="id", status="CREATE_IN_PROGRESS", terminal=False, succeeded=False)
+
+        @activity.defn(name="delete_stack")
+        def delete_stack(ref: m.StackRef) -> None:
+            cloud.calls.append("delete_stack")
+            if ref.stack_name in cloud.stacks:
+                cloud.stacks[ref.stack_name]["status"] = "DELETE_COMPLETE"
+
+        @activity.defn(name="resize_stack")
+        def resize_stack(req: m.ResizeStackInput) -> m.StackPoll:
+            cloud.calls.append(f"resize:{req.compute_nodes}")
+            cloud.stacks[req.stack_name]["status"] = "UPDATE_COMPLETE"
+            return m.StackPoll(stack_name=req.stack_name, stack_id="id", status="UPDATE_IN_PROGRESS", terminal=False, succeeded=False)
+
+        @activity.defn(name="poll_stack")
+        def poll_stack(ref: m.StackRef) -> m.StackPoll:
+            cloud.polls += 1
+            info = activity.info()
+            now: datetime = info.current_attempt_scheduled_time
+            st = cloud.stacks[ref.stack_name]
+            status = st["status"]
+            if status == "CREATE_IN_PROGRESS":
+                age = now - st["created"]
+                if cloud.fail_at is not None and age >= cloud.fail_at:
+                    status = st["status"] = "ROLLBACK_COMPLETE"
+                elif age >= cloud.create_takes:
+                    status = st["status"] = "CREATE_COMPLETE"
+            events = [m.StackEvent(timestamp=now, logical_id="HeadNode", resource_type="AWS::EC2::Instance", status=status,
+                                   reason="Instance i-1 failed to stabilize" if status == "ROLLBACK_COMPLETE" else "")]  # fmt: skip
+            if status.endswith("_IN_PROGRESS"):
+                if info.current_attempt_scheduled_time + WINDOW_MARGIN >= info.scheduled_time + info.schedule_to_close_timeout:
+                    return m.StackPoll(stack_name=ref.stack_name, stack_id="id", status=status, terminal=False, succeeded=False, events=events)
+                raise ApplicationError("in progress", type="StackInProgress", category=ApplicationErrorCategory.BENIGN)
+            ok = status == {"create": "CREATE_COMPLETE", "update": "UPDATE_COMPLETE", "delete": "DELETE_COMPLETE"}[ref.expect]
+            return m.StackPoll(stack_name=ref.stack_name, stack_id="id", status=status, terminal=True, succeeded=ok,
+                               outputs={"LoginAddress": "203.0.113.10"} if ok else {}, events=events,
+                               failure_resource=None if ok else "HeadNode (AWS::EC2::Instance)",
+                               failure_reason=None if ok else "Instance i-1 failed to stabilize")  # fmt: skip
+
+        return [validate_cluster, check_vcpu_quota, register_cluster, notify, create_stack, delete_stack, resize_stack, poll_stack]
+
+
+CFG = m.ClusterConfig(head_instance_type="t3.medium", compute_instance_type="c5.xlarge", compute_initial_nodes=4, compute_max_nodes=8)
+
+
+async def run_cluster(env, cloud: FakeCloud, body):
+    tq = f"tq-{uuid.uuid4()}"
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as ex:
+        async with Worker(env.client, task_queue=tq, workflows=WORKFLOWS, activities=cloud.activities(), activity_executor=ex,
+                          workflow_runner=sandbox_runner()):  # fmt: skip
+            h = await env.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id="acme", name="c1", region="us-east-1", config=CFG),
+                                                id=f"cluster-acme-c1-{uuid.uuid4().hex[:6]}", task_queue=tq, result_type=m.ClusterResult)  # fmt: skip
+            return await body(h)
+
+
+async def until_state(env, h, state: m.ClusterState, step: timedelta = timedelta(minutes=1), limit: int = 400):
+    for _ in range(limit):
+        s = await h.query("status", result_type=m.ClusterStatus)
+        if s.state == state:
+            return s
+        await env.sleep(step)
+    raise AssertionError(f"never reached {state}; last {s.state}")
+
+
+async def history_len(h) -> int:
+    return len((await h.fetch_history()).events)
+
+
+@pytest.mark.parametrize("takes", [timedelta(minutes=40), timedelta(hours=3)])
+async def test_long_stack_creation_then_delete_with_bounded_history(ts_env, takes):
+    cloud = FakeCloud(create_takes=takes)
+
+    async def body(h):
+        s = await until_state(ts_env, h, m.ClusterState.RUNNING, step=timedelta(minutes=5))
+        assert s.login_address == "203.0.113.10"
+        events_running = await history_len(h)
+        # Bound (workflows/_waiting.py): 6 events per 10-minute window plus set-up; <=150 per wait.
+        windows = int(takes / timedelta(minutes=10)) + 1
+        assert events_running <= 6 * windows + 40, events_running
+        await h.signal("delete")
+        await h.signal("delete")
+        return await h.result()
+
+    res = await run_cluster(ts_env, cloud, body)
+    assert res.state == m.ClusterState.DELETED
+    assert cloud.calls.count("create_stack") == 1 and cloud.calls.count("delete_stack") == 1
+    assert len(res.segments) == 1 and res.segments[0].end is not None
+    # Many polls happened, but history stayed small: retries are not recorded.
+    assert cloud.polls > takes / timedelta(minutes=1)
+
+
+async def test_failure_after_25_minutes_reports_resource_and_bills_nothing(ts_env):
+    cloud = FakeCloud(create_takes=timedelta(hours=1), fail_at=timedelta(minutes=25))
+
+    async def body(h):
+        s = await until_state(ts_env, h, m.ClusterState.FAILED, step=timedelta(minutes=5))
+        assert s.failure_resource == "HeadNode (AWS::EC2::Instance)" and "stabilize" in s.failure_reason
+        await h.signal("delete")  # removing a FAILED cluster
+        return await h.result()
+
+    res = await run_cluster(ts_env, cloud, body)
+    assert res.state == m.ClusterState.DELETED and res.segments == []
+    assert "register:FAILED" in cloud.calls and "delete_stack" in cloud.calls
+
+
+async def test_cancel_at_minute_12(ts_env):
+    cloud = FakeCloud(create_takes=timedelta(minutes=40))
+
+    async def body(h):
+        await until_state(ts_env, h, m.ClusterState.CREATING)
+        await ts_env.sleep(timedelta(minutes=12))
+        await h.signal("cancel")
+        return await h.result()
+
+    res = await run_cluster(ts_env, cloud, body)
+    assert res.state == m.ClusterState.CANCELLED and res.segments == []
+    assert "delete_stack" in cloud.calls and "register:RUNNING" not in cloud.calls
+
+
+async def test_resize_validated_and_billed_in_two_parts(ts_env):
+    cloud = FakeCloud(create_takes=timedelta(minutes=10))
+
+    async def body(h):
+        await until_state(ts_env, h, m.ClusterState.RUNNING)
+        with pytest.raises(WorkflowUpdateFailedError) as e:
+            await h.execute_update("resize", m.ResizeInput(compute_nodes=99), result_type=m.ResizeResult)
+        assert "exceeds compute_max_nodes (8)" in str(e.value.cause)
+        await ts_env.sleep(timedelta(minutes=30))
+        r = await h.execute_update("resize", m.ResizeInput(compute_nodes=2), result_type=m.ResizeResult)
+        assert r.compute_nodes == 2
+        await ts_env.sleep(timedelta(minutes=30))
+        await h.signal("delete")
+        return await h.result()
+
+    res = await run_cluster(ts_env, cloud, body)
+    assert [s.compute_nodes for s in res.segments] == [4, 2]
+    assert res.segments[0].end == res.segments[1].start
+    assert "resize:2" in cloud.calls and "resize:99" not in cloud.calls
