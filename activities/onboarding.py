@@ -13,8 +13,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws
 from activities.errors import (
-    CustomerActionRequired,
     PERMISSION_CODES,
+    CustomerActionRequired,
     aws_errors,
     error_code,
 )

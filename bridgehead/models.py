@@ -592,6 +592,7 @@ class ClusterRuntime(Model):
     delete_requested_at: datetime | None = None
     resize_generation: int = 0
     polls: int = 0
+    admin_email: str = ""
 
 
 class ClusterLifecycleInput(Model):

@@ -59,7 +59,6 @@ class ClusterLifecycleWorkflow:
         if not self._rt.stack_name:
             self._rt.stack_name = cluster_stack(input.org_id, input.name)
         self._lock = asyncio.Lock()
-        self._admin_email = ""
 
     # --- interface ------------------------------------------------------------------------------
     @workflow.query
@@ -161,7 +160,7 @@ class ClusterLifecycleWorkflow:
                                        ClusterPlan, summary="validate request and render template", **REGISTRY)  # fmt: skip
         if plan.errors:
             raise ApplicationError("invalid cluster request: " + "; ".join(plan.errors), type="InvalidClusterRequest")
-        self._admin_email = plan.admin_email
+        self._rt.admin_email = plan.admin_email
         vcpus_needed = VCPUS_PER_NODE_GUESS * (1 + i.config.compute_max_nodes)
         quota: QuotaReport = await call("check_vcpu_quota", QuotaCheckInput(org_id=i.org_id, region=i.region, vcpus_needed=vcpus_needed),
                                         QuotaReport, summary="check EC2 vCPU quota", **AWS_CALL)  # fmt: skip
@@ -298,10 +297,10 @@ class ClusterLifecycleWorkflow:
             summary=f"registry: {state.value}", **REGISTRY)  # fmt: skip
 
     async def _notify(self, kind: str, subject: str, body: str) -> None:
-        if not self._admin_email:
+        if not self._rt.admin_email:
             return
         try:
-            await call("notify", NotifyInput(to=self._admin_email, subject=subject, body=body,
+            await call("notify", NotifyInput(to=self._rt.admin_email, subject=subject, body=body,
                                              idempotency_key=f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/{kind}"),
                        bool, summary=f"email admin: {kind}", **NOTIFY)  # fmt: skip
         except ActivityError as e:

@@ -7,15 +7,23 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    WorkflowAlreadyStartedError,
+)
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
 
     from bridgehead.models import (
+        BillingMeterInput,
         CreateRoleForMeInput,
         CreateRoleRequest,
         CreateRoleResult,
+        FoundationStatus,
         OnboardingState,
         OnboardOrganizationInput,
         OrgState,
@@ -32,7 +40,6 @@ with workflow.unsafe.imports_passed_through():
         UpdateResult,
         VerificationReport,
         VerifyRoleInput,
-        FoundationStatus,
         parse_role_arn,
     )
 
@@ -259,6 +266,18 @@ class OnboardOrganizationWorkflow:
             await self._persist(OrgState.ACTION_REQUIRED, "foundation failed in " + "; ".join(failed) + " (send reverify to retry)")
             return
         await self._persist(OrgState.READY, "organisation ready")
+        await self._start_billing(input.org_id)
+
+    async def _start_billing(self, org_id: str) -> None:
+        """Start the org's BillingMeter once; it outlives this workflow (ABANDON) and its runs."""
+        try:
+            await workflow.start_child_workflow(
+                "BillingMeter", BillingMeterInput(org_id=org_id), id=f"billing-{org_id}",
+                parent_close_policy=ParentClosePolicy.ABANDON, static_summary="billing ticks",
+            )  # fmt: skip
+            self._step("billing meter started")
+        except WorkflowAlreadyStartedError:
+            pass
 
     # --- helpers -------------------------------------------------------------------------------------
     def _step(self, text: str) -> None:

@@ -21,6 +21,8 @@ async def test_onboarding_shares_images_and_builds_foundations(client, stack):
     assert {r: (p.images, p.foundation) for r, p in s.regions.items()} == {
         r: ("SHARED", "READY") for r in ("us-east-1", "us-east-2", "us-west-1", "us-west-2")
     }
+    meter = await client.get_workflow_handle("billing-acme").describe()
+    assert meter.status.name == "RUNNING", "READY starts the organisation's billing meter"
     images = await client.get_workflow_handle("org-acme-images", result_type=m.ShareImagesResult).result()
     assert images.regions["us-west-1"].copied_from, "us-west-1 had no image and must have been copied"
     assert not images.regions["us-east-1"].copied_from

@@ -1,0 +1,53 @@
+"""BillingMeter on the time-skipping server: Temporal actions per metered hour, measured from history."""
+
+from __future__ import annotations
+
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+from decimal import Decimal
+
+from temporalio import activity
+from temporalio.api.enums.v1 import EventType
+from temporalio.worker import Worker
+
+from bridgehead import models as m
+from worker import WORKFLOWS, sandbox_runner
+
+ACTION_EVENTS = {
+    EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, EventType.EVENT_TYPE_TIMER_STARTED,
+    EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED, EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED,
+    EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES,
+}  # fmt: skip
+
+
+async def test_billing_ticks_cost_at_most_4_actions_per_hour(ts_env):
+    ticks: list[str] = []
+
+    @activity.defn(name="close_billing_periods")
+    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
+        ticks.append(req.until.isoformat())
+        return m.CloseBillingPeriodsResult(entries_written=3, entries_existing=0, node_minutes=300, cost_usd=Decimal("1.5"), closed_until=req.until)
+
+    @activity.defn(name="meter_usage")
+    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
+        return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
+
+    tq = f"tq-{uuid.uuid4()}"
+    with ThreadPoolExecutor(4) as ex:
+        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=[close_billing_periods, meter_usage],
+                          activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
+            h = await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id="acme"), id=f"billing-{uuid.uuid4().hex[:6]}", task_queue=tq)
+            hours = 24
+            await ts_env.sleep(timedelta(hours=hours, minutes=15))
+            usage = await h.query("usage", result_type=m.UsageTotals)
+            hist = await h.fetch_history()
+    assert usage.periods_closed >= hours and len(ticks) == usage.periods_closed
+    assert usage.node_minutes == 300 * usage.periods_closed
+    actions = sum(1 for e in hist.events if e.event_type in ACTION_EVENTS)
+    per_hour = actions / usage.periods_closed
+    assert per_hour <= 4, per_hour  # 1 timer + 2 activities per tick (+1 upsert at start)
+    # History per tick is constant, so a run of TICKS_PER_RUN ticks stays under a few thousand events.
+    from workflows.billing import TICKS_PER_RUN
+
+    assert len(hist.events) / usage.periods_closed * TICKS_PER_RUN < 3000
