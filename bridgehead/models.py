@@ -122,16 +122,18 @@ def parse_role_arn(arn: str) -> dict[str, str]:
     return m.groupdict()
 
 
+def _check_role_arn(v: str) -> str:
+    parse_role_arn(v)
+    return v
+
+
+RoleArn = Annotated[str, StringConstraints(max_length=2048), AfterValidator(_check_role_arn)]
+
+
 class SubmitRoleInput(Model):
     """Update ``submit_role``: the customer created the role (e.g. with our CloudFormation template)."""
 
-    role_arn: Annotated[str, StringConstraints(max_length=2048)]
-
-    @field_validator("role_arn")
-    @classmethod
-    def _arn_shape(cls, v: str) -> str:
-        parse_role_arn(v)
-        return v
+    role_arn: RoleArn
 
 
 class CreateRoleForMeInput(SensitiveModel):
@@ -193,13 +195,7 @@ class VerifyRoleInput(Model):
     """Input of ``VerifyRole`` (workflow id ``org-{org_id}-verify-{n}``)."""
 
     org_id: OrgId
-    role_arn: str
-
-    @field_validator("role_arn")
-    @classmethod
-    def _arn_shape(cls, v: str) -> str:
-        parse_role_arn(v)
-        return v
+    role_arn: RoleArn
 
 
 class VerificationReport(Model):
