@@ -7,10 +7,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws
-from activities.errors import CustomerActionRequired, aws_errors, error_code
+from activities.errors import aws_errors, error_code
 from activities.registry import Registry
 from bridgehead import policies
 from bridgehead.logging import bind_subject, get_logger
@@ -76,12 +75,6 @@ class RegionActivities:
         self.registry.update(f"ORG#{rec.org_id}", f"REGION#{rec.region}", fields)
 
     @activity.defn
-    def region_clusters(self, req: RegionClustersInput) -> RegionClusters:
-        """Clusters of the org in a region, from a strongly consistent registry read."""
-        items = [c for c in self.registry.clusters(req.org_id) if c.get("region") == req.region]
-        return RegionClusters(clusters=[ClusterSummary(name=c["name"], region=c["region"], state=c["state"]) for c in items])
-
-    @activity.defn
     def begin_foundation_delete(self, req: RegionClustersInput) -> RegionClusters:
         """Mark the foundation DELETING, then list clusters that block deletion (anything not
         DELETED/CANCELLED). If any blocks, the mark is reverted and nothing is deleted."""
@@ -127,6 +120,3 @@ class RegionActivities:
         # Terminated instances and deleted stacks linger in listings; they are not leftovers.
         return Leftovers(resources=sorted(set(r for r in found if ":cloudformation:" not in r)))
 
-
-def refuse(message: str) -> ApplicationError:
-    return ApplicationError(message, type=CustomerActionRequired.__name__, non_retryable=True)

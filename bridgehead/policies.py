@@ -188,14 +188,6 @@ def analyse_trust(doc: dict[str, Any], platform_principal: str, external_id: str
     return findings
 
 
-def foundation_stack_name(org_id: str, region: str) -> str:
-    return f"bridgehead-{org_id}-foundation-{region}"
-
-
-def cluster_stack_name(org_id: str, name: str) -> str:
-    return f"bridgehead-{org_id}-cluster-{name}"
-
-
 def bucket_name(org_id: str, region: str, account_id: str) -> str:
     return f"bh-{org_id}-{region}-{account_id}"[:63]
 
