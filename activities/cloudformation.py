@@ -50,34 +50,31 @@ class StackActivities:
         bind_subject(org_id=req.org_id, region=req.region)
         cfn = self._cfn(req.org_id, req.region)
         tags = {**req.tags, TOKEN_TAG: req.client_request_token}
-        try:
-            with aws_errors(f"cloudformation:CreateStack {req.stack_name}"):
-                try:
-                    resp = cfn.create_stack(
-                        StackName=req.stack_name,
-                        TemplateBody=req.template_body,
-                        Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(req.parameters.items())],
-                        Tags=[{"Key": k, "Value": v} for k, v in sorted(tags.items())],
-                        Capabilities=["CAPABILITY_NAMED_IAM"],
-                        OnFailure="DO_NOTHING" if req.keep_on_failure else "ROLLBACK",
-                        TimeoutInMinutes=req.timeout_minutes,
-                        ClientRequestToken=req.client_request_token,
-                    )
-                    stack_id = resp["StackId"]
-                except ClientError as e:
-                    if error_code(e) != "AlreadyExistsException":
-                        raise
-                    stack = cfn.describe_stacks(StackName=req.stack_name)["Stacks"][0]
-                    if not self._ours(stack, req):
-                        raise ApplicationError(
-                            f"stack {req.stack_name} already exists in {req.region} (status {stack['StackStatus']}) and was "
-                            "not created by this request; delete it first or choose another name",
-                            type=CustomerActionRequired.__name__,
-                            non_retryable=True,
-                        ) from None
-                    stack_id = stack["StackId"]
-        except ApplicationError:
-            raise
+        with aws_errors(f"cloudformation:CreateStack {req.stack_name}"):
+            try:
+                resp = cfn.create_stack(
+                    StackName=req.stack_name,
+                    TemplateBody=req.template_body,
+                    Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(req.parameters.items())],
+                    Tags=[{"Key": k, "Value": v} for k, v in sorted(tags.items())],
+                    Capabilities=["CAPABILITY_NAMED_IAM"],
+                    OnFailure="DO_NOTHING" if req.keep_on_failure else "ROLLBACK",
+                    TimeoutInMinutes=req.timeout_minutes,
+                    ClientRequestToken=req.client_request_token,
+                )
+                stack_id = resp["StackId"]
+            except ClientError as e:
+                if error_code(e) != "AlreadyExistsException":
+                    raise
+                stack = cfn.describe_stacks(StackName=req.stack_name)["Stacks"][0]
+                if not self._ours(stack, req):
+                    raise ApplicationError(
+                        f"stack {req.stack_name} already exists in {req.region} (status {stack['StackStatus']}) and was "
+                        "not created by this request; delete it first or choose another name",
+                        type=CustomerActionRequired.__name__,
+                        non_retryable=True,
+                    ) from None
+                stack_id = stack["StackId"]
         log.info("stack create requested", stack=req.stack_name, stack_id=stack_id)
         return StackPoll(stack_name=req.stack_name, stack_id=stack_id, status="CREATE_IN_PROGRESS", terminal=False, succeeded=False)
 

@@ -7,11 +7,9 @@
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any, TypeVar
 
 from botocore.exceptions import (
     ClientError,
@@ -122,19 +120,3 @@ def aws_errors(action: str, hint: str = "") -> Iterator[None]:
     except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as e:
         raise ApplicationError(f"{action}: cannot reach AWS ({e}); retrying", type="AwsUnreachable") from e
 
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def classified(action: str) -> Callable[[F], F]:
-    """Decorator form of :func:`aws_errors`."""
-
-    def deco(fn: F) -> F:
-        @functools.wraps(fn)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            with aws_errors(action):
-                return fn(*args, **kwargs)
-
-        return wrapper  # type: ignore[return-value]
-
-    return deco

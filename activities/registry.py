@@ -92,15 +92,7 @@ class Registry:
             kwargs["ConditionExpression"] = condition
         if values:
             kwargs["ExpressionAttributeValues"] = _to_item(values)
-        try:
-            with aws_errors("registry write"):
-                self.ddb.put_item(**kwargs)
-        except Exception as e:  # noqa: BLE001 - unwrap the classified error
-            cause = e.__cause__
-            if isinstance(cause, ClientError) and error_code(cause) == "ConditionalCheckFailedException":
-                return False
-            raise
-        return True
+        return self._conditional("registry write", self.ddb.put_item, kwargs)
 
     def update(self, pk: str, sk: str, fields: dict[str, Any], *, condition: str | None = None, table: str | None = None) -> bool:
         names = {f"#f{i}": k for i, k in enumerate(fields)}
@@ -123,14 +115,18 @@ class Registry:
             kwargs["ExpressionAttributeValues"] = _to_item(vals)
         if condition:
             kwargs["ConditionExpression"] = condition
-        try:
-            with aws_errors("registry update"):
-                self.ddb.update_item(**kwargs)
-        except Exception as e:  # noqa: BLE001
-            cause = e.__cause__
-            if isinstance(cause, ClientError) and error_code(cause) == "ConditionalCheckFailedException":
-                return False
-            raise
+        return self._conditional("registry update", self.ddb.update_item, kwargs)
+
+    @staticmethod
+    def _conditional(action: str, call: Any, kwargs: dict[str, Any]) -> bool:
+        """Run a write; False when its condition does not hold, other failures classified."""
+        with aws_errors(action):
+            try:
+                call(**kwargs)
+            except ClientError as e:
+                if error_code(e) == "ConditionalCheckFailedException":
+                    return False
+                raise
         return True
 
     def query(self, pk: str, prefix: str, table: str | None = None) -> list[dict[str, Any]]:

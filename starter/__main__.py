@@ -448,8 +448,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - the CLI reports, it does not dump tracebacks
-        from bridgehead.logging import configure_logging  # noqa: F401
-
         msg = getattr(e, "message", None) or str(e)
         cause = getattr(e, "cause", None)
         while cause is not None:

@@ -11,20 +11,18 @@ CLUSTER_NAME = SearchAttributeKey.for_keyword("ClusterName")
 CLUSTER_STATUS = SearchAttributeKey.for_keyword("ClusterStatus")
 REGION = SearchAttributeKey.for_keyword("Region")
 
-SEARCH_ATTRIBUTES = {"OrgId": ORG_ID, "ClusterName": CLUSTER_NAME, "ClusterStatus": CLUSTER_STATUS, "Region": REGION}
+_KEYS = {"org_id": ORG_ID, "cluster": CLUSTER_NAME, "status": CLUSTER_STATUS, "region": REGION}
 
 
 def search_attributes(**values: str) -> TypedSearchAttributes:
     """Typed search attributes for starting workflows (keys: org_id, cluster, status, region)."""
-    keys = {"org_id": ORG_ID, "cluster": CLUSTER_NAME, "status": CLUSTER_STATUS, "region": REGION}
-    return TypedSearchAttributes([SearchAttributePair(keys[k], v) for k, v in values.items()])
+    return TypedSearchAttributes([SearchAttributePair(_KEYS[k], v) for k, v in values.items()])
 
 
 def upsert(**values: str) -> None:
     """Upsert only the attributes whose value changed (each upsert is a history event)."""
-    keys = {"org_id": ORG_ID, "cluster": CLUSTER_NAME, "status": CLUSTER_STATUS, "region": REGION}
     current = workflow.info().typed_search_attributes
-    updates = [keys[k].value_set(v) for k, v in values.items() if current.get(keys[k]) != v]
+    updates = [_KEYS[k].value_set(v) for k, v in values.items() if current.get(_KEYS[k]) != v]
     if updates:
         workflow.upsert_search_attributes(updates)
 
