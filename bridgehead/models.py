@@ -587,7 +587,6 @@ class ClusterRuntime(Model):
     cancel_requested: bool = False
     delete_requested_at: datetime | None = None
     resize_generation: int = 0
-    polls: int = 0
     admin_email: str = ""
 
 

@@ -9,6 +9,7 @@ No worker slot is held between polls (retries are scheduled by the server).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 from temporalio import workflow
@@ -22,10 +23,29 @@ from workflows._options import POLL
 MAX_WINDOWS = 30
 
 
-async def wait_for_stack(ref: StackRef, on_progress: Callable[[StackPoll], None] | None = None, what: str = "") -> StackPoll:
-    """Poll until the stack is terminal; ``on_progress`` sees each window's latest events."""
+async def wait_for_stack(
+    ref: StackRef,
+    on_progress: Callable[[StackPoll], None] | None = None,
+    what: str = "",
+    interrupt: Callable[[], bool] | None = None,
+) -> StackPoll | None:
+    """Poll until the stack is terminal; ``on_progress`` sees each window's latest events.
+
+    With ``interrupt``, returns ``None`` as soon as it becomes true (the window in flight is
+    cancelled at once, not at its end); without it, never returns ``None``.
+    """
     for _ in range(MAX_WINDOWS):
-        poll: StackPoll = await call("poll_stack", ref, StackPoll, summary=what or f"wait for stack {ref.stack_name}", **POLL)
+        if interrupt is not None and interrupt():
+            return None
+        window = asyncio.ensure_future(call("poll_stack", ref, StackPoll, summary=what or f"wait for stack {ref.stack_name}", **POLL))
+        if interrupt is not None:
+            stop = asyncio.ensure_future(workflow.wait_condition(interrupt))
+            await workflow.wait([window, stop], return_when=asyncio.FIRST_COMPLETED)
+            if not window.done():
+                window.cancel()
+                return None
+            stop.cancel()
+        poll: StackPoll = await window
         if on_progress is not None:
             on_progress(poll)
         if poll.terminal:

@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows._common import call, root_message, upsert
-from workflows._options import AWS_CALL, NOTIFY, POLL, REGISTRY
+from workflows._options import AWS_CALL, NOTIFY, REGISTRY
 from workflows._waiting import wait_for_stack
 from workflows.regions import request_token
 
@@ -172,20 +172,7 @@ class ClusterLifecycleWorkflow:
         """Poll in windows; a cancel interrupts the current window at once."""
         rt = self._rt
         ref = StackRef(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name)
-        poll: StackPoll | None = None
-        while not rt.cancel_requested:
-            rt.polls += 1
-            window = asyncio.ensure_future(call("poll_stack", ref, StackPoll, summary=f"wait for stack {rt.stack_name}", **POLL))
-            cancelled = asyncio.ensure_future(workflow.wait_condition(lambda: rt.cancel_requested))
-            await workflow.wait([window, cancelled], return_when=asyncio.FIRST_COMPLETED)
-            if not window.done():
-                window.cancel()
-                break
-            cancelled.cancel()
-            poll = window.result()
-            self._progress(poll)
-            if poll.terminal:
-                break
+        poll = await wait_for_stack(ref, self._progress, f"wait for stack {rt.stack_name}", interrupt=lambda: rt.cancel_requested)
         if rt.cancel_requested:
             self._set(ClusterState.DELETING)
             await self._delete(final=ClusterState.CANCELLED)
