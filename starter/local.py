@@ -6,6 +6,7 @@ PyPI, both installed into the virtualenv. Used by ``python -m starter up`` and b
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,6 +22,8 @@ from typing import Any
 from bridgehead.settings import REPO_ROOT
 
 PLATFORM_ACCOUNT = "123456789012"  # moto's default account
+DEFAULT_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
+PLATFORM_ADMIN = "bridgehead-platform"  # the platform's IAM user when moto enforces IAM
 DEMO_CUSTOMER_ACCOUNT = "222222222222"
 SEARCH_ATTRIBUTES = ("OrgId", "ClusterName", "ClusterStatus", "Region")
 SEED_REGIONS = ("us-east-1", "us-east-2", "us-west-2")  # us-west-1 is left without an image: it gets copied
@@ -57,6 +60,15 @@ class LocalStack:
     moto_port: int = 5000
     with_worker: bool = True
     worker_env: dict[str, str] = field(default_factory=dict)
+    #: Customer accounts to bootstrap when moto enforces IAM (``INITIAL_NO_AUTH_ACTION_COUNT``);
+    #: empty means no enforcement (moto's default: every request is allowed).
+    enforce_accounts: tuple[str, ...] = ()
+    #: AWS endpoint the worker and clients use, when something (a test proxy) sits in front of moto.
+    endpoint_override: str | None = None
+    #: Whether the endpoint refuses AssumeRole without a required External ID (moto alone does not).
+    sts_enforces_trust: bool = False
+    #: Access keys of the platform identity (an IAM user with admin rights under enforcement).
+    platform_keys: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_KEYS))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
     # --- addresses and environment ---------------------------------------------------------------
@@ -65,8 +77,23 @@ class LocalStack:
         return f"127.0.0.1:{self.temporal_port}"
 
     @property
-    def aws_endpoint(self) -> str:
+    def moto_endpoint(self) -> str:
         return f"http://127.0.0.1:{self.moto_port}"
+
+    @property
+    def aws_endpoint(self) -> str:
+        return self.endpoint_override or self.moto_endpoint
+
+    @property
+    def enforcing(self) -> bool:
+        return bool(self.enforce_accounts)
+
+    def customer_admin(self, account: str, service: str, region: str = "us-east-1") -> Any:
+        """A client acting as ``account``'s administrator, through this stack's endpoint."""
+        return customer_admin(self.aws_endpoint, account, service, region, creds=self.platform_keys)
+
+    def platform(self, service: str, region: str = "us-east-1") -> Any:
+        return _client(self.aws_endpoint, service, region, **self.platform_keys)
 
     @property
     def ui_url(self) -> str:
@@ -78,14 +105,19 @@ class LocalStack:
             "TEMPORAL_ADDRESS": self.temporal_address,
             "TEMPORAL_NAMESPACE": "default",
             "AWS_ENDPOINT_URL": self.aws_endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_ACCESS_KEY_ID": self.platform_keys["aws_access_key_id"],
+            "AWS_SECRET_ACCESS_KEY": self.platform_keys["aws_secret_access_key"],
             "AWS_DEFAULT_REGION": "us-east-1",
             "BRIDGEHEAD_ENVIRONMENT": "local",
             "BRIDGEHEAD_STATE_DIR": str(self.state_dir),
-            # moto does not enforce trust policies: the verifier says so instead of claiming a proof.
-            "BRIDGEHEAD_STS_ENFORCES_TRUST": "false",
-            "BRIDGEHEAD_PLATFORM_PRINCIPAL_ARN": f"arn:aws:iam::{PLATFORM_ACCOUNT}:root",
+            # moto alone does not refuse AssumeRole without a required External ID: unless a test
+            # extension enforces it, the verifier says so instead of claiming a proof.
+            "BRIDGEHEAD_STS_ENFORCES_TRUST": str(self.sts_enforces_trust).lower(),
+            # Under enforcement moto checks the caller's exact ARN against trust policies, so the
+            # platform principal is the platform user (narrower than the account root, as Imply does).
+            "BRIDGEHEAD_PLATFORM_PRINCIPAL_ARN": f"arn:aws:iam::{PLATFORM_ACCOUNT}:user/{PLATFORM_ADMIN}"
+            if self.enforcing
+            else f"arn:aws:iam::{PLATFORM_ACCOUNT}:root",
         }
 
     # --- processes -------------------------------------------------------------------------------------
@@ -98,8 +130,11 @@ class LocalStack:
         )
 
     def start_moto(self) -> None:
-        self._spawn("moto", [bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)])
-        self._wait(lambda: self._http_ok(f"{self.aws_endpoint}/moto-api/"), "moto server", "moto")
+        env = {"INITIAL_NO_AUTH_ACTION_COUNT": str(bootstrap_request_count(self.enforce_accounts))} if self.enforcing else {}
+        self._spawn("moto", [bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)], env)
+        self._wait(lambda: self._http_ok(f"{self.moto_endpoint}/moto-api/"), "moto server", "moto")
+        if self.enforcing:
+            self.platform_keys = bootstrap_enforcement(self.moto_endpoint, self.enforce_accounts)
 
     def start_temporal(self) -> None:
         args = [
@@ -168,7 +203,7 @@ class LocalStack:
         try:
             self.start_moto()
             if seed:
-                seed_emulator(self.aws_endpoint)
+                seed_emulator(self.moto_endpoint, creds=self.platform_keys)
             self.start_temporal()
             if self.with_worker:
                 self.start_worker()
@@ -187,30 +222,62 @@ class LocalStack:
 # ------------------------------------------------------------------------------------------------------
 # Seeding the emulator
 # ------------------------------------------------------------------------------------------------------
-def _client(endpoint: str, service: str, region: str = "us-east-1", **creds: str) -> Any:
+def _client(endpoint: str, service: str, region: str = "us-east-1", **creds: str | None) -> Any:
     import boto3
 
     return boto3.session.Session(
-        aws_access_key_id=creds.get("aws_access_key_id", "testing"),
-        aws_secret_access_key=creds.get("aws_secret_access_key", "testing"),
+        aws_access_key_id=creds.get("aws_access_key_id") or "testing",
+        aws_secret_access_key=creds.get("aws_secret_access_key") or "testing",
         aws_session_token=creds.get("aws_session_token"),
     ).client(service, region_name=region, endpoint_url=endpoint)
 
 
-def customer_admin(endpoint: str, account: str, service: str, region: str = "us-east-1") -> Any:
-    """A client acting as the customer's administrator (moto maps the assumed role to ``account``)."""
-    sts = _client(endpoint, "sts")
+def _assume(endpoint: str, account: str, creds: dict[str, str] | None = None) -> dict[str, str]:
+    sts = _client(endpoint, "sts", **(creds or {}))
     c = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="customer-admin")["Credentials"]
-    return _client(endpoint, service, region, aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"],
-                   aws_session_token=c["SessionToken"])  # fmt: skip
+    return {"aws_access_key_id": c["AccessKeyId"], "aws_secret_access_key": c["SecretAccessKey"], "aws_session_token": c["SessionToken"]}
 
 
-def seed_emulator(endpoint: str, regions: tuple[str, ...] = SEED_REGIONS, sender: str = "noreply@bridgehead.example.com") -> dict[str, str]:
+def customer_admin(endpoint: str, account: str, service: str, region: str = "us-east-1", creds: dict[str, str] | None = None) -> Any:
+    """A client acting as the customer's administrator (moto maps the assumed role to ``account``)."""
+    return _client(endpoint, service, region, **_assume(endpoint, account, creds))
+
+
+ALLOW_ALL = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+
+
+def bootstrap_request_count(accounts: tuple[str, ...]) -> int:
+    """Requests :func:`bootstrap_enforcement` makes before moto starts checking every call."""
+    return 3 + 3 * len(accounts)
+
+
+def bootstrap_enforcement(endpoint: str, accounts: tuple[str, ...]) -> dict[str, str]:
+    """With moto enforcing IAM after the first few requests: create the platform's admin user (its
+    keys are returned) and, in each customer account, the ``OrganizationAccountAccessRole`` a
+    customer administrator acts through. Exactly :func:`bootstrap_request_count` requests."""
+    iam = _client(endpoint, "iam")
+    iam.create_user(UserName=PLATFORM_ADMIN)
+    iam.put_user_policy(UserName=PLATFORM_ADMIN, PolicyName="admin", PolicyDocument=ALLOW_ALL)
+    k = iam.create_access_key(UserName=PLATFORM_ADMIN)["AccessKey"]
+    keys = {"aws_access_key_id": k["AccessKeyId"], "aws_secret_access_key": k["SecretAccessKey"]}
+    trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                        "Principal": {"AWS": f"arn:aws:iam::{PLATFORM_ACCOUNT}:user/{PLATFORM_ADMIN}"}}]})  # fmt: skip
+    for account in accounts:
+        admin = _client(endpoint, "iam", **_assume(endpoint, account))
+        admin.create_role(RoleName="OrganizationAccountAccessRole", AssumeRolePolicyDocument=trust)
+        admin.put_role_policy(RoleName="OrganizationAccountAccessRole", PolicyName="admin", PolicyDocument=ALLOW_ALL)
+    return keys
+
+
+def seed_emulator(
+    endpoint: str, regions: tuple[str, ...] = SEED_REGIONS, sender: str = "noreply@bridgehead.example.com", creds: dict[str, str] | None = None
+) -> dict[str, str]:
     """Released platform images (tagged) in ``regions`` of the platform account, and a verified
     SES sender. Idempotent. Returns region -> image id."""
     images: dict[str, str] = {}
+    creds = creds or {}
     for region in regions:
-        ec2 = _client(endpoint, "ec2", region)
+        ec2 = _client(endpoint, "ec2", region, **creds)
         existing = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:bridgehead:release", "Values": ["current"]}])["Images"]
         if existing:
             images[region] = existing[0]["ImageId"]
@@ -221,5 +288,5 @@ def seed_emulator(endpoint: str, regions: tuple[str, ...] = SEED_REGIONS, sender
         ec2.create_tags(Resources=[image], Tags=[{"Key": "bridgehead:release", "Value": "current"}])
         ec2.terminate_instances(InstanceIds=[inst])
         images[region] = image
-    _client(endpoint, "ses").verify_email_identity(EmailAddress=sender)
+    _client(endpoint, "ses", **creds).verify_email_identity(EmailAddress=sender)
     return images

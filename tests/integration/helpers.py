@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from bridgehead import models as m
-from starter.local import LocalStack, customer_admin
+from starter.local import LocalStack
 
 
 async def wait_for(handle: Any, qname: str, rtype: type, pred: Any, timeout: float = 120) -> Any:
@@ -16,7 +16,8 @@ async def wait_for(handle: Any, qname: str, rtype: type, pred: Any, timeout: flo
         if pred(s):
             return s
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out; last status: {s}")
+            brief = {k: getattr(s, k) for k in ("state", "last_error", "failure_reason", "steps") if hasattr(s, k)}
+            raise AssertionError(f"timed out; last status: {brief or s}")
         await asyncio.sleep(0.3)
 
 
@@ -33,9 +34,35 @@ def launch_role_template(stack: LocalStack, account: str, status: m.OrgStatus, s
     tpl = json.loads(status.artifacts.cloudformation_template)
     if mutate:
         mutate(tpl)
-    cfn = customer_admin(stack.aws_endpoint, account, "cloudformation")
+    cfn = stack.customer_admin(account, "cloudformation")
     cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(tpl), Capabilities=["CAPABILITY_NAMED_IAM"])
     return cfn.describe_stacks(StackName=stack_name)["Stacks"][0]["Outputs"][0]["OutputValue"]
+
+
+def widen_resources_for_moto(doc: dict[str, Any]) -> None:
+    """moto (5.2.5) evaluates resources only for IAM, STS and SQS calls; for every other service it
+    checks the action against resource ``*``, which no ARN pattern matches. So for those services
+    the exact action list is kept and the resource scoping (which moto cannot evaluate) widened."""
+    for st in doc["Statement"]:
+        actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
+        if not any(a.startswith(("iam:", "sts:")) for a in actions):
+            st["Resource"] = "*"
+
+
+def create_role_directly(stack: LocalStack, account: str, status: m.OrgStatus, trust: Any = None, perms: Any = None) -> str:
+    """Option B of the instructions: the customer creates the role with the IAM API (moto's IAM
+    enforcement cannot read inline policies of roles CloudFormation created)."""
+    a = status.artifacts
+    trust_doc, perm_doc = json.loads(json.dumps(a.trust_policy)), json.loads(json.dumps(a.permission_policy))
+    if stack.enforcing:
+        widen_resources_for_moto(perm_doc)
+    for fn, doc in ((trust, trust_doc), (perms, perm_doc)):
+        if fn:
+            fn(doc)
+    iam = stack.customer_admin(account, "iam")
+    arn = iam.create_role(RoleName=a.role_name, AssumeRolePolicyDocument=json.dumps(trust_doc))["Role"]["Arn"]
+    iam.put_role_policy(RoleName=a.role_name, PolicyName="bridgehead-permissions", PolicyDocument=json.dumps(perm_doc))
+    return arn
 
 
 async def onboard_ready(client: Any, stack: LocalStack, org_id: str, account: str, regions: list[str] | None = None) -> m.OrgStatus:

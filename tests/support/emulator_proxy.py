@@ -1,0 +1,158 @@
+"""A test-only HTTP proxy in front of the moto server: the emulator extensions our tests need.
+
+1. **External ID enforcement.** moto (5.2.5) in IAM-enforcing mode checks a trust policy's
+   principal and compares ``sts:ExternalId`` when the caller passes one, but lets an ``AssumeRole``
+   *without* an External ID through even when the trust policy requires one (its condition check
+   skips keys that are absent). Real STS refuses that call. The proxy refuses it the same way, so
+   the verifier's confused-deputy probe proves something here.
+2. **Fault injection.** A given fraction of AWS calls get a throttling error or a 503 before they
+   reach moto, in each protocol's own error format, so botocore and Temporal see what they would
+   see from AWS. Counted per kind, for the fault suite's figures.
+
+Never put this in front of real AWS: it forwards requests verbatim (signatures included) to one
+fixed upstream.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import random
+import threading
+import urllib.parse
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from starter.local import customer_admin
+
+_STS_DENIED = (
+    '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
+    "<Code>AccessDenied</Code><Message>{msg}</Message></Error><RequestId>emulator-proxy</RequestId></ErrorResponse>"
+)
+_HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+
+
+class EmulatorProxy:
+    def __init__(self, upstream: str, admin_creds: dict[str, str], fault_rate: float = 0.0, seed: int = 7) -> None:
+        u = urllib.parse.urlparse(upstream)
+        self.upstream_host, self.upstream_port = u.hostname or "127.0.0.1", u.port or 80
+        self.upstream = upstream
+        self.admin_creds = admin_creds
+        self.fault_rate = fault_rate
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+        self.faults: Counter[str] = Counter()
+        self.requests: Counter[str] = Counter()
+        self.refused_assume: list[str] = []
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a: Any) -> None:  # quiet
+                pass
+
+            def _handle(self) -> None:
+                proxy._serve(self)
+
+            do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = do_PATCH = _handle
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> EmulatorProxy:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    # ------------------------------------------------------------------------------------------
+    def _serve(self, h: BaseHTTPRequestHandler) -> None:
+        length = int(h.headers.get("Content-Length") or 0)
+        body = h.rfile.read(length) if length else b""
+        target = h.headers.get("X-Amz-Target")
+        form = urllib.parse.parse_qs(body.decode(errors="ignore")) if not target and body[:7] == b"Action=" else {}
+        action = target or (form.get("Action") or [h.command + " " + h.path.split("?")[0]])[0]
+        with self._lock:
+            self.requests[action] += 1
+            inject = self.fault_rate > 0 and self._rng.random() < self.fault_rate and not h.path.startswith("/moto-api")
+            kind = self._rng.choice(["throttle", "503"]) if inject else None
+        if kind:
+            with self._lock:
+                self.faults[kind] += 1
+            return self._fault(h, kind, target, form)
+        if form.get("Action") == ["AssumeRole"] and "ExternalId" not in form:
+            refusal = self._external_id_refusal(form["RoleArn"][0])
+            if refusal:
+                self.refused_assume.append(form["RoleArn"][0])
+                return self._reply(h, 403, _STS_DENIED.format(msg=refusal).encode(), "text/xml")
+        self._forward(h, body)
+
+    def _external_id_refusal(self, role_arn: str) -> str | None:
+        """Why real STS would refuse this AssumeRole without an External ID, or None."""
+        parts = role_arn.split(":")
+        account, name = parts[4], parts[5].split("/")[-1]
+        if name == "OrganizationAccountAccessRole":
+            return None
+        try:
+            iam = customer_admin(self.upstream, account, "iam", creds=self.admin_creds)
+            doc = iam.get_role(RoleName=name)["Role"]["AssumeRolePolicyDocument"]
+        except Exception:  # noqa: BLE001 - unknown role: let moto answer
+            return None
+        doc = json.loads(urllib.parse.unquote(doc)) if isinstance(doc, str) else doc
+        statements = doc.get("Statement", [])
+        for st in statements if isinstance(statements, list) else [statements]:
+            if st.get("Effect") != "Allow":
+                continue
+            keys = {k.lower() for cond in (st.get("Condition") or {}).values() for k in cond}
+            if "sts:externalid" not in keys:
+                return None  # some statement allows without an External ID
+        return f"Not authorized to perform sts:AssumeRole on {role_arn}: the trust policy requires sts:ExternalId"
+
+    def _fault(self, h: BaseHTTPRequestHandler, kind: str, target: str | None, form: dict[str, list[str]]) -> None:
+        if kind == "503":
+            return self._reply(h, 503, b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>", "text/xml")
+        if target:  # JSON protocols (DynamoDB, Service Quotas, Marketplace...)
+            body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded (injected)"}).encode()
+            return self._reply(h, 400, body, "application/x-amz-json-1.0", {"x-amzn-ErrorType": "ThrottlingException"})
+        if form.get("Version") == ["2016-11-15"]:  # EC2's own query error format
+            body = b"<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>injected</Message></Error></Errors></Response>"
+            return self._reply(h, 503, body, "text/xml")
+        if form:  # other query protocols (STS, IAM, CloudFormation, SES)
+            body = b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded (injected)</Message></Error></ErrorResponse>"
+            return self._reply(h, 400, body, "text/xml")
+        return self._reply(h, 503, b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>", "application/xml")  # S3
+
+    def _forward(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
+        conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=60)
+        try:
+            headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP_HEADERS}
+            conn.request(h.command, h.path, body=body or None, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+            drop = _HOP_HEADERS if h.command == "HEAD" else _HOP_HEADERS | {"content-length"}
+            extra = {k: v for k, v in resp.getheaders() if k.lower() not in drop}
+            self._reply(h, resp.status, data, None, extra)
+        finally:
+            conn.close()
+
+    @staticmethod
+    def _reply(h: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str | None, headers: dict[str, str] | None = None) -> None:
+        h.send_response(status)
+        for k, v in (headers or {}).items():
+            h.send_header(k, v)
+        if ctype:
+            h.send_header("Content-Type", ctype)
+        if not any(k.lower() == "content-length" for k in (headers or {})):
+            h.send_header("Content-Length", str(len(body)))
+        h.end_headers()
+        if h.command != "HEAD":
+            h.wfile.write(body)
