@@ -26,18 +26,24 @@ from activities.images import ImageActivities
 from activities.onboarding import OnboardingActivities
 from activities.regions import RegionActivities
 from activities.registry import Registry
+from activities.schedules import ScheduleActivities
 from bridgehead.client import make_client
 from bridgehead.logging import configure_logging, get_logger
 from bridgehead.settings import Settings, get_settings
 from workflows.billing import BillingMeterWorkflow
 from workflows.clusters import ClusterLifecycleWorkflow
 from workflows.images import ShareImagesWorkflow
-from workflows.onboarding import OnboardOrganizationWorkflow, VerifyRoleWorkflow
+from workflows.onboarding import (
+    OnboardOrganizationWorkflow,
+    ReverifyOrganizationWorkflow,
+    VerifyRoleWorkflow,
+)
 from workflows.regions import CleanupRegionWorkflow, ProvisionRegionWorkflow
 
 WORKFLOWS = [
     OnboardOrganizationWorkflow,
     VerifyRoleWorkflow,
+    ReverifyOrganizationWorkflow,
     ShareImagesWorkflow,
     ProvisionRegionWorkflow,
     CleanupRegionWorkflow,
@@ -48,14 +54,17 @@ WORKFLOWS = [
 log = get_logger("bridgehead.worker")
 
 
-def build_activities(settings: Settings, aws: Aws | None = None) -> list[Any]:
-    """Bound activity methods of every activity class, sharing one AWS factory and registry."""
+def build_activities(settings: Settings, aws: Aws | None = None, client: Client | None = None) -> list[Any]:
+    """Bound activity methods of every activity class, sharing one AWS factory and registry
+    (and the worker's Temporal client, for the activities that manage Schedules)."""
     aws = aws or Aws(settings)
     registry = Registry(aws)
-    instances = [
+    instances: list[Any] = [
         OnboardingActivities(aws, registry), ImageActivities(aws, registry), RegionActivities(aws, registry),
         StackActivities(aws, registry), ClusterActivities(aws, registry), BillingActivities(aws, registry),
     ]  # fmt: skip
+    if client is not None:
+        instances.append(ScheduleActivities(client, settings))
     acts = []
     for inst in instances:
         for name in dir(type(inst)):
@@ -109,7 +118,7 @@ async def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities, thread_name_prefix="activity") as executor:
-        worker = build_worker(client, settings, build_activities(settings, aws), executor)
+        worker = build_worker(client, settings, build_activities(settings, aws, client), executor)
         log.info("worker started", task_queue=settings.task_queue, namespace=client.namespace)
         async with worker:
             await stop.wait()

@@ -228,6 +228,16 @@ class OnboardingState(Model):
     last_error: str | None = None
     regions: dict[str, RegionProgress] = Field(default_factory=dict)
     steps: list[str] = Field(default_factory=list)
+    #: The daily re-verification Schedule exists (created once the org is first READY).
+    reverify_scheduled: bool = False
+
+
+class ReverifyInput(Model):
+    """Input of ``ReverifyOrganization`` (started by the Schedule ``org-{org_id}-reverify``)."""
+
+    org_id: OrgId
+    #: How often the Schedule fires (hours); used when the Schedule is created.
+    every_hours: int = Field(default=24, ge=1, le=24 * 7)
 
 
 class OrgStatus(Model):

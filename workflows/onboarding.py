@@ -11,6 +11,7 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     ChildWorkflowError,
+    FailureError,
     WorkflowAlreadyStartedError,
 )
 from temporalio.workflow import ParentClosePolicy
@@ -33,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         RegionProgress,
         RegisterOrgInput,
         RegisterOrgResult,
+        ReverifyInput,
         SetOrgStateInput,
         ShareImagesInput,
         ShareImagesResult,
@@ -46,7 +48,8 @@ with workflow.unsafe.imports_passed_through():
 from workflows._common import call, root_message, upsert
 from workflows._options import ONE_SHOT, REGISTRY, VERIFY
 
-#: Re-verify the role this often once READY, to catch drift (role deleted, narrowed, trust changed).
+#: Legacy in-workflow re-verification timer, kept for runs started before the "reverify-schedule"
+#: patch; newer runs are re-verified by the Schedule ``org-{org_id}-reverify`` (daily).
 REVERIFY_EVERY = timedelta(hours=24)
 #: IAM is eventually consistent: a role created a moment ago may not be assumable yet.
 ROLE_PROPAGATION = timedelta(seconds=5)
@@ -61,6 +64,22 @@ class VerifyRoleWorkflow:
     async def run(self, input: VerifyRoleInput) -> VerificationReport:
         upsert(org_id=input.org_id)
         return await call("verify_role", input, VerificationReport, summary=f"verify {input.role_arn}", **VERIFY)
+
+
+@workflow.defn(name="ReverifyOrganization", failure_exception_types=[ValidationError])
+class ReverifyOrganizationWorkflow:
+    """Started by the daily Schedule ``org-{org_id}-reverify``: asks the organisation's entity
+    workflow to verify its role again (drift: role deleted, narrowed, trust changed)."""
+
+    @workflow.run
+    async def run(self, input: ReverifyInput) -> bool:
+        upsert(org_id=input.org_id)
+        try:
+            await workflow.get_external_workflow_handle(f"org-{input.org_id}").signal("reverify")
+        except FailureError as e:  # the organisation's workflow is gone (offboarded)
+            workflow.logger.warning(f"cannot signal org-{input.org_id}: {e}", extra={"org_id": input.org_id})
+            return False
+        return True
 
 
 @workflow.defn(name="OnboardOrganization", failure_exception_types=[ValidationError])
@@ -177,7 +196,14 @@ class OnboardOrganizationWorkflow:
             self._set(OrgState.AWAITING_ROLE, "registered; waiting for the customer's role")
         self._fresh_role = False
         while True:
-            if s.state == OrgState.READY:
+            if s.state == OrgState.READY and workflow.patched("reverify-schedule"):
+                if not s.reverify_scheduled:
+                    sid = await call("ensure_reverify_schedule", ReverifyInput(org_id=input.org_id), str,
+                                     summary="create the daily re-verification schedule", **REGISTRY)  # fmt: skip
+                    s.reverify_scheduled = True
+                    self._step(f"daily re-verification scheduled ({sid})")
+                await self._wait(lambda: self._role_changed or self._reverify, None)
+            elif s.state == OrgState.READY:
                 timed_out = not await self._wait(lambda: self._role_changed or self._reverify, REVERIFY_EVERY)
                 if timed_out:
                     self._step("daily re-verification")

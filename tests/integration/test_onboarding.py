@@ -105,3 +105,44 @@ async def test_no_customer_secret_in_any_history(client, stack):
     assert found == []
     logs = "".join(p.read_text(errors="ignore") for p in stack.state_dir.glob("*.log"))
     assert not [s for s in SECRETS if s in logs]
+
+
+async def test_daily_reverification_schedule_catches_drift(client, stack):
+    """READY creates the Schedule; when the customer narrows and then deletes the role, the next
+    scheduled run turns the organisation ACTION_REQUIRED with the check that failed."""
+    from tests.integration.helpers import onboard_ready
+
+    account = "232323232323"
+    s = await onboard_ready(client, stack, "drift", account, ["us-east-1"])
+    assert s.state == m.OrgState.READY, s
+    h = client.get_workflow_handle("org-drift")
+    await wait_for(h, "status", m.OrgStatus, lambda s: any("re-verification scheduled" in x for x in s.steps))
+    sched = client.get_schedule_handle("org-drift-reverify")
+    desc = await sched.describe()
+    assert desc.schedule.spec.intervals[0].every.total_seconds() == 24 * 3600
+    assert desc.schedule.action.workflow == "ReverifyOrganization"
+
+    # Drift 1: the customer removes one action from the role's policy.
+    iam = stack.customer_admin(account, "iam")
+    role = s.role_arn.split("/")[-1]
+    doc = json.loads(json.dumps(s.artifacts.permission_policy))
+    for st in doc["Statement"]:
+        if "cloudformation:DeleteStack" in st["Action"]:
+            st["Action"].remove("cloudformation:DeleteStack")
+    for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(doc))
+    await sched.trigger()
+    s = await wait_for(h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.ACTION_REQUIRED, 60)
+    perms = {c.name: c for c in s.failed_checks}["permissions"]
+    assert "cloudformation:DeleteStack" in perms.detail and "drift since READY" in (s.last_error or "")
+
+    # Drift 2: the role is deleted altogether.
+    for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
+        iam.delete_role_policy(RoleName=role, PolicyName=name)
+    iam.delete_role(RoleName=role)
+    verifications = sum("VERIFYING" in x for x in s.steps)
+    await sched.trigger()
+    s = await wait_for(h, "status", m.OrgStatus, lambda x: sum("VERIFYING" in y for y in x.steps) > verifications
+                       and x.state == m.OrgState.ACTION_REQUIRED, 60)  # fmt: skip
+    assert {c.name for c in s.failed_checks} & {"assume-role", "trust-policy-readable"}, s.failed_checks
+    await sched.delete()
