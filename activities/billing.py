@@ -59,6 +59,7 @@ class BillingActivities:
                     "pk": f"ORG#{req.org_id}", "sk": f"PERIOD#{p.isoformat()}#{c['name']}", "cluster": c["name"],
                     "region": c.get("region"), "period_start": p.isoformat(), "lines": lines,
                     "node_minutes": sum(lines.values()), "cost_usd": amount, "rate_version": s.rate_version,
+                    "rates": {t: s.rates[t] for t in lines},
                     "metered": False, "written_at": datetime.now(UTC).isoformat(),
                 }  # fmt: skip
                 if self.registry.put(item, condition="attribute_not_exists(pk)", table=self.registry.ledger):

@@ -121,6 +121,9 @@ def fmt_org(s: m.OrgStatus) -> str:
         lines.append(f"  FAILED {c.name}: {c.detail}\n    fix: {c.remedy}")
     if s.last_error:
         lines.append(f"  last error: {s.last_error}")
+    if s.steps:
+        lines.append("  progress:")
+        lines += [f"    {step}" for step in s.steps[-12:]]
     return "\n".join(lines)
 
 
@@ -135,14 +138,23 @@ def fmt_cluster(s: m.ClusterStatus) -> str:
     return "\n".join(lines)
 
 
+def show_cluster_progress(s: m.ClusterStatus) -> None:
+    event = s.latest_events[0] if s.latest_events else None
+    detail = f"  (latest: {event.logical_id} {event.status}{' ' + event.reason if event.reason else ''})" if event else ""
+    print(f"  {time.strftime('%H:%M:%S')} {s.state.value}{detail}", flush=True)
+
+
 async def wait_state(wf_id: str, wf_type: str, done: set[str], timeout: float, show: Any = None) -> Any:
+    """Poll the status query until a state in ``done``; ``show`` gets each change of state or of
+    the latest stack event (live progress for long waits)."""
     deadline = time.monotonic() + timeout
-    last = None
+    last: Any = None
     while True:
         s = await query(wf_id, wf_type)
-        if show and s.state != last:
+        marker = (s.state, s.latest_events[0].model_dump_json() if getattr(s, "latest_events", None) else None)
+        if show and marker != last:
             show(s)
-            last = s.state
+            last = marker
         if s.state.value in done:
             return s
         if time.monotonic() > deadline:
@@ -233,7 +245,7 @@ async def cmd_cluster_create(args: argparse.Namespace) -> int:
     if not args.wait:
         return 0
     s = await wait_state(h.id, "ClusterLifecycle", {"RUNNING", "FAILED", "CANCELLED", "DELETED"}, args.timeout,
-                         None if args.json else lambda s: print(f"  {s.state.value}"))  # fmt: skip
+                         None if args.json else show_cluster_progress)  # fmt: skip
     emit(args, s, fmt_cluster(s))
     return 0 if s.state == m.ClusterState.RUNNING else 1
 
@@ -243,7 +255,7 @@ async def cmd_cluster_delete(args: argparse.Namespace) -> int:
     c = await client()
     await c.get_workflow_handle(wf_id).signal("delete")
     if args.wait:
-        s = await wait_state(wf_id, "ClusterLifecycle", {"DELETED", "FAILED"}, args.timeout, None)
+        s = await wait_state(wf_id, "ClusterLifecycle", {"DELETED", "FAILED"}, args.timeout, None if args.json else show_cluster_progress)
         emit(args, s, fmt_cluster(s))
         return 0 if s.state == m.ClusterState.DELETED else 1
     emit(args, {"signalled": "delete", "workflow_id": wf_id}, f"delete requested for {wf_id}")
@@ -258,12 +270,13 @@ async def cmd_billing_report(args: argparse.Namespace) -> int:
 
     entries = ledger_entries(Registry(Aws(get_settings())), args.org, args.month)
     rows: dict[tuple[str, str], list[Decimal]] = {}
-    rates = get_settings().rates
+    current = get_settings().rates
     for e in entries:
+        rates = e.get("rates") or current  # the rates the entry was priced with
         for t, minutes in e["lines"].items():
             r = rows.setdefault((e["cluster"], t), [Decimal(0), Decimal(0)])
             r[0] += Decimal(minutes)
-            r[1] += rates[t] * Decimal(minutes) / 60
+            r[1] += Decimal(str(rates[t])) * Decimal(minutes) / 60
     total_cost = sum((Decimal(str(e["cost_usd"])) for e in entries), Decimal(0))
     data = [{"cluster": k[0], "instance_type": k[1], "node_minutes": int(v[0]), "cost_usd": str(v[1].quantize(Decimal("0.01")))} for k, v in sorted(rows.items())]
     total = {"node_minutes": sum(int(e["node_minutes"]) for e in entries), "cost_usd": str(total_cost)}
@@ -457,5 +470,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
+def run() -> None:
+    """Console entry point. Exits with ``os._exit`` after flushing: the SDK's core runtime can abort
+    during interpreter shutdown (sdk-python#300) and turn a success into exit code 134."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

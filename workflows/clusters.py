@@ -66,7 +66,7 @@ class ClusterLifecycleWorkflow:
         rt = self._rt
         return ClusterStatus(
             org_id=self._in.org_id, name=self._in.name, region=self._in.region, state=rt.state, stack_name=rt.stack_name,
-            compute_nodes=rt.compute_nodes, login_address=rt.outputs.get("LoginAddress"), outputs=rt.outputs,
+            compute_nodes=rt.compute_nodes, login_address=self._login, outputs=rt.outputs,
             latest_events=rt.events, failure_resource=rt.failure_resource, failure_reason=rt.failure_reason,
         )  # fmt: skip
 
@@ -185,7 +185,7 @@ class ClusterLifecycleWorkflow:
             self._set(ClusterState.RUNNING)
             await self._register(ClusterState.RUNNING)
             await self._notify("running", f"Cluster {self._in.name} is running",
-                               f"Cluster {self._in.name} in {self._in.region} is running. Log in at {rt.outputs.get('LoginAddress', '(no address)')}.")
+                               f"Cluster {self._in.name} in {self._in.region} is running. Log in at {self._login or '(no address)'}.")
         else:
             rt.failure_resource, rt.failure_reason = poll.failure_resource, poll.failure_reason or poll.status
             await self._fail(delete_stack=not self._in.keep_failed_stack)
@@ -256,8 +256,15 @@ class ClusterLifecycleWorkflow:
     # --- helpers --------------------------------------------------------------------------------------
     def _result(self) -> ClusterResult:
         rt = self._rt
-        return ClusterResult(org_id=self._in.org_id, name=self._in.name, state=rt.state, login_address=rt.outputs.get("LoginAddress"),
+        return ClusterResult(org_id=self._in.org_id, name=self._in.name, state=rt.state, login_address=self._login,
                              failure_resource=rt.failure_resource, failure_reason=rt.failure_reason, segments=rt.segments)  # fmt: skip
+
+    @property
+    def _login(self) -> str | None:
+        """The head node's public address, else its private one (a head node without a public IP
+        is reached through the customer's VPN or bastion)."""
+        out = self._rt.outputs
+        return out.get("LoginAddress") or out.get("HeadPrivateIp") or None
 
     def _segment(self, start: datetime, nodes: int) -> UsageSegment:
         c = self._in.config
@@ -279,7 +286,7 @@ class ClusterLifecycleWorkflow:
         i, rt = self._in, self._rt
         await call("register_cluster", RegisterClusterInput(
             org_id=i.org_id, name=i.name, region=i.region, state=state, stack_name=rt.stack_name, owner=i.owner,
-            login_address=rt.outputs.get("LoginAddress"), failure_reason=rt.failure_reason, segments=rt.segments,
+            login_address=self._login, failure_reason=rt.failure_reason, segments=rt.segments,
             head_instance_type=i.config.head_instance_type, compute_instance_type=i.config.compute_instance_type),
             summary=f"registry: {state.value}", **REGISTRY)  # fmt: skip
 
