@@ -436,7 +436,10 @@ class StackPoll(Model):
 class QuotaCheckInput(Model):
     org_id: OrgId
     region: str
+    #: Explicit vCPU need (older callers); otherwise computed from ``nodes`` and the vCPU table.
     vcpus_needed: int = 0
+    #: Instance type -> node count the request may run at most.
+    nodes: dict[str, int] = Field(default_factory=dict)
 
 
 class QuotaReport(Model):
@@ -444,6 +447,7 @@ class QuotaReport(Model):
     available: bool
     limit_vcpus: float | None = None
     needed_vcpus: int = 0
+    in_use_vcpus: int = 0
     sufficient: bool = True
     message: str = ""
 

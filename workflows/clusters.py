@@ -43,7 +43,6 @@ from workflows.regions import request_token
 
 #: DELETE_FAILED is retried this many times (with a growing pause) before it is reported.
 DELETE_ATTEMPTS = 3
-VCPUS_PER_NODE_GUESS = 2
 
 
 def cluster_stack(org_id: str, name: str) -> str:
@@ -161,8 +160,10 @@ class ClusterLifecycleWorkflow:
         if plan.errors:
             raise ApplicationError("invalid cluster request: " + "; ".join(plan.errors), type="InvalidClusterRequest")
         self._rt.admin_email = plan.admin_email
-        vcpus_needed = VCPUS_PER_NODE_GUESS * (1 + i.config.compute_max_nodes)
-        quota: QuotaReport = await call("check_vcpu_quota", QuotaCheckInput(org_id=i.org_id, region=i.region, vcpus_needed=vcpus_needed),
+        c = i.config
+        nodes = {c.head_instance_type: 1}
+        nodes[c.compute_instance_type] = nodes.get(c.compute_instance_type, 0) + c.compute_max_nodes
+        quota: QuotaReport = await call("check_vcpu_quota", QuotaCheckInput(org_id=i.org_id, region=i.region, nodes=nodes),
                                         QuotaReport, summary="check EC2 vCPU quota", **AWS_CALL)  # fmt: skip
         if quota.available and not quota.sufficient:
             raise ApplicationError(f"invalid cluster request: {quota.message}", type="InsufficientQuota")

@@ -134,6 +134,11 @@ class CleanupRegionWorkflow:
         if not poll.succeeded:
             await call("record_foundation", FoundationRecord(org_id=input.org_id, region=input.region, state="DELETE_FAILED", stack_name=name), **REGISTRY)
             raise ApplicationError(f"deleting {name} failed: {poll.failure_resource or ''} {poll.failure_reason or poll.status}".strip(), type="CleanupFailed")
+        if workflow.patched("cleanup-sweep"):
+            swept: Leftovers = await call("sweep_foundation_leftovers", LeftoversInput(org_id=input.org_id, region=input.region), Leftovers,
+                                          summary=f"remove what the stack deletion left in {input.region}", **AWS_CALL)  # fmt: skip
+            if swept.resources:
+                workflow.logger.warning(f"removed {len(swept.resources)} leftovers: {', '.join(swept.resources)}", extra={"org_id": input.org_id})
         left: Leftovers = await call("find_leftovers", LeftoversInput(org_id=input.org_id, region=input.region), Leftovers,
                                      summary="verify nothing tagged remains", **AWS_CALL)  # fmt: skip
         await call("record_foundation", FoundationRecord(org_id=input.org_id, region=input.region,

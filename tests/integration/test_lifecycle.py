@@ -21,6 +21,8 @@ async def test_onboarding_shares_images_and_builds_foundations(client, stack):
     assert {r: (p.images, p.foundation) for r, p in s.regions.items()} == {
         r: ("SHARED", "READY") for r in ("us-east-1", "us-east-2", "us-west-1", "us-west-2")
     }
+    # READY is shown as soon as it is recorded; the meter starts right after.
+    await wait_for(client.get_workflow_handle("org-acme"), "status", m.OrgStatus, lambda s: any("billing meter started" in x for x in s.steps), 30)
     meter = await client.get_workflow_handle("billing-acme").describe()
     assert meter.status.name == "RUNNING", "READY starts the organisation's billing meter"
     images = await client.get_workflow_handle("org-acme-images", result_type=m.ShareImagesResult).result()
@@ -85,22 +87,66 @@ async def test_cluster_created_in_customer_account_then_deleted(client, stack):
     stacks = [x["StackName"] for x in cfn.list_stacks(StackStatusFilter=["CREATE_COMPLETE", "ROLLBACK_COMPLETE"])["StackSummaries"]]
     assert "bridgehead-acme-cluster-c1" not in stacks
 
-    # Now cleanup is allowed: the stack goes, and the leftover check runs. moto's CloudFormation has
-    # no delete handler for internet gateways, NAT gateways and route tables (so the VPC stays too):
-    # those, and only those, are reported as leftovers on the emulator; real CloudFormation deletes them.
-    try:
-        res = await client.execute_workflow("CleanupRegion", m.CleanupRegionInput(org_id="acme", region="us-east-2"),
-                                            id="org-acme-cleanup-us-east-2", task_queue="bridgehead", result_type=m.CleanupResult)  # fmt: skip
-        assert res.deleted
-    except WorkflowFailureError as err:
-        text = str(err.cause)
-        assert "remain in us-east-2" in text, text
-        listed = text.split("us-east-2: ", 1)[1].split(", ")
-        emulator_gap = (":internet-gateway/", ":natgateway/", ":route-table/", ":vpc/", "vpc/")
-        assert all(any(k in r for k in emulator_gap) for r in listed), listed
+    # A FAILED cluster blocks cleanup too (moto cannot fail a stack, so the registry holds one the
+    # way ClusterLifecycle records it), and the refusal names it; once it is deleted, cleanup runs.
+    from activities.aws import Aws
+    from activities.registry import Registry
+    from bridgehead.settings import get_settings
+
+    reg = Registry(Aws(get_settings()))
+    reg.put({"pk": "ORG#acme", "sk": "CLUSTER#broken", "name": "broken", "region": "us-east-2", "state": "FAILED", "segments": []})
+    with pytest.raises(WorkflowFailureError) as e:
+        await client.execute_workflow("CleanupRegion", m.CleanupRegionInput(org_id="acme", region="us-east-2"),
+                                      id="org-acme-cleanup-us-east-2", task_queue="bridgehead")  # fmt: skip
+    assert "broken (FAILED)" in str(e.value.cause) and "nothing was deleted" in str(e.value.cause)
+    assert cfn.describe_stacks(StackName="bridgehead-acme-foundation-us-east-2")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    reg.update("ORG#acme", "CLUSTER#broken", {"state": "DELETED"})
+
+    # Now cleanup is allowed: the stack goes, what CloudFormation left behind is swept (moto's
+    # CloudFormation cannot delete internet/NAT gateways and route tables), and nothing tagged
+    # with the organisation remains in the region.
+    res = await client.execute_workflow("CleanupRegion", m.CleanupRegionInput(org_id="acme", region="us-east-2"),
+                                        id="org-acme-cleanup-us-east-2", task_queue="bridgehead", result_type=m.CleanupResult)  # fmt: skip
+    assert res.deleted and "nothing tagged remains" in res.message
     assert "bridgehead-acme-foundation-us-east-2" not in [
         x["StackName"] for x in cfn.list_stacks(StackStatusFilter=["CREATE_COMPLETE"])["StackSummaries"]
     ]
+    tagging = customer_admin(stack.aws_endpoint, ACCOUNT, "resourcegroupstaggingapi", "us-east-2")
+    tagged = [r["ResourceARN"] for r in tagging.get_resources(TagFilters=[{"Key": "bridgehead:org", "Values": ["acme"]}])["ResourceTagMappingList"]]
+    ec2_left = ec2.describe_vpcs(Filters=[{"Name": "tag:bridgehead:org", "Values": ["acme"]}])["Vpcs"]
+    nats = {n["NatGatewayId"]: n["State"] for n in ec2.describe_nat_gateways()["NatGateways"]}
+    live = [x for x in tagged if ":instance/" not in x and ":cloudformation:" not in x and not x.startswith("arn:aws:s3:::")
+            and nats.get(x.rsplit("/", 1)[-1]) != "deleted"]  # fmt: skip
+    assert not live and not ec2_left, live
+    # Other regions of the organisation are untouched.
+    east1 = customer_admin(stack.aws_endpoint, ACCOUNT, "cloudformation", "us-east-1")
+    assert east1.describe_stacks(StackName="bridgehead-acme-foundation-us-east-1")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+
+
+async def test_offboarding_revokes_every_image_permission(client, stack):
+    from tests.integration.helpers import onboard_ready
+
+    account = "262626262626"
+    s = await onboard_ready(client, stack, "revo", account, ["us-east-1", "us-west-1"])
+    assert s.state == m.OrgState.READY, s
+    shared = await client.get_workflow_handle("org-revo-images", result_type=m.ShareImagesResult).result()
+    revoked = await client.execute_workflow("ShareImages", m.ShareImagesInput(org_id="revo", revoke=True), id="org-revo-images-revoke",
+                                            task_queue="bridgehead", result_type=m.ShareImagesResult)  # fmt: skip
+    assert set(revoked.regions) == {"us-east-1", "us-west-1"}
+    import boto3
+
+    for region, st in shared.regions.items():
+        ec2 = boto3.client("ec2", region_name=region)
+        perms = ec2.describe_image_attribute(ImageId=st.image_id, Attribute="launchPermission")["LaunchPermissions"]
+        assert {"UserId": account} not in perms
+        for snap in st.snapshot_ids:
+            sp = ec2.describe_snapshot_attribute(SnapshotId=snap, Attribute="createVolumePermission")["CreateVolumePermissions"]
+            assert {"UserId": account} not in sp
+    # Another organisation's grants in the same region are untouched.
+    acme = await client.get_workflow_handle("org-acme-images", result_type=m.ShareImagesResult).result()
+    ec2 = boto3.client("ec2", region_name="us-east-1")
+    perms = ec2.describe_image_attribute(ImageId=acme.regions["us-east-1"].image_id, Attribute="launchPermission")["LaunchPermissions"]
+    assert {"UserId": ACCOUNT} in perms
 
 
 async def test_invalid_cluster_request_fails_clearly_and_creates_nothing(client, stack):

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from temporalio import activity
-from temporalio.client import WorkflowUpdateFailedError
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.worker import Worker
 
@@ -28,6 +28,7 @@ class FakeCloud:
     calls: list[str] = field(default_factory=list)
     stacks: dict[str, dict] = field(default_factory=dict)
     polls: int = 0
+    quota_vcpus: float | None = None  # None: Service Quotas unavailable
 
     def activities(self):
         cloud = self
@@ -39,7 +40,11 @@ class FakeCloud:
 
         @activity.defn(name="check_vcpu_quota")
         def check_vcpu_quota(req: m.QuotaCheckInput) -> m.QuotaReport:
-            return m.QuotaReport(region=req.region, available=False)
+            cloud.calls.append(f"quota:{sorted(req.nodes.items())}")
+            if cloud.quota_vcpus is None:
+                return m.QuotaReport(region=req.region, available=False)
+            return m.QuotaReport(region=req.region, available=True, limit_vcpus=cloud.quota_vcpus, sufficient=False,
+                                 message=f"EC2 standard vCPU quota in {req.region} is {cloud.quota_vcpus:g}: the cluster needs up to 34 more vCPUs")  # fmt: skip
 
         @activity.defn(name="register_cluster")
         def register_cluster(req: m.RegisterClusterInput) -> None:
@@ -194,3 +199,17 @@ async def test_resize_validated_and_billed_in_two_parts(ts_env):
     assert [s.compute_nodes for s in res.segments] == [4, 2]
     assert res.segments[0].end == res.segments[1].start
     assert "resize:2" in cloud.calls and "resize:99" not in cloud.calls
+
+
+async def test_insufficient_vcpu_quota_refuses_before_creating_anything(ts_env):
+    cloud = FakeCloud(quota_vcpus=8)
+
+    async def body(h):
+        with pytest.raises(WorkflowFailureError) as e:
+            await h.result()
+        return e.value
+
+    err = await run_cluster(ts_env, cloud, body)
+    assert "needs up to 34 more vCPUs" in str(err.cause)
+    assert "quota:[('c5.xlarge', 8), ('t3.medium', 1)]" in cloud.calls  # max nodes, not initial ones
+    assert "create_stack" not in cloud.calls and not any(c.startswith("register") for c in cloud.calls)
