@@ -238,7 +238,7 @@ async def cmd_cluster_create(args: argparse.Namespace) -> int:
         raise CliError("invalid cluster request: " + "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors()), 2) from None
     h = await start("ClusterLifecycle", inp)
     if args.dry_run:
-        res = await h.result()
+        res = m.ClusterResult.model_validate(await h.result())
         print(res.rendered_template)
         return 0
     emit(args, {"workflow_id": h.id}, f"creating {h.id}")

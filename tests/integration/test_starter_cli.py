@@ -76,12 +76,21 @@ def test_onboard_and_cluster_through_the_starter_cli(stack):
     assert json.loads(r.stdout)["state"] == "DELETED"
 
     # The operator path: `temporal workflow signal --name delete` on a running cluster.
+    listed = subprocess.run([bin_path("temporal"), "workflow", "list", "--query", "ClusterStatus='RUNNING' AND OrgId='clio'",
+                             "--address", stack.temporal_address, "-o", "json"], capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert "cluster-clio-k2" in listed.stdout and "cluster-clio-k1" not in listed.stdout, listed.stdout + listed.stderr
     sig = subprocess.run([bin_path("temporal"), "workflow", "signal", "--workflow-id", "cluster-clio-k2", "--name", "delete",
                           "--address", stack.temporal_address], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert sig.returncode == 0, sig.stderr
     res = subprocess.run([bin_path("temporal"), "workflow", "result", "--workflow-id", "cluster-clio-k2", "--address", stack.temporal_address,
                           "-o", "json"], capture_output=True, text=True, timeout=120)  # fmt: skip
     assert '"DELETED"' in res.stdout, res.stdout + res.stderr
+    # Dry run: validation against the live org, the rendered template printed, nothing created.
+    r = starter(stack, "cluster", "create", "--org", "clio", "--name", "dry1", "--region", "us-east-1", "--config", CONFIG, "--dry-run")
+    assert r.returncode == 0, r.stderr
+    rendered = json.loads(r.stdout)
+    assert rendered["Resources"]["HeadNode"]["Type"] == "AWS::EC2::Instance"
+    assert all("dry1" not in x["StackName"] for x in stack.customer_admin(ACCOUNT, "cloudformation").list_stacks()["StackSummaries"])
     # Bad input: a clear error and exit code 2, nothing started.
     r = starter(stack, "cluster", "create", "--org", "clio", "--name", "k3", "--region", "us-east-1",
                 "--config", '{"head_instance_type":"t3.medium","compute_instance_type":"c5.xlarge","bogus":1}')  # fmt: skip

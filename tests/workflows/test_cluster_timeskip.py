@@ -3,6 +3,7 @@ cancel, delete, resize, and the history bound of waiting."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -29,6 +30,7 @@ class FakeCloud:
     stacks: dict[str, dict] = field(default_factory=dict)
     polls: int = 0
     quota_vcpus: float | None = None  # None: Service Quotas unavailable
+    delete_failures: int = 0  # deletions that end DELETE_FAILED before one succeeds
 
     def activities(self):
         cloud = self
@@ -65,7 +67,9 @@ class FakeCloud:
         def delete_stack(ref: m.StackRef) -> None:
             cloud.calls.append("delete_stack")
             if ref.stack_name in cloud.stacks:
-                cloud.stacks[ref.stack_name]["status"] = "DELETE_COMPLETE"
+                failing = cloud.delete_failures > 0
+                cloud.delete_failures -= failing
+                cloud.stacks[ref.stack_name]["status"] = "DELETE_FAILED" if failing else "DELETE_COMPLETE"
 
         @activity.defn(name="resize_stack")
         def resize_stack(req: m.ResizeStackInput) -> m.StackPoll:
@@ -95,8 +99,10 @@ class FakeCloud:
             ok = status == {"create": "CREATE_COMPLETE", "update": "UPDATE_COMPLETE", "delete": "DELETE_COMPLETE"}[ref.expect]
             return m.StackPoll(stack_name=ref.stack_name, stack_id="id", status=status, terminal=True, succeeded=ok,
                                outputs={"LoginAddress": "203.0.113.10"} if ok else {}, events=events,
-                               failure_resource=None if ok else "HeadNode (AWS::EC2::Instance)",
-                               failure_reason=None if ok else "Instance i-1 failed to stabilize")  # fmt: skip
+                               failure_resource=None if ok else "NodeSecurityGroup (AWS::EC2::SecurityGroup)" if status == "DELETE_FAILED"
+                               else "HeadNode (AWS::EC2::Instance)",
+                               failure_reason=None if ok else "resource sg-1 has a dependent object" if status == "DELETE_FAILED"
+                               else "Instance i-1 failed to stabilize")  # fmt: skip
 
         return [validate_cluster, check_vcpu_quota, register_cluster, notify, create_stack, delete_stack, resize_stack, poll_stack]
 
@@ -117,8 +123,14 @@ async def run_cluster(env, cloud: FakeCloud, body):
 
 
 async def until_state(env, h, state: m.ClusterState, step: timedelta = timedelta(minutes=1), limit: int = 400):
+    from temporalio.service import RPCError
+
     for _ in range(limit):
-        s = await h.query("status", result_type=m.ClusterStatus)
+        try:
+            s = await h.query("status", result_type=m.ClusterStatus)
+        except RPCError:  # a query can time out while the server moves a workflow off a stopped worker
+            await asyncio.sleep(1)
+            continue
         if s.state == state:
             return s
         await env.sleep(step)
@@ -213,3 +225,75 @@ async def test_insufficient_vcpu_quota_refuses_before_creating_anything(ts_env):
     assert "needs up to 34 more vCPUs" in str(err.cause)
     assert "quota:[('c5.xlarge', 8), ('t3.medium', 1)]" in cloud.calls  # max nodes, not initial ones
     assert "create_stack" not in cloud.calls and not any(c.startswith("register") for c in cloud.calls)
+
+
+async def test_delete_failed_is_retried_then_succeeds(ts_env):
+    cloud = FakeCloud(create_takes=timedelta(minutes=5), delete_failures=2)
+
+    async def body(h):
+        await until_state(ts_env, h, m.ClusterState.RUNNING)
+        await h.signal("delete")
+        return await h.result()
+
+    res = await run_cluster(ts_env, cloud, body)
+    assert res.state == m.ClusterState.DELETED
+    assert cloud.calls.count("delete_stack") == 3
+
+
+async def test_delete_failed_every_time_reports_the_blocking_resource_then_a_new_delete_works(ts_env):
+    from workflows.clusters import DELETE_ATTEMPTS
+
+    cloud = FakeCloud(create_takes=timedelta(minutes=5), delete_failures=DELETE_ATTEMPTS)
+
+    async def body(h):
+        await until_state(ts_env, h, m.ClusterState.RUNNING)
+        await h.signal("delete")
+        s = await until_state(ts_env, h, m.ClusterState.FAILED)
+        assert s.failure_resource == "NodeSecurityGroup (AWS::EC2::SecurityGroup)"
+        assert f"deletion failed after {DELETE_ATTEMPTS} attempts" in s.failure_reason and "dependent object" in s.failure_reason
+        for _ in range(30):  # FAILED shows at once; the registry write and the email follow
+            if any(c.startswith("notify:") and "could not be deleted" in c for c in cloud.calls):
+                break
+            await ts_env.sleep(timedelta(seconds=10))
+        else:
+            raise AssertionError(f"no delete-failed notification: {cloud.calls}")
+        await h.signal("delete")  # the customer removed the dependency; try again
+        return await h.result()
+
+    res = await run_cluster(ts_env, cloud, body)
+    assert res.state == m.ClusterState.DELETED
+    assert cloud.calls.count("delete_stack") == DELETE_ATTEMPTS + 1
+    assert len(res.segments) == 1 and res.segments[0].end is not None  # billing stopped at the first delete
+
+
+async def test_worker_restarted_during_the_wait(ts_env):
+    """The worker goes away at minute 12 of a 40-minute creation and a new one (fresh process
+    state, same task queue) takes over: one stack, RUNNING on time, history still bounded."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    cloud = FakeCloud(create_takes=timedelta(minutes=40))
+    tq = f"tq-{uuid.uuid4()}"
+    wf_id = f"cluster-acme-c1-{uuid.uuid4().hex[:6]}"
+    # Both workers run without a workflow cache (no sticky queue): every task is replayed from
+    # history as in a fresh process, and the time-skipping server, which does not move sticky
+    # tasks to a new worker, hands them to whichever worker polls.
+    with ThreadPoolExecutor(4) as ex:
+        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=cloud.activities(), activity_executor=ex,
+                          workflow_runner=sandbox_runner(), max_cached_workflows=0):  # fmt: skip
+            h = await ts_env.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id="acme", name="c1", region="us-east-1", config=CFG),
+                                                   id=wf_id, task_queue=tq, result_type=m.ClusterResult)  # fmt: skip
+            await until_state(ts_env, h, m.ClusterState.CREATING)
+            await ts_env.sleep(timedelta(minutes=12))
+    # No worker: the workflow is not lost, it waits.
+    assert (await h.describe()).status.name == "RUNNING"
+    with ThreadPoolExecutor(4) as ex:
+        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=cloud.activities(), activity_executor=ex,
+                          workflow_runner=sandbox_runner(), max_cached_workflows=0):  # fmt: skip
+            s = await until_state(ts_env, h, m.ClusterState.RUNNING, step=timedelta(minutes=2))
+            assert s.login_address == "203.0.113.10"
+            events = await history_len(h)
+            await h.signal("delete")
+            res = await h.result()
+    assert res.state == m.ClusterState.DELETED
+    assert cloud.calls.count("create_stack") == 1
+    assert events <= 6 * 5 + 40 + 10, events  # the usual bound, plus the restart's timed-out tasks
