@@ -62,7 +62,8 @@ class BillingActivities:
                     "rates": {t: s.rates[t] for t in lines},
                     "metered": False, "written_at": datetime.now(UTC).isoformat(),
                 }  # fmt: skip
-                if self.registry.put(item, condition="attribute_not_exists(pk)", table=self.registry.ledger):
+                add = {"node_minutes": item["node_minutes"], "cost_usd": amount, "entries": 1}
+                if self.registry.put_new_and_add(item, (f"ORG#{req.org_id}", "TOTALS"), add, table=self.registry.ledger):
                     written += 1
                     minutes_total += item["node_minutes"]
                     cost_total += amount
@@ -70,9 +71,11 @@ class BillingActivities:
                     existing += 1
             if last > since:
                 self.registry.update(f"ORG#{req.org_id}", f"CLUSTER#{c['name']}", {"billed_through": last.isoformat()})
+        totals = self.registry.get(f"ORG#{req.org_id}", "TOTALS", table=self.registry.ledger) or {}
         log.info("billing periods closed", written=written, existing=existing, node_minutes=minutes_total)
         return CloseBillingPeriodsResult(entries_written=written, entries_existing=existing, node_minutes=minutes_total,
-                                         cost_usd=cost_total, closed_until=until)  # fmt: skip
+                                         cost_usd=cost_total, closed_until=until, ledger_node_minutes=int(totals.get("node_minutes", 0)),
+                                         ledger_cost_usd=Decimal(str(totals.get("cost_usd", 0))), ledger_entries=int(totals.get("entries", 0)))  # fmt: skip
 
     @activity.defn
     def meter_usage(self, req: MeterUsageInput) -> MeterUsageResult:

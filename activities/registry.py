@@ -117,6 +117,28 @@ class Registry:
             kwargs["ConditionExpression"] = condition
         return self._conditional("registry update", self.ddb.update_item, kwargs)
 
+    def put_new_and_add(self, item: dict[str, Any], totals_key: tuple[str, str], add: dict[str, Any], *, table: str) -> bool:
+        """Put ``item`` only if it does not exist *and* add ``add`` to the counters of the item at
+        ``totals_key``, in one transaction: both happen exactly once, or (item already there)
+        neither. Returns False when the item existed."""
+        names = {f"#a{i}": k for i, k in enumerate(add)}
+        values = {f":a{i}": v for i, v in enumerate(add.values())}
+        items = [
+            {"Put": {"TableName": table, "Item": _to_item(item), "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Update": {"TableName": table, "Key": _to_item({"pk": totals_key[0], "sk": totals_key[1]}),
+                        "UpdateExpression": "ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(add))),
+                        "ExpressionAttributeNames": names, "ExpressionAttributeValues": _to_item(values)}},
+        ]  # fmt: skip
+        with aws_errors("ledger write"):
+            try:
+                self.ddb.transact_write_items(TransactItems=items)
+            except ClientError as e:
+                reasons = [r.get("Code") for r in e.response.get("CancellationReasons", [])]
+                if error_code(e) == "TransactionCanceledException" and reasons and reasons[0] == "ConditionalCheckFailed":
+                    return False
+                raise
+        return True
+
     @staticmethod
     def _conditional(action: str, call: Any, kwargs: dict[str, Any]) -> bool:
         """Run a write; False when its condition does not hold, other failures classified."""

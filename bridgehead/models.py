@@ -767,6 +767,11 @@ class CloseBillingPeriodsResult(Model):
     node_minutes: int
     cost_usd: Decimal
     closed_until: datetime
+    #: The organisation's ledger totals after this call (kept exactly once, in the same
+    #: transactions as the entries). None from workers older than these fields.
+    ledger_node_minutes: int | None = None
+    ledger_cost_usd: Decimal | None = None
+    ledger_entries: int | None = None
 
 
 class MeterUsageInput(Model):

@@ -60,9 +60,15 @@ class BillingMeterWorkflow:
                 "close_billing_periods", CloseBillingPeriodsInput(org_id=input.org_id, until=until), CloseBillingPeriodsResult,
                 summary="close finished billing periods", **REGISTRY,
             )  # fmt: skip
-            t.node_minutes += closed.node_minutes
-            t.cost_usd += closed.cost_usd
-            t.ledger_entries += closed.entries_written
+            if closed.ledger_node_minutes is not None:
+                # The ledger's own totals: exact even when a crashed attempt wrote entries and the
+                # retry found them existing (its own counts would then be 0).
+                t.node_minutes, t.ledger_entries = closed.ledger_node_minutes, closed.ledger_entries or 0
+                t.cost_usd = closed.ledger_cost_usd or t.cost_usd
+            else:
+                t.node_minutes += closed.node_minutes
+                t.cost_usd += closed.cost_usd
+                t.ledger_entries += closed.entries_written
             t.periods_closed += 1
             t.last_tick = workflow.now()
             try:

@@ -53,3 +53,46 @@ async def test_billing_ticks_cost_at_most_4_actions_per_hour(ts_env):
     from workflows.billing import TICKS_PER_RUN
 
     assert len(hist.events) / usage.periods_closed * TICKS_PER_RUN < 3000
+
+
+async def test_a_year_of_ticks_keeps_every_run_under_the_continue_as_new_bound(ts_env):
+    """BillingMeter for 365 days of time-skipped ticks: it continues as new every TICKS_PER_RUN
+    ticks, so every run's history stays under a few thousand events, and no tick is lost."""
+    import os
+
+    from workflows.billing import TICKS_PER_RUN
+
+    # CI default: 60 days (1,440 ticks, 15 runs; every run is the same shape, so this is the steady
+    # state). The full year: BRIDGEHEAD_TEST_BILLING_DAYS=365 (about 2.5 min on a 2-core machine).
+    days = int(os.environ.get("BRIDGEHEAD_TEST_BILLING_DAYS", "60"))
+
+    @activity.defn(name="close_billing_periods")
+    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
+        return m.CloseBillingPeriodsResult(entries_written=1, entries_existing=0, node_minutes=60, cost_usd=Decimal("0.04"), closed_until=req.until)
+
+    @activity.defn(name="meter_usage")
+    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
+        return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
+
+    tq = f"tq-{uuid.uuid4()}"
+    wf_id = f"billing-year-{uuid.uuid4().hex[:6]}"
+    with ThreadPoolExecutor(4) as ex:
+        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=[close_billing_periods, meter_usage],
+                          activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
+            h = await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id="acme"), id=wf_id, task_queue=tq)
+            for _ in range(days):  # one long sleep would outlast the test server's RPC deadline
+                await ts_env.sleep(timedelta(days=1))
+            await ts_env.sleep(timedelta(minutes=15))
+            usage = await ts_env.client.get_workflow_handle(wf_id).query("usage", result_type=m.UsageTotals)
+            # Walk the continue-as-new chain back from the latest run (the test server has no visibility).
+            sizes, run_id = [], (await ts_env.client.get_workflow_handle(wf_id).describe()).run_id
+            while run_id:
+                hist = await ts_env.client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
+                sizes.append(len(hist.events))
+                run_id = hist.events[0].workflow_execution_started_event_attributes.continued_execution_run_id
+            await ts_env.client.get_workflow_handle(wf_id).terminate("test finished")
+    hours = days * 24
+    assert hours - 1 <= usage.periods_closed <= hours + 1, usage.periods_closed
+    assert usage.node_minutes == 60 * usage.periods_closed  # totals carried across every continue-as-new
+    assert len(sizes) >= usage.periods_closed // TICKS_PER_RUN
+    assert max(sizes) < 3000, max(sizes)
