@@ -79,7 +79,7 @@ async def test_a_year_of_ticks_keeps_every_run_under_the_continue_as_new_bound(t
     with ThreadPoolExecutor(4) as ex:
         async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=[close_billing_periods, meter_usage],
                           activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
-            h = await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id="acme"), id=wf_id, task_queue=tq)
+            await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id="acme"), id=wf_id, task_queue=tq)
             for _ in range(days):  # one long sleep would outlast the test server's RPC deadline
                 await ts_env.sleep(timedelta(days=1))
             await ts_env.sleep(timedelta(minutes=15))
