@@ -3,6 +3,7 @@ and clients with Bridgehead's data converter."""
 
 from __future__ import annotations
 
+import base64
 import os
 import shutil
 import sys
@@ -19,6 +20,7 @@ from bridgehead.converter import make_data_converter  # noqa: E402
 from starter.local import LocalStack, free_port  # noqa: E402
 
 TEST_KEY = b"k" * 32
+TEST_KEY_B64 = base64.b64encode(TEST_KEY).decode()
 
 
 @pytest.fixture(autouse=True)
@@ -34,10 +36,12 @@ def _aws_dummy_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """The embedded stack on free ports, with the real worker process."""
     state = tmp_path_factory.mktemp("stack")
-    st = LocalStack(state_dir=state, temporal_port=free_port(), ui_port=free_port(), moto_port=free_port())
+    # A fixed payload key, so the histories recorded from this stack replay in tests/test_replay.py.
+    codec = {"BRIDGEHEAD_CODEC_KEY": TEST_KEY_B64}
+    st = LocalStack(state_dir=state, temporal_port=free_port(), ui_port=free_port(), moto_port=free_port(), worker_env=codec)
     st.start()
     saved = dict(os.environ)
-    os.environ.update(st.env())
+    os.environ.update({**st.env(), **codec})
     from bridgehead.settings import get_settings
 
     get_settings.cache_clear()
@@ -67,14 +71,12 @@ def enforcing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS
     """A second embedded stack whose moto server enforces IAM (``INITIAL_NO_AUTH_ACTION_COUNT``)
     behind the test-only proxy that also enforces External IDs. The worker acts as a platform IAM
     user; customer accounts are bootstrapped with an admin role, nothing else."""
-    import base64
-
     from tests.support.emulator_proxy import EmulatorProxy
 
     state = tmp_path_factory.mktemp("enforcing")
     st = LocalStack(state_dir=state, temporal_port=free_port(), ui_port=free_port(), moto_port=free_port(),
                     enforce_accounts=ENFORCED_ACCOUNTS, sts_enforces_trust=True,
-                    worker_env={"BRIDGEHEAD_CODEC_KEY": base64.b64encode(TEST_KEY).decode()})  # fmt: skip
+                    worker_env={"BRIDGEHEAD_CODEC_KEY": TEST_KEY_B64})  # fmt: skip
     proxy = None
     try:
         st.start_moto()
