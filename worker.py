@@ -22,6 +22,7 @@ from activities.aws import Aws
 from activities.billing import BillingActivities
 from activities.cloudformation import StackActivities
 from activities.clusters import ClusterActivities
+from activities.dropbox import DropboxActivities
 from activities.images import ImageActivities
 from activities.onboarding import OnboardingActivities
 from activities.regions import RegionActivities
@@ -32,6 +33,7 @@ from bridgehead.logging import configure_logging, get_logger
 from bridgehead.settings import Settings, get_settings
 from workflows.billing import BillingMeterWorkflow
 from workflows.clusters import ClusterLifecycleWorkflow
+from workflows.dropbox import DropboxRequestWorkflow, DropboxWatchWorkflow
 from workflows.images import ShareImagesWorkflow
 from workflows.onboarding import (
     OnboardOrganizationWorkflow,
@@ -49,6 +51,8 @@ WORKFLOWS = [
     CleanupRegionWorkflow,
     ClusterLifecycleWorkflow,
     BillingMeterWorkflow,
+    DropboxWatchWorkflow,
+    DropboxRequestWorkflow,
 ]
 
 log = get_logger("bridgehead.worker")
@@ -62,6 +66,7 @@ def build_activities(settings: Settings, aws: Aws | None = None, client: Client 
     instances: list[Any] = [
         OnboardingActivities(aws, registry), ImageActivities(aws, registry), RegionActivities(aws, registry),
         StackActivities(aws, registry), ClusterActivities(aws, registry), BillingActivities(aws, registry),
+        DropboxActivities(aws, registry),
     ]  # fmt: skip
     if client is not None:
         instances.append(ScheduleActivities(client, settings))

@@ -604,6 +604,13 @@ class ClusterRuntime(Model):
     admin_email: str = ""
 
 
+class DropboxTarget(Model):
+    """Where a drop-box cluster reports its outcome: ``s3://{bucket}/home/{user}/{cluster}.cf-*``."""
+
+    bucket: str
+    user: Annotated[str, StringConstraints(pattern=r"^[\w+=,.@-]{1,64}$")]
+
+
 class ClusterLifecycleInput(Model):
     """Input of ``ClusterLifecycle`` (workflow id ``cluster-{org_id}-{name}``).
 
@@ -625,6 +632,8 @@ class ClusterLifecycleInput(Model):
     owner: Annotated[str, StringConstraints(pattern=r"^[\w+=,.@-]{1,64}$")] | None = None
     dry_run: bool = False
     keep_failed_stack: bool = False
+    #: Set by the drop-box: result files (``.cf-created`` / ``.cf-failed`` / ``.cf-deleted``) go here.
+    dropbox: DropboxTarget | None = None
     runtime: ClusterRuntime | None = None
 
 
@@ -788,3 +797,53 @@ class MeterUsageResult(Model):
 # Resolve forward references.
 OnboardOrganizationInput.model_rebuild()
 BillingMeterInput.model_rebuild()
+
+
+# ---------------------------------------------------------------------------------------------
+# Drop-box (self-service through S3 files)
+# ---------------------------------------------------------------------------------------------
+class DropboxWatchInput(Model):
+    """Input of ``DropboxWatch`` (started by the Schedule ``dropbox-watch``)."""
+
+    bucket: str | None = None  # default: BRIDGEHEAD_INBOX_BUCKET
+
+
+class DropboxFile(Model):
+    key: str
+    #: ``<ETag>@<LastModified>``: identifies one upload of the file.
+    etag: str
+
+
+class DropboxScan(Model):
+    bucket: str
+    files: list[DropboxFile] = Field(default_factory=list)
+
+
+class DropboxRequestInput(Model):
+    """Input of ``DropboxRequest`` (workflow id ``dropbox-{digest of key and etag}``): one file."""
+
+    bucket: str
+    key: str
+    etag: str
+
+
+class DropboxParsed(Model):
+    """A request file read and checked against the user mapping (no AWS change made)."""
+
+    kind: Literal["create", "delete"]
+    user: str
+    cluster: str
+    org_id: str | None = None
+    owner: str | None = None
+    region: str | None = None
+    config: ClusterConfig | None = None
+    error: str | None = None
+
+
+class DropboxResultInput(Model):
+    target: DropboxTarget
+    cluster: str
+    suffix: Literal["cf-created", "cf-failed", "cf-deleted", "cf-rejected"]
+    body: str
+    #: The request file to remove once the result is written.
+    request_key: str | None = None

@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     max_head_volume_gb: int = 16384
     marketplace_product_code: str = "bridgehead-local"
     notify_sender: str = "noreply@bridgehead.example.com"
+    #: Platform-account bucket of the self-service drop-box (``home/<user>/<CLUSTER>.cf-create``).
+    inbox_bucket: str = "bridgehead-inbox"
+    #: How often the Schedule ``dropbox-watch`` looks for new request files.
+    dropbox_every_seconds: int = 30
 
     # --- payload encryption -----------------------------------------------------------------------
     #: 32-byte AES key, base64. Encrypts sensitive payloads (customer access keys). Locally a key

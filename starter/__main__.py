@@ -292,6 +292,74 @@ async def cmd_billing_report(args: argparse.Namespace) -> int:
     return 0
 
 
+async def dropbox_setup(c: Any) -> str:
+    """Create the inbox bucket (platform account) and the Schedule that watches it. Idempotent."""
+    from datetime import timedelta
+
+    from temporalio.client import (
+        Schedule,
+        ScheduleActionStartWorkflow,
+        ScheduleAlreadyRunningError,
+        ScheduleIntervalSpec,
+        ScheduleOverlapPolicy,
+        SchedulePolicy,
+        ScheduleSpec,
+    )
+
+    from activities.aws import Aws
+    from bridgehead.settings import get_settings
+
+    settings = get_settings()
+    s3 = Aws(settings).platform("s3", settings.platform_region)
+    try:
+        kwargs: dict[str, Any] = {"Bucket": settings.inbox_bucket}
+        if settings.platform_region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": settings.platform_region}
+        s3.create_bucket(**kwargs)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    s3.put_public_access_block(Bucket=settings.inbox_bucket, PublicAccessBlockConfiguration={
+        "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})  # fmt: skip
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow("DropboxWatch", m.DropboxWatchInput(bucket=settings.inbox_bucket), id="dropbox-watch",
+                                           task_queue=settings.task_queue, static_summary="look for drop-box requests"),  # fmt: skip
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.dropbox_every_seconds))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+    try:
+        await c.create_schedule("dropbox-watch", schedule)
+    except ScheduleAlreadyRunningError:
+        pass
+    return settings.inbox_bucket
+
+
+def dropbox_add_user(user: str, org_id: str, owner: str | None = None) -> None:
+    """Let ``user`` (an IAM user name, i.e. ``${aws:username}``) use the drop-box for ``org_id``."""
+    from activities.aws import Aws
+    from activities.registry import Registry
+    from bridgehead.settings import get_settings
+
+    m.DropboxTarget(bucket="x", user=user)  # validates the user name
+    reg = Registry(Aws(get_settings()))
+    reg.org(org_id)  # refuses unknown organisations
+    reg.put({"pk": f"DROPBOX#{user}", "sk": "META", "user": user, "org_id": org_id, "owner": owner or user})
+
+
+async def cmd_dropbox_setup(args: argparse.Namespace) -> int:
+    bucket = await dropbox_setup(await client())
+    emit(args, {"bucket": bucket, "schedule": "dropbox-watch"}, f"drop-box ready: s3://{bucket}/home/<user>/<CLUSTER>.cf-create (watched by schedule dropbox-watch)")
+    return 0
+
+
+async def cmd_dropbox_add_user(args: argparse.Namespace) -> int:
+    try:
+        dropbox_add_user(args.user, args.org, args.owner)
+    except ValidationError as e:
+        raise CliError(f"invalid user name: {e.errors()[0]['msg']}", 2) from None
+    emit(args, {"user": args.user, "org_id": args.org}, f"{args.user} may now use s3://.../home/{args.user}/ for {args.org}")
+    return 0
+
+
 async def cmd_schema(args: argparse.Namespace) -> int:
     print(json.dumps(WORKFLOWS[args.type][0].model_json_schema(), indent=2))
     return 0
@@ -322,6 +390,7 @@ Try (in another terminal, from this folder):
   .venv/bin/temporal workflow signal --workflow-id cluster-acme-c1 --name delete
 Press Ctrl-C to stop everything.
 """, flush=True)
+    await dropbox_setup(await client())
     try:
         if args.demo:
             await demo(stack)
@@ -440,6 +509,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--wait", action="store_true")
     c.add_argument("--timeout", type=float, default=3 * 3600)
     c.set_defaults(fn=cmd_cluster_delete)
+
+    d = sub.add_parser("dropbox", help="the S3 drop-box for users without AWS rights")
+    ds = d.add_subparsers(dest="sub", required=True)
+    x = ds.add_parser("setup", help="create the inbox bucket and the watching schedule")
+    x.set_defaults(fn=cmd_dropbox_setup)
+    x = ds.add_parser("add-user", help="map a user to an organisation")
+    x.add_argument("--user", required=True)
+    x.add_argument("--org", required=True)
+    x.add_argument("--owner", help="owner tag for the user's clusters (default: the user)")
+    x.set_defaults(fn=cmd_dropbox_add_user)
 
     b = sub.add_parser("billing", help="billing reports from the ledger")
     bs = b.add_subparsers(dest="sub", required=True)

@@ -176,6 +176,7 @@ def test_billing_resize_is_two_parts_and_periods_add_up():
 def test_settings_prefix_and_production_requires_codec_key(monkeypatch):
     from bridgehead.settings import Settings
 
+    monkeypatch.delenv("BRIDGEHEAD_CODEC_KEY", raising=False)  # the integration fixtures set one
     monkeypatch.setenv("BRIDGEHEAD_TASK_QUEUE", "tq-x")
     assert Settings().task_queue == "tq-x"
     monkeypatch.setenv("BRIDGEHEAD_ENVIRONMENT", "production")

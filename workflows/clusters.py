@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
         ClusterRuntime,
         ClusterState,
         ClusterStatus,
+        DropboxResultInput,
         NotifyInput,
         QuotaCheckInput,
         QuotaReport,
@@ -43,6 +44,7 @@ from workflows.regions import request_token
 
 #: DELETE_FAILED is retried this many times (with a growing pause) before it is reported.
 DELETE_ATTEMPTS = 3
+_DROPBOX_SUFFIX = {"running": "cf-created", "failed": "cf-failed", "delete-failed": "cf-failed", "deleted": "cf-deleted"}
 
 
 def cluster_stack(org_id: str, name: str) -> str:
@@ -267,6 +269,18 @@ class ClusterLifecycleWorkflow:
         out = self._rt.outputs
         return out.get("LoginAddress") or out.get("HeadPrivateIp") or None
 
+    async def _dropbox_result(self, kind: str, body: str) -> None:
+        """Drop-box clusters also report in the user's S3 prefix (``<name>.cf-created`` etc.)."""
+        suffix = _DROPBOX_SUFFIX.get(kind)
+        if self._in.dropbox is None or suffix is None:
+            return
+        text = self._login or "(no address)" if kind == "running" else body
+        try:
+            await call("write_dropbox_result", DropboxResultInput(target=self._in.dropbox, cluster=self._in.name, suffix=suffix, body=text),
+                       summary=f"drop-box: {suffix}", **AWS_CALL)  # fmt: skip
+        except ActivityError as e:
+            workflow.logger.warning(f"drop-box result not written: {root_message(e)}", extra={"org_id": self._in.org_id, "cluster": self._in.name})
+
     def _segment(self, start: datetime, nodes: int) -> UsageSegment:
         c = self._in.config
         return UsageSegment(start=start, head_instance_type=c.head_instance_type, compute_instance_type=c.compute_instance_type, compute_nodes=nodes)
@@ -292,6 +306,7 @@ class ClusterLifecycleWorkflow:
             summary=f"registry: {state.value}", **REGISTRY)  # fmt: skip
 
     async def _notify(self, kind: str, subject: str, body: str) -> None:
+        await self._dropbox_result(kind, body)
         if not self._rt.admin_email:
             return
         try:
