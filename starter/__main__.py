@@ -30,6 +30,8 @@ WORKFLOWS: dict[str, tuple[type[BaseModel], str, str | None, type[BaseModel] | N
     "CleanupRegion": (m.CleanupRegionInput, "org-{org_id}-cleanup-{region}", None, None),
     "ClusterLifecycle": (m.ClusterLifecycleInput, "cluster-{org_id}-{name}", "status", m.ClusterStatus),
     "BillingMeter": (m.BillingMeterInput, "billing-{org_id}", "usage", m.UsageTotals),
+    "ReverifyOrganization": (m.ReverifyInput, "org-{org_id}-reverify-manual", None, None),
+    "DropboxWatch": (m.DropboxWatchInput, "dropbox-watch-manual", None, None),
 }
 
 
