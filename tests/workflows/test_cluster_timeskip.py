@@ -137,8 +137,26 @@ async def until_state(env, h, state: m.ClusterState, step: timedelta = timedelta
     raise AssertionError(f"never reached {state}; last {s.state}")
 
 
+async def event_types(h) -> dict[str, int]:
+    from collections import Counter
+
+    from temporalio.api.enums.v1 import EventType
+
+    return dict(Counter(EventType.Name(e.event_type) for e in (await h.fetch_history()).events))
+
+
 async def history_len(h) -> int:
-    return len((await h.fetch_history()).events)
+    """Events the workflow's own code caused.
+
+    A time-skipping server on a loaded machine can skip past a workflow task's 10 s timeout; each
+    such timeout adds a WorkflowTaskTimedOut plus a new scheduled/started pair (3 events) that no
+    code of ours produced, so they are left out of the bound (they are counted and reported).
+    """
+    from temporalio.api.enums.v1 import EventType
+
+    events = (await h.fetch_history()).events
+    timeouts = sum(1 for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT)
+    return len(events) - 3 * timeouts
 
 
 @pytest.mark.parametrize("takes", [timedelta(minutes=40), timedelta(hours=3)])
@@ -151,7 +169,7 @@ async def test_long_stack_creation_then_delete_with_bounded_history(ts_env, take
         events_running = await history_len(h)
         # Bound (workflows/_waiting.py): 6 events per 10-minute window plus set-up; <=150 per wait.
         windows = int(takes / timedelta(minutes=10)) + 1
-        assert events_running <= 6 * windows + 40, events_running
+        assert events_running <= 6 * windows + 40, await event_types(h)
         await h.signal("delete")
         await h.signal("delete")
         return await h.result()
