@@ -82,7 +82,7 @@ def build_activities(settings: Settings, aws: Aws | None = None, client: Client 
 def sandbox_runner() -> SandboxedWorkflowRunner:
     # Models and pydantic are pure: pass them through instead of re-importing per workflow run.
     return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("bridgehead", "pydantic", "pydantic_core", "annotated_types")
+        restrictions=SandboxRestrictions.default.with_passthrough_modules("bridgehead", "pydantic", "pydantic_core", "annotated_types", "opentelemetry")
     )
 
 
@@ -110,6 +110,26 @@ def install_runtime(settings: Settings) -> None:
     Runtime.set_default(Runtime(telemetry=telemetry), error_if_already_set=False)
 
 
+async def publish_cluster_gauge(client: Client, settings: Settings, stop: asyncio.Event, meter: Any = None) -> None:
+    """Keep ``bridgehead_clusters{state=...}`` current from visibility (the ClusterStatus search
+    attribute), so dashboards need no registry access. Errors are logged and retried next round."""
+    from bridgehead.metrics import set_gauge
+    from bridgehead.models import ClusterState
+
+    meter = meter or Runtime.default().metric_meter
+    while not stop.is_set():
+        try:
+            for state in ClusterState:
+                q = f"WorkflowType='ClusterLifecycle' AND ClusterStatus='{state.value}'"
+                set_gauge(meter, "bridgehead_clusters", (await client.count_workflows(q)).count, state=state.value)
+        except Exception as e:  # noqa: BLE001 - a metrics refresh must never stop the worker
+            log.warning("cluster gauge refresh failed", error=str(e))
+        try:
+            await asyncio.wait_for(stop.wait(), timeout=settings.metrics_refresh_seconds)
+        except TimeoutError:
+            pass
+
+
 async def main() -> None:
     settings = get_settings()
     configure_logging()
@@ -124,9 +144,12 @@ async def main() -> None:
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities, thread_name_prefix="activity") as executor:
         worker = build_worker(client, settings, build_activities(settings, aws, client), executor)
-        log.info("worker started", task_queue=settings.task_queue, namespace=client.namespace)
+        log.info("worker started", task_queue=settings.task_queue, namespace=client.namespace, metrics_port=settings.metrics_port)
+        gauge = asyncio.create_task(publish_cluster_gauge(client, settings, stop)) if settings.metrics_port else None
         async with worker:
             await stop.wait()
+            if gauge is not None:
+                await gauge
             log.info("shutting down worker")
     log.info("worker stopped")
 

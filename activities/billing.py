@@ -12,7 +12,7 @@ from temporalio import activity
 from activities.aws import Aws
 from activities.errors import aws_errors
 from activities.registry import Registry
-from bridgehead import billing
+from bridgehead import billing, metrics
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
     CloseBillingPeriodsInput,
@@ -65,6 +65,8 @@ class BillingActivities:
                 add = {"node_minutes": item["node_minutes"], "cost_usd": amount, "entries": 1}
                 if self.registry.put_new_and_add(item, (f"ORG#{req.org_id}", "TOTALS"), add, table=self.registry.ledger):
                     written += 1
+                    for instance_type, minutes in lines.items():
+                        metrics.count("bridgehead_billed_node_minutes", int(minutes), instance_type=instance_type)
                     minutes_total += item["node_minutes"]
                     cost_total += amount
                 else:

@@ -20,6 +20,8 @@ from botocore.exceptions import (
 )
 from temporalio.exceptions import ApplicationError
 
+from bridgehead import metrics
+
 THROTTLING_CODES = frozenset(
     {
         "Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
@@ -80,7 +82,14 @@ def http_status(err: ClientError) -> int:
 
 
 def classify(err: ClientError, action: str, hint: str = "") -> BaseException:
-    """Map a ClientError to what the activity should raise."""
+    """Map a ClientError to what the activity should raise (and count it, by code and class)."""
+    result = _classify(err, action, hint)
+    kind = result.type if isinstance(result, ApplicationError) and result.type else "AwsError"
+    metrics.count("bridgehead_aws_errors", code=error_code(err) or str(http_status(err)), kind=kind, service=action.split(":", 1)[0])
+    return result
+
+
+def _classify(err: ClientError, action: str, hint: str) -> BaseException:
     code = error_code(err)
     message = err.response.get("Error", {}).get("Message", str(err))
     if code in THROTTLING_CODES:

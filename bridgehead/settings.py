@@ -110,7 +110,12 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = 32
     max_concurrent_workflow_tasks: int = 64
     max_cached_workflows: int = 2000
+    #: Prometheus endpoint of the worker (SDK metrics and Bridgehead's own, see bridgehead/metrics.py).
     metrics_port: int | None = None
+    #: How often the worker refreshes the ``bridgehead_clusters`` gauge from Temporal visibility.
+    metrics_refresh_seconds: int = 30
+    #: OpenTelemetry tracing through the SDK's interceptor (needs the ``otel`` extra; off by default).
+    tracing: bool = False
 
     @field_validator("supported_regions", "default_regions")
     @classmethod

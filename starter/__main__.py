@@ -1,7 +1,8 @@
 """``python -m starter``: start, steer and inspect Bridgehead workflows; run the local stack.
 
-Exit codes: 0 success; 1 the workflow/operation failed; 2 bad input; 3 cannot reach Temporal.
-Human output by default, ``--json`` for scripts.
+Exit codes: 0 success; 1 the workflow/operation failed; 2 bad input; 3 cannot reach Temporal;
+130 interrupted. Human output by default, ``--json`` for scripts. Installed as the ``bridgehead``
+command too; ``bridgehead completion bash`` prints a shell-completion script.
 """
 
 from __future__ import annotations
@@ -529,7 +530,54 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--month", help="YYYY-MM")
     r.add_argument("--csv", action="store_true")
     r.set_defaults(fn=cmd_billing_report)
+
+    x = sub.add_parser("completion", help="print a completion script: eval \"$(bridgehead completion bash)\"")
+    x.add_argument("shell", choices=["bash", "zsh"])
+    x.set_defaults(fn=cmd_completion)
     return p
+
+
+def completion_tree(parser: argparse.ArgumentParser, path: str = "") -> dict[str, list[str]]:
+    """Words that may follow each command path (subcommands, options, choices), from the parser."""
+    words: list[str] = []
+    tree: dict[str, list[str]] = {}
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                words.append(name)
+                tree.update(completion_tree(child, f"{path} {name}".strip()))
+        elif action.option_strings:
+            words.extend(o for o in action.option_strings if o.startswith("--"))
+        elif action.choices:
+            words.extend(str(c) for c in action.choices)
+    tree[path] = words
+    return tree
+
+
+async def cmd_completion(args: argparse.Namespace) -> int:
+    tree = completion_tree(build_parser())
+    # Keys are "_" for the top level and "_ cluster create" below it (bash refuses an empty key).
+    entries = "\n".join(f'  ["{f"_ {k}".strip()}"]="{" ".join(v)}"' for k, v in sorted(tree.items()))
+    script = f"""# bridgehead / python -m starter completion ({args.shell})
+{"autoload -U +X bashcompinit && bashcompinit" if args.shell == "zsh" else ""}
+declare -A _BRIDGEHEAD_WORDS=(
+{entries}
+)
+_bridgehead_complete() {{
+  local cur="${{COMP_WORDS[COMP_CWORD]}}" path="_" w i=1
+  [[ "${{COMP_WORDS[0]}}" == python* ]] && i=3
+  for (( ; i<COMP_CWORD; i++ )); do
+    w="${{COMP_WORDS[i]}}"
+    [[ "$w" == -* ]] && continue
+    local next="$path $w"
+    [[ -n "${{_BRIDGEHEAD_WORDS[$next]+x}}" ]] && path="$next"
+  done
+  COMPREPLY=( $(compgen -W "${{_BRIDGEHEAD_WORDS[$path]}}" -- "$cur") )
+}}
+complete -F _bridgehead_complete bridgehead
+"""
+    print(script)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -553,10 +601,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """Console entry point. Exits with ``os._exit`` after flushing: the SDK's core runtime can abort
-    during interpreter shutdown (sdk-python#300) and turn a success into exit code 134."""
-    code = main()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    during interpreter shutdown (sdk-python#300) and turn a success into exit code 134. A reader
+    that went away (``| head``) is not an error."""
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        code = 0
+    try:
+        sys.stderr.flush()
+    except BrokenPipeError:
+        pass
     os._exit(code)
 
 

@@ -38,7 +38,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     state = tmp_path_factory.mktemp("stack")
     # A fixed payload key, so the histories recorded from this stack replay in tests/test_replay.py.
     codec = {"BRIDGEHEAD_CODEC_KEY": TEST_KEY_B64}
-    st = LocalStack(state_dir=state, temporal_port=free_port(), ui_port=free_port(), moto_port=free_port(), worker_env=codec)
+    metrics = {"BRIDGEHEAD_METRICS_PORT": str(free_port()), "BRIDGEHEAD_METRICS_REFRESH_SECONDS": "1"}
+    st = LocalStack(state_dir=state, temporal_port=free_port(), ui_port=free_port(), moto_port=free_port(), worker_env={**codec, **metrics})
     st.start()
     saved = dict(os.environ)
     os.environ.update({**st.env(), **codec})

@@ -225,3 +225,25 @@ def test_compose_file_references_real_things():
     assert "healthcheck" in services["temporal"] and "healthcheck" in services["aws"]
     dockerfile = (ROOT / services["worker"]["build"]["dockerfile"]).read_text()
     assert "worker.py" in dockerfile
+
+
+def test_shell_completion_follows_the_parser():
+    """``bridgehead completion bash`` completes subcommands and options from the real parser."""
+    import shutil
+    import subprocess
+
+    if shutil.which("bash") is None:
+        pytest.skip("no bash on this machine")
+    script = subprocess.run([sys.executable, "-m", "starter", "completion", "bash"], capture_output=True, text=True, check=True).stdout
+
+    def complete(*words: str) -> set[str]:
+        arr = " ".join(f'"{w}"' for w in words)
+        probe = f'{script}\nCOMP_WORDS=({arr}); COMP_CWORD={len(words) - 1}; _bridgehead_complete; echo "${{COMPREPLY[@]}}"'
+        out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True)
+        assert not out.stderr, out.stderr
+        return set(out.stdout.split())
+
+    assert complete("bridgehead", "clu") == {"cluster"}
+    assert {"--org", "--name", "--region", "--config", "--dry-run", "--wait"} <= complete("bridgehead", "--json", "cluster", "create", "--")
+    assert complete("bridgehead", "signal", "wf-id", "") >= {"cancel", "delete", "reverify"}
+    assert complete("bridgehead", "schema", "Clu") == {"ClusterLifecycle"}

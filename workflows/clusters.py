@@ -15,6 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
 
+    from bridgehead import metrics
     from bridgehead.models import (
         ClusterLifecycleInput,
         ClusterPlan,
@@ -290,6 +291,8 @@ class ClusterLifecycleWorkflow:
             self._rt.events = poll.events
 
     def _set(self, state: ClusterState) -> None:
+        if state != self._rt.state:
+            metrics.count("bridgehead_cluster_transitions", state=state.value)
         self._rt.state = state
         upsert(status=state.value)
         workflow.logger.info(f"cluster {state.value}", extra={"org_id": self._in.org_id, "cluster": self._in.name})

@@ -19,6 +19,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
 
+    from bridgehead import metrics
     from bridgehead.models import (
         BillingMeterInput,
         CreateRoleForMeInput,
@@ -63,7 +64,10 @@ class VerifyRoleWorkflow:
     @workflow.run
     async def run(self, input: VerifyRoleInput) -> VerificationReport:
         upsert(org_id=input.org_id)
-        return await call("verify_role", input, VerificationReport, summary=f"verify {input.role_arn}", **VERIFY)
+        report = await call("verify_role", input, VerificationReport, summary=f"verify {input.role_arn}", **VERIFY)
+        for check in report.failed():
+            metrics.count("bridgehead_verification_failures", check=check.name)
+        return report
 
 
 @workflow.defn(name="ReverifyOrganization", failure_exception_types=[ValidationError])
