@@ -87,6 +87,17 @@ def search_attrs_for(inp: BaseModel) -> Any:
     return search_attributes(**values)
 
 
+def summary_for(wf_type: str, inp: BaseModel) -> str:
+    """The one-line summary the Web UI shows for a workflow started here."""
+    f = inp.model_dump()
+    what = {"ClusterLifecycle": "cluster {name} in {region} for {org_id}", "OnboardOrganization": "onboard {org_id} (account {aws_account_id})",
+            "ProvisionRegion": "foundation of {org_id} in {region}", "CleanupRegion": "clean up {org_id} in {region}"}.get(wf_type)  # fmt: skip
+    try:
+        return (what or wf_type + " {org_id}").format(**f)
+    except KeyError:
+        return wf_type
+
+
 async def start(wf_type: str, inp: BaseModel, wf_id: str | None = None) -> Any:
     from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
     from temporalio.exceptions import WorkflowAlreadyStartedError
@@ -99,7 +110,7 @@ async def start(wf_type: str, inp: BaseModel, wf_id: str | None = None) -> Any:
         return await c.start_workflow(
             wf_type, inp, id=wf_id, task_queue=get_settings().task_queue,
             id_conflict_policy=WorkflowIDConflictPolicy.FAIL, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE_FAILED_ONLY,
-            search_attributes=search_attrs_for(inp),
+            search_attributes=search_attrs_for(inp), static_summary=summary_for(wf_type, inp),
         )  # fmt: skip
     except WorkflowAlreadyStartedError:
         raise CliError(f"{wf_id} is already running (or completed and may not be reused); query it with `starter status {wf_id}`") from None

@@ -295,6 +295,7 @@ class ClusterLifecycleWorkflow:
             metrics.count("bridgehead_cluster_transitions", state=state.value)
         self._rt.state = state
         upsert(status=state.value)
+        workflow.set_current_details(f"**{state.value}** in {self._in.region}" + (f", stack `{self._rt.stack_name}`" if self._rt.stack_name else ""))
         workflow.logger.info(f"cluster {state.value}", extra={"org_id": self._in.org_id, "cluster": self._in.name})
 
     def _ignored(self, signal: str) -> None:

@@ -318,6 +318,7 @@ class OnboardOrganizationWorkflow:
     def _set(self, state: OrgState, text: str) -> None:
         self._s.state = state
         self._step(f"{state.value}: {text}")
+        workflow.set_current_details(f"**{state.value}**: {text}")  # shown in the Web UI
 
     async def _persist(self, state: OrgState, text: str) -> None:
         if state == OrgState.ACTION_REQUIRED:

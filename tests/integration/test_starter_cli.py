@@ -79,6 +79,16 @@ def test_onboard_and_cluster_through_the_starter_cli(stack):
     listed = subprocess.run([bin_path("temporal"), "workflow", "list", "--query", "ClusterStatus='RUNNING' AND OrgId='clio'",
                              "--address", stack.temporal_address, "-o", "json"], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert "cluster-clio-k2" in listed.stdout and "cluster-clio-k1" not in listed.stdout, listed.stdout + listed.stderr
+    # The Web UI's one-line summary of a workflow started by the starter, and its live details.
+    async def metadata() -> tuple[str | None, str]:
+        from bridgehead.client import make_client
+
+        h = (await make_client()).get_workflow_handle("cluster-clio-k2")
+        meta = await h.query("__temporal_workflow_metadata")
+        return await (await h.describe()).static_summary(), meta.current_details
+
+    summary, details = __import__("asyncio").run(metadata())
+    assert summary == "cluster k2 in us-east-1 for clio" and "RUNNING" in details, (summary, details)
     sig = subprocess.run([bin_path("temporal"), "workflow", "signal", "--workflow-id", "cluster-clio-k2", "--name", "delete",
                           "--address", stack.temporal_address], capture_output=True, text=True, timeout=60)  # fmt: skip
     assert sig.returncode == 0, sig.stderr
