@@ -36,6 +36,20 @@ def _not_exists(e: ClientError) -> bool:
     return error_code(e) == "ValidationError" and "does not exist" in str(e)
 
 
+def last_attempt_in_window() -> bool:
+    """Whether this poll attempt is the last one its window (schedule-to-close) leaves room for:
+    it then returns the in-progress state instead of asking Temporal to retry."""
+    info = activity.info()
+    if not info.schedule_to_close_timeout:
+        return False
+    return info.current_attempt_scheduled_time + _WINDOW_MARGIN >= info.scheduled_time + info.schedule_to_close_timeout
+
+
+def still_in_progress(stack_name: str, status: str) -> ApplicationError:
+    """The benign, retryable error that makes Temporal poll again after ``POLL_INTERVAL``."""
+    return ApplicationError(f"stack {stack_name} is {status}", type="StackInProgress", category=ApplicationErrorCategory.BENIGN)
+
+
 class StackActivities:
     def __init__(self, aws: Aws, registry: Registry) -> None:
         self.aws = aws
@@ -115,15 +129,10 @@ class StackActivities:
             return StackPoll(stack_name=ref.stack_name, stack_id=stack["StackId"], status=status, terminal=True,
                              succeeded=True, outputs=outputs, events=events[:5], completed_at=done)  # fmt: skip
         if status.endswith("_IN_PROGRESS"):
-            info = activity.info()
-            if info.schedule_to_close_timeout:
-                deadline = info.scheduled_time + info.schedule_to_close_timeout
-                if info.current_attempt_scheduled_time + _WINDOW_MARGIN >= deadline:
-                    return StackPoll(stack_name=ref.stack_name, stack_id=stack["StackId"], status=status,
-                                     terminal=False, succeeded=False, events=events[:5])  # fmt: skip
-            raise ApplicationError(
-                f"stack {ref.stack_name} is {status}", type="StackInProgress", category=ApplicationErrorCategory.BENIGN
-            )
+            if last_attempt_in_window():
+                return StackPoll(stack_name=ref.stack_name, stack_id=stack["StackId"], status=status,
+                                 terminal=False, succeeded=False, events=events[:5])  # fmt: skip
+            raise still_in_progress(ref.stack_name, status)
         resource, reason = self._first_failure(events)
         return StackPoll(
             stack_name=ref.stack_name, stack_id=stack["StackId"], status=status, terminal=True, succeeded=False,

@@ -1,0 +1,48 @@
+"""The orchestration ceiling: a workflow with the same shape as a cluster lifecycle (the same number
+of activities before RUNNING, a wait for ``delete``, the same number after) whose activities do
+nothing. Run on the same server and worker settings as the real lifecycles."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import activity, workflow
+
+with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel
+
+
+class NoopInput(BaseModel):
+    before: int
+    after: int
+
+
+@activity.defn(name="bench_noop")
+def bench_noop(step: int) -> int:
+    return step
+
+
+@workflow.defn(name="BenchNoopLifecycle")
+class NoopLifecycle:
+    def __init__(self) -> None:
+        self._state = "CREATING"
+        self._delete = False
+
+    @workflow.query
+    def state(self) -> str:
+        return self._state
+
+    @workflow.signal
+    def delete(self) -> None:
+        self._delete = True
+
+    @workflow.run
+    async def run(self, input: NoopInput) -> str:
+        for i in range(input.before):
+            await workflow.execute_activity(bench_noop, i, start_to_close_timeout=timedelta(seconds=60))
+        self._state = "RUNNING"
+        await workflow.wait_condition(lambda: self._delete)
+        for i in range(input.after):
+            await workflow.execute_activity(bench_noop, i, start_to_close_timeout=timedelta(seconds=60))
+        self._state = "DELETED"
+        return self._state
