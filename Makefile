@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install browser run test lint clean
+.PHONY: install browser run test bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,11 @@ run: install
 
 test: install browser
 	$(PY) -m pytest -q -p no:cacheprovider
+
+# Benchmarks (docs/benchmarks.md): make bench SIZE=small|full|smoke
+SIZE ?= small
+bench: install
+	$(PY) -m bench --size $(SIZE)
 
 lint: install
 	$(VENV)/bin/ruff check .

@@ -50,6 +50,9 @@ class Aws:
         self._creds: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
         self._platform_session = boto3.session.Session()
         self._platform_account: str | None = None
+        # Clients are shared by every activity thread: one pooled connection per thread, so a busy
+        # worker neither waits for nor discards connections (botocore's default pool is 10).
+        self._config = BOTO_CONFIG.merge(botocore.config.Config(max_pool_connections=max(10, settings.max_concurrent_activities)))
 
     # --- platform account -------------------------------------------------------------------
     def platform(self, service: str, region: str | None = None) -> Any:
@@ -58,7 +61,7 @@ class Aws:
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                client = self._platform_session.client(service, region_name=region, config=BOTO_CONFIG)
+                client = self._platform_session.client(service, region_name=region, config=self._config)
                 self._clients[key] = client
             return client
 
@@ -114,7 +117,7 @@ class Aws:
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                client = boto3.session.Session(**creds).client(service, region_name=region, config=BOTO_CONFIG)
+                client = boto3.session.Session(**creds).client(service, region_name=region, config=self._config)
                 self._clients[key] = client
             return client
 

@@ -161,6 +161,15 @@ class Bench:
         return build_activities(self.settings, self.aws, self.client)
 
 
+async def status_attr(handle: Any) -> str | None:
+    """The ClusterStatus search attribute from ``describe`` (the server's own state: no query task
+    reaches the worker, so the driver does not load the worker it measures)."""
+    from temporalio.common import SearchAttributeKey
+
+    desc = await handle.describe()
+    return desc.typed_search_attributes.get(SearchAttributeKey.for_keyword("ClusterStatus"))
+
+
 async def until(fn: Any, pred: Any, timeout: float, every: float = 0.25) -> Any:
     deadline = time.monotonic() + timeout
     while True:
@@ -286,9 +295,9 @@ async def throughput(b: Bench, n: int, tuning: str) -> dict[str, Any]:
             h = await b.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id=ORG, name=f"t{tag}-{i}", region=REGION,
                                               config=m.ClusterConfig(**CLUSTER_CONFIG)), id=f"cluster-{ORG}-t{tag}-{i}", task_queue=tq,
                                               result_type=m.ClusterResult)  # fmt: skip
-            await until(lambda: h.query("status", result_type=m.ClusterStatus), lambda s: s.state in (m.ClusterState.RUNNING, m.ClusterState.FAILED), 1800, 1.0)
+            await until(lambda: status_attr(h), lambda s: s in ("RUNNING", "FAILED"), 900, 1.0)
             await h.signal("delete")
-            return h, await h.result()
+            return h, await asyncio.wait_for(h.result(), 900)
 
         t0 = time.perf_counter()
         done = await asyncio.gather(*(one_cluster(i) for i in range(n)))
@@ -299,9 +308,9 @@ async def throughput(b: Bench, n: int, tuning: str) -> dict[str, Any]:
 
         async def one_noop(i: int) -> Any:
             h = await b.client.start_workflow("BenchNoopLifecycle", NoopInput(before=before, after=after), id=f"noop-{tag}-{i}", task_queue=tq)
-            await until(lambda: h.query("state"), lambda s: s == "RUNNING", 1800, 1.0)
+            await until(lambda: status_attr(h), lambda s: s == "RUNNING", 900, 1.0)
             await h.signal("delete")
-            return await h.result()
+            return await asyncio.wait_for(h.result(), 900)
 
         t0 = time.perf_counter()
         await asyncio.gather(*(one_noop(i) for i in range(n)))

@@ -7,9 +7,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import activity, workflow
+from temporalio.common import SearchAttributeKey
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
+
+
+STATUS = SearchAttributeKey.for_keyword("ClusterStatus")
 
 
 class NoopInput(BaseModel):
@@ -41,6 +45,7 @@ class NoopLifecycle:
         for i in range(input.before):
             await workflow.execute_activity(bench_noop, i, start_to_close_timeout=timedelta(seconds=60))
         self._state = "RUNNING"
+        workflow.upsert_search_attributes([STATUS.value_set("RUNNING")])  # as ClusterLifecycle does
         await workflow.wait_condition(lambda: self._delete)
         for i in range(input.after):
             await workflow.execute_activity(bench_noop, i, start_to_close_timeout=timedelta(seconds=60))

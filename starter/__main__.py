@@ -52,13 +52,24 @@ def emit(args: argparse.Namespace, value: Any, human: str | None = None) -> None
         print(human if human is not None else (value.model_dump_json(indent=2) if isinstance(value, BaseModel) else value))
 
 
+def invalid(e: ValidationError, what: str) -> CliError:
+    """A pydantic error as the CLI shows it: one line per field, exit code 2."""
+    lines = [f"  {'.'.join(str(p) for p in err['loc']) or '(input)'}: {err['msg']}" for err in e.errors()]
+    return CliError(f"invalid {what}:\n" + "\n".join(lines), 2)
+
+
 def parse_input(model: type[BaseModel], raw: str) -> BaseModel:
-    text = Path(raw[1:]).read_text() if raw.startswith("@") else raw
+    if raw.startswith("@"):
+        try:
+            text = Path(raw[1:]).read_text()
+        except OSError as e:
+            raise CliError(f"cannot read input file {raw[1:]}: {e.strerror}", 2) from None
+    else:
+        text = raw
     try:
         return model.model_validate_json(text)
     except ValidationError as e:
-        lines = [f"  {'.'.join(str(p) for p in err['loc']) or '(input)'}: {err['msg']}" for err in e.errors()]
-        raise CliError(f"invalid {model.__name__}:\n" + "\n".join(lines), 2) from None
+        raise invalid(e, model.__name__) from None
 
 
 async def client() -> Any:
@@ -449,6 +460,14 @@ async def demo(stack: Any) -> None:
     print(f"[demo] done: cluster {s2.state.value}. Open {stack.ui_url} to see every workflow.", flush=True)
 
 
+def month_arg(value: str) -> str:
+    import re
+
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", value):
+        raise argparse.ArgumentTypeError(f"month must be YYYY-MM (e.g. 2026-11), not {value!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m starter", description="Start and steer Bridgehead workflows.")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -538,7 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     bs = b.add_subparsers(dest="sub", required=True)
     r = bs.add_parser("report")
     r.add_argument("--org", required=True)
-    r.add_argument("--month", help="YYYY-MM")
+    r.add_argument("--month", type=month_arg, help="YYYY-MM")
     r.add_argument("--csv", action="store_true")
     r.set_defaults(fn=cmd_billing_report)
 
@@ -598,6 +617,9 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.code
+    except ValidationError as e:  # a model built from flags (onboard start, cluster create...)
+        print(f"error: {invalid(e, e.title)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
     except Exception as e:  # noqa: BLE001 - the CLI reports, it does not dump tracebacks

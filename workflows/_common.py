@@ -49,3 +49,10 @@ async def call(name: str, arg: object, result_type: type | None = None, *, summa
     enters the workflow sandbox (it stops the worker from starting and slows every workflow).
     """
     return await workflow.execute_activity(name, arg, result_type=result_type, summary=summary, **options)  # type: ignore[arg-type]
+
+
+def require_payload(value: object, update: str, example: str) -> None:
+    """Refuse an update sent without its payload with a message that shows what to send (instead
+    of Python's "missing 1 required positional argument")."""
+    if value is None:
+        raise ApplicationError(f"{update} needs a JSON payload, for example {example}", type="BadInput")

@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
         ValidateClusterInput,
     )
 
-from workflows._common import call, root_message, upsert
+from workflows._common import call, require_payload, root_message, upsert
 from workflows._options import AWS_CALL, NOTIFY, REGISTRY
 from workflows._waiting import wait_for_stack
 from workflows.regions import request_token
@@ -74,26 +74,32 @@ class ClusterLifecycleWorkflow:
 
     @workflow.signal
     def cancel(self) -> None:
-        """Stop creating: delete whatever was created, end CANCELLED, bill nothing."""
-        if self._rt.state in (ClusterState.VALIDATING, ClusterState.CREATING):
-            self._rt.cancel_requested = True
-        else:
+        """Stop creating: delete whatever was created, end CANCELLED, bill nothing.
+
+        Signal handlers only record the request and the time it arrived; the main flow decides what
+        it means. Deciding here from the state would make the outcome depend on whether an activity
+        result delivered in the same workflow task was applied first, which a cached worker and a
+        replaying one may do in different orders (found by the throughput benchmark under load).
+        """
+        self._rt.cancel_requested = True
+        if self._rt.state not in (ClusterState.VALIDATING, ClusterState.CREATING):
             self._ignored("cancel")
 
     @workflow.signal
     def delete(self) -> None:
         """Delete the cluster. Billing stops at the moment this signal is received."""
         rt = self._rt
-        if rt.state in (ClusterState.VALIDATING, ClusterState.CREATING):
-            rt.cancel_requested = True  # nothing billable exists yet: a delete while creating is a cancel
-        elif rt.state in (ClusterState.RUNNING, ClusterState.FAILED) and rt.delete_requested_at is None:
+        # Recorded whatever the state (see ``cancel``): before RUNNING the main flow treats it as a
+        # cancel (nothing billable exists yet); while RUNNING or FAILED it starts the deletion.
+        if rt.delete_requested_at is None:
             rt.delete_requested_at = workflow.now()
-        else:
+        if rt.state in (ClusterState.DELETING, ClusterState.DELETED, ClusterState.CANCELLED):
             self._ignored("delete")
 
     @workflow.update
-    async def resize(self, req: ResizeInput) -> ResizeResult:
+    async def resize(self, req: ResizeInput | None = None) -> ResizeResult:
         """Change the compute node count through a stack update; billing follows the new count."""
+        assert req is not None  # the validator refused a missing payload
         async with self._lock:
             if self._rt.state != ClusterState.RUNNING or self._rt.delete_requested_at is not None:
                 raise ApplicationError(f"cluster is {self._rt.state.value}; resize needs RUNNING")
@@ -115,7 +121,9 @@ class ClusterLifecycleWorkflow:
             return ResizeResult(compute_nodes=rt.compute_nodes, state=rt.state)
 
     @resize.validator
-    def _validate_resize(self, req: ResizeInput) -> None:
+    def _validate_resize(self, req: ResizeInput | None = None) -> None:
+        require_payload(req, "resize", '{"compute_nodes": 4}')
+        assert req is not None
         if self._rt.state != ClusterState.RUNNING or self._rt.delete_requested_at is not None:
             raise ApplicationError(f"cluster is {self._rt.state.value}; resize needs RUNNING")
         if req.compute_nodes > self._in.config.compute_max_nodes:
@@ -132,7 +140,7 @@ class ClusterLifecycleWorkflow:
             plan = await self._validate()
             if input.dry_run:
                 return ClusterResult(org_id=input.org_id, name=input.name, state=ClusterState.VALIDATING, rendered_template=plan.template_body)
-            if rt.cancel_requested:
+            if self._stop_creating():
                 return await self._finish(ClusterState.CANCELLED)
             await self._register(ClusterState.CREATING)
             self._set(ClusterState.CREATING)
@@ -172,12 +180,16 @@ class ClusterLifecycleWorkflow:
             raise ApplicationError(f"invalid cluster request: {quota.message}", type="InsufficientQuota")
         return plan
 
+    def _stop_creating(self) -> bool:
+        """A cancel, or a delete received before the cluster was RUNNING."""
+        return self._rt.cancel_requested or self._rt.delete_requested_at is not None
+
     async def _wait_creation(self) -> None:
         """Poll in windows; a cancel interrupts the current window at once."""
         rt = self._rt
         ref = StackRef(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name)
-        poll = await wait_for_stack(ref, self._progress, f"wait for stack {rt.stack_name}", interrupt=lambda: rt.cancel_requested)
-        if rt.cancel_requested:
+        poll = await wait_for_stack(ref, self._progress, f"wait for stack {rt.stack_name}", interrupt=self._stop_creating)
+        if self._stop_creating():
             self._set(ClusterState.DELETING)
             await self._delete(final=ClusterState.CANCELLED)
             return
@@ -203,7 +215,7 @@ class ClusterLifecycleWorkflow:
             await workflow.wait_condition(workflow.all_handlers_finished)
             workflow.continue_as_new(self._in.model_copy(update={"runtime": rt}))
         async with self._lock:  # let a resize in flight finish first
-            rt.segments[-1].end = rt.delete_requested_at
+            rt.segments[-1].end = max(rt.segments[-1].start, rt.delete_requested_at)
             self._set(ClusterState.DELETING)
             await self._register(ClusterState.DELETING)
 

@@ -46,7 +46,7 @@ with workflow.unsafe.imports_passed_through():
         parse_role_arn,
     )
 
-from workflows._common import call, root_message, upsert
+from workflows._common import call, require_payload, root_message, upsert
 from workflows._options import ONE_SHOT, REGISTRY, VERIFY
 
 #: Legacy in-workflow re-verification timer, kept for runs started before the "reverify-schedule"
@@ -124,8 +124,9 @@ class OnboardOrganizationWorkflow:
             raise ApplicationError(f"role {role_arn} is in partition {parts['partition']}; Bridgehead runs in {expected}")
 
     @workflow.update
-    async def submit_role(self, req: SubmitRoleInput) -> UpdateResult:
+    async def submit_role(self, req: SubmitRoleInput | None = None) -> UpdateResult:
         """The customer created the role; record it and start verification."""
+        assert req is not None  # the validator refused a missing payload
         async with self._busy:
             await call("record_role", RecordRoleInput(org_id=self._input.org_id, role_arn=req.role_arn), **REGISTRY)
             self._s.role_arn = req.role_arn
@@ -134,12 +135,15 @@ class OnboardOrganizationWorkflow:
         return UpdateResult(accepted=True, state=OrgState.VERIFYING, message="role recorded; verification started")
 
     @submit_role.validator
-    def _validate_submit_role(self, req: SubmitRoleInput) -> None:
+    def _validate_submit_role(self, req: SubmitRoleInput | None = None) -> None:
+        require_payload(req, "submit_role", '{"role_arn": "arn:aws:iam::<account>:role/<name>"}')
+        assert req is not None
         self._check_can_take_role(req.role_arn)
 
     @workflow.update
-    async def create_role_for_me(self, keys: CreateRoleForMeInput) -> UpdateResult:
+    async def create_role_for_me(self, keys: CreateRoleForMeInput | None = None) -> UpdateResult:
         """Create the role with the customer's one-time keys (encrypted payload; never stored)."""
+        assert keys is not None  # the validator refused a missing payload
         async with self._busy:
             prev = self._s.state
             self._set(OrgState.CREATING_ROLE, "creating the role with the provided keys")
@@ -164,17 +168,22 @@ class OnboardOrganizationWorkflow:
         return UpdateResult(accepted=True, state=OrgState.VERIFYING, message=f"role {result.role_arn} ready; verification started")
 
     @create_role_for_me.validator
-    def _validate_create_role(self, keys: CreateRoleForMeInput) -> None:
+    def _validate_create_role(self, keys: CreateRoleForMeInput | None = None) -> None:
+        require_payload(keys, "create_role_for_me", '{"access_key_id": "AKIA...", "secret_access_key": "...", "session_token": "..."}')
         self._check_can_take_role()
         if self._busy.locked():
             raise ApplicationError("another role operation is in progress; try again when it finishes")
 
     @workflow.signal
     def reverify(self) -> None:
-        """Run the verification (and the remaining steps) again, e.g. after fixing the role."""
+        """Run the verification (and the remaining steps) again, e.g. after fixing the role.
+
+        Only records the request: whether it applies (is there a role yet?) is decided by the main
+        flow, never here, because an activity result delivered in the same workflow task may be
+        applied before or after this handler (a cached worker and a replaying one can differ).
+        """
         if self._s.role_arn is None:
-            workflow.logger.info("reverify ignored: no role yet", extra={"org_id": self._input.org_id})
-            return
+            workflow.logger.info("reverify: no role yet; it will apply once a role is submitted", extra={"org_id": self._input.org_id})
         self._reverify = True
 
     # --- main flow ---------------------------------------------------------------------------------
@@ -206,19 +215,22 @@ class OnboardOrganizationWorkflow:
                                      summary="create the daily re-verification schedule", **REGISTRY)  # fmt: skip
                     s.reverify_scheduled = True
                     self._step(f"daily re-verification scheduled ({sid})")
-                await self._wait(lambda: self._role_changed or self._reverify, None)
+                await self._wait(lambda: self._role_changed or self._wants_reverify(), None)
             elif s.state == OrgState.READY:
-                timed_out = not await self._wait(lambda: self._role_changed or self._reverify, REVERIFY_EVERY)
+                timed_out = not await self._wait(lambda: self._role_changed or self._wants_reverify(), REVERIFY_EVERY)
                 if timed_out:
                     self._step("daily re-verification")
             else:
-                await self._wait(lambda: self._role_changed or self._reverify, None)
+                await self._wait(lambda: self._role_changed or self._wants_reverify(), None)
             self._role_changed = self._reverify = False
             if workflow.info().is_continue_as_new_suggested() and not self._busy.locked():
                 await workflow.wait_condition(workflow.all_handlers_finished)
                 workflow.continue_as_new(input.model_copy(update={"resume": s}))
             async with self._busy:
                 await self._converge(input)
+
+    def _wants_reverify(self) -> bool:
+        return self._reverify and self._s.role_arn is not None
 
     async def _wait(self, cond, timeout):  # type: ignore[no-untyped-def]
         try:

@@ -1,0 +1,34 @@
+"""The benchmark at its smallest size, as a smoke test: it runs end to end and its figures are
+consistent with each other. No timing assertions (figures are in docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.integration
+def test_bench_smoke(tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, "-m", "bench", "--size", "smoke", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "overhead: Bridgehead / plain script" in r.stdout
+    res = json.loads(out.read_text())
+    o = res["overhead"]
+    assert o["aws_activity_calls_replayed"] >= 10 and o["ratio"] > 0
+    for t in res["throughput"]:
+        assert t["deleted"] == t["clusters"], t  # every lifecycle ended DELETED
+        assert t["activities_before_running"] >= 4 and t["activities_after_delete"] >= 2
+    w = res["waiting"]
+    assert w["polls"] >= w["clusters_waiting"]  # every stack was polled while it was held
+    assert w["history_events_per_cluster_after_1h"] <= 6 * 7 + 40  # the bound of workflows/_waiting.py
+    b = res["billing"]
+    assert b["node_minutes_ledger"] == b["node_minutes_expected"]
+    assert b["actions_per_cluster_hour"] <= 4
