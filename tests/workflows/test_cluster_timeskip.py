@@ -210,6 +210,34 @@ async def test_cancel_at_minute_12(ts_env):
     assert "delete_stack" in cloud.calls and "register:RUNNING" not in cloud.calls
 
 
+async def test_delete_while_creating_is_a_cancel_and_cancel_while_running_is_ignored(ts_env):
+    cloud = FakeCloud(create_takes=timedelta(minutes=40))
+
+    async def deleted_while_creating(h):
+        await until_state(ts_env, h, m.ClusterState.CREATING)
+        await ts_env.sleep(timedelta(minutes=7))
+        await h.signal("delete")
+        return await h.result()
+
+    res = await run_cluster(ts_env, cloud, deleted_while_creating)
+    assert res.state == m.ClusterState.CANCELLED and res.segments == []  # nothing billable existed
+    assert cloud.calls.count("delete_stack") == 1 and "register:RUNNING" not in cloud.calls
+
+    cloud = FakeCloud(create_takes=timedelta(minutes=10))
+
+    async def cancelled_while_running(h):
+        await until_state(ts_env, h, m.ClusterState.RUNNING, step=timedelta(minutes=5))
+        await h.signal("cancel")  # makes no sense now: logged and ignored
+        await ts_env.sleep(timedelta(hours=1))
+        assert (await h.query("status", result_type=m.ClusterStatus)).state == m.ClusterState.RUNNING
+        await h.signal("delete")
+        return await h.result()
+
+    res = await run_cluster(ts_env, cloud, cancelled_while_running)
+    assert res.state == m.ClusterState.DELETED and len(res.segments) == 1
+    assert res.segments[0].end - res.segments[0].start >= timedelta(hours=1)
+
+
 async def test_resize_validated_and_billed_in_two_parts(ts_env):
     cloud = FakeCloud(create_takes=timedelta(minutes=10))
 
