@@ -45,7 +45,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "smoke": {"clusters": 3, "waiting": 20, "wait_seconds": 5, "hour_sample": 5, "billing_clusters": 5, "billing_hours": 24, "tunings": ["default"]},
     "small": {"clusters": 40, "waiting": 300, "wait_seconds": 30, "hour_sample": 20, "billing_clusters": 20, "billing_hours": 168,
               "tunings": ["default", "narrow"]},
-    "full": {"clusters": 200, "waiting": 2000, "wait_seconds": 90, "hour_sample": 50, "billing_clusters": 100, "billing_hours": 720,
+    "full": {"clusters": 200, "waiting": 2000, "wait_seconds": 90, "hour_sample": 50, "billing_clusters": 40, "billing_hours": 168,
              "tunings": ["default", "narrow", "wide"]},
 }  # fmt: skip
 
@@ -449,9 +449,9 @@ async def billing(b: Bench, clusters: int, hours: int) -> dict[str, Any]:
                               activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
                 h = await env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id=org), id=f"billing-{org}", task_queue="bench-billing")
                 t0 = time.perf_counter()
-                for _ in range(hours // 2):  # short skips: one long skip's RPC can time out while ticks run
-                    await env.sleep(timedelta(hours=2))
-                await env.sleep(timedelta(hours=hours % 2, minutes=15))
+                for _ in range(hours):  # hour by hour: one long skip's RPC times out while many ticks run
+                    await env.sleep(timedelta(hours=1))
+                await env.sleep(timedelta(minutes=15))
                 wall = time.perf_counter() - t0
                 usage = await h.query("usage", result_type=m.UsageTotals)
                 runs, events, actions = await walk_runs(env.client, f"billing-{org}", count_actions)
@@ -500,11 +500,16 @@ async def walk_runs(client: Any, wf_id: str, count_actions: Any) -> tuple[int, i
 
 # --- report --------------------------------------------------------------------------------------------------
 def table(result: dict[str, Any]) -> str:
-    o, w, bl = result["overhead"], result["waiting"], result["billing"]
+    from collections import defaultdict
+
+    def safe(d: Any) -> Any:
+        return defaultdict(lambda: "failed", d) if "error" not in d else defaultdict(lambda: "failed")
+
+    o, w, bl = safe(result["overhead"]), safe(result["waiting"]), safe(result["billing"])
     rows = [
         ("overhead: Bridgehead / plain script", f"{o['ratio']}x", f"{o['bridgehead_seconds']} s vs {o['script_seconds']} s, {o['activities']} activities"),
     ]
-    for t in result["throughput"]:
+    for t in map(safe, result["throughput"]):
         rows.append((f"throughput [{t['tuning']}]: lifecycles / ceiling", f"{t['ratio_to_ceiling']}",
                      f"{t['clusters']} clusters, {t['clusters_per_second']}/s vs {t['ceiling_per_second']}/s"))  # fmt: skip
     rows += [
@@ -523,22 +528,36 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def run(args: argparse.Namespace) -> dict[str, Any]:
+async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """Every scenario in turn; the JSON is rewritten after each, so a long run keeps what it measured."""
+    result: dict[str, Any] = {
+        "size": args.size, "command": "python -m bench " + " ".join(sys.argv[1:]), "started": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "worker_tunings": {t: TUNINGS[t] for t in args.tunings},
+    }  # fmt: skip
+
+    def save() -> None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(result, indent=2) + "\n")
+
     async with Bench(args) as b:
-        result: dict[str, Any] = {
-            "size": args.size, "started": datetime.now(UTC).isoformat(timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
-        }  # fmt: skip
-        print("overhead ...", file=sys.stderr, flush=True)
-        result["overhead"] = await overhead(b)
-        result["throughput"] = []
-        for tuning in args.tunings:
-            print(f"throughput [{tuning}] ...", file=sys.stderr, flush=True)
-            result["throughput"].append(await throughput(b, args.clusters, tuning))
-        print("waiting ...", file=sys.stderr, flush=True)
-        result["waiting"] = await waiting(b, args.waiting, args.wait_seconds, args.hour_sample)
-        print("billing ...", file=sys.stderr, flush=True)
-        result["billing"] = await billing(b, args.billing_clusters, args.billing_hours)
+        steps: list[tuple[str, Any]] = [("overhead", lambda: overhead(b))]
+        steps += [(f"throughput:{t}", lambda t=t: throughput(b, args.clusters, t)) for t in args.tunings]
+        steps += [("waiting", lambda: waiting(b, args.waiting, args.wait_seconds, args.hour_sample)),
+                  ("billing", lambda: billing(b, args.billing_clusters, args.billing_hours))]  # fmt: skip
+        for name, step in steps:
+            print(f"{name} ...", file=sys.stderr, flush=True)
+            t0 = time.perf_counter()
+            try:
+                value = await step()
+            except Exception as e:  # noqa: BLE001 - report the failure, keep the other figures
+                value = {"error": f"{type(e).__name__}: {e}"[:500]}
+            value["scenario_seconds"] = round(time.perf_counter() - t0, 1)
+            if name.startswith("throughput:"):
+                result.setdefault("throughput", []).append(value)
+            else:
+                result[name] = value
+            save()
     return result
 
 
@@ -560,13 +579,15 @@ def main(argv: list[str] | None = None) -> int:
     from bridgehead.logging import configure_logging
 
     configure_logging("WARNING")  # the table is the output; warnings and errors still reach stderr
-    result = asyncio.run(run(args))
     out = args.out or ROOT / "bench" / "results" / f"{args.size}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    result = asyncio.run(run(args, out))
     print(table(result))
     print(f"\nwritten to {out}")
-    return 0
+    failed = [k for k, v in result.items() if isinstance(v, dict) and "error" in v] + [
+        f"throughput:{t.get('tuning', '?')}" for t in result.get("throughput", []) if "error" in t]  # fmt: skip
+    if failed:
+        print(f"scenarios that failed: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
