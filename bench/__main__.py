@@ -55,6 +55,8 @@ TUNINGS: dict[str, dict[str, int]] = {
     "narrow": {"max_concurrent_activities": 4, "max_concurrent_workflow_tasks": 4, "max_cached_workflows": 50},
     "wide": {"max_concurrent_activities": 100, "max_concurrent_workflow_tasks": 200, "max_cached_workflows": 5000},
 }
+#: Overhead is measured with the sandboxed workflow runner (what worker.py uses) and without it.
+RUNNERS = ("sandboxed", "unsandboxed")
 
 ORG, SCRIPT_ORG = "bhbench1", "bhscript1"
 ACCOUNT, SCRIPT_ACCOUNT = "250000000001", "250000000002"
@@ -81,6 +83,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.calls: list[tuple[float, str, tuple[Any, ...], Any]] = []
+        self.busy_seconds = 0.0  # time spent inside activities (the AWS work), successful or not
         self.enabled = False
 
     def intercept_activity(self, next: Any) -> Any:
@@ -92,7 +95,10 @@ class Recorder:
         class _Inbound(ActivityInboundInterceptor):
             async def execute_activity(self, input: Any) -> Any:
                 started = time.monotonic()
-                result = await super().execute_activity(input)
+                try:
+                    result = await super().execute_activity(input)
+                finally:
+                    rec.busy_seconds += time.monotonic() - started
                 if rec.enabled:
                     rec.calls.append((started, activity.info().activity_type, tuple(input.args), result))
                 return result
@@ -146,13 +152,16 @@ class Bench:
         self.stack.stop()
 
     def worker(self, task_queue: str, tuning: str, activities: list[Any], workflows: list[Any] | None = None,
-               interceptors: list[Any] | None = None) -> tuple[Any, ThreadPoolExecutor]:  # fmt: skip
+               interceptors: list[Any] | None = None, sandboxed: bool = True) -> tuple[Any, ThreadPoolExecutor]:  # fmt: skip
+        from temporalio.worker import UnsandboxedWorkflowRunner
+
         from worker import WORKFLOWS, build_worker
 
         t = TUNINGS[tuning]
         ex = ThreadPoolExecutor(max_workers=t["max_concurrent_activities"], thread_name_prefix="bench-activity")
+        extra = {} if sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
         w = build_worker(self.client, self.settings, activities, ex, task_queue=task_queue, workflows=[*WORKFLOWS, *(workflows or [])],
-                         interceptors=interceptors or [], **t)  # fmt: skip
+                         interceptors=interceptors or [], **t, **extra)  # fmt: skip
         return w, ex
 
     def real_activities(self) -> list[Any]:
@@ -193,25 +202,47 @@ def launch_customer_role(stack: Any, account: str, template_body: str, name: str
 
 # --- 1. overhead -----------------------------------------------------------------------------------------
 async def overhead(b: Bench) -> dict[str, Any]:
+    """Bridgehead with each workflow runner, then the plain script once (same AWS calls)."""
+    runs = {}
+    calls: list[Any] = []
+    # Warm-up (not timed): first imports, first sandbox, first clients, moto's first requests.
+    await bridgehead_run(b, f"{ORG}w", "250000000019", sandboxed=True)
+    for i, runner in enumerate(RUNNERS):
+        org, account = (ORG, ACCOUNT) if i == 0 else (f"{ORG}u", f"25000000001{i}")
+        runs[runner], recorded = await bridgehead_run(b, org, account, sandboxed=runner == "sandboxed")
+        calls = calls or recorded
+    script_s, aws_calls = await asyncio.to_thread(plain_script, b, calls)
+    main = runs["sandboxed"]
+    return {
+        "bridgehead_seconds": main["seconds"], "script_seconds": round(script_s, 2), "ratio": round(main["seconds"] / script_s, 2),
+        "onboarding_seconds": main["onboarding_seconds"], "unsandboxed_seconds": runs["unsandboxed"]["seconds"],
+        "unsandboxed_ratio": round(runs["unsandboxed"]["seconds"] / script_s, 2), "activities": main["activities"],
+        "activity_seconds": main["activity_seconds"], "aws_activity_calls_replayed": aws_calls,
+    }  # fmt: skip
+
+
+async def bridgehead_run(b: Bench, org: str, account: str, sandboxed: bool) -> tuple[dict[str, Any], list[Any]]:
+    """Onboard ``org`` (one region) and create and delete one cluster, timed; records the activities."""
     from bridgehead import models as m
 
     rec = Recorder()
     acts = b.real_activities()
-    w, ex = b.worker(b.settings.task_queue, "default", acts, interceptors=[make_interceptor(rec)])
+    tq = b.settings.task_queue if sandboxed else f"{b.settings.task_queue}-unsandboxed"
+    w, ex = b.worker(tq, "default", acts, interceptors=[make_interceptor(rec)], sandboxed=sandboxed)
     async with w:
         rec.enabled = True
         t0 = time.perf_counter()
-        inp = m.OnboardOrganizationInput(org_id=ORG, display_name="Bench", admin_email="ops@bench.example", aws_account_id=ACCOUNT, regions=[REGION])
-        h = await b.client.start_workflow("OnboardOrganization", inp, id=f"org-{ORG}", task_queue=b.settings.task_queue)
+        inp = m.OnboardOrganizationInput(org_id=org, display_name="Bench", admin_email="ops@bench.example", aws_account_id=account, regions=[REGION])
+        h = await b.client.start_workflow("OnboardOrganization", inp, id=f"org-{org}", task_queue=tq)
         s = await until(lambda: h.query("status", result_type=m.OrgStatus), lambda s: s and s.state == m.OrgState.AWAITING_ROLE, 60, 0.05)
-        arn = launch_customer_role(b.stack, ACCOUNT, s.artifacts.cloudformation_template, f"bridgehead-access-{ORG}")
+        arn = launch_customer_role(b.stack, account, s.artifacts.cloudformation_template, f"bridgehead-access-{org}")
         await h.execute_update("submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult)
         s = await until(lambda: h.query("status", result_type=m.OrgStatus), lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED), 300, 0.05)
         if s.state != m.OrgState.READY:
             raise RuntimeError(f"onboarding did not reach READY: {s.last_error}")
         t_ready = time.perf_counter()
-        c = await b.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id=ORG, name="c1", region=REGION, config=m.ClusterConfig(**CLUSTER_CONFIG)),
-                                          id=f"cluster-{ORG}-c1", task_queue=b.settings.task_queue, result_type=m.ClusterResult)  # fmt: skip
+        c = await b.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id=org, name="c1", region=REGION, config=m.ClusterConfig(**CLUSTER_CONFIG)),
+                                          id=f"cluster-{org}-c1", task_queue=tq, result_type=m.ClusterResult)  # fmt: skip
         await until(lambda: c.query("status", result_type=m.ClusterStatus), lambda s: s.state == m.ClusterState.RUNNING, 300, 0.05)
         await c.signal("delete")
         result = await c.result()
@@ -219,13 +250,9 @@ async def overhead(b: Bench) -> dict[str, Any]:
         rec.enabled = False
     ex.shutdown()
     assert result.state == m.ClusterState.DELETED, result
-    bridgehead_s = t1 - t0
     calls = sorted(rec.calls, key=lambda x: x[0])
-    script_s, aws_calls = await asyncio.to_thread(plain_script, b, calls)
-    return {
-        "bridgehead_seconds": round(bridgehead_s, 2), "script_seconds": round(script_s, 2), "ratio": round(bridgehead_s / script_s, 2),
-        "onboarding_seconds": round(t_ready - t0, 2), "activities": len(calls), "aws_activity_calls_replayed": aws_calls,
-    }  # fmt: skip
+    return {"seconds": round(t1 - t0, 2), "onboarding_seconds": round(t_ready - t0, 2), "activities": len(calls),
+            "activity_seconds": round(rec.busy_seconds, 2)}, calls  # fmt: skip
 
 
 def _leaves(value: Any, path: str = "") -> dict[str, str]:
@@ -287,7 +314,8 @@ async def throughput(b: Bench, n: int, tuning: str) -> dict[str, Any]:
 
     tq = f"bench-{tuning}"
     acts = [*b.real_activities(), bench_noop]
-    w, ex = b.worker(tq, tuning, acts, workflows=[NoopLifecycle])
+    rec = Recorder()
+    w, ex = b.worker(tq, tuning, acts, workflows=[NoopLifecycle], interceptors=[make_interceptor(rec)])
     tag = uuid.uuid4().hex[:4]
     async with w:
         # Bridgehead: n clusters at once, each deleted as soon as it runs.
@@ -302,6 +330,7 @@ async def throughput(b: Bench, n: int, tuning: str) -> dict[str, Any]:
         t0 = time.perf_counter()
         done = await asyncio.gather(*(one_cluster(i) for i in range(n)))
         real_s = time.perf_counter() - t0
+        aws_s = rec.busy_seconds
         states = [r.state.value for _, r in done]
         # The shape of a lifecycle, from one real history: activities before RUNNING and after.
         before, after = await lifecycle_shape(done[0][0])
@@ -320,6 +349,10 @@ async def throughput(b: Bench, n: int, tuning: str) -> dict[str, Any]:
         "tuning": tuning, **TUNINGS[tuning], "clusters": n, "deleted": states.count("DELETED"), "bridgehead_seconds": round(real_s, 2),
         "ceiling_seconds": round(noop_s, 2), "clusters_per_second": round(n / real_s, 2), "ceiling_per_second": round(n / noop_s, 2),
         "ratio_to_ceiling": round((n / real_s) / (n / noop_s), 2), "activities_before_running": before, "activities_after_delete": after,
+        # Time inside the real activities (the emulated AWS work) and the wall time it needs at
+        # best with this many activity threads: when this approaches bridgehead_seconds, the
+        # emulator, not orchestration, is the bottleneck.
+        "activity_seconds": round(aws_s, 1), "activity_bound_seconds": round(aws_s / TUNINGS[tuning]["max_concurrent_activities"], 1),
     }  # fmt: skip
 
 
@@ -508,6 +541,7 @@ def table(result: dict[str, Any]) -> str:
     o, w, bl = safe(result["overhead"]), safe(result["waiting"]), safe(result["billing"])
     rows = [
         ("overhead: Bridgehead / plain script", f"{o['ratio']}x", f"{o['bridgehead_seconds']} s vs {o['script_seconds']} s, {o['activities']} activities"),
+        ("overhead without the workflow sandbox", f"{o['unsandboxed_ratio']}x", f"{o['unsandboxed_seconds']} s"),
     ]
     for t in map(safe, result["throughput"]):
         rows.append((f"throughput [{t['tuning']}]: lifecycles / ceiling", f"{t['ratio_to_ceiling']}",
