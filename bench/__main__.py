@@ -309,6 +309,7 @@ def plain_script(b: Bench, calls: list[tuple[float, str, tuple[Any, ...], Any]])
 
 # --- 2. throughput ----------------------------------------------------------------------------------------
 async def throughput(b: Bench, n: int, tuning: str) -> dict[str, Any]:
+    from bench.heldstacks import HeldStacks
     from bench.noop import NoopInput, NoopLifecycle, bench_noop
     from bridgehead import models as m
 
@@ -316,8 +317,12 @@ async def throughput(b: Bench, n: int, tuning: str) -> dict[str, Any]:
     acts = [*b.real_activities(), bench_noop]
     rec = Recorder()
     w, ex = b.worker(tq, tuning, acts, workflows=[NoopLifecycle], interceptors=[make_interceptor(rec)])
+    held = HeldStacks()
+    held.released = True
+    tq_stub = f"bench-stub-{tuning}"
+    w_stub, ex_stub = b.worker(tq_stub, tuning, held.activities())
     tag = uuid.uuid4().hex[:4]
-    async with w:
+    async with w, w_stub:
         # Bridgehead: n clusters at once, each deleted as soon as it runs.
         async def one_cluster(i: int) -> Any:
             h = await b.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id=ORG, name=f"t{tag}-{i}", region=REGION,
@@ -335,6 +340,20 @@ async def throughput(b: Bench, n: int, tuning: str) -> dict[str, Any]:
         # The shape of a lifecycle, from one real history: activities before RUNNING and after.
         before, after = await lifecycle_shape(done[0][0])
 
+        # The same lifecycles with AWS stubbed (stacks complete at the first poll): Bridgehead's own
+        # workflow logic against the ceiling, without the emulator's cost.
+        async def one_stubbed(i: int) -> Any:
+            h = await b.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id="bhstub", name=f"s{tag}-{i}", region=REGION,
+                                              config=m.ClusterConfig(**CLUSTER_CONFIG)), id=f"cluster-bhstub-s{tag}-{i}", task_queue=tq_stub,
+                                              result_type=m.ClusterResult)  # fmt: skip
+            await until(lambda: status_attr(h), lambda s: s in ("RUNNING", "FAILED"), 900, 1.0)
+            await h.signal("delete")
+            return await asyncio.wait_for(h.result(), 900)
+
+        t0 = time.perf_counter()
+        stubbed = await asyncio.gather(*(one_stubbed(i) for i in range(n)))
+        stub_s = time.perf_counter() - t0
+
         async def one_noop(i: int) -> Any:
             h = await b.client.start_workflow("BenchNoopLifecycle", NoopInput(before=before, after=after), id=f"noop-{tag}-{i}", task_queue=tq)
             await until(lambda: status_attr(h), lambda s: s == "RUNNING", 900, 1.0)
@@ -345,10 +364,13 @@ async def throughput(b: Bench, n: int, tuning: str) -> dict[str, Any]:
         await asyncio.gather(*(one_noop(i) for i in range(n)))
         noop_s = time.perf_counter() - t0
     ex.shutdown()
+    ex_stub.shutdown()
     return {
         "tuning": tuning, **TUNINGS[tuning], "clusters": n, "deleted": states.count("DELETED"), "bridgehead_seconds": round(real_s, 2),
         "ceiling_seconds": round(noop_s, 2), "clusters_per_second": round(n / real_s, 2), "ceiling_per_second": round(n / noop_s, 2),
         "ratio_to_ceiling": round((n / real_s) / (n / noop_s), 2), "activities_before_running": before, "activities_after_delete": after,
+        "stubbed_aws_seconds": round(stub_s, 2), "stubbed_deleted": sum(r.state == m.ClusterState.DELETED for r in stubbed),
+        "stubbed_ratio_to_ceiling": round(noop_s / stub_s, 2),
         # Time inside the real activities (the emulated AWS work) and the wall time it needs at
         # best with this many activity threads: when this approaches bridgehead_seconds, the
         # emulator, not orchestration, is the bottleneck.
@@ -546,6 +568,8 @@ def table(result: dict[str, Any]) -> str:
     for t in map(safe, result["throughput"]):
         rows.append((f"throughput [{t['tuning']}]: lifecycles / ceiling", f"{t['ratio_to_ceiling']}",
                      f"{t['clusters']} clusters, {t['clusters_per_second']}/s vs {t['ceiling_per_second']}/s"))  # fmt: skip
+        rows.append((f"throughput [{t['tuning']}]: AWS stubbed / ceiling", f"{t['stubbed_ratio_to_ceiling']}",
+                     f"{t['stubbed_aws_seconds']} s vs {t['ceiling_seconds']} s (Bridgehead's workflow logic alone)"))  # fmt: skip
     rows += [
         ("waiting: activities in flight (max / mean)", f"{w['activities_in_flight_max']} / {w['activities_in_flight_mean']}",
          f"{w['clusters_waiting']} clusters held in CREATE_IN_PROGRESS for {w['sampled_seconds']} s"),

@@ -1,8 +1,11 @@
 """Crash suite: the real worker process runs onboardings and cluster lifecycles while the harness
 kills it with SIGKILL at random moments and restarts it, and restarts the Temporal dev server once
 (its SQLite file kept). Afterwards every workflow ended where it should, each cluster's stack was
-created exactly once, and nothing is left running. Sizes: BRIDGEHEAD_CRASH_ORGS / _CLUSTERS / _KILLS
-(CI defaults 1 / 2 / 2; a run with 2 / 3 / 3 took 200 s here)."""
+created exactly once, nothing is left running, and the billing ledger holds exactly the node-minutes
+the clusters ran (each cluster is kept RUNNING for BRIDGEHEAD_CRASH_HOLD_SECONDS, 40 by default,
+so it bills at least one minute per node; the ledger is closed twice, as a retried tick would).
+Sizes: BRIDGEHEAD_CRASH_ORGS / _CLUSTERS / _KILLS (CI defaults 1 / 2 / 2; a run with 2 / 3 / 3 took
+200 s here)."""
 
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ pytestmark = pytest.mark.integration
 ORGS = int(os.environ.get("BRIDGEHEAD_CRASH_ORGS", "1"))
 CLUSTERS = int(os.environ.get("BRIDGEHEAD_CRASH_CLUSTERS", "2"))
 KILLS = int(os.environ.get("BRIDGEHEAD_CRASH_KILLS", "2"))
+HOLD = float(os.environ.get("BRIDGEHEAD_CRASH_HOLD_SECONDS", "40"))
 CFG = m.ClusterConfig(head_instance_type="t3.medium", compute_instance_type="c5.large", compute_initial_nodes=1, compute_max_nodes=2)
 
 
@@ -49,6 +53,32 @@ async def retrying(fn, tries: int = 120):  # noqa: ANN001, ANN201
             if i == tries - 1:
                 raise
             await asyncio.sleep(0.5)
+
+
+def close_ledgers(orgs: list[str], results: list[m.ClusterResult]) -> tuple[int, int]:
+    """Close every billing period up to two hours ahead with the real ledger activity, twice (a
+    retried tick); returns (node-minutes in the ledger, node-minutes the clusters' segments are worth)."""
+    from datetime import UTC, datetime, timedelta
+
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.aws import Aws
+    from activities.billing import BillingActivities, ledger_entries
+    from activities.registry import Registry
+    from bridgehead.billing import rounded_minutes
+    from bridgehead.settings import get_settings
+
+    get_settings.cache_clear()
+    aws = Aws(get_settings())
+    reg = Registry(aws)
+    acts = BillingActivities(aws, reg)
+    until = datetime.now(UTC) + timedelta(hours=2)
+    for _ in range(2):
+        for org in orgs:
+            ActivityEnvironment().run(acts.close_billing_periods, m.CloseBillingPeriodsInput(org_id=org, until=until))
+    ledger = sum(int(e["node_minutes"]) for org in orgs for e in ledger_entries(reg, org))
+    expected = sum(rounded_minutes((s.end - s.start).total_seconds()) * (1 + s.compute_nodes) for r in results for s in r.segments)
+    return ledger, expected
 
 
 async def test_kills_and_a_server_restart_lose_and_duplicate_nothing(tmp_path):
@@ -87,16 +117,18 @@ async def test_kills_and_a_server_restart_lose_and_duplicate_nothing(tmp_path):
             await retrying(lambda: h.execute_update("submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult))
             s = await poll(h, "status", m.OrgStatus, lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED), 240)
             assert s.state == m.OrgState.READY, s
-            names = []
+            handles = []
             for c in range(CLUSTERS):
                 name = f"k{c}"
-                ch = await retrying(lambda name=name: client.start_workflow(
+                handles.append(await retrying(lambda name=name: client.start_workflow(
                     "ClusterLifecycle", m.ClusterLifecycleInput(org_id=org, name=name, region="us-east-1", config=CFG),
-                    id=f"cluster-{org}-{name}", task_queue="bridgehead", result_type=m.ClusterResult))  # fmt: skip
+                    id=f"cluster-{org}-{name}", task_queue="bridgehead", result_type=m.ClusterResult)))  # fmt: skip
+            for ch in handles:
                 cs = await poll(ch, "status", m.ClusterStatus, lambda s: s.state in (m.ClusterState.RUNNING, m.ClusterState.FAILED), 240)
                 assert cs.state == m.ClusterState.RUNNING, cs
+            await asyncio.sleep(HOLD)  # something to bill
+            for ch in handles:
                 await retrying(lambda ch=ch: ch.signal("delete"))
-                names.append(name)
             return org, account
 
         async def poll(h, q, t, pred, timeout: float = 180):  # noqa: ANN001, ANN202
@@ -132,11 +164,18 @@ async def test_kills_and_a_server_restart_lose_and_duplicate_nothing(tmp_path):
             assert running == []
             foundations = [x for x in summaries if x["StackName"] == f"bridgehead-{org}-foundation-us-east-1"]
             assert len(foundations) == 1
+        # The ledger: exactly what the clusters ran, after the kills and with a repeated tick.
+        results_all = [await client.get_workflow_handle(f"cluster-{org}-k{c}", result_type=m.ClusterResult).result()
+                       for org, _ in orgs for c in range(CLUSTERS)]  # fmt: skip
+        ledger_minutes, expected_minutes = await asyncio.to_thread(close_ledgers, [o for o, _ in orgs], results_all)
+        assert expected_minutes >= ORGS * CLUSTERS * 2  # every cluster billed at least a minute per node
+        assert ledger_minutes == expected_minutes, (ledger_minutes, expected_minutes)
         assert kills == KILLS and server_restarts == 1
         out = Path(__file__).resolve().parents[2] / "test-artifacts"
         out.mkdir(exist_ok=True)
         (out / "crash-suite.json").write_text(json.dumps({"orgs": ORGS, "clusters": ORGS * CLUSTERS, "worker_kills": kills,
-                                                          "server_restarts": server_restarts}, indent=2))  # fmt: skip
+                                                          "server_restarts": server_restarts, "ledger_node_minutes": ledger_minutes,
+                                                          "expected_node_minutes": expected_minutes}, indent=2))  # fmt: skip
     finally:
         st.stop()
         os.environ.clear()
