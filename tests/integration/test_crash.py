@@ -2,7 +2,7 @@
 kills it with SIGKILL at random moments and restarts it, and restarts the Temporal dev server once
 (its SQLite file kept). Afterwards every workflow ended where it should, each cluster's stack was
 created exactly once, nothing is left running, and the billing ledger holds exactly the node-minutes
-the clusters ran (each cluster is kept RUNNING for BRIDGEHEAD_CRASH_HOLD_SECONDS, 40 by default,
+the clusters ran (each cluster is kept RUNNING for BRIDGEHEAD_CRASH_HOLD_SECONDS, 32 by default,
 so it bills at least one minute per node; the ledger is closed twice, as a retried tick would).
 Sizes: BRIDGEHEAD_CRASH_ORGS / _CLUSTERS / _KILLS (CI defaults 1 / 2 / 2; a run with 2 / 3 / 3 took
 200 s here)."""
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.integration
 ORGS = int(os.environ.get("BRIDGEHEAD_CRASH_ORGS", "1"))
 CLUSTERS = int(os.environ.get("BRIDGEHEAD_CRASH_CLUSTERS", "2"))
 KILLS = int(os.environ.get("BRIDGEHEAD_CRASH_KILLS", "2"))
-HOLD = float(os.environ.get("BRIDGEHEAD_CRASH_HOLD_SECONDS", "40"))
+HOLD = float(os.environ.get("BRIDGEHEAD_CRASH_HOLD_SECONDS", "32"))
 CFG = m.ClusterConfig(head_instance_type="t3.medium", compute_instance_type="c5.large", compute_initial_nodes=1, compute_max_nodes=2)
 
 
