@@ -41,11 +41,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+RUNNERS_ALL = ("sandboxed", "unsandboxed")
 SIZES: dict[str, dict[str, Any]] = {
-    "smoke": {"clusters": 3, "waiting": 20, "wait_seconds": 5, "hour_sample": 5, "billing_clusters": 5, "billing_hours": 24, "tunings": ["default"]},
-    "small": {"clusters": 40, "waiting": 300, "wait_seconds": 30, "hour_sample": 20, "billing_clusters": 10, "billing_hours": 72,
+    "smoke": {"clusters": 3, "waiting": 20, "wait_seconds": 3, "hour_sample": 3, "billing_clusters": 3, "billing_hours": 12, "tunings": ["default"],
+              "overhead_runners": ["sandboxed"]},
+    "small": {"overhead_runners": list(RUNNERS_ALL), "clusters": 40, "waiting": 300, "wait_seconds": 30, "hour_sample": 20, "billing_clusters": 10, "billing_hours": 72,
               "tunings": ["default", "narrow"]},
-    "full": {"clusters": 200, "waiting": 2000, "wait_seconds": 90, "hour_sample": 50, "billing_clusters": 10, "billing_hours": 72,
+    "full": {"overhead_runners": list(RUNNERS_ALL), "clusters": 200, "waiting": 2000, "wait_seconds": 90, "hour_sample": 50, "billing_clusters": 10, "billing_hours": 72,
              "tunings": ["default", "narrow", "wide"]},
 }  # fmt: skip
 
@@ -55,8 +57,8 @@ TUNINGS: dict[str, dict[str, int]] = {
     "narrow": {"max_concurrent_activities": 4, "max_concurrent_workflow_tasks": 4, "max_cached_workflows": 50},
     "wide": {"max_concurrent_activities": 100, "max_concurrent_workflow_tasks": 200, "max_cached_workflows": 5000},
 }
-#: Overhead is measured with the sandboxed workflow runner (what worker.py uses) and without it.
-RUNNERS = ("sandboxed", "unsandboxed")
+#: Overhead is measured with the sandboxed workflow runner (what worker.py uses) and, except at the
+#: smoke size, without it and after a warm-up run.
 
 ORG, SCRIPT_ORG = "bhbench1", "bhscript1"
 ACCOUNT, SCRIPT_ACCOUNT = "250000000001", "250000000002"
@@ -201,13 +203,14 @@ def launch_customer_role(stack: Any, account: str, template_body: str, name: str
 
 
 # --- 1. overhead -----------------------------------------------------------------------------------------
-async def overhead(b: Bench) -> dict[str, Any]:
+async def overhead(b: Bench, runners: list[str]) -> dict[str, Any]:
     """Bridgehead with each workflow runner, then the plain script once (same AWS calls)."""
     runs = {}
     calls: list[Any] = []
     # Warm-up (not timed): first imports, first sandbox, first clients, moto's first requests.
-    await bridgehead_run(b, f"{ORG}w", "250000000019", sandboxed=True)
-    for i, runner in enumerate(RUNNERS):
+    if len(runners) > 1:
+        await bridgehead_run(b, f"{ORG}w", "250000000019", sandboxed=True)
+    for i, runner in enumerate(runners):
         org, account = (ORG, ACCOUNT) if i == 0 else (f"{ORG}u", f"25000000001{i}")
         runs[runner], recorded = await bridgehead_run(b, org, account, sandboxed=runner == "sandboxed")
         calls = calls or recorded
@@ -215,8 +218,9 @@ async def overhead(b: Bench) -> dict[str, Any]:
     main = runs["sandboxed"]
     return {
         "bridgehead_seconds": main["seconds"], "script_seconds": round(script_s, 2), "ratio": round(main["seconds"] / script_s, 2),
-        "onboarding_seconds": main["onboarding_seconds"], "unsandboxed_seconds": runs["unsandboxed"]["seconds"],
-        "unsandboxed_ratio": round(runs["unsandboxed"]["seconds"] / script_s, 2), "activities": main["activities"],
+        "onboarding_seconds": main["onboarding_seconds"], "activities": main["activities"],
+        **({"unsandboxed_seconds": runs["unsandboxed"]["seconds"], "unsandboxed_ratio": round(runs["unsandboxed"]["seconds"] / script_s, 2)}
+           if "unsandboxed" in runs else {}),
         "activity_seconds": main["activity_seconds"], "aws_activity_calls_replayed": aws_calls,
     }  # fmt: skip
 
@@ -563,7 +567,7 @@ def table(result: dict[str, Any]) -> str:
     o, w, bl = (safe(result.get(k, {"error": "not run"})) for k in ("overhead", "waiting", "billing"))
     rows = [
         ("overhead: Bridgehead / plain script", f"{o['ratio']}x", f"{o['bridgehead_seconds']} s vs {o['script_seconds']} s, {o['activities']} activities"),
-        ("overhead without the workflow sandbox", f"{o['unsandboxed_ratio']}x", f"{o['unsandboxed_seconds']} s"),
+        ("overhead without the workflow sandbox", f"{o.get('unsandboxed_ratio', 'not run')}x", f"{o.get('unsandboxed_seconds', '-')} s"),
     ]
     for t in map(safe, result.get("throughput", [])):
         rows.append((f"throughput [{t['tuning']}]: lifecycles / ceiling", f"{t['ratio_to_ceiling']}",
@@ -599,7 +603,7 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         out.write_text(json.dumps(result, indent=2) + "\n")
 
     async with Bench(args) as b:
-        steps: list[tuple[str, Any]] = [("overhead", lambda: overhead(b))]
+        steps: list[tuple[str, Any]] = [("overhead", lambda: overhead(b, args.overhead_runners))]
         steps += [(f"throughput:{t}", lambda t=t: throughput(b, args.clusters, t)) for t in args.tunings]
         steps += [("waiting", lambda: waiting(b, args.waiting, args.wait_seconds, args.hour_sample)),
                   ("billing", lambda: billing(b, args.billing_clusters, args.billing_hours))]  # fmt: skip
@@ -635,7 +639,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, help="JSON file (default bench/results/<size>-<time>.json)")
     args = p.parse_args(argv)
     for k, v in SIZES[args.size].items():
-        if getattr(args, k) is None:
+        if getattr(args, k, None) is None:
             setattr(args, k, v)
     from bridgehead.logging import configure_logging
 
