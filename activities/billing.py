@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws
 from activities.errors import aws_errors
@@ -43,7 +44,16 @@ class BillingActivities:
         written = existing = minutes_total = 0
         cost_total = Decimal(0)
         until = req.until.astimezone(UTC)
-        for c in self.registry.clusters(req.org_id):
+        clusters = self.registry.clusters(req.org_id)
+        if req.final:
+            running = [c["name"] for c in clusters for x in c.get("segments") or [] if x.get("end") is None]
+            if running:
+                raise ApplicationError(
+                    f"cannot close the final billing period: {', '.join(sorted(set(running)))} still running "
+                    "(delete the clusters first; their usage is never billed ahead of time)",
+                    type="BillingStillRunning", non_retryable=True,
+                )  # fmt: skip
+        for c in clusters:
             segments = [UsageSegment.model_validate(x) for x in c.get("segments") or []]
             if not segments:
                 continue  # failed or cancelled creations, or not yet running: nothing to bill

@@ -19,6 +19,7 @@ from bridgehead.models import (
     FoundationTemplateInput,
     Leftovers,
     LeftoversInput,
+    OrgClustersInput,
     QuotaCheckInput,
     QuotaReport,
     RegionClusters,
@@ -103,6 +104,19 @@ class RegionActivities:
         if blocking:
             self.registry.update(pk, sk, {"state": (before or {}).get("state", "READY")})
         return RegionClusters(clusters=blocking)
+
+    @activity.defn
+    def org_live_clusters(self, req: OrgClustersInput) -> RegionClusters:
+        """Every cluster of the organisation, in any region, that is not DELETED/CANCELLED
+        (consistent read): what blocks offboarding."""
+        bind_subject(org_id=req.org_id)
+        return RegionClusters(
+            clusters=[
+                ClusterSummary(name=c["name"], region=c.get("region", "?"), state=c.get("state", "?"))
+                for c in self.registry.clusters(req.org_id)
+                if c.get("state") not in ("DELETED", "CANCELLED")
+            ]
+        )
 
     @activity.defn
     def sweep_foundation_leftovers(self, req: LeftoversInput) -> Leftovers:

@@ -15,6 +15,7 @@ from temporalio.client import (
     SchedulePolicy,
     ScheduleSpec,
 )
+from temporalio.service import RPCError, RPCStatusCode
 
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import ReverifyInput
@@ -52,3 +53,18 @@ class ScheduleActivities:
         except ScheduleAlreadyRunningError:
             pass
         return sid
+
+    @activity.defn
+    async def delete_reverify_schedule(self, req: ReverifyInput) -> bool:
+        """Remove the org's re-verification Schedule (offboarding). Already gone counts as done;
+        returns whether it existed."""
+        bind_subject(org_id=req.org_id)
+        sid = reverify_schedule_id(req.org_id)
+        try:
+            await self.client.get_schedule_handle(sid).delete()
+        except RPCError as e:
+            if e.status == RPCStatusCode.NOT_FOUND:
+                return False
+            raise
+        log.info("re-verification schedule deleted", org_id=req.org_id, schedule_id=sid)
+        return True

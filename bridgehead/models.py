@@ -83,6 +83,12 @@ class OrgState(StrEnum):
     PROVISIONING = "PROVISIONING"
     READY = "READY"
     FAILED = "FAILED"
+    #: ``offboard`` accepted: foundations, image grants, the re-verification Schedule and the
+    #: billing meter are being removed.
+    OFFBOARDING = "OFFBOARDING"
+    #: Final: nothing of Bridgehead's is left in the customer's account; the registry record and
+    #: the ledger are kept (billing history), so the organisation id stays reserved.
+    OFFBOARDED = "OFFBOARDED"
 
 
 class OnboardOrganizationInput(Model):
@@ -216,6 +222,26 @@ class RegionProgress(Model):
     detail: str = ""
 
 
+class OffboardInput(Model):
+    """Update ``offboard`` of ``OnboardOrganization``: remove everything Bridgehead put in the
+    customer's account and end the organisation. Refused, changing nothing, while any cluster of
+    the organisation is not DELETED (FAILED ones included).
+
+    Attributes:
+        confirm_org_id: The organisation id typed again, as a guard against offboarding the wrong one.
+        abandon_foundations: When the customer already removed Bridgehead's role, the regional
+            foundations cannot be deleted through it: finish anyway and list the stacks the
+            customer must delete. Default false: such a failure stops offboarding (retry it).
+    """
+
+    confirm_org_id: str
+    abandon_foundations: bool = False
+
+
+class OrgClustersInput(Model):
+    org_id: OrgId
+
+
 class OnboardingState(Model):
     """Everything ``OnboardOrganization`` carries across continue-as-new."""
 
@@ -230,6 +256,8 @@ class OnboardingState(Model):
     steps: list[str] = Field(default_factory=list)
     #: The daily re-verification Schedule exists (created once the org is first READY).
     reverify_scheduled: bool = False
+    #: ``offboard`` accepted and not finished (carried across continue-as-new).
+    offboard: OffboardInput | None = None
 
 
 class ReverifyInput(Model):
@@ -739,12 +767,14 @@ class BillingMeterInput(Model):
         tick_minutes: Minutes between ledger ticks (a period is one hour; ticks close finished periods).
         cursor: Internal: the first period not yet closed (set by continue-as-new).
         totals: Internal: running totals carried across continue-as-new.
+        stopping: Internal: a ``stop`` signal not yet carried out (kept across continue-as-new).
     """
 
     org_id: OrgId
     tick_minutes: Annotated[int, Field(ge=1, le=1440)] = 60
     cursor: datetime | None = None
     totals: UsageTotals | None = None
+    stopping: bool = False
 
 
 class UsageLine(Model):
@@ -768,6 +798,9 @@ class CloseBillingPeriodsInput(Model):
     org_id: OrgId
     #: Close every whole hour that ended at or before this instant (minus the grace period).
     until: datetime
+    #: The meter is stopping (offboarding): close the current hour too. Refused while any cluster
+    #: is still running, since its usage would otherwise be billed ahead of time.
+    final: bool = False
 
 
 class CloseBillingPeriodsResult(Model):

@@ -247,6 +247,19 @@ async def cmd_create_role(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_offboard(args: argparse.Namespace) -> int:
+    req = m.OffboardInput(confirm_org_id=args.confirm, abandon_foundations=args.abandon_foundations)
+    c = await client()
+    res = await c.get_workflow_handle(f"org-{args.org}").execute_update("offboard", req, result_type=m.UpdateResult)
+    emit(args, res, res.message)
+    if args.wait:
+        s = await wait_state(f"org-{args.org}", "OnboardOrganization", {"OFFBOARDED", "ACTION_REQUIRED"}, args.timeout,
+                             None if args.json else lambda s: print(f"  {time.strftime('%H:%M:%S')} {s.state.value}", flush=True))  # fmt: skip
+        emit(args, s, fmt_org(s))
+        return 0 if s.state == m.OrgState.OFFBOARDED else 1
+    return 0
+
+
 async def cmd_template(args: argparse.Namespace) -> int:
     s = await query(f"org-{args.org}", "OnboardOrganization")
     if not s.artifacts:
@@ -520,6 +533,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--org", required=True)
     o.add_argument("--access-key-id", required=True)
     o.set_defaults(fn=cmd_create_role)
+    o = obs.add_parser("offboard", help="remove foundations, image grants, schedule and meter (refused while clusters exist)")
+    o.add_argument("--org", required=True)
+    o.add_argument("--confirm", required=True, metavar="ORG", help="the organisation id again")
+    o.add_argument("--abandon-foundations", action="store_true", help="finish even if the role can no longer delete the foundation stacks")
+    o.add_argument("--wait", action="store_true")
+    o.add_argument("--timeout", type=float, default=3600)
+    o.set_defaults(fn=cmd_offboard)
     o = obs.add_parser("template", help="print the CloudFormation template for the customer's role")
     o.add_argument("--org", required=True)
     o.set_defaults(fn=cmd_template)

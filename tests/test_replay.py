@@ -21,7 +21,8 @@ FILES = sorted(HISTORIES.glob("*.json"))
 
 def test_every_workflow_type_has_a_stored_history():
     names = {w.__temporal_workflow_definition.name for w in WORKFLOWS}  # type: ignore[attr-defined]
-    assert {f.stem for f in FILES} == names
+    # ``Type--variant.json`` files keep extra paths of a type (e.g. offboarding) in the corpus.
+    assert {f.stem.split("--")[0] for f in FILES} == names
 
 
 @pytest.mark.parametrize("path", FILES, ids=[f.stem for f in FILES])

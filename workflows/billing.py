@@ -38,6 +38,12 @@ class BillingMeterWorkflow:
     @workflow.init
     def __init__(self, input: BillingMeterInput) -> None:
         self._totals = input.totals or UsageTotals()
+        self._stop = input.stopping
+
+    @workflow.signal
+    def stop(self) -> None:
+        """Offboarding: close the current hour, meter it, and end (refused while a cluster runs)."""
+        self._stop = True
 
     @workflow.query
     def usage(self) -> UsageTotals:
@@ -54,12 +60,28 @@ class BillingMeterWorkflow:
             epoch = int(now.timestamp())
             step = int(tick.total_seconds())
             wake = (epoch // step + 1) * step + int(GRACE.total_seconds())
-            await workflow.sleep(max(1, wake - epoch))
-            until = workflow.now() - GRACE
-            closed: CloseBillingPeriodsResult = await call(
-                "close_billing_periods", CloseBillingPeriodsInput(org_id=input.org_id, until=until), CloseBillingPeriodsResult,
-                summary="close finished billing periods", **REGISTRY,
-            )  # fmt: skip
+            if workflow.patched("billing-stop"):
+                if not self._stop:
+                    try:
+                        await workflow.wait_condition(lambda: self._stop, timeout=timedelta(seconds=max(1, wake - epoch)))
+                    except TimeoutError:
+                        pass
+            else:
+                await workflow.sleep(max(1, wake - epoch))
+            final = self._stop
+            # Stopping closes the current hour too: every cluster has ended, so nothing is billed ahead.
+            until = workflow.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1) if final else workflow.now() - GRACE
+            try:
+                closed: CloseBillingPeriodsResult = await call(
+                    "close_billing_periods", CloseBillingPeriodsInput(org_id=input.org_id, until=until, final=final), CloseBillingPeriodsResult,
+                    summary="close the final billing period" if final else "close finished billing periods", **REGISTRY,
+                )  # fmt: skip
+            except ActivityError as e:
+                if not final:
+                    raise
+                workflow.logger.warning(f"stop refused, billing continues: {root_message(e)}", extra={"org_id": input.org_id})
+                self._stop = final = False
+                continue
             if closed.ledger_node_minutes is not None:
                 # The ledger's own totals: exact even when a crashed attempt wrote entries and the
                 # retry found them existing (its own counts would then be 0).
@@ -76,7 +98,17 @@ class BillingMeterWorkflow:
                                                        summary="AWS Marketplace metering", **AWS_CALL)  # fmt: skip
                 t.metered_records += metered.sent
                 t.unprocessed_records = metered.unprocessed
+                if final and metered.unprocessed:
+                    # Refused records stay PENDING in the ledger (METER#...) for an operator to settle.
+                    workflow.logger.warning(f"meter stopped with {metered.unprocessed} usage records refused by Marketplace: "
+                                            + "; ".join(metered.messages), extra={"org_id": input.org_id})  # fmt: skip
             except ActivityError as e:
                 # The ledger is the source of truth; unsent usage is retried next tick.
                 workflow.logger.warning(f"metering failed, retrying next tick: {root_message(e)}", extra={"org_id": input.org_id})
-        workflow.continue_as_new(input.model_copy(update={"totals": t}))
+                if final:
+                    # The last usage must reach Marketplace: try again a tick later.
+                    await workflow.sleep(tick)
+                    continue
+            if final:
+                return t
+        workflow.continue_as_new(input.model_copy(update={"totals": t, "stopping": self._stop}))

@@ -100,6 +100,9 @@ async def test_bad_updates_and_signals_leave_the_org_waiting(client, stack):
         ("create_role_for_me", "access key id malformed", {"access_key_id": "short", "secret_access_key": "x" * 40}, "access_key_id"),
         ("create_role_for_me", "missing secret", {"access_key_id": "AKIAABCDEFGHIJKLMNOP"}, "secret_access_key"),
         ("resize", "update the org does not have", {"compute_nodes": 3}, "resize"),
+        ("offboard", "no payload", None, "confirm_org_id"),
+        ("offboard", "another organisation's id", {"confirm_org_id": "acme"}, "confirm_org_id"),
+        ("offboard", "unknown field", {"confirm_org_id": "badupd", "force": True}, "force"),
     ]
     for name, case, payload, word in cases:
         with pytest.raises((WorkflowUpdateFailedError, RPCError)) as e:
@@ -150,7 +153,7 @@ def test_starter_cli_bad_input_exits_2_and_starts_nothing(stack):
 
 def test_zz_write_the_table():
     """Runs last in this module: the table of everything tried, for docs/reliability.md."""
-    assert len(TABLE) >= len(STARTS) + 9 + 3 + 8, len(TABLE)
+    assert len(TABLE) >= len(STARTS) + 12 + 3 + 8, len(TABLE)
     out = ROOT / "test-artifacts"
     out.mkdir(exist_ok=True)
     by_entry: dict[str, int] = {}

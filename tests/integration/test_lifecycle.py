@@ -132,18 +132,76 @@ async def test_cluster_created_in_customer_account_then_deleted(client, stack):
     assert east1.describe_stacks(StackName="bridgehead-acme-foundation-us-east-1")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
 
 
-async def test_offboarding_revokes_every_image_permission(client, stack):
-    from tests.integration.helpers import onboard_ready
+async def test_offboarding_removes_everything_and_closes_the_last_hour(client, stack):
+    """``offboard``: refused (nothing changed) while a cluster remains, FAILED ones included; then
+    every foundation stack, image grant, the re-verification Schedule and the billing meter go,
+    the meter bills the last, unfinished hour of a deleted cluster, and the org ends OFFBOARDED."""
+    from datetime import UTC, datetime, timedelta
 
-    account = "262626262626"
-    s = await onboard_ready(client, stack, "revo", account, ["us-east-1", "us-west-1"])
-    assert s.state == m.OrgState.READY, s
-    shared = await client.get_workflow_handle("org-revo-images", result_type=m.ShareImagesResult).result()
-    revoked = await client.execute_workflow("ShareImages", m.ShareImagesInput(org_id="revo", revoke=True), id="org-revo-images-revoke",
-                                            task_queue="bridgehead", result_type=m.ShareImagesResult)  # fmt: skip
-    assert set(revoked.regions) == {"us-east-1", "us-west-1"}
     import boto3
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError, RPCStatusCode
 
+    from activities.aws import Aws
+    from activities.registry import Registry
+    from bridgehead.settings import get_settings
+
+    account, regions = "262626262626", ["us-east-1", "us-west-1"]
+    s = await onboard_ready(client, stack, "revo", account, regions)
+    assert s.state == m.OrgState.READY, s
+    h = client.get_workflow_handle("org-revo", result_type=m.OrgStatus)
+    await wait_for(h, "status", m.OrgStatus, lambda s: any("billing meter started" in x for x in s.steps)
+                   and any("re-verification scheduled" in x for x in s.steps), 30)  # fmt: skip
+    shared = await client.get_workflow_handle("org-revo-images", result_type=m.ShareImagesResult).result()
+    cfns = {r: customer_admin(stack.aws_endpoint, account, "cloudformation", r) for r in regions}
+
+    def foundations() -> dict[str, str]:
+        out = {}
+        for r, cfn in cfns.items():
+            live = {x["StackName"]: x["StackStatus"] for x in cfn.list_stacks()["StackSummaries"] if x["StackStatus"] != "DELETE_COMPLETE"}
+            out[r] = live.get(f"bridgehead-revo-foundation-{r}", "GONE")
+        return out
+
+    assert foundations() == {r: "CREATE_COMPLETE" for r in regions}
+
+    # The wrong organisation id is refused by the validator (nothing reaches history).
+    with pytest.raises(WorkflowUpdateFailedError) as e:
+        await h.execute_update("offboard", m.OffboardInput(confirm_org_id="acme"), result_type=m.UpdateResult)
+    assert "confirm_org_id must be this organisation's id ('revo')" in str(e.value.cause)
+
+    # A FAILED cluster blocks offboarding, and the refusal changes nothing.
+    reg = Registry(Aws(get_settings()))
+    reg.put({"pk": "ORG#revo", "sk": "CLUSTER#broken", "name": "broken", "region": "us-west-1", "state": "FAILED", "segments": []})
+    with pytest.raises(WorkflowUpdateFailedError) as e:
+        await h.execute_update("offboard", m.OffboardInput(confirm_org_id="revo"), result_type=m.UpdateResult)
+    assert "broken in us-west-1 (FAILED)" in str(e.value.cause) and "nothing was changed" in str(e.value.cause)
+    assert (await h.query("status", result_type=m.OrgStatus)).state == m.OrgState.READY
+    assert reg.org_item("revo")["state"] == "READY"
+    assert foundations() == {r: "CREATE_COMPLETE" for r in regions}
+
+    # A cluster that ran 25 minutes ending just now (1 head + 2 compute nodes), deleted: its hour
+    # has not ended, so only the meter's final close can bill it.
+    end = datetime.now(UTC).replace(microsecond=0)
+    seg = {"start": (end - timedelta(minutes=25)).isoformat(), "end": end.isoformat(), "head_instance_type": "t3.medium",
+           "compute_instance_type": "c5.xlarge", "compute_nodes": 2}  # fmt: skip
+    reg.put({"pk": "ORG#revo", "sk": "CLUSTER#ran", "name": "ran", "region": "us-east-1", "state": "DELETED", "segments": [seg]})
+    reg.update("ORG#revo", "CLUSTER#broken", {"state": "DELETED"})
+
+    # Through the project's CLI, as an operator would (the update, then progress until the end).
+    import os
+    import subprocess
+    import sys
+
+    cli = subprocess.run([sys.executable, "-m", "starter", "--json", "onboard", "offboard", "--org", "revo", "--confirm", "revo", "--wait",
+                          "--timeout", "300"], capture_output=True, text=True, env={**os.environ, **stack.env()}, timeout=400)  # fmt: skip
+    assert cli.returncode == 0, (cli.stdout, cli.stderr)
+    assert '"state": "OFFBOARDING"' in cli.stdout and '"state": "OFFBOARDED"' in cli.stdout, cli.stdout
+    final = await h.result()
+    assert final.state == m.OrgState.OFFBOARDED, final
+    assert {r: (p.images, p.foundation) for r, p in final.regions.items()} == {r: ("REVOKED", "DELETED") for r in regions}
+    assert reg.org_item("revo")["state"] == "OFFBOARDED"
+    assert foundations() == {r: "GONE" for r in regions}
+    # Every grant is revoked; another organisation's grants in the same region are untouched.
     for region, st in shared.regions.items():
         ec2 = boto3.client("ec2", region_name=region)
         perms = ec2.describe_image_attribute(ImageId=st.image_id, Attribute="launchPermission")["LaunchPermissions"]
@@ -151,11 +209,34 @@ async def test_offboarding_revokes_every_image_permission(client, stack):
         for snap in st.snapshot_ids:
             sp = ec2.describe_snapshot_attribute(SnapshotId=snap, Attribute="createVolumePermission")["CreateVolumePermissions"]
             assert {"UserId": account} not in sp
-    # Another organisation's grants in the same region are untouched.
     acme = await client.get_workflow_handle("org-acme-images", result_type=m.ShareImagesResult).result()
-    ec2 = boto3.client("ec2", region_name="us-east-1")
-    perms = ec2.describe_image_attribute(ImageId=acme.regions["us-east-1"].image_id, Attribute="launchPermission")["LaunchPermissions"]
+    perms = boto3.client("ec2", region_name="us-east-1").describe_image_attribute(
+        ImageId=acme.regions["us-east-1"].image_id, Attribute="launchPermission")["LaunchPermissions"]  # fmt: skip
     assert {"UserId": ACCOUNT} in perms
+    # The Schedule is gone; the meter closed the unfinished hour, metered it, and ended.
+    with pytest.raises(RPCError) as gone:
+        await client.get_schedule_handle("org-revo-reverify").describe()
+    assert gone.value.status == RPCStatusCode.NOT_FOUND
+    usage = await client.get_workflow_handle("billing-revo", result_type=m.UsageTotals).result()
+    assert usage.node_minutes == 25 * 3, usage
+    # Its usage went to Marketplace in the same last tick. moto's Marketplace knows no subscribed
+    # customer and refuses both records (CustomerNotSubscribed): they stay PENDING in the ledger and
+    # are reported, never lost (exactly-once sending is proved in test_billing.py).
+    assert usage.metered_records == 0 and usage.unprocessed_records == 2, usage
+    batches = reg.query("ORG#revo", "METER#", table=reg.ledger)
+    assert [(b["status"], b["quantities"]) for b in batches] == [("PENDING", {"t3.medium": 25, "c5.xlarge": 50})], batches
+    # Nothing can be created for an offboarded organisation.
+    with pytest.raises(WorkflowFailureError) as e:
+        await client.execute_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id="revo", name="late", region="us-east-1", config=CFG),
+                                      id="cluster-revo-late", task_queue="bridgehead", result_type=m.ClusterResult)  # fmt: skip
+    assert "OFFBOARDED" in str(e.value.cause)
+    if __import__("os").environ.get("BRIDGEHEAD_RECORD_HISTORIES"):  # replay corpus: the offboarding paths
+        from tests.integration.helpers import history_json
+        from tests.test_replay import HISTORIES
+
+        for wf_id, name in (("org-revo", "OnboardOrganization--offboarded"), ("billing-revo", "BillingMeter--stopped")):
+            (HISTORIES / f"{name}.json").write_text(await history_json(client, wf_id))
+            (HISTORIES / f"{name}.id").write_text(wf_id + "\n")
 
 
 async def test_invalid_cluster_request_fails_clearly_and_creates_nothing(client, stack):

@@ -90,3 +90,48 @@ async def test_a_year_of_ticks_keeps_every_run_under_the_continue_as_new_bound(t
     assert usage.node_minutes == 60 * usage.periods_closed  # totals carried across every continue-as-new
     assert len(sizes) >= usage.periods_closed // TICKS_PER_RUN
     assert max(sizes) < 3000, max(sizes)
+
+
+async def test_stop_is_refused_while_a_cluster_runs_then_closes_the_last_hour(ts_env):
+    """Offboarding's ``stop``: while the ledger says a cluster still runs, the final close is
+    refused and ticking goes on; once nothing runs, the meter closes the current, unfinished hour
+    (``final``), meters it and ends with its totals."""
+    from temporalio.exceptions import ApplicationError
+
+    running = {"yes": True}
+    calls: list[m.CloseBillingPeriodsInput] = []
+
+    @activity.defn(name="close_billing_periods")
+    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
+        calls.append(req)
+        if req.final and running["yes"]:
+            raise ApplicationError("cannot close the final billing period: c1 still running", non_retryable=True)
+        return m.CloseBillingPeriodsResult(entries_written=1, entries_existing=0, node_minutes=60, cost_usd=Decimal("0.04"), closed_until=req.until)
+
+    @activity.defn(name="meter_usage")
+    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
+        return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
+
+    tq = f"tq-{uuid.uuid4()}"
+    with ThreadPoolExecutor(4) as ex:
+        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=[close_billing_periods, meter_usage],
+                          activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
+            h = await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id="acme"), id=f"billing-stop-{uuid.uuid4().hex[:6]}",
+                                                   task_queue=tq, result_type=m.UsageTotals)  # fmt: skip
+            await ts_env.sleep(timedelta(hours=2))
+            await h.signal("stop")
+            await ts_env.sleep(timedelta(hours=2))
+            refused = [c for c in calls if c.final]
+            assert len(refused) == 1, "one final attempt, refused; then the hourly ticks go on"
+            assert (await h.describe()).status.name == "RUNNING"
+            ticks_after_refusal = [c for c in calls[calls.index(refused[0]) + 1 :] if not c.final]
+            assert len(ticks_after_refusal) >= 1
+            running["yes"] = False
+            t0 = await ts_env.get_current_time()
+            await h.signal("stop")
+            usage = await h.result()
+    last = calls[-1]
+    assert last.final and last.until.minute == 0 and last.until.second == 0
+    assert timedelta(0) < last.until - t0 <= timedelta(hours=1, minutes=1), "the current, unfinished hour is closed too"
+    assert usage.periods_closed == len([c for c in calls if not c.final]) + 1
+    assert usage.metered_records == usage.periods_closed
