@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -27,9 +29,11 @@ log = get_logger("bridgehead.activities.billing")
 
 
 class BillingActivities:
-    def __init__(self, aws: Aws, registry: Registry) -> None:
+    def __init__(self, aws: Aws, registry: Registry, clock: Callable[[], datetime] | None = None) -> None:
         self.aws = aws
         self.registry = registry
+        #: Wall clock of the metering window (a parameter so tests can age batches).
+        self.clock = clock or (lambda: datetime.now(UTC))
 
     @activity.defn
     def close_billing_periods(self, req: CloseBillingPeriodsInput) -> CloseBillingPeriodsResult:
@@ -93,59 +97,145 @@ class BillingActivities:
     def meter_usage(self, req: MeterUsageInput) -> MeterUsageResult:
         """Send unmetered ledger usage to AWS Marketplace, once.
 
-        Records are grouped per instance type (the dimension) into one record per metering hour.
-        The batch is written to the ledger (``METER#<hour>``) before it is sent and resent unchanged
-        after a crash; Marketplace deduplicates identical (customer, dimension, hour) records, so a
-        record is never counted twice. Refused records stay pending and are reported.
+        Unmetered ledger entries are grouped per instance type (the dimension) into one batch,
+        written to the ledger (``METER#<timestamp>``, unique per batch, since Marketplace treats a
+        second record with the same customer, dimension and timestamp as a duplicate) before it is
+        sent. A batch is resent after a crash or a refusal: only the dimensions Marketplace has not
+        acknowledged, and Marketplace deduplicates those it already took, so a record is never
+        counted twice. Marketplace accepts usage up to six hours old: a batch still not fully
+        acknowledged after ``RESEND_WINDOW`` is sent one last time and what remains is *carried*
+        into the next new batch, so usage can be late but is never lost or sent twice.
         """
         bind_subject(org_id=req.org_id)
         org = self.registry.org(req.org_id)
         customer = org.marketplace_customer_id or f"bh-{req.org_id}"
         pk = f"ORG#{req.org_id}"
-        pending = [m for m in self.registry.query(pk, "METER#", table=self.registry.ledger) if m.get("status") != "SENT"]
-        if not pending:
-            entries = [e for e in self.registry.query(pk, "PERIOD#", table=self.registry.ledger) if not e.get("metered")]
-            if not entries:
-                return MeterUsageResult(sent=0, already_sent=0, unprocessed=0)
-            hour = billing.floor_hour(datetime.now(UTC))
-            qty: dict[str, int] = defaultdict(int)
-            for e in entries:
-                for t, m in e["lines"].items():
-                    qty[t] += int(m)
-            batch = {"pk": pk, "sk": f"METER#{hour.isoformat()}", "hour": hour.isoformat(), "status": "PENDING",
-                     "quantities": dict(qty), "entries": [e["sk"] for e in entries], "customer": customer}  # fmt: skip
-            if not self.registry.put(batch, condition="attribute_not_exists(pk)", table=self.registry.ledger):
-                batch = self.registry.get(pk, batch["sk"], table=self.registry.ledger) or batch
-            pending = [batch]
-        sent = already = unprocessed = 0
-        messages: list[str] = []
-        mm = self.aws.platform("meteringmarketplace")
-        for batch in pending:
-            hour = datetime.fromisoformat(batch["hour"])
-            records = [{"Timestamp": hour, "CustomerIdentifier": batch["customer"], "Dimension": f"node-minutes.{t}", "Quantity": int(q)}
-                       for t, q in sorted(batch["quantities"].items())]  # fmt: skip
+        now = self.clock()
+        tally = MeterUsageResult(sent=0, already_sent=0, unprocessed=0)
+        with self._lease(pk):
+            batches = self.registry.query(pk, "METER#", table=self.registry.ledger)
+            for batch in [b for b in batches if b.get("status") == "PENDING"]:
+                age = now - _batch_time(batch)
+                if age < MARKETPLACE_LIMIT:
+                    self._send(pk, batch, tally)
+                if batch["status"] == "PENDING" and age >= RESEND_WINDOW:
+                    self._expire(pk, batch, tally)
+            batch = self._new_batch(req.org_id, customer, now, batches)
+            if batch is not None:
+                self._send(pk, batch, tally)
+        return tally
+
+    @contextmanager
+    def _lease(self, pk: str) -> Iterator[None]:
+        """One metering attempt per organisation at a time (an attempt that outlived its timeout
+        must not batch the same entries as its retry). Held for the attempt's start-to-close
+        timeout at most, so a crashed attempt never blocks its retry for longer."""
+        info = activity.info()
+        me = f"{info.workflow_id}/{info.activity_id}/{info.attempt}"
+        now = datetime.now(UTC)
+        expires = now + (info.start_to_close_timeout or timedelta(minutes=5))
+        item = {"pk": pk, "sk": "METER-LEASE", "lease_holder": me, "lease_expires": expires.isoformat()}
+        if not self.registry.put(item, condition="attribute_not_exists(pk) OR lease_expires < :now OR lease_holder = :me",
+                                 values={":now": now.isoformat(), ":me": me}, table=self.registry.ledger):  # fmt: skip
+            held = self.registry.get(pk, "METER-LEASE", table=self.registry.ledger) or {}
+            raise ApplicationError(f"another metering attempt for this organisation is running ({held.get('lease_holder')}, "
+                                   f"until {held.get('lease_expires')}); retrying", type="MeteringBusy")  # fmt: skip
+        try:
+            yield
+        finally:
+            self.registry.put({**item, "lease_expires": datetime.min.replace(tzinfo=UTC).isoformat()},
+                              condition="lease_holder = :me", values={":me": me}, table=self.registry.ledger)  # fmt: skip
+
+    def _new_batch(self, org_id: str, customer: str, now: datetime, batches: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The batch for every entry and carry no batch holds yet, written before it is sent."""
+        pk = f"ORG#{org_id}"
+        unsent = [b for b in batches if b.get("status") != "SENT"]
+        held = {sk for b in unsent for sk in b.get("entries", [])}
+        claimed = {sk for b in batches for sk in b.get("carries", [])}
+        entries = [e for e in self.registry.query(pk, "PERIOD#", table=self.registry.ledger)
+                   if not e.get("metered") and e["sk"] not in held]  # fmt: skip
+        carries = [b for b in batches if b.get("status") == "EXPIRED" and b.get("carry") and b["sk"] not in claimed]
+        qty: dict[str, int] = defaultdict(int)
+        for e in entries:
+            for t, minutes in e["lines"].items():
+                qty[t] += int(minutes)
+        for b in carries:
+            for t, minutes in b["carry"].items():
+                qty[t] += int(minutes)
+        if not qty:
+            return None
+        stamp = now.astimezone(UTC).replace(microsecond=0)
+        if stamp.isoformat() in {_batch_time(b).isoformat() for b in batches}:
+            return None  # another attempt made a batch this very second; it is sent on the next call
+        batch = {"pk": pk, "sk": f"METER#{stamp.isoformat()}", "hour": stamp.isoformat(), "status": "PENDING",
+                 "quantities": dict(qty), "entries": [e["sk"] for e in entries], "carries": [b["sk"] for b in carries],
+                 "acked": [], "customer": customer}  # fmt: skip
+        if not self.registry.put(batch, condition="attribute_not_exists(pk)", table=self.registry.ledger):
+            return None
+        return batch
+
+    def _send(self, pk: str, batch: dict[str, Any], tally: MeterUsageResult) -> None:
+        """Send a batch's unacknowledged dimensions; SENT once every dimension is acknowledged."""
+        stamp = _batch_time(batch)
+        acked = set(batch.get("acked") or [])
+        records = [{"Timestamp": stamp, "CustomerIdentifier": batch["customer"], "Dimension": _dimension(t), "Quantity": int(q)}
+                   for t, q in sorted(batch["quantities"].items()) if _dimension(t) not in acked and int(q) > 0]  # fmt: skip
+        if records:
             with aws_errors("meteringmarketplace:BatchMeterUsage"):
-                resp = mm.batch_meter_usage(UsageRecords=records, ProductCode=self.aws.settings.marketplace_product_code)
-            ok_dims = set()
+                resp = self.aws.platform("meteringmarketplace").batch_meter_usage(
+                    UsageRecords=records, ProductCode=self.aws.settings.marketplace_product_code)  # fmt: skip
             for r in resp.get("Results", []):
-                dim = r["UsageRecord"]["Dimension"]
-                if r.get("Status") == "Success":
-                    sent += 1
-                    ok_dims.add(dim)
-                elif r.get("Status") == "DuplicateRecord":
-                    already += 1
-                    ok_dims.add(dim)
-                else:
-                    unprocessed += 1
-                    messages.append(f"{dim} at {hour.isoformat()}: {r.get('Status')}")
+                dim, status = r["UsageRecord"]["Dimension"], r.get("Status")
+                if status in ("Success", "DuplicateRecord"):
+                    acked.add(dim)
+                    if status == "Success":
+                        tally.sent += 1
+                    else:
+                        tally.already_sent += 1
+                else:  # CustomerNotSubscribed: kept and resent until the window ends, then carried on
+                    tally.unprocessed += 1
+                    tally.messages.append(f"{dim} at {stamp.isoformat()}: {status}")
             for r in resp.get("UnprocessedRecords", []):
-                unprocessed += 1
-                messages.append(f"{r.get('Dimension')} at {hour.isoformat()}: unprocessed, will retry")
-            if len(ok_dims) == len(records):
-                for sk in batch["entries"]:
-                    self.registry.update(pk, sk, {"metered": True, "metered_in": batch["sk"]}, table=self.registry.ledger)
-                self.registry.update(pk, batch["sk"], {"status": "SENT", "sent_at": datetime.now(UTC).isoformat()}, table=self.registry.ledger)
-        return MeterUsageResult(sent=sent, already_sent=already, unprocessed=unprocessed, messages=messages)
+                tally.unprocessed += 1
+                tally.transient += 1
+                tally.messages.append(f"{r.get('Dimension')} at {stamp.isoformat()}: unprocessed, will retry")
+            if acked != set(batch.get("acked") or []):
+                self.registry.update(pk, batch["sk"], {"acked": sorted(acked)}, table=self.registry.ledger)
+                batch["acked"] = sorted(acked)
+        if all(_dimension(t) in acked for t, q in batch["quantities"].items() if int(q) > 0):
+            for sk in batch.get("entries", []):
+                self.registry.update(pk, sk, {"metered": True, "metered_in": batch["sk"]}, table=self.registry.ledger)
+            self.registry.update(pk, batch["sk"], {"status": "SENT", "sent_at": self.clock().isoformat()}, table=self.registry.ledger)
+            batch["status"] = "SENT"
+
+    def _expire(self, pk: str, batch: dict[str, Any], tally: MeterUsageResult) -> None:
+        """Too old for Marketplace: keep what it acknowledged, carry the rest into the next batch."""
+        acked = set(batch.get("acked") or [])
+        carry = {t: int(q) for t, q in batch["quantities"].items() if _dimension(t) not in acked and int(q) > 0}
+        # One write: the status and the carry together, so a crash cannot carry it twice or lose it.
+        self.registry.update(pk, batch["sk"], {"status": "EXPIRED", "carry": carry, "expired_at": self.clock().isoformat()},
+                             table=self.registry.ledger)  # fmt: skip
+        batch.update(status="EXPIRED", carry=carry)
+        for sk in batch.get("entries", []):
+            self.registry.update(pk, sk, {"metered": True, "metered_in": batch["sk"]}, table=self.registry.ledger)
+        tally.expired += 1
+        log.warning("usage batch past the Marketplace window, carried into the next batch", batch=batch["sk"], carry=carry)
+
+
+#: Marketplace accepts usage timestamped up to six hours in the past. A batch is resent until it is
+#: this old, then sent a last time and the unacknowledged rest carried into a new batch.
+RESEND_WINDOW = timedelta(hours=5)
+#: Past this age Marketplace would refuse the whole call: the batch is no longer sent, only carried.
+MARKETPLACE_LIMIT = timedelta(hours=5, minutes=50)
+
+
+def _dimension(instance_type: str) -> str:
+    return f"node-minutes.{instance_type}"
+
+
+def _batch_time(batch: dict[str, Any]) -> datetime:
+    """The batch's record timestamp (``hour``: batches before carry-over were hourly)."""
+    return datetime.fromisoformat(batch["hour"]).astimezone(UTC)
 
 
 def ledger_entries(registry: Registry, org_id: str, month: str | None = None) -> list[dict[str, Any]]:

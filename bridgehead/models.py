@@ -823,8 +823,13 @@ class MeterUsageInput(Model):
 class MeterUsageResult(Model):
     sent: int
     already_sent: int
+    #: Records not acknowledged this call (refused, e.g. CustomerNotSubscribed, or unprocessed).
     unprocessed: int
     messages: list[str] = Field(default_factory=list)
+    #: Of ``unprocessed``: records Marketplace returned as UnprocessedRecords (resend soon).
+    transient: int = 0
+    #: Batches past Marketplace's six-hour window whose unacknowledged usage was carried forward.
+    expired: int = 0
 
 
 # Resolve forward references.

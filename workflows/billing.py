@@ -29,6 +29,8 @@ from workflows._common import call, root_message, upsert
 from workflows._options import AWS_CALL, REGISTRY
 
 TICKS_PER_RUN = 100
+#: After the final close, ticks spent resending usage Marketplace left unprocessed (throttling).
+FINAL_METER_RETRIES = 6
 #: A period closes this long after it ends, so a delete received just before the hour is recorded.
 GRACE = timedelta(minutes=10)
 
@@ -54,6 +56,7 @@ class BillingMeterWorkflow:
         upsert(org_id=input.org_id)
         t = self._totals
         tick = timedelta(minutes=input.tick_minutes)
+        final_retries = 0
         for _ in range(TICKS_PER_RUN):
             now = workflow.now()
             # Sleep to the next tick boundary (+grace), aligned to the clock so periods close promptly.
@@ -98,6 +101,14 @@ class BillingMeterWorkflow:
                                                        summary="AWS Marketplace metering", **AWS_CALL)  # fmt: skip
                 t.metered_records += metered.sent
                 t.unprocessed_records = metered.unprocessed
+                if final and metered.transient and final_retries < FINAL_METER_RETRIES and workflow.patched("billing-final-meter"):
+                    # Marketplace throttled part of the last usage: no later tick will send it, so
+                    # stay a little longer (past its window the activity carries it forward).
+                    final_retries += 1
+                    workflow.logger.warning(f"{metered.transient} usage records unprocessed at the final stop, retrying in a tick",
+                                            extra={"org_id": input.org_id})  # fmt: skip
+                    await workflow.sleep(tick)
+                    continue
                 if final and metered.unprocessed:
                     # Refused records stay PENDING in the ledger (METER#...) for an operator to settle.
                     workflow.logger.warning(f"meter stopped with {metered.unprocessed} usage records refused by Marketplace: "

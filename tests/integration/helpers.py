@@ -77,3 +77,18 @@ async def history_json(client: Any, wf_id: str) -> str:
     h = client.get_workflow_handle(wf_id)
     hist = await h.fetch_history()
     return hist.to_json()
+
+
+def ledger_org(org_id: str, account: str, **extra: Any) -> tuple[Any, Any]:
+    """A READY organisation written straight into the registry (for ledger and metering tests
+    that need no onboarding): returns the platform ``Aws`` and the ``Registry``."""
+    from activities.aws import Aws
+    from activities.registry import Registry
+    from bridgehead.settings import get_settings
+
+    aws = Aws(get_settings())
+    reg = Registry(aws)
+    reg.ensure_tables()
+    reg.put({"pk": f"ORG#{org_id}", "sk": "META", "org_id": org_id, "aws_account_id": account, "external_id": f"bh-{org_id}",
+             "regions": ["us-east-1"], "state": "READY", **extra})  # fmt: skip
+    return aws, reg

@@ -9,23 +9,16 @@ from decimal import Decimal
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.aws import Aws
 from activities.billing import BillingActivities, ledger_entries
-from activities.registry import Registry
 from bridgehead import models as m
-from bridgehead.settings import get_settings
+from tests.integration.helpers import ledger_org
 
 pytestmark = pytest.mark.integration
 
 
 def test_ledger_exactly_once_and_metering_once(stack):
-    settings = get_settings()
-    aws = Aws(settings)
-    reg = Registry(aws)
-    reg.ensure_tables()
     org = "billco"
-    reg.put({"pk": f"ORG#{org}", "sk": "META", "org_id": org, "aws_account_id": "212121212121", "external_id": "bh-x",
-             "regions": ["us-east-1"], "state": "READY", "marketplace_customer_id": "cust-billco"})  # fmt: skip
+    aws, reg = ledger_org(org, "212121212121", marketplace_customer_id="cust-billco")
     start = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
     seg = m.UsageSegment(start=start, end=start + timedelta(hours=3, minutes=17), head_instance_type="t3.medium",
                          compute_instance_type="c5.xlarge", compute_nodes=4)  # fmt: skip
@@ -62,18 +55,118 @@ def test_ledger_exactly_once_and_metering_once(stack):
 
 
 class FakeMarketplace:
-    def __init__(self) -> None:
+    """BatchMeterUsage as the service behaves: identical (customer, dimension, timestamp) records
+    are duplicates; usage older than six hours refuses the whole call; ``unprocessed`` dimensions
+    come back as UnprocessedRecords (throttled)."""
+
+    def __init__(self, clock=None, unprocessed: set[str] | None = None) -> None:
         self.accepted: list[dict] = []
+        self.calls: list[list[tuple[str, datetime]]] = []
+        self.clock = clock
+        self.unprocessed = unprocessed if unprocessed is not None else set()
 
     def batch_meter_usage(self, UsageRecords, ProductCode):  # noqa: N803 - boto3's names
-        results = []
+        self.calls.append([(r["Dimension"], r["Timestamp"]) for r in UsageRecords])
+        if self.clock is not None:
+            assert all(self.clock() - r["Timestamp"] <= timedelta(hours=6) for r in UsageRecords), "TimestampOutOfBoundsException"
+        results, unprocessed = [], []
         for r in UsageRecords:
+            if r["Dimension"] in self.unprocessed:
+                unprocessed.append(r)
+                continue
             key = (r["CustomerIdentifier"], r["Dimension"], r["Timestamp"])
             dup = any((a["CustomerIdentifier"], a["Dimension"], a["Timestamp"]) == key for a in self.accepted)
             if not dup:
                 self.accepted.append(r)
             results.append({"UsageRecord": r, "Status": "DuplicateRecord" if dup else "Success"})
-        return {"Results": results, "UnprocessedRecords": []}
+        return {"Results": results, "UnprocessedRecords": unprocessed}
+
+    def totals(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for r in self.accepted:
+            out[r["Dimension"]] = out.get(r["Dimension"], 0) + r["Quantity"]
+        return out
+
+
+def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_hour_window(stack):
+    """Marketplace throttles one dimension for hours, then the meter itself is down for seven:
+    every node-minute of the ledger still reaches Marketplace exactly once, never with a timestamp
+    Marketplace would refuse, and a stuck batch never holds up newer usage or a same-hour close."""
+    org = "carryco"
+    aws, reg = ledger_org(org, "212121212121", marketplace_customer_id="cust-carryco")
+    now = [datetime(2026, 11, 3, 10, 10, tzinfo=UTC)]
+    acts = BillingActivities(aws, reg, clock=lambda: now[0])
+    market = FakeMarketplace(clock=lambda: now[0], unprocessed={"node-minutes.c5.xlarge"})
+    real_platform = aws.platform
+    aws.platform = lambda service, region=None: market if service == "meteringmarketplace" else real_platform(service, region)
+    env = ActivityEnvironment()
+
+    reg.put({"pk": f"ORG#{org}", "sk": "CLUSTER#c1", "name": "c1", "region": "us-east-1", "state": "RUNNING", "segments": []})
+
+    def run(cluster_end: datetime, at: datetime, until: datetime | None = None) -> m.MeterUsageResult:
+        """The cluster has run from 09:00 to ``cluster_end``: close the ledger, then meter at ``at``."""
+        seg = m.UsageSegment(start=datetime(2026, 11, 3, 9, 0, tzinfo=UTC), end=cluster_end, head_instance_type="t3.medium",
+                             compute_instance_type="c5.xlarge", compute_nodes=2)  # fmt: skip
+        reg.update(f"ORG#{org}", "CLUSTER#c1", {"segments": [seg.model_dump(mode="json")]})
+        env.run(acts.close_billing_periods, m.CloseBillingPeriodsInput(org_id=org, until=until or cluster_end, final=until is not None))
+        return meter(at)
+
+    def meter(at: datetime) -> m.MeterUsageResult:
+        now[0] = at
+        return env.run(acts.meter_usage, m.MeterUsageInput(org_id=org))
+
+    t = datetime(2026, 11, 3, 0, 0, tzinfo=UTC)
+    first = run(t.replace(hour=10), t.replace(hour=10, minute=10))
+    assert (first.sent, first.transient, first.unprocessed) == (1, 1, 1), first  # head accepted, compute throttled
+    # An hour on: the stuck batch resends only its compute record; the new hour gets a batch of its own.
+    second = run(t.replace(hour=11), t.replace(hour=11, minute=10))
+    assert (second.sent, second.transient) == (1, 2), second
+    assert market.calls[-2] == [("node-minutes.c5.xlarge", t.replace(hour=10, minute=10))]
+    # Five hours on: the first batch is sent a last time and its rest carried into a new batch.
+    third = meter(t.replace(hour=15, minute=20))
+    assert third.expired == 1 and third.sent == 0, third
+    # Marketplace recovers, but the meter was down for seven hours: batches too old to send are
+    # carried (never sent stale), and the carries go out once, in the current hour.
+    market.unprocessed.clear()
+    fourth = meter(t.replace(hour=22, minute=30))
+    assert fourth.expired == 2 and fourth.sent == 1 and fourth.unprocessed == 0, fourth
+    assert market.calls[-1] == [("node-minutes.c5.xlarge", t.replace(hour=22, minute=30))]
+    # The cluster is deleted at 22:40; the close and metering in the same hour are not lost.
+    last = run(t.replace(hour=22, minute=40), t.replace(hour=22, minute=45), until=t.replace(hour=23))
+    assert last.sent == 2, last
+    ledger = ledger_entries(reg, org)
+    owed: dict[str, int] = {}
+    for e in ledger:
+        for itype, minutes in e["lines"].items():
+            owed[f"node-minutes.{itype}"] = owed.get(f"node-minutes.{itype}", 0) + int(minutes)
+    assert owed == {"node-minutes.t3.medium": 820, "node-minutes.c5.xlarge": 1640}
+    assert market.totals() == owed, "every node-minute of the ledger reached Marketplace, exactly once"
+    assert all(e["metered"] for e in ledger)
+    again = meter(t.replace(hour=22, minute=50))
+    assert (again.sent, again.already_sent, again.unprocessed) == (0, 0, 0)
+    statuses = sorted(b["status"] for b in reg.query(f"ORG#{org}", "METER#", table=reg.ledger))
+    assert statuses == ["EXPIRED"] * 3 + ["SENT"] * 2, statuses
+
+
+def test_one_metering_attempt_per_organisation_at_a_time(stack):
+    """An attempt that outlived its timeout holds the lease: its retry waits (a retryable error)
+    instead of batching the same entries; an expired lease is taken over."""
+    from temporalio.exceptions import ApplicationError
+
+    org = "leaseco"
+    aws, reg = ledger_org(org, "212121212121")
+    acts = BillingActivities(aws, reg)
+    future = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
+    reg.put({"pk": f"ORG#{org}", "sk": "METER-LEASE", "lease_holder": "billing-leaseco/7/1", "lease_expires": future}, table=reg.ledger)
+    with pytest.raises(ApplicationError) as busy:
+        ActivityEnvironment().run(acts.meter_usage, m.MeterUsageInput(org_id=org))
+    assert busy.value.type == "MeteringBusy" and not busy.value.non_retryable and "billing-leaseco/7/1" in str(busy.value)
+    past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    reg.put({"pk": f"ORG#{org}", "sk": "METER-LEASE", "lease_holder": "billing-leaseco/7/1", "lease_expires": past}, table=reg.ledger)
+    done = ActivityEnvironment().run(acts.meter_usage, m.MeterUsageInput(org_id=org))
+    assert (done.sent, done.unprocessed) == (0, 0)
+    lease = reg.get(f"ORG#{org}", "METER-LEASE", table=reg.ledger)
+    assert lease["lease_holder"] != "billing-leaseco/7/1" and lease["lease_expires"] < datetime.now(UTC).isoformat(), "released"
 
 
 async def test_meter_crash_between_ledger_write_and_ack_bills_once(ts_env, stack):
@@ -89,13 +182,8 @@ async def test_meter_crash_between_ledger_write_and_ack_bills_once(ts_env, stack
     from bridgehead import billing
     from worker import WORKFLOWS, sandbox_runner
 
-    settings = get_settings()
-    aws = Aws(settings)
-    reg = Registry(aws)
-    reg.ensure_tables()
     org = f"crash{uuid.uuid4().hex[:6]}"
-    reg.put({"pk": f"ORG#{org}", "sk": "META", "org_id": org, "aws_account_id": "272727272727", "external_id": "bh-z",
-             "regions": ["us-east-1"], "state": "READY"})  # fmt: skip
+    aws, reg = ledger_org(org, "272727272727")
     now = datetime.now(UTC)
     start = billing.floor_hour(now) - timedelta(hours=5) + timedelta(minutes=7, seconds=12)
     seg = m.UsageSegment(start=start, end=start + timedelta(hours=3, minutes=17), head_instance_type="t3.medium",

@@ -110,17 +110,11 @@ def test_onboard_and_cluster_through_the_starter_cli(stack):
 def test_billing_report_totals_equal_the_ledger(stack):
     from temporalio.testing import ActivityEnvironment
 
-    from activities.aws import Aws
     from activities.billing import BillingActivities, ledger_entries
-    from activities.registry import Registry
-    from bridgehead.settings import get_settings
+    from tests.integration.helpers import ledger_org
 
-    aws = Aws(get_settings())
-    reg = Registry(aws)
-    reg.ensure_tables()
     org = "clibill"
-    reg.put({"pk": f"ORG#{org}", "sk": "META", "org_id": org, "aws_account_id": "252525252525", "external_id": "bh-y",
-             "regions": ["us-east-1"], "state": "READY"})  # fmt: skip
+    aws, reg = ledger_org(org, "252525252525")
     start = datetime(2026, 10, 3, 8, 20, 10, tzinfo=UTC)
     segs = [
         m.UsageSegment(start=start, end=start + timedelta(minutes=95), head_instance_type="t3.medium", compute_instance_type="c5.xlarge", compute_nodes=3),

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 from temporalio import activity
 from temporalio.worker import Worker
@@ -13,6 +16,18 @@ from temporalio.worker import Worker
 from bridgehead import models as m
 from bridgehead.history_stats import count_actions
 from worker import WORKFLOWS, sandbox_runner
+
+
+@asynccontextmanager
+async def running_meter(ts_env: Any, prefix: str, *activities: Any) -> AsyncIterator[Any]:
+    """A ``BillingMeter`` for org ``acme`` on its own task queue, served by a worker with these
+    fake activities for as long as the block runs."""
+    tq = f"tq-{uuid.uuid4()}"
+    with ThreadPoolExecutor(4) as ex:
+        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=list(activities),
+                          activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
+            yield await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id="acme"), id=f"{prefix}-{uuid.uuid4().hex[:6]}",
+                                                     task_queue=tq, result_type=m.UsageTotals)  # fmt: skip
 
 
 async def test_billing_ticks_cost_at_most_4_actions_per_hour(ts_env):
@@ -27,17 +42,13 @@ async def test_billing_ticks_cost_at_most_4_actions_per_hour(ts_env):
     def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
         return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
 
-    tq = f"tq-{uuid.uuid4()}"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=[close_billing_periods, meter_usage],
-                          activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
-            h = await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id="acme"), id=f"billing-{uuid.uuid4().hex[:6]}", task_queue=tq)
-            hours = 24
-            await ts_env.sleep(timedelta(hours=hours, minutes=15))
-            usage = await h.query("usage", result_type=m.UsageTotals)
-            hist = await h.fetch_history()
-            # A live workflow without a worker would stall time skipping for the other tests.
-            await h.terminate("test finished")
+    async with running_meter(ts_env, "billing", close_billing_periods, meter_usage) as h:
+        hours = 24
+        await ts_env.sleep(timedelta(hours=hours, minutes=15))
+        usage = await h.query("usage", result_type=m.UsageTotals)
+        hist = await h.fetch_history()
+        # A live workflow without a worker would stall time skipping for the other tests.
+        await h.terminate("test finished")
     assert usage.periods_closed >= hours and len(ticks) == usage.periods_closed
     assert usage.node_minutes == 300 * usage.periods_closed
     actions = count_actions(hist.events)
@@ -68,23 +79,19 @@ async def test_a_year_of_ticks_keeps_every_run_under_the_continue_as_new_bound(t
     def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
         return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
 
-    tq = f"tq-{uuid.uuid4()}"
-    wf_id = f"billing-year-{uuid.uuid4().hex[:6]}"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=[close_billing_periods, meter_usage],
-                          activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
-            await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id="acme"), id=wf_id, task_queue=tq)
-            for _ in range(days):  # one long sleep would outlast the test server's RPC deadline
-                await ts_env.sleep(timedelta(days=1))
-            await ts_env.sleep(timedelta(minutes=15))
-            usage = await ts_env.client.get_workflow_handle(wf_id).query("usage", result_type=m.UsageTotals)
-            # Walk the continue-as-new chain back from the latest run (the test server has no visibility).
-            sizes, run_id = [], (await ts_env.client.get_workflow_handle(wf_id).describe()).run_id
-            while run_id:
-                hist = await ts_env.client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
-                sizes.append(len(hist.events))
-                run_id = hist.events[0].workflow_execution_started_event_attributes.continued_execution_run_id
-            await ts_env.client.get_workflow_handle(wf_id).terminate("test finished")
+    async with running_meter(ts_env, "billing-year", close_billing_periods, meter_usage) as h:
+        wf_id = h.id
+        for _ in range(days):  # one long sleep would outlast the test server's RPC deadline
+            await ts_env.sleep(timedelta(days=1))
+        await ts_env.sleep(timedelta(minutes=15))
+        usage = await ts_env.client.get_workflow_handle(wf_id).query("usage", result_type=m.UsageTotals)
+        # Walk the continue-as-new chain back from the latest run (the test server has no visibility).
+        sizes, run_id = [], (await ts_env.client.get_workflow_handle(wf_id).describe()).run_id
+        while run_id:
+            hist = await ts_env.client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
+            sizes.append(len(hist.events))
+            run_id = hist.events[0].workflow_execution_started_event_attributes.continued_execution_run_id
+        await ts_env.client.get_workflow_handle(wf_id).terminate("test finished")
     hours = days * 24
     assert hours - 1 <= usage.periods_closed <= hours + 1, usage.periods_closed
     assert usage.node_minutes == 60 * usage.periods_closed  # totals carried across every continue-as-new
@@ -112,26 +119,60 @@ async def test_stop_is_refused_while_a_cluster_runs_then_closes_the_last_hour(ts
     def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
         return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
 
-    tq = f"tq-{uuid.uuid4()}"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=[close_billing_periods, meter_usage],
-                          activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
-            h = await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id="acme"), id=f"billing-stop-{uuid.uuid4().hex[:6]}",
-                                                   task_queue=tq, result_type=m.UsageTotals)  # fmt: skip
-            await ts_env.sleep(timedelta(hours=2))
-            await h.signal("stop")
-            await ts_env.sleep(timedelta(hours=2))
-            refused = [c for c in calls if c.final]
-            assert len(refused) == 1, "one final attempt, refused; then the hourly ticks go on"
-            assert (await h.describe()).status.name == "RUNNING"
-            ticks_after_refusal = [c for c in calls[calls.index(refused[0]) + 1 :] if not c.final]
-            assert len(ticks_after_refusal) >= 1
-            running["yes"] = False
-            t0 = await ts_env.get_current_time()
-            await h.signal("stop")
-            usage = await h.result()
+    async with running_meter(ts_env, "billing-stop", close_billing_periods, meter_usage) as h:
+        await ts_env.sleep(timedelta(hours=2))
+        await h.signal("stop")
+        await ts_env.sleep(timedelta(hours=2))
+        refused = [c for c in calls if c.final]
+        assert len(refused) == 1, "one final attempt, refused; then the hourly ticks go on"
+        assert (await h.describe()).status.name == "RUNNING"
+        ticks_after_refusal = [c for c in calls[calls.index(refused[0]) + 1 :] if not c.final]
+        assert len(ticks_after_refusal) >= 1
+        running["yes"] = False
+        t0 = await ts_env.get_current_time()
+        await h.signal("stop")
+        usage = await h.result()
     last = calls[-1]
     assert last.final and last.until.minute == 0 and last.until.second == 0
     assert timedelta(0) < last.until - t0 <= timedelta(hours=1, minutes=1), "the current, unfinished hour is closed too"
     assert usage.periods_closed == len([c for c in calls if not c.final]) + 1
     assert usage.metered_records == usage.periods_closed
+
+
+async def test_final_stop_resends_usage_marketplace_left_unprocessed(ts_env):
+    """At the final stop no later tick would send throttled usage: the meter stays a tick longer
+    per retry, until Marketplace takes it, and at most ``FINAL_METER_RETRIES`` ticks."""
+    from workflows.billing import FINAL_METER_RETRIES
+
+    @activity.defn(name="close_billing_periods")
+    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
+        return m.CloseBillingPeriodsResult(entries_written=1, entries_existing=0, node_minutes=60, cost_usd=Decimal("0.04"), closed_until=req.until)
+
+    async def stop_with(throttled_calls: int) -> tuple[m.UsageTotals, list[bool], int]:
+        meters: list[bool] = []
+
+        @activity.defn(name="meter_usage")
+        def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
+            meters.append(True)
+            if len(meters) <= throttled_calls:
+                return m.MeterUsageResult(sent=0, already_sent=0, unprocessed=1, transient=1, messages=["node-minutes.t3.medium: unprocessed"])
+            return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
+
+        async with running_meter(ts_env, "billing-final", close_billing_periods, meter_usage) as h:
+            await h.signal("stop")
+            usage = await h.result()
+            desc = await h.describe()
+            took = desc.close_time - desc.start_time
+            if throttled_calls == 2 and __import__("os").environ.get("BRIDGEHEAD_RECORD_HISTORIES"):  # replay corpus
+                from tests.test_replay import HISTORIES
+
+                (HISTORIES / "BillingMeter--final-retry.json").write_text((await h.fetch_history()).to_json())
+                (HISTORIES / "BillingMeter--final-retry.id").write_text(h.id + "\n")
+        return usage, meters, int(took / timedelta(hours=1))
+
+    usage, meters, hours = await stop_with(2)
+    assert len(meters) == 3 and hours == 2, (meters, hours)  # two throttled attempts, an hour apart, then accepted
+    assert usage.metered_records == 1 and usage.unprocessed_records == 0
+    usage, meters, hours = await stop_with(100)
+    assert len(meters) == FINAL_METER_RETRIES + 1 and hours == FINAL_METER_RETRIES, (meters, hours)
+    assert usage.unprocessed_records == 1, "given up on and reported"
