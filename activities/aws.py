@@ -18,6 +18,7 @@ import botocore.config
 from temporalio.exceptions import ApplicationError
 
 from activities.errors import AwsValidationError, CustomerActionRequired, aws_errors
+from bridgehead import ids
 from bridgehead.settings import Settings
 
 # Per-call retries stay small: Temporal owns the retry loop (and records it), botocore only smooths
@@ -105,7 +106,7 @@ class Aws:
                 f"sts:AssumeRole into {org.role_arn}",
                 hint=f"Check that the role exists and trusts {self.platform_principal()} with External ID {org.external_id}.",
             ):
-                creds = self.assume(org.role_arn, org.external_id, f"bridgehead-{org.org_id}")
+                creds = self.assume(org.role_arn, org.external_id, ids.session_name(org.org_id))
             cached = (creds, now + 3000)
             with self._lock:
                 self._creds[cache_key] = cached

@@ -103,7 +103,7 @@ class RegionActivities:
         ]
         if blocking:
             self.registry.update(pk, sk, {"state": (before or {}).get("state", "READY")})
-        return RegionClusters(clusters=blocking)
+        return RegionClusters(clusters=blocking, stack_name=(before or {}).get("stack_name") or None)
 
     @activity.defn
     def org_live_clusters(self, req: OrgClustersInput) -> RegionClusters:

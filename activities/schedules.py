@@ -17,15 +17,12 @@ from temporalio.client import (
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from bridgehead.ids import reverify_schedule_id
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import ReverifyInput
 from bridgehead.settings import Settings
 
 log = get_logger(__name__)
-
-
-def reverify_schedule_id(org_id: str) -> str:
-    return f"org-{org_id}-reverify"
 
 
 class ScheduleActivities:

@@ -13,6 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from bridgehead import ids
+
 POLICY_DIR = Path(__file__).resolve().parent.parent / "policies"
 TAG_ORG = "bridgehead:org"
 
@@ -23,6 +25,8 @@ def load(name: str) -> Any:
 
 
 def _substitute(doc: Any, values: dict[str, str]) -> Any:
+    if "ORG_ID" in values and "PREFIX" not in values:
+        values = {**values, "PREFIX": ids.org_prefix(values["ORG_ID"])}
     if isinstance(doc, str):
         for k, v in values.items():
             doc = doc.replace("{{" + k + "}}", v)
@@ -189,7 +193,7 @@ def analyse_trust(doc: dict[str, Any], platform_principal: str, external_id: str
 
 
 def bucket_name(org_id: str, region: str, account_id: str) -> str:
-    return f"bh-{org_id}-{region}-{account_id}"[:63]
+    return ids.foundation_bucket(org_id, region, account_id)
 
 
 def _tags(tags: dict[str, str]) -> list[dict[str, str]]:

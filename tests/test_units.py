@@ -70,7 +70,7 @@ def test_permission_policy_is_least_privilege():
     for st in doc["Statement"]:
         acts = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
         if "iam:PassRole" in acts:
-            assert st["Resource"] == "arn:aws:iam::222222222222:role/bridgehead-acme-cluster-*"
+            assert st["Resource"] == "arn:aws:iam::222222222222:role/bridgehead-acme--node-*"
             assert st["Condition"]["StringEquals"]["iam:PassedToService"] == "ec2.amazonaws.com"
     assert json.dumps(doc).count("{{") == 0
 

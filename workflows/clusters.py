@@ -15,7 +15,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
 
-    from bridgehead import metrics
+    from bridgehead import ids, metrics
     from bridgehead.models import (
         ClusterLifecycleInput,
         ClusterPlan,
@@ -48,10 +48,6 @@ DELETE_ATTEMPTS = 3
 _DROPBOX_SUFFIX = {"running": "cf-created", "failed": "cf-failed", "delete-failed": "cf-failed", "deleted": "cf-deleted"}
 
 
-def cluster_stack(org_id: str, name: str) -> str:
-    return f"bridgehead-{org_id}-cluster-{name}"
-
-
 @workflow.defn(name="ClusterLifecycle", failure_exception_types=[ValidationError])
 class ClusterLifecycleWorkflow:
     @workflow.init
@@ -59,7 +55,7 @@ class ClusterLifecycleWorkflow:
         self._in = input
         self._rt = input.runtime or ClusterRuntime(compute_nodes=input.config.compute_initial_nodes)
         if not self._rt.stack_name:
-            self._rt.stack_name = cluster_stack(input.org_id, input.name)
+            self._rt.stack_name = ids.cluster_stack(input.org_id, input.name)
         self._lock = asyncio.Lock()
 
     # --- interface ------------------------------------------------------------------------------

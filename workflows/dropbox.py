@@ -6,8 +6,6 @@ once even if a watcher run dies between reading and acting and the next run sees
 
 from __future__ import annotations
 
-import hashlib
-
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, FailureError, WorkflowAlreadyStartedError
@@ -16,6 +14,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
 
+    from bridgehead import ids
     from bridgehead.models import (
         ClusterLifecycleInput,
         ClusterPlan,
@@ -34,10 +33,6 @@ from workflows._options import AWS_CALL, REGISTRY
 _ENDED = ("DELETED", "CANCELLED")
 
 
-def request_workflow_id(key: str, etag: str) -> str:
-    return "dropbox-" + hashlib.sha256(f"{key}\n{etag}".encode()).hexdigest()[:32]
-
-
 @workflow.defn(name="DropboxWatch", failure_exception_types=[ValidationError])
 class DropboxWatchWorkflow:
     @workflow.run
@@ -48,7 +43,7 @@ class DropboxWatchWorkflow:
             try:
                 await workflow.start_child_workflow(
                     "DropboxRequest", DropboxRequestInput(bucket=scan.bucket, key=f.key, etag=f.etag),
-                    id=request_workflow_id(f.key, f.etag), parent_close_policy=ParentClosePolicy.ABANDON,
+                    id=ids.dropbox_request_id(f.key, f.etag), parent_close_policy=ParentClosePolicy.ABANDON,
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE, static_summary=f"handle {f.key}",
                 )  # fmt: skip
                 started += 1
@@ -77,7 +72,7 @@ class DropboxRequestWorkflow:
         if owner != req.owner:
             return await self._reject(f"cluster {req.cluster} belongs to {owner or 'an administrator'}, not to {req.owner}")
         try:
-            await workflow.get_external_workflow_handle(f"cluster-{req.org_id}-{req.cluster}").signal("delete")
+            await workflow.get_external_workflow_handle(ids.cluster_workflow_id(req.org_id, req.cluster)).signal("delete")
         except FailureError as e:
             return await self._reject(f"could not reach cluster {req.cluster}: {e}")
         await self._consume()  # the cluster writes .cf-deleted once its stack is gone
@@ -99,7 +94,7 @@ class DropboxRequestWorkflow:
                 "ClusterLifecycle",
                 ClusterLifecycleInput(org_id=req.org_id, name=req.cluster, region=req.region, config=req.config, owner=req.owner,
                                       dropbox=self._target),
-                id=f"cluster-{req.org_id}-{req.cluster}", parent_close_policy=ParentClosePolicy.ABANDON,
+                id=ids.cluster_workflow_id(req.org_id, req.cluster), parent_close_policy=ParentClosePolicy.ABANDON,
                 static_summary=f"cluster {req.cluster} for {req.owner}",
             )  # fmt: skip
         except WorkflowAlreadyStartedError:

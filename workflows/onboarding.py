@@ -19,7 +19,7 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
 
-    from bridgehead import metrics
+    from bridgehead import ids, metrics
     from bridgehead.models import (
         BillingMeterInput,
         CleanupRegionInput,
@@ -86,9 +86,9 @@ class ReverifyOrganizationWorkflow:
     async def run(self, input: ReverifyInput) -> bool:
         upsert(org_id=input.org_id)
         try:
-            await workflow.get_external_workflow_handle(f"org-{input.org_id}").signal("reverify")
+            await workflow.get_external_workflow_handle(ids.org_workflow_id(input.org_id)).signal("reverify")
         except FailureError as e:  # the organisation's workflow is gone (offboarded)
-            workflow.logger.warning(f"cannot signal org-{input.org_id}: {e}", extra={"org_id": input.org_id})
+            workflow.logger.warning(f"cannot signal {ids.org_workflow_id(input.org_id)}: {e}", extra={"org_id": input.org_id})
             return False
         return True
 
@@ -305,7 +305,7 @@ class OnboardOrganizationWorkflow:
         report: VerificationReport = await workflow.execute_child_workflow(
             VerifyRoleWorkflow.run,
             VerifyRoleInput(org_id=input.org_id, role_arn=s.role_arn),
-            id=f"org-{input.org_id}-verify-{s.verifications}",
+            id=ids.verify_workflow_id(input.org_id, s.verifications),
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             static_summary=f"verify role {s.role_arn}",
         )
@@ -323,7 +323,7 @@ class OnboardOrganizationWorkflow:
         try:
             images: ShareImagesResult = await workflow.execute_child_workflow(
                 "ShareImages", ShareImagesInput(org_id=input.org_id, regions=input.regions),
-                id=f"org-{input.org_id}-images", result_type=ShareImagesResult,
+                id=ids.images_workflow_id(input.org_id), result_type=ShareImagesResult,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, static_summary="share images in every region",
             )  # fmt: skip
         except ChildWorkflowError as e:
@@ -341,7 +341,7 @@ class OnboardOrganizationWorkflow:
             *(
                 workflow.execute_child_workflow(
                     "ProvisionRegion", ProvisionRegionInput(org_id=input.org_id, region=r),
-                    id=f"org-{input.org_id}-region-{r}", result_type=FoundationStatus,
+                    id=ids.region_workflow_id(input.org_id, r), result_type=FoundationStatus,
                     id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, static_summary=f"foundation in {r}",
                 )  # fmt: skip
                 for r in input.regions
@@ -376,7 +376,7 @@ class OnboardOrganizationWorkflow:
         results = await asyncio.gather(
             *(
                 workflow.execute_child_workflow(
-                    "CleanupRegion", CleanupRegionInput(org_id=org, region=r), id=f"org-{org}-cleanup-{r}", result_type=CleanupResult,
+                    "CleanupRegion", CleanupRegionInput(org_id=org, region=r), id=ids.cleanup_workflow_id(org, r), result_type=CleanupResult,
                     id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, static_summary=f"delete the foundation in {r}",
                 )  # fmt: skip
                 for r in regions
@@ -400,7 +400,7 @@ class OnboardOrganizationWorkflow:
         await call("delete_reverify_schedule", ReverifyInput(org_id=org), bool, summary="delete the daily re-verification schedule", **REGISTRY)
         s.reverify_scheduled = False
         try:
-            await workflow.get_external_workflow_handle(f"billing-{org}").signal("stop")
+            await workflow.get_external_workflow_handle(ids.billing_workflow_id(org)).signal("stop")
             self._step("billing meter told to close the last hour and stop")
         except FailureError:
             self._step("no billing meter running")  # never reached READY, or already stopped
@@ -414,7 +414,7 @@ class OnboardOrganizationWorkflow:
         self._step(f"revoking the image grants in {', '.join(regions)}")
         try:
             revoked: ShareImagesResult = await workflow.execute_child_workflow(
-                "ShareImages", ShareImagesInput(org_id=org, regions=regions, revoke=True), id=f"org-{org}-images", result_type=ShareImagesResult,
+                "ShareImages", ShareImagesInput(org_id=org, regions=regions, revoke=True), id=ids.images_workflow_id(org), result_type=ShareImagesResult,
                 id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, static_summary="revoke the image grants",
             )  # fmt: skip
         except ChildWorkflowError as e:
@@ -433,7 +433,7 @@ class OnboardOrganizationWorkflow:
         """Start the org's BillingMeter once; it outlives this workflow (ABANDON) and its runs."""
         try:
             await workflow.start_child_workflow(
-                "BillingMeter", BillingMeterInput(org_id=org_id), id=f"billing-{org_id}",
+                "BillingMeter", BillingMeterInput(org_id=org_id), id=ids.billing_workflow_id(org_id),
                 parent_close_policy=ParentClosePolicy.ABANDON, static_summary="billing ticks",
             )  # fmt: skip
             self._step("billing meter started")

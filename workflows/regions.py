@@ -10,6 +10,7 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
 
+    from bridgehead import ids
     from bridgehead.models import (
         CleanupRegionInput,
         CleanupResult,
@@ -41,17 +42,13 @@ def request_token(step: str) -> str:
     return f"bh-{step[:20]}-{digest}".replace("_", "-")
 
 
-def foundation_stack(org_id: str, region: str) -> str:
-    return f"bridgehead-{org_id}-foundation-{region}"
-
-
 @workflow.defn(name="ProvisionRegion", failure_exception_types=[ValidationError])
 class ProvisionRegionWorkflow:
     """One CloudFormation stack per (org, region) with the org-level resources clusters share."""
 
     @workflow.init
     def __init__(self, input: ProvisionRegionInput) -> None:
-        self._status = FoundationStatus(org_id=input.org_id, region=input.region, stack_name=foundation_stack(input.org_id, input.region))
+        self._status = FoundationStatus(org_id=input.org_id, region=input.region, stack_name=ids.foundation_stack(input.org_id, input.region))
 
     @workflow.query
     def status(self) -> FoundationStatus:
@@ -126,7 +123,7 @@ class CleanupRegionWorkflow:
                 "(FAILED clusters too: send them the delete signal); nothing was deleted.",
                 type="CleanupRefused",
             )
-        name = foundation_stack(input.org_id, input.region)
+        name = blocking.stack_name or ids.foundation_stack(input.org_id, input.region)
         ref = StackRef(org_id=input.org_id, region=input.region, stack_name=name, expect="delete",
                        client_request_token=request_token("foundation-delete"))  # fmt: skip
         await call("delete_stack", ref, summary=f"delete foundation stack in {input.region}", **AWS_CALL)

@@ -158,11 +158,11 @@ async def test_kills_and_a_server_restart_lose_and_duplicate_nothing(tmp_path):
                 assert len(res.segments) == 1 and res.segments[0].end is not None
             summaries = cfn.list_stacks()["StackSummaries"]
             for c in range(CLUSTERS):
-                assert [x["StackName"] for x in summaries].count(f"bridgehead-{org}-cluster-k{c}") == 1, summaries
+                assert [x["StackName"] for x in summaries].count(f"bridgehead-{org}--cluster-k{c}") == 1, summaries
             running = ec2.describe_instances(Filters=[{"Name": "tag:bridgehead:kind", "Values": ["cluster"]},
                                                       {"Name": "instance-state-name", "Values": ["pending", "running"]}])["Reservations"]  # fmt: skip
             assert running == []
-            foundations = [x for x in summaries if x["StackName"] == f"bridgehead-{org}-foundation-us-east-1"]
+            foundations = [x for x in summaries if x["StackName"] == f"bridgehead-{org}--foundation-us-east-1"]
             assert len(foundations) == 1
         # The ledger: exactly what the clusters ran, after the kills and with a repeated tick.
         results_all = [await client.get_workflow_handle(f"cluster-{org}-k{c}", result_type=m.ClusterResult).result()

@@ -88,14 +88,14 @@ async def test_dropbox_create_reject_and_delete(client, stack, inbox):
         assert needle in reason, (key, reason)
     stacks = [x["StackName"] for x in cfn.list_stacks()["StackSummaries"]]
     assert not [x for x in stacks if any(n in x for n in ("broken", "extra", "9lives", "m1", "huge"))]
-    assert stacks.count("bridgehead-drop-cluster-c1") == 1
+    assert stacks.count("bridgehead-drop--cluster-c1") == 1
     assert (await client.get_workflow_handle("cluster-drop-c1").describe()).status.name == "RUNNING"
 
     # Deletion by the owner: .cf-deleted appears and the stack is gone.
     await drop(client, "home/alice/c1.cf-delete", "")
     assert "deleted" in (await wait_object("home/alice/c1.cf-deleted")).lower()
     live = [x["StackName"] for x in cfn.list_stacks(StackStatusFilter=["CREATE_COMPLETE"])["StackSummaries"]]
-    assert "bridgehead-drop-cluster-c1" not in live
+    assert "bridgehead-drop--cluster-c1" not in live
 
 
 async def test_a_file_seen_by_two_watcher_runs_is_handled_once(client, stack, inbox):
@@ -112,7 +112,7 @@ async def test_a_file_seen_by_two_watcher_runs_is_handled_once(client, stack, in
     handlers = [w async for w in client.list_workflows("WorkflowType = 'DropboxRequest' AND OrgId = 'drop' AND ClusterName = 'c2'")]
     assert len(handlers) == 1, [h.id for h in handlers]
     stacks = [x["StackName"] for x in stack.customer_admin(ACCOUNT, "cloudformation").list_stacks()["StackSummaries"]]
-    assert stacks.count("bridgehead-drop-cluster-c2") == 1
+    assert stacks.count("bridgehead-drop--cluster-c2") == 1
     # Re-dropping the very same content later is a new request (a new upload), and is refused by name.
     s3().put_object(Bucket=inbox, Key="home/bob/c2.cf-create", Body=json.dumps(CONFIG).encode())
     await client.get_schedule_handle("dropbox-watch").trigger()

@@ -40,7 +40,7 @@ async def test_onboarding_shares_images_and_builds_foundations(client, stack):
             assert {"UserId": ACCOUNT} in sp
     # Foundation resources exist in the customer account (not the platform account).
     cfn = customer_admin(stack.aws_endpoint, ACCOUNT, "cloudformation", "us-east-2")
-    res = cfn.describe_stack_resources(StackName="bridgehead-acme-foundation-us-east-2")["StackResources"]
+    res = cfn.describe_stack_resources(StackName="bridgehead-acme--foundation-us-east-2")["StackResources"]
     types = {r["ResourceType"] for r in res}
     for t in ("AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::NatGateway", "AWS::EC2::EIP", "AWS::EC2::InternetGateway",
               "AWS::EC2::SecurityGroup", "AWS::EFS::FileSystem", "AWS::EFS::MountTarget", "AWS::S3::Bucket",
@@ -77,7 +77,7 @@ async def test_cluster_created_in_customer_account_then_deleted(client, stack):
                                       id="org-acme-cleanup-us-east-2", task_queue="bridgehead")  # fmt: skip
     assert "c1 (RUNNING)" in str(e.value.cause)
     cfn = customer_admin(stack.aws_endpoint, ACCOUNT, "cloudformation", "us-east-2")
-    assert cfn.describe_stacks(StackName="bridgehead-acme-foundation-us-east-2")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    assert cfn.describe_stacks(StackName="bridgehead-acme--foundation-us-east-2")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
 
     await h.signal("delete")
     await h.signal("delete")  # idempotent
@@ -94,7 +94,7 @@ async def test_cluster_created_in_customer_account_then_deleted(client, stack):
     # instance back to "running" here (moto 5.2.5), so the test counts sends instead.)
     assert ses.get_send_quota()["SentLast24Hours"] - sent_before >= 2
     stacks = [x["StackName"] for x in cfn.list_stacks(StackStatusFilter=["CREATE_COMPLETE", "ROLLBACK_COMPLETE"])["StackSummaries"]]
-    assert "bridgehead-acme-cluster-c1" not in stacks
+    assert "bridgehead-acme--cluster-c1" not in stacks
 
     # A FAILED cluster blocks cleanup too (moto cannot fail a stack, so the registry holds one the
     # way ClusterLifecycle records it), and the refusal names it; once it is deleted, cleanup runs.
@@ -108,7 +108,7 @@ async def test_cluster_created_in_customer_account_then_deleted(client, stack):
         await client.execute_workflow("CleanupRegion", m.CleanupRegionInput(org_id="acme", region="us-east-2"),
                                       id="org-acme-cleanup-us-east-2", task_queue="bridgehead")  # fmt: skip
     assert "broken (FAILED)" in str(e.value.cause) and "nothing was deleted" in str(e.value.cause)
-    assert cfn.describe_stacks(StackName="bridgehead-acme-foundation-us-east-2")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    assert cfn.describe_stacks(StackName="bridgehead-acme--foundation-us-east-2")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
     reg.update("ORG#acme", "CLUSTER#broken", {"state": "DELETED"})
 
     # Now cleanup is allowed: the stack goes, what CloudFormation left behind is swept (moto's
@@ -117,7 +117,7 @@ async def test_cluster_created_in_customer_account_then_deleted(client, stack):
     res = await client.execute_workflow("CleanupRegion", m.CleanupRegionInput(org_id="acme", region="us-east-2"),
                                         id="org-acme-cleanup-us-east-2", task_queue="bridgehead", result_type=m.CleanupResult)  # fmt: skip
     assert res.deleted and "nothing tagged remains" in res.message
-    assert "bridgehead-acme-foundation-us-east-2" not in [
+    assert "bridgehead-acme--foundation-us-east-2" not in [
         x["StackName"] for x in cfn.list_stacks(StackStatusFilter=["CREATE_COMPLETE"])["StackSummaries"]
     ]
     tagging = customer_admin(stack.aws_endpoint, ACCOUNT, "resourcegroupstaggingapi", "us-east-2")
@@ -129,7 +129,7 @@ async def test_cluster_created_in_customer_account_then_deleted(client, stack):
     assert not live and not ec2_left, live
     # Other regions of the organisation are untouched.
     east1 = customer_admin(stack.aws_endpoint, ACCOUNT, "cloudformation", "us-east-1")
-    assert east1.describe_stacks(StackName="bridgehead-acme-foundation-us-east-1")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
+    assert east1.describe_stacks(StackName="bridgehead-acme--foundation-us-east-1")["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
 
 
 async def test_offboarding_removes_everything_and_closes_the_last_hour(client, stack):
@@ -159,7 +159,7 @@ async def test_offboarding_removes_everything_and_closes_the_last_hour(client, s
         out = {}
         for r, cfn in cfns.items():
             live = {x["StackName"]: x["StackStatus"] for x in cfn.list_stacks()["StackSummaries"] if x["StackStatus"] != "DELETE_COMPLETE"}
-            out[r] = live.get(f"bridgehead-revo-foundation-{r}", "GONE")
+            out[r] = live.get(f"bridgehead-revo--foundation-{r}", "GONE")
         return out
 
     assert foundations() == {r: "CREATE_COMPLETE" for r in regions}

@@ -1,0 +1,214 @@
+"""Clusters: the short config, the lifecycle's input, runtime, status and activity payloads."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import (
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from bridgehead.models.common import ClusterName, Model, OrgId, Region
+from bridgehead.models.stacks import StackEvent
+
+
+class ClusterState(StrEnum):
+    VALIDATING = "VALIDATING"
+    CREATING = "CREATING"
+    RUNNING = "RUNNING"
+    DELETING = "DELETING"
+    DELETED = "DELETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL_CLUSTER_STATES = frozenset(
+    {ClusterState.DELETED, ClusterState.FAILED, ClusterState.CANCELLED}
+)
+
+
+class ClusterConfig(Model):
+    """The short cluster configuration (after Alces Flight).
+
+    Attributes:
+        head_instance_type: EC2 type of the head (login) node; must be in the rate table.
+        compute_instance_type: EC2 type of compute nodes; must be in the rate table.
+        compute_initial_nodes: Compute nodes at creation (0 allowed).
+        compute_max_nodes: Upper bound for resizes and autoscaling.
+        spot_price: Optional maximum spot price (USD/hour) for compute nodes; positive.
+        autoscaling: Let the compute group scale between 0 and ``compute_max_nodes``.
+        head_volume_gb: Root volume of the head node in GiB.
+    """
+
+    head_instance_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
+    compute_instance_type: Annotated[
+        str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
+    ]
+    compute_initial_nodes: Annotated[int, Field(ge=0)] = 1
+    compute_max_nodes: Annotated[int, Field(ge=0)] = 4
+    spot_price: Annotated[Decimal, Field(gt=0)] | None = None
+    autoscaling: bool = False
+    head_volume_gb: Annotated[int, Field(ge=1)] = 50
+
+    @model_validator(mode="after")
+    def _initial_le_max(self) -> ClusterConfig:
+        if self.compute_initial_nodes > self.compute_max_nodes:
+            raise ValueError(
+                f"compute_initial_nodes ({self.compute_initial_nodes}) must be <= compute_max_nodes ({self.compute_max_nodes})"
+            )
+        return self
+
+
+class UsageSegment(Model):
+    """A stretch of running time at a fixed node count (a resize starts a new segment)."""
+
+    start: datetime
+    end: datetime | None = None
+    head_instance_type: str
+    compute_instance_type: str
+    compute_nodes: int
+
+
+class ClusterRuntime(Model):
+    """State of ``ClusterLifecycle`` carried across continue-as-new."""
+
+    state: ClusterState = ClusterState.VALIDATING
+    stack_name: str = ""
+    stack_id: str | None = None
+    outputs: dict[str, str] = Field(default_factory=dict)
+    events: list[StackEvent] = Field(default_factory=list)
+    failure_resource: str | None = None
+    failure_reason: str | None = None
+    compute_nodes: int = 0
+    segments: list[UsageSegment] = Field(default_factory=list)
+    cancel_requested: bool = False
+    delete_requested_at: datetime | None = None
+    resize_generation: int = 0
+    admin_email: str = ""
+
+
+class DropboxTarget(Model):
+    """Where a drop-box cluster reports its outcome: ``s3://{bucket}/home/{user}/{cluster}.cf-*``."""
+
+    bucket: str
+    user: Annotated[str, StringConstraints(pattern=r"^[\w+=,.@-]{1,64}$")]
+
+
+class ClusterLifecycleInput(Model):
+    """Input of ``ClusterLifecycle`` (workflow id ``cluster-{org_id}-{name}``).
+
+    Attributes:
+        org_id: Owning organisation (must be READY).
+        name: Cluster name, ``[A-Za-z][-A-Za-z0-9]{0,59}``.
+        region: One of the organisation's regions with a foundation.
+        config: The short cluster configuration.
+        owner: The user the cluster is created for (tag ``bridgehead:owner``).
+        dry_run: Validate and render only; return the template, create nothing.
+        keep_failed_stack: Keep a failed stack for debugging instead of deleting it.
+        runtime: Internal, set by continue-as-new; leave empty.
+    """
+
+    org_id: OrgId
+    name: ClusterName
+    region: Region
+    config: ClusterConfig
+    owner: Annotated[str, StringConstraints(pattern=r"^[\w+=,.@-]{1,64}$")] | None = None
+    dry_run: bool = False
+    keep_failed_stack: bool = False
+    #: Set by the drop-box: result files (``.cf-created`` / ``.cf-failed`` / ``.cf-deleted``) go here.
+    dropbox: DropboxTarget | None = None
+    runtime: ClusterRuntime | None = None
+
+
+class ResizeInput(Model):
+    """Update ``resize``: new compute node count."""
+
+    compute_nodes: Annotated[int, Field(ge=0)]
+
+
+class ResizeResult(Model):
+    compute_nodes: int
+    state: ClusterState
+
+
+class ClusterStatus(Model):
+    """Query ``status`` of ``ClusterLifecycle``."""
+
+    org_id: str
+    name: str
+    region: str
+    state: ClusterState
+    stack_name: str
+    compute_nodes: int
+    login_address: str | None
+    outputs: dict[str, str]
+    latest_events: list[StackEvent]
+    failure_resource: str | None
+    failure_reason: str | None
+
+
+class ClusterResult(Model):
+    """Result of ``ClusterLifecycle``."""
+
+    org_id: str
+    name: str
+    state: ClusterState
+    login_address: str | None = None
+    failure_resource: str | None = None
+    failure_reason: str | None = None
+    rendered_template: str | None = None
+    segments: list[UsageSegment] = Field(default_factory=list)
+
+
+class ValidateClusterInput(Model):
+    org_id: OrgId
+    name: str
+    region: str
+    config: ClusterConfig
+    owner: str | None = None
+
+
+class ClusterPlan(Model):
+    """What validation found and the rendered template (everything needed to create the stack)."""
+
+    errors: list[str] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
+    template_body: str = ""
+    parameters: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+    admin_email: str = ""
+
+
+class RegisterClusterInput(Model):
+    org_id: OrgId
+    name: str
+    region: str
+    state: ClusterState
+    stack_name: str = ""
+    owner: str | None = None
+    workflow_id: str = ""
+    login_address: str | None = None
+    failure_reason: str | None = None
+    segments: list[UsageSegment] | None = None
+    head_instance_type: str | None = None
+    compute_instance_type: str | None = None
+
+
+class ResizeStackInput(Model):
+    org_id: OrgId
+    region: str
+    stack_name: str
+    compute_nodes: int
+    client_request_token: str
+
+
+class NotifyInput(Model):
+    to: str
+    subject: str
+    body: str
+    idempotency_key: str

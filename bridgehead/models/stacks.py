@@ -1,0 +1,165 @@
+"""CloudFormation stacks in customer accounts: regional foundations and their cleanup."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import (
+    Field,
+)
+
+from bridgehead.models.common import Model, OrgId, Region
+
+
+class StackEvent(Model):
+    timestamp: datetime
+    logical_id: str
+    resource_type: str
+    status: str
+    reason: str = ""
+
+
+class StackRequest(Model):
+    """Create or update a stack in the customer account (through the org's role)."""
+
+    org_id: OrgId
+    region: str
+    stack_name: str
+    template_body: str
+    parameters: dict[str, str] = Field(default_factory=dict)
+    tags: dict[str, str] = Field(default_factory=dict)
+    client_request_token: str
+    timeout_minutes: int = 240
+    #: Keep the stack on failure (debugging); default: roll back.
+    keep_on_failure: bool = False
+
+
+class StackRef(Model):
+    org_id: OrgId
+    region: str
+    stack_name: str
+    #: Token for DeleteStack/UpdateStack idempotency.
+    client_request_token: str | None = None
+    #: What the caller is waiting for; decides whether a terminal status is success.
+    expect: Literal["create", "update", "delete"] = "create"
+
+
+class StackPoll(Model):
+    """A stack's state as seen by one poll.
+
+    ``terminal`` is false only when a polling window ended while the stack was still in progress;
+    the workflow then records ``events`` for its ``status`` query and polls again.
+    """
+
+    stack_name: str
+    stack_id: str | None
+    status: str
+    terminal: bool
+    succeeded: bool
+    outputs: dict[str, str] = Field(default_factory=dict)
+    events: list[StackEvent] = Field(default_factory=list)
+    failure_resource: str | None = None
+    failure_reason: str | None = None
+    #: When the stack itself reached its terminal status (from its events), if known.
+    completed_at: datetime | None = None
+
+
+class QuotaCheckInput(Model):
+    org_id: OrgId
+    region: str
+    #: Explicit vCPU need (older callers); otherwise computed from ``nodes`` and the vCPU table.
+    vcpus_needed: int = 0
+    #: Instance type -> node count the request may run at most.
+    nodes: dict[str, int] = Field(default_factory=dict)
+
+
+class QuotaReport(Model):
+    region: str
+    available: bool
+    limit_vcpus: float | None = None
+    needed_vcpus: int = 0
+    in_use_vcpus: int = 0
+    sufficient: bool = True
+    message: str = ""
+
+
+class ProvisionRegionInput(Model):
+    """Input of ``ProvisionRegion`` (workflow id ``org-{org_id}-region-{region}``)."""
+
+    org_id: OrgId
+    region: Region
+
+
+class FoundationStatus(Model):
+    org_id: str
+    region: str
+    state: Literal[
+        "PENDING", "CHECKING_QUOTA", "CREATING", "READY", "FAILED", "DELETING", "DELETED", "REFUSED"
+    ] = "PENDING"
+    stack_name: str = ""
+    outputs: dict[str, str] = Field(default_factory=dict)
+    quota: QuotaReport | None = None
+    events: list[StackEvent] = Field(default_factory=list)
+    reason: str = ""
+
+
+class FoundationRecord(Model):
+    org_id: OrgId
+    region: str
+    state: str
+    stack_name: str
+    outputs: dict[str, str] = Field(default_factory=dict)
+
+
+class FoundationTemplateInput(Model):
+    org_id: OrgId
+    region: str
+
+
+class RenderedTemplate(Model):
+    template_body: str
+    tags: dict[str, str]
+
+
+class CleanupRegionInput(Model):
+    """Input of ``CleanupRegion`` (workflow id ``org-{org_id}-cleanup-{region}``)."""
+
+    org_id: OrgId
+    region: Region
+
+
+class CleanupResult(Model):
+    org_id: str
+    region: str
+    deleted: bool
+    blocking_clusters: list[str] = Field(default_factory=list)
+    leftovers: list[str] = Field(default_factory=list)
+    message: str
+
+
+class ClusterSummary(Model):
+    name: str
+    region: str
+    state: str
+
+
+class RegionClustersInput(Model):
+    org_id: OrgId
+    region: str
+
+
+class RegionClusters(Model):
+    clusters: list[ClusterSummary]
+    #: The foundation stack the registry recorded (stacks created before the ``--`` naming keep
+    #: their old names); None when none was recorded.
+    stack_name: str | None = None
+
+
+class LeftoversInput(Model):
+    org_id: OrgId
+    region: str
+
+
+class Leftovers(Model):
+    resources: list[str]
