@@ -105,7 +105,10 @@ class ClusterActivities:
         fields = {k: v for k, v in fields.items() if v is not None}
         pk, sk = f"ORG#{req.org_id}", f"CLUSTER#{req.name}"
         if req.state.value != "CREATING":
-            self.registry.update(pk, sk, fields)
+            # Only the cluster's own workflow moves its record, and only forwards.
+            fields.pop("state")
+            self.registry.transition("cluster", pk, sk, req.state.value, fields, subject=f"{req.org_id}/{req.name}",
+                                     require={"workflow_id": fields["workflow_id"]})  # fmt: skip
             return
         try:
             with aws_errors("register cluster"):

@@ -19,7 +19,7 @@ from activities.errors import (
     error_code,
 )
 from activities.registry import Registry, _to_item
-from bridgehead import policies
+from bridgehead import ids, policies
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
     CheckResult,
@@ -53,9 +53,16 @@ class OnboardingActivities:
         self.registry = registry
 
     # -----------------------------------------------------------------------------------------
-    def _artifacts(self, org_id: str, account_id: str, external_id: str) -> OrgArtifacts:
+    def _role_name(self, org_id: str, shared_account: bool | None = None) -> str:
+        """The customer role's name: the configured one, or one per organisation in an account
+        shared by several (so their roles never collide)."""
+        if shared_account is None:
+            shared_account = bool((self.registry.org_item(org_id) or {}).get("shared_account"))
+        return ids.customer_role_name(self.aws.settings.customer_role_name, org_id, shared_account)
+
+    def _artifacts(self, org_id: str, account_id: str, external_id: str, shared_account: bool | None = None) -> OrgArtifacts:
         principal = self.aws.platform_principal()
-        role_name = self.aws.settings.customer_role_name
+        role_name = self._role_name(org_id, shared_account)
         trust = policies.trust_policy(principal, external_id)
         perms = policies.permission_policy(
             org_id, account_id, role_name, self.aws.platform_account(), policies.partition_of(principal)
@@ -95,7 +102,8 @@ class OnboardingActivities:
             if existing.get("registered_by") in (token, req.registration_token):
                 return RegisterOrgResult(
                     external_id=existing["external_id"],
-                    artifacts=self._artifacts(req.org_id, existing["aws_account_id"], existing["external_id"]),
+                    artifacts=self._artifacts(req.org_id, existing["aws_account_id"], existing["external_id"],
+                                              bool(existing.get("shared_account"))),
                 )
             raise _customer_action(
                 f"organisation id {req.org_id!r} is already registered (account {existing['aws_account_id']}); "
@@ -108,6 +116,29 @@ class OnboardingActivities:
             "display_name": req.display_name, "admin_email": req.admin_email,
             "aws_account_id": req.aws_account_id, "regions": req.regions, "external_id": external_id,
             "state": "AWAITING_ROLE", "created_at": now, "registered_by": req.registration_token or token,
+            "shared_account": req.shared_account,
+        }  # fmt: skip
+        # One AWS account, one organisation, unless every organisation in it says it is shared.
+        claim = self.registry.get(f"ACCOUNT#{req.aws_account_id}", "META")
+        if claim is not None and not (claim.get("shared") and req.shared_account):
+            raise _customer_action(
+                f"AWS account {req.aws_account_id} already belongs to organisation "
+                f"{', '.join(sorted(claim.get('orgs', []))) or '?'}; one account serves one organisation. If the "
+                "account is meant to be shared, every organisation in it must be registered with "
+                '"shared_account": true (each then gets a role of its own).'
+            )
+        account_claim = {
+            "Update": {
+                "TableName": self.registry.table,
+                "Key": _to_item({"pk": f"ACCOUNT#{req.aws_account_id}", "sk": "META"}),
+                "UpdateExpression": "SET #sh = :sh ADD #orgs :org",
+                "ConditionExpression": "attribute_not_exists(pk)" + (" OR #sh = :true" if req.shared_account else ""),
+                "ExpressionAttributeNames": {"#sh": "shared", "#orgs": "orgs"},
+                "ExpressionAttributeValues": {
+                    ":sh": {"BOOL": req.shared_account}, ":org": {"SS": [req.org_id]},
+                    **({":true": {"BOOL": True}} if req.shared_account else {}),
+                },
+            }
         }  # fmt: skip
         try:
             with aws_errors("register organisation"):
@@ -120,15 +151,20 @@ class OnboardingActivities:
                         {"Put": {"TableName": self.registry.table,
                                  "Item": _to_item({"pk": f"EXTID#{external_id}", "sk": "META", "org_id": req.org_id}),
                                  "ConditionExpression": "attribute_not_exists(pk)"}},
+                        account_claim,
                     ]
                 )  # fmt: skip
         except ApplicationError as e:
             cause = e.__cause__
             if isinstance(cause, ClientError) and error_code(cause) == "TransactionCanceledException":
-                raise _customer_action(f"organisation id {req.org_id!r} is already registered; choose another org_id") from e
+                raise _customer_action(
+                    f"organisation id {req.org_id!r} is already registered, or account {req.aws_account_id} was "
+                    "claimed by another organisation at the same moment; nothing was registered"
+                ) from e
             raise
         log.info("organisation registered", org_id=req.org_id, account=req.aws_account_id)
-        return RegisterOrgResult(external_id=external_id, artifacts=self._artifacts(req.org_id, req.aws_account_id, external_id))
+        return RegisterOrgResult(external_id=external_id,
+                                 artifacts=self._artifacts(req.org_id, req.aws_account_id, external_id, req.shared_account))
 
     @activity.defn
     def record_role(self, req: RecordRoleInput) -> None:
@@ -138,13 +174,23 @@ class OnboardingActivities:
         account = parse_role_arn(req.role_arn)["account"]
         if account != org.aws_account_id:
             raise _customer_action(f"role {req.role_arn} is in account {account}, but organisation {req.org_id} is account {org.aws_account_id}")
-        self.registry.update(f"ORG#{req.org_id}", "META", {"role_arn": req.role_arn})
+        self._store_role(req.org_id, req.role_arn)
         self.aws.forget(req.org_id)
+
+    def _store_role(self, org_id: str, role_arn: str) -> None:
+        """A role is recorded only while the organisation can take one (never once offboarding)."""
+        settled = {":a": "AWAITING_ROLE", ":b": "ACTION_REQUIRED", ":c": "READY"}
+        ok = self.registry.update(f"ORG#{org_id}", "META", {"role_arn": role_arn},
+                                  condition="#s IN (:a, :b, :c)", names={"#s": "state"}, values=settled)  # fmt: skip
+        if not ok:
+            state = (self.registry.org_item(org_id) or {}).get("state", "not registered")
+            raise _customer_action(f"organisation {org_id} is {state}; a role can be recorded only while AWAITING_ROLE, ACTION_REQUIRED or READY")
 
     @activity.defn
     def set_org_state(self, req: SetOrgStateInput) -> None:
         bind_subject(org_id=req.org_id)
-        self.registry.update(f"ORG#{req.org_id}", "META", {"state": req.state.value, "state_detail": req.detail or None})
+        self.registry.transition("org", f"ORG#{req.org_id}", "META", req.state.value, {"state_detail": req.detail},
+                                 subject=req.org_id)  # fmt: skip
 
     # -----------------------------------------------------------------------------------------
     @activity.defn
@@ -176,7 +222,7 @@ class OnboardingActivities:
                 f"the access keys are invalid for account {org.aws_account_id} (AWS identifies them as another account). "
                 f"Use keys of an IAM principal in account {org.aws_account_id}."
             )
-        role_name = self.aws.settings.customer_role_name
+        role_name = self._role_name(req.org_id)
         artifacts = self._artifacts(req.org_id, org.aws_account_id, org.external_id)
         role_arn = f"arn:{policies.partition_of(artifacts.platform_principal_arn)}:iam::{account}:role/{role_name}"
         adopted = False
@@ -222,7 +268,7 @@ class OnboardingActivities:
                 f"the keys could create the role but not attach its permissions (iam:PutRolePolicy: {error_code(e)}); "
                 "the role was removed again. Use keys allowed iam:PutRolePolicy."
             ) from None
-        self.registry.update(f"ORG#{req.org_id}", "META", {"role_arn": role_arn})
+        self._store_role(req.org_id, role_arn)
         self.aws.forget(req.org_id)
         log.info("customer role ready", org_id=req.org_id, role_arn=role_arn, adopted=adopted)
         return CreateRoleResult(role_arn=role_arn, adopted=adopted)

@@ -86,7 +86,9 @@ class RegionActivities:
                                   "updated_at": datetime.now(UTC).isoformat()}  # fmt: skip
         if rec.outputs:
             fields["outputs"] = rec.outputs
-        self.registry.update(f"ORG#{rec.org_id}", f"REGION#{rec.region}", fields)
+        fields.pop("state")
+        self.registry.transition("foundation", f"ORG#{rec.org_id}", f"REGION#{rec.region}", rec.state, fields,
+                                 subject=f"{rec.org_id}/{rec.region}")  # fmt: skip
 
     @activity.defn
     def begin_foundation_delete(self, req: RegionClustersInput) -> RegionClusters:
@@ -95,14 +97,18 @@ class RegionActivities:
         bind_subject(org_id=req.org_id, region=req.region)
         pk, sk = f"ORG#{req.org_id}", f"REGION#{req.region}"
         before = self.registry.foundation(req.org_id, req.region)
-        self.registry.update(pk, sk, {"state": "DELETING", "previous_state": (before or {}).get("state", "NONE"), "region": req.region})
+        self.registry.transition("foundation", pk, sk, "DELETING", {"previous_state": (before or {}).get("state", "NONE"), "region": req.region},
+                                 subject=f"{req.org_id}/{req.region}")  # fmt: skip
         blocking = [
             ClusterSummary(name=c["name"], region=c["region"], state=c["state"])
             for c in self.registry.clusters(req.org_id)
             if c.get("region") == req.region and c.get("state") not in ("DELETED", "CANCELLED")
         ]
         if blocking:
-            self.registry.update(pk, sk, {"state": (before or {}).get("state", "READY")})
+            # Refused: put back the state it had (the one reverse step the state machine allows,
+            # only from the DELETING this call wrote).
+            self.registry.update(pk, sk, {"state": (before or {}).get("state", "READY")}, condition="#s = :d",
+                                 names={"#s": "state"}, values={":d": "DELETING"})  # fmt: skip
         return RegionClusters(clusters=blocking, stack_name=(before or {}).get("stack_name") or None)
 
     @activity.defn

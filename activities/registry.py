@@ -10,7 +10,10 @@ Layout (single table, ``pk``/``sk``):
     ORG#<org>     REGION#<region>   regional foundation (stack, outputs, state)
     ORG#<org>     IMAGE#<region>    image shared in that region (image, snapshots)
     ORG#<org>     CLUSTER#<name>    cluster (region, state, usage segments)
-    USER#<name>   META              drop-box user -> org and owner
+    DROPBOX#<user> META             drop-box user -> org and owner
+    ACCOUNT#<id>  META              which organisation an AWS account belongs to
+State writes go through :meth:`Registry.transition` (the state machine in
+:mod:`bridgehead.transitions`).
 Ledger table: ``ORG#<org>`` / ``PERIOD#<iso hour>#<cluster>``, one item per (cluster, period).
 """
 
@@ -22,9 +25,14 @@ from typing import Any
 
 from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
+from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws, OrgRecord, not_found
 from activities.errors import aws_errors, error_code
+from bridgehead import metrics, transitions
+from bridgehead.logging import get_logger
+
+log = get_logger(__name__)
 
 _ser = TypeSerializer()
 _de = TypeDeserializer()
@@ -94,8 +102,12 @@ class Registry:
             kwargs["ExpressionAttributeValues"] = _to_item(values)
         return self._conditional("registry write", self.ddb.put_item, kwargs)
 
-    def update(self, pk: str, sk: str, fields: dict[str, Any], *, condition: str | None = None, table: str | None = None) -> bool:
-        names = {f"#f{i}": k for i, k in enumerate(fields)}
+    def update(self, pk: str, sk: str, fields: dict[str, Any], *, condition: str | None = None, table: str | None = None,
+               names: dict[str, str] | None = None, values: dict[str, Any] | None = None) -> bool:  # fmt: skip
+        """Set (``None``: remove) ``fields``; with ``condition`` (which may use ``names`` and
+        ``values``), returns False instead of raising when it does not hold."""
+        extra_values = values or {}
+        names = {**(names or {}), **{f"#f{i}": k for i, k in enumerate(fields)}}
         values = {f":v{i}": v for i, v in enumerate(fields.values())}
         sets = [f"#f{i} = :v{i}" for i, (k, v) in enumerate(fields.items()) if v is not None]
         removes = [f"#f{i}" for i, (k, v) in enumerate(fields.items()) if v is None]
@@ -110,12 +122,58 @@ class Registry:
             "UpdateExpression": expr.strip(),
             "ExpressionAttributeNames": names,
         }
-        vals = {k: v for k, v in values.items() if v is not None}
+        vals = {**{k: v for k, v in values.items() if v is not None}, **extra_values}
         if vals:
             kwargs["ExpressionAttributeValues"] = _to_item(vals)
         if condition:
             kwargs["ConditionExpression"] = condition
         return self._conditional("registry update", self.ddb.update_item, kwargs)
+
+    def transition(self, kind: str, pk: str, sk: str, target: str, fields: dict[str, Any] | None = None, *,
+                   subject: str, require: dict[str, Any] | None = None) -> None:  # fmt: skip
+        """Write ``target`` as the record's ``state`` (with ``fields``) only if its current state is
+        one the state machine allows before ``target`` (:mod:`bridgehead.transitions`), and every
+        ``require`` attribute has the given value. Refused: ``IllegalTransition`` (non-retryable),
+        counted in ``bridgehead_illegal_transitions``; nothing is written."""
+        priors = transitions.allowed_priors(kind, target)
+        names = {"#state": "state"}
+        values: dict[str, Any] = {}
+        alts = []
+        if None in priors:
+            alts.append("attribute_not_exists(#state)")
+        known = sorted(p for p in priors if p is not None)
+        if known:
+            values.update({f":p{i}": p for i, p in enumerate(known)})
+            alts.append("#state IN (" + ", ".join(f":p{i}" for i in range(len(known))) + ")")
+        condition = "(" + " OR ".join(alts or ["attribute_not_exists(pk) AND attribute_exists(pk)"]) + ")"
+        for i, (k, v) in enumerate((require or {}).items()):
+            names[f"#r{i}"] = k
+            values[f":r{i}"] = v
+            condition += f" AND #r{i} = :r{i}"
+        if None not in priors:
+            condition += " AND attribute_exists(pk)"
+        sets = {"state": target, **(fields or {})}
+        assign = {f"#f{i}": k for i, k in enumerate(sets)}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": _to_item({"pk": pk, "sk": sk}),
+            "UpdateExpression": "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(sets))),
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": {**names, **assign},
+            "ExpressionAttributeValues": _to_item({**values, **{f":f{i}": v for i, v in enumerate(sets.values())}}),
+        }
+        if self._conditional(f"registry {kind} state", self.ddb.update_item, kwargs):
+            return
+        current = self.get(pk, sk)
+        prior = (current or {}).get("state")
+        mismatch = [k for k, v in (require or {}).items() if current is not None and current.get(k) != v]
+        metrics.count("bridgehead_illegal_transitions", kind=kind, target=target)
+        if mismatch and transitions.is_allowed(kind, prior, target):
+            text = f"{kind} {subject}: the record belongs to another {', '.join(mismatch)}; nothing was changed"
+        else:
+            text = transitions.refusal(kind, subject, prior, target)
+        log.warning("illegal registry transition refused", kind=kind, subject=subject, prior=prior, target=target)
+        raise ApplicationError(text, type=transitions.IllegalTransition.__name__, non_retryable=True)
 
     def put_new_and_add(self, item: dict[str, Any], totals_key: tuple[str, str], add: dict[str, Any], *, table: str) -> bool:
         """Put ``item`` only if it does not exist *and* add ``add`` to the counters of the item at
@@ -150,6 +208,11 @@ class Registry:
                     return False
                 raise
         return True
+
+    def delete(self, pk: str, sk: str, table: str | None = None) -> None:
+        """Delete an item (idempotent: deleting a missing item succeeds)."""
+        with aws_errors("registry delete"):
+            self.ddb.delete_item(TableName=table or self.table, Key=_to_item({"pk": pk, "sk": sk}))
 
     def query(self, pk: str, prefix: str, table: str | None = None) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = []

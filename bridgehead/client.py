@@ -29,7 +29,7 @@ async def make_client(settings: Settings | None = None, *, profile: str | None =
     config = connect_config(profile)
     config.setdefault("interceptors", tracing_interceptors(settings))
     config.update(overrides)
-    return await Client.connect(data_converter=make_data_converter(settings.codec_key_bytes()), **config)
+    return await Client.connect(data_converter=make_data_converter(settings.codec_key_bytes(), settings.codec_old_key_bytes()), **config)
 
 
 def tracing_interceptors(settings: Settings, tracer: Any = None) -> list[Any]:

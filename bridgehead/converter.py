@@ -6,6 +6,23 @@
   tagged by the converter and encrypted by :class:`SensitivePayloadCodec` with AES-256-GCM.
   Everything else stays readable in the UI and CLI without a codec endpoint; the sensitive payloads
   are never decodable there because no codec endpoint holds the key (a deliberate choice).
+
+What holds for a sensitive payload:
+
+* **Bound to where it is used.** The AEAD associated data is the key id, the Temporal namespace,
+  the workflow id (from the SDK's serialization context) and the payload's type, which names its
+  handler (one sensitive type per handler: ``CreateRoleForMeInput`` is ``create_role_for_me``'s).
+  Ciphertext copied into another workflow, namespace or handler does not decrypt.
+* **Never plaintext.** Decoding into a sensitive type requires that the payload was decrypted by
+  this codec; plain JSON (``temporal workflow update … --input '{"secret_access_key": …}'``) is
+  refused when the update's arguments are read, before its validator, so the update is rejected
+  and nothing of it enters history. A client cannot fake the "decrypted" mark: the codec strips it
+  from every payload it did not decrypt itself.
+* **Never a stuck workflow.** A payload the codec cannot decrypt (another key, another workflow,
+  tampered) is not an error in the codec (which would fail the whole workflow task, again and
+  again); it becomes a marker the converter refuses, which rejects just that update.
+* **Key ring.** One key encrypts (``BRIDGEHEAD_CODEC_KEY``), older keys still decrypt
+  (``BRIDGEHEAD_CODEC_OLD_KEYS``); see the README's rotation procedure.
 """
 
 from __future__ import annotations
@@ -13,33 +30,78 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import types
+import typing
 from collections.abc import Sequence
+from typing import Any
 
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import PydanticJSONPlainPayloadConverter
 from temporalio.converter import (
+    ActivitySerializationContext,
     CompositePayloadConverter,
     DataConverter,
     DefaultPayloadConverter,
     JSONPlainPayloadConverter,
     PayloadCodec,
+    SerializationContext,
+    WithSerializationContext,
+    WorkflowSerializationContext,
 )
 
 from bridgehead.models import SensitiveModel
 
 SENSITIVE_META = "bridgehead-sensitive"
+#: Set by the codec on a payload it decrypted (stripped from every other incoming payload).
+DECRYPTED_META = "bridgehead-decrypted"
+#: Set by the codec on a payload it could not decrypt; the converter refuses it with this reason.
+UNDECRYPTABLE_META = "bridgehead-undecryptable"
 ENCRYPTED_ENCODING = b"binary/encrypted"
 KEY_ID_META = "encryption-key-id"
+#: Associated-data scheme: absent = v1 (key id only, payloads recorded before the binding).
+AAD_META = "bridgehead-aad"
+TYPE_META = "bridgehead-type"
+_OWN_META = (DECRYPTED_META, UNDECRYPTABLE_META)
+
+
+def key_id(key: bytes) -> str:
+    """Public identifier of a codec key (safe to log and to store in payload metadata)."""
+    return hashlib.sha256(b"bridgehead-codec:" + key).hexdigest()[:16]
+
+
+def _sensitive_type(type_hint: Any) -> bool:
+    """Whether ``type_hint`` is a SensitiveModel type (or an optional / union holding one)."""
+    if isinstance(type_hint, type):
+        return issubclass(type_hint, SensitiveModel)
+    if typing.get_origin(type_hint) in (typing.Union, types.UnionType):
+        return any(_sensitive_type(a) for a in typing.get_args(type_hint))
+    return False
 
 
 class _TaggingJSONConverter(PydanticJSONPlainPayloadConverter):
-    """Pydantic JSON converter that marks sensitive payloads for the codec."""
+    """Pydantic JSON converter that marks sensitive payloads for the codec and refuses to build a
+    sensitive model from a payload that did not arrive encrypted."""
 
     def to_payload(self, value):  # type: ignore[no-untyped-def]
         payload = super().to_payload(value)
         if payload is not None and isinstance(value, SensitiveModel):
             payload.metadata[SENSITIVE_META] = b"1"
+            payload.metadata[TYPE_META] = type(value).__name__.encode()
         return payload
+
+    def from_payload(self, payload, type_hint=None):  # type: ignore[no-untyped-def]
+        reason = payload.metadata.get(UNDECRYPTABLE_META)
+        if reason is not None:
+            raise ValueError(reason.decode())
+        if _sensitive_type(type_hint) and payload.metadata.get(DECRYPTED_META) != b"1":
+            if payload.data.strip() in (b"", b"null"):
+                return None
+            raise ValueError(
+                "credentials must arrive encrypted with the platform's payload codec (use "
+                "`python -m starter onboard create-role`, or a Python client with Bridgehead's data "
+                "converter); plain JSON is refused and was not recorded"
+            )
+        return super().from_payload(payload, type_hint)
 
 
 class BridgeheadPayloadConverter(CompositePayloadConverter):
@@ -55,16 +117,44 @@ class BridgeheadPayloadConverter(CompositePayloadConverter):
         )
 
 
-class SensitivePayloadCodec(PayloadCodec):
-    """Encrypts tagged payloads (AES-256-GCM, random 96-bit nonce); leaves others as they are."""
+def _undecryptable(reason: str) -> Payload:
+    return Payload(
+        metadata={"encoding": b"json/plain", UNDECRYPTABLE_META: reason.encode()}, data=b"null"
+    )
 
-    def __init__(self, key: bytes) -> None:
+
+class SensitivePayloadCodec(PayloadCodec, WithSerializationContext):
+    """Encrypts tagged payloads (AES-256-GCM, random 96-bit nonce, associated data binding the
+    ciphertext to namespace, workflow and handler); leaves others as they are.
+
+    Args:
+        key: The 32-byte key that encrypts (and decrypts).
+        old_keys: Keys that only decrypt (key rotation).
+    """
+
+    def __init__(self, key: bytes, old_keys: Sequence[bytes] = ()) -> None:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-        if len(key) != 32:
-            raise ValueError("payload codec key must be 32 bytes")
-        self._aead = AESGCM(key)
-        self.key_id = hashlib.sha256(b"bridgehead-codec:" + key).hexdigest()[:16]
+        for k in (key, *old_keys):
+            if len(k) != 32:
+                raise ValueError("payload codec keys must be 32 bytes")
+        self.key_id = key_id(key)
+        self._ring = {key_id(k): AESGCM(k) for k in (*old_keys, key)}
+        self._scope: tuple[str, str] | None = None
+
+    def with_context(self, context: SerializationContext) -> SensitivePayloadCodec:
+        if isinstance(context, WorkflowSerializationContext | ActivitySerializationContext):
+            if context.workflow_id:
+                clone = _copy(self)
+                clone._scope = (context.namespace, context.workflow_id)
+                return clone
+        return self
+
+    def _aad(self, kid: str, payload_type: str) -> bytes | None:
+        if self._scope is None:
+            return None
+        namespace, workflow_id = self._scope
+        return f"bridgehead/v2|{kid}|{namespace}|{workflow_id}|{payload_type}".encode()
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         out = []
@@ -72,36 +162,76 @@ class SensitivePayloadCodec(PayloadCodec):
             if p.metadata.get(SENSITIVE_META) != b"1":
                 out.append(p)
                 continue
-            nonce = os.urandom(12)
-            data = nonce + self._aead.encrypt(nonce, p.SerializeToString(), self.key_id.encode())
-            out.append(
-                Payload(
-                    metadata={"encoding": ENCRYPTED_ENCODING, KEY_ID_META: self.key_id.encode()},
-                    data=data,
+            payload_type = p.metadata.get(TYPE_META, b"").decode()
+            aad = self._aad(self.key_id, payload_type)
+            if aad is None:
+                raise ValueError(
+                    "a sensitive payload can only be encrypted for a workflow (no workflow id in "
+                    "the serialization context)"
                 )
-            )
+            nonce = os.urandom(12)
+            data = nonce + self._ring[self.key_id].encrypt(nonce, p.SerializeToString(), aad)
+            meta = {
+                "encoding": ENCRYPTED_ENCODING,
+                KEY_ID_META: self.key_id.encode(),
+                AAD_META: b"v2",
+                TYPE_META: payload_type.encode(),
+            }
+            out.append(Payload(metadata=meta, data=data))
         return out
 
     async def decode(self, payloads: Sequence[Payload]) -> list[Payload]:
         out = []
         for p in payloads:
             if p.metadata.get("encoding") != ENCRYPTED_ENCODING:
+                if any(m in p.metadata for m in _OWN_META):  # only this codec may set these
+                    p = Payload(
+                        metadata={k: v for k, v in p.metadata.items() if k not in _OWN_META},
+                        data=p.data,
+                    )
                 out.append(p)
                 continue
-            key_id = p.metadata.get(KEY_ID_META, b"").decode()
-            if key_id != self.key_id:
-                raise ValueError(
-                    f"payload encrypted with key {key_id!r}, this process has {self.key_id!r}: "
-                    "client and worker must share BRIDGEHEAD_CODEC_KEY"
-                )
-            plain = self._aead.decrypt(p.data[:12], p.data[12:], self.key_id.encode())
-            out.append(Payload.FromString(plain))
+            out.append(self._decrypt(p))
         return out
 
+    def _decrypt(self, p: Payload) -> Payload:
+        from cryptography.exceptions import InvalidTag
 
-def make_data_converter(codec_key: bytes | None) -> DataConverter:
+        kid = p.metadata.get(KEY_ID_META, b"").decode()
+        aead = self._ring.get(kid)
+        if aead is None:
+            return _undecryptable(
+                f"this payload was encrypted with codec key {kid!r}, which this worker does not "
+                "hold: clients and workers must share BRIDGEHEAD_CODEC_KEY (or list the old key "
+                "in BRIDGEHEAD_CODEC_OLD_KEYS); the payload was refused"
+            )
+        if p.metadata.get(AAD_META) == b"v2":
+            aad = self._aad(kid, p.metadata.get(TYPE_META, b"").decode())
+            if aad is None:
+                return _undecryptable("this payload can only be decrypted by the workflow it was sent to")
+        else:
+            aad = kid.encode()  # v1: payloads recorded before the binding (replay only)
+        try:
+            plain = aead.decrypt(p.data[:12], p.data[12:], aad)
+        except InvalidTag:
+            return _undecryptable(
+                "this encrypted payload was not made for this workflow, handler or namespace "
+                "(or was altered); it was refused"
+            )
+        decoded = Payload.FromString(plain)
+        decoded.metadata[DECRYPTED_META] = b"1"
+        return decoded
+
+
+def _copy(codec: SensitivePayloadCodec) -> SensitivePayloadCodec:
+    clone = object.__new__(SensitivePayloadCodec)
+    clone.__dict__.update(codec.__dict__)
+    return clone
+
+
+def make_data_converter(codec_key: bytes | None, old_keys: Sequence[bytes] = ()) -> DataConverter:
     """The converter for clients and workers; ``codec_key=None`` only for tools that never see secrets."""
     converter = DataConverter(payload_converter_class=BridgeheadPayloadConverter)
     if codec_key is None:
         return converter
-    return dataclasses.replace(converter, payload_codec=SensitivePayloadCodec(codec_key))
+    return dataclasses.replace(converter, payload_codec=SensitivePayloadCodec(codec_key, old_keys))

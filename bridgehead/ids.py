@@ -107,7 +107,7 @@ def check_workflow_id(actual: str, expected: str, *, scheduled: bool = False) ->
 def check_verify_workflow_id(actual: str, org_id: str) -> None:
     """``VerifyRole`` ids carry a sequence number: ``org-{org_id}-verify-{n}``."""
     prefix = f"org-{org_id}-verify-"
-    if not (actual.startswith(prefix) and re.fullmatch(r"[1-9][0-9]{0,8}", actual[len(prefix) :])):
+    if not (actual.startswith(prefix) and re.fullmatch(r"[1-9][0-9]{0,11}", actual[len(prefix) :])):
         raise WorkflowIdMismatch(
             f"workflow id {actual!r} does not match its input: "
             f"start VerifyRole for {org_id!r} as {prefix}<n> (n = 1, 2, ...)"

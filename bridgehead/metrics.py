@@ -24,6 +24,7 @@ DESCRIPTIONS = {
     "bridgehead_billed_node_minutes": "Node-minutes written to the billing ledger, by instance type",
     "bridgehead_cluster_transitions": "Cluster lifecycle state changes, by state entered",
     "bridgehead_verification_failures": "Failed role-verification checks, by check",
+    "bridgehead_illegal_transitions": "Registry state writes refused by the state machine, by kind and target",
     "bridgehead_clusters": "Clusters by lifecycle state (from Temporal visibility)",
 }
 

@@ -57,7 +57,11 @@ class Settings(BaseSettings):
         env_prefix="BRIDGEHEAD_", env_file=".env", env_ignore_empty=True, extra="ignore"
     )
 
-    environment: Literal["local", "test", "production"] = "local"
+    #: ``local``: the embedded stack (a codec key is generated under ``state_dir`` when none is
+    #: given). ``test`` and ``production``: ``BRIDGEHEAD_CODEC_KEY`` is required. The default is
+    #: ``production``, so a deployment that forgot a setting fails at start instead of inventing a
+    #: key of its own (the embedded stack and the tests say ``local`` / ``test`` explicitly).
+    environment: Literal["local", "test", "production"] = "production"
     task_queue: str = "bridgehead"
     #: Folder for the embedded stack (SQLite file, logs, generated codec key).
     state_dir: Path = REPO_ROOT / ".state"
@@ -105,6 +109,9 @@ class Settings(BaseSettings):
     #: 32-byte AES key, base64. Encrypts sensitive payloads (customer access keys). Locally a key
     #: is generated once under ``state_dir``; outside ``local``/``test`` it is required.
     codec_key: SecretStr | None = None
+    #: Older keys (JSON list of base64 keys) that still decrypt but never encrypt: key rotation
+    #: (README, "Rotating the payload key").
+    codec_old_keys: list[SecretStr] = Field(default_factory=list)
 
     # --- worker tuning ------------------------------------------------------------------------------
     max_concurrent_activities: int = 32
@@ -126,15 +133,23 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _production_needs_real_secrets(self) -> Settings:
-        if self.environment == "production" and self.codec_key is None:
+        if self.environment != "local" and self.codec_key is None:
             raise ValueError(
-                "BRIDGEHEAD_CODEC_KEY is required in production (32 random bytes, base64); "
+                f"BRIDGEHEAD_CODEC_KEY is required (BRIDGEHEAD_ENVIRONMENT={self.environment}; only "
+                "'local', the embedded stack, generates one): 32 random bytes, base64; "
                 "generate one with: python -c 'import os,base64;print(base64.b64encode(os.urandom(32)).decode())'"
             )
         missing = [r for r in self.default_regions if r not in self.supported_regions]
         if missing:
             raise ValueError(f"default_regions {missing} are not in supported_regions")
         return self
+
+    def codec_old_key_bytes(self) -> list[bytes]:
+        """The decrypt-only keys of the key ring."""
+        keys = [base64.b64decode(k.get_secret_value()) for k in self.codec_old_keys]
+        if any(len(k) != 32 for k in keys):
+            raise ValueError("every BRIDGEHEAD_CODEC_OLD_KEYS entry must decode to exactly 32 bytes")
+        return keys
 
     def codec_key_bytes(self) -> bytes:
         """Return the payload-encryption key, creating a local one on first use outside production."""

@@ -14,25 +14,29 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from bridgehead import ids
 from bridgehead import models as m
 
-# workflow type -> (input model, id template, query name, query result)
-WORKFLOWS: dict[str, tuple[type[BaseModel], str, str | None, type[BaseModel] | None]] = {
-    "OnboardOrganization": (m.OnboardOrganizationInput, "org-{org_id}", "status", m.OrgStatus),
-    "VerifyRole": (m.VerifyRoleInput, "org-{org_id}-verify-manual", None, None),
-    "ShareImages": (m.ShareImagesInput, "org-{org_id}-images", "status", m.ShareImagesResult),
-    "ProvisionRegion": (m.ProvisionRegionInput, "org-{org_id}-region-{region}", "status", m.FoundationStatus),
-    "CleanupRegion": (m.CleanupRegionInput, "org-{org_id}-cleanup-{region}", None, None),
-    "ClusterLifecycle": (m.ClusterLifecycleInput, "cluster-{org_id}-{name}", "status", m.ClusterStatus),
-    "BillingMeter": (m.BillingMeterInput, "billing-{org_id}", "usage", m.UsageTotals),
-    "ReverifyOrganization": (m.ReverifyInput, "org-{org_id}-reverify-manual", None, None),
-    "DropboxWatch": (m.DropboxWatchInput, "dropbox-watch-manual", None, None),
+# workflow type -> (public input model, workflow id from the input, query name, query result).
+# Ids come from bridgehead.ids, the same functions the workflows check their id against.
+WORKFLOWS: dict[str, tuple[type[BaseModel], Callable[[Any], str], str | None, type[BaseModel] | None]] = {
+    "OnboardOrganization": (m.OnboardOrganizationInput, lambda i: ids.org_workflow_id(i.org_id), "status", m.OrgStatus),
+    # A manual verification gets a sequence number far above the organisation's own.
+    "VerifyRole": (m.VerifyRoleInput, lambda i: ids.verify_workflow_id(i.org_id, int(time.time())), None, None),
+    "ShareImages": (m.ShareImagesInput, lambda i: ids.images_workflow_id(i.org_id), "status", m.ShareImagesResult),
+    "ProvisionRegion": (m.ProvisionRegionInput, lambda i: ids.region_workflow_id(i.org_id, i.region), "status", m.FoundationStatus),
+    "CleanupRegion": (m.CleanupRegionInput, lambda i: ids.cleanup_workflow_id(i.org_id, i.region), None, None),
+    "ClusterLifecycle": (m.ClusterLifecycleInput, lambda i: ids.cluster_workflow_id(i.org_id, i.name), "status", m.ClusterStatus),
+    "BillingMeter": (m.BillingMeterInput, lambda i: ids.billing_workflow_id(i.org_id), "usage", m.UsageTotals),
+    "ReverifyOrganization": (m.ReverifyInput, lambda i: ids.reverify_schedule_id(i.org_id) + "-manual", None, None),
+    "DropboxWatch": (m.DropboxWatchInput, lambda i: ids.DROPBOX_WATCH_SCHEDULE + "-manual", None, None),
 }
 
 
@@ -82,7 +86,7 @@ async def client() -> Any:
 
 
 def workflow_id(wf_type: str, inp: BaseModel) -> str:
-    return WORKFLOWS[wf_type][1].format(**inp.model_dump())
+    return WORKFLOWS[wf_type][1](inp)
 
 
 def search_attrs_for(inp: BaseModel) -> Any:
@@ -226,10 +230,10 @@ async def cmd_onboard(args: argparse.Namespace) -> int:
 
 async def cmd_submit_role(args: argparse.Namespace) -> int:
     c = await client()
-    res = await c.get_workflow_handle(f"org-{args.org}").execute_update("submit_role", m.SubmitRoleInput(role_arn=args.role_arn), result_type=m.UpdateResult)
+    res = await c.get_workflow_handle(ids.org_workflow_id(args.org)).execute_update("submit_role", m.SubmitRoleInput(role_arn=args.role_arn), result_type=m.UpdateResult)
     emit(args, res, res.message)
     if args.wait:
-        s = await wait_state(f"org-{args.org}", "OnboardOrganization", {"READY", "ACTION_REQUIRED"}, args.timeout, None)
+        s = await wait_state(ids.org_workflow_id(args.org), "OnboardOrganization", {"READY", "ACTION_REQUIRED"}, args.timeout, None)
         emit(args, s, fmt_org(s))
         return 0 if s.state == m.OrgState.READY else 1
     return 0
@@ -239,10 +243,10 @@ async def cmd_create_role(args: argparse.Namespace) -> int:
     import getpass
 
     secret = os.environ.get("CUSTOMER_AWS_SECRET_ACCESS_KEY") or getpass.getpass("secret access key: ")
-    keys = m.CreateRoleForMeInput(access_key_id=args.access_key_id, secret_access_key=secret,
-                                  session_token=os.environ.get("CUSTOMER_AWS_SESSION_TOKEN"))  # fmt: skip
+    token = os.environ.get("CUSTOMER_AWS_SESSION_TOKEN") or getpass.getpass("session token: ")
+    keys = m.CreateRoleForMeInput(access_key_id=args.access_key_id, secret_access_key=secret, session_token=token)
     c = await client()
-    res = await c.get_workflow_handle(f"org-{args.org}").execute_update("create_role_for_me", keys, result_type=m.UpdateResult)
+    res = await c.get_workflow_handle(ids.org_workflow_id(args.org)).execute_update("create_role_for_me", keys, result_type=m.UpdateResult)
     emit(args, res, res.message)
     return 0
 
@@ -250,10 +254,10 @@ async def cmd_create_role(args: argparse.Namespace) -> int:
 async def cmd_offboard(args: argparse.Namespace) -> int:
     req = m.OffboardInput(confirm_org_id=args.confirm, abandon_foundations=args.abandon_foundations)
     c = await client()
-    res = await c.get_workflow_handle(f"org-{args.org}").execute_update("offboard", req, result_type=m.UpdateResult)
+    res = await c.get_workflow_handle(ids.org_workflow_id(args.org)).execute_update("offboard", req, result_type=m.UpdateResult)
     emit(args, res, res.message)
     if args.wait:
-        s = await wait_state(f"org-{args.org}", "OnboardOrganization", {"OFFBOARDED", "ACTION_REQUIRED"}, args.timeout,
+        s = await wait_state(ids.org_workflow_id(args.org), "OnboardOrganization", {"OFFBOARDED", "ACTION_REQUIRED"}, args.timeout,
                              None if args.json else lambda s: print(f"  {time.strftime('%H:%M:%S')} {s.state.value}", flush=True))  # fmt: skip
         emit(args, s, fmt_org(s))
         return 0 if s.state == m.OrgState.OFFBOARDED else 1
@@ -261,7 +265,7 @@ async def cmd_offboard(args: argparse.Namespace) -> int:
 
 
 async def cmd_template(args: argparse.Namespace) -> int:
-    s = await query(f"org-{args.org}", "OnboardOrganization")
+    s = await query(ids.org_workflow_id(args.org), "OnboardOrganization")
     if not s.artifacts:
         raise CliError("organisation is not registered yet")
     print(s.artifacts.cloudformation_template)
@@ -289,7 +293,7 @@ async def cmd_cluster_create(args: argparse.Namespace) -> int:
 
 
 async def cmd_cluster_delete(args: argparse.Namespace) -> int:
-    wf_id = f"cluster-{args.org}-{args.name}"
+    wf_id = ids.cluster_workflow_id(args.org, args.name)
     c = await client()
     await c.get_workflow_handle(wf_id).signal("delete")
     if args.wait:
@@ -359,13 +363,13 @@ async def dropbox_setup(c: Any) -> str:
     s3.put_public_access_block(Bucket=settings.inbox_bucket, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})  # fmt: skip
     schedule = Schedule(
-        action=ScheduleActionStartWorkflow("DropboxWatch", m.DropboxWatchInput(bucket=settings.inbox_bucket), id="dropbox-watch",
+        action=ScheduleActionStartWorkflow("DropboxWatch", m.DropboxWatchInput(bucket=settings.inbox_bucket), id=ids.DROPBOX_WATCH_SCHEDULE,
                                            task_queue=settings.task_queue, static_summary="look for drop-box requests"),  # fmt: skip
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.dropbox_every_seconds))]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
     try:
-        await c.create_schedule("dropbox-watch", schedule)
+        await c.create_schedule(ids.DROPBOX_WATCH_SCHEDULE, schedule)
     except ScheduleAlreadyRunningError:
         pass
     return settings.inbox_bucket
@@ -529,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--wait", action="store_true")
     o.add_argument("--timeout", type=float, default=1800)
     o.set_defaults(fn=cmd_submit_role)
-    o = obs.add_parser("create-role", help="create the role with temporary keys (secret read from a prompt or CUSTOMER_AWS_SECRET_ACCESS_KEY)")
+    o = obs.add_parser("create-role", help="create the role with temporary keys (ASIA... from aws sts get-session-token; secret and session token read from prompts or CUSTOMER_AWS_SECRET_ACCESS_KEY / CUSTOMER_AWS_SESSION_TOKEN)")
     o.add_argument("--org", required=True)
     o.add_argument("--access-key-id", required=True)
     o.set_defaults(fn=cmd_create_role)

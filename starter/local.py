@@ -24,7 +24,7 @@ from bridgehead.settings import REPO_ROOT
 PLATFORM_ACCOUNT = "123456789012"  # moto's default account
 DEFAULT_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 PLATFORM_ADMIN = "bridgehead-platform"  # the platform's IAM user when moto enforces IAM
-DEMO_CUSTOMER_ACCOUNT = "222222222222"
+DEMO_CUSTOMER_ACCOUNT = "211111111111"
 SEARCH_ATTRIBUTES = ("OrgId", "ClusterName", "ClusterStatus", "Region")
 SEED_REGIONS = ("us-east-1", "us-east-2", "us-west-2")  # us-west-1 is left without an image: it gets copied
 

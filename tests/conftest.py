@@ -30,6 +30,13 @@ def _aws_dummy_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+    # Settings outside the embedded stack's own processes: the test environment, whose codec key
+    # is required (never generated) and equals the worker's.
+    monkeypatch.setenv("BRIDGEHEAD_ENVIRONMENT", "test")
+    monkeypatch.setenv("BRIDGEHEAD_CODEC_KEY", TEST_KEY_B64)
+    from bridgehead.settings import get_settings
+
+    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="session")

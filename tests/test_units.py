@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
+import base64
 import json
 import subprocess
 import sys
@@ -15,7 +15,6 @@ from pydantic import ValidationError
 
 from bridgehead import billing, policies
 from bridgehead import models as m
-from bridgehead.converter import make_data_converter
 
 ROOT = Path(__file__).resolve().parent.parent
 PRINCIPAL = "arn:aws:iam::123456789012:root"
@@ -122,21 +121,6 @@ def test_templates_pass_cfn_lint(tmp_path):
     assert r.returncode == 0, r.stdout + r.stderr
 
 
-def test_sensitive_payloads_are_encrypted_and_others_plain():
-    dc = make_data_converter(b"k" * 32)
-    keys = m.CreateRoleForMeInput(access_key_id="AKIAABCDEFGHIJKLMNOP", secret_access_key="TopSecretValue123")
-    arn = m.SubmitRoleInput(role_arn="arn:aws:iam::222222222222:role/x")
-    encoded = asyncio.run(dc.encode([keys, arn]))
-    assert b"TopSecretValue123" not in encoded[0].SerializeToString()
-    assert encoded[0].metadata["encoding"] == b"binary/encrypted"
-    assert json.loads(encoded[1].data) == {"role_arn": arn.role_arn}
-    back = asyncio.run(dc.decode(encoded, [m.CreateRoleForMeInput, m.SubmitRoleInput]))
-    assert back[0].secret_access_key.get_secret_value() == "TopSecretValue123" and back[1] == arn
-    assert "TopSecretValue123" not in repr(back[0])
-    with pytest.raises(ValueError, match="share BRIDGEHEAD_CODEC_KEY"):
-        asyncio.run(make_data_converter(b"z" * 32).decode(encoded[:1], [m.CreateRoleForMeInput]))
-
-
 T0 = datetime(2026, 1, 1, 9, 0, tzinfo=UTC)
 
 
@@ -176,9 +160,9 @@ def test_billing_resize_is_two_parts_and_periods_add_up():
 def test_settings_prefix_and_production_requires_codec_key(monkeypatch):
     from bridgehead.settings import Settings
 
-    monkeypatch.delenv("BRIDGEHEAD_CODEC_KEY", raising=False)  # the integration fixtures set one
     monkeypatch.setenv("BRIDGEHEAD_TASK_QUEUE", "tq-x")
     assert Settings().task_queue == "tq-x"
+    monkeypatch.delenv("BRIDGEHEAD_CODEC_KEY", raising=False)  # the fixtures set one
     monkeypatch.setenv("BRIDGEHEAD_ENVIRONMENT", "production")
     with pytest.raises(ValidationError, match="BRIDGEHEAD_CODEC_KEY is required"):
         Settings()
@@ -225,6 +209,14 @@ def test_compose_file_references_real_things():
     assert "healthcheck" in services["temporal"] and "healthcheck" in services["aws"]
     dockerfile = (ROOT / services["worker"]["build"]["dockerfile"]).read_text()
     assert "worker.py" in dockerfile
+    # One fixed payload key for every container, from the env file (never empty, never invented).
+    worker = services["worker"]
+    assert "BRIDGEHEAD_CODEC_KEY" not in worker.get("environment", {})
+    env_lines = dict(
+        line.split("=", 1) for line in (ROOT / worker["env_file"][0]).read_text().splitlines() if line and not line.startswith("#")
+    )
+    assert len(base64.b64decode(env_lines["BRIDGEHEAD_CODEC_KEY"])) == 32
+    assert env_lines["BRIDGEHEAD_ENVIRONMENT"] != "local"
 
 
 def test_shell_completion_follows_the_parser():

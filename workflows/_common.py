@@ -6,6 +6,9 @@ from temporalio import workflow
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
 
+with workflow.unsafe.imports_passed_through():
+    from bridgehead import ids
+
 ORG_ID = SearchAttributeKey.for_keyword("OrgId")
 CLUSTER_NAME = SearchAttributeKey.for_keyword("ClusterName")
 CLUSTER_STATUS = SearchAttributeKey.for_keyword("ClusterStatus")
@@ -56,3 +59,46 @@ def require_payload(value: object, update: str, example: str) -> None:
     of Python's "missing 1 required positional argument")."""
     if value is None:
         raise ApplicationError(f"{update} needs a JSON payload, for example {example}", type="BadInput")
+
+
+def require_input(value: object, workflow_type: str, example: str) -> None:
+    """Fail a run started without input at once, showing the JSON to send (instead of a workflow
+    task retried forever on "missing 1 required positional argument")."""
+    if value is None:
+        raise ApplicationError(
+            f"{workflow_type} needs a JSON input, for example {example} "
+            f"(`python -m starter schema {workflow_type}` prints every field)",
+            type="BadInput",
+        )
+
+
+def bind_input(expected_id: str, *, scheduled: bool = False, carried: dict[str, object] | None = None,
+               carried_allowed: bool = False) -> None:  # fmt: skip
+    """Refuse a run whose input does not belong to it: the workflow id must be the one computed
+    from the input (``bridgehead.ids``), and internal state (``carried``: field name -> value) is
+    accepted only by a run continued from a previous run of the same workflow (or where the
+    caller proved otherwise that it is the platform itself: ``carried_allowed``).
+
+    Checks only, no command: a legitimate run, running or replayed, passes without a trace in
+    its history, so running workflows need no ``workflow.patched`` for it.
+    """
+    info = workflow.info()
+    try:
+        ids.check_workflow_id(info.workflow_id, expected_id, scheduled=scheduled)
+    except ids.WorkflowIdMismatch as e:
+        raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
+    sent = sorted(k for k, v in (carried or {}).items() if v not in (None, False, [], {}))
+    if sent and info.continued_run_id is None and not carried_allowed:
+        raise ApplicationError(
+            f"{', '.join(sent)}: internal state that only continue-as-new carries; a new start cannot set it. "
+            "Remove it from the input.",
+            type="BadInput",
+        )
+
+
+def unknown_request(name: str, kind: str, known: tuple[str, ...]) -> str:
+    """The words for a signal or update this workflow does not have (a typo, usually)."""
+    close = [k for k in known if k.lower() == name.lower()]
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    verb = "ignored" if kind == "signal" else "refused"
+    return f"unknown {kind} {name!r} {verb}{hint}; this workflow accepts {kind}s: {', '.join(known) or 'none'}"

@@ -7,9 +7,11 @@ A FAILED cluster stays open (it blocks regional cleanup) until it receives ``del
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from temporalio import workflow
+from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -17,7 +19,8 @@ with workflow.unsafe.imports_passed_through():
 
     from bridgehead import ids, metrics
     from bridgehead.models import (
-        ClusterLifecycleInput,
+        ClusterConfig,
+        ClusterLifecycleRun,
         ClusterPlan,
         ClusterResult,
         ClusterRuntime,
@@ -38,25 +41,43 @@ with workflow.unsafe.imports_passed_through():
         ValidateClusterInput,
     )
 
-from workflows._common import call, require_payload, root_message, upsert
+from workflows._common import (
+    bind_input,
+    call,
+    require_input,
+    require_payload,
+    root_message,
+    unknown_request,
+    upsert,
+)
 from workflows._options import AWS_CALL, NOTIFY, REGISTRY
 from workflows._waiting import wait_for_stack
 from workflows.regions import request_token
 
 #: DELETE_FAILED is retried this many times (with a growing pause) before it is reported.
 DELETE_ATTEMPTS = 3
+_SIGNALS = ("cancel", "delete")
+_UPDATES = ("resize",)
+_EXAMPLE = (
+    '{"org_id": "acme", "name": "c1", "region": "us-east-2", "config": {"head_instance_type": "t3.medium", '
+    '"compute_instance_type": "c5.xlarge", "compute_initial_nodes": 2, "compute_max_nodes": 4}}'
+)
 _DROPBOX_SUFFIX = {"running": "cf-created", "failed": "cf-failed", "delete-failed": "cf-failed", "deleted": "cf-deleted"}
 
 
 @workflow.defn(name="ClusterLifecycle", failure_exception_types=[ValidationError])
 class ClusterLifecycleWorkflow:
     @workflow.init
-    def __init__(self, input: ClusterLifecycleInput) -> None:
-        self._in = input
-        self._rt = input.runtime or ClusterRuntime(compute_nodes=input.config.compute_initial_nodes)
-        if not self._rt.stack_name:
+    def __init__(self, input: ClusterLifecycleRun | None = None) -> None:
+        # A start without input fails in ``run``; the placeholder only keeps queries answerable.
+        self._in = input or ClusterLifecycleRun.model_construct(
+            org_id="-", name="-", region="-", config=ClusterConfig.model_construct(compute_initial_nodes=0)
+        )
+        self._rt = self._in.runtime or ClusterRuntime(compute_nodes=self._in.config.compute_initial_nodes)
+        if not self._rt.stack_name and input is not None:
             self._rt.stack_name = ids.cluster_stack(input.org_id, input.name)
         self._lock = asyncio.Lock()
+        self._unknown: list[str] = []
 
     # --- interface ------------------------------------------------------------------------------
     @workflow.query
@@ -66,6 +87,7 @@ class ClusterLifecycleWorkflow:
             org_id=self._in.org_id, name=self._in.name, region=self._in.region, state=rt.state, stack_name=rt.stack_name,
             compute_nodes=rt.compute_nodes, login_address=self._login, outputs=rt.outputs,
             latest_events=rt.events, failure_resource=rt.failure_resource, failure_reason=rt.failure_reason,
+            ignored_requests=self._unknown[-20:],
         )  # fmt: skip
 
     @workflow.signal
@@ -127,9 +149,32 @@ class ClusterLifecycleWorkflow:
         if req.compute_nodes == self._rt.compute_nodes:
             raise ApplicationError(f"compute_nodes: the cluster already has {req.compute_nodes} compute nodes")
 
+    @workflow.signal(dynamic=True)
+    def _unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """A signal this workflow does not know (e.g. ``Delete``): recorded in ``status`` and the
+        log, never silently dropped (a misspelled delete would leave the cluster billing)."""
+        self._unknown.append(unknown_request(name, "signal", _SIGNALS))
+        workflow.logger.warning(self._unknown[-1], extra={"org_id": self._in.org_id, "cluster": self._in.name})
+
+    @workflow.update(dynamic=True)
+    async def _unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
+        raise ApplicationError(unknown_request(name, "update", _UPDATES), type="BadInput")
+
+    @_unknown_update.validator
+    def _refuse_unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
+        raise ApplicationError(unknown_request(name, "update", _UPDATES), type="BadInput")
+
     # --- lifecycle ----------------------------------------------------------------------------------
     @workflow.run
-    async def run(self, input: ClusterLifecycleInput) -> ClusterResult:
+    async def run(self, input: ClusterLifecycleRun | None = None) -> ClusterResult:
+        require_input(input, "ClusterLifecycle", _EXAMPLE)
+        assert input is not None
+        parent = workflow.info().parent
+        bind_input(ids.cluster_workflow_id(input.org_id, input.name), carried={"runtime": input.runtime})
+        # Only a DropboxRequest (ids bound to the request file it read) starts clusters as a child.
+        from_dropbox = parent is not None and parent.workflow_id.startswith("dropbox-")
+        bind_input(ids.cluster_workflow_id(input.org_id, input.name), carried={"dropbox": input.dropbox},
+                   carried_allowed=from_dropbox)  # fmt: skip
         rt = self._rt
         upsert(org_id=input.org_id, cluster=input.name, region=input.region, status=rt.state.value)
         if rt.state == ClusterState.VALIDATING:
@@ -259,6 +304,14 @@ class ClusterLifecycleWorkflow:
                            f"Creating cluster {self._in.name} failed at {rt.failure_resource or 'the stack'}: {rt.failure_reason}")
 
     async def _finish(self, state: ClusterState) -> ClusterResult:
+        if workflow.patched("final-state-after-registry"):
+            # ``status`` / ``ClusterStatus`` say DELETED (CANCELLED) only once the registry agrees
+            # and the admin was told, so ``cluster delete --wait`` never returns early.
+            await self._register(state)
+            if state == ClusterState.DELETED:
+                await self._notify("deleted", f"Cluster {self._in.name} deleted", f"Cluster {self._in.name} in {self._in.region} was deleted.")
+            self._set(state)
+            return self._result()
         self._set(state)
         await self._register(state)
         if state == ClusterState.DELETED:

@@ -16,7 +16,7 @@ with workflow.unsafe.imports_passed_through():
 
     from bridgehead import ids
     from bridgehead.models import (
-        ClusterLifecycleInput,
+        ClusterLifecycleRun,
         ClusterPlan,
         DropboxParsed,
         DropboxRequestInput,
@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
         ValidateClusterInput,
     )
 
-from workflows._common import call, root_message, upsert
+from workflows._common import bind_input, call, require_input, root_message, upsert
 from workflows._options import AWS_CALL, REGISTRY
 
 _ENDED = ("DELETED", "CANCELLED")
@@ -36,7 +36,9 @@ _ENDED = ("DELETED", "CANCELLED")
 @workflow.defn(name="DropboxWatch", failure_exception_types=[ValidationError])
 class DropboxWatchWorkflow:
     @workflow.run
-    async def run(self, input: DropboxWatchInput) -> int:
+    async def run(self, input: DropboxWatchInput | None = None) -> int:
+        input = input or DropboxWatchInput()
+        bind_input(ids.DROPBOX_WATCH_SCHEDULE, scheduled=True)
         scan: DropboxScan = await call("scan_inbox", input, DropboxScan, summary="list drop-box requests", **AWS_CALL)
         started = 0
         for f in scan.files:
@@ -55,7 +57,10 @@ class DropboxWatchWorkflow:
 @workflow.defn(name="DropboxRequest", failure_exception_types=[ValidationError])
 class DropboxRequestWorkflow:
     @workflow.run
-    async def run(self, input: DropboxRequestInput) -> str:
+    async def run(self, input: DropboxRequestInput | None = None) -> str:
+        require_input(input, "DropboxRequest", '{"bucket": "bridgehead-inbox", "key": "home/<user>/<CLUSTER>.cf-create", "etag": "<etag>@<time>"}')
+        assert input is not None
+        bind_input(ids.dropbox_request_id(input.key, input.etag))
         req: DropboxParsed = await call("load_dropbox_request", input, DropboxParsed, summary=f"read {input.key}", **AWS_CALL)
         if req.org_id:
             upsert(org_id=req.org_id, cluster=req.cluster)
@@ -92,7 +97,7 @@ class DropboxRequestWorkflow:
         try:
             await workflow.start_child_workflow(
                 "ClusterLifecycle",
-                ClusterLifecycleInput(org_id=req.org_id, name=req.cluster, region=req.region, config=req.config, owner=req.owner,
+                ClusterLifecycleRun(org_id=req.org_id, name=req.cluster, region=req.region, config=req.config, owner=req.owner,
                                       dropbox=self._target),
                 id=ids.cluster_workflow_id(req.org_id, req.cluster), parent_close_policy=ParentClosePolicy.ABANDON,
                 static_summary=f"cluster {req.cluster} for {req.owner}",

@@ -10,6 +10,7 @@ from temporalio.exceptions import ActivityError
 with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
 
+    from bridgehead import ids
     from bridgehead.models import (
         CopyImageInput,
         FindImageInput,
@@ -25,7 +26,7 @@ with workflow.unsafe.imports_passed_through():
         ShareImagesResult,
     )
 
-from workflows._common import call, root_message, upsert
+from workflows._common import bind_input, call, require_input, root_message, upsert
 from workflows._options import AWS_CALL, IMAGE_WAIT, REGISTRY
 
 
@@ -36,7 +37,7 @@ class ShareImagesWorkflow:
     does not hide the others: each has its own status and reason. ``revoke=true`` undoes it all."""
 
     @workflow.init
-    def __init__(self, input: ShareImagesInput) -> None:
+    def __init__(self, input: ShareImagesInput | None = None) -> None:
         self._input = input
         self._regions: dict[str, RegionShareStatus] = {}
 
@@ -45,7 +46,10 @@ class ShareImagesWorkflow:
         return ShareImagesResult(org_id=self._input.org_id, regions=self._regions)
 
     @workflow.run
-    async def run(self, input: ShareImagesInput) -> ShareImagesResult:
+    async def run(self, input: ShareImagesInput | None = None) -> ShareImagesResult:
+        require_input(input, "ShareImages", '{"org_id": "acme"}')
+        assert input is not None
+        bind_input(ids.images_workflow_id(input.org_id))
         upsert(org_id=input.org_id)
         org: OrgRegions = await call("org_regions", OrgRegionsInput(org_id=input.org_id), OrgRegions, **REGISTRY)
         regions = input.regions or org.regions

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.common import RawValue, WorkflowIDReusePolicy
 from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
@@ -30,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
         FoundationStatus,
         OffboardInput,
         OnboardingState,
-        OnboardOrganizationInput,
+        OnboardOrganizationRun,
         OrgClustersInput,
         OrgState,
         OrgStatus,
@@ -51,7 +52,15 @@ with workflow.unsafe.imports_passed_through():
         parse_role_arn,
     )
 
-from workflows._common import call, require_payload, root_message, upsert
+from workflows._common import (
+    bind_input,
+    call,
+    require_input,
+    require_payload,
+    root_message,
+    unknown_request,
+    upsert,
+)
 from workflows._options import ONE_SHOT, REGISTRY, VERIFY
 
 #: Legacy in-workflow re-verification timer, kept for runs started before the "reverify-schedule"
@@ -62,6 +71,24 @@ ROLE_PROPAGATION = timedelta(seconds=5)
 _ROLE_STATES = {OrgState.AWAITING_ROLE, OrgState.ACTION_REQUIRED, OrgState.READY}
 #: States from which ``offboard`` is accepted (not in the middle of verifying or provisioning).
 _SETTLED_STATES = _ROLE_STATES
+_SIGNALS = ("reverify",)
+_UPDATES = ("submit_role", "create_role_for_me", "offboard")
+_EXAMPLE = '{"org_id": "acme", "display_name": "Acme", "admin_email": "admin@acme.example", "aws_account_id": "222222222222"}'
+
+
+def _decode_keys(raw: RawValue | None) -> CreateRoleForMeInput:
+    """The keys of ``create_role_for_me``, or a refusal in words (never echoing a value)."""
+    assert raw is not None
+    try:
+        keys = workflow.payload_converter().from_payload(raw.payload, CreateRoleForMeInput)
+    except ValidationError as e:
+        fields = ", ".join(".".join(str(p) for p in err["loc"]) + f": {err['msg']}" for err in e.errors())
+        raise ApplicationError(f"create_role_for_me: {fields}", type="BadInput") from None
+    except Exception as e:  # the converter's refusal of a plain or foreign payload  # noqa: BLE001
+        raise ApplicationError(f"create_role_for_me refused: {e}", type="BadInput") from None
+    if keys is None:
+        raise ApplicationError("create_role_for_me needs temporary keys", type="BadInput")
+    return keys
 
 
 @workflow.defn(name="VerifyRole", failure_exception_types=[ValidationError])
@@ -69,7 +96,13 @@ class VerifyRoleWorkflow:
     """Assume the role with the External ID and prove it is safe and sufficient; returns the report."""
 
     @workflow.run
-    async def run(self, input: VerifyRoleInput) -> VerificationReport:
+    async def run(self, input: VerifyRoleInput | None = None) -> VerificationReport:
+        require_input(input, "VerifyRole", '{"org_id": "acme", "role_arn": "arn:aws:iam::<account>:role/<name>"}')
+        assert input is not None
+        try:
+            ids.check_verify_workflow_id(workflow.info().workflow_id, input.org_id)
+        except ids.WorkflowIdMismatch as e:
+            raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
         upsert(org_id=input.org_id)
         report = await call("verify_role", input, VerificationReport, summary=f"verify {input.role_arn}", **VERIFY)
         for check in report.failed():
@@ -83,7 +116,10 @@ class ReverifyOrganizationWorkflow:
     workflow to verify its role again (drift: role deleted, narrowed, trust changed)."""
 
     @workflow.run
-    async def run(self, input: ReverifyInput) -> bool:
+    async def run(self, input: ReverifyInput | None = None) -> bool:
+        require_input(input, "ReverifyOrganization", '{"org_id": "acme"}')
+        assert input is not None
+        bind_input(ids.reverify_schedule_id(input.org_id), scheduled=True)
         upsert(org_id=input.org_id)
         try:
             await workflow.get_external_workflow_handle(ids.org_workflow_id(input.org_id)).signal("reverify")
@@ -99,9 +135,11 @@ class OnboardOrganizationWorkflow:
     provision every region, then stay READY and re-verify daily."""
 
     @workflow.init
-    def __init__(self, input: OnboardOrganizationInput) -> None:
-        self._input = input
-        self._s = input.resume or OnboardingState()
+    def __init__(self, input: OnboardOrganizationRun | None = None) -> None:
+        # A start without input fails in ``run``; the placeholder only keeps queries answerable.
+        self._input = input or OnboardOrganizationRun.model_construct(org_id="-", aws_account_id="-", regions=[])
+        self._s = (input.resume if input else None) or OnboardingState()
+        self._unknown: list[str] = []
         self._role_changed = False
         self._reverify = False
         self._busy = asyncio.Lock()
@@ -113,7 +151,7 @@ class OnboardOrganizationWorkflow:
         return OrgStatus(
             org_id=self._input.org_id, state=s.state, external_id=s.external_id, role_arn=s.role_arn,
             artifacts=s.artifacts, failed_checks=s.last_report.failed() if s.last_report else [],
-            regions=s.regions, last_error=s.last_error, steps=s.steps[-50:],
+            regions=s.regions, last_error=s.last_error, steps=s.steps[-50:], ignored_requests=self._unknown[-20:],
         )  # fmt: skip
 
     def _check_can_take_role(self, role_arn: str | None = None) -> None:
@@ -148,9 +186,14 @@ class OnboardOrganizationWorkflow:
         self._check_can_take_role(req.role_arn)
 
     @workflow.update
-    async def create_role_for_me(self, keys: CreateRoleForMeInput | None = None) -> UpdateResult:
-        """Create the role with the customer's one-time keys (encrypted payload; never stored)."""
-        assert keys is not None  # the validator refused a missing payload
+    async def create_role_for_me(self, raw: RawValue = None) -> UpdateResult:  # type: ignore[assignment]
+        """Create the role with the customer's one-time keys (encrypted payload; never stored).
+
+        The payload is taken raw and decoded here and in the validator, so that keys sent as plain
+        JSON (or encrypted for another workflow) are refused by the validator with a message that
+        says so, before the update is accepted: nothing of them reaches history.
+        """
+        keys = _decode_keys(raw)
         async with self._busy:
             prev = self._s.state
             self._set(OrgState.CREATING_ROLE, "creating the role with the provided keys")
@@ -175,8 +218,9 @@ class OnboardOrganizationWorkflow:
         return UpdateResult(accepted=True, state=OrgState.VERIFYING, message=f"role {result.role_arn} ready; verification started")
 
     @create_role_for_me.validator
-    def _validate_create_role(self, keys: CreateRoleForMeInput | None = None) -> None:
-        require_payload(keys, "create_role_for_me", '{"access_key_id": "AKIA...", "secret_access_key": "...", "session_token": "..."}')
+    def _validate_create_role(self, raw: RawValue = None) -> None:  # type: ignore[assignment]
+        require_payload(raw, "create_role_for_me", "temporary keys encrypted by `python -m starter onboard create-role`")
+        _decode_keys(raw)
         self._check_can_take_role()
         if self._busy.locked():
             raise ApplicationError("another role operation is in progress; try again when it finishes")
@@ -231,9 +275,27 @@ class OnboardOrganizationWorkflow:
         if self._s.state not in _SETTLED_STATES or self._busy.locked():
             raise ApplicationError(f"organisation is {self._s.state.value}; offboarding is accepted only while AWAITING_ROLE, ACTION_REQUIRED or READY")
 
+    @workflow.signal(dynamic=True)
+    def _unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """A signal this workflow does not know (e.g. a misspelled ``Reverify``): recorded in
+        ``status`` and the log instead of silently dropped."""
+        self._unknown.append(unknown_request(name, "signal", _SIGNALS))
+        workflow.logger.warning(self._unknown[-1], extra={"org_id": self._input.org_id})
+
+    @workflow.update(dynamic=True)
+    async def _unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
+        raise ApplicationError(unknown_request(name, "update", _UPDATES), type="BadInput")
+
+    @_unknown_update.validator
+    def _refuse_unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
+        raise ApplicationError(unknown_request(name, "update", _UPDATES), type="BadInput")
+
     # --- main flow ---------------------------------------------------------------------------------
     @workflow.run
-    async def run(self, input: OnboardOrganizationInput) -> OrgStatus:
+    async def run(self, input: OnboardOrganizationRun | None = None) -> OrgStatus:
+        require_input(input, "OnboardOrganization", _EXAMPLE)
+        assert input is not None
+        bind_input(ids.org_workflow_id(input.org_id), carried={"resume": input.resume})
         s = self._s
         upsert(org_id=input.org_id)
         if s.state == OrgState.REGISTERING:
@@ -241,7 +303,7 @@ class OnboardOrganizationWorkflow:
                 "register_organization",
                 RegisterOrgInput(
                     org_id=input.org_id, display_name=input.display_name, admin_email=input.admin_email,
-                    aws_account_id=input.aws_account_id, regions=input.regions,
+                    aws_account_id=input.aws_account_id, regions=input.regions, shared_account=input.shared_account,
                     registration_token=f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}",
                 ),
                 RegisterOrgResult,
@@ -293,7 +355,7 @@ class OnboardOrganizationWorkflow:
         except TimeoutError:
             return False
 
-    async def _converge(self, input: OnboardOrganizationInput) -> None:
+    async def _converge(self, input: OnboardOrganizationRun) -> None:
         s = self._s
         assert s.role_arn is not None
         if self._fresh_role:
@@ -364,7 +426,7 @@ class OnboardOrganizationWorkflow:
         await self._persist(OrgState.READY, "organisation ready")
         await self._start_billing(input.org_id)
 
-    async def _offboard(self, input: OnboardOrganizationInput, req: OffboardInput) -> bool:
+    async def _offboard(self, input: OnboardOrganizationRun, req: OffboardInput) -> bool:
         """Delete every regional foundation, revoke the image grants, remove the Schedule, stop the
         meter (it closes and meters the last hour), then OFFBOARDED. Each step is idempotent, so a
         failed attempt leaves ACTION_REQUIRED and ``offboard`` can simply be sent again."""

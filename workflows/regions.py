@@ -30,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
         StackRequest,
     )
 
-from workflows._common import call, root_message, upsert
+from workflows._common import bind_input, call, require_input, root_message, upsert
 from workflows._options import AWS_CALL, REGISTRY
 from workflows._waiting import wait_for_stack
 
@@ -47,15 +47,19 @@ class ProvisionRegionWorkflow:
     """One CloudFormation stack per (org, region) with the org-level resources clusters share."""
 
     @workflow.init
-    def __init__(self, input: ProvisionRegionInput) -> None:
-        self._status = FoundationStatus(org_id=input.org_id, region=input.region, stack_name=ids.foundation_stack(input.org_id, input.region))
+    def __init__(self, input: ProvisionRegionInput | None = None) -> None:
+        org, region = (input.org_id, input.region) if input else ("-", "-")
+        self._status = FoundationStatus(org_id=org, region=region, stack_name=ids.foundation_stack(org, region))
 
     @workflow.query
     def status(self) -> FoundationStatus:
         return self._status
 
     @workflow.run
-    async def run(self, input: ProvisionRegionInput) -> FoundationStatus:
+    async def run(self, input: ProvisionRegionInput | None = None) -> FoundationStatus:
+        require_input(input, "ProvisionRegion", '{"org_id": "acme", "region": "us-east-1"}')
+        assert input is not None
+        bind_input(ids.region_workflow_id(input.org_id, input.region))
         st = self._status
         upsert(org_id=input.org_id, region=input.region)
         st.state = "CHECKING_QUOTA"
@@ -110,7 +114,10 @@ class CleanupRegionWorkflow:
     that region is not DELETED (FAILED ones included); then verify nothing tagged remains."""
 
     @workflow.run
-    async def run(self, input: CleanupRegionInput) -> CleanupResult:
+    async def run(self, input: CleanupRegionInput | None = None) -> CleanupResult:
+        require_input(input, "CleanupRegion", '{"org_id": "acme", "region": "us-east-1"}')
+        assert input is not None
+        bind_input(ids.cleanup_workflow_id(input.org_id, input.region))
         upsert(org_id=input.org_id, region=input.region)
         blocking: RegionClusters = await call(
             "begin_foundation_delete", RegionClustersInput(org_id=input.org_id, region=input.region), RegionClusters,

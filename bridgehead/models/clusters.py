@@ -12,6 +12,7 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from bridgehead.models.common import ClusterName, Model, OrgId, Region
 from bridgehead.models.stacks import StackEvent
@@ -49,11 +50,11 @@ class ClusterConfig(Model):
     compute_instance_type: Annotated[
         str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
     ]
-    compute_initial_nodes: Annotated[int, Field(ge=0)] = 1
-    compute_max_nodes: Annotated[int, Field(ge=0)] = 4
+    compute_initial_nodes: Annotated[int, Field(ge=0, strict=True)] = 1
+    compute_max_nodes: Annotated[int, Field(ge=0, strict=True)] = 4
     spot_price: Annotated[Decimal, Field(gt=0)] | None = None
     autoscaling: bool = False
-    head_volume_gb: Annotated[int, Field(ge=1)] = 50
+    head_volume_gb: Annotated[int, Field(ge=1, strict=True)] = 50
 
     @model_validator(mode="after")
     def _initial_le_max(self) -> ClusterConfig:
@@ -110,7 +111,6 @@ class ClusterLifecycleInput(Model):
         owner: The user the cluster is created for (tag ``bridgehead:owner``).
         dry_run: Validate and render only; return the template, create nothing.
         keep_failed_stack: Keep a failed stack for debugging instead of deleting it.
-        runtime: Internal, set by continue-as-new; leave empty.
     """
 
     org_id: OrgId
@@ -120,15 +120,22 @@ class ClusterLifecycleInput(Model):
     owner: Annotated[str, StringConstraints(pattern=r"^[\w+=,.@-]{1,64}$")] | None = None
     dry_run: bool = False
     keep_failed_stack: bool = False
+
+
+class ClusterLifecycleRun(ClusterLifecycleInput):
+    """What ``ClusterLifecycle`` runs on: the public input plus internal state, left out of the
+    JSON schema users see. ``runtime`` is accepted only by a run continued from a previous run;
+    ``dropbox`` only from a ``DropboxRequest`` parent (or a continued run)."""
+
     #: Set by the drop-box: result files (``.cf-created`` / ``.cf-failed`` / ``.cf-deleted``) go here.
-    dropbox: DropboxTarget | None = None
-    runtime: ClusterRuntime | None = None
+    dropbox: SkipJsonSchema[DropboxTarget | None] = None
+    runtime: SkipJsonSchema[ClusterRuntime | None] = None
 
 
 class ResizeInput(Model):
     """Update ``resize``: new compute node count."""
 
-    compute_nodes: Annotated[int, Field(ge=0)]
+    compute_nodes: Annotated[int, Field(ge=0, strict=True)]
 
 
 class ResizeResult(Model):
@@ -150,6 +157,8 @@ class ClusterStatus(Model):
     latest_events: list[StackEvent]
     failure_resource: str | None
     failure_reason: str | None
+    #: Signals and updates this workflow does not know (misspelled names), most recent last.
+    ignored_requests: list[str] = Field(default_factory=list)
 
 
 class ClusterResult(Model):

@@ -61,5 +61,9 @@ class SensitiveModel(Model):
     """Marker base: payloads of these types are encrypted by the payload codec.
 
     The data converter tags them (see :mod:`bridgehead.converter`) and the codec encrypts exactly
-    the tagged payloads with a key that the Web UI's codec endpoint never holds.
+    the tagged payloads with a key that the Web UI's codec endpoint never holds. The converter
+    refuses to build one from a payload that did not arrive encrypted (plain JSON typed into the
+    CLI or UI), and validation errors never echo the input (``hide_input_in_errors``).
     """
+
+    model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)

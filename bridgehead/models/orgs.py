@@ -13,6 +13,7 @@ from pydantic import (
     field_serializer,
     field_validator,
 )
+from pydantic.json_schema import SkipJsonSchema
 
 from bridgehead.models.common import (
     DEFAULT_REGIONS,
@@ -53,7 +54,9 @@ class OnboardOrganizationInput(Model):
         admin_email: Where notifications go.
         aws_account_id: The customer's 12-digit AWS account id.
         regions: Regions to prepare (images and foundation); default the four US regions.
-        resume: Internal, set by continue-as-new; leave empty.
+        shared_account: The AWS account is knowingly shared with another organisation (each
+            organisation then gets a role of its own, ``BridgeheadAccess-{org_id}``). Without it an
+            account already registered by another organisation is refused.
     """
 
     org_id: OrgId
@@ -65,7 +68,7 @@ class OnboardOrganizationInput(Model):
     regions: list[Region] = Field(
         default_factory=lambda: list(DEFAULT_REGIONS), min_length=1, max_length=16
     )
-    resume: OnboardingState | None = None
+    shared_account: bool = False
 
     @field_validator("regions")
     @classmethod
@@ -102,12 +105,19 @@ class SubmitRoleInput(Model):
 class CreateRoleForMeInput(SensitiveModel):
     """Update ``create_role_for_me``: temporary admin keys, used once to create the role.
 
-    The keys travel only inside encrypted payloads, are never stored and never logged.
+    Only temporary credentials are accepted (an ``ASIA…`` key id with its session token, e.g. from
+    ``aws sts get-session-token`` or an assumed role): they expire on their own. The keys travel
+    only inside encrypted payloads (plain JSON is refused before the update is accepted), are
+    never stored and never logged.
     """
 
-    access_key_id: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{16,128}$")]
+    access_key_id: Annotated[
+        str,
+        StringConstraints(pattern=r"^ASIA[A-Z0-9]{12,124}$"),
+        Field(description="temporary access key id (ASIA...); long-lived AKIA keys are refused"),
+    ]
     secret_access_key: SecretStr
-    session_token: SecretStr | None = None
+    session_token: SecretStr = Field(description="session token of the temporary credentials")
 
     @field_serializer("secret_access_key", "session_token", when_used="json-unless-none")
     def _reveal_for_codec(self, v: SecretStr) -> str:
@@ -237,6 +247,8 @@ class OrgStatus(Model):
     regions: dict[str, RegionProgress]
     last_error: str | None
     steps: list[str]
+    #: Signals and updates this workflow does not know (misspelled names), most recent last.
+    ignored_requests: list[str] = Field(default_factory=list)
 
 
 class RegisterOrgInput(Model):
@@ -247,6 +259,8 @@ class RegisterOrgInput(Model):
     regions: list[str]
     #: Identifies the registering workflow (first run id), making retries idempotent.
     registration_token: str = ""
+    #: The account is knowingly shared with other organisations (each gets its own role name).
+    shared_account: bool = False
 
 
 class RegisterOrgResult(Model):
@@ -268,3 +282,11 @@ class SetOrgStateInput(Model):
     org_id: OrgId
     state: OrgState
     detail: str = ""
+
+
+class OnboardOrganizationRun(OnboardOrganizationInput):
+    """What ``OnboardOrganization`` runs on: the public input plus the state continue-as-new
+    carries. A run that was not continued from a previous run refuses ``resume`` (callers never
+    set internal state); it is left out of the JSON schema users see."""
+
+    resume: SkipJsonSchema[OnboardingState | None] = None

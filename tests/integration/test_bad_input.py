@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.service import RPCError
 
@@ -45,7 +46,7 @@ STARTS = [
     ("OnboardOrganization", "no regions", {**ORG, "regions": []}, "regions"),
     ("OnboardOrganization", "unknown field", {**ORG, "admin": True}, "admin"),
     ("OnboardOrganization", "wrong type", {**ORG, "regions": "us-east-1"}, "regions"),
-    ("OnboardOrganization", "not an object", ["badorg"], "OnboardOrganizationInput"),
+    ("OnboardOrganization", "not an object", ["badorg"], "should be an object"),
     ("ClusterLifecycle", "name starts with a digit", {**CLUSTER, "name": "1abc"}, "name"),
     ("ClusterLifecycle", "name too long", {**CLUSTER, "name": "a" * 61}, "name"),
     ("ClusterLifecycle", "name with underscore", {**CLUSTER, "name": "a_b"}, "name"),
@@ -97,9 +98,15 @@ async def test_bad_updates_and_signals_leave_the_org_waiting(client, stack):
         ("submit_role", "a user, not a role", {"role_arn": f"arn:aws:iam::{ACCOUNT}:user/admin"}, "role"),
         ("submit_role", "unknown field", {"role_arn": f"arn:aws:iam::{ACCOUNT}:role/BridgeheadAccess", "force": True}, "force"),
         ("submit_role", "no payload", None, "role_arn"),
-        ("create_role_for_me", "access key id malformed", {"access_key_id": "short", "secret_access_key": "x" * 40}, "access_key_id"),
-        ("create_role_for_me", "missing secret", {"access_key_id": "AKIAABCDEFGHIJKLMNOP"}, "secret_access_key"),
+        # Keys sent as plain JSON never reach history, whatever their shape.
+        ("create_role_for_me", "plain JSON keys", {"access_key_id": "ASIAABCDEFGHIJKLMNOP", "secret_access_key": "x" * 40,
+                                                   "session_token": "t" * 40}, "encrypted"),  # fmt: skip
+        ("create_role_for_me", "access key id malformed", {"access_key_id": "short", "secret_access_key": "x" * 40}, "encrypted"),
+        ("create_role_for_me", "long-lived keys", m.CreateRoleForMeInput.model_construct(
+            access_key_id="AKIAABCDEFGHIJKLMNOP", secret_access_key=SecretStr("x" * 40), session_token=SecretStr("t" * 40)),
+         "access_key_id"),  # fmt: skip
         ("resize", "update the org does not have", {"compute_nodes": 3}, "resize"),
+        ("Submit_Role", "misspelled update", {"role_arn": f"arn:aws:iam::{ACCOUNT}:role/BridgeheadAccess"}, "submit_role"),
         ("offboard", "no payload", None, "confirm_org_id"),
         ("offboard", "another organisation's id", {"confirm_org_id": "acme"}, "confirm_org_id"),
         ("offboard", "unknown field", {"confirm_org_id": "badupd", "force": True}, "force"),
@@ -120,6 +127,8 @@ async def test_bad_updates_and_signals_leave_the_org_waiting(client, stack):
         record(f"signal {name}", f"payload {payload!r}", "ignored; workflow keeps waiting")
     s = await wait_for(h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.AWAITING_ROLE, 30)
     assert s.state == m.OrgState.AWAITING_ROLE and not s.role_arn
+    # The unknown signal is recorded where operators look, not dropped.
+    assert [r.split("'")[1] for r in s.ignored_requests] == ["explode", "delete"], s.ignored_requests
     assert (await h.describe()).status.name == "RUNNING"
     nothing_in_aws(stack)
 

@@ -53,12 +53,14 @@ async def test_keys_without_create_role_get_a_clear_error_and_the_org_keeps_wait
     client, stack, account = enforcing_client, enforcing_stack, "310000000002"
     h = await start_org(client, "enf2", account, ["us-east-1"])
     iam = stack.customer_admin(account, "iam")
-    iam.create_user(UserName="readonly")
-    iam.put_user_policy(UserName="readonly", PolicyName="ro", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+    # Temporary keys of a role that may only look (only temporary credentials are accepted).
+    iam.create_role(RoleName="readonly", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}]}))  # fmt: skip
+    iam.put_role_policy(RoleName="readonly", PolicyName="ro", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": ["sts:GetCallerIdentity", "iam:GetRole", "iam:ListRoles"], "Resource": "*"}]}))  # fmt: skip
-    k = iam.create_access_key(UserName="readonly")["AccessKey"]
+    k = stack.customer_admin(account, "sts").assume_role(RoleArn=f"arn:aws:iam::{account}:role/readonly", RoleSessionName="keys")["Credentials"]
     with pytest.raises(WorkflowUpdateFailedError) as e:
-        await h.execute_update("create_role_for_me", m.CreateRoleForMeInput(access_key_id=k["AccessKeyId"], secret_access_key=k["SecretAccessKey"]),
+        await h.execute_update("create_role_for_me", m.CreateRoleForMeInput(access_key_id=k["AccessKeyId"], secret_access_key=k["SecretAccessKey"], session_token=k["SessionToken"]),
                                result_type=m.UpdateResult)  # fmt: skip
     text = str(e.value.cause)
     assert "lack permission to create a role" in text and "iam:CreateRole" in text, text
@@ -68,13 +70,13 @@ async def test_keys_without_create_role_get_a_clear_error_and_the_org_keeps_wait
         iam.get_role(RoleName="BridgeheadAccess")  # nothing half-created
     # Wrong secret for a real key id: moto checks signatures under enforcement.
     with pytest.raises(WorkflowUpdateFailedError) as e:
-        await h.execute_update("create_role_for_me", m.CreateRoleForMeInput(access_key_id=k["AccessKeyId"], secret_access_key="x" * 40),
+        await h.execute_update("create_role_for_me", m.CreateRoleForMeInput(access_key_id=k["AccessKeyId"], secret_access_key="x" * 40, session_token=k["SessionToken"]),
                                result_type=m.UpdateResult)  # fmt: skip
     assert "invalid" in str(e.value.cause)
     # Keys that may create the role: the same org proceeds (the workflow was never dead).
-    iam.put_user_policy(UserName="readonly", PolicyName="create", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
+    iam.put_role_policy(RoleName="readonly", PolicyName="create", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": ["iam:CreateRole", "iam:PutRolePolicy", "iam:TagRole", "iam:DeleteRole"], "Resource": "*"}]}))  # fmt: skip
-    res = await h.execute_update("create_role_for_me", m.CreateRoleForMeInput(access_key_id=k["AccessKeyId"], secret_access_key=k["SecretAccessKey"]),
+    res = await h.execute_update("create_role_for_me", m.CreateRoleForMeInput(access_key_id=k["AccessKeyId"], secret_access_key=k["SecretAccessKey"], session_token=k["SessionToken"]),
                                  result_type=m.UpdateResult)  # fmt: skip
     assert res.accepted
     # The role Bridgehead created passes verification. (What follows needs resource-scoped

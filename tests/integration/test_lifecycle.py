@@ -50,7 +50,7 @@ async def test_onboarding_shares_images_and_builds_foundations(client, stack):
         Filters=[{"Name": "tag:bridgehead:org", "Values": ["acme"]}])["Vpcs"]  # fmt: skip
     assert len(vpcs) == 1
     # Re-running the image share changes nothing.
-    again = await client.execute_workflow("ShareImages", m.ShareImagesInput(org_id="acme"), id="org-acme-images-rerun",
+    again = await client.execute_workflow("ShareImages", m.ShareImagesInput(org_id="acme"), id="org-acme-images",
                                           task_queue="bridgehead", result_type=m.ShareImagesResult)  # fmt: skip
     assert {r: x.image_id for r, x in again.regions.items()} == {r: x.image_id for r, x in images.regions.items()}
 

@@ -16,12 +16,18 @@ pytestmark = pytest.mark.integration
 SECRETS: list[str] = []
 
 
-def customer_keys(stack, account: str, user: str) -> tuple[str, str]:
+def customer_keys(stack, account: str, user: str) -> m.CreateRoleForMeInput:
+    """Temporary admin credentials in the customer account (an assumed role: ASIA… + token)."""
     iam = customer_admin(stack.aws_endpoint, account, "iam")
-    iam.create_user(UserName=user)
-    k = iam.create_access_key(UserName=user)["AccessKey"]
-    SECRETS.append(k["SecretAccessKey"])
-    return k["AccessKeyId"], k["SecretAccessKey"]
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}]}  # fmt: skip
+    iam.create_role(RoleName=user, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(RoleName=user, PolicyName="admin", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))  # fmt: skip
+    sts = customer_admin(stack.aws_endpoint, account, "sts")
+    c = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/{user}", RoleSessionName="onboarding")["Credentials"]
+    SECRETS.extend([c["SecretAccessKey"], c["SessionToken"], c["AccessKeyId"]])
+    return m.CreateRoleForMeInput(access_key_id=c["AccessKeyId"], secret_access_key=c["SecretAccessKey"], session_token=c["SessionToken"])
 
 
 async def test_create_role_for_me_happy_path_and_invalid_keys(client, stack):
@@ -30,13 +36,13 @@ async def test_create_role_for_me_happy_path_and_invalid_keys(client, stack):
     bogus = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYINVALIDKEY"
     SECRETS.append(bogus)
     with pytest.raises(WorkflowUpdateFailedError) as e:
-        await h.execute_update("create_role_for_me", m.CreateRoleForMeInput(access_key_id="AKIAIOSFODNN7INVALID", secret_access_key=bogus),
+        await h.execute_update("create_role_for_me", m.CreateRoleForMeInput(access_key_id="ASIAIOSFODNN7INVALID", secret_access_key=bogus,
+                                                                            session_token=bogus + "token"),
                                result_type=m.UpdateResult)  # fmt: skip
     assert "invalid" in str(e.value.cause).lower()
     assert (await h.query("status", result_type=m.OrgStatus)).state == m.OrgState.AWAITING_ROLE
-    key_id, secret = customer_keys(stack, "333333333333", "admin-beta")
-    res = await h.execute_update("create_role_for_me", m.CreateRoleForMeInput(access_key_id=key_id, secret_access_key=secret),
-                                 result_type=m.UpdateResult)  # fmt: skip
+    keys = customer_keys(stack, "333333333333", "admin-beta")
+    res = await h.execute_update("create_role_for_me", keys, result_type=m.UpdateResult)
     assert res.accepted
     s = await wait_for(h, "status", m.OrgStatus, lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED), 120)
     assert s.state == m.OrgState.READY, s
@@ -49,10 +55,9 @@ async def test_role_already_exists_with_foreign_trust_is_refused(client, stack):
     iam = customer_admin(stack.aws_endpoint, "444444444444", "iam")
     iam.create_role(RoleName="BridgeheadAccess", AssumeRolePolicyDocument=json.dumps({
         "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}))  # fmt: skip
-    key_id, secret = customer_keys(stack, "444444444444", "admin-gamma")
+    keys = customer_keys(stack, "444444444444", "admin-gamma")
     with pytest.raises(WorkflowUpdateFailedError) as e:
-        await h.execute_update("create_role_for_me", m.CreateRoleForMeInput(access_key_id=key_id, secret_access_key=secret),
-                               result_type=m.UpdateResult)  # fmt: skip
+        await h.execute_update("create_role_for_me", keys, result_type=m.UpdateResult)
     assert "already exists" in str(e.value.cause) and "different trust policy" in str(e.value.cause)
     assert (await h.query("status", result_type=m.OrgStatus)).state == m.OrgState.AWAITING_ROLE
 

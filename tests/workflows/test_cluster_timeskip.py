@@ -14,6 +14,7 @@ from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.worker import Worker
 
+from bridgehead import ids
 from bridgehead import models as m
 from worker import WORKFLOWS, sandbox_runner
 
@@ -117,8 +118,9 @@ async def run_cluster(env, cloud: FakeCloud, body):
     with ThreadPoolExecutor(8) as ex:
         async with Worker(env.client, task_queue=tq, workflows=WORKFLOWS, activities=cloud.activities(), activity_executor=ex,
                           workflow_runner=sandbox_runner()):  # fmt: skip
-            h = await env.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id="acme", name="c1", region="us-east-1", config=CFG),
-                                                id=f"cluster-acme-c1-{uuid.uuid4().hex[:6]}", task_queue=tq, result_type=m.ClusterResult)  # fmt: skip
+            name = f"c1x{uuid.uuid4().hex[:6]}"  # one workflow per test: the id is bound to the name
+            h = await env.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
+                                                id=ids.cluster_workflow_id("acme", name), task_queue=tq, result_type=m.ClusterResult)  # fmt: skip
             return await body(h)
 
 
@@ -319,14 +321,15 @@ async def test_worker_restarted_during_the_wait(ts_env):
 
     cloud = FakeCloud(create_takes=timedelta(minutes=40))
     tq = f"tq-{uuid.uuid4()}"
-    wf_id = f"cluster-acme-c1-{uuid.uuid4().hex[:6]}"
+    name = f"c1x{uuid.uuid4().hex[:6]}"
+    wf_id = ids.cluster_workflow_id("acme", name)
     # Both workers run without a workflow cache (no sticky queue): every task is replayed from
     # history as in a fresh process, and the time-skipping server, which does not move sticky
     # tasks to a new worker, hands them to whichever worker polls.
     with ThreadPoolExecutor(4) as ex:
         async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=cloud.activities(), activity_executor=ex,
                           workflow_runner=sandbox_runner(), max_cached_workflows=0):  # fmt: skip
-            h = await ts_env.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id="acme", name="c1", region="us-east-1", config=CFG),
+            h = await ts_env.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
                                                    id=wf_id, task_queue=tq, result_type=m.ClusterResult)  # fmt: skip
             await until_state(ts_env, h, m.ClusterState.CREATING)
             await ts_env.sleep(timedelta(minutes=12))

@@ -4,11 +4,12 @@ the order of the removal steps."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from temporalio import activity
+from temporalio import activity, workflow
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
@@ -76,13 +77,35 @@ def fakes(calls: list[str], live: list[m.ClusterSummary], role_gone: bool) -> li
             record_foundation, org_regions, find_platform_image, revoke_image, delete_reverify_schedule]  # fmt: skip
 
 
-def ready_org(org: str) -> m.OnboardOrganizationInput:
+@workflow.defn(name="SeedOrganization", sandboxed=False)
+class SeedOrganization:
+    """Test-only: hands a prepared state to ``OnboardOrganization`` the one way a run accepts
+    carried state, by continuing as new into it (a fresh start with ``resume`` is refused)."""
+
+    @workflow.run
+    async def run(self, inp: m.OnboardOrganizationRun) -> None:
+        workflow.continue_as_new(inp, workflow="OnboardOrganization")
+
+
+async def seeded(client, inp: m.OnboardOrganizationRun, tq: str):  # type: ignore[no-untyped-def]
+    """Start ``SeedOrganization`` and return the handle once ``OnboardOrganization`` runs."""
+    h = client.get_workflow_handle(
+        (await client.start_workflow("SeedOrganization", inp, id=f"org-{inp.org_id}", task_queue=tq)).id, result_type=m.OrgStatus
+    )
+    for _ in range(200):
+        if (await h.describe()).workflow_type == "OnboardOrganization":
+            return h
+        await asyncio.sleep(0.05)
+    raise AssertionError("OnboardOrganization never took over from SeedOrganization")
+
+
+def ready_org(org: str) -> m.OnboardOrganizationRun:
     """An organisation already READY (resumed state), in two regions."""
     regions = {r: m.RegionProgress(images="SHARED", foundation="READY") for r in ("us-east-1", "us-west-1")}
     state = m.OnboardingState(state=m.OrgState.READY, external_id="x" * 32, role_arn="arn:aws:iam::222222222222:role/BridgeheadAccess",
                               regions=regions, reverify_scheduled=True)  # fmt: skip
-    return m.OnboardOrganizationInput(org_id=org, display_name=org, admin_email=f"a@{org}.example", aws_account_id="222222222222",
-                                      regions=list(regions), resume=state)  # fmt: skip
+    return m.OnboardOrganizationRun(org_id=org, display_name=org, admin_email=f"a@{org}.example", aws_account_id="222222222222",
+                                    regions=list(regions), resume=state)  # fmt: skip
 
 
 async def test_offboard_refusal_role_gone_and_abandon(ts_env):
@@ -90,9 +113,9 @@ async def test_offboard_refusal_role_gone_and_abandon(ts_env):
     live = [m.ClusterSummary(name="c1", region="us-west-1", state="FAILED")]
     tq, org = f"tq-{uuid.uuid4()}", f"off{uuid.uuid4().hex[:6]}"
     with ThreadPoolExecutor(4) as ex:
-        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=fakes(calls, live, role_gone=True),
+        async with Worker(ts_env.client, task_queue=tq, workflows=[*WORKFLOWS, SeedOrganization], activities=fakes(calls, live, role_gone=True),
                           activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
-            h = await ts_env.client.start_workflow("OnboardOrganization", ready_org(org), id=f"org-{org}", task_queue=tq, result_type=m.OrgStatus)
+            h = await seeded(ts_env.client, ready_org(org), tq)
             # 1. A cluster remains: refused, and the org is put back exactly as it was.
             with pytest.raises(WorkflowUpdateFailedError) as e:
                 await h.execute_update("offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult)
@@ -127,9 +150,9 @@ async def test_offboard_before_any_role_touches_no_account(ts_env):
     inp.resume.state, inp.resume.role_arn, inp.resume.reverify_scheduled = m.OrgState.AWAITING_ROLE, None, False
     inp.resume.regions = {r: m.RegionProgress() for r in inp.regions}
     with ThreadPoolExecutor(4) as ex:
-        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=fakes(calls, [], role_gone=False),
+        async with Worker(ts_env.client, task_queue=tq, workflows=[*WORKFLOWS, SeedOrganization], activities=fakes(calls, [], role_gone=False),
                           activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
-            h = await ts_env.client.start_workflow("OnboardOrganization", inp, id=f"org-{org}", task_queue=tq, result_type=m.OrgStatus)
+            h = await seeded(ts_env.client, inp, tq)
             await h.execute_update("offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult)
             final = await h.result()
     assert final.state == m.OrgState.OFFBOARDED

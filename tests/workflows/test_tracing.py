@@ -43,7 +43,7 @@ async def test_tracing_emits_workflow_and_activity_spans(ts_env):
         async with Worker(client, task_queue=tq, workflows=WORKFLOWS, activities=[verify_role], activity_executor=ex,
                           workflow_runner=sandbox_runner()):  # fmt: skip
             inp = m.VerifyRoleInput(org_id="acme", role_arn="arn:aws:iam::222222222222:role/BridgeheadAccess")
-            report = await client.execute_workflow("VerifyRole", inp, id=f"org-acme-verify-{uuid.uuid4().hex[:6]}", task_queue=tq,
+            report = await client.execute_workflow("VerifyRole", inp, id=f"org-acme-verify-{uuid.uuid4().int % 10**9 + 1}", task_queue=tq,
                                                          result_type=m.VerificationReport)  # fmt: skip
     assert report.passed
     names = {s.name for s in exporter.get_finished_spans()}

@@ -1,0 +1,152 @@
+"""The payload codec: sensitive payloads are encrypted, bound to namespace, workflow and handler,
+refused when they arrive as plain JSON, and a key ring decrypts what older keys encrypted.
+
+Each property is checked by :func:`codec_violations`, and the twin tests run the same check
+against a codec with the defect planted (no binding, no plaintext refusal) to show it is caught.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from temporalio.api.common.v1 import Payload
+from temporalio.converter import WorkflowSerializationContext
+
+import bridgehead.converter as conv
+from bridgehead import models as m
+from bridgehead.converter import make_data_converter
+
+SECRET = "TopSecretValue123/abc"
+TOKEN = "FwoGZXIvYXdzEXAMPLESESSIONTOKEN"
+KEYS = m.CreateRoleForMeInput(access_key_id="ASIAABCDEFGHIJKLMNOP", secret_access_key=SECRET, session_token=TOKEN)
+
+
+def ctx(workflow_id: str = "org-acme", namespace: str = "default") -> WorkflowSerializationContext:
+    return WorkflowSerializationContext(namespace=namespace, workflow_id=workflow_id)
+
+
+def run(coro):  # type: ignore[no-untyped-def]
+    return asyncio.run(coro)
+
+
+def decode_error(dc, payloads, hint=m.CreateRoleForMeInput) -> str | None:  # type: ignore[no-untyped-def]
+    try:
+        run(dc.decode(payloads, [hint]))
+    except Exception as e:  # the converter's refusal (the SDK rejects the update with it)
+        return str(e)
+    return None
+
+
+def codec_violations(key: bytes = b"k" * 32) -> list[str]:
+    """Every way the codec in use fails its contract (empty: none)."""
+    found = []
+    dc = make_data_converter(key)
+    a = dc.with_context(ctx("org-acme"))
+    enc = run(a.encode([KEYS]))
+    raw = enc[0].SerializeToString()
+    if SECRET.encode() in raw or TOKEN.encode() in raw:
+        found.append("secret in the encoded payload")
+    back = run(a.decode(enc, [m.CreateRoleForMeInput]))[0]
+    if back.secret_access_key.get_secret_value() != SECRET:
+        found.append("round trip lost the secret")
+    if decode_error(dc.with_context(ctx("org-victim")), enc) is None:
+        found.append("ciphertext decrypts in another workflow")
+    if decode_error(dc.with_context(ctx("org-acme", namespace="other")), enc) is None:
+        found.append("ciphertext decrypts in another namespace")
+    moved = Payload()
+    moved.CopyFrom(enc[0])
+    moved.metadata[conv.TYPE_META] = b"SomeOtherHandlerInput"
+    if decode_error(a, [moved]) is None:
+        found.append("ciphertext decrypts for another handler")
+    plain = Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(
+        {"access_key_id": "ASIAABCDEFGHIJKLMNOP", "secret_access_key": SECRET, "session_token": TOKEN}).encode())
+    if decode_error(a, [plain]) is None:
+        found.append("plain JSON accepted for a sensitive type")
+    forged = Payload()
+    forged.CopyFrom(plain)
+    forged.metadata[conv.DECRYPTED_META] = b"1"
+    if decode_error(a, [forged]) is None:
+        found.append("plain JSON with a forged 'decrypted' mark accepted")
+    for err in (decode_error(dc.with_context(ctx("org-victim")), enc), decode_error(a, [plain])):
+        if err and (SECRET in err or TOKEN in err):
+            found.append("an error message contains the secret")
+    return found
+
+
+def test_the_codec_keeps_its_contract():
+    assert codec_violations() == []
+
+
+def test_twin_a_codec_without_binding_is_caught(monkeypatch):
+    monkeypatch.setattr(conv.SensitivePayloadCodec, "_aad", lambda self, kid, t: kid.encode())
+    found = codec_violations()
+    assert "ciphertext decrypts in another workflow" in found
+    assert "ciphertext decrypts in another namespace" in found
+    assert "ciphertext decrypts for another handler" in found
+
+
+def test_twin_a_converter_that_takes_plain_secrets_is_caught(monkeypatch):
+    monkeypatch.setattr(conv, "_sensitive_type", lambda hint: False)
+    found = codec_violations()
+    assert "plain JSON accepted for a sensitive type" in found
+    assert "plain JSON with a forged 'decrypted' mark accepted" in found
+
+
+def test_non_sensitive_payloads_stay_plain_json():
+    arn = m.SubmitRoleInput(role_arn="arn:aws:iam::222222222222:role/x")
+    enc = run(make_data_converter(b"k" * 32).with_context(ctx()).encode([arn]))
+    assert json.loads(enc[0].data) == {"role_arn": arn.role_arn}
+    assert enc[0].metadata["encoding"] == b"json/plain"
+
+
+def test_key_ring_decrypts_what_an_old_key_encrypted_and_names_a_missing_key():
+    old, new = b"o" * 32, b"n" * 32
+    enc = run(make_data_converter(old).with_context(ctx()).encode([KEYS]))
+    rotated = make_data_converter(new, old_keys=[old]).with_context(ctx())
+    assert run(rotated.decode(enc, [m.CreateRoleForMeInput]))[0].session_token.get_secret_value() == TOKEN
+    # New payloads are encrypted with the new key only.
+    again = run(rotated.encode([KEYS]))
+    assert again[0].metadata[conv.KEY_ID_META] == conv.key_id(new).encode()
+    err = decode_error(make_data_converter(new).with_context(ctx()), enc)
+    assert err and conv.key_id(old) in err and "BRIDGEHEAD_CODEC_OLD_KEYS" in err
+
+
+def test_undecryptable_payload_is_a_refusal_not_a_codec_error():
+    """The codec itself never raises on decode (that would fail the workflow task again and
+    again); the refusal comes from the converter, which rejects only the update."""
+    enc = run(make_data_converter(b"o" * 32).with_context(ctx()).encode([KEYS]))
+    codec = conv.SensitivePayloadCodec(b"n" * 32).with_context(ctx())
+    out = run(codec.decode(enc))
+    assert conv.UNDECRYPTABLE_META in out[0].metadata
+
+
+def test_validation_errors_never_echo_a_secret():
+    with pytest.raises(ValueError) as e:
+        m.CreateRoleForMeInput(access_key_id="AKIAABCDEFGHIJKLMNOP", secret_access_key=SECRET, session_token=TOKEN, typo=SECRET)  # type: ignore[call-arg]
+    assert SECRET not in str(e.value) and "AKIAABCDEFGHIJKLMNOP" not in str(e.value)
+
+
+def test_only_temporary_credentials_are_accepted():
+    with pytest.raises(ValueError, match="access_key_id"):
+        m.CreateRoleForMeInput(access_key_id="AKIAABCDEFGHIJKLMNOP", secret_access_key=SECRET, session_token=TOKEN)
+    with pytest.raises(ValueError, match="session_token"):
+        m.CreateRoleForMeInput(access_key_id="ASIAABCDEFGHIJKLMNOP", secret_access_key=SECRET)  # type: ignore[call-arg]
+
+
+def test_codec_key_is_required_outside_the_embedded_stack(monkeypatch, tmp_path):
+    from bridgehead.settings import Settings
+
+    monkeypatch.delenv("BRIDGEHEAD_CODEC_KEY", raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env file
+    for env in ("production", "test"):
+        monkeypatch.setenv("BRIDGEHEAD_ENVIRONMENT", env)
+        with pytest.raises(ValueError, match="BRIDGEHEAD_CODEC_KEY is required"):
+            Settings()
+    monkeypatch.delenv("BRIDGEHEAD_ENVIRONMENT")
+    with pytest.raises(ValueError, match="BRIDGEHEAD_CODEC_KEY is required"):
+        Settings()  # the default is production: nothing is invented silently
+    monkeypatch.setenv("BRIDGEHEAD_ENVIRONMENT", "local")
+    monkeypatch.setenv("BRIDGEHEAD_STATE_DIR", str(tmp_path))
+    assert len(Settings().codec_key_bytes()) == 32

@@ -1,0 +1,152 @@
+"""Every input is untrusted (issue #17), on the time-skipping server with recording fakes: a
+workflow id not derived from the input, internal state in a fresh start, a start without input,
+a string where a number is meant, a misspelled signal or update. Each ends with a clear error (or
+is recorded) and no activity is ever called."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+
+import pytest
+from temporalio import activity
+from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from bridgehead import ids
+from bridgehead import models as m
+from worker import WORKFLOWS, sandbox_runner
+
+CFG = {"head_instance_type": "t3.medium", "compute_instance_type": "c5.xlarge", "compute_initial_nodes": 1, "compute_max_nodes": 2}
+ORG = {"org_id": "acme", "display_name": "Acme", "admin_email": "a@acme.example", "aws_account_id": "222222222222"}
+
+
+def recorder(calls: list[str]) -> list:
+    """Every activity a start could reach first; each records that it was called."""
+
+    def fake(name: str):  # type: ignore[no-untyped-def]
+        @activity.defn(name=name)
+        def _f(_: object) -> None:
+            calls.append(name)
+            raise ApplicationError(f"{name} must not be called", non_retryable=True)
+
+        return _f
+
+    names = ("validate_cluster", "register_cluster", "delete_stack", "poll_stack", "register_organization",
+             "org_regions", "check_vcpu_quota", "begin_foundation_delete", "verify_role", "scan_inbox", "load_dropbox_request")  # fmt: skip
+    return [fake(n) for n in names]
+
+
+async def failure_of(env, wf_type: str, payload: object, wf_id: str, calls: list[str]) -> str:  # type: ignore[no-untyped-def]
+    tq = f"tq-{uuid.uuid4()}"
+    with ThreadPoolExecutor(2) as ex:
+        async with Worker(env.client, task_queue=tq, workflows=WORKFLOWS, activities=recorder(calls), activity_executor=ex,
+                          workflow_runner=sandbox_runner()):  # fmt: skip
+            args = [] if payload is None else [payload]
+            h = await env.client.start_workflow(wf_type, args=args, id=wf_id, task_queue=tq)
+            with pytest.raises(WorkflowFailureError) as e:
+                await h.result()
+    cause = e.value.cause
+    return f"{getattr(cause, 'type', '')}: {getattr(cause, 'message', cause)}"
+
+
+def cluster(**over: object) -> dict:
+    return {"org_id": "acme", "name": "c1", "region": "us-east-1", "config": dict(CFG), **over}
+
+
+RUNTIME = {"state": "DELETING", "stack_name": "bridgehead-victim--foundation-us-east-1"}
+SEGMENT = {"state": "RUNNING", "segments": [{"start": datetime(2026, 1, 1, tzinfo=UTC).isoformat(), "head_instance_type": "t3.medium",
+                                              "compute_instance_type": "c5.xlarge", "compute_nodes": 5000}]}  # fmt: skip
+CASES = [
+    # (case, workflow type, input, workflow id, words the failure must contain)
+    ("cluster id of another org", "ClusterLifecycle", cluster(org_id="eta", name="cross"), "cluster-zeta-cross",
+     ["cluster-zeta-cross", "cluster-eta-cross"]),
+    ("org id of another org", "OnboardOrganization", {**ORG, "org_id": "bar"}, "org-foo", ["org-foo", "org-bar"]),
+    ("runtime DELETING with a foundation's stack", "ClusterLifecycle", cluster(runtime=RUNTIME), "cluster-acme-c1", ["runtime", "internal"]),
+    ("runtime RUNNING with a back-dated segment", "ClusterLifecycle", cluster(runtime=SEGMENT), "cluster-acme-c1", ["runtime"]),
+    ("drop-box target from a direct start", "ClusterLifecycle", cluster(dropbox={"bucket": "any-bucket", "user": "u"}), "cluster-acme-c1",
+     ["dropbox", "internal"]),
+    ("resume from a direct start", "OnboardOrganization", {**ORG, "resume": {"state": "READY", "role_arn": "arn:aws:iam::222222222222:role/x"}},
+     "org-acme", ["resume", "internal"]),
+    ("string node count", "ClusterLifecycle", cluster(config={**CFG, "compute_initial_nodes": "2"}), "cluster-acme-c1",
+     ["compute_initial_nodes", "integer"]),
+    ("float node count", "ClusterLifecycle", cluster(config={**CFG, "compute_initial_nodes": 2.0}), "cluster-acme-c1",
+     ["compute_initial_nodes", "integer"]),
+    ("no input", "ClusterLifecycle", None, "cluster-acme-c1", ["needs a JSON input", '"org_id"']),
+    ("no input", "OnboardOrganization", None, "org-acme", ["needs a JSON input", '"aws_account_id"']),
+    ("cleanup id of another org", "CleanupRegion", {"org_id": "victim", "region": "us-east-1"}, "org-acme-cleanup-us-east-1",
+     ["org-victim-cleanup-us-east-1"]),
+    ("foundation id of another region", "ProvisionRegion", {"org_id": "acme", "region": "us-west-2"}, "org-acme-region-us-east-1",
+     ["org-acme-region-us-west-2"]),
+    ("images of another org", "ShareImages", {"org_id": "victim", "revoke": True}, "org-acme-images", ["org-victim-images"]),
+    ("verification not numbered", "VerifyRole", {"org_id": "acme", "role_arn": "arn:aws:iam::222222222222:role/x"}, "org-acme-verify-x",
+     ["org-acme-verify-"]),
+    ("re-verification of another org", "ReverifyOrganization", {"org_id": "victim"}, "org-acme-reverify-1", ["org-victim-reverify"]),
+    ("org id with the name delimiter", "OnboardOrganization", {**ORG, "org_id": "acme--prod"}, "org-acme--prod", ["org_id"]),
+]
+
+
+@pytest.mark.parametrize("case,wf_type,payload,wf_id,words", CASES, ids=[f"{c[1]}: {c[0]}" for c in CASES])
+async def test_untrusted_start_fails_at_once_and_calls_nothing(ts_env, case, wf_type, payload, wf_id, words):
+    calls: list[str] = []
+    text = await failure_of(ts_env, wf_type, payload, wf_id, calls)
+    for w in words:
+        assert w in text, (case, text)
+    assert calls == [], f"{case}: activities were called: {calls}"
+
+
+async def test_twin_the_matrix_catches_an_unchecked_start(ts_env, monkeypatch):
+    """Planted defect: with the workflow-id check switched off, the first case of the matrix
+    starts work (the fakes record the call) instead of failing at once."""
+    monkeypatch.setattr(ids, "check_workflow_id", lambda *a, **k: None)
+    calls: list[str] = []
+    case = CASES[0]
+    await failure_of(ts_env, case[1], case[2], case[3], calls)
+    assert calls == ["validate_cluster"], "an unchecked start must reach the activities"
+
+
+async def test_misspelled_signal_is_recorded_and_unknown_update_refused(ts_env):
+    calls: list[str] = []
+    tq = f"tq-{uuid.uuid4()}"
+
+    @activity.defn(name="validate_cluster")
+    def validate(req: m.ValidateClusterInput) -> m.ClusterPlan:
+        return m.ClusterPlan(template_body="{}")
+
+    @activity.defn(name="check_vcpu_quota")
+    def quota(req: m.QuotaCheckInput) -> m.QuotaReport:
+        return m.QuotaReport(region=req.region, available=False)
+
+    @activity.defn(name="register_cluster")
+    def register(req: m.RegisterClusterInput) -> None:
+        calls.append(f"register:{req.state.value}")
+
+    @activity.defn(name="create_stack")
+    def create(req: m.StackRequest) -> m.StackPoll:
+        return m.StackPoll(stack_name=req.stack_name, stack_id="id", status="CREATE_IN_PROGRESS", terminal=False, succeeded=False)
+
+    @activity.defn(name="poll_stack")
+    def poll(ref: m.StackRef) -> m.StackPoll:
+        return m.StackPoll(stack_name=ref.stack_name, stack_id="id", status="CREATE_IN_PROGRESS", terminal=False, succeeded=False)
+
+    with ThreadPoolExecutor(2) as ex:
+        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=[validate, quota, register, create, poll],
+                          activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
+            name = f"u{uuid.uuid4().hex[:6]}"
+            h = await ts_env.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput.model_validate(cluster(name=name)),
+                                                   id=ids.cluster_workflow_id("acme", name), task_queue=tq)  # fmt: skip
+            for _ in range(100):
+                if calls:
+                    break
+                await asyncio.sleep(0.05)
+            await h.signal("Delete")
+            with pytest.raises(WorkflowUpdateFailedError) as e:
+                await h.execute_update("Resize", {"compute_nodes": 2})
+            assert "unknown update 'Resize' refused" in str(e.value.cause) and "'resize'" in str(e.value.cause)
+            s = await h.query("status", result_type=m.ClusterStatus)
+            assert len(s.ignored_requests) == 1 and "'Delete'" in s.ignored_requests[0] and "'delete'" in s.ignored_requests[0]
+            assert s.state == m.ClusterState.CREATING  # the misspelled delete did not act
+            await h.terminate("test over")
