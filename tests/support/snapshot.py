@@ -171,6 +171,22 @@ def _grants(acc: _Accounts, account: str, region: str) -> tuple[dict[str, Any], 
     return images, snaps
 
 
+def _policy_doc(doc: Any) -> Any:
+    """A policy document as moto returns it: a dict, JSON text, or (from CloudFormation-made
+    roles) a Python-literal text; compared as data whichever it is."""
+    if not isinstance(doc, str):
+        return doc
+    try:
+        return json.loads(doc)
+    except json.JSONDecodeError:
+        import ast
+
+        try:
+            return ast.literal_eval(doc)
+        except (ValueError, SyntaxError):
+            return doc
+
+
 def _roles(acc: _Accounts, account: str) -> dict[str, Any]:
     iam = acc.client(account, "iam")
     out: dict[str, Any] = {}
@@ -180,7 +196,7 @@ def _roles(acc: _Accounts, account: str) -> dict[str, Any]:
             inline = {}
             for pn in iam.list_role_policies(RoleName=name)["PolicyNames"]:
                 doc = iam.get_role_policy(RoleName=name, PolicyName=pn)["PolicyDocument"]
-                inline[pn] = json.loads(doc) if isinstance(doc, str) else doc
+                inline[pn] = _policy_doc(doc)
             attached = sorted(
                 p["PolicyArn"]
                 for p in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]
