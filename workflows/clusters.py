@@ -210,7 +210,7 @@ class ClusterLifecycleWorkflow:
                                                                                config=i.config, owner=i.owner),
                                        ClusterPlan, summary="validate request and render template", **REGISTRY)  # fmt: skip
         if plan.errors:
-            raise ApplicationError("invalid cluster request: " + "; ".join(plan.errors), type="InvalidClusterRequest")
+            await self._reject("invalid cluster request: " + "; ".join(plan.errors), "InvalidClusterRequest")
         self._rt.admin_email = plan.admin_email
         c = i.config
         nodes = {c.head_instance_type: 1}
@@ -218,8 +218,16 @@ class ClusterLifecycleWorkflow:
         quota: QuotaReport = await call("check_vcpu_quota", QuotaCheckInput(org_id=i.org_id, region=i.region, nodes=nodes),
                                         QuotaReport, summary="check EC2 vCPU quota", **AWS_CALL)  # fmt: skip
         if quota.available and not quota.sufficient:
-            raise ApplicationError(f"invalid cluster request: {quota.message}", type="InsufficientQuota")
+            await self._reject(f"invalid cluster request: {quota.message}", "InsufficientQuota")
         return plan
+
+    async def _reject(self, reason: str, kind: str) -> None:
+        """End a refused request FAILED with its reason where operators look (``status``, the
+        ``ClusterStatus`` search attribute, the CLI), not stuck at VALIDATING."""
+        if workflow.patched("rejected-shows-failed"):
+            self._rt.failure_reason = reason
+            self._set(ClusterState.FAILED)
+        raise ApplicationError(reason, type=kind)
 
     def _stop_creating(self) -> bool:
         """A cancel, or a delete received before the cluster was RUNNING."""

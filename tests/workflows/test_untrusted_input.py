@@ -108,7 +108,32 @@ async def test_twin_the_matrix_catches_an_unchecked_start(ts_env, monkeypatch):
     assert calls == ["validate_cluster"], "an unchecked start must reach the activities"
 
 
-async def test_misspelled_signal_is_recorded_and_unknown_update_refused(ts_env):
+@pytest.fixture
+async def own_env():  # type: ignore[no-untyped-def]
+    """A time-skipping server of its own: a rejected update leaves the shared server's time
+    skipping locked, which would stall the tests after this one."""
+    from temporalio.testing import WorkflowEnvironment
+
+    from bridgehead.converter import make_data_converter
+    from starter.local import bin_path
+    from tests.conftest import TEST_KEY
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=make_data_converter(TEST_KEY), test_server_existing_path=bin_path("temporal-test-server")
+    )
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+
+    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
+        namespace=env.client.namespace,
+        search_attributes={n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for n in ("OrgId", "ClusterName", "ClusterStatus", "Region")},
+    ))  # fmt: skip
+    yield env
+    await env.shutdown()
+
+
+async def test_misspelled_signal_is_recorded_and_unknown_update_refused(own_env):
+    ts_env = own_env
     calls: list[str] = []
     tq = f"tq-{uuid.uuid4()}"
 
@@ -150,3 +175,26 @@ async def test_misspelled_signal_is_recorded_and_unknown_update_refused(ts_env):
             assert len(s.ignored_requests) == 1 and "'Delete'" in s.ignored_requests[0] and "'delete'" in s.ignored_requests[0]
             assert s.state == m.ClusterState.CREATING  # the misspelled delete did not act
             await h.terminate("test over")
+
+
+async def test_a_rejected_request_ends_failed_with_its_reason_everywhere(ts_env):
+    """Not stuck at VALIDATING: ``status``, the ``ClusterStatus`` search attribute and the run's
+    failure all say FAILED and why."""
+    from workflows._common import CLUSTER_STATUS
+
+    @activity.defn(name="validate_cluster")
+    def validate(req: m.ValidateClusterInput) -> m.ClusterPlan:
+        return m.ClusterPlan(errors=["region: the regional foundation in us-east-1 is missing, not READY (run ProvisionRegion)"])
+
+    tq, name = f"tq-{uuid.uuid4()}", f"r{uuid.uuid4().hex[:6]}"
+    with ThreadPoolExecutor(2) as ex:
+        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=[validate], activity_executor=ex,
+                          workflow_runner=sandbox_runner()):  # fmt: skip
+            h = await ts_env.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput.model_validate(cluster(name=name)),
+                                                   id=ids.cluster_workflow_id("acme", name), task_queue=tq)  # fmt: skip
+            with pytest.raises(WorkflowFailureError) as e:
+                await h.result()
+            s = await h.query("status", result_type=m.ClusterStatus)
+    assert "not READY" in str(e.value.cause)
+    assert s.state == m.ClusterState.FAILED and "not READY" in (s.failure_reason or ""), s
+    assert (await h.describe()).typed_search_attributes.get(CLUSTER_STATUS) == "FAILED"
