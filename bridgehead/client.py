@@ -23,22 +23,12 @@ def connect_config(profile: str | None = None) -> dict[str, Any]:
 
 async def make_client(settings: Settings | None = None, *, profile: str | None = None, **overrides: Any) -> Client:
     """Connect with Bridgehead's data converter (pydantic JSON + sensitive-payload encryption) and,
-    when ``BRIDGEHEAD_TRACING=true``, the tracing interceptor (a worker built on this client
-    inherits it)."""
+    when ``BRIDGEHEAD_TRACING=true``, the OpenTelemetry plugin (a worker built on this client
+    inherits it; see :mod:`bridgehead.tracing`)."""
+    from bridgehead.tracing import tracing_plugins
+
     settings = settings or get_settings()
     config = connect_config(profile)
-    config.setdefault("interceptors", tracing_interceptors(settings))
+    config.setdefault("plugins", tracing_plugins(settings))
     config.update(overrides)
     return await Client.connect(data_converter=make_data_converter(settings.codec_key_bytes(), settings.codec_old_key_bytes()), **config)
-
-
-def tracing_interceptors(settings: Settings, tracer: Any = None) -> list[Any]:
-    """The SDK's OpenTelemetry interceptor when ``BRIDGEHEAD_TRACING=true`` (spans for every
-    workflow, activity, signal and update; exporter configured by the standard OTEL_* variables)."""
-    if not settings.tracing:
-        return []
-    try:
-        from temporalio.contrib.opentelemetry import TracingInterceptor
-    except ImportError as e:  # opentelemetry is an optional extra
-        raise SystemExit("BRIDGEHEAD_TRACING=true needs the otel extra: pip install -e '.[otel]'") from e
-    return [TracingInterceptor(tracer)]
