@@ -46,6 +46,12 @@ class UsageTotals(Model):
     metered_records: int = 0
     unprocessed_records: int = 0
     last_tick: datetime | None = None
+    #: Why the last tick sent nothing to Marketplace (no link, subscription not active), if so.
+    metering_skipped: str | None = None
+    #: DuplicateRecord answers so far (defects flagged in the ledger for an operator).
+    metering_defects: int = 0
+    #: Corrections recorded through the update ``correct``.
+    corrections: int = 0
 
 
 class CloseBillingPeriodsInput(Model):
