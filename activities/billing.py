@@ -19,12 +19,16 @@ from bridgehead import billing, metrics
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
     METERING_STATES,
+    BillingReport,
     CloseBillingPeriodsInput,
     CloseBillingPeriodsResult,
+    CorrectResult,
     MarketplaceState,
     MeteringNotice,
     MeterUsageInput,
     MeterUsageResult,
+    RecordCorrectionInput,
+    ReportLine,
     UsageSegment,
 )
 
@@ -331,6 +335,147 @@ class BillingActivities:
             self.registry.update(pk, sk, {"metered": True, "metered_in": batch["sk"]}, table=self.registry.ledger)
         tally.expired += 1
         log.warning("usage batch past the Marketplace window, carried into the next batch", batch=batch["sk"], carry=carry)
+
+
+    @activity.defn
+    def record_correction(self, req: RecordCorrectionInput) -> CorrectResult:
+        """Write an operator's correction of a closed period as a ledger entry of its own
+        (``CORRECTION#<hour>#<cluster>#<id>``): no entry is ever changed or deleted. Priced with
+        :func:`bridgehead.billing.line_cost` at the rate the corrected entry was priced with, added
+        to the ledger totals in the same transaction, exactly once per correction id (a retry
+        returns the recorded correction). Never sent to Marketplace."""
+        bind_subject(org_id=req.org_id, cluster=req.correction.cluster)
+        c = req.correction
+        period = billing.floor_hour(c.period)
+        pk = f"ORG#{req.org_id}"
+        prefix = f"{period.isoformat()}#{c.cluster}#"
+        done = self.registry.get(pk, f"CORRECTION#{prefix}{req.correction_id}", table=self.registry.ledger)
+        if done is not None:
+            return _correction_result(done)
+        entries = [e for e in self.registry.query(pk, f"PERIOD#{period.isoformat()}#{c.cluster}", table=self.registry.ledger)
+                   if e["cluster"] == c.cluster]  # fmt: skip
+        if not entries:
+            raise ApplicationError(f"no ledger entry for cluster {c.cluster} in the period starting {period.isoformat()}: "
+                                   "only closed periods can be corrected", type="BadInput", non_retryable=True)  # fmt: skip
+        original: dict[str, int] = defaultdict(int)
+        rates: dict[str, Decimal] = {}
+        for e in entries:
+            for t, minutes in e["lines"].items():
+                original[t] += int(minutes)
+                rates.setdefault(t, Decimal(str((e.get("rates") or self.aws.settings.rates)[t])))
+        itype = c.instance_type or (next(iter(original)) if len(original) == 1 else None)
+        if itype is None or itype not in original:
+            raise ApplicationError(f"instance_type must be one of {', '.join(sorted(original))} (the lines of that period)",
+                                   type="BadInput", non_retryable=True)  # fmt: skip
+        before = sum(int(x["node_minutes_delta"]) for x in self.registry.ledger_corrections(req.org_id, prefix) if x["instance_type"] == itype)
+        net = original[itype] + before + c.node_minutes_delta
+        if net < 0:
+            raise ApplicationError(f"the correction would leave {net} node-minutes of {itype} (billed {original[itype]}, "
+                                   f"corrected by {before} before): credit at most {original[itype] + before}",
+                                   type="BadInput", non_retryable=True)  # fmt: skip
+        amount = billing.line_cost(c.node_minutes_delta, rates[itype])
+        item = {
+            "pk": pk, "sk": f"CORRECTION#{prefix}{req.correction_id}", "correction_id": req.correction_id,
+            "cluster": c.cluster, "period_start": period.isoformat(), "instance_type": itype,
+            "node_minutes_delta": c.node_minutes_delta, "cost_usd_delta": amount, "rate": rates[itype],
+            "reason": c.reason, "requested_at": req.requested_at.isoformat(), "original_node_minutes": original[itype],
+            "net_node_minutes": net, "metered": all(e.get("metered") for e in entries),
+        }  # fmt: skip
+        add = {"node_minutes": c.node_minutes_delta, "cost_usd": amount, "corrections": 1}
+        if not self.registry.put_new_and_add(item, (pk, "TOTALS"), add, table=self.registry.ledger):
+            item = self.registry.get(pk, item["sk"], table=self.registry.ledger) or item
+        log.info("billing correction recorded", correction=req.correction_id, delta=c.node_minutes_delta, instance_type=itype)
+        return _correction_result(item)
+
+
+def _correction_result(item: dict[str, Any]) -> CorrectResult:
+    return CorrectResult(
+        correction_id=item["correction_id"], cluster=item["cluster"], period=datetime.fromisoformat(item["period_start"]),
+        instance_type=item["instance_type"], node_minutes_delta=int(item["node_minutes_delta"]),
+        cost_usd_delta=Decimal(str(item["cost_usd_delta"])), original_node_minutes=int(item["original_node_minutes"]),
+        net_node_minutes=int(item["net_node_minutes"]), metered=bool(item["metered"]),
+    )  # fmt: skip
+
+
+def billing_report(registry: Registry, org_id: str, month: str | None, now: datetime) -> BillingReport:
+    """The organisation's bill from the ledger: per cluster and instance type the node-minutes
+    and money first billed, the corrections and the net; the open hours so far; what Marketplace
+    did not take and why; credits owed for corrected usage Marketplace had already accepted.
+
+    Money comes from the ledger, never recomputed with another rounding: a line costs the sum of its
+    entries' ``line_costs`` (:func:`bridgehead.billing.line_cost`), so the report's totals are the
+    ledger's to the cent. Entries written before ``line_costs`` existed are split with the same
+    function, and a cent of difference to their stored ``cost_usd`` goes to their largest line.
+    """
+    pk = f"ORG#{org_id}"
+    entries = ledger_entries(registry, org_id, month)
+    corrections = registry.ledger_corrections(org_id, month or "")
+    link = registry.marketplace(org_id)
+    linked_hour = billing.floor_hour(datetime.fromisoformat(link["linked_at"])).isoformat() if link else None
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+
+    def row(cluster: str, itype: str) -> dict[str, Any]:
+        return rows.setdefault((cluster, itype), {"min": 0, "usd": Decimal(0), "cmin": 0, "cusd": Decimal(0)})
+
+    report = BillingReport(org_id=org_id, month=month)
+    for e in entries:
+        costs = _entry_line_costs(e)
+        for t, minutes in e["lines"].items():
+            r = row(e["cluster"], t)
+            r["min"] += int(minutes)
+            r["usd"] += costs[t]
+        where = f"{e['cluster']} {e.get('window_start') or e['period_start']}"
+        if e.get("metering_defects"):
+            report.defects.append(f"{where}: {', '.join(e['metering_defects'])} refused as DuplicateRecord (not metered; settle by hand)")
+        elif not e.get("metered"):
+            if link is None:
+                why = "no AWS Marketplace link"
+            elif e["period_start"] < (linked_hour or ""):
+                why = "before the AWS Marketplace link"
+            elif link.get("state") not in METERING_STATES:
+                why = f"AWS Marketplace subscription {link.get('state')}"
+            else:
+                why = "not yet accepted by AWS Marketplace"
+            report.not_metered.append(f"{where}: {why}")
+    for x in corrections:
+        r = row(x["cluster"], x["instance_type"])
+        r["cmin"] += int(x["node_minutes_delta"])
+        r["cusd"] += Decimal(str(x["cost_usd_delta"]))
+        if x.get("metered") and int(x["node_minutes_delta"]) < 0:
+            report.credits.append(f"{x['cluster']} {x['period_start']} {x['instance_type']}: credit ${-Decimal(str(x['cost_usd_delta']))} "
+                                  f"({-int(x['node_minutes_delta'])} node-minutes Marketplace already accepted): {x['reason']}")  # fmt: skip
+    for (cluster, itype), r in sorted(rows.items()):
+        report.lines.append(ReportLine(cluster=cluster, instance_type=itype, node_minutes=r["min"], corrections_node_minutes=r["cmin"],
+                                       net_node_minutes=r["min"] + r["cmin"], cost_usd=r["usd"], corrections_usd=r["cusd"],
+                                       net_usd=r["usd"] + r["cusd"]))  # fmt: skip
+    report.node_minutes = sum(x.node_minutes for x in report.lines)
+    report.corrections_node_minutes = sum(x.corrections_node_minutes for x in report.lines)
+    report.net_node_minutes = report.node_minutes + report.corrections_node_minutes
+    report.cost_usd = sum((x.cost_usd for x in report.lines), Decimal("0.00"))
+    report.corrections_usd = sum((x.corrections_usd for x in report.lines), Decimal("0.00"))
+    report.net_usd = report.cost_usd + report.corrections_usd
+    if month is None or now.strftime("%Y-%m") == month:
+        for c in registry.query(pk, "CLUSTER#"):
+            segments = [UsageSegment.model_validate(x) for x in c.get("segments") or []]
+            if not segments:
+                continue
+            since = datetime.fromisoformat(c["billed_through"]) if c.get("billed_through") else billing.floor_hour(segments[0].start)
+            so_far = sum(billing.node_minutes(segments, since, now, now).values()) if now > since else 0
+            if so_far:
+                report.in_progress[c["name"]] = so_far
+    return report
+
+
+def _entry_line_costs(e: dict[str, Any]) -> dict[str, Decimal]:
+    if e.get("line_costs"):
+        return {t: Decimal(str(v)) for t, v in e["line_costs"].items()}
+    rates = {t: Decimal(str(v)) for t, v in (e.get("rates") or {}).items()}
+    costs = billing.line_costs({t: int(v) for t, v in e["lines"].items()}, rates)
+    gap = Decimal(str(e["cost_usd"])) - sum(costs.values(), Decimal(0))
+    if gap and costs:
+        largest = max(costs, key=lambda t: costs[t])
+        costs[largest] += gap
+    return costs
 
 
 #: Marketplace accepts usage timestamped up to six hours in the past. A batch is resent until it is
