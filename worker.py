@@ -32,7 +32,7 @@ from activities.schedules import ScheduleActivities
 from bridgehead.client import make_client
 from bridgehead.logging import configure_logging, get_logger
 from bridgehead.settings import Settings, get_settings
-from workflows.billing import BillingMeterWorkflow
+from workflows.billing import BillingMeterWorkflow, BillingReportWorkflow
 from workflows.clusters import ClusterLifecycleWorkflow
 from workflows.dropbox import DropboxRequestWorkflow, DropboxWatchWorkflow
 from workflows.images import ShareImagesWorkflow
@@ -56,6 +56,7 @@ WORKFLOWS = [
     DropboxWatchWorkflow,
     DropboxRequestWorkflow,
     MarketplaceSubscriptionWorkflow,
+    BillingReportWorkflow,
 ]
 
 log = get_logger("bridgehead.worker")

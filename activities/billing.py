@@ -20,6 +20,7 @@ from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
     METERING_STATES,
     BillingReport,
+    BillingReportInput,
     CloseBillingPeriodsInput,
     CloseBillingPeriodsResult,
     CorrectResult,
@@ -338,6 +339,12 @@ class BillingActivities:
 
 
     @activity.defn
+    def billing_report(self, req: BillingReportInput) -> BillingReport:
+        """The organisation's bill from the ledger (see :func:`billing_report`)."""
+        bind_subject(org_id=req.org_id)
+        return billing_report(self.registry, req.org_id, req.month, req.now or datetime.now(UTC))
+
+    @activity.defn
     def record_correction(self, req: RecordCorrectionInput) -> CorrectResult:
         """Write an operator's correction of a closed period as a ledger entry of its own
         (``CORRECTION#<hour>#<cluster>#<id>``): no entry is ever changed or deleted. Priced with
@@ -418,6 +425,7 @@ def billing_report(registry: Registry, org_id: str, month: str | None, now: date
         return rows.setdefault((cluster, itype), {"min": 0, "usd": Decimal(0), "cmin": 0, "cusd": Decimal(0)})
 
     report = BillingReport(org_id=org_id, month=month)
+    unmetered: dict[str, list[int]] = {}
     for e in entries:
         costs = _entry_line_costs(e)
         for t, minutes in e["lines"].items():
@@ -436,7 +444,10 @@ def billing_report(registry: Registry, org_id: str, month: str | None, now: date
                 why = f"AWS Marketplace subscription {link.get('state')}"
             else:
                 why = "not yet accepted by AWS Marketplace"
-            report.not_metered.append(f"{where}: {why}")
+            n = unmetered.setdefault(why, [0, 0])
+            n[0] += 1
+            n[1] += int(e["node_minutes"])
+    report.not_metered = [f"{n} ledger entries ({minutes} node-minutes): {why}" for why, (n, minutes) in sorted(unmetered.items())]
     for x in corrections:
         r = row(x["cluster"], x["instance_type"])
         r["cmin"] += int(x["node_minutes_delta"])

@@ -19,6 +19,8 @@ with workflow.unsafe.imports_passed_through():
     from bridgehead import ids
     from bridgehead.models import (
         BillingMeterInput,
+        BillingReport,
+        BillingReportInput,
         CloseBillingPeriodsInput,
         CloseBillingPeriodsResult,
         CorrectInput,
@@ -204,3 +206,18 @@ class BillingMeterWorkflow:
                 return t
         await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(input.model_copy(update={"totals": t, "stopping": self._stop}))
+
+
+@workflow.defn(name="BillingReport", failure_exception_types=[ValidationError])
+class BillingReportWorkflow:
+    """The organisation's bill, read from the ledger by the worker (so ``starter billing report``
+    needs only Temporal, never AWS credentials): one activity, a handful of history events."""
+
+    @workflow.run
+    async def run(self, input: BillingReportInput) -> BillingReport:
+        try:
+            ids.check_workflow_id(workflow.info().workflow_id, ids.billing_report_workflow_id(input.org_id, input.month))
+        except ids.WorkflowIdMismatch as e:
+            raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
+        req = input.model_copy(update={"now": input.now or workflow.now()})
+        return await call("billing_report", req, BillingReport, summary=f"billing report of {input.org_id}", **REGISTRY)

@@ -8,6 +8,7 @@ from typing import Annotated
 
 from pydantic import (
     Field,
+    StringConstraints,
 )
 
 from bridgehead.models.common import Model, OrgId
@@ -154,9 +155,16 @@ class RecordCorrectionInput(Model):
 
 
 class BillingReportInput(Model):
+    """Input of ``BillingReport`` (workflow id ``report-{org_id}-{month|all}``) and its activity.
+
+    Attributes:
+        org_id: The organisation.
+        month: ``YYYY-MM``, or every month.
+        now: The report's instant (default: when it runs); the open hour is in progress up to it.
+    """
+
     org_id: OrgId
-    month: str | None = None
-    #: The report's "now" (the open hour is shown as in progress up to this instant).
+    month: Annotated[str, StringConstraints(pattern=r"^\d{4}-(0[1-9]|1[0-2])$")] | None = None
     now: datetime | None = None
 
 
