@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError
 from activities.aws import Aws
 from activities.errors import aws_errors
 from activities.registry import Registry
-from bridgehead import billing, metrics
+from bridgehead import billing, ids, metrics
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
     METERING_STATES,
@@ -71,7 +71,14 @@ class BillingActivities:
                 continue  # failed or cancelled creations, or not yet running: nothing to bill
             since = datetime.fromisoformat(c["billed_through"]) if c.get("billed_through") else billing.floor_hour(segments[0].start)
             last = since
-            for p, start, end in billing.windows(segments, since, until, partial=req.partial):
+            todo = billing.windows(segments, since, until, partial=req.partial)
+            capacity = "requested"
+            if todo:
+                # Bill what ran: compute nodes as observed in the customer account, never more than requested.
+                instances, capacity = self._observed_capacity(req.org_id, c, segments)
+                if instances is not None:
+                    segments = billing.reconcile(segments, instances)
+            for p, start, end in todo:
                 lines = billing.node_minutes(segments, start, end, until)
                 last = end
                 if not lines:
@@ -87,7 +94,7 @@ class BillingActivities:
                     "region": c.get("region"), "period_start": p.isoformat(), "window_start": start.isoformat(),
                     "window_end": end.isoformat(), "lines": lines, "line_costs": billing.line_costs(lines, s.rates),
                     "node_minutes": sum(lines.values()), "cost_usd": amount, "rate_version": s.rate_version,
-                    "rates": {t: s.rates[t] for t in lines},
+                    "rates": {t: s.rates[t] for t in lines}, "capacity": capacity,
                     "metered": False, "written_at": datetime.now(UTC).isoformat(),
                 }  # fmt: skip
                 add = {"node_minutes": item["node_minutes"], "cost_usd": amount, "entries": 1}
@@ -106,6 +113,64 @@ class BillingActivities:
         return CloseBillingPeriodsResult(entries_written=written, entries_existing=existing, node_minutes=minutes_total,
                                          cost_usd=cost_total, closed_until=until, ledger_node_minutes=int(totals.get("node_minutes", 0)),
                                          ledger_cost_usd=Decimal(str(totals.get("cost_usd", 0))), ledger_entries=int(totals.get("entries", 0)))  # fmt: skip
+
+    def _observed_capacity(self, org_id: str, c: dict[str, Any], segments: list[UsageSegment]) -> tuple[list[tuple[datetime, datetime | None]] | None, str]:
+        """The cluster's compute instances over time, as observed in its Auto Scaling group.
+
+        Each call records what it sees on the cluster's registry item (``observed_instances``:
+        launch time, end, last seen), so an instance that is gone stays known: it ended when
+        its termination activity says, else when it was last seen in service (time not observed
+        is never billed). When the group is gone because the cluster was deleted, instances still
+        open ran until the deletion was requested (the end of the last segment). Returns None (bill
+        as requested) when the group was never observed (no group, or no access to it), with the
+        reason recorded on the ledger entries."""
+        known: dict[str, dict[str, Any]] = dict(c.get("observed_instances") or {})
+        name = c["name"]
+        group = (c.get("outputs") or {}).get("ComputeGroupName") or f"{ids.org_prefix(org_id)}{name}-compute"
+        now = datetime.now(UTC)
+        try:
+            org = self.registry.org(org_id)
+            auto = self.aws.customer(org, "autoscaling", c["region"])
+            with aws_errors("autoscaling:DescribeAutoScalingGroups"):
+                groups = auto.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"]
+            in_service: dict[str, datetime] = {}
+            ended: dict[str, datetime] = {}
+            if groups:
+                ids_now = [i["InstanceId"] for i in groups[0].get("Instances", []) if i.get("LifecycleState") == "InService"]
+                if ids_now:
+                    ec2 = self.aws.customer(org, "ec2", c["region"])
+                    with aws_errors("ec2:DescribeInstances"):
+                        for r in ec2.describe_instances(InstanceIds=ids_now)["Reservations"]:
+                            for i in r["Instances"]:
+                                in_service[i["InstanceId"]] = i["LaunchTime"].astimezone(UTC)
+                with aws_errors("autoscaling:DescribeScalingActivities"):
+                    for a in auto.describe_scaling_activities(AutoScalingGroupName=group).get("Activities", []):
+                        words = str(a.get("Description", "")).split()
+                        if a.get("EndTime") and words[:3] == ["Terminating", "EC2", "instance:"] and len(words) > 3:
+                            ended[words[3]] = a["EndTime"].astimezone(UTC)
+        except ApplicationError as e:
+            if not known:
+                return None, f"requested (capacity not observed: {e.message[:200]})"
+            groups, in_service, ended = [], {}, {}
+        if not groups and not known:
+            return None, "requested (no Auto Scaling group observed)"
+        last_end = segments[-1].end
+        for iid, launched in in_service.items():
+            rec = known.setdefault(iid, {"launched": launched.isoformat()})
+            rec["last_seen"] = now.isoformat()
+        for iid, rec in known.items():
+            if iid in in_service or rec.get("ended"):
+                continue
+            if iid in ended:
+                rec["ended"] = ended[iid].isoformat()
+            elif not groups and last_end is not None:
+                rec["ended"] = max(datetime.fromisoformat(rec["last_seen"]), last_end).isoformat()
+            elif groups:
+                rec["ended"] = rec["last_seen"]
+        if known != (c.get("observed_instances") or {}):
+            self.registry.update(f"ORG#{org_id}", f"CLUSTER#{name}", {"observed_instances": known})
+        instances = [(datetime.fromisoformat(r["launched"]), datetime.fromisoformat(r["ended"]) if r.get("ended") else None) for r in known.values()]
+        return instances, "observed"
 
     @activity.defn
     def meter_usage(self, req: MeterUsageInput) -> MeterUsageResult:

@@ -5,6 +5,9 @@ The rule (README "Billing" says the same, in words):
 * What: a cluster is charged per node (its head node plus its compute nodes) from the moment its
   stack reached CREATE_COMPLETE until the moment ``delete`` was received, at its instance types'
   hourly rates. Failed and cancelled creations cost nothing.
+* What ran: compute nodes are billed as the fewer of those requested and those observed in service
+  in the cluster's Auto Scaling group (:func:`reconcile`); a shortfall or an interruption is not
+  billed, a replacement is from its launch. The head node is billed as requested.
 * Rounding of time: each usage *segment* (a stretch at one node count; a resize starts a new one)
   is rounded to the nearest minute, half up: 59 min 29 s -> 59, 59 min 30 s -> 60, and so a
   segment shorter than 30 s bills 0 minutes. Hourly ledger periods get the difference of the
@@ -114,4 +117,30 @@ def windows(segments: list[UsageSegment], since: datetime, until: datetime, *, p
         start = max(p, since)
         if until > start and not any(w[0] == p for w in out) and any(s.start < until and (s.end is None or s.end > start) for s in segments):
             out.append((p, start, until))
+    return out
+
+
+def reconcile(segments: list[UsageSegment], instances: list[tuple[datetime, datetime | None]]) -> list[UsageSegment]:
+    """Segments as billed: at every instant the compute nodes billed are the fewer of those
+    requested and those observed in service (``instances``: launch and end of each compute
+    instance, end None while it runs). A shortfall or an interruption is not billed; a
+    replacement is, from its launch; the head node is billed as requested.
+
+    Each requested segment is cut where the billed count changes, so every piece is a run at one
+    node count (rounded on its own); where the observed capacity meets the request, the segment is
+    returned unchanged, and so is its rounding."""
+    points = sorted({t for start, end in instances for t in (start, end) if t is not None})
+    out: list[UsageSegment] = []
+    for seg in segments:
+        cuts = [seg.start, *[p for p in points if p > seg.start and (seg.end is None or p < seg.end)]]
+        pieces: list[UsageSegment] = []
+        for i, a in enumerate(cuts):
+            b = cuts[i + 1] if i + 1 < len(cuts) else seg.end
+            running = sum(1 for start, end in instances if start <= a and (end is None or end > a))
+            nodes = min(seg.compute_nodes, running)
+            if pieces and pieces[-1].compute_nodes == nodes:
+                pieces[-1].end = b
+            else:
+                pieces.append(seg.model_copy(update={"start": a, "end": b, "compute_nodes": nodes}))
+        out.extend(pieces)
     return out

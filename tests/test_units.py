@@ -247,3 +247,25 @@ def test_shell_completion_follows_the_parser():
     assert {"--org", "--name", "--region", "--config", "--dry-run", "--wait"} <= complete("bridgehead", "--json", "cluster", "create", "--")
     assert complete("bridgehead", "signal", "wf-id", "") >= {"cancel", "delete", "reverify"}
     assert complete("bridgehead", "schema", "Clu") == {"ClusterLifecycle"}
+
+
+def test_reconcile_bills_the_fewer_of_requested_and_observed_compute_nodes():
+    from datetime import UTC, datetime, timedelta
+
+    from bridgehead import billing
+    from bridgehead.models import UsageSegment
+
+    t = datetime(2026, 11, 5, 9, 0, tzinfo=UTC)
+    seg = UsageSegment(start=t, end=t + timedelta(hours=1), head_instance_type="t3.medium", compute_instance_type="c5.xlarge", compute_nodes=3)
+    hour = (t, t + timedelta(hours=1), t + timedelta(hours=2))
+    # The group ran 3 from 9:00; one node was interrupted at 9:20 and its replacement in service at 9:35.
+    observed = [(t - timedelta(minutes=2), None), (t - timedelta(minutes=2), None), (t - timedelta(minutes=1), t + timedelta(minutes=20)),
+                (t + timedelta(minutes=35), None)]  # fmt: skip
+    got = billing.node_minutes(billing.reconcile([seg], observed), *hour)
+    assert got == {"t3.medium": 60, "c5.xlarge": 3 * 60 - 15}, "the 15 minutes without the third node are not billed"
+    # The group never reached the request (2 of 3 for the first 40 minutes, then 3).
+    short = [(t, None), (t, None), (t + timedelta(minutes=40), None)]
+    assert billing.node_minutes(billing.reconcile([seg], short), *hour) == {"t3.medium": 60, "c5.xlarge": 2 * 60 + 20}
+    # More instances than requested (an overlap during a replacement) are never billed.
+    many = [(t, None)] * 5
+    assert billing.reconcile([seg], many) == [seg], "capacity meeting the request leaves the segment (and its rounding) unchanged"
