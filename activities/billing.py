@@ -536,6 +536,10 @@ def billing_report(registry: Registry, org_id: str, month: str | None, now: date
             if not segments:
                 continue
             since = datetime.fromisoformat(c["billed_through"]) if c.get("billed_through") else billing.floor_hour(segments[0].start)
+            if c.get("observed_instances"):  # what ran, as far as the last tick saw it (no AWS call here)
+                seen = [(datetime.fromisoformat(r["launched"]), datetime.fromisoformat(r["ended"]) if r.get("ended") else None)
+                        for r in c["observed_instances"].values()]  # fmt: skip
+                segments = billing.reconcile(segments, seen)
             so_far = sum(billing.node_minutes(segments, since, now, now).values()) if now > since else 0
             if so_far:
                 report.in_progress[c["name"]] = so_far

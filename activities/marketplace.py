@@ -93,13 +93,18 @@ class MarketplaceActivities:
                 non_retryable=True,
             )
         existing = self.registry.marketplace(req.org_id) or {}
-        same_buyer = existing.get("customer_identifier") == resp["CustomerIdentifier"]
+        # A repeated registration of the same, still subscribed buyer keeps its state and linking
+        # time; a buyer coming back after the subscription ended or failed starts again from now
+        # (usage between the two subscriptions is never metered).
+        same_buyer = existing.get("customer_identifier") == resp["CustomerIdentifier"] and existing.get("state") not in (
+            MarketplaceState.UNSUBSCRIBED.value,
+            MarketplaceState.SUBSCRIBE_FAILED.value,
+        )
         now = datetime.now(UTC)
         link = {
             "customer_aws_account_id": account,
             "customer_identifier": resp["CustomerIdentifier"],
             "product_code": resp["ProductCode"],
-            # A repeated registration of the same buyer keeps its state and linking time.
             "state": existing.get("state", MarketplaceState.LINKED.value)
             if same_buyer
             else MarketplaceState.LINKED.value,

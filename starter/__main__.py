@@ -353,8 +353,23 @@ async def cmd_billing_report(args: argparse.Namespace) -> int:
 async def cmd_marketplace_register(args: argparse.Namespace) -> int:
     """Start ``MarketplaceSubscription`` for a buyer's registration token (encrypted in transit and history)."""
     token = sys.stdin.readline().strip() if args.token == "-" else args.token
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    from bridgehead import ids
+    from bridgehead.settings import get_settings
+
     inp = m.MarketplaceSubscriptionInput(org_id=args.org, registration_token=token, allow_different_account=args.allow_different_account)
-    h = await start("MarketplaceSubscription", inp)
+    wf_id = ids.marketplace_workflow_id(args.org)
+    try:
+        # A buyer may come back after a subscription ended: an ended run's id is reused.
+        h = await (await client()).start_workflow(
+            "MarketplaceSubscription", inp, id=wf_id, task_queue=get_settings().task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=search_attrs_for(inp), static_summary=f"AWS Marketplace subscription of {args.org}",
+        )  # fmt: skip
+    except WorkflowAlreadyStartedError:
+        raise CliError(f"{wf_id} is running: the organisation already has a Marketplace buyer (`starter status {wf_id}`)") from None
     if not args.wait:
         emit(args, {"started": h.id}, f"started {h.id}; follow it with `starter status {h.id}`")
         return 0

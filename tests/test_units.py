@@ -269,3 +269,34 @@ def test_reconcile_bills_the_fewer_of_requested_and_observed_compute_nodes():
     # More instances than requested (an overlap during a replacement) are never billed.
     many = [(t, None)] * 5
     assert billing.reconcile([seg], many) == [seg], "capacity meeting the request leaves the segment (and its rounding) unchanged"
+
+
+def test_windows_split_an_hour_at_a_final_metering_without_losing_or_adding_a_minute():
+    from datetime import UTC, datetime, timedelta
+
+    from bridgehead import billing
+    from bridgehead.models import UsageSegment
+
+    t = datetime(2026, 11, 5, 9, 0, tzinfo=UTC)
+    seg = UsageSegment(start=t + timedelta(minutes=7, seconds=40), end=None, head_instance_type="t3.medium",
+                       compute_instance_type="c5.xlarge", compute_nodes=2)  # fmt: skip
+    cut = t + timedelta(hours=1, minutes=25, seconds=20)
+    first = billing.windows([seg], t, cut, partial=True)
+    assert [(w[1], w[2]) for w in first] == [(t, t + timedelta(hours=1)), (t + timedelta(hours=1), cut)]
+    rest = billing.windows([seg], cut, t + timedelta(hours=2, minutes=10))
+    assert [(w[1], w[2]) for w in rest] == [(cut, t + timedelta(hours=2))], "the rest of the hour, once"
+    now = t + timedelta(hours=3)
+    split = sum(sum(billing.node_minutes([seg], a, b, now).values()) for _, a, b in first + rest)
+    whole = sum(billing.node_minutes([seg], t, t + timedelta(hours=2), now).values())
+    assert split == whole == 3 * billing.rounded_minutes((t + timedelta(hours=2) - seg.start).total_seconds())
+    assert billing.windows([seg], t, cut) == [(t, t, t + timedelta(hours=1))], "without partial only whole hours close"
+
+
+def test_line_cost_is_the_one_rounding_of_money_and_a_credit_mirrors_a_charge():
+    from decimal import Decimal
+
+    from bridgehead import billing
+
+    assert billing.line_cost(3, Decimal("0.17")) == Decimal("0.01")  # 0.0085 -> 0.01, half up
+    assert billing.line_cost(-3, Decimal("0.17")) == Decimal("-0.01")
+    assert billing.cost({"c5.xlarge": 2, "t3.medium": 2}, {"c5.xlarge": Decimal("0.17"), "t3.medium": Decimal("0.0416")}) == Decimal("0.01")

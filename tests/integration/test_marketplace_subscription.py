@@ -287,6 +287,15 @@ async def test_unsubscribe_success_refuses_new_clusters_and_tells_the_admin(clie
         BillingActivities(hz.aws, hz.reg).meter_usage, m.MeterUsageInput(org_id=hz.org)
     )
     assert res.skipped and "UNSUBSCRIBED" in res.skipped
+    # The buyer comes back with a new token: linked again from now, clusters allowed again.
+    first_link = hz.reg.marketplace(hz.org)["linked_at"]
+    hz.token = f"tok-{uuid.uuid4().hex}"
+    hz.market.tokens[hz.token] = {"CustomerIdentifier": hz.customer, "CustomerAWSAccountId": hz.account, "ProductCode": PRODUCT}
+    async with hz.worker():
+        h2 = await hz.register()
+        await hz.state(h2, m.MarketplaceState.LINKED)
+        await h2.terminate("test finished")
+    assert hz.reg.marketplace(hz.org)["linked_at"] > first_link and marketplace_errors() == []
 
 
 async def test_a_redelivered_or_foreign_notification_changes_nothing(client):
