@@ -290,7 +290,11 @@ async def test_unsubscribe_success_refuses_new_clusters_and_tells_the_admin(clie
     # The buyer comes back with a new token: linked again from now, clusters allowed again.
     first_link = hz.reg.marketplace(hz.org)["linked_at"]
     hz.token = f"tok-{uuid.uuid4().hex}"
-    hz.market.tokens[hz.token] = {"CustomerIdentifier": hz.customer, "CustomerAWSAccountId": hz.account, "ProductCode": PRODUCT}
+    hz.market.tokens[hz.token] = {
+        "CustomerIdentifier": hz.customer,
+        "CustomerAWSAccountId": hz.account,
+        "ProductCode": PRODUCT,
+    }
     async with hz.worker():
         h2 = await hz.register()
         await hz.state(h2, m.MarketplaceState.LINKED)
