@@ -492,7 +492,7 @@ def billing_report(registry: Registry, org_id: str, month: str | None, now: date
     report = BillingReport(org_id=org_id, month=month)
     unmetered: dict[str, list[int]] = {}
     for e in entries:
-        costs = _entry_line_costs(e)
+        costs = _entry_line_costs(e, registry.aws.settings.rates)
         for t, minutes in e["lines"].items():
             r = row(e["cluster"], t)
             r["min"] += int(minutes)
@@ -546,10 +546,11 @@ def billing_report(registry: Registry, org_id: str, month: str | None, now: date
     return report
 
 
-def _entry_line_costs(e: dict[str, Any]) -> dict[str, Decimal]:
+def _entry_line_costs(e: dict[str, Any], fallback: dict[str, Decimal]) -> dict[str, Decimal]:
     if e.get("line_costs"):
         return {t: Decimal(str(v)) for t, v in e["line_costs"].items()}
-    rates = {t: Decimal(str(v)) for t, v in (e.get("rates") or {}).items()}
+    known = {**fallback, **(e.get("rates") or {})}
+    rates = {t: Decimal(str(known.get(t, 0))) for t in e["lines"]}
     costs = billing.line_costs({t: int(v) for t, v in e["lines"].items()}, rates)
     gap = Decimal(str(e["cost_usd"])) - sum(costs.values(), Decimal(0))
     if gap and costs:

@@ -300,3 +300,21 @@ def test_line_cost_is_the_one_rounding_of_money_and_a_credit_mirrors_a_charge():
     assert billing.line_cost(3, Decimal("0.17")) == Decimal("0.01")  # 0.0085 -> 0.01, half up
     assert billing.line_cost(-3, Decimal("0.17")) == Decimal("-0.01")
     assert billing.cost({"c5.xlarge": 2, "t3.medium": 2}, {"c5.xlarge": Decimal("0.17"), "t3.medium": Decimal("0.0416")}) == Decimal("0.01")
+
+
+def test_marketplace_notifications_are_read_from_the_sns_envelope_or_raw():
+    import json
+
+    from activities.marketplace import parse_notification
+
+    message = {"action": "unsubscribe-pending", "customer-identifier": "X01EXAMPLEX", "product-code": "prod-1"}
+    envelope = {"Type": "Notification", "MessageId": "m-1", "TopicArn": "arn:aws:sns:us-east-1:1:t", "Message": json.dumps(message)}
+    n = parse_notification(json.dumps(envelope))
+    assert (n.action, n.customer_identifier, n.product_code, n.message_id) == ("unsubscribe-pending", "X01EXAMPLEX", "prod-1", "m-1")
+    raw = parse_notification(json.dumps({**message, "action": "subscribe-success", "offer-identifier": "offer-1"}))
+    assert (raw.action, raw.offer_identifier, raw.message_id) == ("subscribe-success", "offer-1", None)
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        parse_notification(json.dumps({**message, "action": "entitlement-updated"}))

@@ -178,3 +178,15 @@ def test_a_final_metering_closes_part_of_an_hour_and_the_rest_later_exactly_once
         (T0 + timedelta(hours=1)).isoformat(): 60,
         (T0 + timedelta(hours=2)).isoformat(): 60,
     }
+
+
+def test_entries_written_before_line_costs_still_add_up_to_the_ledger(stack):
+    """An entry priced by the old rule (the sum rounded once): 1 min of c5.xlarge and 4 of t3.medium
+    are $0.0056 -> $0.01, while each line rounds to $0.00. The report keeps the ledger's cent."""
+    org = "legacyco"
+    _, reg = ledger_org(org, ACCOUNT)
+    reg.put({"pk": f"ORG#{org}", "sk": f"PERIOD#{T0.isoformat()}#old", "cluster": "old", "period_start": T0.isoformat(),
+             "lines": {"c5.xlarge": 1, "t3.medium": 4}, "node_minutes": 5, "cost_usd": Decimal("0.01"),
+             "rates": {"c5.xlarge": Decimal("0.17"), "t3.medium": Decimal("0.0416")}, "metered": False}, table=reg.ledger)  # fmt: skip
+    report = billing_report(reg, org, None, T0 + timedelta(hours=2))
+    assert report.cost_usd == Decimal("0.01") and sum(x.cost_usd for x in report.lines) == Decimal("0.01")

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.billing import BillingActivities, ledger_entries
+from activities.billing import BillingActivities, billing_report, ledger_entries
 from bridgehead import models as m
 from tests.integration.helpers import ledger_org
 from tests.support.fake_marketplace import FakeMarketplace, install, link_org
@@ -90,6 +90,9 @@ def test_duplicate_record_is_a_defect_flagged_never_acknowledged_nor_resent(stac
     now[0] += timedelta(hours=7)
     later = env.run(acts.meter_usage, m.MeterUsageInput(org_id=org))
     assert len(market.calls) == calls and (later.sent, later.expired, later.defects) == (0, 0, 0)
+    # The report surfaces it for an operator.
+    report = billing_report(reg, org, None, now[0])  # type: ignore[arg-type]
+    assert len(report.defects) == 1 and "node-minutes.c5.xlarge" in report.defects[0] and "DuplicateRecord" in report.defects[0]
 
 
 def test_customer_not_subscribed_stops_metering_and_tells_the_admin(stack):
