@@ -4,6 +4,11 @@ Temporal cost per tick is constant, whatever the number of clusters or minutes: 
 activities (3 actions), about 17 history events. With hourly ticks that is 3 actions per org-hour,
 so at most 3 per cluster-hour (less with more clusters), and the run continues as new every
 ``TICKS_PER_RUN`` ticks (about 1,700 events) so history never passes a few thousand events.
+
+Off the hourly path, and only when they happen: signal ``meter_now`` (unsubscribe-pending) adds
+one early tick; update ``correct`` adds its update events and one activity; a
+``CustomerNotSubscribed`` answer adds one ``notify`` activity. ``BillingReport`` is a separate,
+short workflow (one activity) so reading the bill adds nothing to the meter's history.
 """
 
 from __future__ import annotations
