@@ -12,7 +12,7 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities.aws import Aws
+from activities.aws import Aws, OrgRecord
 from activities.errors import aws_errors
 from activities.registry import Registry
 from bridgehead import billing, ids, metrics
@@ -65,6 +65,7 @@ class BillingActivities:
                     "(delete the clusters first; their usage is never billed ahead of time)",
                     type="BillingStillRunning", non_retryable=True,
                 )  # fmt: skip
+        org_record: OrgRecord | str | None = None  # read once, when a cluster has windows to close
         for c in clusters:
             segments = [UsageSegment.model_validate(x) for x in c.get("segments") or []]
             if not segments:
@@ -75,7 +76,9 @@ class BillingActivities:
             capacity = "requested"
             if todo:
                 # Bill what ran: compute nodes as observed in the customer account, never more than requested.
-                instances, capacity = self._observed_capacity(req.org_id, c, segments)
+                if org_record is None:
+                    org_record = self._org_or_reason(req.org_id)
+                instances, capacity = self._observed_capacity(req.org_id, org_record, c, segments)
                 if instances is not None:
                     segments = billing.reconcile(segments, instances)
             for p, start, end in todo:
@@ -114,7 +117,17 @@ class BillingActivities:
                                          cost_usd=cost_total, closed_until=until, ledger_node_minutes=int(totals.get("node_minutes", 0)),
                                          ledger_cost_usd=Decimal(str(totals.get("cost_usd", 0))), ledger_entries=int(totals.get("entries", 0)))  # fmt: skip
 
-    def _observed_capacity(self, org_id: str, c: dict[str, Any], segments: list[UsageSegment]) -> tuple[list[tuple[datetime, datetime | None]] | None, str]:
+    def _org_or_reason(self, org_id: str) -> OrgRecord | str:
+        """The org's record for customer calls, or why capacity cannot be observed."""
+        try:
+            org = self.registry.org(org_id)
+        except ApplicationError as e:
+            return e.message
+        return org if org.role_arn else "the organisation has no verified role"
+
+    def _observed_capacity(
+        self, org_id: str, org: OrgRecord | str, c: dict[str, Any], segments: list[UsageSegment]
+    ) -> tuple[list[tuple[datetime, datetime | None]] | None, str]:
         """The cluster's compute instances over time, as observed in its Auto Scaling group.
 
         Each call records what it sees on the cluster's registry item (``observed_instances``:
@@ -129,7 +142,8 @@ class BillingActivities:
         group = (c.get("outputs") or {}).get("ComputeGroupName") or f"{ids.org_prefix(org_id)}{name}-compute"
         now = datetime.now(UTC)
         try:
-            org = self.registry.org(org_id)
+            if isinstance(org, str):
+                raise ApplicationError(org)
             auto = self.aws.customer(org, "autoscaling", c["region"])
             with aws_errors("autoscaling:DescribeAutoScalingGroups"):
                 groups = auto.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"]
