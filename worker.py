@@ -24,6 +24,7 @@ from activities.cloudformation import StackActivities
 from activities.clusters import ClusterActivities
 from activities.dropbox import DropboxActivities
 from activities.images import ImageActivities
+from activities.marketplace import MarketplaceActivities, NotificationConsumer
 from activities.onboarding import OnboardingActivities
 from activities.regions import RegionActivities
 from activities.registry import Registry
@@ -31,10 +32,11 @@ from activities.schedules import ScheduleActivities
 from bridgehead.client import make_client
 from bridgehead.logging import configure_logging, get_logger
 from bridgehead.settings import Settings, get_settings
-from workflows.billing import BillingMeterWorkflow
+from workflows.billing import BillingMeterWorkflow, BillingReportWorkflow
 from workflows.clusters import ClusterLifecycleWorkflow
 from workflows.dropbox import DropboxRequestWorkflow, DropboxWatchWorkflow
 from workflows.images import ShareImagesWorkflow
+from workflows.marketplace import MarketplaceSubscriptionWorkflow
 from workflows.onboarding import (
     OnboardOrganizationWorkflow,
     ReverifyOrganizationWorkflow,
@@ -53,6 +55,8 @@ WORKFLOWS = [
     BillingMeterWorkflow,
     DropboxWatchWorkflow,
     DropboxRequestWorkflow,
+    MarketplaceSubscriptionWorkflow,
+    BillingReportWorkflow,
 ]
 
 log = get_logger("bridgehead.worker")
@@ -68,6 +72,7 @@ def build_activities(settings: Settings, aws: Aws | None = None, client: Client 
         StackActivities(aws, registry), ClusterActivities(aws, registry), BillingActivities(aws, registry),
         DropboxActivities(aws, registry),
     ]  # fmt: skip
+    instances.append(MarketplaceActivities(aws, registry))
     if client is not None:
         instances.append(ScheduleActivities(client, settings))
     acts = []
@@ -146,10 +151,16 @@ async def main() -> None:
         worker = build_worker(client, settings, build_activities(settings, aws, client), executor)
         log.info("worker started", task_queue=settings.task_queue, namespace=client.namespace, metrics_port=settings.metrics_port)
         gauge = asyncio.create_task(publish_cluster_gauge(client, settings, stop)) if settings.metrics_port else None
+        # AWS Marketplace subscription notifications (SNS -> SQS) become signals to MarketplaceSubscription.
+        consumer = None
+        if settings.marketplace_notification_queue:
+            consumer = asyncio.create_task(NotificationConsumer(aws, Registry(aws), client).run(stop))
         async with worker:
             await stop.wait()
             if gauge is not None:
                 await gauge
+            if consumer is not None:
+                await consumer
             log.info("shutting down worker")
     log.info("worker stopped")
 

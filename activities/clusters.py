@@ -14,7 +14,13 @@ from activities.errors import CustomerActionRequired, aws_errors, error_code
 from activities.registry import Registry, _to_item
 from bridgehead import policies
 from bridgehead.logging import bind_subject, get_logger
-from bridgehead.models import ClusterPlan, NotifyInput, RegisterClusterInput, ValidateClusterInput
+from bridgehead.models import (
+    NO_NEW_CLUSTERS_STATES,
+    ClusterPlan,
+    NotifyInput,
+    RegisterClusterInput,
+    ValidateClusterInput,
+)
 
 log = get_logger("bridgehead.activities.clusters")
 LIVE_STATES = ("VALIDATING", "CREATING", "RUNNING", "DELETING", "FAILED")
@@ -51,6 +57,10 @@ class ClusterActivities:
             return ClusterPlan(errors=errors, warnings=warnings)
         if org_item.get("state") != "READY":
             errors.append(f"org_id: organisation {req.org_id} is {org_item.get('state')}, not READY; finish onboarding first")
+        marketplace = self.registry.marketplace(req.org_id) or {}
+        if marketplace.get("state") in NO_NEW_CLUSTERS_STATES:
+            errors.append(f"org_id: the AWS Marketplace subscription of {req.org_id} has ended ({marketplace.get('state')}); "
+                          "no new cluster can be created until the buyer subscribes again")  # fmt: skip
         if req.region not in org_item.get("regions", []):
             errors.append(f"region: {req.region} is not one of the organisation's regions ({', '.join(org_item.get('regions', []))})")
         image = self.registry.image_share(req.org_id, req.region) or {}

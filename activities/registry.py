@@ -261,3 +261,52 @@ class Registry:
 
     def image_share(self, org_id: str, region: str) -> dict[str, Any] | None:
         return self.get(f"ORG#{org_id}", f"IMAGE#{region}")
+
+    # --- billing: Marketplace link and ledger (owned by billing; keys below) ---------------------
+    #   ORG#<org>          MARKETPLACE                 the org's Marketplace buyer and billing state
+    #   MPCUSTOMER#<id>    META                        Marketplace customer identifier -> org (unique)
+    #   ledger ORG#<org>   CORRECTION#<hour>#<cluster>#<id>   an operator's correction of a period
+    def marketplace(self, org_id: str) -> dict[str, Any] | None:
+        """The organisation's Marketplace link and billing state, or None (never linked)."""
+        return self.get(f"ORG#{org_id}", "MARKETPLACE")
+
+    def marketplace_org(self, customer_identifier: str) -> str | None:
+        """The organisation a Marketplace customer is linked to."""
+        item = self.get(f"MPCUSTOMER#{customer_identifier}", "META")
+        return item["org_id"] if item else None
+
+    def link_marketplace(self, org_id: str, link: dict[str, Any]) -> bool:
+        """Record the org's Marketplace buyer. One buyer links to one organisation: False (nothing
+        written) when the customer is already linked to another organisation."""
+        customer = link["customer_identifier"]
+        owner = {"pk": f"MPCUSTOMER#{customer}", "sk": "META", "org_id": org_id}
+        if not self.put(owner, condition="attribute_not_exists(pk) OR org_id = :org", values={":org": org_id}):
+            return False
+        self.put({"pk": f"ORG#{org_id}", "sk": "MARKETPLACE", "org_id": org_id, **link})
+        return True
+
+    def set_marketplace_state(self, org_id: str, state: str, reason: str, at: datetime, *, only_from: list[str] | None = None) -> bool:
+        """Move the org's Marketplace state; with ``only_from``, only from one of those states."""
+        fields = {"state": state, "state_reason": reason, "state_at": at.astimezone(UTC).isoformat()}
+        condition = "attribute_exists(pk)"
+        if only_from:
+            names = ", ".join(f":s{i}" for i in range(len(only_from)))
+            condition += f" AND #f0 IN ({names})"
+            return self._update_with_values(org_id, fields, condition, {f":s{i}": s for i, s in enumerate(only_from)})
+        return self.update(f"ORG#{org_id}", "MARKETPLACE", fields, condition=condition)
+
+    def _update_with_values(self, org_id: str, fields: dict[str, Any], condition: str, extra: dict[str, Any]) -> bool:
+        names = {f"#f{i}": k for i, k in enumerate(fields)}
+        values = {**{f":v{i}": v for i, v in enumerate(fields.values())}, **extra}
+        kwargs: dict[str, Any] = {
+            "TableName": self.table,
+            "Key": _to_item({"pk": f"ORG#{org_id}", "sk": "MARKETPLACE"}),
+            "UpdateExpression": "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields))),
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": _to_item(values),
+            "ConditionExpression": condition,
+        }
+        return self._conditional("registry update", self.ddb.update_item, kwargs)
+
+    def ledger_corrections(self, org_id: str, prefix: str = "") -> list[dict[str, Any]]:
+        return self.query(f"ORG#{org_id}", f"CORRECTION#{prefix}", table=self.ledger)

@@ -74,6 +74,12 @@ def marketplace_workflow_id(org_id: str) -> str:
     return f"marketplace-{org_id}"
 
 
+def billing_report_workflow_id(org_id: str, month: str | None) -> str:
+    """``BillingReport``: ``report-{org_id}-{YYYY-MM|all}`` (a read: a new run per request, a
+    concurrent request joins the running one)."""
+    return f"report-{org_id}-{month or 'all'}"
+
+
 def image_release_workflow_id(version: str) -> str:
     """``ImageRelease``: ``image-release-{version}``."""
     return f"image-release-{version}"

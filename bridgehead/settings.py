@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     min_head_volume_gb: int = 20
     max_head_volume_gb: int = 16384
     marketplace_product_code: str = "bridgehead-local"
+    #: SQS queue (platform account) subscribed to the product's AWS Marketplace subscription SNS
+    #: topic; the worker consumes it and signals ``MarketplaceSubscription``. Empty: no consumer.
+    marketplace_notification_queue: str = "bridgehead-marketplace-notifications"
     notify_sender: str = "noreply@bridgehead.example.com"
     #: Platform-account bucket of the self-service drop-box (``home/<user>/<CLUSTER>.cf-create``).
     inbox_bucket: str = "bridgehead-inbox"

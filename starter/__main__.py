@@ -15,7 +15,6 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +36,7 @@ WORKFLOWS: dict[str, tuple[type[BaseModel], Callable[[Any], str], str | None, ty
     "BillingMeter": (m.BillingMeterInput, lambda i: ids.billing_workflow_id(i.org_id), "usage", m.UsageTotals),
     "ReverifyOrganization": (m.ReverifyInput, lambda i: ids.reverify_schedule_id(i.org_id) + "-manual", None, None),
     "DropboxWatch": (m.DropboxWatchInput, lambda i: ids.DROPBOX_WATCH_SCHEDULE + "-manual", None, None),
+    "MarketplaceSubscription": (m.MarketplaceSubscriptionInput, lambda i: ids.marketplace_workflow_id(i.org_id), "status", m.MarketplaceStatus),
 }
 
 
@@ -305,33 +305,94 @@ async def cmd_cluster_delete(args: argparse.Namespace) -> int:
 
 
 async def cmd_billing_report(args: argparse.Namespace) -> int:
-    from activities.aws import Aws
-    from activities.billing import ledger_entries
-    from activities.registry import Registry
+    """The bill from the ledger, read by the worker (``BillingReport``): needs only Temporal."""
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+
+    from bridgehead import ids
     from bridgehead.settings import get_settings
 
-    entries = ledger_entries(Registry(Aws(get_settings())), args.org, args.month)
-    rows: dict[tuple[str, str], list[Decimal]] = {}
-    current = get_settings().rates
-    for e in entries:
-        rates = e.get("rates") or current  # the rates the entry was priced with
-        for t, minutes in e["lines"].items():
-            r = rows.setdefault((e["cluster"], t), [Decimal(0), Decimal(0)])
-            r[0] += Decimal(minutes)
-            r[1] += Decimal(str(rates[t])) * Decimal(minutes) / 60
-    total_cost = sum((Decimal(str(e["cost_usd"])) for e in entries), Decimal(0))
-    data = [{"cluster": k[0], "instance_type": k[1], "node_minutes": int(v[0]), "cost_usd": str(v[1].quantize(Decimal("0.01")))} for k, v in sorted(rows.items())]
-    total = {"node_minutes": sum(int(e["node_minutes"]) for e in entries), "cost_usd": str(total_cost)}
+    c = await client()
+    inp = m.BillingReportInput(org_id=args.org, month=args.month)
+    rep: m.BillingReport = await c.execute_workflow(
+        "BillingReport", inp, id=ids.billing_report_workflow_id(args.org, args.month), task_queue=get_settings().task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+        result_type=m.BillingReport,
+    )  # fmt: skip
+    data = [
+        {"cluster": x.cluster, "instance_type": x.instance_type, "node_minutes": x.node_minutes, "cost_usd": str(x.cost_usd),
+         "corrections_node_minutes": x.corrections_node_minutes, "corrections_usd": str(x.corrections_usd),
+         "net_node_minutes": x.net_node_minutes, "net_usd": str(x.net_usd)}
+        for x in rep.lines
+    ]  # fmt: skip
+    total = {"node_minutes": rep.node_minutes, "cost_usd": str(rep.cost_usd), "corrections_node_minutes": rep.corrections_node_minutes,
+             "corrections_usd": str(rep.corrections_usd), "net_node_minutes": rep.net_node_minutes, "net_usd": str(rep.net_usd)}  # fmt: skip
     if args.csv:
-        print("cluster,instance_type,node_minutes,cost_usd")
+        cols = ["cluster", "instance_type", "node_minutes", "cost_usd", "corrections_node_minutes", "corrections_usd", "net_node_minutes", "net_usd"]
+        print(",".join(cols))
         for d in data:
-            print(f"{d['cluster']},{d['instance_type']},{d['node_minutes']},{d['cost_usd']}")
-        print(f"TOTAL,,{total['node_minutes']},{total['cost_usd']}")
-    else:
-        human = "\n".join(f"{d['cluster']:20} {d['instance_type']:12} {d['node_minutes']:>8} min  ${d['cost_usd']}" for d in data)
-        emit(args, {"org_id": args.org, "month": args.month, "lines": data, "total": total},
-             (human or "(no usage)") + f"\nTOTAL {total['node_minutes']} node-minutes, ${total['cost_usd']}")  # fmt: skip
+            print(",".join(str(d[k]) for k in cols))
+        print(",".join(["TOTAL", ""] + [str(total[k]) for k in cols[2:]]))
+        return 0
+    lines = []
+    for d in data:
+        line = f"{d['cluster']:20} {d['instance_type']:12} {d['node_minutes']:>8} min  ${d['cost_usd']}"
+        if d["corrections_node_minutes"]:
+            line += f"  corrections {d['corrections_node_minutes']:+d} min ${d['corrections_usd']}  net {d['net_node_minutes']} min ${d['net_usd']}"
+        lines.append(line)
+    for cluster, minutes in sorted(rep.in_progress.items()):
+        lines.append(f"{cluster:20} {'':12} in progress ({minutes} node-minutes so far, billed when the hour closes)")
+    if not lines:
+        lines.append("(no usage)")
+    human = "\n".join(lines) + f"\nTOTAL {rep.node_minutes} node-minutes, ${rep.cost_usd}"
+    if rep.corrections_node_minutes or rep.corrections_usd:
+        human += f"; corrections {rep.corrections_node_minutes:+d} node-minutes, ${rep.corrections_usd}; net ${rep.net_usd}"
+    for title, items in (("not metered through AWS Marketplace", rep.not_metered), ("metering defects", rep.defects), ("credits owed", rep.credits)):
+        if items:
+            human += f"\n{title}:\n" + "\n".join(f"  {x}" for x in items)
+    emit(args, {"org_id": args.org, "month": args.month, "lines": data, "total": total, "in_progress": rep.in_progress,
+                "not_metered": rep.not_metered, "defects": rep.defects, "credits": rep.credits}, human)  # fmt: skip
     return 0
+
+
+async def cmd_marketplace_register(args: argparse.Namespace) -> int:
+    """Start ``MarketplaceSubscription`` for a buyer's registration token (encrypted in transit and history)."""
+    token = sys.stdin.readline().strip() if args.token == "-" else args.token
+    from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+    from temporalio.exceptions import WorkflowAlreadyStartedError
+
+    from bridgehead import ids
+    from bridgehead.settings import get_settings
+
+    inp = m.MarketplaceSubscriptionInput(org_id=args.org, registration_token=token, allow_different_account=args.allow_different_account)
+    wf_id = ids.marketplace_workflow_id(args.org)
+    try:
+        # A buyer may come back after a subscription ended: an ended run's id is reused.
+        h = await (await client()).start_workflow(
+            "MarketplaceSubscription", inp, id=wf_id, task_queue=get_settings().task_queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL, id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            search_attributes=search_attrs_for(inp), static_summary=f"AWS Marketplace subscription of {args.org}",
+        )  # fmt: skip
+    except WorkflowAlreadyStartedError:
+        raise CliError(f"{wf_id} is running: the organisation already has a Marketplace buyer (`starter status {wf_id}`)") from None
+    if not args.wait:
+        emit(args, {"started": h.id}, f"started {h.id}; follow it with `starter status {h.id}`")
+        return 0
+    deadline = time.monotonic() + args.timeout
+    while True:
+        desc = await h.describe()
+        if desc.status is not None and desc.status.name != "RUNNING":
+            try:
+                await h.result()
+            except Exception as e:  # noqa: BLE001 - shown as the CLI's error
+                cause = getattr(e, "cause", None)
+                raise CliError(getattr(cause, "message", None) or str(e)) from None
+        s = await h.query("status", result_type=m.MarketplaceStatus)
+        if s.state is not None:
+            emit(args, s, f"{h.id}: {s.state.value} (AWS account {s.customer_aws_account_id}, customer {s.customer_identifier})")
+            return 0
+        if time.monotonic() > deadline:
+            raise CliError(f"{h.id} did not link the buyer within {args.timeout:.0f} s")
+        await asyncio.sleep(0.5)
 
 
 async def dropbox_setup(c: Any) -> str:
@@ -584,6 +645,16 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--month", type=month_arg, help="YYYY-MM")
     r.add_argument("--csv", action="store_true")
     r.set_defaults(fn=cmd_billing_report)
+
+    mp = sub.add_parser("marketplace", help="AWS Marketplace buyers")
+    mps = mp.add_subparsers(dest="sub", required=True)
+    x = mps.add_parser("register", help="link the buyer of a registration token to an organisation (MarketplaceSubscription)")
+    x.add_argument("--org", required=True)
+    x.add_argument("--token", required=True, help="the x-amzn-marketplace-token AWS Marketplace posted ('-': read it from stdin)")
+    x.add_argument("--allow-different-account", action="store_true", help="link even if the buyer's AWS account is not the org's")
+    x.add_argument("--wait", action="store_true")
+    x.add_argument("--timeout", type=float, default=120)
+    x.set_defaults(fn=cmd_marketplace_register)
 
     x = sub.add_parser("completion", help="print a completion script: eval \"$(bridgehead completion bash)\"")
     x.add_argument("shell", choices=["bash", "zsh"])

@@ -239,3 +239,74 @@ def test_shell_completion_follows_the_parser():
     assert {"--org", "--name", "--region", "--config", "--dry-run", "--wait"} <= complete("bridgehead", "--json", "cluster", "create", "--")
     assert complete("bridgehead", "signal", "wf-id", "") >= {"cancel", "delete", "reverify"}
     assert complete("bridgehead", "schema", "Clu") == {"ClusterLifecycle"}
+
+
+def test_reconcile_bills_the_fewer_of_requested_and_observed_compute_nodes():
+    from datetime import UTC, datetime, timedelta
+
+    from bridgehead import billing
+    from bridgehead.models import UsageSegment
+
+    t = datetime(2026, 11, 5, 9, 0, tzinfo=UTC)
+    seg = UsageSegment(start=t, end=t + timedelta(hours=1), head_instance_type="t3.medium", compute_instance_type="c5.xlarge", compute_nodes=3)
+    hour = (t, t + timedelta(hours=1), t + timedelta(hours=2))
+    # The group ran 3 from 9:00; one node was interrupted at 9:20 and its replacement in service at 9:35.
+    observed = [(t - timedelta(minutes=2), None), (t - timedelta(minutes=2), None), (t - timedelta(minutes=1), t + timedelta(minutes=20)),
+                (t + timedelta(minutes=35), None)]  # fmt: skip
+    got = billing.node_minutes(billing.reconcile([seg], observed), *hour)
+    assert got == {"t3.medium": 60, "c5.xlarge": 3 * 60 - 15}, "the 15 minutes without the third node are not billed"
+    # The group never reached the request (2 of 3 for the first 40 minutes, then 3).
+    short = [(t, None), (t, None), (t + timedelta(minutes=40), None)]
+    assert billing.node_minutes(billing.reconcile([seg], short), *hour) == {"t3.medium": 60, "c5.xlarge": 2 * 60 + 20}
+    # More instances than requested (an overlap during a replacement) are never billed.
+    many = [(t, None)] * 5
+    assert billing.reconcile([seg], many) == [seg], "capacity meeting the request leaves the segment (and its rounding) unchanged"
+
+
+def test_windows_split_an_hour_at_a_final_metering_without_losing_or_adding_a_minute():
+    from datetime import UTC, datetime, timedelta
+
+    from bridgehead import billing
+    from bridgehead.models import UsageSegment
+
+    t = datetime(2026, 11, 5, 9, 0, tzinfo=UTC)
+    seg = UsageSegment(start=t + timedelta(minutes=7, seconds=40), end=None, head_instance_type="t3.medium",
+                       compute_instance_type="c5.xlarge", compute_nodes=2)  # fmt: skip
+    cut = t + timedelta(hours=1, minutes=25, seconds=20)
+    first = billing.windows([seg], t, cut, partial=True)
+    assert [(w[1], w[2]) for w in first] == [(t, t + timedelta(hours=1)), (t + timedelta(hours=1), cut)]
+    rest = billing.windows([seg], cut, t + timedelta(hours=2, minutes=10))
+    assert [(w[1], w[2]) for w in rest] == [(cut, t + timedelta(hours=2))], "the rest of the hour, once"
+    now = t + timedelta(hours=3)
+    split = sum(sum(billing.node_minutes([seg], a, b, now).values()) for _, a, b in first + rest)
+    whole = sum(billing.node_minutes([seg], t, t + timedelta(hours=2), now).values())
+    assert split == whole == 3 * billing.rounded_minutes((t + timedelta(hours=2) - seg.start).total_seconds())
+    assert billing.windows([seg], t, cut) == [(t, t, t + timedelta(hours=1))], "without partial only whole hours close"
+
+
+def test_line_cost_is_the_one_rounding_of_money_and_a_credit_mirrors_a_charge():
+    from decimal import Decimal
+
+    from bridgehead import billing
+
+    assert billing.line_cost(3, Decimal("0.17")) == Decimal("0.01")  # 0.0085 -> 0.01, half up
+    assert billing.line_cost(-3, Decimal("0.17")) == Decimal("-0.01")
+    assert billing.cost({"c5.xlarge": 2, "t3.medium": 2}, {"c5.xlarge": Decimal("0.17"), "t3.medium": Decimal("0.0416")}) == Decimal("0.01")
+
+
+def test_marketplace_notifications_are_read_from_the_sns_envelope_or_raw():
+    import json
+
+    from activities.marketplace import parse_notification
+
+    message = {"action": "unsubscribe-pending", "customer-identifier": "X01EXAMPLEX", "product-code": "prod-1"}
+    envelope = {"Type": "Notification", "MessageId": "m-1", "TopicArn": "arn:aws:sns:us-east-1:1:t", "Message": json.dumps(message)}
+    n = parse_notification(json.dumps(envelope))
+    assert (n.action, n.customer_identifier, n.product_code, n.message_id) == ("unsubscribe-pending", "X01EXAMPLEX", "prod-1", "m-1")
+    raw = parse_notification(json.dumps({**message, "action": "subscribe-success", "offer-identifier": "offer-1"}))
+    assert (raw.action, raw.offer_identifier, raw.message_id) == ("subscribe-success", "offer-1", None)
+    import pytest
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):
+        parse_notification(json.dumps({**message, "action": "entitlement-updated"}))

@@ -4,6 +4,11 @@ Temporal cost per tick is constant, whatever the number of clusters or minutes: 
 activities (3 actions), about 17 history events. With hourly ticks that is 3 actions per org-hour,
 so at most 3 per cluster-hour (less with more clusters), and the run continues as new every
 ``TICKS_PER_RUN`` ticks (about 1,700 events) so history never passes a few thousand events.
+
+Off the hourly path, and only when they happen: signal ``meter_now`` (unsubscribe-pending) adds
+one early tick; update ``correct`` adds its update events and one activity; a
+``CustomerNotSubscribed`` answer adds one ``notify`` activity. ``BillingReport`` is a separate,
+short workflow (one activity) so reading the bill adds nothing to the meter's history.
 """
 
 from __future__ import annotations
@@ -11,22 +16,29 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
 
+    from bridgehead import ids
     from bridgehead.models import (
         BillingMeterInput,
+        BillingReport,
+        BillingReportInput,
         CloseBillingPeriodsInput,
         CloseBillingPeriodsResult,
+        CorrectInput,
+        CorrectResult,
         MeterUsageInput,
         MeterUsageResult,
+        NotifyInput,
+        RecordCorrectionInput,
         UsageTotals,
     )
 
-from workflows._common import call, root_message, upsert
-from workflows._options import AWS_CALL, REGISTRY
+from workflows._common import call, require_payload, root_message, upsert
+from workflows._options import AWS_CALL, NOTIFY, REGISTRY
 
 TICKS_PER_RUN = 100
 #: After the final close, ticks spent resending usage Marketplace left unprocessed (throttling).
@@ -39,13 +51,55 @@ GRACE = timedelta(minutes=10)
 class BillingMeterWorkflow:
     @workflow.init
     def __init__(self, input: BillingMeterInput) -> None:
+        self._org_id = input.org_id
         self._totals = input.totals or UsageTotals()
         self._stop = input.stopping
+        self._meter_now = False
 
     @workflow.signal
     def stop(self) -> None:
         """Offboarding: close the current hour, meter it, and end (refused while a cluster runs)."""
         self._stop = True
+
+    @workflow.signal
+    def meter_now(self) -> None:
+        """Close the usage up to now, the open hour's part included, and meter it at once (sent by
+        ``MarketplaceSubscription`` on ``unsubscribe-pending``: AWS takes the last usage records
+        within an hour of it). Ticking then goes on."""
+        self._meter_now = True
+
+    @workflow.update
+    async def correct(self, req: CorrectInput) -> CorrectResult:
+        """Credit (negative delta) or add node-minutes to a closed period of a cluster.
+
+        Recorded as a correction entry in the ledger (never changing or deleting an entry), keyed
+        by this update's id so a retried update records it once; audited in history (this update's
+        input and result). Corrections are never sent to Marketplace: usage it accepted stays
+        accepted, and the report shows original, corrections and net (credits to settle).
+        """
+        info = workflow.current_update_info()
+        update_id = info.id if info is not None else str(workflow.uuid4())
+        rec = RecordCorrectionInput(org_id=self._org_id, correction_id=update_id, correction=req, requested_at=workflow.now())
+        result: CorrectResult = await call(
+            "record_correction", rec, CorrectResult, summary=f"correct {req.cluster} at {req.period.isoformat()}", **REGISTRY
+        )
+        self._totals.corrections += 1
+        self._totals.node_minutes += result.node_minutes_delta
+        self._totals.cost_usd += result.cost_usd_delta
+        workflow.logger.info(
+            f"billing correction {result.correction_id}: {result.node_minutes_delta:+d} node-minutes of {result.instance_type} "
+            f"for {req.cluster} at {req.period.isoformat()} ({req.reason})",
+            extra={"org_id": self._org_id},
+        )
+        return result
+
+    @correct.validator
+    def _check_correct(self, req: CorrectInput) -> None:
+        require_payload(req, "correct", '{"cluster": "c1", "period": "2026-11-02T09:00:00Z", "node_minutes_delta": -60, "reason": "..."}')
+        if req.node_minutes_delta == 0:
+            raise ApplicationError("node_minutes_delta must not be 0", type="BadInput")
+        if req.period.tzinfo is None or req.period != req.period.replace(minute=0, second=0, microsecond=0):
+            raise ApplicationError(f"period must be the start of an hour in UTC, e.g. 2026-11-02T09:00:00Z, not {req.period}", type="BadInput")
 
     @workflow.query
     def usage(self) -> UsageTotals:
@@ -53,6 +107,18 @@ class BillingMeterWorkflow:
 
     @workflow.run
     async def run(self, input: BillingMeterInput) -> UsageTotals:
+        if workflow.patched("billing-input-checks"):
+            try:
+                ids.check_workflow_id(workflow.info().workflow_id, ids.billing_workflow_id(input.org_id))
+            except ids.WorkflowIdMismatch as e:
+                raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
+            carried = [f for f in ("cursor", "totals", "stopping") if getattr(input, f)]
+            if carried and not workflow.info().continued_run_id:
+                raise ApplicationError(
+                    f"{', '.join(carried)}: internal state, accepted only by a run continued from a previous run; "
+                    'start BillingMeter with {"org_id": ...} only',
+                    type="BadInput",
+                )
         upsert(org_id=input.org_id)
         t = self._totals
         tick = timedelta(minutes=input.tick_minutes)
@@ -64,20 +130,26 @@ class BillingMeterWorkflow:
             step = int(tick.total_seconds())
             wake = (epoch // step + 1) * step + int(GRACE.total_seconds())
             if workflow.patched("billing-stop"):
-                if not self._stop:
+                if not (self._stop or self._meter_now):
                     try:
-                        await workflow.wait_condition(lambda: self._stop, timeout=timedelta(seconds=max(1, wake - epoch)))
+                        await workflow.wait_condition(lambda: self._stop or self._meter_now, timeout=timedelta(seconds=max(1, wake - epoch)))
                     except TimeoutError:
                         pass
             else:
                 await workflow.sleep(max(1, wake - epoch))
             final = self._stop
+            # Only set by the signal meter_now, which histories before it never hold.
+            partial, self._meter_now = self._meter_now and not final, False
             # Stopping closes the current hour too: every cluster has ended, so nothing is billed ahead.
-            until = workflow.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1) if final else workflow.now() - GRACE
+            if final:
+                until = workflow.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+            else:
+                until = workflow.now() if partial else workflow.now() - GRACE
+            what = "close the final billing period" if final else "close usage up to now (final metering)" if partial else "close finished billing periods"
             try:
                 closed: CloseBillingPeriodsResult = await call(
-                    "close_billing_periods", CloseBillingPeriodsInput(org_id=input.org_id, until=until, final=final), CloseBillingPeriodsResult,
-                    summary="close the final billing period" if final else "close finished billing periods", **REGISTRY,
+                    "close_billing_periods", CloseBillingPeriodsInput(org_id=input.org_id, until=until, final=final, partial=partial),
+                    CloseBillingPeriodsResult, summary=what, **REGISTRY,
                 )  # fmt: skip
             except ActivityError as e:
                 if not final:
@@ -101,6 +173,20 @@ class BillingMeterWorkflow:
                                                        summary="AWS Marketplace metering", **AWS_CALL)  # fmt: skip
                 t.metered_records += metered.sent
                 t.unprocessed_records = metered.unprocessed
+                t.metering_defects += metered.defects
+                if metered.skipped != t.metering_skipped and (metered.skipped or t.metering_skipped):
+                    t.metering_skipped = metered.skipped
+                if metered.defects:
+                    workflow.logger.error(f"Marketplace refused {metered.defects} usage records as DuplicateRecord (flagged in the ledger): "
+                                          + "; ".join(metered.messages), extra={"org_id": input.org_id})  # fmt: skip
+                if metered.notice is not None:
+                    n = metered.notice
+                    workflow.logger.warning(n.subject, extra={"org_id": input.org_id})
+                    try:
+                        await call("notify", NotifyInput(to=n.to, subject=n.subject, body=n.body, idempotency_key=n.idempotency_key),
+                                   summary="tell the admin metering stopped", **NOTIFY)  # fmt: skip
+                    except ActivityError as e:  # the ledger and log hold it; an email must not stop billing
+                        workflow.logger.warning(f"could not email the admin: {root_message(e)}", extra={"org_id": input.org_id})
                 if final and metered.transient and final_retries < FINAL_METER_RETRIES and workflow.patched("billing-final-meter"):
                     # Marketplace throttled part of the last usage: no later tick will send it, so
                     # stay a little longer (past its window the activity carries it forward).
@@ -121,5 +207,22 @@ class BillingMeterWorkflow:
                     await workflow.sleep(tick)
                     continue
             if final:
+                await workflow.wait_condition(workflow.all_handlers_finished)
                 return t
+        await workflow.wait_condition(workflow.all_handlers_finished)
         workflow.continue_as_new(input.model_copy(update={"totals": t, "stopping": self._stop}))
+
+
+@workflow.defn(name="BillingReport", failure_exception_types=[ValidationError])
+class BillingReportWorkflow:
+    """The organisation's bill, read from the ledger by the worker (so ``starter billing report``
+    needs only Temporal, never AWS credentials): one activity, a handful of history events."""
+
+    @workflow.run
+    async def run(self, input: BillingReportInput) -> BillingReport:
+        try:
+            ids.check_workflow_id(workflow.info().workflow_id, ids.billing_report_workflow_id(input.org_id, input.month))
+        except ids.WorkflowIdMismatch as e:
+            raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
+        req = input.model_copy(update={"now": input.now or workflow.now()})
+        return await call("billing_report", req, BillingReport, summary=f"billing report of {input.org_id}", **REGISTRY)

@@ -9,10 +9,17 @@ clear error instead of a silently ignored field.
 
 from bridgehead.models.billing import (
     BillingMeterInput,
+    BillingReport,
+    BillingReportInput,
     CloseBillingPeriodsInput,
     CloseBillingPeriodsResult,
+    CorrectInput,
+    CorrectResult,
+    MeteringNotice,
     MeterUsageInput,
     MeterUsageResult,
+    RecordCorrectionInput,
+    ReportLine,
     UsageLine,
     UsageTotals,
 )
@@ -73,6 +80,19 @@ from bridgehead.models.images import (
     ShareImagesInput,
     ShareImagesResult,
 )
+from bridgehead.models.marketplace import (
+    METERING_STATES,
+    NO_NEW_CLUSTERS_STATES,
+    NOTIFICATION_STATES,
+    MarketplaceEvent,
+    MarketplaceLink,
+    MarketplaceNotification,
+    MarketplaceState,
+    MarketplaceStatus,
+    MarketplaceSubscriptionInput,
+    RecordMarketplaceStateInput,
+    ResolveCustomerInput,
+)
 from bridgehead.models.orgs import (
     CheckResult,
     CreateRoleForMeInput,
@@ -121,6 +141,24 @@ from bridgehead.models.stacks import (
 )
 
 __all__ = [
+    "BillingReport",
+    "BillingReportInput",
+    "CorrectInput",
+    "CorrectResult",
+    "MeteringNotice",
+    "RecordCorrectionInput",
+    "ReportLine",
+    "METERING_STATES",
+    "NO_NEW_CLUSTERS_STATES",
+    "NOTIFICATION_STATES",
+    "MarketplaceEvent",
+    "MarketplaceLink",
+    "MarketplaceNotification",
+    "MarketplaceState",
+    "MarketplaceStatus",
+    "MarketplaceSubscriptionInput",
+    "RecordMarketplaceStateInput",
+    "ResolveCustomerInput",
     "DEFAULT_TASK_QUEUE",
     "DEFAULT_REGIONS",
     "SUPPORTED_REGIONS",

@@ -12,13 +12,14 @@ from temporalio.testing import ActivityEnvironment
 from activities.billing import BillingActivities, ledger_entries
 from bridgehead import models as m
 from tests.integration.helpers import ledger_org
+from tests.support.fake_marketplace import FakeMarketplace, install, link_org
 
 pytestmark = pytest.mark.integration
 
 
 def test_ledger_exactly_once_and_metering_once(stack):
     org = "billco"
-    aws, reg = ledger_org(org, "212121212121", marketplace_customer_id="cust-billco")
+    aws, reg = ledger_org(org, "212121212121")
     start = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
     seg = m.UsageSegment(start=start, end=start + timedelta(hours=3, minutes=17), head_instance_type="t3.medium",
                          compute_instance_type="c5.xlarge", compute_nodes=4)  # fmt: skip
@@ -38,54 +39,21 @@ def test_ledger_exactly_once_and_metering_once(stack):
     entries = ledger_entries(reg, org, "2026-11")
     assert sum(int(e["node_minutes"]) for e in entries) == 985
     assert {e["cluster"] for e in entries} == {"c1"}  # the failed creation costs nothing
-    # moto's Marketplace knows no subscribed customer in server mode: records are refused, kept and reported.
-    refused = env.run(acts.meter_usage, m.MeterUsageInput(org_id=org))
-    assert refused.sent == 0 and refused.unprocessed == 2 and "CustomerNotSubscribed" in refused.messages[0]
-    assert not any(e["metered"] for e in ledger_entries(reg, org))
-    # A service-faithful Marketplace (dedupes identical customer/dimension/hour records) for the rest.
-    market = FakeMarketplace()
-    real_platform = aws.platform
-    aws.platform = lambda service, region=None: market if service == "meteringmarketplace" else real_platform(service, region)
+    # No Marketplace link: nothing is sent (never a made-up customer), usage stays in the ledger.
+    market = FakeMarketplace(subscribed={"212121212121"})
+    install(aws, market)
+    unlinked = env.run(acts.meter_usage, m.MeterUsageInput(org_id=org))
+    assert unlinked.skipped and "no AWS Marketplace link" in unlinked.skipped and unlinked.sent == 0
+    assert market.calls == [] and not any(e["metered"] for e in ledger_entries(reg, org))
+    link_org(reg, org, "212121212121")
     sent = env.run(acts.meter_usage, m.MeterUsageInput(org_id=org))
     assert sent.sent == 2 and sent.unprocessed == 0  # one record per instance type (dimension)
     resent = env.run(acts.meter_usage, m.MeterUsageInput(org_id=org))
-    assert resent.sent == 0 and resent.already_sent == 0
+    assert resent.sent == 0 and resent.already_sent == 0 and len(market.calls) == 1
     assert all(e["metered"] for e in ledger_entries(reg, org))
     assert sorted((r["Dimension"], r["Quantity"]) for r in market.accepted) == [("node-minutes.c5.xlarge", 788), ("node-minutes.t3.medium", 197)]
-
-
-class FakeMarketplace:
-    """BatchMeterUsage as the service behaves: identical (customer, dimension, timestamp) records
-    are duplicates; usage older than six hours refuses the whole call; ``unprocessed`` dimensions
-    come back as UnprocessedRecords (throttled)."""
-
-    def __init__(self, clock=None, unprocessed: set[str] | None = None) -> None:
-        self.accepted: list[dict] = []
-        self.calls: list[list[tuple[str, datetime]]] = []
-        self.clock = clock
-        self.unprocessed = unprocessed if unprocessed is not None else set()
-
-    def batch_meter_usage(self, UsageRecords, ProductCode):  # noqa: N803 - boto3's names
-        self.calls.append([(r["Dimension"], r["Timestamp"]) for r in UsageRecords])
-        if self.clock is not None:
-            assert all(self.clock() - r["Timestamp"] <= timedelta(hours=6) for r in UsageRecords), "TimestampOutOfBoundsException"
-        results, unprocessed = [], []
-        for r in UsageRecords:
-            if r["Dimension"] in self.unprocessed:
-                unprocessed.append(r)
-                continue
-            key = (r["CustomerIdentifier"], r["Dimension"], r["Timestamp"])
-            dup = any((a["CustomerIdentifier"], a["Dimension"], a["Timestamp"]) == key for a in self.accepted)
-            if not dup:
-                self.accepted.append(r)
-            results.append({"UsageRecord": r, "Status": "DuplicateRecord" if dup else "Success"})
-        return {"Results": results, "UnprocessedRecords": unprocessed}
-
-    def totals(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for r in self.accepted:
-            out[r["Dimension"]] = out.get(r["Dimension"], 0) + r["Quantity"]
-        return out
+    # The buyer is named by its AWS account, never by the deprecated CustomerIdentifier.
+    assert all(r["CustomerAWSAccountId"] == "212121212121" and "CustomerIdentifier" not in r for r in market.sent_records())
 
 
 def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_hour_window(stack):
@@ -93,12 +61,12 @@ def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_ho
     every node-minute of the ledger still reaches Marketplace exactly once, never with a timestamp
     Marketplace would refuse, and a stuck batch never holds up newer usage or a same-hour close."""
     org = "carryco"
-    aws, reg = ledger_org(org, "212121212121", marketplace_customer_id="cust-carryco")
+    aws, reg = ledger_org(org, "212121212121")
+    link_org(reg, org, "212121212121")
     now = [datetime(2026, 11, 3, 10, 10, tzinfo=UTC)]
     acts = BillingActivities(aws, reg, clock=lambda: now[0])
-    market = FakeMarketplace(clock=lambda: now[0], unprocessed={"node-minutes.c5.xlarge"})
-    real_platform = aws.platform
-    aws.platform = lambda service, region=None: market if service == "meteringmarketplace" else real_platform(service, region)
+    market = FakeMarketplace(subscribed={"212121212121"}, clock=lambda: now[0], unprocessed={"node-minutes.c5.xlarge"})
+    install(aws, market)
     env = ActivityEnvironment()
 
     reg.put({"pk": f"ORG#{org}", "sk": "CLUSTER#c1", "name": "c1", "region": "us-east-1", "state": "RUNNING", "segments": []})
@@ -121,7 +89,7 @@ def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_ho
     # An hour on: the stuck batch resends only its compute record; the new hour gets a batch of its own.
     second = run(t.replace(hour=11), t.replace(hour=11, minute=10))
     assert (second.sent, second.transient) == (1, 2), second
-    assert market.calls[-2] == [("node-minutes.c5.xlarge", t.replace(hour=10, minute=10))]
+    assert [(r["Dimension"], r["Timestamp"]) for r in market.calls[-2]] == [("node-minutes.c5.xlarge", t.replace(hour=10, minute=10))]
     # Five hours on: the first batch is sent a last time and its rest carried into a new batch.
     third = meter(t.replace(hour=15, minute=20))
     assert third.expired == 1 and third.sent == 0, third
@@ -130,7 +98,7 @@ def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_ho
     market.unprocessed.clear()
     fourth = meter(t.replace(hour=22, minute=30))
     assert fourth.expired == 2 and fourth.sent == 1 and fourth.unprocessed == 0, fourth
-    assert market.calls[-1] == [("node-minutes.c5.xlarge", t.replace(hour=22, minute=30))]
+    assert [(r["Dimension"], r["Timestamp"]) for r in market.calls[-1]] == [("node-minutes.c5.xlarge", t.replace(hour=22, minute=30))]
     # The cluster is deleted at 22:40; the close and metering in the same hour are not lost.
     last = run(t.replace(hour=22, minute=40), t.replace(hour=22, minute=45), until=t.replace(hour=23))
     assert last.sent == 2, last
@@ -155,6 +123,7 @@ def test_one_metering_attempt_per_organisation_at_a_time(stack):
 
     org = "leaseco"
     aws, reg = ledger_org(org, "212121212121")
+    link_org(reg, org, "212121212121")
     acts = BillingActivities(aws, reg)
     future = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
     reg.put({"pk": f"ORG#{org}", "sk": "METER-LEASE", "lease_holder": "billing-leaseco/7/1", "lease_expires": future}, table=reg.ledger)

@@ -10,6 +10,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from temporalio import activity
 from temporalio.worker import Worker
 
@@ -20,14 +21,26 @@ from worker import WORKFLOWS, sandbox_runner
 
 @asynccontextmanager
 async def running_meter(ts_env: Any, prefix: str, *activities: Any) -> AsyncIterator[Any]:
-    """A ``BillingMeter`` for org ``acme`` on its own task queue, served by a worker with these
-    fake activities for as long as the block runs."""
+    """A ``BillingMeter`` for a new org ``{prefix}{random}`` (workflow id ``billing-{org}``) on its
+    own task queue, served by a worker with these fake activities for as long as the block runs."""
     tq = f"tq-{uuid.uuid4()}"
+    org = f"{prefix}{uuid.uuid4().hex[:6]}"
     with ThreadPoolExecutor(4) as ex:
         async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=list(activities),
                           activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
-            yield await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id="acme"), id=f"{prefix}-{uuid.uuid4().hex[:6]}",
+            yield await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id=org), id=f"billing-{org}",
                                                      task_queue=tq, result_type=m.UsageTotals)  # fmt: skip
+
+
+async def _record(h: Any, variant: str) -> None:
+    """Store this run's history in the replay corpus (with BRIDGEHEAD_RECORD_HISTORIES set)."""
+    import os
+
+    if os.environ.get("BRIDGEHEAD_RECORD_HISTORIES"):
+        from tests.test_replay import HISTORIES
+
+        (HISTORIES / f"BillingMeter--{variant}.json").write_text((await h.fetch_history()).to_json())
+        (HISTORIES / f"BillingMeter--{variant}.id").write_text(h.id + "\n")
 
 
 async def test_billing_ticks_cost_at_most_4_actions_per_hour(ts_env):
@@ -42,7 +55,7 @@ async def test_billing_ticks_cost_at_most_4_actions_per_hour(ts_env):
     def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
         return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
 
-    async with running_meter(ts_env, "billing", close_billing_periods, meter_usage) as h:
+    async with running_meter(ts_env, "tick", close_billing_periods, meter_usage) as h:
         hours = 24
         await ts_env.sleep(timedelta(hours=hours, minutes=15))
         usage = await h.query("usage", result_type=m.UsageTotals)
@@ -79,7 +92,7 @@ async def test_a_year_of_ticks_keeps_every_run_under_the_continue_as_new_bound(t
     def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
         return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
 
-    async with running_meter(ts_env, "billing-year", close_billing_periods, meter_usage) as h:
+    async with running_meter(ts_env, "year", close_billing_periods, meter_usage) as h:
         wf_id = h.id
         for _ in range(days):  # one long sleep would outlast the test server's RPC deadline
             await ts_env.sleep(timedelta(days=1))
@@ -119,7 +132,7 @@ async def test_stop_is_refused_while_a_cluster_runs_then_closes_the_last_hour(ts
     def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
         return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
 
-    async with running_meter(ts_env, "billing-stop", close_billing_periods, meter_usage) as h:
+    async with running_meter(ts_env, "stop", close_billing_periods, meter_usage) as h:
         await ts_env.sleep(timedelta(hours=2))
         await h.signal("stop")
         await ts_env.sleep(timedelta(hours=2))
@@ -158,7 +171,7 @@ async def test_final_stop_resends_usage_marketplace_left_unprocessed(ts_env):
                 return m.MeterUsageResult(sent=0, already_sent=0, unprocessed=1, transient=1, messages=["node-minutes.t3.medium: unprocessed"])
             return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
 
-        async with running_meter(ts_env, "billing-final", close_billing_periods, meter_usage) as h:
+        async with running_meter(ts_env, "final", close_billing_periods, meter_usage) as h:
             await h.signal("stop")
             usage = await h.result()
             desc = await h.describe()
@@ -176,3 +189,115 @@ async def test_final_stop_resends_usage_marketplace_left_unprocessed(ts_env):
     usage, meters, hours = await stop_with(100)
     assert len(meters) == FINAL_METER_RETRIES + 1 and hours == FINAL_METER_RETRIES, (meters, hours)
     assert usage.unprocessed_records == 1, "given up on and reported"
+
+
+async def test_meter_refuses_a_foreign_id_and_carried_state_on_a_fresh_start(ts_env):
+    from temporalio.client import WorkflowFailureError
+
+    tq = f"tq-{uuid.uuid4()}"
+    async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=[], workflow_runner=sandbox_runner()):
+        bad_id = await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id="acme"), id=f"billing-other-{uuid.uuid4().hex[:6]}", task_queue=tq)
+        org = f"carry{uuid.uuid4().hex[:6]}"
+        forged = m.BillingMeterInput(org_id=org, totals=m.UsageTotals(node_minutes=10**6))
+        carried = await ts_env.client.start_workflow("BillingMeter", forged, id=f"billing-{org}", task_queue=tq)
+        for h, what in ((bad_id, "does not match its input"), (carried, "internal state")):
+            with pytest.raises(WorkflowFailureError) as e:
+                await h.result()
+            assert what in str(e.value.cause), e.value.cause
+
+
+async def test_meter_now_closes_the_open_hour_up_to_now_and_meters_it(ts_env):
+    """unsubscribe-pending: the meter closes usage up to the signal's moment (the open hour's part
+    included) and meters it at once, then keeps ticking."""
+    calls: list[m.CloseBillingPeriodsInput] = []
+    meters: list[str] = []
+
+    @activity.defn(name="close_billing_periods")
+    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
+        calls.append(req)
+        return m.CloseBillingPeriodsResult(entries_written=1, entries_existing=0, node_minutes=10, cost_usd=Decimal("0.01"), closed_until=req.until)
+
+    @activity.defn(name="meter_usage")
+    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
+        meters.append(req.org_id)
+        return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
+
+    async with running_meter(ts_env, "now", close_billing_periods, meter_usage) as h:
+        await ts_env.sleep(timedelta(minutes=95))
+        before = len(calls)
+        t0 = await ts_env.get_current_time()
+        await h.signal("meter_now")
+        await ts_env.sleep(timedelta(seconds=5))
+        partial = calls[before:]
+        assert len(partial) == 1 and partial[0].partial and not partial[0].final, partial
+        assert abs(partial[0].until - t0) < timedelta(seconds=5) and partial[0].until.minute != 10, "up to now, not to the hour"
+        assert len(meters) == len(calls), "metered right after"
+        await ts_env.sleep(timedelta(minutes=75))  # the next tick is at most an hour and GRACE away
+        assert not calls[-1].partial and len(calls) > before + 1, "ticking goes on"
+        await _record(h, "meter-now")
+        await h.terminate("test finished")
+
+
+async def test_correct_records_a_correction_and_is_audited_in_history(ts_env):
+    got: list[m.RecordCorrectionInput] = []
+
+    @activity.defn(name="close_billing_periods")
+    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
+        return m.CloseBillingPeriodsResult(entries_written=0, entries_existing=0, node_minutes=0, cost_usd=Decimal(0), closed_until=req.until)
+
+    @activity.defn(name="meter_usage")
+    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
+        return m.MeterUsageResult(sent=0, already_sent=0, unprocessed=0)
+
+    @activity.defn(name="record_correction")
+    def record_correction(req: m.RecordCorrectionInput) -> m.CorrectResult:
+        got.append(req)
+        c = req.correction
+        return m.CorrectResult(correction_id=req.correction_id, cluster=c.cluster, period=c.period, instance_type="c5.xlarge",
+                               node_minutes_delta=c.node_minutes_delta, cost_usd_delta=Decimal("-0.17"), original_node_minutes=120,
+                               net_node_minutes=120 + c.node_minutes_delta, metered=True)  # fmt: skip
+
+    from temporalio.client import WorkflowUpdateFailedError
+
+    async with running_meter(ts_env, "corr", close_billing_periods, meter_usage, record_correction) as h:
+        period = "2026-11-02T09:00:00Z"
+        fix = m.CorrectInput(cluster="c1", period=period, node_minutes_delta=-60, reason="spot interruption not billed")
+        res = await h.execute_update("correct", fix, id="credit-1", result_type=m.CorrectResult)
+        with pytest.raises(WorkflowUpdateFailedError):
+            await h.execute_update("correct", fix.model_copy(update={"node_minutes_delta": 0}), result_type=m.CorrectResult)
+        with pytest.raises(WorkflowUpdateFailedError):
+            await h.execute_update("correct", fix.model_copy(update={"period": fix.period.replace(minute=5)}), result_type=m.CorrectResult)
+        usage = await h.query("usage", result_type=m.UsageTotals)
+        hist = await h.fetch_history()
+        await _record(h, "correct")
+        await h.terminate("test finished")
+    assert len(got) == 1 and got[0].correction_id == "credit-1" and got[0].correction == fix, "refused updates run nothing"
+    assert res.net_node_minutes == 60 and usage.corrections == 1 and usage.node_minutes == -60
+    accepted = [e for e in hist.events if e.HasField("workflow_execution_update_accepted_event_attributes")]
+    assert len(accepted) == 1 and b"spot interruption" in accepted[0].workflow_execution_update_accepted_event_attributes.accepted_request.input.args.payloads[0].data
+
+
+async def test_not_subscribed_notice_is_emailed_once_and_metering_state_is_shown(ts_env):
+    mails: list[m.NotifyInput] = []
+    answers = iter([m.MeterUsageResult(sent=0, already_sent=0, unprocessed=1, not_subscribed=True,
+                                       notice=m.MeteringNotice(to="a@x.example", subject="metering stopped", body="b", idempotency_key="k1"))])  # fmt: skip
+
+    @activity.defn(name="close_billing_periods")
+    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
+        return m.CloseBillingPeriodsResult(entries_written=0, entries_existing=0, node_minutes=0, cost_usd=Decimal(0), closed_until=req.until)
+
+    @activity.defn(name="meter_usage")
+    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
+        return next(answers, m.MeterUsageResult(sent=0, already_sent=0, unprocessed=0, skipped="AWS Marketplace subscription is NOT_SUBSCRIBED"))
+
+    @activity.defn(name="notify")
+    def notify(req: m.NotifyInput) -> bool:
+        mails.append(req)
+        return True
+
+    async with running_meter(ts_env, "notice", close_billing_periods, meter_usage, notify) as h:
+        await ts_env.sleep(timedelta(hours=3))
+        usage = await h.query("usage", result_type=m.UsageTotals)
+        await h.terminate("test finished")
+    assert [x.idempotency_key for x in mails] == ["k1"]
+    assert usage.metering_skipped and "NOT_SUBSCRIBED" in usage.metering_skipped

@@ -1,0 +1,131 @@
+"""Billing what ran: the ledger reconciles a cluster's requested compute nodes with its Auto Scaling
+group's in-service instances in the customer account (moto server), so a shortfall is not billed
+and a replacement is."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.billing import BillingActivities, ledger_entries
+from bridgehead import ids
+from bridgehead import models as m
+from tests.integration.helpers import ledger_org
+
+pytestmark = pytest.mark.integration
+
+ACCOUNT = "353535353535"
+
+
+def _group(stack, org: str, name: str, desired: int) -> tuple[str, object, object]:  # type: ignore[no-untyped-def]
+    ec2 = stack.customer_admin(ACCOUNT, "ec2")
+    auto = stack.customer_admin(ACCOUNT, "autoscaling")
+    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    group = f"{ids.org_prefix(org)}{name}-compute"
+    ec2.create_launch_template(
+        LaunchTemplateName=group, LaunchTemplateData={"ImageId": image, "InstanceType": "c5.xlarge"}
+    )
+    auto.create_auto_scaling_group(AutoScalingGroupName=group, LaunchTemplate={"LaunchTemplateName": group}, MinSize=0, MaxSize=4,
+                                   DesiredCapacity=desired, AvailabilityZones=["us-east-1a"])  # fmt: skip
+    return group, ec2, auto
+
+
+def _in_service(auto, group: str) -> list[str]:  # type: ignore[no-untyped-def]
+    g = auto.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]
+    return [i["InstanceId"] for i in g["Instances"] if i["LifecycleState"] == "InService"]
+
+
+def test_a_group_short_of_the_request_is_billed_for_what_ran_and_a_replacement_is_billed(stack):
+    """Two compute nodes requested for an hour; the group runs one, launched half-way through;
+    it is interrupted and replaced. Billed: the head for the hour, one compute node from its
+    launch (the replacement from its own), never the missing node."""
+    org = f"cap{uuid.uuid4().hex[:6]}"
+    aws, reg = ledger_org(
+        org, ACCOUNT, role_arn=f"arn:aws:iam::{ACCOUNT}:role/OrganizationAccountAccessRole"
+    )
+    group, ec2, auto = _group(stack, org, "c1", desired=1)
+    (first,) = _in_service(auto, group)
+    launched = ec2.describe_instances(InstanceIds=[first])["Reservations"][0]["Instances"][0][
+        "LaunchTime"
+    ].astimezone(UTC)
+    start = launched.replace(microsecond=0) - timedelta(minutes=30)
+    seg = m.UsageSegment(
+        start=start,
+        end=None,
+        head_instance_type="t3.medium",
+        compute_instance_type="c5.xlarge",
+        compute_nodes=2,
+    )
+    reg.put({"pk": f"ORG#{org}", "sk": "CLUSTER#c1", "name": "c1", "region": "us-east-1", "state": "RUNNING",
+             "segments": [seg.model_dump(mode="json")], "outputs": {"ComputeGroupName": group}})  # fmt: skip
+    acts = BillingActivities(aws, reg)
+    env = ActivityEnvironment()
+    # A tick sees the first instance in service (nothing is closed yet: the window ends before it).
+    env.run(
+        acts.close_billing_periods,
+        m.CloseBillingPeriodsInput(org_id=org, until=start + timedelta(minutes=1), partial=True),
+    )
+    time.sleep(1)
+    # A spot interruption: the group replaces the instance.
+    auto.terminate_instance_in_auto_scaling_group(
+        InstanceId=first, ShouldDecrementDesiredCapacity=False
+    )
+    (replacement,) = _in_service(auto, group)
+    assert replacement != first
+    until = start + timedelta(hours=1)
+    env.run(
+        acts.close_billing_periods,
+        m.CloseBillingPeriodsInput(org_id=org, until=until, partial=True),
+    )
+    seen = reg.cluster(org, "c1")["observed_instances"]
+    assert (
+        set(seen) == {first, replacement}
+        and seen[first].get("ended")
+        and not seen[replacement].get("ended")
+    )
+    lines: dict[str, int] = {}
+    for e in ledger_entries(reg, org):
+        assert e["capacity"] == "observed"
+        for t, minutes in e["lines"].items():
+            lines[t] = lines.get(t, 0) + int(minutes)
+    # Head: the hour. Compute: the first instance for the seconds it was seen, then its
+    # replacement to the end of the hour (about 30 minutes): never the two requested (120).
+    assert lines["t3.medium"] == 60
+    assert 29 <= lines["c5.xlarge"] <= 31, lines
+
+
+def test_without_an_observable_group_the_request_is_billed_and_said_so(stack):
+    org = f"nog{uuid.uuid4().hex[:6]}"
+    aws, reg = ledger_org(
+        org, ACCOUNT, role_arn=f"arn:aws:iam::{ACCOUNT}:role/OrganizationAccountAccessRole"
+    )
+    start = datetime(2026, 11, 7, 9, 0, tzinfo=UTC)
+    seg = m.UsageSegment(
+        start=start,
+        end=start + timedelta(hours=1),
+        head_instance_type="t3.medium",
+        compute_instance_type="c5.xlarge",
+        compute_nodes=2,
+    )
+    reg.put(
+        {
+            "pk": f"ORG#{org}",
+            "sk": "CLUSTER#c1",
+            "name": "c1",
+            "region": "us-east-1",
+            "state": "DELETED",
+            "segments": [seg.model_dump(mode="json")],
+        }
+    )
+    ActivityEnvironment().run(
+        BillingActivities(aws, reg).close_billing_periods,
+        m.CloseBillingPeriodsInput(org_id=org, until=start + timedelta(hours=2)),
+    )
+    (e,) = ledger_entries(reg, org)
+    assert e["lines"] == {"t3.medium": 60, "c5.xlarge": 120} and e["capacity"].startswith(
+        "requested (no Auto Scaling group"
+    )

@@ -1,0 +1,114 @@
+"""``starter billing report`` and ``starter marketplace register`` against the embedded stack, run
+as a new user would: the README's environment has a Temporal address and no AWS credentials."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.billing import BillingActivities, ledger_entries
+from bridgehead import billing
+from bridgehead import models as m
+from tests.integration.helpers import ledger_org
+
+pytestmark = pytest.mark.integration
+
+
+def readme_env(stack, tmp: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """What a user following the README has: the Temporal address, no AWS variables or files."""
+    keep = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "BRIDGEHEAD_", "TEMPORAL_"))
+    }
+    return {
+        **keep,
+        "TEMPORAL_ADDRESS": stack.temporal_address,
+        "HOME": str(tmp),
+        "BRIDGEHEAD_STATE_DIR": str(tmp / "state"),
+    }
+
+
+def starter(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "starter", *args], capture_output=True, text=True, env=env, timeout=120,
+                          cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+
+
+def test_billing_report_needs_no_aws_credentials_and_equals_the_ledger(stack, tmp_path):
+    org = f"rep{uuid.uuid4().hex[:6]}"
+    aws, reg = ledger_org(org, "262626262626")
+    now = datetime.now(UTC)
+    start = billing.floor_hour(now) - timedelta(hours=4) + timedelta(minutes=7, seconds=31)
+    done = m.UsageSegment(start=start, end=start + timedelta(hours=2, minutes=3), head_instance_type="t3.medium",
+                          compute_instance_type="c5.xlarge", compute_nodes=3)  # fmt: skip
+    running = m.UsageSegment(start=billing.floor_hour(now) - timedelta(hours=1), head_instance_type="t3.medium",
+                             compute_instance_type="c5.xlarge", compute_nodes=1)  # fmt: skip
+    for name, seg, state in (("r1", done, "DELETED"), ("r2", running, "RUNNING")):
+        reg.put({"pk": f"ORG#{org}", "sk": f"CLUSTER#{name}", "name": name, "region": "us-east-1", "state": state,
+                 "segments": [seg.model_dump(mode="json")]})  # fmt: skip
+    ActivityEnvironment().run(
+        BillingActivities(aws, reg).close_billing_periods,
+        m.CloseBillingPeriodsInput(org_id=org, until=billing.floor_hour(now)),
+    )
+    entries = ledger_entries(reg, org)
+    env = readme_env(stack, tmp_path)
+    r = starter(env, "--json", "billing", "report", "--org", org)
+    assert r.returncode == 0, r.stderr
+    assert "Unable to locate credentials" not in r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["total"]["node_minutes"] == sum(int(e["node_minutes"]) for e in entries)
+    assert Decimal(rep["total"]["cost_usd"]) == sum(
+        (Decimal(str(e["cost_usd"])) for e in entries), Decimal(0)
+    )
+    assert Decimal(rep["total"]["cost_usd"]) == Decimal(
+        str(reg.get(f"ORG#{org}", "TOTALS", table=reg.ledger)["cost_usd"])
+    )
+    so_far = rep["in_progress"]["r2"]
+    assert 2 * (now - billing.floor_hour(now)).total_seconds() / 60 - 4 <= so_far, rep[
+        "in_progress"
+    ]
+    human = starter(env, "billing", "report", "--org", org)
+    assert (
+        human.returncode == 0
+        and "r2" in human.stdout
+        and "in progress (" in human.stdout
+        and "node-minutes so far" in human.stdout
+    )
+    assert "(no usage)" not in human.stdout
+
+
+async def test_marketplace_register_starts_the_subscription_with_the_token_encrypted(stack, client):
+    import asyncio
+
+    org = f"reg{uuid.uuid4().hex[:6]}"
+    ledger_org(org, "272727272727")
+    env = {**os.environ, **stack.env()}
+    token = f"secret-{uuid.uuid4().hex}"
+    r = await asyncio.to_thread(
+        starter, env, "marketplace", "register", "--org", org, "--token", token
+    )
+    assert r.returncode == 0, r.stderr
+    assert f"marketplace-{org}" in r.stdout and token not in r.stdout + r.stderr
+    h = client.get_workflow_handle(f"marketplace-{org}")
+    assert (await h.describe()).workflow_type == "MarketplaceSubscription"
+    assert token not in (await h.fetch_history()).to_json(), "the token is encrypted in history"
+    await h.terminate("test finished")
+    # Not linked yet: the report says so and shows no usage.
+    r = await asyncio.to_thread(starter, env, "billing", "report", "--org", org)
+    assert r.returncode == 0 and "(no usage)" in r.stdout, r.stdout + r.stderr
+    if os.environ.get("BRIDGEHEAD_RECORD_HISTORIES"):  # the replay corpus
+        from tests.test_replay import HISTORIES
+
+        (HISTORIES / "BillingReport.json").write_text(
+            (await client.get_workflow_handle(f"report-{org}-all").fetch_history()).to_json()
+        )
+        (HISTORIES / "BillingReport.id").write_text(f"report-{org}-all\n")
