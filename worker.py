@@ -7,6 +7,7 @@ the boto3 chain, Bridgehead settings from BRIDGEHEAD_*). Stops gracefully on SIG
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -14,7 +15,14 @@ from typing import Any
 
 from pydantic_core import ValidationError
 from temporalio.client import Client
-from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    PrometheusConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -110,9 +118,21 @@ def build_worker(client: Client, settings: Settings, activities: list[Any], exec
 
 
 def install_runtime(settings: Settings) -> None:
-    """Set the SDK runtime once (Runtime.set_default avoids the interpreter-exit abort, sdk-python#300)."""
-    telemetry = TelemetryConfig(metrics=PrometheusConfig(bind_address=f"0.0.0.0:{settings.metrics_port}")) if settings.metrics_port else TelemetryConfig()
-    Runtime.set_default(Runtime(telemetry=telemetry), error_if_already_set=False)
+    """Set the SDK runtime once (Runtime.set_default avoids the interpreter-exit abort, sdk-python#300).
+
+    The SDK core's own log lines (Rust) are forwarded to the ``temporalio.core`` Python logger, so
+    they come out in the same structlog JSON stream as everything else, without terminal colours.
+    Counters carry Prometheus' ``_total`` suffix; the endpoint binds ``metrics_address`` (loopback
+    unless configured otherwise).
+    """
+    core_logs = LoggingConfig(
+        filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    )
+    metrics = None
+    if settings.metrics_port:
+        metrics = PrometheusConfig(bind_address=f"{settings.metrics_address}:{settings.metrics_port}", counters_total_suffix=True)
+    Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=core_logs, metrics=metrics)), error_if_already_set=False)
 
 
 async def publish_cluster_gauge(client: Client, settings: Settings, stop: asyncio.Event, meter: Any = None) -> None:

@@ -70,9 +70,10 @@ def key_id(key: bytes) -> str:
 
 
 def _sensitive_type(type_hint: Any) -> bool:
-    """Whether ``type_hint`` is a SensitiveModel type (or an optional / union holding one)."""
+    """Whether ``type_hint`` is a SensitiveModel type that refuses plain payloads (or an optional /
+    union holding one)."""
     if isinstance(type_hint, type):
-        return issubclass(type_hint, SensitiveModel)
+        return issubclass(type_hint, SensitiveModel) and type_hint.plain_refused
     if typing.get_origin(type_hint) in (typing.Union, types.UnionType):
         return any(_sensitive_type(a) for a in typing.get_args(type_hint))
     return False

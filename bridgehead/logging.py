@@ -26,6 +26,7 @@ def merge_temporal_context(_: Any, __: str, event_dict: dict[str, Any]) -> dict[
     """Add workflow/activity identity to records emitted inside an activity or from the SDK's loggers."""
     from temporalio import activity
 
+    event_dict.pop("temporal_log", None)  # the SDK core's raw record (its text is the message)
     for key in ("temporal_workflow", "temporal_activity"):
         info = event_dict.pop(key, None)
         if isinstance(info, dict):

@@ -122,6 +122,9 @@ class Settings(BaseSettings):
     max_cached_workflows: int = 2000
     #: Prometheus endpoint of the worker (SDK metrics and Bridgehead's own, see bridgehead/metrics.py).
     metrics_port: int | None = None
+    #: Address the metrics endpoint binds; loopback by default (``0.0.0.0`` to let a Prometheus
+    #: on another host scrape it).
+    metrics_address: str = "127.0.0.1"
     #: How often the worker refreshes the ``bridgehead_clusters`` gauge from Temporal visibility.
     metrics_refresh_seconds: int = 30
     #: OpenTelemetry tracing through the SDK's interceptor (needs the ``otel`` extra; off by default).

@@ -78,7 +78,13 @@ def parse_input(model: type[BaseModel], raw: str) -> BaseModel:
 
 async def client() -> Any:
     from bridgehead.client import make_client
+    from bridgehead.settings import get_settings
 
+    try:
+        get_settings()
+    except ValidationError as e:
+        hint = "; with the embedded stack (make run): export BRIDGEHEAD_ENVIRONMENT=local"
+        raise CliError("configuration: " + "; ".join(err["msg"] for err in e.errors()) + hint, 2) from None
     try:
         return await make_client()
     except Exception as e:  # noqa: BLE001
@@ -478,7 +484,7 @@ async def cmd_up(args: argparse.Namespace) -> int:
     from bridgehead.settings import get_settings
 
     get_settings.cache_clear()
-    env_line = " ".join(f"{k}={v}" for k, v in stack.env().items() if k.startswith(("TEMPORAL_ADDRESS", "AWS_ENDPOINT")))
+    env_line = " ".join(f"{k}={v}" for k, v in stack.env().items() if k.startswith(("TEMPORAL_ADDRESS", "AWS_ENDPOINT", "BRIDGEHEAD_ENVIRONMENT")))
     print(f"""
 Bridgehead is up.
   Temporal Web UI : {stack.ui_url}

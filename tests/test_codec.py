@@ -150,3 +150,16 @@ def test_codec_key_is_required_outside_the_embedded_stack(monkeypatch, tmp_path)
     monkeypatch.setenv("BRIDGEHEAD_ENVIRONMENT", "local")
     monkeypatch.setenv("BRIDGEHEAD_STATE_DIR", str(tmp_path))
     assert len(Settings().codec_key_bytes()) == 32
+
+
+def test_cli_without_a_key_outside_local_says_what_to_set(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGEHEAD_")}
+    r = subprocess.run([sys.executable, "-m", "starter", "status", "org-acme"], capture_output=True, text=True, env=env,
+                       cwd=Path(__file__).resolve().parents[1], timeout=60)  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "BRIDGEHEAD_CODEC_KEY is required" in r.stderr and "export BRIDGEHEAD_ENVIRONMENT=local" in r.stderr, r.stderr

@@ -8,7 +8,7 @@ clear error instead of a silently ignored field.
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, ClassVar
 
 from pydantic import (
     AfterValidator,
@@ -67,3 +67,7 @@ class SensitiveModel(Model):
     """
 
     model_config = ConfigDict(extra="forbid", hide_input_in_errors=True)
+    #: Refuse the payload unless it arrived encrypted (customer keys). A type whose value may also
+    #: be typed into the Web UI (a Marketplace registration token) sets this false: encrypted when
+    #: sent by Bridgehead's clients, accepted as plain JSON from elsewhere.
+    plain_refused: ClassVar[bool] = True

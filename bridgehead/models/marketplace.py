@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, StringConstraints
+from pydantic.json_schema import SkipJsonSchema
 
 from bridgehead.models.common import AccountId, Model, OrgId, SensitiveModel
 
@@ -70,7 +71,9 @@ class MarketplaceSubscriptionInput(SensitiveModel):
     org_id: OrgId
     registration_token: RegistrationToken = Field(repr=False)
     allow_different_account: bool = False
-    carried: MarketplaceStatus | None = None
+    carried: SkipJsonSchema[MarketplaceStatus | None] = None
+
+    plain_refused: ClassVar[bool] = False  # the Web UI's start form sends it as plain JSON
 
 
 class MarketplaceNotification(Model):

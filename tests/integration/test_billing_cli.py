@@ -24,7 +24,8 @@ pytestmark = pytest.mark.integration
 
 
 def readme_env(stack, tmp: Path) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    """What a user following the README has: the Temporal address, no AWS variables or files."""
+    """What a user following the README has: the Temporal address and the embedded stack's
+    environment name, no AWS variables or files."""
     keep = {
         k: v
         for k, v in os.environ.items()
@@ -33,6 +34,7 @@ def readme_env(stack, tmp: Path) -> dict[str, str]:  # type: ignore[no-untyped-d
     return {
         **keep,
         "TEMPORAL_ADDRESS": stack.temporal_address,
+        "BRIDGEHEAD_ENVIRONMENT": "local",
         "HOME": str(tmp),
         "BRIDGEHEAD_STATE_DIR": str(tmp / "state"),
     }

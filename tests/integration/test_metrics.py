@@ -125,3 +125,34 @@ def test_activity_metrics_for_ledger_minutes_and_aws_errors(stack, tmp_path):
     assert value(samples, "bridgehead_billed_node_minutes", instance_type="t3.medium") == 90
     assert value(samples, "bridgehead_billed_node_minutes", instance_type="c5.xlarge") == 180
     assert value(samples, "bridgehead_aws_errors", code="ResourceNotFoundException") == 1
+
+
+def log_violations(lines: list[str]) -> list[str]:
+    """Lines that are not one JSON object each, or that carry terminal colour codes."""
+    bad = []
+    for line in (x for x in lines if x.strip()):
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            bad.append(line)
+            continue
+        if not isinstance(rec, dict) or "\x1b[" in line:
+            bad.append(line)
+    return bad
+
+
+def test_worker_log_is_one_json_stream_and_counters_follow_prometheus_naming(stack):
+    """Every line the worker wrote is a JSON object (the SDK core's lines included, no terminal
+    colour codes), and Bridgehead's counters carry the ``_total`` suffix the README documents."""
+    lines = (stack.state_dir / "worker.log").read_text().splitlines()
+    assert len(lines) > 10
+    assert log_violations(lines) == [], log_violations(lines)[:5]
+    names = {n for n, _ in scrape(int(stack.worker_env["BRIDGEHEAD_METRICS_PORT"]))}
+    ours = {n for n in names if n.startswith("bridgehead_") and n != "bridgehead_clusters"}
+    assert ours and all(n.endswith("_total") for n in ours), ours
+
+
+def test_twin_the_log_check_catches_a_core_line_printed_raw():
+    core = "\x1b[2m2026-11-25T23:26:50Z\x1b[0m \x1b[33m WARN\x1b[0m temporalio_sdk_core::worker: something"
+    ok = json.dumps({"event": "worker started", "level": "info"})
+    assert log_violations([ok, core]) == [core]
