@@ -479,7 +479,10 @@ async def cmd_up(args: argparse.Namespace) -> int:
 
     stack = LocalStack(temporal_port=args.port, ui_port=args.ui_port, moto_port=args.aws_port)
     print("starting the embedded stack (moto server, Temporal dev server, worker)...", flush=True)
-    stack.start()
+    try:
+        stack.start()
+    except RuntimeError as e:
+        raise CliError(str(e), 1) from None
     os.environ.update(stack.env())
     from bridgehead.settings import get_settings
 

@@ -41,6 +41,33 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return s.connect_ex((host, port)) == 0
 
 
+def port_owner(port: int) -> str | None:
+    """Best effort (Linux /proc): ``pid N (command line)`` of the process listening on ``port``."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            cols = row.split()
+            if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(cols[9])
+    if not inodes:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if fd.readlink().name in {f"socket:[{i}]" for i in inodes}:
+                    cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                    return f"pid {proc.name} ({cmd[:120]})"
+        except OSError:
+            continue
+    return None
+
+
 def bin_path(name: str) -> str:
     """A console script of this virtualenv (``temporal``, ``moto_server``), else from PATH."""
     candidate = Path(sys.executable).parent / name
@@ -199,7 +226,20 @@ class LocalStack:
             time.sleep(0.3)
         raise TimeoutError(f"{what} not ready after {timeout:.0f}s; see {self.state_dir / (proc + '.log')}")
 
+    def check_ports_free(self) -> None:
+        """Refuse to start on ports another process holds: the new stack would fail to bind and,
+        worse, its readiness checks would see the other stack and attach to it."""
+        wanted = {"Temporal": self.temporal_port, "Temporal Web UI": self.ui_port, "moto (AWS)": self.moto_port}
+        busy = [f"{what} port {port} is in use" + (f" by {owner}" if (owner := port_owner(port)) else "")
+                for what, port in wanted.items() if port_open(port)]  # fmt: skip
+        if busy:
+            raise RuntimeError(
+                "cannot start the embedded stack: " + "; ".join(busy) + ". Stop that process (another `make run`?) "
+                "or choose other ports: python -m starter up --port N --ui-port N --aws-port N"
+            )
+
     def start(self, seed: bool = True) -> None:
+        self.check_ports_free()
         try:
             self.start_moto()
             if seed:

@@ -310,3 +310,23 @@ def test_marketplace_notifications_are_read_from_the_sns_envelope_or_raw():
 
     with pytest.raises(ValidationError):
         parse_notification(json.dumps({**message, "action": "entitlement-updated"}))
+
+
+def test_embedded_stack_refuses_ports_another_process_holds(tmp_path):
+    """`make run` while another stack holds a port: a clear refusal naming the port and the
+    process, instead of attaching to the stranger's server."""
+    import os
+    import socket
+
+    from starter.local import LocalStack, free_port
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        st = LocalStack(state_dir=tmp_path, temporal_port=port, ui_port=free_port(), moto_port=free_port())
+        with pytest.raises(RuntimeError) as e:
+            st.start()
+    text = str(e.value)
+    assert f"Temporal port {port} is in use by pid {os.getpid()}" in text and "--port" in text, text
+    assert not st.procs, "nothing was started"
