@@ -41,6 +41,7 @@ from temporalio.converter import (
     ActivitySerializationContext,
     CompositePayloadConverter,
     DataConverter,
+    DefaultFailureConverter,
     DefaultPayloadConverter,
     JSONPlainPayloadConverter,
     PayloadCodec,
@@ -49,6 +50,7 @@ from temporalio.converter import (
     WorkflowSerializationContext,
 )
 
+from bridgehead.messages import describe
 from bridgehead.models import SensitiveModel
 
 SENSITIVE_META = "bridgehead-sensitive"
@@ -116,6 +118,20 @@ class BridgeheadPayloadConverter(CompositePayloadConverter):
                 for c in DefaultPayloadConverter.default_encoding_payload_converters
             )
         )
+
+
+class BridgeheadFailureConverter(DefaultFailureConverter):
+    """Failures whose cause is a pydantic ``ValidationError`` (a bad start, a refused update)
+    carry a message in words (:mod:`bridgehead.messages`): ``aws_account_id: 12 digits``, not a
+    regular expression or an internal type name, and never the rejected value."""
+
+    def to_failure(self, exception, payload_converter, failure):  # type: ignore[no-untyped-def]
+        from pydantic import ValidationError
+        from temporalio.exceptions import ApplicationError
+
+        if isinstance(exception, ValidationError):
+            exception = ApplicationError(f"invalid input: {describe(exception)}", type="BadInput", non_retryable=True)
+        super().to_failure(exception, payload_converter, failure)
 
 
 def _undecryptable(reason: str) -> Payload:
@@ -232,7 +248,9 @@ def _copy(codec: SensitivePayloadCodec) -> SensitivePayloadCodec:
 
 def make_data_converter(codec_key: bytes | None, old_keys: Sequence[bytes] = ()) -> DataConverter:
     """The converter for clients and workers; ``codec_key=None`` only for tools that never see secrets."""
-    converter = DataConverter(payload_converter_class=BridgeheadPayloadConverter)
+    converter = DataConverter(
+        payload_converter_class=BridgeheadPayloadConverter, failure_converter_class=BridgeheadFailureConverter
+    )
     if codec_key is None:
         return converter
     return dataclasses.replace(converter, payload_codec=SensitivePayloadCodec(codec_key, old_keys))

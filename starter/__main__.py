@@ -58,7 +58,9 @@ def emit(args: argparse.Namespace, value: Any, human: str | None = None) -> None
 
 def invalid(e: ValidationError, what: str) -> CliError:
     """A pydantic error as the CLI shows it: one line per field, exit code 2."""
-    lines = [f"  {'.'.join(str(p) for p in err['loc']) or '(input)'}: {err['msg']}" for err in e.errors()]
+    from bridgehead.messages import describe_error
+
+    lines = [f"  {describe_error(err)}" for err in e.errors()]
     return CliError(f"invalid {what}:\n" + "\n".join(lines), 2)
 
 

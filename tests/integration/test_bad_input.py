@@ -46,7 +46,7 @@ STARTS = [
     ("OnboardOrganization", "no regions", {**ORG, "regions": []}, "regions"),
     ("OnboardOrganization", "unknown field", {**ORG, "admin": True}, "admin"),
     ("OnboardOrganization", "wrong type", {**ORG, "regions": "us-east-1"}, "regions"),
-    ("OnboardOrganization", "not an object", ["badorg"], "should be an object"),
+    ("OnboardOrganization", "not an object", ["badorg"], "a JSON object"),
     ("ClusterLifecycle", "name starts with a digit", {**CLUSTER, "name": "1abc"}, "name"),
     ("ClusterLifecycle", "name too long", {**CLUSTER, "name": "a" * 61}, "name"),
     ("ClusterLifecycle", "name with underscore", {**CLUSTER, "name": "a_b"}, "name"),

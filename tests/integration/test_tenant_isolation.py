@@ -124,7 +124,7 @@ async def test_tenant_probes_change_nothing_anywhere(client, stack):
         "resume, own id": ["org-eve2", "org-eve"],
         "account of another org": [VICTIM_ACCOUNT, "already belongs to organisation victim"],
         "cleanup, borrowed id": ["org-victim-cleanup-us-east-1"],
-        "string nodes": ["compute_initial_nodes", "integer"],
+        "string nodes": ["compute_initial_nodes", "a whole number"],
         "no input": ["needs a JSON input"],
         "plain keys": ["encrypted"],
         "keys for another workflow": ["not made for this workflow"],
