@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install browser run test bench lint clean
+.PHONY: install browser run test bench lint clean reset
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,10 @@ bench: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Forget the embedded stack's state (Temporal's SQLite file, logs, the generated payload key); keeps .venv.
+reset:
+	rm -rf .state
 
 clean:
 	rm -rf $(VENV) .state test-artifacts

@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     registry_table: str = "bridgehead-registry"
     ledger_table: str = "bridgehead-ledger"
     #: Create the registry and ledger tables at worker start if missing (local/dev convenience;
-    #: in production provision them with ``policies/platform-tables.yaml``).
+    #: in production provision them with ``policies/platform-tables.template.yaml``).
     create_tables: bool = True
     #: Region of the platform's own resources (registry, ledger, inbox bucket).
     platform_region: str = "us-east-1"
