@@ -25,6 +25,8 @@ from bridgehead.models.common import (
     SensitiveModel,
 )
 
+VerificationLevel = Literal["strict", "warn"]
+
 
 class OrgState(StrEnum):
     REGISTERING = "REGISTERING"
@@ -140,6 +142,10 @@ class OrgArtifacts(Model):
     permission_policy: dict[str, Any]
     cloudformation_template: str
     instructions: list[str]
+    #: The cluster node roles (one per region, with an instance profile of the same name) the
+    #: customer creates beside the Bridgehead role: ``name``, ``region``, ``trust_policy``,
+    #: ``policy_name``, ``policy``. Bridgehead's role may pass them to EC2, never create them.
+    node_roles: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class CheckResult(Model):
@@ -152,6 +158,9 @@ class CheckResult(Model):
     #: How the result was established: ``probe`` (a real call), ``analysis`` (policy evaluated),
     #: ``not-proved`` (the environment cannot prove it; see detail).
     method: Literal["probe", "analysis", "not-proved"] = "probe"
+    #: Passed only because the organisation's verification level is ``warn``: shown in ``status``
+    #: under ``warnings`` (with ``strict``, the default, the same finding fails the check).
+    warning: bool = False
 
 
 class VerifyRoleInput(Model):
@@ -159,6 +168,15 @@ class VerifyRoleInput(Model):
 
     org_id: OrgId
     role_arn: RoleArn
+    #: ``strict`` (default): grants beyond the required set fail verification; ``warn``: they are
+    #: reported as warnings and the organisation can still become READY.
+    level: VerificationLevel = "strict"
+
+
+class SetVerificationLevelInput(Model):
+    """Update ``set_verification_level`` of ``OnboardOrganization``."""
+
+    level: VerificationLevel
 
 
 class VerificationReport(Model):
@@ -171,6 +189,9 @@ class VerificationReport(Model):
 
     def failed(self) -> list[CheckResult]:
         return [c for c in self.checks if not c.passed]
+
+    def warnings(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.passed and c.warning]
 
 
 class RegionProgress(Model):
@@ -215,6 +236,8 @@ class OnboardingState(Model):
     reverify_scheduled: bool = False
     #: ``offboard`` accepted and not finished (carried across continue-as-new).
     offboard: OffboardInput | None = None
+    #: Set by update ``set_verification_level``; passed to every ``VerifyRole``.
+    verification_level: VerificationLevel = "strict"
 
 
 class ReverifyInput(Model):
@@ -237,6 +260,9 @@ class OrgStatus(Model):
     regions: dict[str, RegionProgress]
     last_error: str | None
     steps: list[str]
+    #: Findings that did not block READY because the verification level is ``warn``.
+    warnings: list[CheckResult] = Field(default_factory=list)
+    verification_level: VerificationLevel = "strict"
 
 
 class RegisterOrgInput(Model):

@@ -1,0 +1,280 @@
+"""Verification of a customer role, one function per check.
+
+``OnboardingActivities.verify_role`` (the activity) calls :func:`verify`. Each check returns
+``CheckResult`` s that name what failed and how to fix it; the policy analysis itself lives in the
+pure modules ``bridgehead.policies`` and ``bridgehead.verification`` (tested without AWS).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from activities.aws import Aws, OrgRecord
+from activities.errors import THROTTLING_CODES, TRANSIENT_CODES, error_code
+from bridgehead import ids, policies
+from bridgehead import verification as v
+from bridgehead.logging import get_logger
+from bridgehead.models import CheckResult, VerificationReport, VerifyRoleInput, parse_role_arn
+
+log = get_logger("bridgehead.activities.verification")
+
+
+@dataclass
+class Context:
+    """What the checks share: the request, the org, the platform principal and (once assumed)
+    a session acting as the role. Credentials never leave this object (nor the activity)."""
+
+    req: VerifyRoleInput
+    org: OrgRecord
+    principal: str
+    aws: Aws
+    role_changed_at: datetime | None = None
+    session: Any = None
+    checks: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def arn(self) -> dict[str, str]:
+        return parse_role_arn(self.req.role_arn)
+
+    def client(self, service: str, region: str | None = None) -> Any:
+        return self.session.client(service, region_name=region or self.aws.settings.platform_region)
+
+    def add(self, *checks: CheckResult) -> None:
+        self.checks.extend(checks)
+
+    def has_passed(self, name: str) -> bool:
+        return any(c.name == name and c.passed for c in self.checks)
+
+
+def _code(e: Exception) -> str | None:
+    return error_code(e) if isinstance(e, ClientError) else None
+
+
+def _raise_if_transient(e: ClientError) -> None:
+    """Throttling and AWS-side errors prove nothing about the role: let the activity retry
+    (recorded by Temporal) instead of failing a check."""
+    status = int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+    if error_code(e) in THROTTLING_CODES | TRANSIENT_CODES or status >= 500:
+        raise e
+
+
+# --- the checks --------------------------------------------------------------------------------
+def check_account(ctx: Context) -> bool:
+    account = ctx.arn["account"]
+    if account == ctx.org.aws_account_id:
+        return True
+    ctx.add(CheckResult(name="role-account", passed=False,
+                        detail=f"the role is in account {account}, the organisation is account {ctx.org.aws_account_id}",
+                        remedy=f"Create the role in account {ctx.org.aws_account_id} and submit its ARN."))  # fmt: skip
+    return False
+
+
+def check_assume(ctx: Context, sleep: Any = None) -> bool:
+    """Assume the role with the External ID. A role created or submitted in the last few minutes
+    that STS refuses (AccessDenied / InvalidClientTokenId: IAM has not propagated it yet) is retried
+    with backoff for up to two minutes before the check fails."""
+    import time
+
+    from temporalio import activity
+
+    def pause(seconds: float) -> None:
+        if activity.in_activity():
+            activity.heartbeat(f"waiting {seconds:.0f}s for IAM to propagate the role")
+        (sleep or time.sleep)(seconds)
+
+    try:
+        creds, attempts = v.retry_while_propagating(
+            lambda: ctx.aws.assume(ctx.req.role_arn, ctx.org.external_id, f"bridgehead-verify-{ctx.req.org_id}"),
+            _code, ctx.role_changed_at, lambda: datetime.now(UTC), pause,
+        )  # fmt: skip
+    except ClientError as e:
+        _raise_if_transient(e)
+        waited = (
+            " (retried for two minutes while IAM propagated the new role)" if _fresh(ctx) else ""
+        )
+        ctx.add(CheckResult(name="assume-role", passed=False,
+                            detail=f"sts:AssumeRole with the External ID failed: {error_code(e)}{waited}",
+                            remedy=f"Make sure role {ctx.req.role_arn} exists and its trust policy allows {ctx.principal} "
+                                   f"with sts:ExternalId {ctx.org.external_id}."))  # fmt: skip
+        return False
+    ctx.session = boto3.session.Session(**creds)
+    del creds
+    whoami = ctx.client("sts").get_caller_identity()
+    ok = whoami["Account"] == ctx.org.aws_account_id
+    retried = f" (after {attempts} attempts while IAM propagated the role)" if attempts > 1 else ""
+    ctx.add(CheckResult(name="assume-role", passed=ok,
+                        detail=f"assumed {ctx.req.role_arn} with the External ID{retried}; acting as account {whoami['Account']}",
+                        remedy="" if ok else f"The role must live in account {ctx.org.aws_account_id}."))  # fmt: skip
+    return ok
+
+
+def _fresh(ctx: Context) -> bool:
+    return (
+        ctx.role_changed_at is not None
+        and datetime.now(UTC) - ctx.role_changed_at < v.PROPAGATION_WINDOW
+    )
+
+
+def get_trust(iam: Any, role_name: str) -> dict[str, Any]:
+    return policies.parse_document(
+        iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"]
+    )
+
+
+def check_trust(ctx: Context) -> None:
+    """Read the trust policy through the role itself and check every Allow statement."""
+    try:
+        trust = get_trust(ctx.client("iam"), ctx.arn["name"])
+    except ClientError as e:
+        _raise_if_transient(e)
+        ctx.add(CheckResult(name="trust-policy-readable", passed=False, method="probe",
+                            detail=f"iam:GetRole on the role itself was refused ({error_code(e)})",
+                            remedy="Grant iam:GetRole on the role to itself (it is in the permission policy)."))  # fmt: skip
+        return
+    ctx.add(*v.analyse_trust(trust, ctx.principal, ctx.org.external_id))
+
+
+def check_external_id_probe(ctx: Context) -> None:
+    """Confused-deputy probe: without the External ID, AssumeRole must be refused."""
+    ext_id = ctx.org.external_id
+    try:
+        ctx.aws.assume(ctx.req.role_arn, None, f"bridgehead-probe-{ctx.req.org_id}")
+    except ClientError as e:
+        _raise_if_transient(e)
+        ctx.add(CheckResult(name="external-id-required", passed=True, method="probe",
+                            detail=f"AssumeRole without the External ID was refused ({error_code(e)}), as it must be"))  # fmt: skip
+        return
+    if ctx.aws.settings.sts_enforces_trust:
+        ctx.add(CheckResult(name="external-id-required", passed=False, method="probe",
+                            detail="AssumeRole WITHOUT the External ID succeeded: anyone who can act as the platform principal could use this role",
+                            remedy=f'Add "Condition": {{"StringEquals": {{"sts:ExternalId": "{ext_id}"}}}} to the trust policy.'))  # fmt: skip
+        return
+    ext_ok = ctx.has_passed(v.TRUST_EXTERNAL_ID)
+    ctx.add(CheckResult(name="external-id-required", passed=ext_ok, method="not-proved",
+                        detail="this AWS endpoint does not enforce trust policies (emulator), so the probe proves nothing; "
+                               + ("the trust-policy analysis shows the External ID is required" if ext_ok else "and the trust policy does not require it"),
+                        remedy="" if ext_ok else "Require the External ID in the trust policy."))  # fmt: skip
+
+
+def role_policies(iam: Any, role_name: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every policy of the role: inline ones and attached managed ones (customer or AWS)."""
+    docs: list[tuple[str, dict[str, Any]]] = []
+    for page in iam.get_paginator("list_role_policies").paginate(RoleName=role_name):
+        for name in page["PolicyNames"]:
+            doc = iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"]
+            docs.append((f"inline policy {name}", policies.parse_document(doc)))
+    for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=role_name):
+        for att in page["AttachedPolicies"]:
+            pol = iam.get_policy(PolicyArn=att["PolicyArn"])["Policy"]
+            ver = iam.get_policy_version(
+                PolicyArn=att["PolicyArn"], VersionId=pol["DefaultVersionId"]
+            )
+            docs.append(
+                (
+                    f"managed policy {att['PolicyName']}",
+                    policies.parse_document(ver["PolicyVersion"]["Document"]),
+                )
+            )
+    return docs
+
+
+def check_permissions(ctx: Context) -> None:
+    """Every required action is granted (no Deny), and nothing beyond the required set is
+    (``excess-grants``: fails under ``strict``, a warning under ``warn``)."""
+    arn = ctx.arn
+    try:
+        docs = role_policies(ctx.client("iam"), arn["name"])
+    except ClientError as e:
+        _raise_if_transient(e)
+        ctx.add(CheckResult(name="permissions", passed=False, method="probe",
+                            detail=f"could not read the role's policies ({error_code(e)})",
+                            remedy="Grant iam:ListAttachedRolePolicies, iam:ListRolePolicies, iam:GetRolePolicy, iam:GetPolicy and "
+                                   "iam:GetPolicyVersion (in the permission policy)."))  # fmt: skip
+        return
+    published = policies.permission_policy(
+        ctx.req.org_id,
+        ctx.org.aws_account_id,
+        arn["name"],
+        ctx.aws.platform_account(),
+        arn["partition"],
+    )
+    required = policies.required_actions(published)
+    verdict = policies.evaluate_actions(required, docs)
+    missing = {a: why for a, why in verdict.items() if why}
+    ctx.add(CheckResult(
+        name="permissions", passed=not missing, method="analysis",
+        detail=f"all {len(required)} required actions are granted" if not missing
+        else f"{len(missing)} of {len(required)} required actions are missing: "
+        + "; ".join(f"{a} ({why})" for a, why in sorted(missing.items())),
+        remedy="" if not missing else "Attach the permission policy from this organisation's status (or add: "
+        + ", ".join(sorted(missing)) + ")."))  # fmt: skip
+    ctx.add(v.excess_check(v.excess_grants(docs, required), ctx.req.level))
+
+
+def check_node_roles(ctx: Context) -> None:
+    """The cluster node role and instance profile of each region exist (the customer's template
+    creates them; Bridgehead cannot) and the role trusts EC2 only."""
+    iam = ctx.client("iam")
+    problems: list[str] = []
+    for region in ctx.org.regions:
+        name = ids.cluster_role_name(ctx.req.org_id, region)
+        try:
+            trust = get_trust(iam, name)
+            profiles = iam.list_instance_profiles_for_role(RoleName=name)["InstanceProfiles"]
+        except ClientError as e:
+            _raise_if_transient(e)
+            problems.append(f"{name}: {error_code(e)}")
+            continue
+        if not v.node_trust_ok(trust):
+            problems.append(
+                f"{name}: its trust policy lets someone other than EC2 assume it ({json.dumps(trust)})"
+            )
+        if not any(p["InstanceProfileName"] == name for p in profiles):
+            problems.append(f"{name}: no instance profile named {name} holds the role")
+    ctx.add(CheckResult(
+        name="node-roles", passed=not problems, method="probe",
+        detail="every region's cluster node role and instance profile exist and trust only EC2" if not problems
+        else "cluster node roles: " + "; ".join(problems),
+        remedy="" if not problems else "Launch (or update) the role template from this organisation's status: it creates the node "
+        "roles and instance profiles (node_roles in the status), each trusting only ec2.amazonaws.com."))  # fmt: skip
+
+
+def check_regions(ctx: Context) -> None:
+    try:
+        enabled = {
+            r["RegionName"] for r in ctx.client("ec2").describe_regions(AllRegions=False)["Regions"]
+        }
+    except ClientError as e:
+        _raise_if_transient(e)
+        ctx.add(CheckResult(name="regions", passed=False, detail=f"ec2:DescribeRegions was refused ({error_code(e)})",
+                            remedy="Grant ec2:DescribeRegions (in the permission policy)."))  # fmt: skip
+        return
+    off = [r for r in ctx.org.regions if r not in enabled]
+    ctx.add(CheckResult(name="regions", passed=not off,
+                        detail="all requested regions are enabled" if not off else f"regions not enabled in the account: {', '.join(off)}",
+                        remedy="" if not off else "Enable these regions (Account settings > AWS Regions) or remove them from the organisation."))  # fmt: skip
+
+
+def verify(ctx: Context) -> VerificationReport:
+    """Run every check in order; stop early only when the role cannot be assumed at all."""
+    if check_account(ctx) and check_assume(ctx):
+        check_trust(ctx)
+        check_external_id_probe(ctx)
+        check_permissions(ctx)
+        check_node_roles(ctx)
+        check_regions(ctx)
+    report = VerificationReport(
+        org_id=ctx.req.org_id,
+        role_arn=ctx.req.role_arn,
+        passed=all(c.passed for c in ctx.checks),
+        checks=ctx.checks,
+    )
+    log.info("role verified", org_id=ctx.req.org_id, passed=report.passed, failed=[c.name for c in report.failed()],
+             warnings=[c.name for c in report.warnings()])  # fmt: skip
+    return report
