@@ -213,7 +213,7 @@ def excess_grants(
                     continue
                 for a in actions:
                     if a.lower() not in need:
-                        out.setdefault(a, where)
+                        out.setdefault(a, where if a == pattern else f"{where} via {pattern}")
     return out
 
 

@@ -1,0 +1,283 @@
+"""Pure tests of the role verifier's checks (bridgehead/verification.py): an adversarial corpus
+of trust and permission shapes, each of which must fail the named check; the shapes that must
+pass; verification levels; and the IAM-propagation retry with a fake clock."""
+
+from __future__ import annotations
+
+import copy
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bridgehead import policies
+from bridgehead import verification as v
+
+PLATFORM = "arn:aws:iam::123456789012:role/bridgehead-platform"
+EXT = "bh-" + "e" * 43
+GOOD = policies.trust_policy(PLATFORM, EXT)
+OK_COND = {"StringEquals": {"sts:ExternalId": EXT}}
+
+
+def with_statement(**st) -> dict:
+    doc = copy.deepcopy(GOOD)
+    doc["Statement"].append({"Effect": "Allow", **st})
+    return doc
+
+
+def replaced(**changes) -> dict:
+    doc = copy.deepcopy(GOOD)
+    doc["Statement"][0].update(changes)
+    for k, val in list(changes.items()):
+        if val is None:
+            del doc["Statement"][0][k]
+    return doc
+
+
+def failed(doc: dict) -> dict[str, str]:
+    return {c.name: c.detail for c in v.analyse_trust(doc, PLATFORM, EXT) if not c.passed}
+
+
+#: (case, trust policy, the check that must fail, text its detail must contain)
+UNSAFE_TRUST = [
+    # The issue's two examples.
+    ("NotAction beside a correct statement", with_statement(Principal={"AWS": "*"}, NotAction="s3:GetObject"), v.TRUST_NOT_ACTION, "NotAction"),
+    ("NotAction beside a correct statement (principal)", with_statement(Principal={"AWS": "*"}, NotAction="s3:GetObject"), v.TRUST_PRINCIPAL, "AWS:*"),
+    ("NotAction beside a correct statement (external id)", with_statement(Principal={"AWS": "*"}, NotAction="s3:GetObject"), v.TRUST_EXTERNAL_ID, "no sts:ExternalId"),
+    ("unconditioned web identity", with_statement(Principal={"Federated": "cognito-identity.amazonaws.com"}, Action="sts:AssumeRoleWithWebIdentity"),
+     v.TRUST_FEDERATED, "sts:AssumeRoleWithWebIdentity"),
+    ("web identity from an OIDC provider", with_statement(Principal={"Federated": "arn:aws:iam::222222222222:oidc-provider/token.actions.githubusercontent.com"},
+                                                          Action="sts:AssumeRoleWithWebIdentity"), v.TRUST_FEDERATED, "oidc-provider"),
+    ("SAML federation", with_statement(Principal={"Federated": "arn:aws:iam::222222222222:saml-provider/corp"}, Action="sts:AssumeRoleWithSAML"),
+     v.TRUST_FEDERATED, "sts:AssumeRoleWithSAML"),
+    ("sts:* from the platform", replaced(Action="sts:*"), v.TRUST_FEDERATED, "AssumeRoleWithWebIdentity"),
+    ("Action * from the platform", replaced(Action="*"), v.TRUST_FEDERATED, "AssumeRoleWithSAML"),
+    ("wildcard principal with External ID", replaced(Principal={"AWS": "*"}), v.TRUST_PRINCIPAL, "AWS:*"),
+    ("Principal \"*\" string", replaced(Principal="*"), v.TRUST_PRINCIPAL, "trusts *"),
+    ("another account's root", with_statement(Principal={"AWS": "arn:aws:iam::999999999999:root"}, Action="sts:AssumeRole", Condition=OK_COND),
+     v.TRUST_PRINCIPAL, "999999999999"),
+    ("a bare account id", with_statement(Principal={"AWS": "999999999999"}, Action="sts:AssumeRole", Condition=OK_COND), v.TRUST_PRINCIPAL, "999999999999"),
+    ("platform account root instead of the platform role", replaced(Principal={"AWS": "arn:aws:iam::123456789012:root"}),
+     v.TRUST_PRINCIPAL, "123456789012:root"),
+    ("platform role plus another in one list", replaced(Principal={"AWS": [PLATFORM, "arn:aws:iam::999999999999:role/x"]}), v.TRUST_PRINCIPAL, "role/x"),
+    ("a service principal", with_statement(Principal={"Service": "ec2.amazonaws.com"}, Action="sts:AssumeRole"), v.TRUST_PRINCIPAL, "Service:ec2"),
+    ("NotPrincipal", with_statement(NotPrincipal={"AWS": "arn:aws:iam::999999999999:root"}, Action="sts:AssumeRole", Condition=OK_COND),
+     v.TRUST_NOT_PRINCIPAL, "NotPrincipal"),
+    ("no External ID", replaced(Condition=None), v.TRUST_EXTERNAL_ID, "no sts:ExternalId"),
+    ("External ID by StringLike", replaced(Condition={"StringLike": {"sts:ExternalId": "*"}}), v.TRUST_EXTERNAL_ID, "another operator"),
+    ("External ID IfExists", replaced(Condition={"StringEqualsIfExists": {"sts:ExternalId": EXT}}), v.TRUST_EXTERNAL_ID, "another operator"),
+    ("another External ID", replaced(Condition={"StringEquals": {"sts:ExternalId": "bh-other"}}), v.TRUST_EXTERNAL_ID, "different External ID"),
+    ("External ID among others", replaced(Condition={"StringEquals": {"sts:ExternalId": [EXT, "bh-other"]}}), v.TRUST_EXTERNAL_ID, "different External ID"),
+    ("second platform statement without External ID", with_statement(Principal={"AWS": PLATFORM}, Action="sts:AssumeRole"),
+     v.TRUST_EXTERNAL_ID, "no sts:ExternalId"),
+    ("no AssumeRole at all", replaced(Action="sts:TagSession"), v.TRUST_PRINCIPAL, "no sts:AssumeRole at all"),
+    ("platform may also do other things", replaced(Action=["sts:AssumeRole", "s3:GetObject"]), v.TRUST_PRINCIPAL, "s3:GetObject"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("case,doc,check,needle", UNSAFE_TRUST, ids=[c[0] for c in UNSAFE_TRUST])
+def test_unsafe_trust_fails_the_named_check(case, doc, check, needle):
+    checks = {c.name: c for c in v.analyse_trust(doc, PLATFORM, EXT)}
+    assert not checks[check].passed, f"{case}: {check} passed"
+    assert needle in checks[check].detail, checks[check].detail
+    assert checks[check].remedy, "every failed check names its fix"
+
+
+@pytest.mark.parametrize(
+    "case,doc",
+    [
+        ("the published trust policy", GOOD),
+        (
+            "plus a Deny",
+            with_statement(Effect="Deny", Principal={"AWS": "*"}, Action="sts:AssumeRole"),
+        ),
+        (
+            "plus TagSession by the platform",
+            with_statement(Principal={"AWS": PLATFORM}, Action="sts:TagSession"),
+        ),
+        (
+            "extra narrowing condition",
+            replaced(
+                Condition={
+                    "StringEquals": {"sts:ExternalId": EXT},
+                    "Bool": {"aws:SecureTransport": "true"},
+                }
+            ),
+        ),
+        ("principal as a one-item list", replaced(Principal={"AWS": [PLATFORM]})),
+    ],
+)
+def test_safe_trust_passes(case, doc):
+    assert failed(doc) == {}, case
+
+
+# --- permissions: excess grants -----------------------------------------------------------------------
+REQUIRED = policies.required_actions(
+    policies.permission_policy("acme", "222222222222", "BridgeheadAccess", "123456789012")
+)
+PUBLISHED = (
+    "inline policy bridgehead-permissions",
+    policies.permission_policy("acme", "222222222222", "BridgeheadAccess", "123456789012"),
+)
+ADMIN = (
+    "managed policy AdministratorAccess",
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]},
+)
+
+
+def test_the_published_policy_grants_nothing_in_excess():
+    assert v.excess_grants([PUBLISHED], REQUIRED) == {}
+    assert v.excess_check({}, "strict").passed
+
+
+@pytest.mark.parametrize(
+    "case,extra,expect",
+    [
+        ("AdministratorAccess", ADMIN, "*"),
+        (
+            "a service wildcard",
+            (
+                "inline policy extra",
+                {"Statement": [{"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}]},
+            ),
+            "ec2:DeleteVolume",
+        ),
+        (
+            "a pattern",
+            (
+                "inline policy extra",
+                {"Statement": [{"Effect": "Allow", "Action": "iam:Create*", "Resource": "*"}]},
+            ),
+            "iam:CreateUser",
+        ),
+        (
+            "NotAction",
+            (
+                "managed policy PowerUser",
+                {"Statement": [{"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}]},
+            ),
+            "NotAction ['iam:*']",
+        ),
+        (
+            "one extra action",
+            (
+                "inline policy extra",
+                {"Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}]},
+            ),
+            "s3:GetObject",
+        ),
+    ],
+)
+def test_excess_grants_are_reported_per_action_and_fail_under_strict(case, extra, expect):
+    excess = v.excess_grants([PUBLISHED, extra], REQUIRED)
+    assert expect in excess, (case, sorted(excess)[:20])
+    assert extra[0] in excess[expect]
+    strict = v.excess_check(excess, "strict")
+    shown = (
+        expect if len(excess) <= 60 else extra[1]["Statement"][0]["Action"]
+    )  # long lists show the pattern
+    assert not strict.passed and shown in strict.detail and "AdministratorAccess" in strict.remedy
+    warn = v.excess_check(excess, "warn")
+    assert warn.passed and warn.warning and warn.detail == strict.detail
+
+
+def test_wildcards_covering_only_required_actions_are_not_excess():
+    narrow = (
+        "inline policy narrow",
+        {"Statement": [{"Effect": "Allow", "Action": "cloudformation:Describe*", "Resource": "*"}]},
+    )
+    excess = v.excess_grants([PUBLISHED, narrow], REQUIRED)
+    # DescribeStacks etc. are required; other Describe* calls are reported, one per action.
+    assert "cloudformation:DescribeStacks" not in excess
+    assert "cloudformation:DescribeStackSet" in excess
+
+
+def test_node_role_trust_must_be_ec2_only():
+    assert v.node_trust_ok(policies.NODE_ROLE_TRUST)
+    bad = copy.deepcopy(policies.NODE_ROLE_TRUST)
+    bad["Statement"][0]["Principal"] = {
+        "Service": ["ec2.amazonaws.com"],
+        "AWS": "arn:aws:iam::999999999999:root",
+    }
+    assert not v.node_trust_ok(bad)
+    bad["Statement"][0]["Principal"] = {"AWS": "*"}
+    assert not v.node_trust_ok(bad)
+
+
+# --- IAM propagation ------------------------------------------------------------------------------------
+class Clock:
+    def __init__(self) -> None:
+        self.t = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
+        self.sleeps: list[float] = []
+
+    def now(self) -> datetime:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.sleeps.append(s)
+        self.t += timedelta(seconds=s)
+
+
+class Denied(Exception):
+    def __init__(self, code: str) -> None:
+        self.code = code
+
+
+def flaky(failures: int, code: str = "AccessDenied"):
+    calls = {"n": 0}
+
+    def attempt() -> str:
+        calls["n"] += 1
+        if calls["n"] <= failures:
+            raise Denied(code)
+        return "creds"
+
+    return attempt, calls
+
+
+@pytest.mark.parametrize("code", ["AccessDenied", "InvalidClientTokenId"])
+def test_a_fresh_role_is_retried_with_backoff_until_iam_propagates(code):
+    clock = Clock()
+    attempt, calls = flaky(4, code)
+    result, n = v.retry_while_propagating(
+        attempt, lambda e: e.code, clock.t - timedelta(seconds=10), clock.now, clock.sleep
+    )
+    assert (result, n, calls["n"]) == ("creds", 5, 5)
+    assert clock.sleeps == [2, 4, 8, 16], "exponential backoff"
+
+
+def test_a_fresh_role_that_never_works_fails_after_two_minutes():
+    clock = Clock()
+    start = clock.t
+    attempt, calls = flaky(10_000)
+    with pytest.raises(Denied):
+        v.retry_while_propagating(
+            attempt, lambda e: e.code, start - timedelta(seconds=5), clock.now, clock.sleep
+        )
+    assert clock.t - start == timedelta(minutes=2), "retried for exactly the two-minute budget"
+    assert max(clock.sleeps) <= 20 and calls["n"] >= 8
+
+
+def test_an_old_role_or_another_error_is_not_retried():
+    clock = Clock()
+    attempt, calls = flaky(1)
+    with pytest.raises(Denied):
+        v.retry_while_propagating(
+            attempt, lambda e: e.code, clock.t - timedelta(hours=1), clock.now, clock.sleep
+        )
+    assert calls["n"] == 1 and clock.sleeps == []
+    attempt, calls = flaky(1, "NoSuchEntity")
+    with pytest.raises(Denied):
+        v.retry_while_propagating(attempt, lambda e: e.code, clock.t, clock.now, clock.sleep)
+    assert calls["n"] == 1
+    attempt, calls = flaky(1)
+    with pytest.raises(Denied):
+        v.retry_while_propagating(attempt, lambda e: e.code, None, clock.now, clock.sleep)
+    assert calls["n"] == 1
+
+
+def test_trust_fix_is_the_exact_published_policy():
+    detail = {c.name: c for c in v.analyse_trust(replaced(Principal={"AWS": "*"}), PLATFORM, EXT)}[
+        v.TRUST_PRINCIPAL
+    ]
+    assert json.dumps(policies.trust_policy(PLATFORM, EXT)) in detail.remedy
