@@ -187,6 +187,38 @@ def test_settings_prefix_and_production_requires_codec_key(monkeypatch):
         Settings()
 
 
+@pytest.mark.parametrize(
+    "principal,error",
+    [
+        (None, "is not set"),
+        ("arn:aws:iam::123456789012:root", "is an account root"),
+        ("123456789012", "is an account root"),
+        ("arn:aws:iam::123456789012:user/ops", "is not an IAM role ARN"),
+        ("arn:aws:iam::123456789012:role/bridgehead-platform", None),
+    ],
+)
+def test_production_refuses_an_account_root_as_the_trusted_principal(monkeypatch, principal, error):
+    import base64
+
+    from bridgehead.settings import Settings
+
+    monkeypatch.setenv("BRIDGEHEAD_ENVIRONMENT", "production")
+    monkeypatch.setenv("BRIDGEHEAD_CODEC_KEY", base64.b64encode(b"k" * 32).decode())
+    if principal:
+        monkeypatch.setenv("BRIDGEHEAD_PLATFORM_PRINCIPAL_ARN", principal)
+    else:
+        monkeypatch.delenv("BRIDGEHEAD_PLATFORM_PRINCIPAL_ARN", raising=False)
+    if error is None:
+        assert Settings().platform_principal_arn == principal
+    else:
+        with pytest.raises(ValidationError, match=f"PLATFORM_PRINCIPAL_ARN {error}"):
+            Settings()
+    # Locally the account root stays the default (the embedded stack has no platform role).
+    monkeypatch.setenv("BRIDGEHEAD_ENVIRONMENT", "local")
+    monkeypatch.delenv("BRIDGEHEAD_PLATFORM_PRINCIPAL_ARN", raising=False)
+    assert Settings().platform_principal_arn is None
+
+
 def test_options_non_retryable_types_match_activities():
     from activities.errors import NON_RETRYABLE_TYPES
     from workflows._options import NON_RETRYABLE

@@ -281,3 +281,55 @@ def test_trust_fix_is_the_exact_published_policy():
         v.TRUST_PRINCIPAL
     ]
     assert json.dumps(policies.trust_policy(PLATFORM, EXT)) in detail.remedy
+
+
+def test_verify_role_wiring_retries_a_fresh_role_then_reports_the_attempts(monkeypatch):
+    """activities/verification.check_assume: a role submitted seconds ago that STS refuses twice
+    (not propagated yet) passes assume-role on the third attempt; a role recorded an hour ago that
+    STS refuses fails at once, naming the fix."""
+    from botocore.exceptions import ClientError
+
+    import activities.verification as av
+    from activities.aws import OrgRecord
+
+    class FakeSession:
+        def __init__(self, **creds: str) -> None:
+            assert creds == {"aws_access_key_id": "k", "aws_secret_access_key": "s", "aws_session_token": "t"}
+
+        def client(self, service: str, region_name: str | None = None):  # noqa: ANN201
+            class Sts:
+                @staticmethod
+                def get_caller_identity() -> dict:
+                    return {"Account": "222222222222"}
+
+            return Sts()
+
+    class FakeAws:
+        settings = type("S", (), {"platform_region": "us-east-1"})()
+
+        def __init__(self, refusals: int) -> None:
+            self.refusals, self.calls = refusals, 0
+
+        def assume(self, role_arn: str, external_id: str | None, session_name: str) -> dict:
+            self.calls += 1
+            if self.calls <= self.refusals:
+                raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not authorized"}}, "AssumeRole")
+            return {"aws_access_key_id": "k", "aws_secret_access_key": "s", "aws_session_token": "t"}
+
+    monkeypatch.setattr(av.boto3.session, "Session", FakeSession)
+    org = OrgRecord("acme", "222222222222", EXT, None, "", "", ["us-east-1"], "VERIFYING")
+    req = m_verify_input()
+    slept: list[float] = []
+    fresh = av.Context(req=req, org=org, principal=PLATFORM, aws=FakeAws(2), role_changed_at=datetime.now(UTC))  # type: ignore[arg-type]
+    assert av.check_assume(fresh, sleep=slept.append)
+    assert fresh.aws.calls == 3 and slept == [2, 4]
+    assert "after 3 attempts" in fresh.checks[-1].detail and fresh.checks[-1].passed
+    old = av.Context(req=req, org=org, principal=PLATFORM, aws=FakeAws(2), role_changed_at=datetime.now(UTC) - timedelta(hours=1))  # type: ignore[arg-type]
+    assert not av.check_assume(old, sleep=slept.append)
+    assert old.aws.calls == 1 and "AccessDenied" in old.checks[-1].detail and EXT in old.checks[-1].remedy
+
+
+def m_verify_input():  # noqa: ANN201
+    from bridgehead import models as m
+
+    return m.VerifyRoleInput(org_id="acme", role_arn="arn:aws:iam::222222222222:role/BridgeheadAccess")
