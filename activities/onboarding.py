@@ -69,11 +69,15 @@ class OnboardingActivities:
             permission_policy=perms,
             cloudformation_template=template,
             node_roles=nodes,
+            ongoing_permission_policy=policies.ongoing_permission_policy(perms),
             instructions=[
                 f"Option A: in account {account_id}, launch the CloudFormation template from this status "
                 f"(it creates role {role_name} trusting only {principal} with your External ID, and the cluster node "
                 "roles and instance profiles, which Bridgehead's role may pass to EC2 but never create), then send "
                 f'update submit_role {{"role_arn": "arn:aws:iam::{account_id}:role/{role_name}"}}.',
+                "Once the organisation is READY you may replace the permission policy with "
+                "ongoing_permission_policy (no network, storage or key creation); adding a region or re-creating "
+                "a foundation then needs the permission policy again, and verification says so.",
                 "Option B: create the role yourself with exactly the trust policy and permission policy shown "
                 "here, and each node role in node_roles (with an instance profile of the same name), then send "
                 "update submit_role with its ARN.",

@@ -204,7 +204,12 @@ def check_permissions(ctx: Context) -> None:
         ctx.aws.platform_account(),
         arn["partition"],
     )
-    required = policies.required_actions(published)
+    setup = policies.required_actions(published)
+    setup_only = policies.setup_only_actions()
+    if ctx.req.phase == "ongoing":
+        required = policies.required_actions(policies.ongoing_permission_policy(published))
+    else:
+        required = setup
     verdict = policies.evaluate_actions(required, docs)
     missing = {a: why for a, why in verdict.items() if why}
     ctx.add(CheckResult(
@@ -214,7 +219,17 @@ def check_permissions(ctx: Context) -> None:
         + "; ".join(f"{a} ({why})" for a, why in sorted(missing.items())),
         remedy="" if not missing else "Attach the permission policy from this organisation's status (or add: "
         + ", ".join(sorted(missing)) + ")."))  # fmt: skip
-    ctx.add(v.excess_check(v.excess_grants(docs, required), ctx.req.level))
+    ctx.add(v.excess_check(v.excess_grants(docs, setup), ctx.req.level))
+    if ctx.req.phase == "ongoing" and not missing:
+        absent = sorted(a for a, why in policies.evaluate_actions(sorted(setup_only), docs).items() if why)
+        if absent:
+            needed = sorted({setup_only[a] for a in absent})
+            ctx.add(CheckResult(
+                name="setup-policy", passed=True, warning=True, method="analysis",
+                detail="the ongoing policy is attached (enough for clusters); adding a region or re-creating a foundation "
+                f"needs the setup policy again, for {'; '.join(needed)} (missing: {', '.join(absent)})",
+                remedy="Attach the setup permission policy from this organisation's status before adding a region.",
+            ))  # fmt: skip
 
 
 def check_node_roles(ctx: Context) -> None:

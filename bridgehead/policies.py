@@ -111,6 +111,27 @@ def customer_role_template(
     return json.dumps(tpl, indent=2)
 
 
+def setup_only_actions() -> dict[str, str]:
+    """``{action: what it is needed for}`` for the actions only foundation building needs."""
+    return {a: g["needed_for"] for g in load("setup-only-actions.json")["groups"] for a in g["actions"]}
+
+
+def ongoing_permission_policy(setup: dict[str, Any]) -> dict[str, Any]:
+    """The narrower policy a customer may attach once the organisation is READY: the setup
+    policy without the actions only foundation building needs (statements left empty dropped)."""
+    drop = {a.lower() for a in setup_only_actions()}
+    doc = copy.deepcopy(setup)
+    kept = []
+    for st in doc["Statement"]:
+        acts = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        acts = [a for a in acts if a.lower() not in drop]
+        if acts:
+            st["Action"] = acts if len(acts) > 1 else acts[0]
+            kept.append(st)
+    doc["Statement"] = kept
+    return doc
+
+
 def required_actions(permissions: dict[str, Any]) -> list[str]:
     """Every action the permission policy grants is one Bridgehead needs."""
     out: list[str] = []

@@ -307,3 +307,36 @@ def test_removed_grant_makes_its_justification_stale():
     ]
     _, _, stale = cloudsplaining_verdict(doc)
     assert any("AutoScalingServiceLinkedRoleOnly" in s for s in stale)
+
+
+# --- setup vs ongoing ------------------------------------------------------------------------------------
+def test_ongoing_policy_is_the_setup_policy_without_network_storage_or_key_creation():
+    setup = granted()
+    ongoing = policies.ongoing_permission_policy(setup)
+    s_actions, o_actions = (
+        set(policies.required_actions(setup)),
+        set(policies.required_actions(ongoing)),
+    )
+    setup_only = set(policies.setup_only_actions())
+    assert setup_only <= s_actions, (
+        "every setup-only action is in the setup policy (no stale entry)"
+    )
+    assert o_actions == s_actions - setup_only
+    for creating in ("ec2:CreateVpc", "ec2:CreateSubnet", "ec2:CreateNatGateway", "ec2:CreateSecurityGroup", "kms:CreateKey",
+                     "s3:CreateBucket", "dynamodb:CreateTable", "elasticfilesystem:CreateFileSystem"):  # fmt: skip
+        assert creating not in o_actions
+    # What clusters need stays.
+    for needed in (
+        "cloudformation:CreateStack",
+        "ec2:RunInstances",
+        "ec2:CreateLaunchTemplate",
+        "iam:PassRole",
+        "autoscaling:CreateAutoScalingGroup",
+    ):
+        assert needed in o_actions
+    require_module("cloudsplaining")
+    assert cloudsplaining_verdict(ongoing)[0] == []
+    from bridgehead.policy_checks import condition_key_findings, tag_then_manage_findings
+
+    assert condition_key_findings(ongoing) == [] and tag_then_manage_findings(ongoing, SCOPE) == []
+    assert escalation_grants(ongoing) == []

@@ -326,7 +326,8 @@ class OnboardOrganizationWorkflow:
         s.verifications += 1
         report: VerificationReport = await workflow.execute_child_workflow(
             VerifyRoleWorkflow.run,
-            VerifyRoleInput(org_id=input.org_id, role_arn=s.role_arn, level=s.verification_level),
+            VerifyRoleInput(org_id=input.org_id, role_arn=s.role_arn, level=s.verification_level,
+                            phase="ongoing" if was_ready else "setup"),
             id=ids.verify_workflow_id(input.org_id, s.verifications),
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             static_summary=f"verify role {s.role_arn}",

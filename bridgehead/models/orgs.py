@@ -146,6 +146,10 @@ class OrgArtifacts(Model):
     #: customer creates beside the Bridgehead role: ``name``, ``region``, ``trust_policy``,
     #: ``policy_name``, ``policy``. Bridgehead's role may pass them to EC2, never create them.
     node_roles: list[dict[str, Any]] = Field(default_factory=list)
+    #: The narrower policy the customer may attach instead of ``permission_policy`` once the
+    #: organisation is READY (no network, storage or key creation). Adding a region or
+    #: re-creating a foundation needs ``permission_policy`` (the setup policy) again.
+    ongoing_permission_policy: dict[str, Any] = Field(default_factory=dict)
 
 
 class CheckResult(Model):
@@ -171,6 +175,9 @@ class VerifyRoleInput(Model):
     #: ``strict`` (default): grants beyond the required set fail verification; ``warn``: they are
     #: reported as warnings and the organisation can still become READY.
     level: VerificationLevel = "strict"
+    #: ``setup`` (default): the role must hold the setup policy (foundations are to be built);
+    #: ``ongoing``: the organisation is READY, the narrower ongoing policy is enough.
+    phase: Literal["setup", "ongoing"] = "setup"
 
 
 class SetVerificationLevelInput(Model):

@@ -154,3 +154,68 @@ async def test_create_role_for_me_also_creates_the_node_roles_and_grants_no_role
         "kms:ScheduleKeyDeletion",
     ):
         assert action not in granted
+
+
+async def test_ongoing_policy_keeps_clusters_working_and_says_what_needs_the_setup_policy(
+    enforcing_client, enforcing_stack
+):
+    """Under moto's IAM enforcement: READY with the setup policy; the customer swaps in the
+    ongoing policy (no network/storage/key creation); re-verification stays READY with a
+    `setup-policy` warning naming what needs the setup policy again; a cluster still runs."""
+    from tests.integration.helpers import create_role_directly, widen_resources_for_moto
+
+    client, stack, account, org = enforcing_client, enforcing_stack, "310000000006", "vongo"
+    h = await start_org(client, org, account, ["us-east-1"])
+    s = await h.query("status", result_type=m.OrgStatus)
+    arn = create_role_directly(stack, account, s)
+    await h.execute_update(
+        "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
+    )
+    s = await wait_for(h, "status", m.OrgStatus, lambda s: s.state in SETTLED, 180)
+    assert s.state == m.OrgState.READY, s.failed_checks
+    assert s.warnings == []
+
+    ongoing = json.loads(json.dumps(s.artifacts.ongoing_permission_policy))
+    assert "ec2:CreateVpc" not in json.dumps(ongoing) and "kms:CreateKey" not in json.dumps(ongoing)
+    widen_resources_for_moto(ongoing)
+    iam = stack.customer_admin(account, "iam")
+    iam.put_role_policy(
+        RoleName=s.artifacts.role_name,
+        PolicyName="bridgehead-permissions",
+        PolicyDocument=json.dumps(ongoing),
+    )
+    steps = len(s.steps)
+    await h.signal("reverify")
+    s = await wait_for(
+        h,
+        "status",
+        m.OrgStatus,
+        lambda x: len(x.steps) > steps and x.state in SETTLED and "re-verified" in x.steps[-1],
+        120,
+    )
+    assert s.state == m.OrgState.READY, s.failed_checks
+    setup = {c.name: c for c in s.warnings}["setup-policy"]
+    assert (
+        "adding a region" in setup.detail
+        and "ec2:CreateVpc" in setup.detail
+        and "kms:CreateKey" in setup.detail
+    )
+
+    cfg = m.ClusterConfig(
+        head_instance_type="t3.medium",
+        compute_instance_type="c5.large",
+        compute_initial_nodes=1,
+        compute_max_nodes=2,
+    )
+    ch = await client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id=org, name="o1", region="us-east-1", config=cfg),
+                                     id=ids.cluster_workflow_id(org, "o1"), task_queue="bridgehead", result_type=m.ClusterResult)  # fmt: skip
+    cs = await wait_for(
+        ch,
+        "status",
+        m.ClusterStatus,
+        lambda x: x.state in (m.ClusterState.RUNNING, m.ClusterState.FAILED),
+        180,
+    )
+    assert cs.state == m.ClusterState.RUNNING, cs.failure_reason
+    await ch.signal("delete")
+    assert (await ch.result()).state == m.ClusterState.DELETED
