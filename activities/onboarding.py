@@ -317,7 +317,7 @@ class OnboardingActivities:
         item = self.registry.org_item(req.org_id) or {}
         changed = item.get("role_changed_at")
         ctx = verification.Context(
-            req=req, org=self.registry.org(req.org_id), principal=self.aws.platform_principal(), aws=self.aws,
+            req=req, org=self.registry.org(req.org_id), principal=self.aws.platform_principal(), aws=self.aws, registry=self.registry,
             role_changed_at=datetime.fromisoformat(changed) if changed else None,
         )  # fmt: skip
         return verification.verify(ctx)

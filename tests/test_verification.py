@@ -294,7 +294,11 @@ def test_verify_role_wiring_retries_a_fresh_role_then_reports_the_attempts(monke
 
     class FakeSession:
         def __init__(self, **creds: str) -> None:
-            assert creds == {"aws_access_key_id": "k", "aws_secret_access_key": "s", "aws_session_token": "t"}
+            assert creds == {
+                "aws_access_key_id": "k",
+                "aws_secret_access_key": "s",
+                "aws_session_token": "t",
+            }
 
         def client(self, service: str, region_name: str | None = None):  # noqa: ANN201
             class Sts:
@@ -313,23 +317,184 @@ def test_verify_role_wiring_retries_a_fresh_role_then_reports_the_attempts(monke
         def assume(self, role_arn: str, external_id: str | None, session_name: str) -> dict:
             self.calls += 1
             if self.calls <= self.refusals:
-                raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not authorized"}}, "AssumeRole")
-            return {"aws_access_key_id": "k", "aws_secret_access_key": "s", "aws_session_token": "t"}
+                raise ClientError(
+                    {"Error": {"Code": "AccessDenied", "Message": "not authorized"}}, "AssumeRole"
+                )
+            return {
+                "aws_access_key_id": "k",
+                "aws_secret_access_key": "s",
+                "aws_session_token": "t",
+            }
 
     monkeypatch.setattr(av.boto3.session, "Session", FakeSession)
     org = OrgRecord("acme", "222222222222", EXT, None, "", "", ["us-east-1"], "VERIFYING")
     req = m_verify_input()
     slept: list[float] = []
-    fresh = av.Context(req=req, org=org, principal=PLATFORM, aws=FakeAws(2), role_changed_at=datetime.now(UTC))  # type: ignore[arg-type]
+    fresh = av.Context(
+        req=req, org=org, principal=PLATFORM, aws=FakeAws(2), role_changed_at=datetime.now(UTC)
+    )  # type: ignore[arg-type]
     assert av.check_assume(fresh, sleep=slept.append)
     assert fresh.aws.calls == 3 and slept == [2, 4]
     assert "after 3 attempts" in fresh.checks[-1].detail and fresh.checks[-1].passed
-    old = av.Context(req=req, org=org, principal=PLATFORM, aws=FakeAws(2), role_changed_at=datetime.now(UTC) - timedelta(hours=1))  # type: ignore[arg-type]
+    old = av.Context(
+        req=req,
+        org=org,
+        principal=PLATFORM,
+        aws=FakeAws(2),
+        role_changed_at=datetime.now(UTC) - timedelta(hours=1),
+    )  # type: ignore[arg-type]
     assert not av.check_assume(old, sleep=slept.append)
-    assert old.aws.calls == 1 and "AccessDenied" in old.checks[-1].detail and EXT in old.checks[-1].remedy
+    assert (
+        old.aws.calls == 1
+        and "AccessDenied" in old.checks[-1].detail
+        and EXT in old.checks[-1].remedy
+    )
 
 
 def m_verify_input():  # noqa: ANN201
     from bridgehead import models as m
 
-    return m.VerifyRoleInput(org_id="acme", role_arn="arn:aws:iam::222222222222:role/BridgeheadAccess")
+    return m.VerifyRoleInput(
+        org_id="acme", role_arn="arn:aws:iam::222222222222:role/BridgeheadAccess"
+    )
+
+
+# --- functional verification (fakes: proved / not-proved / failed) ----------------------------------------
+class FakeClient:
+    def __init__(
+        self, endpoint: str, error: str | None = None, results: list | None = None
+    ) -> None:
+        self.meta = type("Meta", (), {"endpoint_url": endpoint})()
+        self.error, self.results, self.calls = error, results or [], []
+
+    def _maybe_fail(self, op: str) -> None:
+        from botocore.exceptions import ClientError
+
+        if self.error:
+            raise ClientError(
+                {
+                    "Error": {"Code": self.error, "Message": "m"},
+                    "ResponseMetadata": {"HTTPStatusCode": 400},
+                },
+                op,
+            )
+
+    def run_instances(self, **kw) -> dict:
+        self.calls.append(kw)
+        self._maybe_fail("RunInstances")
+        return {}
+
+    def validate_template(self, **kw) -> dict:
+        self._maybe_fail("ValidateTemplate")
+        return {}
+
+    def get_paginator(self, name: str):  # noqa: ANN201
+        outer = self
+
+        class P:
+            def paginate(self, **kw):  # noqa: ANN201
+                outer._maybe_fail("SimulatePrincipalPolicy")
+                yield {
+                    "EvaluationResults": [
+                        r for r in outer.results if r["EvalActionName"] in kw["ActionNames"]
+                    ]
+                }
+
+        return P()
+
+
+def functional_ctx(client: FakeClient, foundation: bool = True):  # noqa: ANN201
+    import activities.verification as av
+    from activities.aws import OrgRecord
+
+    class Reg:
+        def foundation(self, org, region):  # noqa: ANN001, ANN201
+            return {"state": "READY", "outputs": {"PrivateSubnetId": "subnet-1", "ComputeSecurityGroupId": "sg-1",
+                                                  "InstanceProfileName": "bridgehead-acme--node-us-east-1"}} if foundation else None  # fmt: skip
+
+        def image_share(self, org, region):  # noqa: ANN001, ANN201
+            return {"state": "SHARED", "image_id": "ami-1"}
+
+    class Session:
+        def client(self, service, region_name=None, config=None):  # noqa: ANN001, ANN201
+            return client
+
+    aws = type(
+        "A",
+        (),
+        {
+            "settings": type("S", (), {"platform_region": "us-east-1"})(),
+            "platform_account": lambda self: "123456789012",
+        },
+    )()
+    org = OrgRecord("acme", "222222222222", EXT, None, "", "", ["us-east-1"], "READY")
+    return av, av.Context(
+        req=m_verify_input(),
+        org=org,
+        principal=PLATFORM,
+        aws=aws,
+        registry=Reg(),
+        session=Session(),
+    )  # type: ignore[arg-type]
+
+
+AWS_EC2 = "https://ec2.us-east-1.amazonaws.com"
+MOTO = "http://127.0.0.1:5000"
+
+
+@pytest.mark.parametrize(
+    "endpoint,error,foundation,outcome",
+    [
+        (AWS_EC2, "DryRunOperation", True, ("probe", True)),
+        (AWS_EC2, "UnauthorizedOperation", True, ("probe", False)),
+        (MOTO, "DryRunOperation", True, ("not-proved", True)),
+        (MOTO, "UnauthorizedOperation", True, ("probe", False)),
+        (AWS_EC2, "DryRunOperation", False, ("not-proved", True)),
+        (AWS_EC2, "InvalidAMIID.NotFound", True, ("not-proved", True)),
+    ],
+)
+def test_dry_run_launch_reports_proved_not_proved_or_failed(endpoint, error, foundation, outcome):
+    client = FakeClient(endpoint, error)
+    av, ctx = functional_ctx(client, foundation)
+    av.check_dry_run_launch(ctx)
+    c = ctx.checks[-1]
+    assert (c.method, c.passed) == outcome, c
+    if foundation:
+        call = client.calls[0]
+        assert (
+            call["DryRun"] is True
+            and call["SubnetId"] == "subnet-1"
+            and call["MetadataOptions"]["HttpTokens"] == "required"
+        )
+        assert {"Key": "bridgehead:org", "Value": "acme"} in call["TagSpecifications"][0]["Tags"]
+    else:
+        assert client.calls == [] and "first verification" in c.detail
+
+
+def test_simulation_fails_on_an_scp_deny_and_proves_only_on_aws():
+    from bridgehead import policies as p
+
+    required = p.required_actions(
+        p.permission_policy("acme", "222222222222", "BridgeheadAccess", "123456789012")
+    )
+    allowed = [{"EvalActionName": a, "EvalDecision": "allowed"} for a in required]
+    av, ctx = functional_ctx(FakeClient("https://iam.amazonaws.com", results=allowed))
+    av.check_simulation(ctx)
+    assert (ctx.checks[-1].method, ctx.checks[-1].passed) == ("probe", True)
+    scp = [dict(r) for r in allowed]
+    scp[3].update(
+        EvalDecision="explicitDeny", OrganizationsDecisionDetail={"AllowedByOrganizations": False}
+    )
+    av, ctx = functional_ctx(FakeClient("https://iam.amazonaws.com", results=scp))
+    av.check_simulation(ctx)
+    assert (
+        not ctx.checks[-1].passed
+        and required[3] in ctx.checks[-1].detail
+        and "SCP" in ctx.checks[-1].remedy
+    )
+    av, ctx = functional_ctx(FakeClient(MOTO, results=allowed))
+    av.check_simulation(ctx)
+    assert ctx.checks[-1].method == "not-proved"
+    av, ctx = functional_ctx(FakeClient(MOTO, error="NotImplemented"))
+    av.check_simulation(ctx)
+    assert ctx.checks[-1].method == "not-proved" and "not available" in ctx.checks[-1].detail

@@ -200,6 +200,19 @@ async def test_ongoing_policy_keeps_clusters_working_and_says_what_needs_the_set
         and "ec2:CreateVpc" in setup.detail
         and "kms:CreateKey" in setup.detail
     )
+    # Functional probes ran (the foundation exists now) but moto proves nothing: never "passed as probe".
+    report = await client.get_workflow_handle(
+        ids.verify_workflow_id(org, 2), result_type=m.VerificationReport
+    ).result()
+    functional = {c.name: c for c in report.checks if c.name.startswith("functional-")}
+    assert set(functional) == {
+        "functional-validate-template",
+        "functional-run-instances",
+        "functional-simulation",
+    }
+    assert {c.method for c in functional.values()} == {"not-proved"}, functional
+    run = functional["functional-run-instances"].detail
+    assert "emulator" in run and "would succeed" in run
 
     cfg = m.ClusterConfig(
         head_instance_type="t3.medium",
