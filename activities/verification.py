@@ -220,7 +220,8 @@ def check_permissions(ctx: Context) -> None:
         + "; ".join(f"{a} ({why})" for a, why in sorted(missing.items())),
         remedy="" if not missing else "Attach the permission policy from this organisation's status (or add: "
         + ", ".join(sorted(missing)) + ")."))  # fmt: skip
-    ctx.add(v.excess_check(v.excess_grants(docs, setup), ctx.req.level))
+    excess = {**v.excess_grants(docs, setup), **v.widened_grants(docs, published)}
+    ctx.add(v.excess_check(excess, ctx.req.level))
     if ctx.req.phase == "ongoing" and not missing:
         absent = sorted(
             a for a, why in policies.evaluate_actions(sorted(setup_only), docs).items() if why

@@ -498,3 +498,24 @@ def test_simulation_fails_on_an_scp_deny_and_proves_only_on_aws():
     av, ctx = functional_ctx(FakeClient(MOTO, error="NotImplemented"))
     av.check_simulation(ctx)
     assert ctx.checks[-1].method == "not-proved" and "not available" in ctx.checks[-1].detail
+
+
+def test_pass_role_granted_beyond_the_node_role_is_an_excess_grant():
+    published = PUBLISHED[1]
+    assert v.widened_grants([PUBLISHED], published) == {}
+    wide = copy.deepcopy(published)
+    for st in wide["Statement"]:
+        if st["Sid"] == "PassOnlyTheClusterRoleToEc2":
+            st["Resource"] = "*"
+    found = v.widened_grants([("inline policy bridgehead-permissions", wide)], published)
+    assert list(found) == ["iam:PassRole on *"] and "node-*" in found["iam:PassRole on *"]
+    unconditioned = copy.deepcopy(published)
+    for st in unconditioned["Statement"]:
+        if st["Sid"] == "PassOnlyTheClusterRoleToEc2":
+            del st["Condition"]
+    assert list(v.widened_grants([("p", unconditioned)], published)) == [
+        "iam:PassRole on arn:aws:iam::222222222222:role/bridgehead-acme--node-*"
+    ]
+    admin = v.widened_grants([PUBLISHED, ADMIN], published)
+    assert "iam:PassRole on *" in admin and "iam:CreateServiceLinkedRole on *" in admin
+    assert not v.excess_check(admin, "strict").passed
