@@ -89,7 +89,7 @@ def condition_key_findings(policy: dict[str, Any]) -> list[dict[str, str]]:
     out: list[dict[str, str]] = []
     for sid, st in _allow(policy):
         keys = condition_keys(st)
-        for action in _as_list(st.get("Action")):
+        for action in _expanded(_as_list(st.get("Action"))):
             ref = action_reference(action)
             if ref is None:
                 out.append(
@@ -113,6 +113,22 @@ def condition_key_findings(policy: dict[str, Any]) -> list[dict[str, str]]:
                     out.append({"sid": sid, "action": action, "key": key,
                                 "problem": f"{action} acts on no existing resource, so aws:ResourceTag is never present: "
                                            "gate creation on aws:RequestTag"})  # fmt: skip
+    return out
+
+
+def _expanded(patterns: list[str]) -> list[str]:
+    """Action patterns (``kms:GenerateDataKey*``) as the actions they name; unknown ones kept."""
+    out: list[str] = []
+    for p in patterns:
+        if "*" in p or "?" in p:
+            hits = [
+                a
+                for a in _all_actions(p.split(":", 1)[0])
+                if fnmatch.fnmatchcase(a.lower(), p.lower())
+            ]
+            out += hits or [p]
+        else:
+            out.append(p)
     return out
 
 

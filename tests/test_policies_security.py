@@ -211,6 +211,25 @@ def test_every_condition_key_is_supported_by_each_action_of_its_statement():
         .replace("{{INBOX_BUCKET}}", "inbox")
     )
     assert condition_key_findings(dropbox) == []
+    # Resource policies too: the trust policy and the foundation key's key policy.
+    assert (
+        condition_key_findings(
+            policies.trust_policy("arn:aws:iam::123456789012:role/bridgehead-platform", "bh-x")
+        )
+        == []
+    )
+    key = json.loads(
+        policies.foundation_template(
+            ORG, "us-east-1", ACCOUNT, {}, f"arn:aws:iam::{ACCOUNT}:role/BridgeheadAccess"
+        )
+    )
+    key_policy = key["Resources"]["SecretsKey"]["Properties"]["KeyPolicy"]
+    assert (
+        condition_key_findings(
+            {"Statement": [st for st in key_policy["Statement"] if st["Action"] != "kms:*"]}
+        )
+        == []
+    )
 
 
 @pytest.mark.parametrize(
