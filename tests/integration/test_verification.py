@@ -232,3 +232,33 @@ async def test_ongoing_policy_keeps_clusters_working_and_says_what_needs_the_set
     assert cs.state == m.ClusterState.RUNNING, cs.failure_reason
     await ch.signal("delete")
     assert (await ch.result()).state == m.ClusterState.DELETED
+
+
+async def test_bad_verification_level_updates_are_refused_and_change_nothing(client, stack):
+    from temporalio.client import WorkflowUpdateFailedError
+    from temporalio.service import RPCError
+
+    h = await start_org(client, "vlevel", "410000000008", ["us-east-1"])
+    for payload, word in (
+        (None, "level"),
+        ({"level": "lenient"}, "level"),
+        ({"level": "warn", "force": True}, "force"),
+    ):
+        with pytest.raises((WorkflowUpdateFailedError, RPCError)) as e:
+            await (
+                h.execute_update("set_verification_level", payload)
+                if payload is not None
+                else h.execute_update("set_verification_level")
+            )
+        err = e.value.cause if isinstance(e.value, WorkflowUpdateFailedError) else e.value
+        assert word in str(getattr(err, "message", None) or err).lower(), (payload, err)
+    s = await h.query("status", result_type=m.OrgStatus)
+    assert s.state == m.OrgState.AWAITING_ROLE and s.verification_level == "strict"
+    assert (await h.describe()).status.name == "RUNNING"
+    res = await h.execute_update(
+        "set_verification_level",
+        m.SetVerificationLevelInput(level="warn"),
+        result_type=m.UpdateResult,
+    )
+    assert res.accepted and "re-verifying" not in res.message  # no role yet: nothing to re-verify
+    assert (await h.query("status", result_type=m.OrgStatus)).verification_level == "warn"
