@@ -359,3 +359,37 @@ def test_ongoing_policy_is_the_setup_policy_without_network_storage_or_key_creat
 
     assert condition_key_findings(ongoing) == [] and tag_then_manage_findings(ongoing, SCOPE) == []
     assert escalation_grants(ongoing) == []
+
+
+def kms_tagging_problems(doc: dict) -> list[str]:
+    """kms:TagResource may not write tags other than bridgehead:* (plus the aws:cloudformation:*
+    tags CloudFormation adds): another tag on a customer's key could satisfy the customer's own
+    tag-based (ABAC) policies."""
+    from bridgehead.verification import statement_allows
+
+    out = []
+    for st in doc["Statement"]:
+        if st["Effect"] == "Allow" and statement_allows(st, "kms:TagResource"):
+            keys = (st.get("Condition") or {}).get("ForAllValues:StringLike", {}).get("aws:TagKeys")
+            if keys is None or not all(
+                k.startswith(("bridgehead:", "aws:cloudformation:")) for k in keys
+            ):
+                out.append(f"{st.get('Sid')}: kms:TagResource may write any tag key ({keys})")
+    return out
+
+
+def test_kms_tagging_is_limited_to_bridgeheads_own_tag_keys():
+    assert kms_tagging_problems(granted()) == []
+    doc = granted()
+    for st in doc["Statement"]:
+        if st["Sid"] == "CreateOrgKeysTaggedAtCreation":
+            del st["Condition"]["ForAllValues:StringLike"]
+    assert kms_tagging_problems(doc)
+    assert kms_tagging_problems(
+        planted(
+            {
+                "Action": "kms:TagResource",
+                "Condition": {"ForAllValues:StringLike": {"aws:TagKeys": ["*"]}},
+            }
+        )
+    )
