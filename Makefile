@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install browser run test bench lint clean reset
+.PHONY: install browser checkov run test bench lint clean reset
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -12,6 +12,16 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# checkov (template scan in tests/test_templates_checkov.py) pins an old boto3, so it lives in its
+# own venv instead of the dev extra.
+CHECKOV := .tools/checkov
+$(CHECKOV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV)
+	$(CHECKOV)/bin/python -m pip install -q 'checkov>=3.2,<4'
+	touch $@
+
+checkov: $(CHECKOV)/.installed
 
 # Debian's Chromium for the Web UI browser test (tests/integration/test_web_ui.py). Best effort:
 # where apt-get cannot run, the test is skipped and says why.
@@ -23,7 +33,7 @@ browser:
 run: install
 	$(PY) -m starter up --demo
 
-test: install browser
+test: install browser checkov
 	$(PY) -m pytest -q -p no:cacheprovider
 
 # Benchmarks (docs/benchmarks.md): make bench SIZE=small|full|smoke

@@ -11,6 +11,7 @@ from botocore.exceptions import ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import verification
 from activities.aws import Aws
 from activities.errors import (
     PERMISSION_CODES,
@@ -22,7 +23,6 @@ from activities.registry import Registry, _to_item
 from bridgehead import ids, policies
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
-    CheckResult,
     CreateRoleRequest,
     CreateRoleResult,
     OrgArtifacts,
@@ -60,14 +60,15 @@ class OnboardingActivities:
             shared_account = bool((self.registry.org_item(org_id) or {}).get("shared_account"))
         return ids.customer_role_name(self.aws.settings.customer_role_name, org_id, shared_account)
 
-    def _artifacts(self, org_id: str, account_id: str, external_id: str, shared_account: bool | None = None) -> OrgArtifacts:
+    def _artifacts(self, org_id: str, account_id: str, external_id: str, regions: list[str],
+                   shared_account: bool | None = None) -> OrgArtifacts:  # fmt: skip
         principal = self.aws.platform_principal()
         role_name = self._role_name(org_id, shared_account)
+        partition = policies.partition_of(principal)
         trust = policies.trust_policy(principal, external_id)
-        perms = policies.permission_policy(
-            org_id, account_id, role_name, self.aws.platform_account(), policies.partition_of(principal)
-        )
-        template = policies.customer_role_template(org_id, external_id, role_name, trust, perms)
+        perms = policies.permission_policy(org_id, account_id, role_name, self.aws.platform_account(), partition)
+        nodes = policies.node_roles(org_id, regions, account_id, partition)
+        template = policies.customer_role_template(org_id, external_id, role_name, trust, perms, nodes)
         return OrgArtifacts(
             external_id=external_id,
             platform_principal_arn=principal,
@@ -75,14 +76,22 @@ class OnboardingActivities:
             trust_policy=trust,
             permission_policy=perms,
             cloudformation_template=template,
+            node_roles=nodes,
+            ongoing_permission_policy=policies.ongoing_permission_policy(perms),
             instructions=[
                 f"Option A: in account {account_id}, launch the CloudFormation template from this status "
-                f"(it creates role {role_name} trusting only {principal} with your External ID), then send "
+                f"(it creates role {role_name} trusting only {principal} with your External ID, and the cluster node "
+                "roles and instance profiles, which Bridgehead's role may pass to EC2 but never create), then send "
                 f'update submit_role {{"role_arn": "arn:aws:iam::{account_id}:role/{role_name}"}}.',
+                "Once the organisation is READY you may replace the permission policy with "
+                "ongoing_permission_policy (no network, storage or key creation); adding a region or re-creating "
+                "a foundation then needs the permission policy again, and verification says so.",
                 "Option B: create the role yourself with exactly the trust policy and permission policy shown "
-                "here, then send update submit_role with its ARN.",
+                "here, and each node role in node_roles (with an instance profile of the same name), then send "
+                "update submit_role with its ARN.",
                 "Option C: send update create_role_for_me with temporary access keys of an IAM principal "
-                "allowed iam:CreateRole and iam:PutRolePolicy (use `python -m starter onboard create-role`, "
+                "allowed iam:CreateRole, iam:PutRolePolicy, iam:TagRole, iam:CreateInstanceProfile and "
+                "iam:AddRoleToInstanceProfile (use `python -m starter onboard create-role`, "
                 "which encrypts them); Bridgehead uses them once and never stores them.",
             ],
         )
@@ -103,7 +112,7 @@ class OnboardingActivities:
                 return RegisterOrgResult(
                     external_id=existing["external_id"],
                     artifacts=self._artifacts(req.org_id, existing["aws_account_id"], existing["external_id"],
-                                              bool(existing.get("shared_account"))),
+                                              existing.get("regions") or req.regions, bool(existing.get("shared_account"))),
                 )
             raise _customer_action(
                 f"organisation id {req.org_id!r} is already registered (account {existing['aws_account_id']}); "
@@ -164,7 +173,7 @@ class OnboardingActivities:
             raise
         log.info("organisation registered", org_id=req.org_id, account=req.aws_account_id)
         return RegisterOrgResult(external_id=external_id,
-                                 artifacts=self._artifacts(req.org_id, req.aws_account_id, external_id, req.shared_account))
+                                 artifacts=self._artifacts(req.org_id, req.aws_account_id, external_id, req.regions, req.shared_account))
 
     @activity.defn
     def record_role(self, req: RecordRoleInput) -> None:
@@ -180,7 +189,7 @@ class OnboardingActivities:
     def _store_role(self, org_id: str, role_arn: str) -> None:
         """A role is recorded only while the organisation can take one (never once offboarding)."""
         settled = {":a": "AWAITING_ROLE", ":b": "ACTION_REQUIRED", ":c": "READY"}
-        ok = self.registry.update(f"ORG#{org_id}", "META", {"role_arn": role_arn},
+        ok = self.registry.update(f"ORG#{org_id}", "META", {"role_arn": role_arn, "role_changed_at": datetime.now(UTC).isoformat()},
                                   condition="#s IN (:a, :b, :c)", names={"#s": "state"}, values=settled)  # fmt: skip
         if not ok:
             state = (self.registry.org_item(org_id) or {}).get("state", "not registered")
@@ -223,7 +232,7 @@ class OnboardingActivities:
                 f"Use keys of an IAM principal in account {org.aws_account_id}."
             )
         role_name = self._role_name(req.org_id)
-        artifacts = self._artifacts(req.org_id, org.aws_account_id, org.external_id)
+        artifacts = self._artifacts(req.org_id, org.aws_account_id, org.external_id, org.regions)
         role_arn = f"arn:{policies.partition_of(artifacts.platform_principal_arn)}:iam::{account}:role/{role_name}"
         adopted = False
         try:
@@ -268,134 +277,94 @@ class OnboardingActivities:
                 f"the keys could create the role but not attach its permissions (iam:PutRolePolicy: {error_code(e)}); "
                 "the role was removed again. Use keys allowed iam:PutRolePolicy."
             ) from None
+        created_nodes: list[str] = []
+        try:
+            for node in artifacts.node_roles:
+                if self._create_node_role(iam, node, req.org_id):
+                    created_nodes.append(node["name"])
+        except ClientError as e:
+            for name in created_nodes:
+                self._delete_node_role(iam, name)
+            if not adopted:
+                self._delete_role(iam, role_name)
+            raise _customer_action(
+                f"the keys could create the Bridgehead role but not the cluster node roles ({error_code(e)}); everything "
+                "created was removed again. Use keys allowed iam:CreateRole, iam:PutRolePolicy, iam:TagRole, "
+                "iam:CreateInstanceProfile and iam:AddRoleToInstanceProfile, or launch the CloudFormation template."
+            ) from None
         self._store_role(req.org_id, role_arn)
         self.aws.forget(req.org_id)
         log.info("customer role ready", org_id=req.org_id, role_arn=role_arn, adopted=adopted)
         return CreateRoleResult(role_arn=role_arn, adopted=adopted)
 
+    def _create_node_role(self, iam: Any, node: dict[str, Any], org_id: str) -> bool:
+        """Create one cluster node role with its policy and instance profile; adopt an existing one
+        only when it trusts exactly EC2. Returns whether the role was created (not adopted)."""
+        name = node["name"]
+        try:
+            iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(node["trust_policy"]),
+                            Description=f"Bridgehead cluster nodes of {org_id} in {node['region']}",
+                            Tags=[{"Key": policies.TAG_ORG, "Value": org_id}])  # fmt: skip
+            created = True
+        except ClientError as e:
+            if error_code(e) != "EntityAlreadyExists":
+                raise
+            if self._get_trust(iam, name) != node["trust_policy"]:
+                raise _customer_action(
+                    f"a role named {name} already exists with a trust policy other than EC2's; Bridgehead will not "
+                    "take it over. Delete or rename it and try again."
+                ) from None
+            created = False
+        iam.put_role_policy(RoleName=name, PolicyName=node["policy_name"], PolicyDocument=json.dumps(node["policy"]))
+        try:
+            iam.create_instance_profile(InstanceProfileName=name, Tags=[{"Key": policies.TAG_ORG, "Value": org_id}])
+        except ClientError as e:
+            if error_code(e) != "EntityAlreadyExists":
+                raise
+        roles = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"].get("Roles", [])
+        if not any(r["RoleName"] == name for r in roles):
+            iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
+        return created
+
+    @staticmethod
+    def _delete_node_role(iam: Any, name: str) -> None:
+        for call, kwargs in (
+            (iam.remove_role_from_instance_profile, {"InstanceProfileName": name, "RoleName": name}),
+            (iam.delete_instance_profile, {"InstanceProfileName": name}),
+            (iam.delete_role_policy, {"RoleName": name, "PolicyName": policies.NODE_POLICY_NAME}),
+            (iam.delete_role, {"RoleName": name}),
+        ):
+            try:
+                call(**kwargs)
+            except ClientError:
+                pass
+        log.info("removed half-created node role", role=name)
+
+    @staticmethod
+    def _delete_role(iam: Any, name: str) -> None:
+        for call, kwargs in (
+            (iam.delete_role_policy, {"RoleName": name, "PolicyName": "bridgehead-permissions"}),
+            (iam.delete_role, {"RoleName": name}),
+        ):
+            try:
+                call(**kwargs)
+            except ClientError:
+                log.warning("could not delete half-created role", role=name)
+
     @staticmethod
     def _get_trust(iam: Any, role_name: str) -> dict[str, Any]:
-        return policies.parse_document(iam.get_role(RoleName=role_name)["Role"]["AssumeRolePolicyDocument"])
+        return verification.get_trust(iam, role_name)
 
     # -----------------------------------------------------------------------------------------
     @activity.defn
     def verify_role(self, req: VerifyRoleInput) -> VerificationReport:
-        """Prove the role is usable and safe; every failed check names its fix."""
+        """Prove the role is usable and safe; every failed check names its fix (see
+        ``activities/verification.py``, one function per check)."""
         bind_subject(org_id=req.org_id)
-        org = self.registry.org(req.org_id)
-        principal = self.aws.platform_principal()
-        checks: list[CheckResult] = []
-        arn = parse_role_arn(req.role_arn)
-        report = lambda: VerificationReport(  # noqa: E731
-            org_id=req.org_id, role_arn=req.role_arn, passed=all(c.passed for c in checks), checks=checks
-        )
-        if arn["account"] != org.aws_account_id:
-            checks.append(CheckResult(
-                name="role-account", passed=False,
-                detail=f"the role is in account {arn['account']}, the organisation is account {org.aws_account_id}",
-                remedy=f"Create the role in account {org.aws_account_id} and submit its ARN."))  # fmt: skip
-            return report()
-        # 1. Assume with the External ID.
-        try:
-            creds = self.aws.assume(req.role_arn, org.external_id, f"bridgehead-verify-{req.org_id}")
-        except ClientError as e:
-            checks.append(CheckResult(
-                name="assume-role", passed=False,
-                detail=f"sts:AssumeRole with the External ID failed: {error_code(e)}",
-                remedy=f"Make sure role {req.role_arn} exists and its trust policy allows {principal} with sts:ExternalId {org.external_id}."))  # fmt: skip
-            return report()
-        import boto3
-
-        session = boto3.session.Session(**creds)
-        del creds
-        whoami = session.client("sts", region_name=self.aws.settings.platform_region).get_caller_identity()
-        ok = whoami["Account"] == org.aws_account_id
-        checks.append(CheckResult(
-            name="assume-role", passed=ok,
-            detail=f"assumed {req.role_arn} with the External ID; acting as account {whoami['Account']}",
-            remedy="" if ok else f"The role must live in account {org.aws_account_id}."))  # fmt: skip
-        iam = session.client("iam", region_name=self.aws.settings.platform_region)
-        role_name = arn["name"]
-        # 2. Trust policy, read through the role itself.
-        try:
-            trust = self._get_trust(iam, role_name)
-        except ClientError as e:
-            checks.append(CheckResult(
-                name="trust-policy-readable", passed=False, method="probe",
-                detail=f"iam:GetRole on the role itself was refused ({error_code(e)})",
-                remedy="Grant iam:GetRole on the role to itself (it is in the permission policy)."))  # fmt: skip
-            trust = None
-        if trust is not None:
-            for name, passed, detail, remedy in policies.analyse_trust(trust, principal, org.external_id):
-                checks.append(CheckResult(name=name, passed=passed, detail=detail, remedy=remedy, method="analysis"))
-        # 3. Confused-deputy probe: without the External ID, AssumeRole must be refused.
-        try:
-            self.aws.assume(req.role_arn, None, f"bridgehead-probe-{req.org_id}")
-            if self.aws.settings.sts_enforces_trust:
-                checks.append(CheckResult(
-                    name="external-id-required", passed=False, method="probe",
-                    detail="AssumeRole WITHOUT the External ID succeeded: anyone who can act as the platform principal could use this role",
-                    remedy=f'Add "Condition": {{"StringEquals": {{"sts:ExternalId": "{org.external_id}"}}}} to the trust policy.'))  # fmt: skip
-            else:
-                ext_ok = any(c.name == "trust-policy-external-id" and c.passed for c in checks)
-                checks.append(CheckResult(
-                    name="external-id-required", passed=ext_ok, method="not-proved",
-                    detail="this AWS endpoint does not enforce trust policies (emulator), so the probe proves nothing; "
-                           + ("the trust-policy analysis shows the External ID is required" if ext_ok else "and the trust policy does not require it"),
-                    remedy="" if ext_ok else "Require the External ID in the trust policy."))  # fmt: skip
-        except ClientError as e:
-            checks.append(CheckResult(
-                name="external-id-required", passed=True, method="probe",
-                detail=f"AssumeRole without the External ID was refused ({error_code(e)}), as it must be"))  # fmt: skip
-        # 4. Every required action is granted by the role's own policies.
-        try:
-            docs = self._role_policies(iam, role_name)
-            required = policies.required_actions(
-                policies.permission_policy(req.org_id, org.aws_account_id, role_name, self.aws.platform_account(), arn["partition"])
-            )
-            verdict = policies.evaluate_actions(required, docs)
-            missing = {a: why for a, why in verdict.items() if why}
-            checks.append(CheckResult(
-                name="permissions", passed=not missing, method="analysis",
-                detail=f"all {len(required)} required actions are granted" if not missing
-                else f"{len(missing)} of {len(required)} required actions are missing: "
-                + "; ".join(f"{a} ({why})" for a, why in sorted(missing.items())),
-                remedy="" if not missing else "Attach the permission policy from this organisation's status (or add: "
-                + ", ".join(sorted(missing)) + ")."))  # fmt: skip
-        except ClientError as e:
-            checks.append(CheckResult(
-                name="permissions", passed=False, method="probe",
-                detail=f"could not read the role's policies ({error_code(e)})",
-                remedy="Grant iam:ListAttachedRolePolicies, iam:ListRolePolicies, iam:GetRolePolicy, iam:GetPolicy and iam:GetPolicyVersion (in the permission policy)."))  # fmt: skip
-        # 5. Regions are enabled for the account.
-        try:
-            ec2 = session.client("ec2", region_name=self.aws.settings.platform_region)
-            enabled = {r["RegionName"] for r in ec2.describe_regions(AllRegions=False)["Regions"]}
-            off = [r for r in org.regions if r not in enabled]
-            checks.append(CheckResult(
-                name="regions", passed=not off, detail="all requested regions are enabled" if not off
-                else f"regions not enabled in the account: {', '.join(off)}",
-                remedy="" if not off else "Enable these regions (Account settings > AWS Regions) or remove them from the organisation."))  # fmt: skip
-        except ClientError as e:
-            checks.append(CheckResult(
-                name="regions", passed=False, detail=f"ec2:DescribeRegions was refused ({error_code(e)})",
-                remedy="Grant ec2:DescribeRegions (in the permission policy)."))  # fmt: skip
-        result = report()
-        log.info("role verified", org_id=req.org_id, passed=result.passed, failed=[c.name for c in result.failed()])
-        return result
-
-    @staticmethod
-    def _role_policies(iam: Any, role_name: str) -> list[tuple[str, dict[str, Any]]]:
-        docs: list[tuple[str, dict[str, Any]]] = []
-        _doc = policies.parse_document
-
-        for page in iam.get_paginator("list_role_policies").paginate(RoleName=role_name):
-            for name in page["PolicyNames"]:
-                doc = iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"]
-                docs.append((f"inline policy {name}", _doc(doc)))
-        for page in iam.get_paginator("list_attached_role_policies").paginate(RoleName=role_name):
-            for att in page["AttachedPolicies"]:
-                pol = iam.get_policy(PolicyArn=att["PolicyArn"])["Policy"]
-                ver = iam.get_policy_version(PolicyArn=att["PolicyArn"], VersionId=pol["DefaultVersionId"])
-                docs.append((f"managed policy {att['PolicyName']}", _doc(ver["PolicyVersion"]["Document"])))
-        return docs
+        item = self.registry.org_item(req.org_id) or {}
+        changed = item.get("role_changed_at")
+        ctx = verification.Context(
+            req=req, org=self.registry.org(req.org_id), principal=self.aws.platform_principal(), aws=self.aws, registry=self.registry,
+            role_changed_at=datetime.fromisoformat(changed) if changed else None,
+        )  # fmt: skip
+        return verification.verify(ctx)

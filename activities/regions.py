@@ -41,7 +41,7 @@ class RegionActivities:
     def render_foundation_template(self, req: FoundationTemplateInput) -> RenderedTemplate:
         org = self.registry.org(req.org_id)
         tags = {policies.TAG_ORG: req.org_id, "bridgehead:region": req.region, "bridgehead:kind": "foundation"}
-        return RenderedTemplate(template_body=policies.foundation_template(req.org_id, req.region, org.aws_account_id, tags), tags=tags)
+        return RenderedTemplate(template_body=policies.foundation_template(req.org_id, req.region, org.aws_account_id, tags, org.role_arn), tags=tags)
 
     @activity.defn
     def check_vcpu_quota(self, req: QuotaCheckInput) -> QuotaReport:

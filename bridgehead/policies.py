@@ -54,7 +54,37 @@ def permission_policy(org_id: str, account_id: str, role_name: str, platform_acc
     )
 
 
-def customer_role_template(org_id: str, external_id: str, role_name: str, trust: dict[str, Any], permissions: dict[str, Any]) -> str:
+#: Trust policy of the cluster node role: only EC2 instances may assume it.
+NODE_ROLE_TRUST: dict[str, Any] = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+}
+NODE_POLICY_NAME = "cluster-node"
+
+
+def node_role_policy(org_id: str, region: str, account_id: str, partition: str = "aws") -> dict[str, Any]:
+    """What a cluster node of ``region`` may do: its foundation's bucket and state table, and
+    Session Manager (the foundation key's policy lets it decrypt; no IAM statement does)."""
+    values = {"ORG_ID": org_id, "REGION": region, "ACCOUNT_ID": account_id, "PARTITION": partition,
+              "BUCKET_NAME": bucket_name(org_id, region, account_id)}  # fmt: skip
+    return _substitute(copy.deepcopy(load("cluster-node-role.json")), values)
+
+
+def node_roles(org_id: str, regions: list[str], account_id: str, partition: str = "aws") -> list[dict[str, Any]]:
+    """The cluster node roles (one per region, each with an instance profile of the same name)
+    that the *customer* creates with the role template (or create-role-for-me does with the
+    customer's keys). Bridgehead's own role can pass them to EC2 but cannot create or change them."""
+    return [
+        {"name": ids.cluster_role_name(org_id, r), "region": r, "trust_policy": copy.deepcopy(NODE_ROLE_TRUST),
+         "policy_name": NODE_POLICY_NAME, "policy": node_role_policy(org_id, r, account_id, partition)}
+        for r in regions
+    ]  # fmt: skip
+
+
+def customer_role_template(
+    org_id: str, external_id: str, role_name: str, trust: dict[str, Any], permissions: dict[str, Any],
+    nodes: list[dict[str, Any]] | None = None,
+) -> str:  # fmt: skip
     tpl = _substitute(copy.deepcopy(load("customer-role.template.json")), {"ORG_ID": org_id, "EXTERNAL_ID": external_id, "ROLE_NAME": role_name})
     props = tpl["Resources"]["BridgeheadAccessRole"]["Properties"]
     # The template's External ID parameter feeds the trust condition, so the stack stays editable.
@@ -63,7 +93,43 @@ def customer_role_template(org_id: str, external_id: str, role_name: str, trust:
         st["Condition"]["StringEquals"]["sts:ExternalId"] = {"Ref": "ExternalId"}
     props["AssumeRolePolicyDocument"] = trust
     props["Policies"][0]["PolicyDocument"] = permissions
+    for node in nodes or []:
+        key = "".join(p.title() for p in node["region"].split("-"))
+        tpl["Resources"][f"NodeRole{key}"] = {
+            "Type": "AWS::IAM::Role",
+            "Properties": {
+                "RoleName": node["name"], "Description": f"Bridgehead cluster nodes of {org_id} in {node['region']}",
+                "AssumeRolePolicyDocument": node["trust_policy"],
+                "Policies": [{"PolicyName": node["policy_name"], "PolicyDocument": node["policy"]}],
+                "Tags": [{"Key": TAG_ORG, "Value": org_id}],
+            },
+        }  # fmt: skip
+        tpl["Resources"][f"NodeProfile{key}"] = {
+            "Type": "AWS::IAM::InstanceProfile",
+            "Properties": {"InstanceProfileName": node["name"], "Roles": [{"Ref": f"NodeRole{key}"}]},
+        }
     return json.dumps(tpl, indent=2)
+
+
+def setup_only_actions() -> dict[str, str]:
+    """``{action: what it is needed for}`` for the actions only foundation building needs."""
+    return {a: g["needed_for"] for g in load("setup-only-actions.json")["groups"] for a in g["actions"]}
+
+
+def ongoing_permission_policy(setup: dict[str, Any]) -> dict[str, Any]:
+    """The narrower policy a customer may attach once the organisation is READY: the setup
+    policy without the actions only foundation building needs (statements left empty dropped)."""
+    drop = {a.lower() for a in setup_only_actions()}
+    doc = copy.deepcopy(setup)
+    kept = []
+    for st in doc["Statement"]:
+        acts = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        acts = [a for a in acts if a.lower() not in drop]
+        if acts:
+            st["Action"] = acts if len(acts) > 1 else acts[0]
+            kept.append(st)
+    doc["Statement"] = kept
+    return doc
 
 
 def required_actions(permissions: dict[str, Any]) -> list[str]:
@@ -139,59 +205,6 @@ def evaluate_actions(actions: list[str], documents: list[tuple[str, dict[str, An
     return result
 
 
-def analyse_trust(doc: dict[str, Any], platform_principal: str, external_id: str) -> list[tuple[str, bool, str, str]]:
-    """Check a role's trust policy. Returns ``(check, passed, detail, remedy)`` tuples."""
-    findings: list[tuple[str, bool, str, str]] = []
-    assume_statements = [
-        st for st in _as_list(doc.get("Statement"))
-        if st.get("Effect") == "Allow" and _matches(_as_list(st.get("Action")), "sts:AssumeRole")
-    ]  # fmt: skip
-    fix = f"Set the trust policy to exactly: {json.dumps(trust_policy(platform_principal, external_id))}"
-    if not assume_statements:
-        return [("trust-policy-principal", False, "the trust policy allows no sts:AssumeRole at all", fix)]
-    bad_principals: list[str] = []
-    for st in assume_statements:
-        if "NotPrincipal" in st:
-            bad_principals.append("NotPrincipal (trusts everyone not listed)")
-        principal = st.get("Principal")
-        if principal == "*" or principal is None:
-            bad_principals.append("*")
-            continue
-        for kind, values in principal.items():
-            for v in _as_list(values):
-                if kind != "AWS" or v != platform_principal:
-                    bad_principals.append(f"{kind}:{v}")
-    findings.append(
-        (
-            "trust-policy-principal",
-            not bad_principals,
-            "trusts only " + platform_principal if not bad_principals
-            else "the role also trusts " + ", ".join(sorted(set(bad_principals))) + "; anyone listed could act in your account",
-            "" if not bad_principals else fix,
-        )
-    )
-    missing: list[str] = []
-    for st in assume_statements:
-        cond = st.get("Condition") or {}
-        equals = cond.get("StringEquals") or {}
-        ext = equals.get("sts:ExternalId")
-        if ext is None:
-            like = (cond.get("StringLike") or {}).get("sts:ExternalId")
-            missing.append("uses StringLike for sts:ExternalId (wildcards defeat it)" if like else "has no sts:ExternalId condition")
-        elif _as_list(ext) != [external_id]:
-            missing.append(f"requires a different External ID ({ext!r})")
-    findings.append(
-        (
-            "trust-policy-external-id",
-            not missing,
-            "every AssumeRole statement requires this organisation's External ID" if not missing
-            else "a statement " + "; ".join(missing) + ": without it the role is open to the confused-deputy problem",
-            "" if not missing else f'Add "Condition": {{"StringEquals": {{"sts:ExternalId": "{external_id}"}}}} to the trust policy.',
-        )
-    )
-    return findings
-
-
 def bucket_name(org_id: str, region: str, account_id: str) -> str:
     return ids.foundation_bucket(org_id, region, account_id)
 
@@ -200,11 +213,17 @@ def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
 
 
-def foundation_template(org_id: str, region: str, account_id: str, tags: dict[str, str]) -> str:
+def foundation_template(org_id: str, region: str, account_id: str, tags: dict[str, str], access_role_arn: str | None = None) -> str:
+    """``access_role_arn``: the organisation's Bridgehead role, the only principal (besides the
+    account) its key policy lets manage the foundation key; default ``role/BridgeheadAccess``."""
     tpl = _substitute(
         copy.deepcopy(load("region-foundation.template.json")),
         {"ORG_ID": org_id, "REGION": region, "BUCKET_NAME": bucket_name(org_id, region, account_id)},
     )
+    role: Any = access_role_arn or {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/BridgeheadAccess"}
+    for st in tpl["Resources"]["SecretsKey"]["Properties"]["KeyPolicy"]["Statement"]:
+        if st["Principal"].get("AWS") == "{{ACCESS_ROLE_ARN}}":
+            st["Principal"]["AWS"] = role
     for res in tpl["Resources"].values():
         props = res.get("Properties", {})
         for key in ("Tags", "FileSystemTags"):

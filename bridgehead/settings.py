@@ -67,8 +67,11 @@ class Settings(BaseSettings):
     state_dir: Path = REPO_ROOT / ".state"
 
     # --- platform account -------------------------------------------------------------------
-    #: Principal the customer's trust policy names. Default: the root of the account the
-    #: worker's credentials belong to (looked up with ``sts:GetCallerIdentity``).
+    #: Principal the customer's trust policy names: a dedicated platform role
+    #: (``arn:aws:iam::<platform account>:role/bridgehead-platform``) whose credentials the worker
+    #: runs with. Required in production, where an account root (``:root`` or a bare account id,
+    #: i.e. every principal of the platform account) is refused. Locally (embedded stack) the
+    #: default is the root of the worker's account, looked up with ``sts:GetCallerIdentity``.
     platform_principal_arn: str | None = None
     registry_table: str = "bridgehead-registry"
     ledger_table: str = "bridgehead-ledger"
@@ -157,6 +160,19 @@ class Settings(BaseSettings):
             raise ValueError("every BRIDGEHEAD_CODEC_OLD_KEYS entry must decode to exactly 32 bytes")
         return keys
 
+    @model_validator(mode="after")
+    def _production_trusts_a_dedicated_role(self) -> Settings:
+        if self.environment != "production":
+            return self
+        problem = platform_principal_problem(self.platform_principal_arn)
+        if problem:
+            raise ValueError(
+                f"BRIDGEHEAD_PLATFORM_PRINCIPAL_ARN {problem}: in production customers must trust a dedicated platform "
+                "role (e.g. arn:aws:iam::<platform account>:role/bridgehead-platform, the role the worker runs as), "
+                "never an account root, which would let every principal of the platform account act in their accounts"
+            )
+        return self
+
     def codec_key_bytes(self) -> bytes:
         """Return the payload-encryption key, creating a local one on first use outside production."""
         if self.codec_key is not None:
@@ -172,6 +188,19 @@ class Settings(BaseSettings):
         if len(key) != 32:
             raise ValueError("BRIDGEHEAD_CODEC_KEY must decode to exactly 32 bytes")
         return key
+
+
+def platform_principal_problem(arn: str | None) -> str | None:
+    """Why ``arn`` cannot be the principal customers trust in production, or ``None``."""
+    import re
+
+    if not arn:
+        return "is not set"
+    if re.fullmatch(r"\d{12}", arn) or arn.endswith(":root"):
+        return f"is an account root ({arn})"
+    if not re.fullmatch(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+", arn):
+        return f"is not an IAM role ARN ({arn})"
+    return None
 
 
 @lru_cache

@@ -75,22 +75,24 @@ def test_permission_policy_is_least_privilege():
 
 
 def test_trust_policy_analysis_catches_unsafe_policies():
+    from bridgehead.verification import analyse_trust
+
+    def checks(doc, ext="ext"):
+        return {c.name: c for c in analyse_trust(doc, PRINCIPAL, ext)}
+
     good = policies.trust_policy(PRINCIPAL, "ext")
-    assert all(ok for _, ok, _, _ in policies.analyse_trust(good, PRINCIPAL, "ext"))
+    assert all(c.passed for c in checks(good).values())
     wildcard = json.loads(json.dumps(good))
     wildcard["Statement"][0]["Principal"] = {"AWS": "*"}
-    res = {n: (ok, d) for n, ok, d, _ in policies.analyse_trust(wildcard, PRINCIPAL, "ext")}
-    assert res["trust-policy-principal"][0] is False
+    assert checks(wildcard)["trust-policy-principal"].passed is False
     no_ext = json.loads(json.dumps(good))
     del no_ext["Statement"][0]["Condition"]
-    res = {n: ok for n, ok, _, _ in policies.analyse_trust(no_ext, PRINCIPAL, "ext")}
-    assert res["trust-policy-external-id"] is False
+    assert checks(no_ext)["trust-policy-external-id"].passed is False
     like = json.loads(json.dumps(good))
     like["Statement"][0]["Condition"] = {"StringLike": {"sts:ExternalId": "*"}}
-    res = {n: (ok, d) for n, ok, d, _ in policies.analyse_trust(like, PRINCIPAL, "ext")}
-    assert res["trust-policy-external-id"][0] is False and "StringLike" in res["trust-policy-external-id"][1]
-    other = policies.analyse_trust(good, PRINCIPAL, "different")
-    assert not dict((n, ok) for n, ok, _, _ in other)["trust-policy-external-id"]
+    res = checks(like)["trust-policy-external-id"]
+    assert res.passed is False and "another operator" in res.detail
+    assert not checks(good, "different")["trust-policy-external-id"].passed
 
 
 def test_permission_evaluation_handles_wildcards_and_deny():
@@ -109,7 +111,8 @@ def test_templates_pass_cfn_lint(tmp_path):
     trust = policies.trust_policy(PRINCIPAL, "bh-" + "x" * 40)
     perms = policies.permission_policy("acme", "222222222222", "BridgeheadAccess", "123456789012")
     files = {
-        "role.json": policies.customer_role_template("acme", "bh-" + "x" * 40, "BridgeheadAccess", trust, perms),
+        "role.json": policies.customer_role_template("acme", "bh-" + "x" * 40, "BridgeheadAccess", trust, perms,
+                                                     policies.node_roles("acme", ["us-east-1", "eu-west-1"], "222222222222")),
         "foundation.json": policies.foundation_template("acme", "us-east-1", "222222222222", {"bridgehead:org": "acme"}),
         "cluster.json": policies.cluster_template("acme", "c1", {"bridgehead:org": "acme"}),
     }
@@ -167,6 +170,38 @@ def test_settings_prefix_and_production_requires_codec_key(monkeypatch):
     monkeypatch.setenv("BRIDGEHEAD_ENVIRONMENT", "production")
     with pytest.raises(ValidationError, match="BRIDGEHEAD_CODEC_KEY is required"):
         Settings()
+
+
+@pytest.mark.parametrize(
+    "principal,error",
+    [
+        (None, "is not set"),
+        ("arn:aws:iam::123456789012:root", "is an account root"),
+        ("123456789012", "is an account root"),
+        ("arn:aws:iam::123456789012:user/ops", "is not an IAM role ARN"),
+        ("arn:aws:iam::123456789012:role/bridgehead-platform", None),
+    ],
+)
+def test_production_refuses_an_account_root_as_the_trusted_principal(monkeypatch, principal, error):
+    import base64
+
+    from bridgehead.settings import Settings
+
+    monkeypatch.setenv("BRIDGEHEAD_ENVIRONMENT", "production")
+    monkeypatch.setenv("BRIDGEHEAD_CODEC_KEY", base64.b64encode(b"k" * 32).decode())
+    if principal:
+        monkeypatch.setenv("BRIDGEHEAD_PLATFORM_PRINCIPAL_ARN", principal)
+    else:
+        monkeypatch.delenv("BRIDGEHEAD_PLATFORM_PRINCIPAL_ARN", raising=False)
+    if error is None:
+        assert Settings().platform_principal_arn == principal
+    else:
+        with pytest.raises(ValidationError, match=f"PLATFORM_PRINCIPAL_ARN {error}"):
+            Settings()
+    # Locally the account root stays the default (the embedded stack has no platform role).
+    monkeypatch.setenv("BRIDGEHEAD_ENVIRONMENT", "local")
+    monkeypatch.delenv("BRIDGEHEAD_PLATFORM_PRINCIPAL_ARN", raising=False)
+    assert Settings().platform_principal_arn is None
 
 
 def test_options_non_retryable_types_match_activities():

@@ -43,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         RegisterOrgResult,
         ReverifyInput,
         SetOrgStateInput,
+        SetVerificationLevelInput,
         ShareImagesInput,
         ShareImagesResult,
         SubmitRoleInput,
@@ -152,6 +153,7 @@ class OnboardOrganizationWorkflow:
             org_id=self._input.org_id, state=s.state, external_id=s.external_id, role_arn=s.role_arn,
             artifacts=s.artifacts, failed_checks=s.last_report.failed() if s.last_report else [],
             regions=s.regions, last_error=s.last_error, steps=s.steps[-50:], ignored_requests=self._unknown[-20:],
+            warnings=s.last_report.warnings() if s.last_report else [], verification_level=s.verification_level,
         )  # fmt: skip
 
     def _check_can_take_role(self, role_arn: str | None = None) -> None:
@@ -224,6 +226,23 @@ class OnboardOrganizationWorkflow:
         self._check_can_take_role()
         if self._busy.locked():
             raise ApplicationError("another role operation is in progress; try again when it finishes")
+
+    @workflow.update
+    def set_verification_level(self, req: SetVerificationLevelInput | None = None) -> UpdateResult:
+        """``strict`` (default): grants beyond what Bridgehead needs fail verification; ``warn``:
+        they are shown as warnings in ``status`` and the organisation can be READY. Re-verifies
+        at once when a role is known."""
+        assert req is not None  # the validator refused a missing payload
+        self._s.verification_level = req.level
+        self._step(f"verification level set to {req.level}")
+        if self._s.role_arn is not None:
+            self._reverify = True
+        return UpdateResult(accepted=True, state=self._s.state, message=f"verification level is {req.level}"
+                            + ("; re-verifying" if self._s.role_arn else ""))  # fmt: skip
+
+    @set_verification_level.validator
+    def _validate_set_verification_level(self, req: SetVerificationLevelInput | None = None) -> None:
+        require_payload(req, "set_verification_level", '{"level": "strict"}')
 
     @workflow.signal
     def reverify(self) -> None:
@@ -359,14 +378,18 @@ class OnboardOrganizationWorkflow:
         s = self._s
         assert s.role_arn is not None
         if self._fresh_role:
-            await workflow.sleep(ROLE_PROPAGATION)
+            # Newer runs: verify_role itself retries a freshly created role while IAM propagates it
+            # (up to 2 minutes, with backoff) instead of this fixed sleep.
+            if not workflow.patched("role-propagation-in-verify"):
+                await workflow.sleep(ROLE_PROPAGATION)
             self._fresh_role = False
         was_ready = s.state == OrgState.READY
         self._set(OrgState.VERIFYING, "verifying the role")
         s.verifications += 1
         report: VerificationReport = await workflow.execute_child_workflow(
             VerifyRoleWorkflow.run,
-            VerifyRoleInput(org_id=input.org_id, role_arn=s.role_arn),
+            VerifyRoleInput(org_id=input.org_id, role_arn=s.role_arn, level=s.verification_level,
+                            phase="ongoing" if was_ready else "setup"),
             id=ids.verify_workflow_id(input.org_id, s.verifications),
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             static_summary=f"verify role {s.role_arn}",

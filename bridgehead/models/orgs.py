@@ -26,6 +26,8 @@ from bridgehead.models.common import (
     SensitiveModel,
 )
 
+VerificationLevel = Literal["strict", "warn"]
+
 
 class OrgState(StrEnum):
     REGISTERING = "REGISTERING"
@@ -150,6 +152,14 @@ class OrgArtifacts(Model):
     permission_policy: dict[str, Any]
     cloudformation_template: str
     instructions: list[str]
+    #: The cluster node roles (one per region, with an instance profile of the same name) the
+    #: customer creates beside the Bridgehead role: ``name``, ``region``, ``trust_policy``,
+    #: ``policy_name``, ``policy``. Bridgehead's role may pass them to EC2, never create them.
+    node_roles: list[dict[str, Any]] = Field(default_factory=list)
+    #: The narrower policy the customer may attach instead of ``permission_policy`` once the
+    #: organisation is READY (no network, storage or key creation). Adding a region or
+    #: re-creating a foundation needs ``permission_policy`` (the setup policy) again.
+    ongoing_permission_policy: dict[str, Any] = Field(default_factory=dict)
 
 
 class CheckResult(Model):
@@ -162,6 +172,9 @@ class CheckResult(Model):
     #: How the result was established: ``probe`` (a real call), ``analysis`` (policy evaluated),
     #: ``not-proved`` (the environment cannot prove it; see detail).
     method: Literal["probe", "analysis", "not-proved"] = "probe"
+    #: Passed only because the organisation's verification level is ``warn``: shown in ``status``
+    #: under ``warnings`` (with ``strict``, the default, the same finding fails the check).
+    warning: bool = False
 
 
 class VerifyRoleInput(Model):
@@ -169,6 +182,18 @@ class VerifyRoleInput(Model):
 
     org_id: OrgId
     role_arn: RoleArn
+    #: ``strict`` (default): grants beyond the required set fail verification; ``warn``: they are
+    #: reported as warnings and the organisation can still become READY.
+    level: VerificationLevel = "strict"
+    #: ``setup`` (default): the role must hold the setup policy (foundations are to be built);
+    #: ``ongoing``: the organisation is READY, the narrower ongoing policy is enough.
+    phase: Literal["setup", "ongoing"] = "setup"
+
+
+class SetVerificationLevelInput(Model):
+    """Update ``set_verification_level`` of ``OnboardOrganization``."""
+
+    level: VerificationLevel
 
 
 class VerificationReport(Model):
@@ -181,6 +206,9 @@ class VerificationReport(Model):
 
     def failed(self) -> list[CheckResult]:
         return [c for c in self.checks if not c.passed]
+
+    def warnings(self) -> list[CheckResult]:
+        return [c for c in self.checks if c.passed and c.warning]
 
 
 class RegionProgress(Model):
@@ -225,6 +253,8 @@ class OnboardingState(Model):
     reverify_scheduled: bool = False
     #: ``offboard`` accepted and not finished (carried across continue-as-new).
     offboard: OffboardInput | None = None
+    #: Set by update ``set_verification_level``; passed to every ``VerifyRole``.
+    verification_level: VerificationLevel = "strict"
 
 
 class ReverifyInput(Model):
@@ -249,6 +279,9 @@ class OrgStatus(Model):
     steps: list[str]
     #: Signals and updates this workflow does not know (misspelled names), most recent last.
     ignored_requests: list[str] = Field(default_factory=list)
+    #: Findings that did not block READY because the verification level is ``warn``.
+    warnings: list[CheckResult] = Field(default_factory=list)
+    verification_level: VerificationLevel = "strict"
 
 
 class RegisterOrgInput(Model):

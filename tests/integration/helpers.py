@@ -40,12 +40,13 @@ def launch_role_template(stack: LocalStack, account: str, status: m.OrgStatus, s
 
 
 def widen_resources_for_moto(doc: dict[str, Any]) -> None:
-    """moto (5.2.5) evaluates resources only for IAM, STS and SQS calls; for every other service it
-    checks the action against resource ``*``, which no ARN pattern matches. So for those services
-    the exact action list is kept and the resource scoping (which moto cannot evaluate) widened."""
+    """moto (5.2.5) evaluates resources only for IAM calls that name a role (``RoleName``), STS and
+    SQS; for every other call (other services, and IAM calls such as GetInstanceProfile or
+    GetPolicy) it checks the action against resource ``*``, which no ARN pattern matches. So for
+    those the exact action list is kept and the resource scoping (which moto cannot evaluate) widened."""
     for st in doc["Statement"]:
         actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
-        if not any(a.startswith(("iam:", "sts:")) for a in actions):
+        if not all(a.startswith("sts:") or (a.startswith("iam:") and a.endswith(("Role", "RolePolicy", "RolePolicies", "ForRole"))) for a in actions):
             st["Resource"] = "*"
 
 
@@ -62,7 +63,18 @@ def create_role_directly(stack: LocalStack, account: str, status: m.OrgStatus, t
     iam = stack.customer_admin(account, "iam")
     arn = iam.create_role(RoleName=a.role_name, AssumeRolePolicyDocument=json.dumps(trust_doc))["Role"]["Arn"]
     iam.put_role_policy(RoleName=a.role_name, PolicyName="bridgehead-permissions", PolicyDocument=json.dumps(perm_doc))
+    create_node_roles(iam, a)
     return arn
+
+
+def create_node_roles(iam: Any, artifacts: m.OrgArtifacts) -> None:
+    """The cluster node roles and instance profiles the customer creates beside the role
+    (Bridgehead's role cannot create them)."""
+    for node in artifacts.node_roles:
+        iam.create_role(RoleName=node["name"], AssumeRolePolicyDocument=json.dumps(node["trust_policy"]))
+        iam.put_role_policy(RoleName=node["name"], PolicyName=node["policy_name"], PolicyDocument=json.dumps(node["policy"]))
+        iam.create_instance_profile(InstanceProfileName=node["name"])
+        iam.add_role_to_instance_profile(InstanceProfileName=node["name"], RoleName=node["name"])
 
 
 async def onboard_ready(client: Any, stack: LocalStack, org_id: str, account: str, regions: list[str] | None = None) -> m.OrgStatus:

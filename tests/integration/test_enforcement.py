@@ -12,6 +12,7 @@ import pytest
 from botocore.exceptions import ClientError
 from temporalio.client import WorkflowUpdateFailedError
 
+from bridgehead import ids
 from bridgehead import models as m
 from tests.integration.helpers import create_role_directly, start_org, wait_for
 
@@ -75,7 +76,9 @@ async def test_keys_without_create_role_get_a_clear_error_and_the_org_keeps_wait
     assert "invalid" in str(e.value.cause)
     # Keys that may create the role: the same org proceeds (the workflow was never dead).
     iam.put_role_policy(RoleName="readonly", PolicyName="create", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Action": ["iam:CreateRole", "iam:PutRolePolicy", "iam:TagRole", "iam:DeleteRole"], "Resource": "*"}]}))  # fmt: skip
+        {"Effect": "Allow", "Action": ["iam:CreateRole", "iam:PutRolePolicy", "iam:TagRole", "iam:DeleteRole", "iam:GetRole",
+                                       "iam:CreateInstanceProfile", "iam:GetInstanceProfile", "iam:AddRoleToInstanceProfile"],
+         "Resource": "*"}]}))  # fmt: skip
     res = await h.execute_update("create_role_for_me", m.CreateRoleForMeInput(access_key_id=k["AccessKeyId"], secret_access_key=k["SecretAccessKey"], session_token=k["SessionToken"]),
                                  result_type=m.UpdateResult)  # fmt: skip
     assert res.accepted
@@ -154,7 +157,7 @@ async def test_faults_injected_on_a_quarter_of_aws_calls_still_complete(enforcin
     assert injected >= 10, injected
     assert proxy.requests["CreateStack"] >= 2  # foundation + cluster
     stacks = stack.customer_admin(account, "cloudformation").list_stacks()["StackSummaries"]
-    assert len([x for x in stacks if x["StackName"] == "bridgehead-enf5-cluster-f1"]) == 1  # created once, whatever was retried
+    assert len([x for x in stacks if x["StackName"] == ids.cluster_stack("enf5", "f1")]) == 1  # created once, whatever was retried
     out = Path(__file__).resolve().parents[2] / "test-artifacts"
     out.mkdir(exist_ok=True)
     (out / "fault-suite.json").write_text(json.dumps({"aws_calls": calls, "faults_injected": injected, "by_kind": dict(proxy.faults)}, indent=2))

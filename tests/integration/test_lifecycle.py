@@ -44,8 +44,13 @@ async def test_onboarding_shares_images_and_builds_foundations(client, stack):
     types = {r["ResourceType"] for r in res}
     for t in ("AWS::EC2::VPC", "AWS::EC2::Subnet", "AWS::EC2::NatGateway", "AWS::EC2::EIP", "AWS::EC2::InternetGateway",
               "AWS::EC2::SecurityGroup", "AWS::EFS::FileSystem", "AWS::EFS::MountTarget", "AWS::S3::Bucket",
-              "AWS::DynamoDB::Table", "AWS::KMS::Key", "AWS::IAM::Role", "AWS::IAM::InstanceProfile"):  # fmt: skip
+              "AWS::DynamoDB::Table", "AWS::KMS::Key"):  # fmt: skip
         assert t in types, t
+    # The node role and profile come from the customer's role template, never from Bridgehead (issue 18).
+    assert not [t for t in types if t.startswith("AWS::IAM::")]
+    node = "bridgehead-acme--node-us-east-2"
+    profiles = customer_admin(stack.aws_endpoint, ACCOUNT, "iam").list_instance_profiles_for_role(RoleName=node)["InstanceProfiles"]
+    assert [p["InstanceProfileName"] for p in profiles] == [node]
     vpcs = customer_admin(stack.aws_endpoint, ACCOUNT, "ec2", "us-east-2").describe_vpcs(
         Filters=[{"Name": "tag:bridgehead:org", "Values": ["acme"]}])["Vpcs"]  # fmt: skip
     assert len(vpcs) == 1
