@@ -82,6 +82,17 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _policy(doc: Any) -> Any:
+    """A policy document as data; moto returns those of CloudFormation-made roles as a Python
+    repr, kept as text (still compared exactly)."""
+    if not isinstance(doc, str):
+        return doc
+    try:
+        return json.loads(doc)
+    except ValueError:
+        return doc
+
+
 class _Accounts:
     """boto3 clients per (account, service, region), straight to moto (no proxy, no faults)."""
 
@@ -180,7 +191,7 @@ def _roles(acc: _Accounts, account: str) -> dict[str, Any]:
             inline = {}
             for pn in iam.list_role_policies(RoleName=name)["PolicyNames"]:
                 doc = iam.get_role_policy(RoleName=name, PolicyName=pn)["PolicyDocument"]
-                inline[pn] = json.loads(doc) if isinstance(doc, str) else doc
+                inline[pn] = _policy(doc)
             attached = sorted(
                 p["PolicyArn"]
                 for p in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]
