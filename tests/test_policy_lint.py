@@ -8,8 +8,9 @@ import json
 import pytest
 
 from bridgehead import policies
+from tests.support.requirements import require_module
 
-parliament = pytest.importorskip("parliament", reason="parliament is part of the dev extra (make test installs it)")
+parliament = require_module("parliament", "parliament is part of the dev extra (make test installs it)")
 JUSTIFIED = json.loads((policies.POLICY_DIR / "parliament-justified.json").read_text())["findings"]
 
 
