@@ -393,3 +393,35 @@ def diff(a: Snapshot, b: Snapshot, sections: Iterable[str] | None = None) -> lis
                 else:
                     lines.append(f"~ {section} {key}: {_fmt(va)} -> {_fmt(vb)}")
     return lines
+
+
+def creations(a: Snapshot, b: Snapshot) -> dict[str, int]:
+    """What was created from ``a`` to ``b``, counted on the emulator's side by identity, for
+    "created exactly once" checks (compare with the number intended):
+
+    * ``stack <account>/<region>/<name>``: new stack *ids* under that name (deleted ones included,
+      so a stack deleted and created again counts twice);
+    * ``instances <account>/<region>``: new instance ids;
+    * ``image <account>/<region>/<name>``: new images owned by the account, by name;
+    * ``launch grant <image>-><account>`` / ``volume grant <snapshot>-><account>``: grants added.
+    """
+    from collections import Counter
+
+    out: Counter[str] = Counter()
+    for key in set(b["stacks"]) - set(a["stacks"]):
+        account, region, _ = key.split("/", 2)
+        out[f"stack {account}/{region}/{b['stacks'][key]['name']}"] += 1
+    for key in set(b["instances"]) - set(a["instances"]):
+        account, region, _ = key.split("/", 2)
+        out[f"instances {account}/{region}"] += 1
+    for key in set(b["image_grants"]) - set(a["image_grants"]):
+        account, region, _ = key.split("/", 2)
+        out[f"image {account}/{region}/{b['image_grants'][key]['name']}"] += 1
+    for section, field, label in (("image_grants", "launch_permissions", "launch grant"),
+                                  ("snapshot_grants", "create_volume_permissions", "volume grant")):  # fmt: skip
+        for key, v in b[section].items():
+            old = set(a[section].get(key, {}).get(field, []))
+            for grantee in v[field]:
+                if grantee not in old:
+                    out[f"{label} {key.rsplit('/', 1)[1]}->{grantee}"] += 1
+    return dict(out)
