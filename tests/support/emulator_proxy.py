@@ -14,7 +14,10 @@
    created instead of creating it again. Counted per kind and action (``after_faults``); every
    mutating call that reached moto is counted in ``mutations``. ``fail_next_after`` forces the next
    N calls of an action to be answered this way (deterministic twins).
-4. **CopyImage ClientToken.** moto (5.2.5) ignores ``ClientToken`` on CopyImage (and does not
+4. **Latency** (``delays``): chosen actions are held for a while before they reach moto, so an
+   activity making that call is in flight long enough for the crash suite to kill the worker
+   under it (moto answers in milliseconds; AWS does not).
+5. **CopyImage ClientToken.** moto (5.2.5) ignores ``ClientToken`` on CopyImage (and does not
    refuse a duplicate AMI name), where EC2 returns the first call's image for a repeated token.
    The proxy answers a repeated (credentials, region, token) with the first response, as EC2
    does, so an in-call botocore retry after a lost response behaves as on AWS.
@@ -30,6 +33,7 @@ import json
 import random
 import socket
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,6 +80,8 @@ class EmulatorProxy:
         self.after_kinds = after_kinds
         #: action -> how many of its next calls get a fault after the fact, whatever the rate.
         self.fail_next_after: Counter[str] = Counter()
+        #: action name -> seconds to hold the request before forwarding it.
+        self.delays: dict[str, float] = {}
         self.after_faults: Counter[tuple[str, str]] = Counter()
         self.mutations: Counter[str] = Counter()
         self.seed = seed
@@ -123,6 +129,9 @@ class EmulatorProxy:
         target = h.headers.get("X-Amz-Target")
         form = urllib.parse.parse_qs(body.decode(errors="ignore")) if not target and body[:7] == b"Action=" else {}
         action = target or (form.get("Action") or [h.command + " " + h.path.split("?")[0]])[0]
+        delay = self.delays.get(action.rsplit(".", 1)[-1])
+        if delay:
+            time.sleep(delay)
         with self._lock:
             self.requests[action] += 1
             inject = self.fault_rate > 0 and self._rng.random() < self.fault_rate and not h.path.startswith("/moto-api")

@@ -425,3 +425,16 @@ def creations(a: Snapshot, b: Snapshot) -> dict[str, int]:
                 if grantee not in old:
                     out[f"{label} {key.rsplit('/', 1)[1]}->{grantee}"] += 1
     return dict(out)
+
+
+def leftovers(snap: Snapshot, account: str, prefix: str) -> list[str]:
+    """What of an organisation is still alive in a snapshot: its stacks (names starting with
+    ``prefix``) not DELETE_COMPLETE, its instances not terminated, and any launch or create-volume
+    grant to its account. After offboarding, this must be empty."""
+    out = [f"stack {k} {v['name']} {v['status']}" for k, v in snap["stacks"].items()
+           if k.startswith(f"{account}/") and v["name"].startswith(prefix) and v["status"] != "DELETE_COMPLETE"]  # fmt: skip
+    out += [f"instance {k} {v['state']}" for k, v in snap["instances"].items()
+            if k.startswith(f"{account}/") and v["state"] not in ("terminated", "shutting-down")]  # fmt: skip
+    out += [f"launch grant {k}->{account}" for k, v in snap["image_grants"].items() if account in v["launch_permissions"]]
+    out += [f"volume grant {k}->{account}" for k, v in snap["snapshot_grants"].items() if account in v["create_volume_permissions"]]
+    return sorted(out)
