@@ -370,14 +370,20 @@ def _fmt(v: Any) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def diff(a: Snapshot, b: Snapshot, sections: Iterable[str] | None = None) -> list[str]:
+def diff(
+    a: Snapshot, b: Snapshot, sections: Iterable[str] | None = None, ignore: Iterable[str] = ()
+) -> list[str]:
     """What changed from ``a`` to ``b``, one readable line per difference, sorted:
     ``+ stacks 222222222222/us-east-1/arn:...: {"name": ..., "status": ...}`` (added),
-    ``- ...`` (removed), ``~ registry ORG#x/META: state "A" -> "B"`` (changed fields)."""
+    ``- ...`` (removed), ``~ registry ORG#x/META: state "A" -> "B"`` (changed fields).
+    ``ignore``: prefixes of ``"<section> <key>"`` whose changes are expected (say why at the call)."""
     lines: list[str] = []
+    skip = tuple(ignore)
     for section in sections or SECTIONS:
         sa, sb = a.get(section, {}), b.get(section, {})
         for key in sorted(set(sa) | set(sb)):
+            if skip and f"{section} {key}".startswith(skip):
+                continue
             if key not in sa:
                 lines.append(f"+ {section} {key}: {_fmt(sb[key])}")
             elif key not in sb:
@@ -435,6 +441,14 @@ def leftovers(snap: Snapshot, account: str, prefix: str) -> list[str]:
            if k.startswith(f"{account}/") and v["name"].startswith(prefix) and v["status"] != "DELETE_COMPLETE"]  # fmt: skip
     out += [f"instance {k} {v['state']}" for k, v in snap["instances"].items()
             if k.startswith(f"{account}/") and v["state"] not in ("terminated", "shutting-down")]  # fmt: skip
-    out += [f"launch grant {k}->{account}" for k, v in snap["image_grants"].items() if account in v["launch_permissions"]]
-    out += [f"volume grant {k}->{account}" for k, v in snap["snapshot_grants"].items() if account in v["create_volume_permissions"]]
+    out += [
+        f"launch grant {k}->{account}"
+        for k, v in snap["image_grants"].items()
+        if account in v["launch_permissions"]
+    ]
+    out += [
+        f"volume grant {k}->{account}"
+        for k, v in snap["snapshot_grants"].items()
+        if account in v["create_volume_permissions"]
+    ]
     return sorted(out)
