@@ -431,6 +431,12 @@ async def dropbox_setup(c: Any) -> str:
         pass
     s3.put_public_access_block(Bucket=settings.inbox_bucket, PublicAccessBlockConfiguration={
         "BlockPublicAcls": True, "IgnorePublicAcls": True, "BlockPublicPolicy": True, "RestrictPublicBuckets": True})  # fmt: skip
+    # Versioned, so a request is read and removed by the version that was listed: a new upload to the
+    # same key while the first is handled is never lost. Old versions expire after a day.
+    s3.put_bucket_versioning(Bucket=settings.inbox_bucket, VersioningConfiguration={"Status": "Enabled"})
+    s3.put_bucket_lifecycle_configuration(Bucket=settings.inbox_bucket, LifecycleConfiguration={"Rules": [{
+        "ID": "expire-handled-versions", "Status": "Enabled", "Filter": {"Prefix": ""},
+        "NoncurrentVersionExpiration": {"NoncurrentDays": 1}, "Expiration": {"ExpiredObjectDeleteMarker": True}}]})  # fmt: skip
     schedule = Schedule(
         action=ScheduleActionStartWorkflow("DropboxWatch", m.DropboxWatchInput(bucket=settings.inbox_bucket), id=ids.DROPBOX_WATCH_SCHEDULE,
                                            task_queue=settings.task_queue, static_summary="look for drop-box requests"),  # fmt: skip

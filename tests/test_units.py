@@ -260,8 +260,10 @@ def test_shell_completion_follows_the_parser():
     import shutil
     import subprocess
 
+    from tests.support.requirements import missing
+
     if shutil.which("bash") is None:
-        pytest.skip("no bash on this machine")
+        missing("no bash on this machine")
     script = subprocess.run([sys.executable, "-m", "starter", "completion", "bash"], capture_output=True, text=True, check=True).stdout
 
     def complete(*words: str) -> set[str]:

@@ -108,7 +108,8 @@ class DropboxRequestWorkflow:
         return "cluster started"
 
     def _result(self, suffix: str, body: str) -> DropboxResultInput:
-        return DropboxResultInput(target=self._target, cluster=self._req.cluster, suffix=suffix, body=body, request_key=self._in.key)  # type: ignore[arg-type]
+        return DropboxResultInput(target=self._target, cluster=self._req.cluster, suffix=suffix, body=body,  # type: ignore[arg-type]
+                                  request_key=self._in.key, request_version=self._in.etag)  # fmt: skip
 
     async def _reject(self, reason: str) -> str:
         workflow.logger.info(f"drop-box request rejected: {reason}", extra={"key": self._in.key, "org_id": self._req.org_id})

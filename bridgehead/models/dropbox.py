@@ -20,7 +20,8 @@ class DropboxWatchInput(Model):
 
 class DropboxFile(Model):
     key: str
-    #: ``<ETag>@<LastModified>``: identifies one upload of the file.
+    #: ``<ETag>@<LastModified>[@<S3 VersionId>]``: identifies one upload of the file (the version
+    #: id where the inbox is versioned, as ``starter dropbox setup`` makes it).
     etag: str
 
 
@@ -57,3 +58,6 @@ class DropboxResultInput(Model):
     body: str
     #: The request file to remove once the result is written.
     request_key: str | None = None
+    #: The version of the request that was handled (``DropboxFile.etag``): only that version is
+    #: removed, so a newer upload to the same key is acted on by the next scan.
+    request_version: str | None = None

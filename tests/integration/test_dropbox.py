@@ -16,6 +16,7 @@ import pytest
 from bridgehead import models as m
 from bridgehead.settings import get_settings
 from tests.integration.helpers import onboard_ready
+from tests.support.snapshot import SECTIONS, diff, snapshot_async
 
 pytestmark = pytest.mark.integration
 ACCOUNT = "282828282828"
@@ -80,14 +81,17 @@ async def test_dropbox_create_reject_and_delete(client, stack, inbox):
         "home/bob/c1.cf-delete": ("", "belongs to alice"),
         "home/alice/huge.cf-create": (json.dumps({**CONFIG, "compute_max_nodes": 10_000}), "compute_max_nodes"),
     }
+    before = await snapshot_async(stack, accounts=[ACCOUNT], regions=["us-east-1", "us-east-2"])
     for key, (body, _) in bad.items():
         s3().put_object(Bucket=inbox, Key=key, Body=body.encode())
     await client.get_schedule_handle("dropbox-watch").trigger()
     for key, (_, needle) in bad.items():
         reason = await wait_object(key.rsplit(".cf-", 1)[0] + ".cf-rejected")
         assert needle in reason, (key, reason)
+    # Nothing created or changed anywhere but the inbox (requests in, results out).
+    after = await snapshot_async(stack, accounts=[ACCOUNT], regions=["us-east-1", "us-east-2"])
+    assert diff(before, after, [s for s in SECTIONS if s != "inbox"]) == []
     stacks = [x["StackName"] for x in cfn.list_stacks()["StackSummaries"]]
-    assert not [x for x in stacks if any(n in x for n in ("broken", "extra", "9lives", "m1", "huge"))]
     assert stacks.count("bridgehead-drop--cluster-c1") == 1
     assert (await client.get_workflow_handle("cluster-drop-c1").describe()).status.name == "RUNNING"
 
@@ -98,25 +102,29 @@ async def test_dropbox_create_reject_and_delete(client, stack, inbox):
     assert "bridgehead-drop--cluster-c1" not in live
 
 
-async def test_a_file_seen_by_two_watcher_runs_is_handled_once(client, stack, inbox):
-    """Two watcher runs over the same listing (what a watcher restarted between reading and acting
-    does): Temporal accepts one handler per file version, so one cluster is created."""
-    s3().put_object(Bucket=inbox, Key="home/bob/c2.cf-create", Body=json.dumps(CONFIG).encode())
-    runs = await asyncio.gather(*(
-        client.execute_workflow("DropboxWatch", m.DropboxWatchInput(bucket=inbox), id=f"dropbox-watch-test-{uuid.uuid4().hex[:6]}",
-                                task_queue="bridgehead", result_type=int)
-        for _ in range(3)
-    ))  # fmt: skip
-    assert sum(runs) <= 1, runs  # at most one start in all (the scheduled watcher may have taken it first)
+async def test_a_file_seen_by_two_watcher_runs_is_handled_once(client, stack, inbox, watcher_paused):
+    """Three watcher runs over the same listing (what a watcher restarted between reading and acting
+    does): Temporal accepts one handler per file version, so exactly one run starts it and one
+    cluster stack is created (counted by stack id on moto's side, not through visibility)."""
+    from bridgehead import ids
+
+    key = "home/bob/c2.cf-create"
+    s3().put_object(Bucket=inbox, Key=key, Body=json.dumps(CONFIG).encode())
+    version = listed(key).etag
+    runs = await asyncio.gather(*(run_watcher(client, inbox) for _ in range(3)))
+    assert sorted(runs) == [0, 0, 1], runs  # the scheduled watcher is paused: these three alone
     await wait_object("home/bob/c2.cf-created")
-    handlers = [w async for w in client.list_workflows("WorkflowType = 'DropboxRequest' AND OrgId = 'drop' AND ClusterName = 'c2'")]
-    assert len(handlers) == 1, [h.id for h in handlers]
-    stacks = [x["StackName"] for x in stack.customer_admin(ACCOUNT, "cloudformation").list_stacks()["StackSummaries"]]
-    assert stacks.count("bridgehead-drop--cluster-c2") == 1
+    handler = await client.get_workflow_handle(ids.dropbox_request_id(key, version)).describe()
+    assert handler.status.name == "COMPLETED"
+    cfn = stack.customer_admin(ACCOUNT, "cloudformation")
+    ids_c2 = {x["StackId"] for x in cfn.list_stacks()["StackSummaries"] if x["StackName"] == "bridgehead-drop--cluster-c2"}
+    assert len(ids_c2) == 1, ids_c2
     # Re-dropping the very same content later is a new request (a new upload), and is refused by name.
-    s3().put_object(Bucket=inbox, Key="home/bob/c2.cf-create", Body=json.dumps(CONFIG).encode())
-    await client.get_schedule_handle("dropbox-watch").trigger()
+    s3().put_object(Bucket=inbox, Key=key, Body=json.dumps(CONFIG).encode())
+    assert listed(key).etag != version
+    assert await run_watcher(client, inbox) == 1
     assert "already have a cluster named c2" in await wait_object("home/bob/c2.cf-rejected")
+    assert {x["StackId"] for x in cfn.list_stacks()["StackSummaries"] if x["StackName"] == "bridgehead-drop--cluster-c2"} == ids_c2
 
 
 def test_dropbox_user_policy_confines_each_user_to_their_prefix():
@@ -146,3 +154,163 @@ def test_dropbox_user_policy_confines_each_user_to_their_prefix():
     assert allowed("alice", "s3:ListBucket", "arn:aws:s3:::inbox", prefix="home/alice/")
     assert not allowed("alice", "s3:ListBucket", "arn:aws:s3:::inbox", prefix="home/bob/")
     assert not allowed("alice", "s3:ListBucket", "arn:aws:s3:::inbox", prefix="")
+
+
+# --- issue 19: a request is never lost, results answer the newest request, buckets from settings ---
+def activities(bucket: str | None = None):  # type: ignore[no-untyped-def]
+    """The worker's drop-box activities, called in-process (optionally for another inbox name)."""
+    from activities.aws import Aws
+    from activities.dropbox import DropboxActivities
+    from activities.registry import Registry
+
+    settings = get_settings() if bucket is None else get_settings().model_copy(update={"inbox_bucket": bucket})
+    aws = Aws(settings)
+    return DropboxActivities(aws, Registry(aws))
+
+
+@pytest.fixture
+async def watcher_paused(client, inbox):
+    """The scheduled watcher held still, so the test alone decides when a file is listed."""
+    from starter.__main__ import dropbox_setup
+
+    assert await dropbox_setup(client) == inbox
+    sched = client.get_schedule_handle("dropbox-watch")
+    await sched.pause(note="test in progress")
+    try:
+        yield
+    finally:
+        await sched.unpause()
+
+
+async def run_watcher(client, inbox) -> int:
+    return await client.execute_workflow("DropboxWatch", m.DropboxWatchInput(bucket=inbox), id=f"dropbox-watch-test-{uuid.uuid4().hex[:6]}",
+                                         task_queue="bridgehead", result_type=int)  # fmt: skip
+
+
+async def wait_until(fn, timeout: float = 90):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.5)
+
+
+def listed(key: str) -> m.DropboxFile:
+    return next(f for f in activities().scan_inbox(m.DropboxWatchInput()).files if f.key == key)
+
+
+def body_or_none(inbox: str, key: str) -> str | None:
+    try:
+        return s3().get_object(Bucket=inbox, Key=key)["Body"].read().decode()
+    except s3().exceptions.NoSuchKey:
+        return None
+
+
+async def test_a_new_upload_while_the_first_is_handled_is_not_lost(client, stack, inbox, watcher_paused):
+    """Version 1 of a request is listed; version 2 is uploaded to the same key before version 1 is
+    handled. Handling version 1 (rejected: not JSON) must remove version 1 only: version 2 stays,
+    the next watcher run acts on it (the cluster is created), and the only result left answers
+    version 2 (version 1's rejection, written after version 2 was uploaded, is cleared too)."""
+    from bridgehead import ids
+    from starter.__main__ import dropbox_add_user
+
+    dropbox_add_user("carol", "drop")
+    key = "home/carol/c6.cf-create"
+    s3().put_object(Bucket=inbox, Key=key, Body=b"{not json")
+    v1 = listed(key)
+    v2_body = json.dumps(CONFIG)
+    s3().put_object(Bucket=inbox, Key=key, Body=v2_body.encode())
+    await asyncio.sleep(1.5)  # S3 times have one-second steps: version 1's answer is written later than version 2
+    out = await client.execute_workflow("DropboxRequest", m.DropboxRequestInput(bucket=inbox, key=key, etag=v1.etag),
+                                        id=ids.dropbox_request_id(key, v1.etag), task_queue="bridgehead", result_type=str)  # fmt: skip
+    assert out.startswith("rejected: not valid JSON"), out  # version 1 itself was read, not version 2
+    assert body_or_none(inbox, key) == v2_body, "the clean-up of version 1 removed version 2"
+    assert await run_watcher(client, inbox) == 1
+    results = lambda: {o["Key"] for o in s3().list_objects_v2(Bucket=inbox, Prefix="home/carol/c6.").get("Contents", [])}  # noqa: E731
+    assert await wait_until(lambda: results() == {"home/carol/c6.cf-created"}), results()
+    cfn = stack.customer_admin(ACCOUNT, "cloudformation")
+    assert [x["StackStatus"] for x in cfn.list_stacks()["StackSummaries"] if x["StackName"] == "bridgehead-drop--cluster-c6"] == ["CREATE_COMPLETE"]
+
+
+@pytest.mark.parametrize("versioned", [True, False], ids=["versioned inbox", "unversioned inbox"])
+async def test_consuming_a_request_removes_only_the_version_handled(client, stack, inbox, watcher_paused, versioned):
+    """The clean-up after a create or delete (``delete_dropbox_request``), with the new upload
+    interleaved exactly between listing and clean-up; also in an unversioned bucket (conditional on
+    the ETag and upload time read)."""
+    bucket = inbox if versioned else f"{inbox}-plain"
+    acts = activities(bucket)
+    if not versioned:
+        s3().create_bucket(Bucket=bucket)
+    key = "home/nobody/c7.cf-delete"
+    s3().put_object(Bucket=bucket, Key=key, Body=b"first")
+    v1 = next(f for f in acts.scan_inbox(m.DropboxWatchInput()).files if f.key == key)
+    assert v1.etag.count("@") == (2 if versioned else 1), v1.etag  # <ETag>@<LastModified>[@<VersionId>]
+    s3().put_object(Bucket=bucket, Key=key, Body=b"second")
+    acts.delete_dropbox_request(m.DropboxRequestInput(bucket=bucket, key=key, etag=v1.etag))
+    assert s3().get_object(Bucket=bucket, Key=key)["Body"].read() == b"second"
+    v2 = next(f for f in acts.scan_inbox(m.DropboxWatchInput()).files if f.key == key)
+    assert v2.etag != v1.etag
+    acts.delete_dropbox_request(m.DropboxRequestInput(bucket=bucket, key=key, etag=v2.etag))
+    assert [f for f in acts.scan_inbox(m.DropboxWatchInput()).files if f.key == key] == []
+
+
+async def test_a_new_request_clears_older_results(client, stack, inbox):
+    """create, re-create (rejected), delete, re-create of c9: after each step the only result file
+    of c9 is the answer to the newest request (never an old one that makes it look finished)."""
+
+    def results() -> set[str]:
+        objs = s3().list_objects_v2(Bucket=inbox, Prefix="home/alice/c9.").get("Contents", [])
+        return {o["Key"].rsplit(".", 1)[1] for o in objs if not o["Key"].endswith((".cf-create", ".cf-delete"))}
+
+    async def step(name: str, body: str, expect: str) -> None:
+        await drop(client, f"home/alice/c9.{name}", body)
+        got = await wait_until(lambda: results() == {expect} and results())
+        assert got == {expect}, (name, results())
+
+    await step("cf-create", json.dumps(CONFIG), "cf-created")
+    await step("cf-create", json.dumps(CONFIG), "cf-rejected")
+    assert "already have a cluster named c9" in body_or_none(inbox, "home/alice/c9.cf-rejected")
+    await step("cf-delete", "", "cf-deleted")
+    await client.get_workflow_handle("cluster-drop-c9").result()  # the registry says DELETED before a re-create
+    await step("cf-create", json.dumps(CONFIG), "cf-created")
+    await drop(client, "home/alice/c9.cf-delete", "")
+    await client.get_workflow_handle("cluster-drop-c9").result()
+    assert results() == {"cf-deleted"}
+
+
+async def test_buckets_come_from_settings_never_from_input(client, stack, inbox, monkeypatch):
+    """Every drop-box input naming a bucket other than the inbox is refused (non-retryable, the
+    field named) before S3 is touched; through the worker, a watcher pointed at another bucket
+    fails and reads nothing there."""
+    from temporalio.client import WorkflowFailureError
+    from temporalio.exceptions import ApplicationError
+
+    from activities import dropbox as dropbox_activities
+
+    acts = activities()
+    monkeypatch.setattr(dropbox_activities.DropboxActivities, "_s3", lambda self: pytest.fail("S3 touched before the bucket check"))
+    target = m.DropboxTarget(bucket="attacker-bucket", user="alice")
+    calls = [
+        ("DropboxWatchInput.bucket", lambda: acts.scan_inbox(m.DropboxWatchInput(bucket="attacker-bucket"))),
+        ("DropboxRequestInput.bucket", lambda: acts.load_dropbox_request(m.DropboxRequestInput(bucket="attacker-bucket", key="home/alice/x.cf-create", etag="e@2026-11-25T00:00:00+00:00"))),
+        ("DropboxRequestInput.bucket", lambda: acts.delete_dropbox_request(m.DropboxRequestInput(bucket="attacker-bucket", key="home/alice/x.cf-create", etag="e"))),
+        ("DropboxTarget.bucket", lambda: acts.write_dropbox_result(m.DropboxResultInput(target=target, cluster="x", suffix="cf-created", body="1.2.3.4"))),
+    ]  # fmt: skip
+    for field, call in calls:
+        with pytest.raises(ApplicationError) as e:
+            call()
+        assert e.value.non_retryable and e.value.type == "UntrustedResourceName", e.value
+        assert field in str(e.value) and "attacker-bucket" in str(e.value) and inbox in str(e.value)
+    monkeypatch.undo()
+
+    # Through the worker: another bucket holding a request file is never listed nor read.
+    s3().create_bucket(Bucket="attacker-bucket")
+    s3().put_object(Bucket="attacker-bucket", Key="home/alice/x1.cf-create", Body=json.dumps(CONFIG).encode())
+    with pytest.raises(WorkflowFailureError) as e:
+        await client.execute_workflow("DropboxWatch", m.DropboxWatchInput(bucket="attacker-bucket"), id=f"dropbox-watch-test-{uuid.uuid4().hex[:6]}",
+                                      task_queue="bridgehead", result_type=int)  # fmt: skip
+    assert "DropboxWatchInput.bucket 'attacker-bucket' is not the drop-box inbox" in str(e.value.cause.cause), e.value.cause
+    keys = [o["Key"] for o in s3().list_objects_v2(Bucket="attacker-bucket")["Contents"]]
+    assert keys == ["home/alice/x1.cf-create"]
+    assert body_or_none(inbox, "home/alice/x1.cf-rejected") is None and body_or_none(inbox, "home/alice/x1.cf-created") is None

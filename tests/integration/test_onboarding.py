@@ -4,16 +4,26 @@ failures that name their fix, and no customer secret anywhere in history."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
 
 from bridgehead import models as m
+from bridgehead.converter import make_data_converter
 from starter.local import customer_admin
-from tests.integration.helpers import history_json, launch_role_template, start_org, wait_for
+from tests.conftest import TEST_KEY
+from tests.integration.helpers import launch_role_template, start_org, wait_for
+from tests.support.secret_scan import log_files, scan_client, scan_logs
 
 pytestmark = pytest.mark.integration
-SECRETS: list[str] = []
+ROOT = Path(__file__).resolve().parents[2]
+#: Every customer credential the tests below hand to Bridgehead: label -> value (secret access
+#: keys, access key ids and session tokens). The scan looks for each of them.
+NEEDLES: dict[str, str] = {}
 
 
 def customer_keys(stack, account: str, user: str) -> m.CreateRoleForMeInput:
@@ -26,19 +36,20 @@ def customer_keys(stack, account: str, user: str) -> m.CreateRoleForMeInput:
         {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))  # fmt: skip
     sts = customer_admin(stack.aws_endpoint, account, "sts")
     c = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/{user}", RoleSessionName="onboarding")["Credentials"]
-    SECRETS.extend([c["SecretAccessKey"], c["SessionToken"], c["AccessKeyId"]])
+    NEEDLES[f"{user} secret access key"] = c["SecretAccessKey"]
+    NEEDLES[f"{user} access key id"] = c["AccessKeyId"]
+    NEEDLES[f"{user} session token"] = c["SessionToken"]
     return m.CreateRoleForMeInput(access_key_id=c["AccessKeyId"], secret_access_key=c["SecretAccessKey"], session_token=c["SessionToken"])
 
 
 async def test_create_role_for_me_happy_path_and_invalid_keys(client, stack):
     h = await start_org(client, "beta", "333333333333", ["us-east-1"])
     # Invalid keys: a clear error, and the organisation keeps waiting.
-    bogus = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYINVALIDKEY"
-    SECRETS.append(bogus)
+    bogus = {"access_key_id": "ASIAIOSFODNN7INVALID", "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYINVALIDKEY",
+             "session_token": "FwoGZXIvYXdzEJr//////////wEaDINVALIDSESSIONTOKENbeta+x/y=="}  # fmt: skip
+    NEEDLES.update({f"invalid {k}": v for k, v in bogus.items()})
     with pytest.raises(WorkflowUpdateFailedError) as e:
-        await h.execute_update("create_role_for_me", m.CreateRoleForMeInput(access_key_id="ASIAIOSFODNN7INVALID", secret_access_key=bogus,
-                                                                            session_token=bogus + "token"),
-                               result_type=m.UpdateResult)  # fmt: skip
+        await h.execute_update("create_role_for_me", m.CreateRoleForMeInput(**bogus), result_type=m.UpdateResult)
     assert "invalid" in str(e.value.cause).lower()
     assert (await h.query("status", result_type=m.OrgStatus)).state == m.OrgState.AWAITING_ROLE
     keys = customer_keys(stack, "333333333333", "admin-beta")
@@ -101,15 +112,50 @@ async def test_submit_role_validator_rejects_other_account_and_malformed(client,
     assert "not an IAM role ARN" in str(e2.value) + str(getattr(e2.value, "cause", ""))
 
 
-async def test_no_customer_secret_in_any_history(client, stack):
-    assert SECRETS, "the create-role tests must run first (they record the secrets they used)"
-    found = []
-    async for wf in client.list_workflows():
-        text = await history_json(client, wf.id)
-        found += [wf.id for s in SECRETS if s in text]
-    assert found == []
-    logs = "".join(p.read_text(errors="ignore") for p in stack.state_dir.glob("*.log"))
-    assert not [s for s in SECRETS if s in logs]
+def cli_log(stack, name: str, *args: str) -> Path:
+    """Run the starter CLI as a user would and keep what it printed as a log of the state dir."""
+    r = subprocess.run([sys.executable, "-m", "starter", *args], capture_output=True, text=True,
+                       env={**os.environ, **stack.env()}, timeout=120, cwd=ROOT)  # fmt: skip
+    path = stack.state_dir / f"cli-{name}.log"
+    path.write_text(f"$ starter {' '.join(args)}\n{r.stdout}{r.stderr}")
+    return path
+
+
+#: Where customer keys may be, encrypted by the codec: the update that carried them and the
+#: activity input that used them once. Anywhere else, or in any readable form, is a defect.
+ENCRYPTED_AT = {"workflow_execution_update_accepted_event_attributes", "activity_task_scheduled_event_attributes"}
+
+
+async def test_no_customer_secret_in_any_history_search_attribute_memo_or_log(client, stack):
+    """Every payload of every history (decoded: JSON, base64, and through the codec with the test
+    key), every string field, current search attributes and memo, and the worker, server, moto and
+    CLI logs: no secret access key, access key id or session token in readable form. Twins:
+    tests/test_secret_scan.py (each planted form) and the real-history plant below."""
+    assert len(NEEDLES) == 3 + 2 + 2, "the create-role tests must run first (they record the keys they used)"
+    for org in ("beta", "gamma"):
+        cli_log(stack, f"status-{org}", "--json", "status", f"org-{org}")
+    found, scanned = await scan_client(client, NEEDLES, make_data_converter(TEST_KEY).payload_codec)
+    assert scanned >= 2
+    readable = sorted(str(f) for f in found if f.layer != "encrypted")
+    assert readable == []
+    # Positive control: the scanner does reach each key, encrypted, exactly where it may be.
+    encrypted = {f for f in found if f.layer == "encrypted"}
+    assert {f.where.split()[1] for f in encrypted} <= ENCRYPTED_AT, sorted(map(str, encrypted))
+    assert {f.needle for f in encrypted} == set(NEEDLES), sorted(set(NEEDLES) - {f.needle for f in encrypted})
+    logs = log_files(stack.state_dir, ROOT / "test-artifacts")
+    assert {"worker.log", "temporal.log", "moto.log", "cli-status-beta.log"} <= {p.name for p in logs}
+    assert sorted(map(str, scan_logs(logs, NEEDLES))) == []
+
+
+async def test_planted_secret_in_a_real_history_and_a_cli_log_is_reported(client, stack):
+    """Twin on the real server: a key sent in plain JSON (a signal the workflow ignores) is found in
+    the history, and a key printed by the CLI is found in its log."""
+    canary = {"canary key id": "AKIACANARYPLANTED019"}
+    await client.get_workflow_handle("org-beta").signal("explode", {"note": canary["canary key id"]})
+    found, _ = await scan_client(client, canary, make_data_converter(TEST_KEY).payload_codec, 'WorkflowId = "org-beta"')
+    assert [(f.layer, f.where.split()[1]) for f in found] == [("plain", "workflow_execution_signaled_event_attributes")], found
+    log = cli_log(stack, "canary", "--json", "status", canary["canary key id"])
+    assert {f.where.split(":")[0] for f in scan_logs([log], canary)} == {log.name}
 
 
 async def test_daily_reverification_schedule_catches_drift(client, stack):

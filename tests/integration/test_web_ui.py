@@ -3,8 +3,9 @@ Chromium): start ``OnboardOrganization`` and ``ClusterLifecycle`` from the UI's 
 form with plain JSON, then send ``delete`` to the cluster from the UI's signal dialog. Screenshots
 go to ``test-artifacts/ui/``.
 
-Skipped, saying why, only where no Chromium can be installed (``make test`` installs Debian's
-package when it can); set ``BRIDGEHEAD_CHROMIUM`` to use another binary.
+Skipped, saying why, only on a developer machine where no Chromium can be installed (``make test``
+installs Debian's package when it can); when ``CI`` is set a missing Chromium or Playwright fails
+the test instead. Set ``BRIDGEHEAD_CHROMIUM`` to use another binary.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 
 from bridgehead import models as m
 from tests.integration.helpers import launch_role_template, wait_for
+from tests.support.requirements import missing, require_module
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
@@ -29,11 +31,8 @@ CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first
 def chromium() -> str:
     path = os.environ.get("BRIDGEHEAD_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
-        pytest.skip("no Chromium on this machine (make test installs Debian's 'chromium' package when apt-get is usable)")
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        pytest.skip("playwright is not installed (it is in the dev extra: pip install -e '.[dev]')")
+        missing("no Chromium on this machine (make browser installs Debian's 'chromium' package as root)")
+    require_module("playwright.async_api", "playwright is in the dev extra: pip install -e '.[dev]'")
     return path
 
 

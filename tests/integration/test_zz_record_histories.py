@@ -1,31 +1,37 @@
-"""Refresh the replay corpus: ``BRIDGEHEAD_RECORD_HISTORIES=1 make test`` stores, for every
-workflow type, the richest history the integration tests produced in ``tests/histories/``
-(this module runs last among the integration tests). Skipped otherwise."""
+"""Grow the replay corpus from the dev-server integration tests: ``BRIDGEHEAD_RECORD_HISTORIES=1``
+then run the integration tests whose paths are wanted (this module runs last among them).
+
+For every path of tests/support/replay_corpus.py (encrypted payload, offboarding, drop-box...) the
+richest history of this run holding it is stored as ``{Type}--{path}.json``; a workflow type with no
+stored history yet gets ``{Type}.json``. Nothing is re-recorded wholesale: an existing history is
+replaced only while it still replays against today's code, else the recorder refuses (guard the
+change with ``workflow.patched``). Time-skipping paths (resize, failed stack, cancel,
+continue-as-new): tests/workflows/test_zz_record_paths.py. Skipped unless asked for."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-from worker import WORKFLOWS
+from tests.support.replay_corpus import HISTORIES, _type, best_by_feature, store
 
 pytestmark = pytest.mark.integration
-HISTORIES = Path(__file__).resolve().parent.parent / "histories"
 
 
 @pytest.mark.skipif(not os.environ.get("BRIDGEHEAD_RECORD_HISTORIES"), reason="set BRIDGEHEAD_RECORD_HISTORIES=1 to refresh tests/histories")
-async def test_record_one_history_per_workflow_type(client):
-    best: dict[str, tuple[int, str, str]] = {}
+async def test_record_histories_by_path(client):
+    histories = []
     async for wf in client.list_workflows():
-        hist = await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history()
-        size = len(hist.events)
-        if size > best.get(wf.workflow_type, (0, "", ""))[0]:
-            best[wf.workflow_type] = (size, wf.id, hist.to_json())
-    HISTORIES.mkdir(exist_ok=True)
-    for wf_type, (_, wf_id, text) in best.items():
-        (HISTORIES / f"{wf_type}.json").write_text(text)
-        (HISTORIES / f"{wf_type}.id").write_text(wf_id + "\n")
-    missing = {w.__temporal_workflow_definition.name for w in WORKFLOWS} - set(best)  # type: ignore[attr-defined]
-    assert not missing, f"no history recorded for {missing}"
+        histories.append(await client.get_workflow_handle(wf.id, run_id=wf.run_id).fetch_history())
+    stored = []
+    for feature, h in sorted(best_by_feature(histories).items()):
+        stored.append(await store(h, f"{_type(h)}--{feature}"))
+    richest: dict[str, object] = {}
+    for h in histories:
+        t = _type(h)
+        if not (HISTORIES / f"{t}.json").exists() and (t not in richest or len(h.events) > len(richest[t].events)):  # type: ignore[attr-defined]
+            richest[t] = h
+    for t, h in richest.items():
+        stored.append(await store(h, t))  # type: ignore[arg-type]
+    assert stored, "nothing recorded"

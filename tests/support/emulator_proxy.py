@@ -5,9 +5,22 @@
    *without* an External ID through even when the trust policy requires one (its condition check
    skips keys that are absent). Real STS refuses that call. The proxy refuses it the same way, so
    the verifier's confused-deputy probe proves something here.
-2. **Fault injection.** A given fraction of AWS calls get a throttling error or a 503 before they
-   reach moto, in each protocol's own error format, so botocore and Temporal see what they would
-   see from AWS. Counted per kind, for the fault suite's figures.
+2. **Fault injection before the fact.** A given fraction of AWS calls get a throttling error or a
+   503 before they reach moto, in each protocol's own error format, so botocore and Temporal see
+   what they would see from AWS. Counted per kind, for the fault suite's figures.
+3. **Faults after the fact** (``after_rate``): a mutating call is forwarded to moto, takes effect,
+   and *then* the caller gets a 500, a throttling error, or a dropped connection (the response is
+   lost). This is the case idempotency exists for: a retry must find what the first attempt
+   created instead of creating it again. Counted per kind and action (``after_faults``); every
+   mutating call that reached moto is counted in ``mutations``. ``fail_next_after`` forces the next
+   N calls of an action to be answered this way (deterministic twins).
+4. **Latency** (``delays``): chosen actions are held for a while before they reach moto, so an
+   activity making that call is in flight long enough for the crash suite to kill the worker
+   under it (moto answers in milliseconds; AWS does not).
+5. **CopyImage ClientToken.** moto (5.2.5) ignores ``ClientToken`` on CopyImage (and does not
+   refuse a duplicate AMI name), where EC2 returns the first call's image for a repeated token.
+   The proxy answers a repeated (credentials, region, token) with the first response, as EC2
+   does, so an in-call botocore retry after a lost response behaves as on AWS.
 
 Never put this in front of real AWS: it forwards requests verbatim (signatures included) to one
 fixed upstream.
@@ -18,7 +31,9 @@ from __future__ import annotations
 import http.client
 import json
 import random
+import socket
 import threading
+import time
 import urllib.parse
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,20 +46,53 @@ _STS_DENIED = (
     "<Code>AccessDenied</Code><Message>{msg}</Message></Error><RequestId>emulator-proxy</RequestId></ErrorResponse>"
 )
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+#: Action names (or their prefixes) that change something; S3 by HTTP method.
+_MUTATING_PREFIXES = (
+    "Create", "Run", "Copy", "Modify", "Put", "Delete", "Terminate", "Update", "Attach", "Detach",
+    "Register", "Deregister", "Start", "Stop", "Send", "BatchMeterUsage", "MeterUsage", "BatchWrite",
+    "TransactWrite", "Associate", "Disassociate", "Reset", "Import", "Add", "Remove", "Enable",
+    "Disable", "Set", "Tag", "Untag", "Publish", "Subscribe", "Unsubscribe", "Revoke", "Authorize",
+    "Verify", "Upload", "Complete", "Cancel", "Allocate", "Release",
+)  # fmt: skip
+AFTER_KINDS = ("500", "throttle", "drop")
+
+
+def is_mutating(action: str) -> bool:
+    """Whether an AWS action (``X-Amz-Target``, query ``Action`` or ``METHOD /path``) changes state."""
+    if " /" in action:  # S3 (REST): by method
+        return action.split(" ", 1)[0] in ("PUT", "POST", "DELETE")
+    name = action.rsplit(".", 1)[-1]  # DynamoDB_20120810.PutItem -> PutItem
+    return name.startswith(_MUTATING_PREFIXES)
 
 
 class EmulatorProxy:
-    def __init__(self, upstream: str, admin_creds: dict[str, str], fault_rate: float = 0.0, seed: int = 7) -> None:
+    def __init__(
+        self, upstream: str, admin_creds: dict[str, str], fault_rate: float = 0.0, seed: int = 7,
+        after_rate: float = 0.0, after_kinds: tuple[str, ...] = AFTER_KINDS,
+    ) -> None:  # fmt: skip
         u = urllib.parse.urlparse(upstream)
         self.upstream_host, self.upstream_port = u.hostname or "127.0.0.1", u.port or 80
         self.upstream = upstream
         self.admin_creds = admin_creds
         self.fault_rate = fault_rate
+        #: Fraction of mutating calls answered with a fault *after* moto carried them out.
+        self.after_rate = after_rate
+        self.after_kinds = after_kinds
+        #: action -> how many of its next calls get a fault after the fact, whatever the rate.
+        self.fail_next_after: Counter[str] = Counter()
+        #: action name -> seconds to hold the request before forwarding it.
+        self.delays: dict[str, float] = {}
+        self.after_faults: Counter[tuple[str, str]] = Counter()
+        self.mutations: Counter[str] = Counter()
+        self.seed = seed
         self._rng = random.Random(seed)
         self._lock = threading.Lock()
         self.faults: Counter[str] = Counter()
         self.requests: Counter[str] = Counter()
         self.refused_assume: list[str] = []
+        self._last_body: dict[int, bytes] = {}
+        self._copy_tokens: dict[tuple[str, str], bytes] = {}
+        self._last_headers: dict[int, dict[str, str]] = {}
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -81,6 +129,9 @@ class EmulatorProxy:
         target = h.headers.get("X-Amz-Target")
         form = urllib.parse.parse_qs(body.decode(errors="ignore")) if not target and body[:7] == b"Action=" else {}
         action = target or (form.get("Action") or [h.command + " " + h.path.split("?")[0]])[0]
+        delay = self.delays.get(action.rsplit(".", 1)[-1])
+        if delay:
+            time.sleep(delay)
         with self._lock:
             self.requests[action] += 1
             inject = self.fault_rate > 0 and self._rng.random() < self.fault_rate and not h.path.startswith("/moto-api")
@@ -94,7 +145,60 @@ class EmulatorProxy:
             if refusal:
                 self.refused_assume.append(form["RoleArn"][0])
                 return self._reply(h, 403, _STS_DENIED.format(msg=refusal).encode(), "text/xml")
-        self._forward(h, body)
+        after = None
+        mutating = is_mutating(action) and not h.path.startswith("/moto-api")
+        if mutating:
+            name = action.rsplit(".", 1)[-1]
+            with self._lock:
+                forced = self.fail_next_after[name] > 0
+                if forced:
+                    self.fail_next_after[name] -= 1
+                if forced or (self.after_rate > 0 and self._rng.random() < self.after_rate):
+                    after = self._rng.choice(self.after_kinds)
+                    self.after_faults[(after, name)] += 1
+        token_key = None
+        if form.get("Action") == ["CopyImage"] and form.get("ClientToken"):
+            token_key = (self._credential(h), form["ClientToken"][0])
+            with self._lock:
+                cached = self._copy_tokens.get(token_key)
+            if cached is not None:  # EC2 answers a repeated token with the first result (nothing new)
+                return self._reply(h, 200, cached, "text/xml") if after is None else self._after_fault(h, after, target, form)
+        if mutating:
+            with self._lock:
+                self.mutations[action.rsplit(".", 1)[-1]] += 1
+        status = self._forward(h, body, reply=after is None and token_key is None)
+        data = self._last_body.pop(threading.get_ident(), b"")
+        headers = self._last_headers.pop(threading.get_ident(), {})
+        if token_key is not None and status < 400:
+            with self._lock:
+                self._copy_tokens.setdefault(token_key, data)
+        if after is None:
+            if token_key is not None:
+                self._reply(h, status, data, None, headers)
+            return
+        if status >= 400:  # moto refused it: nothing took effect, pass its answer on unchanged
+            return self._reply(h, status, data, None, headers)
+        return self._after_fault(h, after, target, form)
+
+    def _after_fault(self, h: BaseHTTPRequestHandler, after: str, target: str | None, form: dict[str, list[str]]) -> None:
+        """The call took effect; its answer is lost (dropped connection), or an error instead."""
+        if after == "drop":
+            h.close_connection = True
+            try:
+                h.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            return None
+        if after == "500":
+            return self._reply(h, 500, b"<Error><Code>InternalError</Code><Message>injected after the fact</Message></Error>", "text/xml")
+        return self._fault(h, "throttle", target, form)
+
+    @staticmethod
+    def _credential(h: BaseHTTPRequestHandler) -> str:
+        """Access key id and region of a SigV4 request (``Credential=AKID/date/region/svc/...``)."""
+        auth = h.headers.get("Authorization") or ""
+        cred = auth.split("Credential=", 1)[-1].split(",", 1)[0].split("/")
+        return f"{cred[0]}/{cred[2] if len(cred) > 2 else ''}"
 
     def _external_id_refusal(self, role_arn: str) -> str | None:
         """Why real STS would refuse this AssumeRole without an External ID, or None."""
@@ -131,7 +235,9 @@ class EmulatorProxy:
             return self._reply(h, 400, body, "text/xml")
         return self._reply(h, 503, b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>", "application/xml")  # S3
 
-    def _forward(self, h: BaseHTTPRequestHandler, body: bytes) -> None:
+    def _forward(self, h: BaseHTTPRequestHandler, body: bytes, reply: bool = True) -> int:
+        """Send the request to moto; answer the caller with moto's response unless ``reply`` is
+        false (then the response is kept for this thread and only its status returned)."""
         conn = http.client.HTTPConnection(self.upstream_host, self.upstream_port, timeout=60)
         try:
             headers = {k: v for k, v in h.headers.items() if k.lower() not in _HOP_HEADERS}
@@ -140,7 +246,12 @@ class EmulatorProxy:
             data = resp.read()
             drop = _HOP_HEADERS if h.command == "HEAD" else _HOP_HEADERS | {"content-length"}
             extra = {k: v for k, v in resp.getheaders() if k.lower() not in drop}
-            self._reply(h, resp.status, data, None, extra)
+            if reply:
+                self._reply(h, resp.status, data, None, extra)
+            else:
+                self._last_body[threading.get_ident()] = data
+                self._last_headers[threading.get_ident()] = extra
+            return resp.status
         finally:
             conn.close()
 

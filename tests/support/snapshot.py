@@ -82,6 +82,17 @@ def _plain(v: Any) -> Any:
     return v
 
 
+def _policy(doc: Any) -> Any:
+    """A policy document as data; moto returns those of CloudFormation-made roles as a Python
+    repr, kept as text (still compared exactly)."""
+    if not isinstance(doc, str):
+        return doc
+    try:
+        return json.loads(doc)
+    except ValueError:
+        return doc
+
+
 class _Accounts:
     """boto3 clients per (account, service, region), straight to moto (no proxy, no faults)."""
 
@@ -171,22 +182,6 @@ def _grants(acc: _Accounts, account: str, region: str) -> tuple[dict[str, Any], 
     return images, snaps
 
 
-def _policy_doc(doc: Any) -> Any:
-    """A policy document as moto returns it: a dict, JSON text, or (from CloudFormation-made
-    roles) a Python-literal text; compared as data whichever it is."""
-    if not isinstance(doc, str):
-        return doc
-    try:
-        return json.loads(doc)
-    except json.JSONDecodeError:
-        import ast
-
-        try:
-            return ast.literal_eval(doc)
-        except (ValueError, SyntaxError):
-            return doc
-
-
 def _roles(acc: _Accounts, account: str) -> dict[str, Any]:
     iam = acc.client(account, "iam")
     out: dict[str, Any] = {}
@@ -196,7 +191,7 @@ def _roles(acc: _Accounts, account: str) -> dict[str, Any]:
             inline = {}
             for pn in iam.list_role_policies(RoleName=name)["PolicyNames"]:
                 doc = iam.get_role_policy(RoleName=name, PolicyName=pn)["PolicyDocument"]
-                inline[pn] = _policy_doc(doc)
+                inline[pn] = _policy(doc)
             attached = sorted(
                 p["PolicyArn"]
                 for p in iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]
@@ -375,14 +370,20 @@ def _fmt(v: Any) -> str:
     return text if len(text) <= 160 else text[:157] + "..."
 
 
-def diff(a: Snapshot, b: Snapshot, sections: Iterable[str] | None = None) -> list[str]:
+def diff(
+    a: Snapshot, b: Snapshot, sections: Iterable[str] | None = None, ignore: Iterable[str] = ()
+) -> list[str]:
     """What changed from ``a`` to ``b``, one readable line per difference, sorted:
     ``+ stacks 222222222222/us-east-1/arn:...: {"name": ..., "status": ...}`` (added),
-    ``- ...`` (removed), ``~ registry ORG#x/META: state "A" -> "B"`` (changed fields)."""
+    ``- ...`` (removed), ``~ registry ORG#x/META: state "A" -> "B"`` (changed fields).
+    ``ignore``: prefixes of ``"<section> <key>"`` whose changes are expected (say why at the call)."""
     lines: list[str] = []
+    skip = tuple(ignore)
     for section in sections or SECTIONS:
         sa, sb = a.get(section, {}), b.get(section, {})
         for key in sorted(set(sa) | set(sb)):
+            if skip and f"{section} {key}".startswith(skip):
+                continue
             if key not in sa:
                 lines.append(f"+ {section} {key}: {_fmt(sb[key])}")
             elif key not in sb:
@@ -398,3 +399,56 @@ def diff(a: Snapshot, b: Snapshot, sections: Iterable[str] | None = None) -> lis
                 else:
                     lines.append(f"~ {section} {key}: {_fmt(va)} -> {_fmt(vb)}")
     return lines
+
+
+def creations(a: Snapshot, b: Snapshot) -> dict[str, int]:
+    """What was created from ``a`` to ``b``, counted on the emulator's side by identity, for
+    "created exactly once" checks (compare with the number intended):
+
+    * ``stack <account>/<region>/<name>``: new stack *ids* under that name (deleted ones included,
+      so a stack deleted and created again counts twice);
+    * ``instances <account>/<region>``: new instance ids;
+    * ``image <account>/<region>/<name>``: new images owned by the account, by name;
+    * ``launch grant <image>-><account>`` / ``volume grant <snapshot>-><account>``: grants added.
+    """
+    from collections import Counter
+
+    out: Counter[str] = Counter()
+    for key in set(b["stacks"]) - set(a["stacks"]):
+        account, region, _ = key.split("/", 2)
+        out[f"stack {account}/{region}/{b['stacks'][key]['name']}"] += 1
+    for key in set(b["instances"]) - set(a["instances"]):
+        account, region, _ = key.split("/", 2)
+        out[f"instances {account}/{region}"] += 1
+    for key in set(b["image_grants"]) - set(a["image_grants"]):
+        account, region, _ = key.split("/", 2)
+        out[f"image {account}/{region}/{b['image_grants'][key]['name']}"] += 1
+    for section, field, label in (("image_grants", "launch_permissions", "launch grant"),
+                                  ("snapshot_grants", "create_volume_permissions", "volume grant")):  # fmt: skip
+        for key, v in b[section].items():
+            old = set(a[section].get(key, {}).get(field, []))
+            for grantee in v[field]:
+                if grantee not in old:
+                    out[f"{label} {key.rsplit('/', 1)[1]}->{grantee}"] += 1
+    return dict(out)
+
+
+def leftovers(snap: Snapshot, account: str, prefix: str) -> list[str]:
+    """What of an organisation is still alive in a snapshot: its stacks (names starting with
+    ``prefix``) not DELETE_COMPLETE, its instances not terminated, and any launch or create-volume
+    grant to its account. After offboarding, this must be empty."""
+    out = [f"stack {k} {v['name']} {v['status']}" for k, v in snap["stacks"].items()
+           if k.startswith(f"{account}/") and v["name"].startswith(prefix) and v["status"] != "DELETE_COMPLETE"]  # fmt: skip
+    out += [f"instance {k} {v['state']}" for k, v in snap["instances"].items()
+            if k.startswith(f"{account}/") and v["state"] not in ("terminated", "shutting-down")]  # fmt: skip
+    out += [
+        f"launch grant {k}->{account}"
+        for k, v in snap["image_grants"].items()
+        if account in v["launch_permissions"]
+    ]
+    out += [
+        f"volume grant {k}->{account}"
+        for k, v in snap["snapshot_grants"].items()
+        if account in v["create_volume_permissions"]
+    ]
+    return sorted(out)
