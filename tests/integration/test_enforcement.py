@@ -157,7 +157,6 @@ async def test_faults_injected_on_a_quarter_of_aws_calls_still_complete(enforcin
     assert injected >= 10, injected
     # Created once, whatever was retried: stack ids (deleted ones included) per name, on moto's side.
     # (Faults *after* the call took effect are in test_faults.py.)
-    from bridgehead import ids
 
     stacks = stack.customer_admin(account, "cloudformation").list_stacks()["StackSummaries"]
     for name in (ids.foundation_stack("enf5", "us-east-1"), ids.cluster_stack("enf5", "f1")):
