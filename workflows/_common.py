@@ -45,15 +45,6 @@ def root_type(err: BaseException) -> str | None:
     return err.type if isinstance(err, ApplicationError) else None
 
 
-async def call(name: str, arg: object, result_type: type | None = None, *, summary: str | None = None, **options: object):  # type: ignore[no-untyped-def]
-    """Execute an activity by its registered name.
-
-    Workflows name activities instead of importing the activity classes, so no boto3 module ever
-    enters the workflow sandbox (it stops the worker from starting and slows every workflow).
-    """
-    return await workflow.execute_activity(name, arg, result_type=result_type, summary=summary, **options)  # type: ignore[arg-type]
-
-
 def require_payload(value: object, update: str, example: str) -> None:
     """Refuse an update sent without its payload with a message that shows what to send (instead
     of Python's "missing 1 required positional argument")."""

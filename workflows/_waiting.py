@@ -17,7 +17,7 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from bridgehead.models import StackPoll, StackRef
 
-from workflows._common import call
+from workflows import _activities as acts
 from workflows._options import POLL
 
 MAX_WINDOWS = 30
@@ -37,7 +37,7 @@ async def wait_for_stack(
     for _ in range(MAX_WINDOWS):
         if interrupt is not None and interrupt():
             return None
-        window = asyncio.ensure_future(call("poll_stack", ref, StackPoll, summary=what or f"wait for stack {ref.stack_name}", **POLL))
+        window = asyncio.ensure_future(acts.poll_stack(ref, summary=what or f"wait for stack {ref.stack_name}", **POLL))
         if interrupt is not None:
             stop = asyncio.ensure_future(workflow.wait_condition(interrupt))
             await workflow.wait([window, stop], return_when=asyncio.FIRST_COMPLETED)

@@ -37,7 +37,8 @@ with workflow.unsafe.imports_passed_through():
         UsageTotals,
     )
 
-from workflows._common import call, require_payload, root_message, upsert
+from workflows import _activities as acts
+from workflows._common import require_payload, root_message, upsert
 from workflows._options import AWS_CALL, NOTIFY, REGISTRY
 
 TICKS_PER_RUN = 100
@@ -80,9 +81,7 @@ class BillingMeterWorkflow:
         info = workflow.current_update_info()
         update_id = info.id if info is not None else str(workflow.uuid4())
         rec = RecordCorrectionInput(org_id=self._org_id, correction_id=update_id, correction=req, requested_at=workflow.now())
-        result: CorrectResult = await call(
-            "record_correction", rec, CorrectResult, summary=f"correct {req.cluster} at {req.period.isoformat()}", **REGISTRY
-        )
+        result: CorrectResult = await acts.record_correction(rec, summary=f"correct {req.cluster} at {req.period.isoformat()}", **REGISTRY)
         self._totals.corrections += 1
         self._totals.node_minutes += result.node_minutes_delta
         self._totals.cost_usd += result.cost_usd_delta
@@ -147,10 +146,7 @@ class BillingMeterWorkflow:
                 until = workflow.now() if partial else workflow.now() - GRACE
             what = "close the final billing period" if final else "close usage up to now (final metering)" if partial else "close finished billing periods"
             try:
-                closed: CloseBillingPeriodsResult = await call(
-                    "close_billing_periods", CloseBillingPeriodsInput(org_id=input.org_id, until=until, final=final, partial=partial),
-                    CloseBillingPeriodsResult, summary=what, **REGISTRY,
-                )  # fmt: skip
+                closed: CloseBillingPeriodsResult = await acts.close_billing_periods(CloseBillingPeriodsInput(org_id=input.org_id, until=until, final=final, partial=partial), summary=what, **REGISTRY)  # fmt: skip
             except ActivityError as e:
                 if not final:
                     raise
@@ -169,8 +165,7 @@ class BillingMeterWorkflow:
             t.periods_closed += 1
             t.last_tick = workflow.now()
             try:
-                metered: MeterUsageResult = await call("meter_usage", MeterUsageInput(org_id=input.org_id), MeterUsageResult,
-                                                       summary="AWS Marketplace metering", **AWS_CALL)  # fmt: skip
+                metered: MeterUsageResult = await acts.meter_usage(MeterUsageInput(org_id=input.org_id), summary="AWS Marketplace metering", **AWS_CALL)  # fmt: skip
                 t.metered_records += metered.sent
                 t.unprocessed_records = metered.unprocessed
                 t.metering_defects += metered.defects
@@ -183,8 +178,7 @@ class BillingMeterWorkflow:
                     n = metered.notice
                     workflow.logger.warning(n.subject, extra={"org_id": input.org_id})
                     try:
-                        await call("notify", NotifyInput(to=n.to, subject=n.subject, body=n.body, idempotency_key=n.idempotency_key),
-                                   summary="tell the admin metering stopped", **NOTIFY)  # fmt: skip
+                        await acts.notify(NotifyInput(to=n.to, subject=n.subject, body=n.body, idempotency_key=n.idempotency_key), summary="tell the admin metering stopped", **NOTIFY)  # fmt: skip
                     except ActivityError as e:  # the ledger and log hold it; an email must not stop billing
                         workflow.logger.warning(f"could not email the admin: {root_message(e)}", extra={"org_id": input.org_id})
                 if final and metered.transient and final_retries < FINAL_METER_RETRIES and workflow.patched("billing-final-meter"):
@@ -225,4 +219,4 @@ class BillingReportWorkflow:
         except ids.WorkflowIdMismatch as e:
             raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
         req = input.model_copy(update={"now": input.now or workflow.now()})
-        return await call("billing_report", req, BillingReport, summary=f"billing report of {input.org_id}", **REGISTRY)
+        return await acts.billing_report(req, summary=f"billing report of {input.org_id}", **REGISTRY)

@@ -41,9 +41,9 @@ with workflow.unsafe.imports_passed_through():
         ValidateClusterInput,
     )
 
+from workflows import _activities as acts
 from workflows._common import (
     bind_input,
-    call,
     require_input,
     require_payload,
     root_message,
@@ -123,10 +123,9 @@ class ClusterLifecycleWorkflow:
                 raise ApplicationError(f"cluster is {self._rt.state.value}; resize needs RUNNING")
             rt = self._rt
             rt.resize_generation += 1
-            await call("resize_stack", ResizeStackInput(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name,
+            await acts.resize_stack(ResizeStackInput(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name,
                                                          compute_nodes=req.compute_nodes,
-                                                         client_request_token=request_token(f"resize-{rt.resize_generation}")),
-                       StackPoll, summary=f"resize to {req.compute_nodes} compute nodes", **AWS_CALL)  # fmt: skip
+                                                         client_request_token=request_token(f"resize-{rt.resize_generation}")), summary=f"resize to {req.compute_nodes} compute nodes", **AWS_CALL)  # fmt: skip
             poll = await wait_for_stack(StackRef(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name, expect="update"),
                                         self._progress, "wait for resize")  # fmt: skip
             if not poll.succeeded and poll.status != "CREATE_COMPLETE":
@@ -186,11 +185,10 @@ class ClusterLifecycleWorkflow:
             await self._register(ClusterState.CREATING)
             self._set(ClusterState.CREATING)
             try:
-                await call("create_stack", StackRequest(
+                await acts.create_stack(StackRequest(
                     org_id=input.org_id, region=input.region, stack_name=rt.stack_name, template_body=plan.template_body,
                     parameters=plan.parameters, tags=plan.tags, client_request_token=request_token("cluster-create"),
-                    keep_on_failure=input.keep_failed_stack), StackPoll,
-                    summary=f"create stack {rt.stack_name} in {input.region}", **AWS_CALL)  # fmt: skip
+                    keep_on_failure=input.keep_failed_stack), summary=f"create stack {rt.stack_name} in {input.region}", **AWS_CALL)  # fmt: skip
             except ActivityError as e:
                 rt.failure_reason = root_message(e)
                 await self._fail(delete_stack=False)
@@ -206,17 +204,15 @@ class ClusterLifecycleWorkflow:
 
     async def _validate(self) -> ClusterPlan:
         i = self._in
-        plan: ClusterPlan = await call("validate_cluster", ValidateClusterInput(org_id=i.org_id, name=i.name, region=i.region,
-                                                                               config=i.config, owner=i.owner),
-                                       ClusterPlan, summary="validate request and render template", **REGISTRY)  # fmt: skip
+        plan: ClusterPlan = await acts.validate_cluster(ValidateClusterInput(org_id=i.org_id, name=i.name, region=i.region,
+                                                                               config=i.config, owner=i.owner), summary="validate request and render template", **REGISTRY)  # fmt: skip
         if plan.errors:
             await self._reject("invalid cluster request: " + "; ".join(plan.errors), "InvalidClusterRequest")
         self._rt.admin_email = plan.admin_email
         c = i.config
         nodes = {c.head_instance_type: 1}
         nodes[c.compute_instance_type] = nodes.get(c.compute_instance_type, 0) + c.compute_max_nodes
-        quota: QuotaReport = await call("check_vcpu_quota", QuotaCheckInput(org_id=i.org_id, region=i.region, nodes=nodes),
-                                        QuotaReport, summary="check EC2 vCPU quota", **AWS_CALL)  # fmt: skip
+        quota: QuotaReport = await acts.check_vcpu_quota(QuotaCheckInput(org_id=i.org_id, region=i.region, nodes=nodes), summary="check EC2 vCPU quota", **AWS_CALL)  # fmt: skip
         if quota.available and not quota.sufficient:
             await self._reject(f"invalid cluster request: {quota.message}", "InsufficientQuota")
         return plan
@@ -279,8 +275,7 @@ class ClusterLifecycleWorkflow:
         ref = StackRef(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name, expect="delete")
         poll: StackPoll | None = None
         for attempt in range(1, DELETE_ATTEMPTS + 1):
-            await call("delete_stack", ref.model_copy(update={"client_request_token": request_token(f"delete-{final.value}-{attempt}")}),
-                       summary=f"delete stack {rt.stack_name}", **AWS_CALL)  # fmt: skip
+            await acts.delete_stack(ref.model_copy(update={"client_request_token": request_token(f"delete-{final.value}-{attempt}")}), summary=f"delete stack {rt.stack_name}", **AWS_CALL)  # fmt: skip
             poll = await wait_for_stack(ref, self._progress, f"wait for deletion of {rt.stack_name}")
             if poll.succeeded:
                 break
@@ -305,7 +300,7 @@ class ClusterLifecycleWorkflow:
         if delete_stack:
             ref = StackRef(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name, expect="delete",
                            client_request_token=request_token("cleanup-failed"))  # fmt: skip
-            await call("delete_stack", ref, summary="delete the failed stack", **AWS_CALL)
+            await acts.delete_stack(ref, summary="delete the failed stack", **AWS_CALL)
             await wait_for_stack(ref, None, "wait for failed stack deletion")
         await self._register(ClusterState.FAILED)
         await self._notify("failed", f"Cluster {self._in.name} failed",
@@ -346,8 +341,7 @@ class ClusterLifecycleWorkflow:
             return
         text = self._login or "(no address)" if kind == "running" else body
         try:
-            await call("write_dropbox_result", DropboxResultInput(target=self._in.dropbox, cluster=self._in.name, suffix=suffix, body=text),
-                       summary=f"drop-box: {suffix}", **AWS_CALL)  # fmt: skip
+            await acts.write_dropbox_result(DropboxResultInput(target=self._in.dropbox, cluster=self._in.name, suffix=suffix, body=text), summary=f"drop-box: {suffix}", **AWS_CALL)  # fmt: skip
         except ActivityError as e:
             workflow.logger.warning(f"drop-box result not written: {root_message(e)}", extra={"org_id": self._in.org_id, "cluster": self._in.name})
 
@@ -372,20 +366,18 @@ class ClusterLifecycleWorkflow:
 
     async def _register(self, state: ClusterState) -> None:
         i, rt = self._in, self._rt
-        await call("register_cluster", RegisterClusterInput(
+        await acts.register_cluster(RegisterClusterInput(
             org_id=i.org_id, name=i.name, region=i.region, state=state, stack_name=rt.stack_name, owner=i.owner,
             login_address=self._login, failure_reason=rt.failure_reason, segments=rt.segments,
-            head_instance_type=i.config.head_instance_type, compute_instance_type=i.config.compute_instance_type),
-            summary=f"registry: {state.value}", **REGISTRY)  # fmt: skip
+            head_instance_type=i.config.head_instance_type, compute_instance_type=i.config.compute_instance_type), summary=f"registry: {state.value}", **REGISTRY)  # fmt: skip
 
     async def _notify(self, kind: str, subject: str, body: str) -> None:
         await self._dropbox_result(kind, body)
         if not self._rt.admin_email:
             return
         try:
-            await call("notify", NotifyInput(to=self._rt.admin_email, subject=subject, body=body,
-                                             idempotency_key=f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/{kind}"),
-                       bool, summary=f"email admin: {kind}", **NOTIFY)  # fmt: skip
+            await acts.notify(NotifyInput(to=self._rt.admin_email, subject=subject, body=body,
+                                             idempotency_key=f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/{kind}"), summary=f"email admin: {kind}", **NOTIFY)  # fmt: skip
         except ActivityError as e:
             # Never block the lifecycle on email; the status and registry carry the same facts.
             workflow.logger.warning(f"notification failed: {root_message(e)}", extra={"org_id": self._in.org_id, "cluster": self._in.name})

@@ -27,7 +27,8 @@ with workflow.unsafe.imports_passed_through():
         ValidateClusterInput,
     )
 
-from workflows._common import bind_input, call, require_input, root_message, upsert
+from workflows import _activities as acts
+from workflows._common import bind_input, require_input, root_message, upsert
 from workflows._options import AWS_CALL, REGISTRY
 
 _ENDED = ("DELETED", "CANCELLED")
@@ -39,7 +40,7 @@ class DropboxWatchWorkflow:
     async def run(self, input: DropboxWatchInput | None = None) -> int:
         input = input or DropboxWatchInput()
         bind_input(ids.DROPBOX_WATCH_SCHEDULE, scheduled=True)
-        scan: DropboxScan = await call("scan_inbox", input, DropboxScan, summary="list drop-box requests", **AWS_CALL)
+        scan: DropboxScan = await acts.scan_inbox(input, summary="list drop-box requests", **AWS_CALL)
         started = 0
         for f in scan.files:
             try:
@@ -61,14 +62,14 @@ class DropboxRequestWorkflow:
         require_input(input, "DropboxRequest", '{"bucket": "bridgehead-inbox", "key": "home/<user>/<CLUSTER>.cf-create", "etag": "<etag>@<time>"}')
         assert input is not None
         bind_input(ids.dropbox_request_id(input.key, input.etag))
-        req: DropboxParsed = await call("load_dropbox_request", input, DropboxParsed, summary=f"read {input.key}", **AWS_CALL)
+        req: DropboxParsed = await acts.load_dropbox_request(input, summary=f"read {input.key}", **AWS_CALL)
         if req.org_id:
             upsert(org_id=req.org_id, cluster=req.cluster)
         self._in, self._req = input, req
         self._target = DropboxTarget(bucket=input.bucket, user=req.user)
         if req.error:
             return await self._reject(req.error)
-        existing: str | None = await call("cluster_owner", req, str | None, summary="look up the cluster", **REGISTRY)  # type: ignore[arg-type]
+        existing: str | None = await acts.cluster_owner(req, summary="look up the cluster", **REGISTRY)  # type: ignore[arg-type]
         owner, _, state = (existing or "::").partition(":")
         if req.kind == "create":
             return await self._create(existing is not None and state not in _ENDED, owner, state)
@@ -89,9 +90,8 @@ class DropboxRequestWorkflow:
         if exists:
             whose = "you already have" if owner == req.owner else "your organisation already has"
             return await self._reject(f"{whose} a cluster named {req.cluster} ({state}); choose another name or delete it first")
-        plan: ClusterPlan = await call("validate_cluster", ValidateClusterInput(org_id=req.org_id, name=req.cluster, region=req.region,
-                                                                               config=req.config, owner=req.owner),
-                                       ClusterPlan, summary="validate the requested cluster", **REGISTRY)  # fmt: skip
+        plan: ClusterPlan = await acts.validate_cluster(ValidateClusterInput(org_id=req.org_id, name=req.cluster, region=req.region,
+                                                                               config=req.config, owner=req.owner), summary="validate the requested cluster", **REGISTRY)  # fmt: skip
         if plan.errors:
             return await self._reject("; ".join(plan.errors))
         try:
@@ -113,11 +113,11 @@ class DropboxRequestWorkflow:
 
     async def _reject(self, reason: str) -> str:
         workflow.logger.info(f"drop-box request rejected: {reason}", extra={"key": self._in.key, "org_id": self._req.org_id})
-        await call("write_dropbox_result", self._result("cf-rejected", reason), summary="write .cf-rejected", **AWS_CALL)
+        await acts.write_dropbox_result(self._result("cf-rejected", reason), summary="write .cf-rejected", **AWS_CALL)
         return f"rejected: {reason}"
 
     async def _consume(self) -> None:
         try:
-            await call("delete_dropbox_request", self._in, summary="remove the handled request", **AWS_CALL)
+            await acts.delete_dropbox_request(self._in, summary="remove the handled request", **AWS_CALL)
         except ActivityError as e:  # the work is done; a leftover request file is harmless (same id, never re-run)
             workflow.logger.warning(f"could not remove {self._in.key}: {root_message(e)}", extra={"key": self._in.key, "org_id": self._req.org_id})

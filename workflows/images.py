@@ -26,7 +26,8 @@ with workflow.unsafe.imports_passed_through():
         ShareImagesResult,
     )
 
-from workflows._common import bind_input, call, require_input, root_message, upsert
+from workflows import _activities as acts
+from workflows._common import bind_input, require_input, root_message, upsert
 from workflows._options import AWS_CALL, IMAGE_WAIT, REGISTRY
 
 
@@ -51,7 +52,7 @@ class ShareImagesWorkflow:
         assert input is not None
         bind_input(ids.images_workflow_id(input.org_id))
         upsert(org_id=input.org_id)
-        org: OrgRegions = await call("org_regions", OrgRegionsInput(org_id=input.org_id), OrgRegions, **REGISTRY)
+        org: OrgRegions = await acts.org_regions(OrgRegionsInput(org_id=input.org_id), **REGISTRY)
         regions = input.regions or org.regions
         self._regions = {r: RegionShareStatus(region=r) for r in regions}
         one = self._revoke if input.revoke else self._share
@@ -61,31 +62,21 @@ class ShareImagesWorkflow:
     async def _share(self, region: str, source_region: str) -> None:
         st = self._regions[region]
         try:
-            found: FindImageResult = await call("find_platform_image", FindImageInput(region=region), FindImageResult,
-                                                summary=f"find image in {region}", **AWS_CALL)  # fmt: skip
+            found: FindImageResult = await acts.find_platform_image(FindImageInput(region=region), summary=f"find image in {region}", **AWS_CALL)  # fmt: skip
             image_id = found.image_id
             if image_id is None:
                 st.state = ImageShareState.COPYING
-                source: FindImageResult = await call(
-                    "find_platform_image", FindImageInput(region=source_region), FindImageResult, **AWS_CALL
-                )
+                source: FindImageResult = await acts.find_platform_image(FindImageInput(region=source_region), **AWS_CALL)
                 if source.image_id is None:
                     st.state, st.reason = ImageShareState.FAILED, f"no released platform image in the source region {source_region}"
                     return
-                copied: ImageInRegion = await call(
-                    "copy_platform_image",
-                    CopyImageInput(source_region=source_region, source_image_id=source.image_id, region=region,
-                                   client_token=f"{workflow.info().workflow_id}-{region}"),
-                    ImageInRegion, summary=f"copy image to {region}", **AWS_CALL,
-                )  # fmt: skip
+                copied: ImageInRegion = await acts.copy_platform_image(CopyImageInput(source_region=source_region, source_image_id=source.image_id, region=region,
+                                   client_token=f"{workflow.info().workflow_id}-{region}"), summary=f"copy image to {region}", **AWS_CALL)  # fmt: skip
                 st.copied_from, st.image_id = source.image_id, copied.image_id
-                await call("wait_image_available", copied, ImageInRegion, summary=f"wait for image in {region}", **IMAGE_WAIT)
+                await acts.wait_image_available(copied, summary=f"wait for image in {region}", **IMAGE_WAIT)
                 image_id = copied.image_id
             st.image_id, st.state = image_id, ImageShareState.SHARING
-            shared: ShareImageResult = await call(
-                "share_image", ShareImageInput(org_id=self._input.org_id, region=region, image_id=image_id),
-                ShareImageResult, summary=f"share image in {region}", **AWS_CALL,
-            )  # fmt: skip
+            shared: ShareImageResult = await acts.share_image(ShareImageInput(org_id=self._input.org_id, region=region, image_id=image_id), summary=f"share image in {region}", **AWS_CALL)  # fmt: skip
             st.snapshot_ids, st.state, st.reason = shared.snapshot_ids, ImageShareState.SHARED, ""
         except ActivityError as e:
             st.state, st.reason = ImageShareState.FAILED, root_message(e)
@@ -94,14 +85,11 @@ class ShareImagesWorkflow:
     async def _revoke(self, region: str, _: str) -> None:
         st = self._regions[region]
         try:
-            found: FindImageResult = await call("find_platform_image", FindImageInput(region=region), FindImageResult, **AWS_CALL)
+            found: FindImageResult = await acts.find_platform_image(FindImageInput(region=region), **AWS_CALL)
             if found.image_id is None:
                 st.state, st.reason = ImageShareState.REVOKED, "no platform image in this region"
                 return
-            res: ShareImageResult = await call(
-                "revoke_image", ShareImageInput(org_id=self._input.org_id, region=region, image_id=found.image_id),
-                ShareImageResult, summary=f"revoke image in {region}", **AWS_CALL,
-            )  # fmt: skip
+            res: ShareImageResult = await acts.revoke_image(ShareImageInput(org_id=self._input.org_id, region=region, image_id=found.image_id), summary=f"revoke image in {region}", **AWS_CALL)  # fmt: skip
             st.image_id, st.snapshot_ids, st.state = res.image_id, res.snapshot_ids, ImageShareState.REVOKED
         except ActivityError as e:
             st.state, st.reason = ImageShareState.FAILED, root_message(e)

@@ -40,7 +40,8 @@ with workflow.unsafe.imports_passed_through():
         ResolveCustomerInput,
     )
 
-from workflows._common import call, root_message, root_type, upsert
+from workflows import _activities as acts
+from workflows._common import root_message, root_type, upsert
 from workflows._options import AWS_CALL, NOTIFY, REGISTRY
 
 #: SNS message ids remembered to ignore redelivered notifications.
@@ -82,8 +83,7 @@ class MarketplaceSubscriptionWorkflow:
             req = ResolveCustomerInput(org_id=input.org_id, registration_token=input.registration_token,
                                        allow_different_account=input.allow_different_account)  # fmt: skip
             try:
-                link: MarketplaceLink = await call("resolve_marketplace_customer", req, MarketplaceLink,
-                                                   summary="resolve the AWS Marketplace buyer", **AWS_CALL)  # fmt: skip
+                link: MarketplaceLink = await acts.resolve_marketplace_customer(req, summary="resolve the AWS Marketplace buyer", **AWS_CALL)  # fmt: skip
             except ActivityError as e:
                 s.last_error = root_message(e)
                 raise ApplicationError(f"Marketplace registration of {input.org_id} refused: {s.last_error}",
@@ -117,10 +117,7 @@ class MarketplaceSubscriptionWorkflow:
             return
         state = NOTIFICATION_STATES[n.action]
         now = workflow.now()
-        notice: MeteringNotice | None = await call(
-            "record_marketplace_state", RecordMarketplaceStateInput(org_id=org_id, state=state, reason=n.action, at=now),
-            MeteringNotice, summary=f"{n.action}: billing state {state.value}", **REGISTRY,
-        )  # fmt: skip
+        notice: MeteringNotice | None = await acts.record_marketplace_state(RecordMarketplaceStateInput(org_id=org_id, state=state, reason=n.action, at=now), summary=f"{n.action}: billing state {state.value}", **REGISTRY)  # fmt: skip
         s.state = state
         note = ""
         if n.action == "unsubscribe-pending":
@@ -143,8 +140,7 @@ class MarketplaceSubscriptionWorkflow:
             s.seen = [*s.seen, n.message_id][-SEEN_LIMIT:]
         if notice is not None:
             try:
-                await call("notify", NotifyInput(to=notice.to, subject=notice.subject, body=notice.body, idempotency_key=notice.idempotency_key),
-                           summary="tell the admin", **NOTIFY)  # fmt: skip
+                await acts.notify(NotifyInput(to=notice.to, subject=notice.subject, body=notice.body, idempotency_key=notice.idempotency_key), summary="tell the admin", **NOTIFY)  # fmt: skip
             except (
                 ActivityError
             ) as e:  # the state is recorded; an email must not block the subscription

@@ -21,13 +21,14 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
 
     from bridgehead import ids, metrics
+    from bridgehead.messages import describe
     from bridgehead.models import (
         BillingMeterInput,
         CleanupRegionInput,
         CleanupResult,
         CreateRoleForMeInput,
+        CreateRoleForMeInputV1,
         CreateRoleRequest,
-        CreateRoleResult,
         FoundationStatus,
         OffboardInput,
         OnboardingState,
@@ -40,8 +41,8 @@ with workflow.unsafe.imports_passed_through():
         RegionClusters,
         RegionProgress,
         RegisterOrgInput,
-        RegisterOrgResult,
         ReverifyInput,
+        SensitiveModel,
         SetOrgStateInput,
         SetVerificationLevelInput,
         ShareImagesInput,
@@ -53,9 +54,9 @@ with workflow.unsafe.imports_passed_through():
         parse_role_arn,
     )
 
+from workflows import _activities as acts
 from workflows._common import (
     bind_input,
-    call,
     require_input,
     require_payload,
     root_message,
@@ -77,18 +78,23 @@ _UPDATES = ("submit_role", "create_role_for_me", "offboard")
 _EXAMPLE = '{"org_id": "acme", "display_name": "Acme", "admin_email": "admin@acme.example", "aws_account_id": "222222222222"}'
 
 
-def _decode_keys(raw: RawValue | None) -> CreateRoleForMeInput:
-    """The keys of ``create_role_for_me``, or a refusal in words (never echoing a value)."""
+def _decode_keys(raw: RawValue | None, shape: type[SensitiveModel] = CreateRoleForMeInput) -> CreateRoleForMeInput:
+    """The keys of ``create_role_for_me``, or a refusal in words (never echoing a value).
+
+    ``shape``: updates accepted before only temporary keys were required are replayed with the
+    shape they were accepted under (:class:`CreateRoleForMeInputV1`), so their histories replay.
+    """
     assert raw is not None
     try:
-        keys = workflow.payload_converter().from_payload(raw.payload, CreateRoleForMeInput)
+        keys = workflow.payload_converter().from_payload(raw.payload, shape)
     except ValidationError as e:
-        fields = ", ".join(".".join(str(p) for p in err["loc"]) + f": {err['msg']}" for err in e.errors())
-        raise ApplicationError(f"create_role_for_me: {fields}", type="BadInput") from None
+        raise ApplicationError(f"create_role_for_me: {describe(e)}", type="BadInput") from None
     except Exception as e:  # the converter's refusal of a plain or foreign payload  # noqa: BLE001
         raise ApplicationError(f"create_role_for_me refused: {e}", type="BadInput") from None
     if keys is None:
         raise ApplicationError("create_role_for_me needs temporary keys", type="BadInput")
+    if not isinstance(keys, CreateRoleForMeInput):  # an update accepted under the older shape
+        keys = CreateRoleForMeInput.model_construct(**dict(keys))
     return keys
 
 
@@ -105,7 +111,7 @@ class VerifyRoleWorkflow:
         except ids.WorkflowIdMismatch as e:
             raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
         upsert(org_id=input.org_id)
-        report = await call("verify_role", input, VerificationReport, summary=f"verify {input.role_arn}", **VERIFY)
+        report = await acts.verify_role(input, summary=f"verify {input.role_arn}", **VERIFY)
         for check in report.failed():
             metrics.count("bridgehead_verification_failures", check=check.name)
         return report
@@ -175,7 +181,7 @@ class OnboardOrganizationWorkflow:
         """The customer created the role; record it and start verification."""
         assert req is not None  # the validator refused a missing payload
         async with self._busy:
-            await call("record_role", RecordRoleInput(org_id=self._input.org_id, role_arn=req.role_arn), **REGISTRY)
+            await acts.record_role(RecordRoleInput(org_id=self._input.org_id, role_arn=req.role_arn), **REGISTRY)
             self._s.role_arn = req.role_arn
             self._role_changed = True
             self._step(f"role submitted: {req.role_arn}")
@@ -195,18 +201,12 @@ class OnboardOrganizationWorkflow:
         JSON (or encrypted for another workflow) are refused by the validator with a message that
         says so, before the update is accepted: nothing of them reaches history.
         """
-        keys = _decode_keys(raw)
+        keys = _decode_keys(raw, CreateRoleForMeInput if workflow.patched("temporary-keys-only") else CreateRoleForMeInputV1)
         async with self._busy:
             prev = self._s.state
             self._set(OrgState.CREATING_ROLE, "creating the role with the provided keys")
             try:
-                result = await call(
-                    "create_customer_role",
-                    CreateRoleRequest(org_id=self._input.org_id, credentials=keys),
-                    CreateRoleResult,
-                    summary="create the Bridgehead role in the customer account",
-                    **ONE_SHOT,
-                )
+                result = await acts.create_customer_role(CreateRoleRequest(org_id=self._input.org_id, credentials=keys), summary="create the Bridgehead role in the customer account", **ONE_SHOT)
             except ActivityError as e:
                 # Back to waiting: the customer can fix the keys and try again.
                 self._s.last_error = root_message(e)
@@ -269,13 +269,12 @@ class OnboardOrganizationWorkflow:
         async with self._busy:
             prev, prev_error = self._s.state, self._s.last_error
             await self._persist(OrgState.OFFBOARDING, "offboarding requested; checking that no cluster remains")
-            blocking: RegionClusters = await call("org_live_clusters", OrgClustersInput(org_id=self._input.org_id), RegionClusters,
-                                                  summary="check no cluster remains (consistent read)", **REGISTRY)  # fmt: skip
+            blocking: RegionClusters = await acts.org_live_clusters(OrgClustersInput(org_id=self._input.org_id), summary="check no cluster remains (consistent read)", **REGISTRY)  # fmt: skip
             if blocking.clusters:
                 names = ", ".join(f"{c.name} in {c.region} ({c.state})" for c in blocking.clusters)
                 self._s.last_error = prev_error
                 self._set(prev, f"offboarding refused: clusters remain: {names}")
-                await call("set_org_state", SetOrgStateInput(org_id=self._input.org_id, state=prev, detail=prev_error or ""), **REGISTRY)
+                await acts.set_org_state(SetOrgStateInput(org_id=self._input.org_id, state=prev, detail=prev_error or ""), **REGISTRY)
                 raise ApplicationError(
                     f"offboarding {self._input.org_id} refused: clusters still exist: {names}. Delete them first "
                     "(FAILED clusters too: send them the delete signal); nothing was changed.",
@@ -318,17 +317,11 @@ class OnboardOrganizationWorkflow:
         s = self._s
         upsert(org_id=input.org_id)
         if s.state == OrgState.REGISTERING:
-            reg = await call(
-                "register_organization",
-                RegisterOrgInput(
+            reg = await acts.register_organization(RegisterOrgInput(
                     org_id=input.org_id, display_name=input.display_name, admin_email=input.admin_email,
                     aws_account_id=input.aws_account_id, regions=input.regions, shared_account=input.shared_account,
                     registration_token=f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}",
-                ),
-                RegisterOrgResult,
-                summary="register organisation and issue External ID",
-                **REGISTRY,
-            )  # fmt: skip
+                ), summary="register organisation and issue External ID", **REGISTRY)  # fmt: skip
             s.external_id = reg.external_id
             s.artifacts = reg.artifacts
             s.regions = {r: RegionProgress() for r in input.regions}
@@ -337,8 +330,7 @@ class OnboardOrganizationWorkflow:
         while True:
             if s.state == OrgState.READY and workflow.patched("reverify-schedule"):
                 if not s.reverify_scheduled:
-                    sid = await call("ensure_reverify_schedule", ReverifyInput(org_id=input.org_id), str,
-                                     summary="create the daily re-verification schedule", **REGISTRY)  # fmt: skip
+                    sid = await acts.ensure_reverify_schedule(ReverifyInput(org_id=input.org_id), summary="create the daily re-verification schedule", **REGISTRY)  # fmt: skip
                     s.reverify_scheduled = True
                     self._step(f"daily re-verification scheduled ({sid})")
                 await self._wait(lambda: self._role_changed or self._wants_reverify(), None)
@@ -482,7 +474,7 @@ class OnboardOrganizationWorkflow:
             return False
         if shared and not await self._revoke_images(org, shared):
             return False
-        await call("delete_reverify_schedule", ReverifyInput(org_id=org), bool, summary="delete the daily re-verification schedule", **REGISTRY)
+        await acts.delete_reverify_schedule(ReverifyInput(org_id=org), summary="delete the daily re-verification schedule", **REGISTRY)
         s.reverify_scheduled = False
         try:
             await workflow.get_external_workflow_handle(ids.billing_workflow_id(org)).signal("stop")
@@ -542,4 +534,4 @@ class OnboardOrganizationWorkflow:
         elif state == OrgState.READY:
             self._s.last_error = None
         self._set(state, text)
-        await call("set_org_state", SetOrgStateInput(org_id=self._input.org_id, state=state, detail=text), **REGISTRY)
+        await acts.set_org_state(SetOrgStateInput(org_id=self._input.org_id, state=state, detail=text), **REGISTRY)

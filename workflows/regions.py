@@ -21,7 +21,6 @@ with workflow.unsafe.imports_passed_through():
         LeftoversInput,
         ProvisionRegionInput,
         QuotaCheckInput,
-        QuotaReport,
         RegionClusters,
         RegionClustersInput,
         RenderedTemplate,
@@ -30,7 +29,8 @@ with workflow.unsafe.imports_passed_through():
         StackRequest,
     )
 
-from workflows._common import bind_input, call, require_input, root_message, upsert
+from workflows import _activities as acts
+from workflows._common import bind_input, require_input, root_message, upsert
 from workflows._options import AWS_CALL, REGISTRY
 from workflows._waiting import wait_for_stack
 
@@ -63,21 +63,15 @@ class ProvisionRegionWorkflow:
         st = self._status
         upsert(org_id=input.org_id, region=input.region)
         st.state = "CHECKING_QUOTA"
-        st.quota = await call("check_vcpu_quota", QuotaCheckInput(org_id=input.org_id, region=input.region, vcpus_needed=4),
-                              QuotaReport, summary=f"check vCPU quota in {input.region}", **AWS_CALL)  # fmt: skip
+        st.quota = await acts.check_vcpu_quota(QuotaCheckInput(org_id=input.org_id, region=input.region, vcpus_needed=4), summary=f"check vCPU quota in {input.region}", **AWS_CALL)  # fmt: skip
         if not st.quota.sufficient:
             workflow.logger.warning(st.quota.message, extra={"org_id": input.org_id, "region": input.region})
-        tpl: RenderedTemplate = await call("render_foundation_template", FoundationTemplateInput(org_id=input.org_id, region=input.region),
-                                           RenderedTemplate, **REGISTRY)  # fmt: skip
+        tpl: RenderedTemplate = await acts.render_foundation_template(FoundationTemplateInput(org_id=input.org_id, region=input.region), **REGISTRY)  # fmt: skip
         st.state = "CREATING"
         await self._record("CREATING")
         try:
-            await call(
-                "create_stack",
-                StackRequest(org_id=input.org_id, region=input.region, stack_name=st.stack_name, template_body=tpl.template_body,
-                             tags=tpl.tags, client_request_token=request_token("foundation-create")),
-                StackPoll, summary=f"create foundation stack in {input.region}", **AWS_CALL,
-            )  # fmt: skip
+            await acts.create_stack(StackRequest(org_id=input.org_id, region=input.region, stack_name=st.stack_name, template_body=tpl.template_body,
+                             tags=tpl.tags, client_request_token=request_token("foundation-create")), summary=f"create foundation stack in {input.region}", **AWS_CALL)  # fmt: skip
         except ActivityError as e:
             st.state, st.reason = "FAILED", root_message(e)
             await self._record("FAILED")
@@ -94,7 +88,7 @@ class ProvisionRegionWorkflow:
         # Leave nothing half-created: a rolled-back stack would also block the next attempt.
         ref = StackRef(org_id=input.org_id, region=input.region, stack_name=st.stack_name, expect="delete",
                        client_request_token=request_token("foundation-rollback"))  # fmt: skip
-        await call("delete_stack", ref, summary="delete failed foundation stack", **AWS_CALL)
+        await acts.delete_stack(ref, summary="delete failed foundation stack", **AWS_CALL)
         await wait_for_stack(ref, None, "wait for failed foundation to be deleted")
         await self._record("FAILED")
         return st
@@ -104,7 +98,7 @@ class ProvisionRegionWorkflow:
 
     async def _record(self, state: str) -> None:
         st = self._status
-        await call("record_foundation", FoundationRecord(org_id=st.org_id, region=st.region, state=state,
+        await acts.record_foundation(FoundationRecord(org_id=st.org_id, region=st.region, state=state,
                                                           stack_name=st.stack_name, outputs=st.outputs), **REGISTRY)  # fmt: skip
 
 
@@ -119,10 +113,7 @@ class CleanupRegionWorkflow:
         assert input is not None
         bind_input(ids.cleanup_workflow_id(input.org_id, input.region))
         upsert(org_id=input.org_id, region=input.region)
-        blocking: RegionClusters = await call(
-            "begin_foundation_delete", RegionClustersInput(org_id=input.org_id, region=input.region), RegionClusters,
-            summary="check no cluster remains (consistent read)", **REGISTRY,
-        )  # fmt: skip
+        blocking: RegionClusters = await acts.begin_foundation_delete(RegionClustersInput(org_id=input.org_id, region=input.region), summary="check no cluster remains (consistent read)", **REGISTRY)  # fmt: skip
         if blocking.clusters:
             names = ", ".join(f"{c.name} ({c.state})" for c in blocking.clusters)
             raise ApplicationError(
@@ -133,19 +124,17 @@ class CleanupRegionWorkflow:
         name = blocking.stack_name or ids.foundation_stack(input.org_id, input.region)
         ref = StackRef(org_id=input.org_id, region=input.region, stack_name=name, expect="delete",
                        client_request_token=request_token("foundation-delete"))  # fmt: skip
-        await call("delete_stack", ref, summary=f"delete foundation stack in {input.region}", **AWS_CALL)
+        await acts.delete_stack(ref, summary=f"delete foundation stack in {input.region}", **AWS_CALL)
         poll = await wait_for_stack(ref, None, f"wait for foundation deletion in {input.region}")
         if not poll.succeeded:
-            await call("record_foundation", FoundationRecord(org_id=input.org_id, region=input.region, state="DELETE_FAILED", stack_name=name), **REGISTRY)
+            await acts.record_foundation(FoundationRecord(org_id=input.org_id, region=input.region, state="DELETE_FAILED", stack_name=name), **REGISTRY)
             raise ApplicationError(f"deleting {name} failed: {poll.failure_resource or ''} {poll.failure_reason or poll.status}".strip(), type="CleanupFailed")
         if workflow.patched("cleanup-sweep"):
-            swept: Leftovers = await call("sweep_foundation_leftovers", LeftoversInput(org_id=input.org_id, region=input.region), Leftovers,
-                                          summary=f"remove what the stack deletion left in {input.region}", **AWS_CALL)  # fmt: skip
+            swept: Leftovers = await acts.sweep_foundation_leftovers(LeftoversInput(org_id=input.org_id, region=input.region), summary=f"remove what the stack deletion left in {input.region}", **AWS_CALL)  # fmt: skip
             if swept.resources:
                 workflow.logger.warning(f"removed {len(swept.resources)} leftovers: {', '.join(swept.resources)}", extra={"org_id": input.org_id})
-        left: Leftovers = await call("find_leftovers", LeftoversInput(org_id=input.org_id, region=input.region), Leftovers,
-                                     summary="verify nothing tagged remains", **AWS_CALL)  # fmt: skip
-        await call("record_foundation", FoundationRecord(org_id=input.org_id, region=input.region,
+        left: Leftovers = await acts.find_leftovers(LeftoversInput(org_id=input.org_id, region=input.region), summary="verify nothing tagged remains", **AWS_CALL)  # fmt: skip
+        await acts.record_foundation(FoundationRecord(org_id=input.org_id, region=input.region,
                                                           state="DELETED" if not left.resources else "LEFTOVERS", stack_name=name), **REGISTRY)  # fmt: skip
         if left.resources:
             raise ApplicationError(f"foundation stack deleted, but resources tagged for {input.org_id} remain in {input.region}: "

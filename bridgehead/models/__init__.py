@@ -96,6 +96,7 @@ from bridgehead.models.marketplace import (
 from bridgehead.models.orgs import (
     CheckResult,
     CreateRoleForMeInput,
+    CreateRoleForMeInputV1,
     CreateRoleRequest,
     CreateRoleResult,
     OffboardInput,
@@ -182,6 +183,7 @@ __all__ = [
     "RoleArn",
     "SubmitRoleInput",
     "CreateRoleForMeInput",
+    "CreateRoleForMeInputV1",
     "CreateRoleRequest",
     "UpdateResult",
     "OrgArtifacts",

@@ -127,6 +127,19 @@ class CreateRoleForMeInput(SensitiveModel):
         return v.get_secret_value()
 
 
+class CreateRoleForMeInputV1(SensitiveModel):
+    """The shape ``create_role_for_me`` accepted before only temporary keys were (long-lived keys,
+    optional session token). Only for replaying updates accepted back then; never accepted anew."""
+
+    access_key_id: Annotated[str, StringConstraints(pattern=r"^[A-Z0-9]{16,128}$")]
+    secret_access_key: SecretStr
+    session_token: SecretStr | None = None
+
+    @field_serializer("secret_access_key", "session_token", when_used="json-unless-none")
+    def _reveal_for_codec(self, v: SecretStr) -> str:
+        return v.get_secret_value()
+
+
 class CreateRoleRequest(SensitiveModel):
     """Activity input for ``create_customer_role`` (encrypted like the update that carries it)."""
 
