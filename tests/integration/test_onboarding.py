@@ -131,7 +131,7 @@ async def test_no_customer_secret_in_any_history_search_attribute_memo_or_log(cl
     key), every string field, current search attributes and memo, and the worker, server, moto and
     CLI logs: no secret access key, access key id or session token in readable form. Twins:
     tests/test_secret_scan.py (each planted form) and the real-history plant below."""
-    assert len(NEEDLES) == 3 + 2 + 2, "the create-role tests must run first (they record the keys they used)"
+    assert len(NEEDLES) == 3 + 3 + 3, "the create-role tests must run first (they record the keys they used)"
     for org in ("beta", "gamma"):
         cli_log(stack, f"status-{org}", "--json", "status", f"org-{org}")
     found, scanned = await scan_client(client, NEEDLES, make_data_converter(TEST_KEY).payload_codec)
