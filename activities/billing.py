@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from activities.aws import Aws, OrgRecord
 from activities.billing_report import billing_report, ledger_entries
 from activities.errors import aws_errors
+from activities.ledger import Ledger
 from activities.metering import MeteringActivities
 from activities.registry import Registry
 from bridgehead import billing, ids, metrics
@@ -38,6 +39,7 @@ class BillingActivities(MeteringActivities):
     def __init__(self, aws: Aws, registry: Registry, clock: Callable[[], datetime] | None = None) -> None:
         self.aws = aws
         self.registry = registry
+        self.ledger = Ledger(registry)
         #: Wall clock of the metering window (a parameter so tests can age batches).
         self.clock = clock or (lambda: datetime.now(UTC))
 
@@ -85,21 +87,15 @@ class BillingActivities(MeteringActivities):
                 if not lines:
                     continue
                 amount = billing.cost(lines, s.rates)
-                # A whole hour keeps its historical key; a part of an hour (a final metering
-                # closed it mid-hour) is keyed by its bounds, so both parts exist exactly once.
-                sk = f"PERIOD#{p.isoformat()}#{c['name']}"
-                if (start, end) != (p, p + billing.PERIOD):
-                    sk += f"#{start.isoformat()}-{end.isoformat()}"
+                # A part of an hour (a final metering closed it mid-hour) is an entry of its own.
                 item = {
-                    "pk": f"ORG#{req.org_id}", "sk": sk, "cluster": c["name"],
                     "region": c.get("region"), "period_start": p.isoformat(), "window_start": start.isoformat(),
                     "window_end": end.isoformat(), "lines": lines, "line_costs": billing.line_costs(lines, s.rates),
                     "node_minutes": sum(lines.values()), "cost_usd": amount, "rate_version": s.rate_version,
                     "rates": {t: s.rates[t] for t in lines}, "capacity": capacity,
                     "metered": False, "written_at": datetime.now(UTC).isoformat(),
                 }  # fmt: skip
-                add = {"node_minutes": item["node_minutes"], "cost_usd": amount, "entries": 1}
-                if self.registry.put_new_and_add(item, (f"ORG#{req.org_id}", "TOTALS"), add, table=self.registry.ledger):
+                if self.ledger.add_entry(req.org_id, c["name"], p, (start, end), item):
                     written += 1
                     for instance_type, minutes in lines.items():
                         metrics.count("bridgehead_billed_node_minutes", int(minutes), instance_type=instance_type)
@@ -108,8 +104,8 @@ class BillingActivities(MeteringActivities):
                 else:
                     existing += 1
             if last > since:
-                self.registry.update(f"ORG#{req.org_id}", f"CLUSTER#{c['name']}", {"billed_through": last.isoformat()})
-        totals = self.registry.get(f"ORG#{req.org_id}", "TOTALS", table=self.registry.ledger) or {}
+                self.registry.update_cluster(req.org_id, c["name"], {"billed_through": last.isoformat()})
+        totals = self.ledger.totals(req.org_id)
         log.info("billing periods closed", written=written, existing=existing, node_minutes=minutes_total)
         return CloseBillingPeriodsResult(entries_written=written, entries_existing=existing, node_minutes=minutes_total,
                                          cost_usd=cost_total, closed_until=until, ledger_node_minutes=int(totals.get("node_minutes", 0)),
@@ -180,7 +176,7 @@ class BillingActivities(MeteringActivities):
             elif groups:
                 rec["ended"] = rec["last_seen"]
         if known != (c.get("observed_instances") or {}):
-            self.registry.update(f"ORG#{org_id}", f"CLUSTER#{name}", {"observed_instances": known})
+            self.registry.update_cluster(org_id, name, {"observed_instances": known})
         instances = [(datetime.fromisoformat(r["launched"]), datetime.fromisoformat(r["ended"]) if r.get("ended") else None) for r in known.values()]
         return instances, "observed"
 
@@ -193,20 +189,17 @@ class BillingActivities(MeteringActivities):
     @activity.defn
     def record_correction(self, req: RecordCorrectionInput) -> CorrectResult:
         """Write an operator's correction of a closed period as a ledger entry of its own
-        (``CORRECTION#<hour>#<cluster>#<id>``): no entry is ever changed or deleted. Priced with
+        (:meth:`activities.ledger.Ledger.add_correction`): no entry is ever changed or deleted. Priced with
         :func:`bridgehead.billing.line_cost` at the rate the corrected entry was priced with, added
         to the ledger totals in the same transaction, exactly once per correction id (a retry
         returns the recorded correction). Never sent to Marketplace."""
         bind_subject(org_id=req.org_id, cluster=req.correction.cluster)
         c = req.correction
         period = billing.floor_hour(c.period)
-        pk = f"ORG#{req.org_id}"
-        prefix = f"{period.isoformat()}#{c.cluster}#"
-        done = self.registry.get(pk, f"CORRECTION#{prefix}{req.correction_id}", table=self.registry.ledger)
+        done = self.ledger.correction(req.org_id, period, c.cluster, req.correction_id)
         if done is not None:
             return _correction_result(done)
-        entries = [e for e in self.registry.query(pk, f"PERIOD#{period.isoformat()}#{c.cluster}", table=self.registry.ledger)
-                   if e["cluster"] == c.cluster]  # fmt: skip
+        entries = self.ledger.period_entries(req.org_id, period, c.cluster)
         if not entries:
             raise ApplicationError(f"no ledger entry for cluster {c.cluster} in the period starting {period.isoformat()}: "
                                    "only closed periods can be corrected", type="BadInput", non_retryable=True)  # fmt: skip
@@ -220,23 +213,21 @@ class BillingActivities(MeteringActivities):
         if itype is None or itype not in original:
             raise ApplicationError(f"instance_type must be one of {', '.join(sorted(original))} (the lines of that period)",
                                    type="BadInput", non_retryable=True)  # fmt: skip
-        before = sum(int(x["node_minutes_delta"]) for x in self.registry.ledger_corrections(req.org_id, prefix) if x["instance_type"] == itype)
+        earlier = self.ledger.period_corrections(req.org_id, period, c.cluster)
+        before = sum(int(x["node_minutes_delta"]) for x in earlier if x["instance_type"] == itype)
         net = original[itype] + before + c.node_minutes_delta
         if net < 0:
             raise ApplicationError(f"the correction would leave {net} node-minutes of {itype} (billed {original[itype]}, "
                                    f"corrected by {before} before): credit at most {original[itype] + before}",
                                    type="BadInput", non_retryable=True)  # fmt: skip
         amount = billing.line_cost(c.node_minutes_delta, rates[itype])
-        item = {
-            "pk": pk, "sk": f"CORRECTION#{prefix}{req.correction_id}", "correction_id": req.correction_id,
+        fields = {
             "cluster": c.cluster, "period_start": period.isoformat(), "instance_type": itype,
             "node_minutes_delta": c.node_minutes_delta, "cost_usd_delta": amount, "rate": rates[itype],
             "reason": c.reason, "requested_at": req.requested_at.isoformat(), "original_node_minutes": original[itype],
             "net_node_minutes": net, "metered": all(e.get("metered") for e in entries),
         }  # fmt: skip
-        add = {"node_minutes": c.node_minutes_delta, "cost_usd": amount, "corrections": 1}
-        if not self.registry.put_new_and_add(item, (pk, "TOTALS"), add, table=self.registry.ledger):
-            item = self.registry.get(pk, item["sk"], table=self.registry.ledger) or item
+        item = self.ledger.add_correction(req.org_id, period, c.cluster, req.correction_id, fields)
         log.info("billing correction recorded", correction=req.correction_id, delta=c.node_minutes_delta, instance_type=itype)
         return _correction_result(item)
 

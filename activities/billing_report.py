@@ -6,6 +6,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+from activities.ledger import Ledger
 from activities.registry import Registry
 from bridgehead import billing
 from bridgehead.models import METERING_STATES, BillingReport, ReportLine, UsageSegment
@@ -21,9 +22,9 @@ def billing_report(registry: Registry, org_id: str, month: str | None, now: date
     ledger's to the cent. Entries written before ``line_costs`` existed are split with the same
     function, and a cent of difference to their stored ``cost_usd`` goes to their largest line.
     """
-    pk = f"ORG#{org_id}"
-    entries = ledger_entries(registry, org_id, month)
-    corrections = registry.ledger_corrections(org_id, month or "")
+    ledger = Ledger(registry)
+    entries = ledger.entries(org_id, month)
+    corrections = ledger.corrections(org_id, month)
     link = registry.marketplace(org_id)
     linked_hour = billing.floor_hour(datetime.fromisoformat(link["linked_at"])).isoformat() if link else None
     rows: dict[tuple[str, str], dict[str, Any]] = {}
@@ -73,7 +74,7 @@ def billing_report(registry: Registry, org_id: str, month: str | None, now: date
     report.corrections_usd = sum((x.corrections_usd for x in report.lines), Decimal("0.00"))
     report.net_usd = report.cost_usd + report.corrections_usd
     if month is None or now.strftime("%Y-%m") == month:
-        for c in registry.query(pk, "CLUSTER#"):
+        for c in registry.clusters(org_id):
             segments = [UsageSegment.model_validate(x) for x in c.get("segments") or []]
             if not segments:
                 continue
@@ -103,5 +104,4 @@ def _entry_line_costs(e: dict[str, Any], fallback: dict[str, Decimal]) -> dict[s
 
 def ledger_entries(registry: Registry, org_id: str, month: str | None = None) -> list[dict[str, Any]]:
     """Ledger entries of an org, optionally for one ``YYYY-MM`` (for reports)."""
-    prefix = f"PERIOD#{month}" if month else "PERIOD#"
-    return registry.query(f"ORG#{org_id}", prefix, table=registry.ledger)
+    return Ledger(registry).entries(org_id, month)

@@ -13,6 +13,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws
 from activities.errors import aws_errors
+from activities.ledger import Ledger
 from activities.registry import Registry
 from bridgehead import billing, metrics
 from bridgehead.logging import bind_subject, get_logger
@@ -32,6 +33,7 @@ class MeteringActivities:
 
     aws: Aws
     registry: Registry
+    ledger: Ledger
     clock: Callable[[], datetime]
 
     @activity.defn
@@ -43,7 +45,7 @@ class MeteringActivities:
         says why (``skipped``). Records name the buyer by ``CustomerAWSAccountId``.
 
         Unmetered ledger entries are grouped per instance type (the dimension) into one batch,
-        written to the ledger (``METER#<timestamp>``, unique per batch) before it is sent, in calls
+        written to the ledger (a batch, unique per timestamp) before it is sent, in calls
         of at most 25 records. A batch is resent after a crash or a throttle: only the dimensions
         Marketplace has not acknowledged, with the very same records, which AWS documents as
         idempotent (``Success``, counted once). Marketplace answers:
@@ -71,10 +73,9 @@ class MeteringActivities:
         if link.get("state") not in METERING_STATES:
             tally.skipped = f"AWS Marketplace subscription is {link.get('state')}: usage is kept in the ledger only"
             return tally
-        pk = f"ORG#{req.org_id}"
         now = self.clock()
-        with self._lease(pk):
-            batches = self.registry.query(pk, "METER#", table=self.registry.ledger)
+        with self._lease(req.org_id):
+            batches = self.ledger.batches(req.org_id)
             for batch in [b for b in batches if b.get("status") == "PENDING"]:
                 age = now - _batch_time(batch)
                 if age < MARKETPLACE_LIMIT:
@@ -82,14 +83,14 @@ class MeteringActivities:
                     if tally.not_subscribed:
                         return tally
                 if batch["status"] == "PENDING" and age >= RESEND_WINDOW:
-                    self._expire(pk, batch, tally)
+                    self._expire(req.org_id, batch, tally)
             batch = self._new_batch(req.org_id, link, now, batches)
             if batch is not None:
                 self._send(req.org_id, link, batch, tally)
         return tally
 
     @contextmanager
-    def _lease(self, pk: str) -> Iterator[None]:
+    def _lease(self, org_id: str) -> Iterator[None]:
         """One metering attempt per organisation at a time (an attempt that outlived its timeout
         must not batch the same entries as its retry). Held for the attempt's start-to-close
         timeout at most, so a crashed attempt never blocks its retry for longer."""
@@ -97,15 +98,8 @@ class MeteringActivities:
         me = f"{info.workflow_id}/{info.activity_id}/{info.attempt}"
         now = datetime.now(UTC)
         expires = now + (info.start_to_close_timeout or timedelta(minutes=5))
-        item = {"pk": pk, "sk": "METER-LEASE", "lease_holder": me, "lease_expires": expires.isoformat()}
-        held_ok = self.registry.put(
-            item,
-            condition="attribute_not_exists(pk) OR lease_expires < :now OR lease_holder = :me",
-            values={":now": now.isoformat(), ":me": me},
-            table=self.registry.ledger,
-        )
-        if not held_ok:
-            held = self.registry.get(pk, "METER-LEASE", table=self.registry.ledger) or {}
+        if not self.ledger.take_lease(org_id, me, now, expires):
+            held = self.ledger.lease(org_id)
             raise ApplicationError(
                 f"another metering attempt for this organisation is running ({held.get('lease_holder')}, "
                 f"until {held.get('lease_expires')}); retrying",
@@ -114,22 +108,20 @@ class MeteringActivities:
         try:
             yield
         finally:
-            released = {**item, "lease_expires": datetime.min.replace(tzinfo=UTC).isoformat()}
-            self.registry.put(released, condition="lease_holder = :me", values={":me": me}, table=self.registry.ledger)
+            self.ledger.release_lease(org_id, me)
 
     def _new_batch(self, org_id: str, link: dict[str, Any], now: datetime, batches: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The batch for every entry and carry no batch holds yet, written before it is sent.
 
         Entries of periods before the organisation was linked are never metered (the buyer had
         not subscribed then); the report lists them as not metered."""
-        pk = f"ORG#{org_id}"
         unsent = [b for b in batches if b.get("status") != "SENT"]
         held = {sk for b in unsent for sk in b.get("entries", [])}
         claimed = {sk for b in batches for sk in b.get("carries", [])}
         linked_hour = billing.floor_hour(datetime.fromisoformat(link["linked_at"])).isoformat()
         entries = [
             e
-            for e in self.registry.query(pk, "PERIOD#", table=self.registry.ledger)
+            for e in self.ledger.entries(org_id)
             if not e.get("metered") and e["sk"] not in held and e["period_start"] >= linked_hour
         ]
         carries = [b for b in batches if b.get("status") == "EXPIRED" and b.get("carry") and b["sk"] not in claimed]
@@ -146,8 +138,6 @@ class MeteringActivities:
         if stamp.isoformat() in {_batch_time(b).isoformat() for b in batches}:
             return None  # another attempt made a batch this very second; it is sent on the next call
         batch = {
-            "pk": pk,
-            "sk": f"METER#{stamp.isoformat()}",
             "hour": stamp.isoformat(),
             "status": "PENDING",
             "quantities": dict(qty),
@@ -156,14 +146,11 @@ class MeteringActivities:
             "acked": [],
             "customer_aws_account_id": link["customer_aws_account_id"],
         }
-        if not self.registry.put(batch, condition="attribute_not_exists(pk)", table=self.registry.ledger):
-            return None
-        return batch
+        return self.ledger.add_batch(org_id, stamp, batch)
 
     def _send(self, org_id: str, link: dict[str, Any], batch: dict[str, Any], tally: MeterUsageResult) -> None:
         """Send a batch's unacknowledged, non-defective dimensions (at most ``MAX_RECORDS`` per
         call); settle it once every dimension is acknowledged or flagged."""
-        pk = f"ORG#{org_id}"
         stamp = _batch_time(batch)
         acked = set(batch.get("acked") or [])
         defects: dict[str, str] = dict(batch.get("defects") or {})
@@ -214,7 +201,7 @@ class MeteringActivities:
         if defects != dict(batch.get("defects") or {}):
             changes["defects"] = defects
         if changes:
-            self.registry.update(pk, batch["sk"], changes, table=self.registry.ledger)
+            self.ledger.update_batch(org_id, batch["sk"], changes)
             batch.update(changes)
         if tally.not_subscribed:
             self._stop_metering(org_id, link, tally)
@@ -226,8 +213,8 @@ class MeteringActivities:
                 flags: dict[str, Any] = {"metered": not defects, "metered_in": batch["sk"]}
                 if defects:
                     flags["metering_defects"] = sorted(defects)
-                self.registry.update(pk, sk, flags, table=self.registry.ledger)
-            self.registry.update(pk, batch["sk"], {"status": status, "sent_at": self.clock().isoformat()}, table=self.registry.ledger)
+                self.ledger.update_entry(org_id, sk, flags)
+            self.ledger.update_batch(org_id, batch["sk"], {"status": status, "sent_at": self.clock().isoformat()})
             batch["status"] = status
 
     def _stop_metering(self, org_id: str, link: dict[str, Any], tally: MeterUsageResult) -> None:
@@ -251,16 +238,16 @@ class MeteringActivities:
                 idempotency_key=f"mp-not-subscribed-{org_id}-{at.isoformat()}",
             )
 
-    def _expire(self, pk: str, batch: dict[str, Any], tally: MeterUsageResult) -> None:
+    def _expire(self, org_id: str, batch: dict[str, Any], tally: MeterUsageResult) -> None:
         """Too old for Marketplace: keep what it acknowledged, carry the rest into the next batch."""
         acked = set(batch.get("acked") or [])
         carry = {t: int(q) for t, q in batch["quantities"].items() if _dimension(t) not in acked and int(q) > 0}
         # One write: the status and the carry together, so a crash cannot carry it twice or lose it.
-        self.registry.update(pk, batch["sk"], {"status": "EXPIRED", "carry": carry, "expired_at": self.clock().isoformat()},
-                             table=self.registry.ledger)  # fmt: skip
+        expired = {"status": "EXPIRED", "carry": carry, "expired_at": self.clock().isoformat()}
+        self.ledger.update_batch(org_id, batch["sk"], expired)
         batch.update(status="EXPIRED", carry=carry)
         for sk in batch.get("entries", []):
-            self.registry.update(pk, sk, {"metered": True, "metered_in": batch["sk"]}, table=self.registry.ledger)
+            self.ledger.update_entry(org_id, sk, {"metered": True, "metered_in": batch["sk"]})
         tally.expired += 1
         log.warning("usage batch past the Marketplace window, carried into the next batch", batch=batch["sk"], carry=carry)
 
