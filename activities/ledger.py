@@ -36,7 +36,12 @@ class Ledger:
 
     # --- periods --------------------------------------------------------------------------------
     def add_entry(
-        self, org_id: str, cluster: str, period: datetime, window: tuple[datetime, datetime], fields: dict[str, Any]
+        self,
+        org_id: str,
+        cluster: str,
+        period: datetime,
+        window: tuple[datetime, datetime],
+        fields: dict[str, Any],
     ) -> bool:
         """Write the usage of ``cluster`` in ``window`` (within the hour ``period``) and add its
         ``node_minutes`` and ``cost_usd`` to the totals, exactly once: False (nothing written)
@@ -56,7 +61,9 @@ class Ledger:
 
     def period_entries(self, org_id: str, period: datetime, cluster: str) -> list[dict[str, Any]]:
         """The entries of ``cluster`` in the hour starting at ``period`` (whole or in parts)."""
-        found = self.registry.query(org_pk(org_id), f"PERIOD#{period.isoformat()}#{cluster}", table=self.table)
+        found = self.registry.query(
+            org_pk(org_id), f"PERIOD#{period.isoformat()}#{cluster}", table=self.table
+        )
         return [e for e in found if e["cluster"] == cluster]
 
     def update_entry(self, org_id: str, sk: str, fields: dict[str, Any]) -> None:
@@ -76,25 +83,40 @@ class Ledger:
         """Corrections of an org, optionally of periods in one ``YYYY-MM``."""
         return self.registry.query(org_pk(org_id), f"CORRECTION#{month or ''}", table=self.table)
 
-    def period_corrections(self, org_id: str, period: datetime, cluster: str) -> list[dict[str, Any]]:
+    def period_corrections(
+        self, org_id: str, period: datetime, cluster: str
+    ) -> list[dict[str, Any]]:
         """Corrections of ``cluster`` in the hour starting at ``period``."""
         prefix = f"CORRECTION#{self._period_prefix(period, cluster)}"
         return self.registry.query(org_pk(org_id), prefix, table=self.table)
 
-    def correction(self, org_id: str, period: datetime, cluster: str, correction_id: str) -> dict[str, Any] | None:
+    def correction(
+        self, org_id: str, period: datetime, cluster: str, correction_id: str
+    ) -> dict[str, Any] | None:
         sk = f"CORRECTION#{self._period_prefix(period, cluster)}{correction_id}"
         return self.registry.get(org_pk(org_id), sk, table=self.table)
 
     def add_correction(
-        self, org_id: str, period: datetime, cluster: str, correction_id: str, fields: dict[str, Any]
+        self,
+        org_id: str,
+        period: datetime,
+        cluster: str,
+        correction_id: str,
+        fields: dict[str, Any],
     ) -> dict[str, Any]:
         """Write a correction and add its ``node_minutes_delta`` and ``cost_usd_delta`` to the
         totals, exactly once per correction id. Returns the correction as recorded (the earlier
         one when this id was recorded before)."""
         sk = f"CORRECTION#{self._period_prefix(period, cluster)}{correction_id}"
         item = {"pk": org_pk(org_id), "sk": sk, "correction_id": correction_id, **fields}
-        add = {"node_minutes": fields["node_minutes_delta"], "cost_usd": fields["cost_usd_delta"], "corrections": 1}
-        if not self.registry.put_new_and_add(item, (org_pk(org_id), _TOTALS), add, table=self.table):
+        add = {
+            "node_minutes": fields["node_minutes_delta"],
+            "cost_usd": fields["cost_usd_delta"],
+            "corrections": 1,
+        }
+        if not self.registry.put_new_and_add(
+            item, (org_pk(org_id), _TOTALS), add, table=self.table
+        ):
             item = self.registry.get(org_pk(org_id), sk, table=self.table) or item
         return item
 
@@ -102,7 +124,9 @@ class Ledger:
     def batches(self, org_id: str) -> list[dict[str, Any]]:
         return self.registry.query(org_pk(org_id), "METER#", table=self.table)
 
-    def add_batch(self, org_id: str, stamp: datetime, fields: dict[str, Any]) -> dict[str, Any] | None:
+    def add_batch(
+        self, org_id: str, stamp: datetime, fields: dict[str, Any]
+    ) -> dict[str, Any] | None:
         """Write a new batch timestamped ``stamp`` (unique per second); None when one exists."""
         batch = {"pk": org_pk(org_id), "sk": f"METER#{stamp.isoformat()}", **fields}
         if not self.registry.put(batch, condition="attribute_not_exists(pk)", table=self.table):
@@ -116,7 +140,12 @@ class Ledger:
     def take_lease(self, org_id: str, holder: str, now: datetime, expires: datetime) -> bool:
         """Hold the org's metering lease until ``expires``: False when another holder has it and
         it has not expired (the same holder takes it again)."""
-        item = {"pk": org_pk(org_id), "sk": _LEASE, "lease_holder": holder, "lease_expires": expires.isoformat()}
+        item = {
+            "pk": org_pk(org_id),
+            "sk": _LEASE,
+            "lease_holder": holder,
+            "lease_expires": expires.isoformat(),
+        }
         return self.registry.put(
             item,
             condition="attribute_not_exists(pk) OR lease_expires < :now OR lease_holder = :me",
@@ -131,5 +160,12 @@ class Ledger:
     def release_lease(self, org_id: str, holder: str) -> None:
         """Let the lease expire now, if ``holder`` still has it."""
         expired = datetime.min.replace(tzinfo=UTC).isoformat()
-        item = {"pk": org_pk(org_id), "sk": _LEASE, "lease_holder": holder, "lease_expires": expired}
-        self.registry.put(item, condition="lease_holder = :me", values={":me": holder}, table=self.table)
+        item = {
+            "pk": org_pk(org_id),
+            "sk": _LEASE,
+            "lease_holder": holder,
+            "lease_expires": expired,
+        }
+        self.registry.put(
+            item, condition="lease_holder = :me", values={":me": holder}, table=self.table
+        )
