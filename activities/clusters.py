@@ -5,13 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from botocore.exceptions import ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws
-from activities.errors import CustomerActionRequired, aws_errors, error_code
-from activities.registry import Registry, _to_item
+from activities.errors import CustomerActionRequired, aws_errors
+from activities.registry import Registry
 from bridgehead import policies
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
@@ -113,41 +112,23 @@ class ClusterActivities:
         if req.segments is not None:
             fields["segments"] = [s.model_dump(mode="json") for s in req.segments]
         fields = {k: v for k, v in fields.items() if v is not None}
-        pk, sk = f"ORG#{req.org_id}", f"CLUSTER#{req.name}"
         if req.state.value != "CREATING":
             # Only the cluster's own workflow moves its record, and only forwards.
             fields.pop("state")
-            self.registry.transition("cluster", pk, sk, req.state.value, fields, subject=f"{req.org_id}/{req.name}",
-                                     require={"workflow_id": fields["workflow_id"]})  # fmt: skip
+            self.registry.transition_cluster(req.org_id, req.name, req.state.value, fields, workflow_id=fields["workflow_id"])
             return
-        try:
-            with aws_errors("register cluster"):
-                self.registry.ddb.transact_write_items(TransactItems=[
-                    {"ConditionCheck": {
-                        "TableName": self.registry.table, "Key": _to_item({"pk": pk, "sk": f"REGION#{req.region}"}),
-                        "ConditionExpression": "#s = :ready", "ExpressionAttributeNames": {"#s": "state"},
-                        "ExpressionAttributeValues": _to_item({":ready": "READY"})}},
-                    {"Put": {
-                        "TableName": self.registry.table, "Item": _to_item({"pk": pk, "sk": sk, **fields}),
-                        "ConditionExpression": "attribute_not_exists(pk) OR workflow_run = :run OR #s IN (:d, :c)",
-                        "ExpressionAttributeNames": {"#s": "state"},
-                        "ExpressionAttributeValues": _to_item({":run": info.workflow_run_id, ":d": "DELETED", ":c": "CANCELLED"})}},
-                ])  # fmt: skip
-        except ApplicationError as e:
-            cause = e.__cause__
-            if isinstance(cause, ClientError) and error_code(cause) == "TransactionCanceledException":
-                raise ApplicationError(
-                    f"cluster {req.name} cannot be registered: the foundation in {req.region} is not READY (being cleaned up?) "
-                    "or another cluster with this name exists",
-                    type=CustomerActionRequired.__name__, non_retryable=True,
-                ) from None
-            raise
+        if self.registry.create_cluster(req.org_id, req.name, req.region, fields, info.workflow_run_id) is not None:
+            raise ApplicationError(
+                f"cluster {req.name} cannot be registered: the foundation in {req.region} is not READY (being cleaned up?) "
+                "or another cluster with this name exists",
+                type=CustomerActionRequired.__name__, non_retryable=True,
+            ) from None
 
     @activity.defn
     def notify(self, req: NotifyInput) -> bool:
         """Email the org admin through SES (platform account). Sent at most once per key, barring a
         crash between sending and recording (then at most twice)."""
-        marker = self.registry.get(f"NOTIFY#{req.idempotency_key}", "META")
+        marker = self.registry.notification(req.idempotency_key)
         if marker is not None:
             return False
         with aws_errors("ses:SendEmail", hint=f"Verify the sender identity {self.aws.settings.notify_sender} in SES."):
@@ -156,6 +137,5 @@ class ClusterActivities:
                 Destination={"ToAddresses": [req.to]},
                 Message={"Subject": {"Data": req.subject}, "Body": {"Text": {"Data": req.body}}},
             )
-        self.registry.put({"pk": f"NOTIFY#{req.idempotency_key}", "sk": "META", "to": req.to, "subject": req.subject,
-                           "sent_at": datetime.now(UTC).isoformat()})  # fmt: skip
+        self.registry.record_notification(req.idempotency_key, req.to, req.subject, datetime.now(UTC).isoformat())
         return True

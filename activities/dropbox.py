@@ -2,7 +2,7 @@
 ``s3://<inbox>/home/<user>/<CLUSTER>.cf-create`` (a short JSON config) or ``.cf-delete``.
 
 The inbox bucket lives in the platform account. Users map to an organisation and owner in the
-registry (``DROPBOX#<user>``); unknown users are refused. Result files are written next to the
+registry (:meth:`activities.registry.Registry.dropbox_user`); unknown users are refused. Result files are written next to the
 request and the request is removed once handled.
 
 * **One version at a time.** The inbox is versioned (``starter dropbox setup``): a request is
@@ -186,7 +186,7 @@ class DropboxActivities:
         out = DropboxParsed(kind=kind, user=user, cluster=cluster)
         with aws_errors(f"s3:DeleteObject home/{user}/{cluster}.cf-*"):
             self._clear_older_results(bucket, user, cluster, req.etag)
-        mapping = self.registry.get(f"DROPBOX#{user}", "META")
+        mapping = self.registry.dropbox_user(user)
         if not mapping:
             return out.model_copy(update={"error": f"user {user} is not registered for the drop-box; ask your administrator to add you"})
         out = out.model_copy(update={"org_id": mapping["org_id"], "owner": mapping.get("owner") or user})
@@ -226,7 +226,7 @@ class DropboxActivities:
     @activity.defn
     def cluster_owner(self, req: DropboxParsed) -> str | None:
         """Owner and state of an existing cluster (consistent read), as ``owner:state``; None if unknown."""
-        item = self.registry.get(f"ORG#{req.org_id}", f"CLUSTER#{req.cluster}")
+        item = self.registry.cluster(req.org_id, req.cluster)
         if not item:
             return None
         return f"{item.get('owner') or ''}:{item.get('state')}"

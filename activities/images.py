@@ -133,9 +133,8 @@ class ImageActivities:
                 ec2.modify_snapshot_attribute(
                     SnapshotId=snap, Attribute="createVolumePermission", OperationType="add", UserIds=[org.aws_account_id]
                 )
-        self.registry.put({
-            "pk": f"ORG#{req.org_id}", "sk": f"IMAGE#{req.region}", "region": req.region, "image_id": req.image_id,
-            "snapshot_ids": snapshots, "state": "SHARED", "account": org.aws_account_id,
+        self.registry.put_image_share(req.org_id, req.region, {
+            "image_id": req.image_id, "snapshot_ids": snapshots, "state": "SHARED", "account": org.aws_account_id,
             "updated_at": datetime.now(UTC).isoformat(),
         })  # fmt: skip
         log.info("image shared", image_id=req.image_id, snapshots=snapshots)
@@ -159,5 +158,5 @@ class ImageActivities:
             except ClientError as e:
                 if not error_code(e).endswith(".NotFound"):
                     raise
-        self.registry.update(f"ORG#{req.org_id}", f"IMAGE#{req.region}", {"state": "REVOKED", "image_id": req.image_id})
+        self.registry.update_image_share(req.org_id, req.region, {"state": "REVOKED", "image_id": req.image_id})
         return ShareImageResult(image_id=req.image_id, snapshot_ids=snapshots)

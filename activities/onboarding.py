@@ -16,10 +16,9 @@ from activities.aws import Aws
 from activities.errors import (
     PERMISSION_CODES,
     CustomerActionRequired,
-    aws_errors,
     error_code,
 )
-from activities.registry import Registry, _to_item
+from activities.registry import Registry
 from bridgehead import ids, policies
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
@@ -120,15 +119,14 @@ class OnboardingActivities:
             )
         external_id = new_external_id()
         now = datetime.now(UTC).isoformat()
-        item = {
-            "pk": f"ORG#{req.org_id}", "sk": "META", "org_id": req.org_id,
+        fields = {
             "display_name": req.display_name, "admin_email": req.admin_email,
             "aws_account_id": req.aws_account_id, "regions": req.regions, "external_id": external_id,
             "state": "AWAITING_ROLE", "created_at": now, "registered_by": req.registration_token or token,
             "shared_account": req.shared_account,
         }  # fmt: skip
         # One AWS account, one organisation, unless every organisation in it says it is shared.
-        claim = self.registry.get(f"ACCOUNT#{req.aws_account_id}", "META")
+        claim = self.registry.account_claim(req.aws_account_id)
         if claim is not None and not (claim.get("shared") and req.shared_account):
             raise _customer_action(
                 f"AWS account {req.aws_account_id} already belongs to organisation "
@@ -136,41 +134,14 @@ class OnboardingActivities:
                 "account is meant to be shared, every organisation in it must be registered with "
                 '"shared_account": true (each then gets a role of its own).'
             )
-        account_claim = {
-            "Update": {
-                "TableName": self.registry.table,
-                "Key": _to_item({"pk": f"ACCOUNT#{req.aws_account_id}", "sk": "META"}),
-                "UpdateExpression": "SET #sh = :sh ADD #orgs :org",
-                "ConditionExpression": "attribute_not_exists(pk)" + (" OR #sh = :true" if req.shared_account else ""),
-                "ExpressionAttributeNames": {"#sh": "shared", "#orgs": "orgs"},
-                "ExpressionAttributeValues": {
-                    ":sh": {"BOOL": req.shared_account}, ":org": {"SS": [req.org_id]},
-                    **({":true": {"BOOL": True}} if req.shared_account else {}),
-                },
-            }
-        }  # fmt: skip
-        try:
-            with aws_errors("register organisation"):
-                # Both the org id and the External ID must be new: the second item makes an External
-                # ID collision (astronomically unlikely at 256 bits) a refusal, never a reuse.
-                self.registry.ddb.transact_write_items(
-                    TransactItems=[
-                        {"Put": {"TableName": self.registry.table, "Item": _to_item(item),
-                                 "ConditionExpression": "attribute_not_exists(pk)"}},
-                        {"Put": {"TableName": self.registry.table,
-                                 "Item": _to_item({"pk": f"EXTID#{external_id}", "sk": "META", "org_id": req.org_id}),
-                                 "ConditionExpression": "attribute_not_exists(pk)"}},
-                        account_claim,
-                    ]
-                )  # fmt: skip
-        except ApplicationError as e:
-            cause = e.__cause__
-            if isinstance(cause, ClientError) and error_code(cause) == "TransactionCanceledException":
-                raise _customer_action(
-                    f"organisation id {req.org_id!r} is already registered, or account {req.aws_account_id} was "
-                    "claimed by another organisation at the same moment; nothing was registered"
-                ) from e
-            raise
+        # Both the org id and the External ID must be new: an External ID collision (astronomically
+        # unlikely at 256 bits) is a refusal, never a reuse.
+        refused = self.registry.register_org(req.org_id, fields, shared_account=req.shared_account)
+        if refused is not None:
+            raise _customer_action(
+                f"organisation id {req.org_id!r} is already registered, or account {req.aws_account_id} was "
+                "claimed by another organisation at the same moment; nothing was registered"
+            ) from refused
         log.info("organisation registered", org_id=req.org_id, account=req.aws_account_id)
         return RegisterOrgResult(external_id=external_id,
                                  artifacts=self._artifacts(req.org_id, req.aws_account_id, external_id, req.regions, req.shared_account))
@@ -188,9 +159,8 @@ class OnboardingActivities:
 
     def _store_role(self, org_id: str, role_arn: str) -> None:
         """A role is recorded only while the organisation can take one (never once offboarding)."""
-        settled = {":a": "AWAITING_ROLE", ":b": "ACTION_REQUIRED", ":c": "READY"}
-        ok = self.registry.update(f"ORG#{org_id}", "META", {"role_arn": role_arn, "role_changed_at": datetime.now(UTC).isoformat()},
-                                  condition="#s IN (:a, :b, :c)", names={"#s": "state"}, values=settled)  # fmt: skip
+        settled = ["AWAITING_ROLE", "ACTION_REQUIRED", "READY"]
+        ok = self.registry.record_org_role(org_id, role_arn, datetime.now(UTC).isoformat(), only_in=settled)
         if not ok:
             state = (self.registry.org_item(org_id) or {}).get("state", "not registered")
             raise _customer_action(f"organisation {org_id} is {state}; a role can be recorded only while AWAITING_ROLE, ACTION_REQUIRED or READY")
@@ -198,8 +168,7 @@ class OnboardingActivities:
     @activity.defn
     def set_org_state(self, req: SetOrgStateInput) -> None:
         bind_subject(org_id=req.org_id)
-        self.registry.transition("org", f"ORG#{req.org_id}", "META", req.state.value, {"state_detail": req.detail},
-                                 subject=req.org_id)  # fmt: skip
+        self.registry.transition_org(req.org_id, req.state.value, {"state_detail": req.detail})
 
     # -----------------------------------------------------------------------------------------
     @activity.defn

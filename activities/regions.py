@@ -87,18 +87,16 @@ class RegionActivities:
         if rec.outputs:
             fields["outputs"] = rec.outputs
         fields.pop("state")
-        self.registry.transition("foundation", f"ORG#{rec.org_id}", f"REGION#{rec.region}", rec.state, fields,
-                                 subject=f"{rec.org_id}/{rec.region}")  # fmt: skip
+        self.registry.transition_foundation(rec.org_id, rec.region, rec.state, fields)
 
     @activity.defn
     def begin_foundation_delete(self, req: RegionClustersInput) -> RegionClusters:
         """Mark the foundation DELETING, then list clusters that block deletion (anything not
         DELETED/CANCELLED). If any blocks, the mark is reverted and nothing is deleted."""
         bind_subject(org_id=req.org_id, region=req.region)
-        pk, sk = f"ORG#{req.org_id}", f"REGION#{req.region}"
         before = self.registry.foundation(req.org_id, req.region)
-        self.registry.transition("foundation", pk, sk, "DELETING", {"previous_state": (before or {}).get("state", "NONE"), "region": req.region},
-                                 subject=f"{req.org_id}/{req.region}")  # fmt: skip
+        marks = {"previous_state": (before or {}).get("state", "NONE"), "region": req.region}
+        self.registry.transition_foundation(req.org_id, req.region, "DELETING", marks)
         blocking = [
             ClusterSummary(name=c["name"], region=c["region"], state=c["state"])
             for c in self.registry.clusters(req.org_id)
@@ -107,8 +105,7 @@ class RegionActivities:
         if blocking:
             # Refused: put back the state it had (the one reverse step the state machine allows,
             # only from the DELETING this call wrote).
-            self.registry.update(pk, sk, {"state": (before or {}).get("state", "READY")}, condition="#s = :d",
-                                 names={"#s": "state"}, values={":d": "DELETING"})  # fmt: skip
+            self.registry.revert_foundation_delete(req.org_id, req.region, (before or {}).get("state", "READY"))
         return RegionClusters(clusters=blocking, stack_name=(before or {}).get("stack_name") or None)
 
     @activity.defn

@@ -1,20 +1,25 @@
-"""The platform registry (DynamoDB in the platform account).
+"""The platform registry (DynamoDB in the platform account): the one module that knows its keys.
 
 Holds what several workflows must read consistently: organisations, regional foundations, image
-shares, clusters, and the billing ledger. Safety decisions read it with ``ConsistentRead=True``
-and write with conditional expressions; workflow visibility (eventually consistent) is never used
-for them.
+shares, clusters, drop-box users, notification markers and Marketplace links. Safety decisions read
+it with ``ConsistentRead=True`` and write with conditional expressions; workflow visibility
+(eventually consistent) is never used for them. Callers use the typed methods below; the generic
+primitives (``get``, ``put``, ``update``, ``query``, ``delete``, ``put_new_and_add``) serve them and
+:class:`activities.ledger.Ledger`, which owns the ledger table's keys the same way.
 
 Layout (single table, ``pk``/``sk``):
-    ORG#<org>     META              organisation (account, role, External ID, state)
-    ORG#<org>     REGION#<region>   regional foundation (stack, outputs, state)
-    ORG#<org>     IMAGE#<region>    image shared in that region (image, snapshots)
-    ORG#<org>     CLUSTER#<name>    cluster (region, state, usage segments)
-    DROPBOX#<user> META             drop-box user -> org and owner
-    ACCOUNT#<id>  META              which organisation an AWS account belongs to
+    ORG#<org>              META              organisation (account, role, External ID, state)
+    ORG#<org>              REGION#<region>   regional foundation (stack, outputs, state)
+    ORG#<org>              IMAGE#<region>    image shared in that region (image, snapshots)
+    ORG#<org>              CLUSTER#<name>    cluster (region, state, usage segments)
+    ORG#<org>              MARKETPLACE       the org's Marketplace buyer and billing state
+    ACCOUNT#<id>           META              which organisations an AWS account belongs to
+    EXTID#<external id>    META              External ID -> org (never reused)
+    MPCUSTOMER#<id>        META              Marketplace customer identifier -> org (unique)
+    DROPBOX#<user>         META              drop-box user -> org and owner
+    NOTIFY#<key>           META              an email sent (at most once per key)
 State writes go through :meth:`Registry.transition` (the state machine in
-:mod:`bridgehead.transitions`).
-Ledger table: ``ORG#<org>`` / ``PERIOD#<iso hour>#<cluster>``, one item per (cluster, period).
+:mod:`bridgehead.transitions`). Ledger table: see :mod:`activities.ledger`.
 """
 
 from __future__ import annotations
@@ -56,6 +61,11 @@ def _dynamo_safe(v: Any) -> Any:
 
 def _from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+def org_pk(org_id: str) -> str:
+    """The partition of an organisation's items, in the registry and in the ledger."""
+    return f"ORG#{org_id}"
 
 
 class Registry:
@@ -230,9 +240,23 @@ class Registry:
                     return items
                 kwargs["ExclusiveStartKey"] = resp["LastEvaluatedKey"]
 
+    def _transact(self, action: str, items: list[dict[str, Any]]) -> ApplicationError | None:
+        """Write ``items`` in one transaction. Returns None when written, or the classified refusal
+        (the transaction was cancelled: nothing was written) for the caller to chain as a cause;
+        other failures raise, classified by :func:`activities.errors.aws_errors`."""
+        try:
+            with aws_errors(action):
+                self.ddb.transact_write_items(TransactItems=items)
+        except ApplicationError as e:
+            cause = e.__cause__
+            if isinstance(cause, ClientError) and error_code(cause) == "TransactionCanceledException":
+                return e
+            raise
+        return None
+
     # --- organisations --------------------------------------------------------------------------
     def org(self, org_id: str) -> OrgRecord:
-        item = self.get(f"ORG#{org_id}", "META")
+        item = self.org_item(org_id)
         if item is None:
             raise not_found(f"organisation {org_id!r} is not registered; start OnboardOrganization first")
         return OrgRecord(
@@ -248,27 +272,136 @@ class Registry:
         )
 
     def org_item(self, org_id: str) -> dict[str, Any] | None:
-        return self.get(f"ORG#{org_id}", "META")
+        return self.get(org_pk(org_id), "META")
 
-    def clusters(self, org_id: str) -> list[dict[str, Any]]:
-        return self.query(f"ORG#{org_id}", "CLUSTER#")
+    def account_claim(self, aws_account_id: str) -> dict[str, Any] | None:
+        """Which organisations (``orgs``) an AWS account belongs to, and whether it is ``shared``."""
+        return self.get(f"ACCOUNT#{aws_account_id}", "META")
 
-    def cluster(self, org_id: str, name: str) -> dict[str, Any] | None:
-        return self.get(f"ORG#{org_id}", f"CLUSTER#{name}")
+    def register_org(self, org_id: str, fields: dict[str, Any], *, shared_account: bool) -> ApplicationError | None:
+        """Write the organisation (``fields`` name its ``aws_account_id`` and ``external_id``), its
+        External ID and its account's claim in one transaction. Refused (nothing written, the
+        refusal returned) when the org id or the External ID exists (an External ID collision is a
+        refusal, never a reuse), or the account belongs to another organisation, unless both say
+        the account is shared."""
+        item = {"pk": org_pk(org_id), "sk": "META", "org_id": org_id, **fields}
+        account_claim = {
+            "Update": {
+                "TableName": self.table,
+                "Key": _to_item({"pk": f"ACCOUNT#{fields['aws_account_id']}", "sk": "META"}),
+                "UpdateExpression": "SET #sh = :sh ADD #orgs :org",
+                "ConditionExpression": "attribute_not_exists(pk)" + (" OR #sh = :true" if shared_account else ""),
+                "ExpressionAttributeNames": {"#sh": "shared", "#orgs": "orgs"},
+                "ExpressionAttributeValues": {
+                    ":sh": {"BOOL": shared_account}, ":org": {"SS": [org_id]},
+                    **({":true": {"BOOL": True}} if shared_account else {}),
+                },
+            }
+        }  # fmt: skip
+        external_id = {"pk": f"EXTID#{fields['external_id']}", "sk": "META", "org_id": org_id}
+        return self._transact("register organisation", [
+            {"Put": {"TableName": self.table, "Item": _to_item(item), "ConditionExpression": "attribute_not_exists(pk)"}},
+            {"Put": {"TableName": self.table, "Item": _to_item(external_id), "ConditionExpression": "attribute_not_exists(pk)"}},
+            account_claim,
+        ])  # fmt: skip
 
+    def put_org(self, org_id: str, fields: dict[str, Any]) -> None:
+        """Write an organisation as given, unconditionally (seeding for benchmarks; onboarding
+        uses :meth:`register_org`)."""
+        self.put({"pk": org_pk(org_id), "sk": "META", "org_id": org_id, **fields})
+
+    def record_org_role(self, org_id: str, role_arn: str, changed_at: str, *, only_in: list[str]) -> bool:
+        """Store the org's role ARN, only while its state is one of ``only_in`` (False otherwise)."""
+        allowed = {f":s{i}": s for i, s in enumerate(only_in)}
+        fields = {"role_arn": role_arn, "role_changed_at": changed_at}
+        condition = f"#s IN ({', '.join(allowed)})"
+        return self.update(org_pk(org_id), "META", fields, condition=condition, names={"#s": "state"}, values=allowed)
+
+    def transition_org(self, org_id: str, target: str, fields: dict[str, Any]) -> None:
+        """Move the organisation to ``target`` (:meth:`transition`)."""
+        self.transition("org", org_pk(org_id), "META", target, fields, subject=org_id)
+
+    # --- foundations and image shares -----------------------------------------------------------
     def foundation(self, org_id: str, region: str) -> dict[str, Any] | None:
-        return self.get(f"ORG#{org_id}", f"REGION#{region}")
+        return self.get(org_pk(org_id), f"REGION#{region}")
+
+    def transition_foundation(self, org_id: str, region: str, target: str, fields: dict[str, Any]) -> None:
+        """Move the regional foundation to ``target`` (:meth:`transition`)."""
+        self.transition("foundation", org_pk(org_id), f"REGION#{region}", target, fields, subject=f"{org_id}/{region}")
+
+    def revert_foundation_delete(self, org_id: str, region: str, state: str) -> bool:
+        """Put back ``state`` on a foundation, only from DELETING (the one reverse step the state
+        machine allows: a refused cleanup undoing its own mark)."""
+        return self.update(org_pk(org_id), f"REGION#{region}", {"state": state}, condition="#s = :d",
+                           names={"#s": "state"}, values={":d": "DELETING"})  # fmt: skip
 
     def image_share(self, org_id: str, region: str) -> dict[str, Any] | None:
-        return self.get(f"ORG#{org_id}", f"IMAGE#{region}")
+        return self.get(org_pk(org_id), f"IMAGE#{region}")
 
-    # --- billing: Marketplace link and ledger (owned by billing; keys below) ---------------------
-    #   ORG#<org>          MARKETPLACE                 the org's Marketplace buyer and billing state
-    #   MPCUSTOMER#<id>    META                        Marketplace customer identifier -> org (unique)
-    #   ledger ORG#<org>   CORRECTION#<hour>#<cluster>#<id>   an operator's correction of a period
+    def put_image_share(self, org_id: str, region: str, fields: dict[str, Any]) -> None:
+        self.put({"pk": org_pk(org_id), "sk": f"IMAGE#{region}", "region": region, **fields})
+
+    def update_image_share(self, org_id: str, region: str, fields: dict[str, Any]) -> None:
+        self.update(org_pk(org_id), f"IMAGE#{region}", fields)
+
+    # --- clusters -------------------------------------------------------------------------------
+    def clusters(self, org_id: str) -> list[dict[str, Any]]:
+        return self.query(org_pk(org_id), "CLUSTER#")
+
+    def cluster(self, org_id: str, name: str) -> dict[str, Any] | None:
+        return self.get(org_pk(org_id), f"CLUSTER#{name}")
+
+    def create_cluster(self, org_id: str, name: str, region: str, fields: dict[str, Any], run_id: str) -> ApplicationError | None:
+        """Write a new cluster record, in one transaction with the check that the region's
+        foundation is READY (so it cannot race with CleanupRegion). Refused (nothing written, the
+        refusal returned) when the foundation is not READY or a cluster of that name exists that
+        is not DELETED or CANCELLED and was not written by this run (``run_id``)."""
+        pk = org_pk(org_id)
+        return self._transact("register cluster", [
+            {"ConditionCheck": {
+                "TableName": self.table, "Key": _to_item({"pk": pk, "sk": f"REGION#{region}"}),
+                "ConditionExpression": "#s = :ready", "ExpressionAttributeNames": {"#s": "state"},
+                "ExpressionAttributeValues": _to_item({":ready": "READY"})}},
+            {"Put": {
+                "TableName": self.table, "Item": _to_item({"pk": pk, "sk": f"CLUSTER#{name}", **fields}),
+                "ConditionExpression": "attribute_not_exists(pk) OR workflow_run = :run OR #s IN (:d, :c)",
+                "ExpressionAttributeNames": {"#s": "state"},
+                "ExpressionAttributeValues": _to_item({":run": run_id, ":d": "DELETED", ":c": "CANCELLED"})}},
+        ])  # fmt: skip
+
+    def transition_cluster(self, org_id: str, name: str, target: str, fields: dict[str, Any], *, workflow_id: str) -> None:
+        """Move the cluster to ``target`` (:meth:`transition`), only if ``workflow_id`` owns it."""
+        self.transition("cluster", org_pk(org_id), f"CLUSTER#{name}", target, fields, subject=f"{org_id}/{name}",
+                        require={"workflow_id": workflow_id})  # fmt: skip
+
+    def update_cluster(self, org_id: str, name: str, fields: dict[str, Any]) -> None:
+        """Set attributes of a cluster that are not its state (billing bookkeeping)."""
+        self.update(org_pk(org_id), f"CLUSTER#{name}", fields)
+
+    def put_cluster(self, org_id: str, name: str, fields: dict[str, Any]) -> None:
+        """Write a cluster as given, unconditionally (seeding for benchmarks; clusters use
+        :meth:`create_cluster` and :meth:`transition_cluster`)."""
+        self.put({"pk": org_pk(org_id), "sk": f"CLUSTER#{name}", **fields})
+
+    # --- drop-box users and notification markers ------------------------------------------------
+    def dropbox_user(self, user: str) -> dict[str, Any] | None:
+        """The drop-box user's ``org_id`` and ``owner``, or None (not registered)."""
+        return self.get(f"DROPBOX#{user}", "META")
+
+    def put_dropbox_user(self, user: str, org_id: str, owner: str) -> None:
+        self.put({"pk": f"DROPBOX#{user}", "sk": "META", "user": user, "org_id": org_id, "owner": owner})
+
+    def notification(self, key: str) -> dict[str, Any] | None:
+        """The record of the email sent with this idempotency key, or None."""
+        return self.get(f"NOTIFY#{key}", "META")
+
+    def record_notification(self, key: str, to: str, subject: str, sent_at: str) -> None:
+        self.put({"pk": f"NOTIFY#{key}", "sk": "META", "to": to, "subject": subject, "sent_at": sent_at})
+
+    # --- Marketplace link -----------------------------------------------------------------------
     def marketplace(self, org_id: str) -> dict[str, Any] | None:
         """The organisation's Marketplace link and billing state, or None (never linked)."""
-        return self.get(f"ORG#{org_id}", "MARKETPLACE")
+        return self.get(org_pk(org_id), "MARKETPLACE")
 
     def marketplace_org(self, customer_identifier: str) -> str | None:
         """The organisation a Marketplace customer is linked to."""
@@ -282,31 +415,14 @@ class Registry:
         owner = {"pk": f"MPCUSTOMER#{customer}", "sk": "META", "org_id": org_id}
         if not self.put(owner, condition="attribute_not_exists(pk) OR org_id = :org", values={":org": org_id}):
             return False
-        self.put({"pk": f"ORG#{org_id}", "sk": "MARKETPLACE", "org_id": org_id, **link})
+        self.put({"pk": org_pk(org_id), "sk": "MARKETPLACE", "org_id": org_id, **link})
         return True
 
     def set_marketplace_state(self, org_id: str, state: str, reason: str, at: datetime, *, only_from: list[str] | None = None) -> bool:
         """Move the org's Marketplace state; with ``only_from``, only from one of those states."""
         fields = {"state": state, "state_reason": reason, "state_at": at.astimezone(UTC).isoformat()}
         condition = "attribute_exists(pk)"
-        if only_from:
-            names = ", ".join(f":s{i}" for i in range(len(only_from)))
-            condition += f" AND #f0 IN ({names})"
-            return self._update_with_values(org_id, fields, condition, {f":s{i}": s for i, s in enumerate(only_from)})
-        return self.update(f"ORG#{org_id}", "MARKETPLACE", fields, condition=condition)
-
-    def _update_with_values(self, org_id: str, fields: dict[str, Any], condition: str, extra: dict[str, Any]) -> bool:
-        names = {f"#f{i}": k for i, k in enumerate(fields)}
-        values = {**{f":v{i}": v for i, v in enumerate(fields.values())}, **extra}
-        kwargs: dict[str, Any] = {
-            "TableName": self.table,
-            "Key": _to_item({"pk": f"ORG#{org_id}", "sk": "MARKETPLACE"}),
-            "UpdateExpression": "SET " + ", ".join(f"#f{i} = :v{i}" for i in range(len(fields))),
-            "ExpressionAttributeNames": names,
-            "ExpressionAttributeValues": _to_item(values),
-            "ConditionExpression": condition,
-        }
-        return self._conditional("registry update", self.ddb.update_item, kwargs)
-
-    def ledger_corrections(self, org_id: str, prefix: str = "") -> list[dict[str, Any]]:
-        return self.query(f"ORG#{org_id}", f"CORRECTION#{prefix}", table=self.ledger)
+        states = {f":s{i}": s for i, s in enumerate(only_from or [])}
+        if states:
+            condition += f" AND #f0 IN ({', '.join(states)})"  # #f0: the first field, "state"
+        return self.update(org_pk(org_id), "MARKETPLACE", fields, condition=condition, values=states or None)

@@ -492,7 +492,7 @@ async def billing(b: Bench, clusters: int, hours: int) -> dict[str, Any]:
 
     reg = Registry(b.aws)
     org = f"bhbill{uuid.uuid4().hex[:4]}"
-    reg.put({"pk": f"ORG#{org}", "sk": "META", "org_id": org, "aws_account_id": "250000000009", "external_id": "bh-bench",
+    reg.put_org(org, {"aws_account_id": "250000000009", "external_id": "bh-bench",
              "regions": [REGION], "state": "READY"})  # fmt: skip
     env = await time_skipping_env()
     try:
@@ -500,7 +500,7 @@ async def billing(b: Bench, clusters: int, hours: int) -> dict[str, Any]:
         start = now.replace(minute=0, second=0, microsecond=0).astimezone(UTC)
         for i in range(clusters):
             seg = m.UsageSegment(start=start, head_instance_type="t3.medium", compute_instance_type="c5.large", compute_nodes=2)
-            reg.put({"pk": f"ORG#{org}", "sk": f"CLUSTER#b{i}", "name": f"b{i}", "region": REGION, "state": "RUNNING",
+            reg.put_cluster(org, f"b{i}", {"name": f"b{i}", "region": REGION, "state": "RUNNING",
                      "segments": [json.loads(seg.model_dump_json())]})  # fmt: skip
         acts = BillingActivities(b.aws, reg)
         with ThreadPoolExecutor(8) as ex:

@@ -459,7 +459,7 @@ def dropbox_add_user(user: str, org_id: str, owner: str | None = None) -> None:
     m.DropboxTarget(bucket="x", user=user)  # validates the user name
     reg = Registry(Aws(get_settings()))
     reg.org(org_id)  # refuses unknown organisations
-    reg.put({"pk": f"DROPBOX#{user}", "sk": "META", "user": user, "org_id": org_id, "owner": owner or user})
+    reg.put_dropbox_user(user, org_id, owner or user)
 
 
 async def cmd_dropbox_setup(args: argparse.Namespace) -> int:
