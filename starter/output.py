@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from bridgehead import models as m
 
-#: Exit codes: the contract scripts rely on (README, ``starter/__main__.py``).
+#: Exit codes: the contract scripts rely on (README, ``starter/cli.py``).
 OK, FAILED, BAD_INPUT, UNREACHABLE, INTERRUPTED = 0, 1, 2, 3, 130
 
 
