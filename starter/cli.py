@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 
 from pydantic import ValidationError
 
@@ -45,6 +46,14 @@ def quiet_stdout() -> None:
     os.dup2(devnull, sys.stdout.fileno())
 
 
+def last_words(write: Callable[[], None]) -> None:
+    """The final document: a reader gone by then does not change the command's exit code."""
+    try:
+        write()
+    except BrokenPipeError:
+        quiet_stdout()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out = Output("--json" in argv)
@@ -58,15 +67,16 @@ def main(argv: list[str] | None = None) -> int:
 def run_command(argv: list[str], out: Output) -> int:
     def failed(message: str, code: int) -> int:
         print(f"error: {message}", file=sys.stderr)
-        out.fail(message, code)
+        last_words(lambda: out.fail(message, code))
         return code
 
     try:
         args = build_parser().parse_args(argv)
     except UsageError as e:
         sys.stderr.write(e.usage)
-        print(f"{e.prog}: error: {e}", file=sys.stderr)
-        out.fail(str(e), BAD_INPUT)
+        message = str(e)
+        print(f"{e.prog}: error: {message}", file=sys.stderr)
+        last_words(lambda: out.fail(message, BAD_INPUT))
         return BAD_INPUT
     out.json = args.json
     args.output = out
@@ -79,11 +89,11 @@ def run_command(argv: list[str], out: Output) -> int:
     except ValidationError as e:  # a model built from flags (onboard start, cluster create...)
         return failed(str(invalid(e, e.title)), BAD_INPUT)
     except KeyboardInterrupt:
-        out.fail("interrupted", INTERRUPTED)
+        last_words(lambda: out.fail("interrupted", INTERRUPTED))
         return INTERRUPTED
     except Exception as e:  # noqa: BLE001 - the CLI reports, it does not dump tracebacks
         return failed(error_message(e), FAILED)
-    out.finish()
+    last_words(out.finish)
     return code
 
 

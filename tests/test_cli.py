@@ -23,8 +23,14 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "starter", *args], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, **(env or {})}, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "starter", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
 
 
 def one_document(stdout: str) -> object:
@@ -194,6 +200,30 @@ def test_a_broken_pipe_ends_the_command_quietly():
         assert (code, err) == (0, ""), (args, code, err)
 
 
+def test_a_reader_gone_before_the_error_document_keeps_the_exit_code():
+    from starter.local import free_port
+
+    env = {
+        **os.environ,
+        "BRIDGEHEAD_ENVIRONMENT": "local",
+        "TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+    }
+    p = subprocess.Popen(
+        [sys.executable, "-m", "starter", "--json", "status", "org-acme"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+        text=True,
+        env=env,
+    )
+    assert p.stdout is not None and p.stderr is not None
+    p.stdout.close()
+    err = p.stderr.read()
+    assert (
+        p.wait(timeout=120) == 3 and "cannot connect to Temporal" in err and "Traceback" not in err
+    ), err
+
+
 def test_twin_a_program_that_ignores_broken_pipes_is_caught():
     code, err = with_closed_stdout([sys.executable, "-c", "print('x' * 200000)"])
     assert code != 0 and "BrokenPipeError" in err
@@ -202,8 +232,19 @@ def test_twin_a_program_that_ignores_broken_pipes_is_caught():
 def test_a_broken_pipe_in_a_shell_pipeline():
     if shutil.which("bash") is None or shutil.which("head") is None:
         pytest.fail("bash and head are part of the test environment")
-    r = subprocess.run(["bash", "-o", "pipefail", "-c", f"{sys.executable} -m starter schema ClusterLifecycle | head -1"],
-                       capture_output=True, text=True, cwd=ROOT, timeout=120)  # fmt: skip
+    r = subprocess.run(
+        [
+            "bash",
+            "-o",
+            "pipefail",
+            "-c",
+            f"{sys.executable} -m starter schema ClusterLifecycle | head -1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert (r.returncode, r.stdout, r.stderr) == (0, "{\n", "")
 
 
