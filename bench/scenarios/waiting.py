@@ -23,6 +23,8 @@ async def waiting(b: Bench, n: int, seconds: float, hour_sample: int) -> dict[st
     w, ex = b.worker(tq, "default", held.activities())
     rss_before = rss_mib()
     cfg = m.ClusterConfig(**CLUSTER_CONFIG)
+    # A fresh name per run: the workflow id must be the one its input computes (cluster-<org>-<name>).
+    tag = uuid.uuid4().hex[:4]
     async with w:
         t0 = time.perf_counter()
         handles = []
@@ -32,15 +34,19 @@ async def waiting(b: Bench, n: int, seconds: float, hour_sample: int) -> dict[st
                     b.client.start_workflow(
                         "ClusterLifecycle",
                         m.ClusterLifecycleInput(
-                            org_id="bhwait", name=f"w{i}", region=REGION, config=cfg
+                            org_id="bhwait", name=f"w{tag}-{i}", region=REGION, config=cfg
                         ),
-                        id=f"cluster-bhwait-w{i}-{uuid.uuid4().hex[:4]}",
+                        id=f"cluster-bhwait-w{tag}-{i}",
                         task_queue=tq,
                     )
                     for i in range(batch, min(n, batch + 100))
                 )
             )
         while len(held.created) < n:
+            # A lifecycle that fails before its stack (bad input) would leave this loop waiting.
+            first = await handles[0].describe()
+            if first.status is not None and first.status.name == "FAILED":
+                raise RuntimeError(f"{handles[0].id} failed before creating its stack")
             await asyncio.sleep(0.2)
         all_waiting_s = time.perf_counter() - t0
         samples, t_end = [], time.monotonic() + seconds
