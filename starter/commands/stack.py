@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
+import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from bridgehead import models as m
 from starter.args import leaf
 from starter.client import client, start, wait_state
 from starter.commands.dropbox import dropbox_setup
-from starter.output import CliError, fmt_cluster, fmt_org
+from starter.output import CliError, dumps, fmt_cluster, fmt_org
 
 BANNER = """
 Bridgehead is up.
@@ -34,6 +37,20 @@ SHOWN_ENV = ("TEMPORAL_ADDRESS", "AWS_ENDPOINT", "BRIDGEHEAD_ENVIRONMENT")
 
 
 async def cmd_up(args: argparse.Namespace) -> int:
+    """In ``--json`` mode the progress lines go to stderr and stdout gets one document (the
+    addresses) as soon as the stack is up: the command runs until Ctrl-C."""
+    if not args.json:
+        return await up(args, announce=lambda doc: None)
+    stdout = sys.stdout
+
+    def announce(doc: dict[str, str]) -> None:
+        print(dumps(doc), file=stdout, flush=True)
+
+    with contextlib.redirect_stdout(sys.stderr):
+        return await up(args, announce)
+
+
+async def up(args: argparse.Namespace, announce: Callable[[dict[str, str]], None]) -> int:
     from starter.local import LocalStack
 
     stack = LocalStack(temporal_port=args.port, ui_port=args.ui_port, moto_port=args.aws_port)
@@ -55,6 +72,14 @@ async def cmd_up(args: argparse.Namespace) -> int:
         env_line=env_line,
     )
     print(banner, flush=True)
+    announce(
+        {
+            "temporal_address": stack.temporal_address,
+            "ui_url": stack.ui_url,
+            "aws_endpoint": stack.aws_endpoint,
+            "state_dir": str(stack.state_dir),
+        }
+    )
     await dropbox_setup(await client())
     try:
         if args.demo:
