@@ -268,7 +268,7 @@ def test_shell_completion_follows_the_parser():
 
     def complete(*words: str) -> set[str]:
         arr = " ".join(f'"{w}"' for w in words)
-        probe = f'{script}\nCOMP_WORDS=({arr}); COMP_CWORD={len(words) - 1}; _bridgehead_complete; echo "${{COMPREPLY[@]}}"'
+        probe = f'{script}\nCOMP_WORDS=({arr}); COMP_CWORD={len(words) - 1}; _shtab_bridgehead; echo "${{COMPREPLY[@]}}"'
         out = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True)
         assert not out.stderr, out.stderr
         return set(out.stdout.split())

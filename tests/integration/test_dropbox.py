@@ -49,7 +49,7 @@ def inbox():
 
 
 async def test_dropbox_create_reject_and_delete(client, stack, inbox):
-    from starter.__main__ import dropbox_add_user, dropbox_setup
+    from starter.commands.dropbox import dropbox_add_user, dropbox_setup
 
     s = await onboard_ready(client, stack, "drop", ACCOUNT, ["us-east-1"])
     assert s.state == m.OrgState.READY, s
@@ -171,7 +171,7 @@ def activities(bucket: str | None = None):  # type: ignore[no-untyped-def]
 @pytest.fixture
 async def watcher_paused(client, inbox):
     """The scheduled watcher held still, so the test alone decides when a file is listed."""
-    from starter.__main__ import dropbox_setup
+    from starter.commands.dropbox import dropbox_setup
 
     assert await dropbox_setup(client) == inbox
     sched = client.get_schedule_handle("dropbox-watch")
@@ -213,7 +213,7 @@ async def test_a_new_upload_while_the_first_is_handled_is_not_lost(client, stack
     the next watcher run acts on it (the cluster is created), and the only result left answers
     version 2 (version 1's rejection, written after version 2 was uploaded, is cleared too)."""
     from bridgehead import ids
-    from starter.__main__ import dropbox_add_user
+    from starter.commands.dropbox import dropbox_add_user
 
     dropbox_add_user("carol", "drop")
     key = "home/carol/c6.cf-create"

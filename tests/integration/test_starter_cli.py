@@ -52,6 +52,11 @@ def test_onboard_and_cluster_through_the_starter_cli(stack):
     r = starter(stack, "onboard", "submit-role", "--org", "clio", "--role-arn", role_arn, "--wait", "--timeout", "150")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "clio: READY" in r.stdout
+    # `start --wait --json`: one document with where it started and what it returned.
+    r = starter(stack, "start", "VerifyRole", json.dumps({"org_id": "clio", "role_arn": role_arn}), "--wait", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    started = json.loads(r.stdout)
+    assert started["workflow_id"].startswith("org-clio-verify-") and started["run_id"] and started["result"], started
     r = starter(stack, "status", "org-clio")
     # Step by step: each phase of onboarding is listed with its time.
     for step in ("registered", "role submitted", "role verified", "SHARING_IMAGES", "PROVISIONING", "READY: organisation ready"):
@@ -68,9 +73,10 @@ def test_onboard_and_cluster_through_the_starter_cli(stack):
     login = [line for line in r.stdout.splitlines() if "login:" in line]
     assert login and login[0].split("login:")[1].strip(), r.stdout  # an address, not empty
     # A second cluster in the same region while the first runs (they share the org's security groups).
-    r = starter(stack, "--json", "cluster", "create", "--org", "clio", "--name", "k2", "--region", "us-east-1", "--config", CONFIG, "--wait")
+    # --json after the subcommand; one document (the outcome), not one per step.
+    r = starter(stack, "cluster", "create", "--org", "clio", "--name", "k2", "--region", "us-east-1", "--config", CONFIG, "--wait", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert json_docs(r.stdout)[-1]["state"] == "RUNNING"
+    assert len(json_docs(r.stdout)) == 1 and json.loads(r.stdout)["state"] == "RUNNING", r.stdout
     r = starter(stack, "--json", "cluster", "delete", "--org", "clio", "--name", "k1", "--wait", "--timeout", "120")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["state"] == "DELETED"

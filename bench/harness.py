@@ -1,0 +1,234 @@
+"""The benchmark's harness: the embedded stack with workers built on demand, an interceptor that
+records activity executions, polling helpers, and the names and sizes the scenarios share."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import resource
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+#: Worker settings compared in the throughput scenario (threads = max concurrent activities).
+TUNINGS: dict[str, dict[str, int]] = {
+    "default": {
+        "max_concurrent_activities": 32,
+        "max_concurrent_workflow_tasks": 64,
+        "max_cached_workflows": 2000,
+    },
+    "narrow": {
+        "max_concurrent_activities": 4,
+        "max_concurrent_workflow_tasks": 4,
+        "max_cached_workflows": 50,
+    },
+    "wide": {
+        "max_concurrent_activities": 100,
+        "max_concurrent_workflow_tasks": 200,
+        "max_cached_workflows": 5000,
+    },
+}
+#: Overhead is measured with the sandboxed workflow runner (what worker.py uses) and, except at the
+#: smoke size, without it and after a warm-up run.
+
+ORG, SCRIPT_ORG = "bhbench1", "bhscript1"
+ACCOUNT, SCRIPT_ACCOUNT = "250000000001", "250000000002"
+REGION = "us-east-1"
+CLUSTER_CONFIG = {
+    "head_instance_type": "t3.medium",
+    "compute_instance_type": "c5.large",
+    "compute_initial_nodes": 1,
+    "compute_max_nodes": 2,
+}
+#: Activities that are Temporal bookkeeping, not AWS calls: a plain script has no equivalent.
+NOT_AWS = {"ensure_reverify_schedule"}
+
+
+def rss_mib() -> float:
+    """Resident memory of this process (the worker runs in it) now, from /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+# --- recording which activities ran, with their inputs ----------------------------------------------
+class Recorder:
+    """Worker interceptor that records each successful activity execution (type, arguments)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, str, tuple[Any, ...], Any]] = []
+        self.busy_seconds = 0.0  # time spent inside activities (the AWS work), successful or not
+        self.enabled = False
+
+    def intercept_activity(self, next: Any) -> Any:
+        from temporalio import activity
+        from temporalio.worker import ActivityInboundInterceptor
+
+        rec = self
+
+        class _Inbound(ActivityInboundInterceptor):
+            async def execute_activity(self, input: Any) -> Any:
+                started = time.monotonic()
+                try:
+                    result = await super().execute_activity(input)
+                finally:
+                    rec.busy_seconds += time.monotonic() - started
+                if rec.enabled:
+                    rec.calls.append(
+                        (started, activity.info().activity_type, tuple(input.args), result)
+                    )
+                return result
+
+        return _Inbound(next)
+
+    def intercept_client(self, next: Any) -> Any:  # a worker interceptor may also be asked for this
+        return next
+
+
+def make_interceptor(rec: Recorder) -> Any:
+    from temporalio.worker import Interceptor
+
+    class _I(Interceptor):
+        def intercept_activity(self, next: Any) -> Any:
+            return rec.intercept_activity(next)
+
+    return _I()
+
+
+# --- the embedded stack --------------------------------------------------------------------------------
+@dataclass
+class Bench:
+    args: Any
+    stack: Any = None
+    client: Any = None
+    settings: Any = None
+    aws: Any = None
+
+    async def __aenter__(self) -> Bench:
+        from starter.local import LocalStack, free_port
+
+        state = Path(tempfile.mkdtemp(prefix="bridgehead-bench-"))
+        self.stack = LocalStack(
+            state_dir=state,
+            temporal_port=free_port(),
+            ui_port=free_port(),
+            moto_port=free_port(),
+            with_worker=False,
+        )
+        self.stack.start()
+        os.environ.update(self.stack.env())
+        os.environ["BRIDGEHEAD_CODEC_KEY"] = base64.b64encode(os.urandom(32)).decode()
+        from activities.aws import Aws
+        from activities.registry import Registry
+        from bridgehead.client import make_client
+        from bridgehead.settings import get_settings
+
+        get_settings.cache_clear()
+        self.settings = get_settings()
+        self.aws = Aws(self.settings)
+        Registry(self.aws).ensure_tables()
+        self.client = await make_client(self.settings)
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.stack.stop()
+
+    def worker(
+        self,
+        task_queue: str,
+        tuning: str,
+        activities: list[Any],
+        workflows: list[Any] | None = None,
+        interceptors: list[Any] | None = None,
+        sandboxed: bool = True,
+    ) -> tuple[Any, ThreadPoolExecutor]:
+        from temporalio.worker import UnsandboxedWorkflowRunner
+
+        from worker import WORKFLOWS, build_worker
+
+        t = TUNINGS[tuning]
+        ex = ThreadPoolExecutor(
+            max_workers=t["max_concurrent_activities"], thread_name_prefix="bench-activity"
+        )
+        extra = {} if sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
+        w = build_worker(
+            self.client,
+            self.settings,
+            activities,
+            ex,
+            task_queue=task_queue,
+            workflows=[*WORKFLOWS, *(workflows or [])],
+            interceptors=interceptors or [],
+            **t,
+            **extra,
+        )
+        return w, ex
+
+    def real_activities(self) -> list[Any]:
+        from worker import build_activities
+
+        return build_activities(self.settings, self.aws, self.client)
+
+
+async def status_attr(handle: Any) -> str | None:
+    """The ClusterStatus search attribute from ``describe`` (the server's own state: no query task
+    reaches the worker, so the driver does not load the worker it measures)."""
+    from temporalio.common import SearchAttributeKey
+
+    desc = await handle.describe()
+    return desc.typed_search_attributes.get(SearchAttributeKey.for_keyword("ClusterStatus"))
+
+
+async def until(fn: Any, pred: Any, timeout: float, every: float = 0.25) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            value = await fn()
+            if pred(value):
+                return value
+        except Exception:  # noqa: BLE001 - a query before the first workflow task is answered fails
+            value = None
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"condition not met in {timeout:.0f} s (last: {value!r})")
+        await asyncio.sleep(every)
+
+
+def launch_customer_role(stack: Any, account: str, template_body: str, name: str) -> str:
+    """The customer's step: launch our role template in their account; returns the role ARN."""
+    cfn = stack.customer_admin(account, "cloudformation")
+    cfn.create_stack(
+        StackName=name, TemplateBody=template_body, Capabilities=["CAPABILITY_NAMED_IAM"]
+    )
+    return cfn.describe_stacks(StackName=name)["Stacks"][0]["Outputs"][0]["OutputValue"]
+
+
+async def time_skipping_env() -> Any:
+    """The time-skipping test server (no download) with Bridgehead's search attributes."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
+    from temporalio.testing import WorkflowEnvironment
+
+    from bridgehead.converter import make_data_converter
+    from starter.local import SEARCH_ATTRIBUTES, bin_path
+
+    env = await WorkflowEnvironment.start_time_skipping(
+        data_converter=make_data_converter(os.urandom(32)),
+        test_server_existing_path=bin_path("temporal-test-server"),
+    )
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={
+                k: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for k in SEARCH_ATTRIBUTES
+            },
+        )
+    )
+    return env

@@ -1,0 +1,86 @@
+"""The benchmark's table: one row per measure, from the result JSON (a failed scenario reads
+"failed", the others still show)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def table(result: dict[str, Any]) -> str:
+    from collections import defaultdict
+
+    def safe(d: Any) -> Any:
+        return (
+            defaultdict(lambda: "failed", d) if "error" not in d else defaultdict(lambda: "failed")
+        )
+
+    o, w, bl = (
+        safe(result.get(k, {"error": "not run"})) for k in ("overhead", "waiting", "billing")
+    )
+    rows = [
+        (
+            "overhead: Bridgehead / plain script",
+            f"{o['ratio']}x",
+            f"{o['bridgehead_seconds']} s vs {o['script_seconds']} s, {o['activities']} activities",
+        ),
+        (
+            "overhead without the workflow sandbox",
+            f"{o.get('unsandboxed_ratio', 'not run')}x",
+            f"{o.get('unsandboxed_seconds', '-')} s",
+        ),
+    ]
+    for t in map(safe, result.get("throughput", [])):
+        rows.append(
+            (
+                f"throughput [{t['tuning']}]: lifecycles / ceiling",
+                f"{t['ratio_to_ceiling']}",
+                f"{t['clusters']} clusters, {t['clusters_per_second']}/s vs {t['ceiling_per_second']}/s",
+            )
+        )
+        rows.append(
+            (
+                f"throughput [{t['tuning']}]: AWS stubbed / ceiling",
+                f"{t['stubbed_ratio_to_ceiling']}",
+                f"{t['stubbed_aws_seconds']} s vs {t['ceiling_seconds']} s (Bridgehead's workflow logic alone)",
+            )
+        )
+    rows += [
+        (
+            "waiting: activities in flight (max / mean)",
+            f"{w['activities_in_flight_max']} / {w['activities_in_flight_mean']}",
+            f"{w['clusters_waiting']} clusters held in CREATE_IN_PROGRESS for {w['sampled_seconds']} s",
+        ),
+        (
+            "waiting: worker memory",
+            f"{w['worker_rss_mib_waiting']} MiB",
+            f"{w['rss_kib_per_waiting_cluster']} KiB per waiting cluster",
+        ),
+        (
+            "waiting: history events per cluster after 1 h",
+            f"{w['history_events_per_cluster_after_1h']}",
+            f"sample of {w['hour_sample']}, time-skipped",
+        ),
+        (
+            "billing: cluster-hours metered per wall second",
+            f"{bl['cluster_hours_per_wall_second']}",
+            f"{bl['clusters']} clusters x {bl['hours']} h",
+        ),
+        (
+            "billing: actions per cluster-hour",
+            f"{bl['actions_per_cluster_hour']}",
+            f"{bl['actions_per_org_hour']} per org-hour, {bl['runs']} runs",
+        ),
+        (
+            "billing: history events per cluster-hour",
+            f"{bl['events_per_cluster_hour']}",
+            f"ledger {bl['node_minutes_ledger']} = expected {bl['node_minutes_expected']} node-min",
+        ),
+    ]
+    w1 = max(len(r[0]) for r in rows)
+    w2 = max(len(r[1]) for r in rows)
+    lines = [
+        f"{'measure'.ljust(w1)}  {'value'.ljust(w2)}  detail",
+        f"{'-' * w1}  {'-' * w2}  {'-' * 6}",
+    ]
+    lines += [f"{a.ljust(w1)}  {b.ljust(w2)}  {c}" for a, b, c in rows]
+    return "\n".join(lines)

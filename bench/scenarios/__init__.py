@@ -1,0 +1,1 @@
+"""The benchmark's scenarios, one module each (run in this order by ``python -m bench``)."""

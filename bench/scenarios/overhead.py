@@ -1,0 +1,191 @@
+"""Scenario 1, overhead: one organisation onboarded and one cluster created and deleted through
+Bridgehead, against a plain script making the same AWS calls (the same activity code, called in the
+order Bridgehead called it, with no Temporal). Ratio Bridgehead / script."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from bench.harness import (
+    ACCOUNT,
+    CLUSTER_CONFIG,
+    NOT_AWS,
+    ORG,
+    REGION,
+    SCRIPT_ACCOUNT,
+    SCRIPT_ORG,
+    Bench,
+    Recorder,
+    launch_customer_role,
+    make_interceptor,
+    until,
+)
+
+
+async def overhead(b: Bench, runners: list[str]) -> dict[str, Any]:
+    """Bridgehead with each workflow runner, then the plain script once (same AWS calls)."""
+    runs = {}
+    calls: list[Any] = []
+    # Warm-up (not timed): first imports, first sandbox, first clients, moto's first requests.
+    if len(runners) > 1:
+        await bridgehead_run(b, f"{ORG}w", "250000000019", sandboxed=True)
+    for i, runner in enumerate(runners):
+        org, account = (ORG, ACCOUNT) if i == 0 else (f"{ORG}u", f"25000000001{i}")
+        runs[runner], recorded = await bridgehead_run(
+            b, org, account, sandboxed=runner == "sandboxed"
+        )
+        calls = calls or recorded
+    script_s, aws_calls = await asyncio.to_thread(plain_script, b, calls)
+    main = runs["sandboxed"]
+    return {
+        "bridgehead_seconds": main["seconds"],
+        "script_seconds": round(script_s, 2),
+        "ratio": round(main["seconds"] / script_s, 2),
+        "onboarding_seconds": main["onboarding_seconds"],
+        "activities": main["activities"],
+        **(
+            {
+                "unsandboxed_seconds": runs["unsandboxed"]["seconds"],
+                "unsandboxed_ratio": round(runs["unsandboxed"]["seconds"] / script_s, 2),
+            }
+            if "unsandboxed" in runs
+            else {}
+        ),
+        "activity_seconds": main["activity_seconds"],
+        "aws_activity_calls_replayed": aws_calls,
+    }
+
+
+async def bridgehead_run(
+    b: Bench, org: str, account: str, sandboxed: bool
+) -> tuple[dict[str, Any], list[Any]]:
+    """Onboard ``org`` (one region) and create and delete one cluster, timed; records the activities."""
+    from bridgehead import models as m
+
+    rec = Recorder()
+    acts = b.real_activities()
+    tq = b.settings.task_queue if sandboxed else f"{b.settings.task_queue}-unsandboxed"
+    w, ex = b.worker(tq, "default", acts, interceptors=[make_interceptor(rec)], sandboxed=sandboxed)
+    async with w:
+        rec.enabled = True
+        t0 = time.perf_counter()
+        inp = m.OnboardOrganizationInput(
+            org_id=org,
+            display_name="Bench",
+            admin_email="ops@bench.example",
+            aws_account_id=account,
+            regions=[REGION],
+        )
+        h = await b.client.start_workflow(
+            "OnboardOrganization", inp, id=f"org-{org}", task_queue=tq
+        )
+        s = await until(
+            lambda: h.query("status", result_type=m.OrgStatus),
+            lambda s: s and s.state == m.OrgState.AWAITING_ROLE,
+            60,
+            0.05,
+        )
+        arn = launch_customer_role(
+            b.stack, account, s.artifacts.cloudformation_template, f"bridgehead-access-{org}"
+        )
+        await h.execute_update(
+            "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
+        )
+        s = await until(
+            lambda: h.query("status", result_type=m.OrgStatus),
+            lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
+            300,
+            0.05,
+        )
+        if s.state != m.OrgState.READY:
+            raise RuntimeError(f"onboarding did not reach READY: {s.last_error}")
+        t_ready = time.perf_counter()
+        c = await b.client.start_workflow(
+            "ClusterLifecycle",
+            m.ClusterLifecycleInput(
+                org_id=org, name="c1", region=REGION, config=m.ClusterConfig(**CLUSTER_CONFIG)
+            ),
+            id=f"cluster-{org}-c1",
+            task_queue=tq,
+            result_type=m.ClusterResult,
+        )
+        await until(
+            lambda: c.query("status", result_type=m.ClusterStatus),
+            lambda s: s.state == m.ClusterState.RUNNING,
+            300,
+            0.05,
+        )
+        await c.signal("delete")
+        result = await c.result()
+        t1 = time.perf_counter()
+        rec.enabled = False
+    ex.shutdown()
+    assert result.state == m.ClusterState.DELETED, result
+    calls = sorted(rec.calls, key=lambda x: x[0])
+    return {
+        "seconds": round(t1 - t0, 2),
+        "onboarding_seconds": round(t_ready - t0, 2),
+        "activities": len(calls),
+        "activity_seconds": round(rec.busy_seconds, 2),
+    }, calls
+
+
+def _leaves(value: Any, path: str = "") -> dict[str, str]:
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k2: v2 for k, v in value.items() for k2, v2 in _leaves(v, f"{path}/{k}").items()}
+    if isinstance(value, list):
+        return {k2: v2 for i, v in enumerate(value) for k2, v2 in _leaves(v, f"{path}/{i}").items()}
+    return {path: value} if isinstance(value, str) else {}
+
+
+def plain_script(
+    b: Bench, calls: list[tuple[float, str, tuple[Any, ...], Any]]
+) -> tuple[float, int]:
+    """The same AWS work as a plain script: each activity Bridgehead ran, in the same order, called
+    directly (no Temporal) for another organisation in another account; the customer launches the
+    role template in between, as in the Bridgehead run; in-progress polls are retried every second.
+    Identifiers the recorded run learned from AWS (subnets, stack ids...) are swapped for the ones
+    this run learns, by comparing each recorded result with the script's own."""
+    from temporalio.exceptions import ApplicationError
+    from temporalio.testing import ActivityEnvironment
+
+    by_name = {getattr(fn, "__temporal_activity_definition").name: fn for fn in b.real_activities()}
+    env = ActivityEnvironment()
+    replayed = 0
+    swap: dict[str, str] = {ORG: SCRIPT_ORG, ACCOUNT: SCRIPT_ACCOUNT}
+    t0 = time.perf_counter()
+    for _, name, args, recorded in calls:
+        if name in NOT_AWS:
+            continue
+        new_args = []
+        for a in args:
+            text = a.model_dump_json()
+            for old in sorted(swap, key=len, reverse=True):
+                text = text.replace(old, swap[old])
+            new_args.append(type(a).model_validate_json(text))
+        while True:
+            try:
+                result = env.run(by_name[name], *new_args)
+                break
+            except ApplicationError as e:
+                if e.type != "StackInProgress" and e.type != "ImageNotReady":
+                    raise
+                time.sleep(1)
+        replayed += 1
+        mine = _leaves(result)
+        for path, old in _leaves(recorded).items():
+            new = mine.get(path)
+            if new and new != old and len(old) >= 8 and old not in swap:
+                swap[old] = new
+        if name == "register_organization":
+            launch_customer_role(
+                b.stack,
+                SCRIPT_ACCOUNT,
+                result.artifacts.cloudformation_template,
+                f"bridgehead-access-{SCRIPT_ORG}",
+            )
+    return time.perf_counter() - t0, replayed
