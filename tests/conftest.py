@@ -71,7 +71,7 @@ async def client(stack: LocalStack):  # type: ignore[no-untyped-def]
     return await make_client()
 
 
-ENFORCED_ACCOUNTS = ("310000000001", "310000000002", "310000000003", "310000000004", "310000000005", "310000000006")
+ENFORCED_ACCOUNTS = ("310000000001", "310000000002", "310000000003", "310000000004", "310000000005", "310000000006", "310000000007")
 
 
 @pytest.fixture(scope="session")

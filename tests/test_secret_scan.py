@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from temporalio.api.common.v1 import Payload
 from temporalio.client import WorkflowHistory
+from temporalio.converter import WorkflowSerializationContext
 
 from bridgehead.converter import SENSITIVE_META, make_data_converter
 from tests.conftest import TEST_KEY
@@ -25,6 +26,8 @@ NEEDLES = {
     "token": "FwoGZXIvYXdzEPLANTEDTOKEN/abc+def==",
 }
 CODEC = make_data_converter(TEST_KEY).payload_codec
+#: What the worker does for the planted history's workflow: sensitive payloads are bound to it.
+WORKFLOW_CODEC = CODEC.with_context(WorkflowSerializationContext(namespace="default", workflow_id="org-plant"))  # type: ignore[union-attr]
 
 
 def history() -> WorkflowHistory:
@@ -113,7 +116,7 @@ def test_each_planted_secret_is_reported(case, plant, needle, layer, where):
 def encrypted(value: object) -> Payload:
     p = _json_payload(value)
     p.metadata[SENSITIVE_META] = b"1"
-    (enc,) = asyncio.run(CODEC.encode([p]))
+    (enc,) = asyncio.run(WORKFLOW_CODEC.encode([p]))
     assert enc.metadata["encoding"] == b"binary/encrypted" and SECRET.encode() not in enc.data
     return enc
 

@@ -54,14 +54,13 @@ REGISTRY_NAME = re.compile(r"^(reg|registry|_registry)$")
 
 
 def project_modules() -> list[Path]:
-    """Every Python module of the project (relative paths), hidden directories left out."""
-    found = []
-    for path in sorted(ROOT.rglob("*.py")):
-        rel = path.relative_to(ROOT)
-        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
-            continue
-        found.append(rel)
-    return found
+    """Every Python module of the project (relative paths): what git tracks or would add, so
+    build output, virtual environments and mutation-testing copies are left out."""
+    import subprocess
+
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"], cwd=ROOT,
+                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    return sorted(Path(p) for p in listed if (ROOT / p).exists())
 
 
 def _docstrings(tree: ast.AST) -> set[int]:

@@ -104,3 +104,20 @@ def ledger_org(org_id: str, account: str, **extra: Any) -> tuple[Any, Any]:
     reg.put({"pk": f"ORG#{org_id}", "sk": "META", "org_id": org_id, "aws_account_id": account, "external_id": f"bh-{org_id}",
              "regions": ["us-east-1"], "state": "READY", **extra})  # fmt: skip
     return aws, reg
+
+
+def temporary_admin_keys(endpoint: str, account: str, name: str) -> dict[str, str]:
+    """Temporary admin credentials in a customer account (an assumed role: ASIA... with a
+    session token), the only kind create_role_for_me accepts."""
+    import json
+
+    from starter.local import customer_admin
+
+    trust = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}]}  # fmt: skip
+    iam = customer_admin(endpoint, account, "iam")
+    iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    iam.put_role_policy(RoleName=name, PolicyName="admin", PolicyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))  # fmt: skip
+    sts = customer_admin(endpoint, account, "sts")
+    return sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/{name}", RoleSessionName="onboarding")["Credentials"]

@@ -56,7 +56,7 @@ async def test_keys_without_create_role_get_a_clear_error_and_the_org_keeps_wait
     iam = stack.customer_admin(account, "iam")
     # Temporary keys of a role that may only look (only temporary credentials are accepted).
     iam.create_role(RoleName="readonly", AssumeRolePolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}]}))  # fmt: skip
+        {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}))  # fmt: skip
     iam.put_role_policy(RoleName="readonly", PolicyName="ro", PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
         {"Effect": "Allow", "Action": ["sts:GetCallerIdentity", "iam:GetRole", "iam:ListRoles"], "Resource": "*"}]}))  # fmt: skip
     k = stack.customer_admin(account, "sts").assume_role(RoleArn=f"arn:aws:iam::{account}:role/readonly", RoleSessionName="keys")["Credentials"]

@@ -24,7 +24,7 @@ from tests.integration.helpers import create_role_directly, start_org, wait_for
 from tests.support.snapshot import creations, snapshot, snapshot_async
 
 pytestmark = pytest.mark.integration
-ACCOUNT = "310000000006"
+ACCOUNT = "310000000007"
 REGION = "us-west-1"  # no released image there: ShareImages copies one (a CopyImage to count)
 CFG = m.ClusterConfig(head_instance_type="t3.medium", compute_instance_type="c5.large", compute_initial_nodes=2, compute_max_nodes=3)
 #: Recorded in the artifact; override to explore other interleavings.

@@ -12,7 +12,12 @@ import pytest
 from bridgehead import ids
 from bridgehead import models as m
 from starter.local import customer_admin
-from tests.integration.helpers import launch_role_template, start_org, wait_for
+from tests.integration.helpers import (
+    launch_role_template,
+    start_org,
+    temporary_admin_keys,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 SETTLED = (m.OrgState.READY, m.OrgState.ACTION_REQUIRED)
@@ -132,10 +137,9 @@ async def test_create_role_for_me_also_creates_the_node_roles_and_grants_no_role
     account, org = "410000000006", "vkeys"
     h = await start_org(client, org, account, ["us-east-1", "us-west-2"])
     iam = customer_admin(stack.aws_endpoint, account, "iam")
-    iam.create_user(UserName="admin-vkeys")
-    k = iam.create_access_key(UserName="admin-vkeys")["AccessKey"]
-    await h.execute_update("create_role_for_me", m.CreateRoleForMeInput(access_key_id=k["AccessKeyId"], secret_access_key=k["SecretAccessKey"]),
-                           result_type=m.UpdateResult)  # fmt: skip
+    k = temporary_admin_keys(stack.aws_endpoint, account, "admin-vkeys")
+    keys = m.CreateRoleForMeInput(access_key_id=k["AccessKeyId"], secret_access_key=k["SecretAccessKey"], session_token=k["SessionToken"])
+    await h.execute_update("create_role_for_me", keys, result_type=m.UpdateResult)
     s = await wait_for(h, "status", m.OrgStatus, lambda s: s.state in SETTLED, 180)
     assert s.state == m.OrgState.READY, s.failed_checks
     for region in ("us-east-1", "us-west-2"):

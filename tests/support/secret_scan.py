@@ -181,10 +181,15 @@ async def scan_message(
 
 
 async def scan_history(
-    history: Any, needles: Mapping[str, str], codec: PayloadCodec | None
+    history: Any, needles: Mapping[str, str], codec: PayloadCodec | None, namespace: str = "default"
 ) -> set[Finding]:
     """A :class:`temporalio.client.WorkflowHistory` (or anything with ``.events`` and
-    ``.workflow_id``): each event is scanned whole, payloads decoded."""
+    ``.workflow_id``): each event is scanned whole, payloads decoded. Sensitive payloads are bound
+    to their workflow (AEAD associated data), so the codec decodes them in that workflow's context."""
+    from temporalio.converter import WithSerializationContext, WorkflowSerializationContext
+
+    if isinstance(codec, WithSerializationContext):
+        codec = codec.with_context(WorkflowSerializationContext(namespace=namespace, workflow_id=history.workflow_id))
     found: set[Finding] = set()
     for ev in history.events:
         kind = ev.WhichOneof("attributes") or "event"
@@ -205,7 +210,7 @@ async def scan_client(
     async for wf in client.list_workflows(query):
         n += 1
         h = client.get_workflow_handle(wf.id, run_id=wf.run_id)
-        found |= await scan_history(await h.fetch_history(), needles, codec)
+        found |= await scan_history(await h.fetch_history(), needles, codec, client.namespace)
         desc = await h.describe()
         found |= await scan_message(desc.raw_description, needles, codec, f"{wf.id} describe")
     return found, n
