@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio import activity
 from temporalio.client import (
@@ -14,15 +15,62 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
 )
 from temporalio.service import RPCError, RPCStatusCode
 
+from bridgehead import ids
 from bridgehead.ids import reverify_schedule_id
 from bridgehead.logging import bind_subject, get_logger
-from bridgehead.models import ReverifyInput
+from bridgehead.models import DropboxWatchInput, ReverifyInput
 from bridgehead.settings import Settings
 
 log = get_logger(__name__)
+
+
+def reverify_schedule(org_id: str, every_hours: int, settings: Settings) -> Schedule:
+    """The organisation's re-verification Schedule (``org-{org_id}-reverify``)."""
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            "ReverifyOrganization", ReverifyInput(org_id=org_id, every_hours=every_hours), id=reverify_schedule_id(org_id),
+            task_queue=settings.task_queue, static_summary=f"daily re-verification of {org_id}",
+        ),  # fmt: skip
+        # Jitter spreads many organisations' checks over an hour instead of one burst.
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(hours=every_hours))], jitter=timedelta(minutes=60)),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+def dropbox_schedule(settings: Settings) -> Schedule:
+    """The drop-box watcher's Schedule (``dropbox-watch``), every ``dropbox_every_seconds``."""
+    action = ScheduleActionStartWorkflow(
+        "DropboxWatch", DropboxWatchInput(bucket=settings.inbox_bucket), id=ids.DROPBOX_WATCH_SCHEDULE,
+        task_queue=settings.task_queue, static_summary="look for drop-box requests",
+    )  # fmt: skip
+    every = timedelta(seconds=settings.dropbox_every_seconds)
+    return Schedule(action=action, spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+                    policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP))  # fmt: skip
+
+
+async def ensure_schedule(client: Client, schedule_id: str, schedule: Schedule, memo: dict[str, Any] | None = None) -> str:
+    """Create the Schedule, or bring an existing one to ``schedule`` (its spec, action and policy
+    follow the settings of the worker or starter that runs this: a changed interval, task queue
+    or input takes effect instead of the first version living forever). Idempotent."""
+    try:
+        await client.create_schedule(schedule_id, schedule, memo=memo)
+        log.info("schedule created", schedule_id=schedule_id)
+        return "created"
+    except ScheduleAlreadyRunningError:
+        pass
+
+    def update(current: ScheduleUpdateInput) -> ScheduleUpdate:
+        # Keep the run state (paused, notes) the operator may have set; replace what we own.
+        return ScheduleUpdate(schedule=Schedule(action=schedule.action, spec=schedule.spec, policy=schedule.policy,
+                                                state=current.description.schedule.state))  # fmt: skip
+
+    await client.get_schedule_handle(schedule_id).update(update)
+    return "updated"
 
 
 class ScheduleActivities:
@@ -32,23 +80,12 @@ class ScheduleActivities:
 
     @activity.defn
     async def ensure_reverify_schedule(self, req: ReverifyInput) -> str:
-        """Create the org's daily re-verification Schedule; an existing one is kept (idempotent)."""
+        """Create the org's daily re-verification Schedule, or bring an existing one up to date."""
         bind_subject(org_id=req.org_id)
         sid = reverify_schedule_id(req.org_id)
-        schedule = Schedule(
-            action=ScheduleActionStartWorkflow(
-                "ReverifyOrganization", ReverifyInput(org_id=req.org_id), id=sid, task_queue=self.settings.task_queue,
-                static_summary=f"daily re-verification of {req.org_id}",
-            ),  # fmt: skip
-            # Jitter spreads many organisations' checks over an hour instead of one burst.
-            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(hours=req.every_hours))], jitter=timedelta(minutes=60)),
-            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-        )
-        try:
-            await self.client.create_schedule(sid, schedule, memo={"org_id": req.org_id})
-            log.info("re-verification schedule created", org_id=req.org_id, schedule_id=sid)
-        except ScheduleAlreadyRunningError:
-            pass
+        outcome = await ensure_schedule(self.client, sid, reverify_schedule(req.org_id, req.every_hours, self.settings),
+                                        memo={"org_id": req.org_id})  # fmt: skip
+        log.info(f"re-verification schedule {outcome}", org_id=req.org_id, schedule_id=sid)
         return sid
 
     @activity.defn

@@ -17,19 +17,8 @@ from starter.output import BAD_INPUT, CliError, emit
 
 async def dropbox_setup(c: Any) -> str:
     """Create the inbox bucket (platform account) and the Schedule that watches it. Idempotent."""
-    from datetime import timedelta
-
-    from temporalio.client import (
-        Schedule,
-        ScheduleActionStartWorkflow,
-        ScheduleAlreadyRunningError,
-        ScheduleIntervalSpec,
-        ScheduleOverlapPolicy,
-        SchedulePolicy,
-        ScheduleSpec,
-    )
-
     from activities.aws import Aws
+    from activities.schedules import dropbox_schedule, ensure_schedule
     from bridgehead.settings import get_settings
 
     settings = get_settings()
@@ -63,23 +52,7 @@ async def dropbox_setup(c: Any) -> str:
     s3.put_bucket_lifecycle_configuration(
         Bucket=settings.inbox_bucket, LifecycleConfiguration={"Rules": [expire]}
     )
-    action = ScheduleActionStartWorkflow(
-        "DropboxWatch",
-        m.DropboxWatchInput(bucket=settings.inbox_bucket),
-        id=ids.DROPBOX_WATCH_SCHEDULE,
-        task_queue=settings.task_queue,
-        static_summary="look for drop-box requests",
-    )
-    every = timedelta(seconds=settings.dropbox_every_seconds)
-    schedule = Schedule(
-        action=action,
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-    )
-    try:
-        await c.create_schedule(ids.DROPBOX_WATCH_SCHEDULE, schedule)
-    except ScheduleAlreadyRunningError:
-        pass
+    await ensure_schedule(c, ids.DROPBOX_WATCH_SCHEDULE, dropbox_schedule(settings))
     return settings.inbox_bucket
 
 
