@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from temporalio import workflow
-from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
+from temporalio.common import (
+    RawValue,
+    SearchAttributeKey,
+    SearchAttributePair,
+    TypedSearchAttributes,
+)
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
@@ -93,3 +100,30 @@ def unknown_request(name: str, kind: str, known: tuple[str, ...]) -> str:
     hint = f" (did you mean {close[0]!r}?)" if close else ""
     verb = "ignored" if kind == "signal" else "refused"
     return f"unknown {kind} {name!r} {verb}{hint}; this workflow accepts {kind}s: {', '.join(known) or 'none'}"
+
+
+class ReportsUnknownRequests:
+    """Mixin for long-lived workflows: a signal they do not know (a misspelled ``Delete``) is
+    recorded in ``self._unknown`` (shown by ``status``) and logged, never silently dropped; an
+    unknown update is refused by its validator, naming the updates that exist."""
+
+    KNOWN_SIGNALS: tuple[str, ...] = ()
+    KNOWN_UPDATES: tuple[str, ...] = ()
+    _unknown: list[str]
+
+    def _log_subject(self) -> dict[str, str]:
+        return {}
+
+    @workflow.signal(dynamic=True)
+    def _unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        self._unknown.append(unknown_request(name, "signal", self.KNOWN_SIGNALS))
+        del self._unknown[:-20]
+        workflow.logger.warning(self._unknown[-1], extra=self._log_subject())
+
+    @workflow.update(dynamic=True)
+    async def _unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
+        raise ApplicationError(unknown_request(name, "update", self.KNOWN_UPDATES), type="BadInput")
+
+    @_unknown_update.validator
+    def _refuse_unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
+        raise ApplicationError(unknown_request(name, "update", self.KNOWN_UPDATES), type="BadInput")

@@ -7,11 +7,9 @@ A FAILED cluster stays open (it blocks regional cleanup) until it receives ``del
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from temporalio import workflow
-from temporalio.common import RawValue
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
@@ -43,11 +41,11 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import _activities as acts
 from workflows._common import (
+    ReportsUnknownRequests,
     bind_input,
     require_input,
     require_payload,
     root_message,
-    unknown_request,
     upsert,
 )
 from workflows._options import AWS_CALL, NOTIFY, REGISTRY
@@ -66,7 +64,10 @@ _DROPBOX_SUFFIX = {"running": "cf-created", "failed": "cf-failed", "delete-faile
 
 
 @workflow.defn(name="ClusterLifecycle", failure_exception_types=[ValidationError])
-class ClusterLifecycleWorkflow:
+class ClusterLifecycleWorkflow(ReportsUnknownRequests):
+    KNOWN_SIGNALS = _SIGNALS
+    KNOWN_UPDATES = _UPDATES
+
     @workflow.init
     def __init__(self, input: ClusterLifecycleRun | None = None) -> None:
         # A start without input fails in ``run``; the placeholder only keeps queries answerable.
@@ -80,6 +81,9 @@ class ClusterLifecycleWorkflow:
         self._unknown: list[str] = []
 
     # --- interface ------------------------------------------------------------------------------
+    def _log_subject(self) -> dict[str, str]:
+        return {"org_id": self._in.org_id, "cluster": self._in.name}
+
     @workflow.query
     def status(self) -> ClusterStatus:
         rt = self._rt
@@ -147,21 +151,6 @@ class ClusterLifecycleWorkflow:
             raise ApplicationError(f"compute_nodes: {req.compute_nodes} exceeds compute_max_nodes ({self._in.config.compute_max_nodes})")
         if req.compute_nodes == self._rt.compute_nodes:
             raise ApplicationError(f"compute_nodes: the cluster already has {req.compute_nodes} compute nodes")
-
-    @workflow.signal(dynamic=True)
-    def _unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
-        """A signal this workflow does not know (e.g. ``Delete``): recorded in ``status`` and the
-        log, never silently dropped (a misspelled delete would leave the cluster billing)."""
-        self._unknown.append(unknown_request(name, "signal", _SIGNALS))
-        workflow.logger.warning(self._unknown[-1], extra={"org_id": self._in.org_id, "cluster": self._in.name})
-
-    @workflow.update(dynamic=True)
-    async def _unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
-        raise ApplicationError(unknown_request(name, "update", _UPDATES), type="BadInput")
-
-    @_unknown_update.validator
-    def _refuse_unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
-        raise ApplicationError(unknown_request(name, "update", _UPDATES), type="BadInput")
 
     # --- lifecycle ----------------------------------------------------------------------------------
     @workflow.run

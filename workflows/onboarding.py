@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from datetime import timedelta
 
 from temporalio import workflow
@@ -56,11 +55,11 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import _activities as acts
 from workflows._common import (
+    ReportsUnknownRequests,
     bind_input,
     require_input,
     require_payload,
     root_message,
-    unknown_request,
     upsert,
 )
 from workflows._options import ONE_SHOT, REGISTRY, VERIFY
@@ -137,9 +136,12 @@ class ReverifyOrganizationWorkflow:
 
 
 @workflow.defn(name="OnboardOrganization", failure_exception_types=[ValidationError])
-class OnboardOrganizationWorkflow:
+class OnboardOrganizationWorkflow(ReportsUnknownRequests):
     """Long-lived entity for one organisation: register, get a role, verify, share images,
     provision every region, then stay READY and re-verify daily."""
+
+    KNOWN_SIGNALS = _SIGNALS
+    KNOWN_UPDATES = _UPDATES
 
     @workflow.init
     def __init__(self, input: OnboardOrganizationRun | None = None) -> None:
@@ -152,6 +154,9 @@ class OnboardOrganizationWorkflow:
         self._busy = asyncio.Lock()
 
     # --- queries, updates, signals ---------------------------------------------------------------
+    def _log_subject(self) -> dict[str, str]:
+        return {"org_id": self._input.org_id}
+
     @workflow.query
     def status(self) -> OrgStatus:
         s = self._s
@@ -292,21 +297,6 @@ class OnboardOrganizationWorkflow:
             raise ApplicationError(f"confirm_org_id must be this organisation's id ({self._input.org_id!r}); got {req.confirm_org_id!r}")
         if self._s.state not in _SETTLED_STATES or self._busy.locked():
             raise ApplicationError(f"organisation is {self._s.state.value}; offboarding is accepted only while AWAITING_ROLE, ACTION_REQUIRED or READY")
-
-    @workflow.signal(dynamic=True)
-    def _unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
-        """A signal this workflow does not know (e.g. a misspelled ``Reverify``): recorded in
-        ``status`` and the log instead of silently dropped."""
-        self._unknown.append(unknown_request(name, "signal", _SIGNALS))
-        workflow.logger.warning(self._unknown[-1], extra={"org_id": self._input.org_id})
-
-    @workflow.update(dynamic=True)
-    async def _unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
-        raise ApplicationError(unknown_request(name, "update", _UPDATES), type="BadInput")
-
-    @_unknown_update.validator
-    def _refuse_unknown_update(self, name: str, args: Sequence[RawValue]) -> None:
-        raise ApplicationError(unknown_request(name, "update", _UPDATES), type="BadInput")
 
     # --- main flow ---------------------------------------------------------------------------------
     @workflow.run
