@@ -3,6 +3,12 @@
 * Throttling and server-side errors: re-raised, so Temporal retries with backoff.
 * Permission, validation and must-exist-but-does-not errors: non-retryable ``ApplicationError``
   whose message says what failed and what the customer (or operator) can do about it.
+* ``*.NotFound`` of something this workflow just created (``aws_errors(..., just_created=True)``):
+  EC2 is eventually consistent, so it is retried while the activity is younger than
+  ``NOT_YET_VISIBLE_FOR``, then reported as not found.
+* ``IdempotentParameterMismatch``: the same idempotency token with other parameters; retrying
+  cannot help (and must not create a second resource), so it fails at once.
+* Connection failures, timeouts and TLS errors: transient, retried.
 """
 
 from __future__ import annotations
@@ -14,10 +20,14 @@ from datetime import timedelta
 from botocore.exceptions import (
     ClientError,
     ConnectionClosedError,
+    ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
     NoCredentialsError,
     ReadTimeoutError,
+    SSLError,
 )
+from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from bridgehead import metrics
@@ -33,7 +43,7 @@ THROTTLING_CODES = frozenset(
 TRANSIENT_CODES = frozenset(
     {"InternalError", "InternalFailure", "ServiceUnavailable", "ServiceUnavailableException",
      "InternalServerError", "InternalServiceError", "RequestTimeout", "RequestTimeoutException",
-     "TransactionInProgressException", "IdempotentParameterMismatch"}
+     "TransactionInProgressException"}
 )  # fmt: skip
 PERMISSION_CODES = frozenset(
     {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthFailure",
@@ -51,6 +61,11 @@ VALIDATION_CODES = frozenset(
      "InvalidProductCodeException", "CustomerNotEntitledException", "InvalidUsageDimensionException",
      "ResourceNotFoundException", "InvalidSnapshot.NotFound", "InvalidSnapshotID.Malformed"}
 )  # fmt: skip
+
+
+#: How long a just-created resource may be invisible (EC2's eventual consistency) before its
+#: absence is reported as a real not-found.
+NOT_YET_VISIBLE_FOR = timedelta(seconds=90)
 
 
 class AwsPermissionError(Exception):
@@ -81,17 +96,41 @@ def http_status(err: ClientError) -> int:
     return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
 
 
-def classify(err: ClientError, action: str, hint: str = "") -> BaseException:
+def _not_found(code: str) -> bool:
+    return code.endswith(".NotFound") or code in ("NoSuchEntity", "ResourceNotFoundException", "NoSuchKey")
+
+
+def _activity_age() -> timedelta | None:
+    """How long ago this activity was first scheduled (None outside an activity)."""
+    if not activity.in_activity():
+        return None
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC) - activity.info().scheduled_time
+
+
+def classify(err: ClientError, action: str, hint: str = "", *, just_created: bool = False) -> BaseException:
     """Map a ClientError to what the activity should raise (and count it, by code and class)."""
-    result = _classify(err, action, hint)
+    result = _classify(err, action, hint, just_created)
     kind = result.type if isinstance(result, ApplicationError) and result.type else "AwsError"
     metrics.count("bridgehead_aws_errors", code=error_code(err) or str(http_status(err)), kind=kind, service=action.split(":", 1)[0])
     return result
 
 
-def _classify(err: ClientError, action: str, hint: str) -> BaseException:
+def _classify(err: ClientError, action: str, hint: str, just_created: bool = False) -> BaseException:
     code = error_code(err)
     message = err.response.get("Error", {}).get("Message", str(err))
+    if just_created and _not_found(code):
+        age = _activity_age()
+        if age is None or age < NOT_YET_VISIBLE_FOR:
+            return ApplicationError(f"{action}: just created, not visible yet ({code}); retrying", type="AwsNotYetVisible",
+                                    next_retry_delay=timedelta(seconds=3))  # fmt: skip
+    if code == "IdempotentParameterMismatch":
+        return ApplicationError(
+            f"{action}: AWS refused a retry whose idempotency token was already used with other parameters ({message}); "
+            "not retried, so nothing is created twice. This is a bug in the caller; report it.",
+            type=AwsValidationError.__name__, non_retryable=True,
+        )  # fmt: skip
     if code in THROTTLING_CODES:
         # Retry sooner than the policy's max interval would, but never hammer: 2 s floor.
         return ApplicationError(
@@ -114,18 +153,19 @@ def _classify(err: ClientError, action: str, hint: str) -> BaseException:
 
 
 @contextmanager
-def aws_errors(action: str, hint: str = "") -> Iterator[None]:
-    """Translate botocore failures raised inside the block (see :func:`classify`)."""
+def aws_errors(action: str, hint: str = "", *, just_created: bool = False) -> Iterator[None]:
+    """Translate botocore failures raised inside the block (see :func:`classify`).
+    ``just_created``: the call reads or changes something this workflow created moments ago."""
     try:
         yield
     except ClientError as e:
-        raise classify(e, action, hint) from e
+        raise classify(e, action, hint, just_created=just_created) from e
     except NoCredentialsError as e:
         raise ApplicationError(
             f"{action}: the worker has no AWS credentials (configure the boto3 credential chain)",
             type=AwsPermissionError.__name__,
             non_retryable=True,
         ) from e
-    except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError) as e:
-        raise ApplicationError(f"{action}: cannot reach AWS ({e}); retrying", type="AwsUnreachable") from e
+    except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError, SSLError, HTTPClientError) as e:
+        raise ApplicationError(f"{action}: cannot reach AWS ({type(e).__name__}: {e}); retrying", type="AwsUnreachable") from e
 

@@ -102,7 +102,7 @@ class ImageActivities:
     def wait_image_available(self, req: ImageInRegion) -> ImageInRegion:
         """Infrequent polling: benign retryable failure while ``pending``; permanent on ``failed``."""
         bind_subject(region=req.region)
-        with aws_errors(f"ec2:DescribeImages {req.image_id} in {req.region}"):
+        with aws_errors(f"ec2:DescribeImages {req.image_id} in {req.region}", just_created=True):
             images = self._ec2(req.region).describe_images(ImageIds=[req.image_id])["Images"]
         state = images[0]["State"] if images else "missing"
         if state == "available":
@@ -127,7 +127,8 @@ class ImageActivities:
         org = self.registry.org(req.org_id)
         ec2 = self._ec2(req.region)
         snapshots = self._snapshots(req.region, req.image_id)
-        with aws_errors(f"ec2:ModifyImageAttribute {req.image_id} in {req.region}"):
+        # The image (and its snapshots) may have been copied here moments ago.
+        with aws_errors(f"ec2:ModifyImageAttribute {req.image_id} in {req.region}", just_created=True):
             ec2.modify_image_attribute(ImageId=req.image_id, LaunchPermission={"Add": [{"UserId": org.aws_account_id}]})
             for snap in snapshots:
                 ec2.modify_snapshot_attribute(
