@@ -155,6 +155,35 @@ async def publish_cluster_gauge(client: Client, settings: Settings, stop: asynci
             pass
 
 
+REQUIRED_SEARCH_ATTRIBUTES = ("OrgId", "ClusterName", "ClusterStatus", "Region")
+
+
+async def missing_search_attributes(client: Client, required: tuple[str, ...] = REQUIRED_SEARCH_ATTRIBUTES) -> list[str] | None:
+    """The Keyword search attributes Bridgehead needs that the namespace lacks (None: the server
+    would not say, e.g. Temporal Cloud without operator rights)."""
+    from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+    from temporalio.service import RPCError
+
+    try:
+        resp = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=client.namespace))
+    except RPCError:
+        return None
+    return [name for name in required if name not in resp.custom_attributes]
+
+
+def search_attribute_help(missing: list[str], namespace: str) -> str:
+    """How to create them, for each kind of server."""
+    names = ", ".join(missing)
+    cli = " ".join(f"--search-attribute {n}=Keyword" for n in missing)
+    op = "; ".join(f"temporal operator search-attribute create --namespace {namespace} --name {n} --type Keyword" for n in missing)
+    return (
+        f"the namespace {namespace!r} lacks the search attributes {names} (Keyword), which workflows set: create them, then "
+        f"start the worker again. Dev server: start it with {cli}. Self-hosted: {op}. Temporal Cloud: add them in the "
+        f"namespace's settings, or tcld namespace search-attributes add --namespace <ns>.<account> "
+        + " ".join(f"--search-attribute {n}=Keyword" for n in missing)
+    )
+
+
 async def main() -> None:
     settings = get_settings()
     configure_logging()
@@ -163,6 +192,12 @@ async def main() -> None:
     if settings.create_tables:
         Registry(aws).ensure_tables()
     client = await make_client(settings)
+    missing = await missing_search_attributes(client)
+    if missing is None:
+        log.warning("could not list the namespace's search attributes; make sure these exist (Keyword)", names=list(REQUIRED_SEARCH_ATTRIBUTES))
+    elif missing:
+        log.error("missing search attributes", detail=search_attribute_help(missing, client.namespace))
+        raise SystemExit(2)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -49,3 +49,14 @@ async def test_twin_create_only_keeps_the_first_interval(client, stack):
         await client.create_schedule(sid, dropbox_schedule(settings.model_copy(update={"dropbox_every_seconds": 90})))
     assert await interval(client, sid) == timedelta(seconds=30)
     await client.get_schedule_handle(sid).delete()
+
+
+async def test_worker_start_check_names_missing_search_attributes(client, stack):
+    from worker import missing_search_attributes, search_attribute_help
+
+    assert await missing_search_attributes(client) == []
+    missing = await missing_search_attributes(client, ("OrgId", "NoSuchAttribute"))
+    assert missing == ["NoSuchAttribute"]
+    text = search_attribute_help(missing, "default")
+    assert "--search-attribute NoSuchAttribute=Keyword" in text and "temporal operator search-attribute create" in text
+    assert "tcld namespace search-attributes add" in text
