@@ -471,9 +471,14 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests):
             self._step("billing meter told to close the last hour and stop")
         except FailureError:
             self._step("no billing meter running")  # never reached READY, or already stopped
-        text = "offboarded: nothing of Bridgehead's remains in the account"
+        # What Bridgehead created is gone; what the customer created for it (the role, its node
+        # roles, any temporary keys given to create-role-for-me) is theirs to remove.
+        role = (s.role_arn or "the Bridgehead role").rsplit("/", 1)[-1]
+        leftover = (f" Last steps for the customer: delete the role {role} and its node roles (the role's CloudFormation stack, "
+                    "if it was launched from the template), and deactivate any temporary keys used for create-role.")  # fmt: skip
+        text = "offboarded: Bridgehead's foundations, image grants, schedule and meter are gone." + leftover
         if abandoned:
-            text = "offboarded; the customer must delete these foundation stacks (the role could not): " + "; ".join(abandoned)
+            text = "offboarded; the customer must delete these foundation stacks (the role could not): " + "; ".join(abandoned) + "." + leftover
         await self._persist(OrgState.OFFBOARDED, text)
         return True
 
