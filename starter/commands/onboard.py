@@ -90,6 +90,30 @@ async def cmd_template(args: argparse.Namespace) -> int:
     return 0
 
 
+async def cmd_launch_template(args: argparse.Namespace) -> int:
+    """Embedded stack only: do what the customer does with the template (launch it in their
+    account, here through the emulator's OrganizationAccountAccessRole) and print the role ARN."""
+    from bridgehead.settings import get_settings
+    from starter.local import customer_admin
+
+    if get_settings().environment != "local":
+        raise CliError("launch-template acts as the customer on the embedded stack only (BRIDGEHEAD_ENVIRONMENT=local); "
+                       "on AWS the customer launches the template in their own account", 2)  # fmt: skip
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        raise CliError("AWS_ENDPOINT_URL is not set: export the embedded stack's endpoint (make run prints it)", 2)
+    s = await query(ids.org_workflow_id(args.org), "OnboardOrganization")
+    if not s.artifacts:
+        raise CliError("organisation is not registered yet")
+    account = s.artifacts.permission_policy["Statement"][1]["Resource"].split(":")[4]
+    cfn = customer_admin(endpoint, account, "cloudformation")
+    name = f"bridgehead-access-{args.org}"
+    cfn.create_stack(StackName=name, TemplateBody=s.artifacts.cloudformation_template, Capabilities=["CAPABILITY_NAMED_IAM"])
+    arn = cfn.describe_stacks(StackName=name)["Stacks"][0]["Outputs"][0]["OutputValue"]
+    emit(args, {"stack": name, "account": account, "role_arn": arn}, f"launched {name} in {account}: {arn}")
+    return 0
+
+
 def register(sub: Any) -> None:
     obs = group(sub, "onboard", "onboard an organisation")
     o = leaf(obs, "start", "register an organisation and wait for its External ID", cmd_onboard)
@@ -134,5 +158,13 @@ def register(sub: Any) -> None:
 
     o = leaf(
         obs, "template", "print the CloudFormation template for the customer's role", cmd_template
+    )
+    o.add_argument("--org", required=True, help="organisation id")
+
+    o = leaf(
+        obs,
+        "launch-template",
+        "embedded stack only: launch the role template in the customer account as the customer would",
+        cmd_launch_template,
     )
     o.add_argument("--org", required=True, help="organisation id")
