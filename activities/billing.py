@@ -99,7 +99,7 @@ class BillingActivities(MeteringActivities):
                     written += 1
                     for instance_type, minutes in lines.items():
                         metrics.count("bridgehead_billed_node_minutes", int(minutes), instance_type=instance_type)
-                    minutes_total += item["node_minutes"]
+                    minutes_total += int(item["node_minutes"])  # type: ignore[arg-type]  # an int: written just above
                     cost_total += amount
                 else:
                     existing += 1

@@ -69,7 +69,7 @@ class ClusterActivities:
         if foundation.get("state") != "READY":
             errors.append(f"region: the regional foundation in {req.region} is {foundation.get('state', 'missing')}, not READY (run ProvisionRegion)")
         existing = self.registry.cluster(req.org_id, req.name)
-        wf = activity.info().workflow_id
+        wf = activity.info().workflow_id or ""
         if existing and existing.get("state") in LIVE_STATES and existing.get("workflow_run") not in (None, activity.info().workflow_run_id):
             errors.append(f"name: a cluster named {req.name} already exists ({existing.get('state')}); delete it or choose another name")
         if errors:
@@ -117,7 +117,7 @@ class ClusterActivities:
             fields.pop("state")
             self.registry.transition_cluster(req.org_id, req.name, req.state.value, fields, workflow_id=fields["workflow_id"])
             return
-        if self.registry.create_cluster(req.org_id, req.name, req.region, fields, info.workflow_run_id) is not None:
+        if self.registry.create_cluster(req.org_id, req.name, req.region, fields, info.workflow_run_id or "") is not None:
             raise ApplicationError(
                 f"cluster {req.name} cannot be registered: the foundation in {req.region} is not READY (being cleaned up?) "
                 "or another cluster with this name exists",

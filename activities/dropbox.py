@@ -180,10 +180,9 @@ class DropboxActivities:
             parts = req.key.split("/")
             user = parts[1] if len(parts) > 2 else "unknown"
             cluster = parts[-1].rsplit(".cf-", 1)[0]
-            kind = "delete" if req.key.endswith(".cf-delete") else "create"
-            return DropboxParsed(kind=kind, user=user, cluster=cluster, error="request files go directly under home/<user>/")
+            return DropboxParsed(kind="delete" if req.key.endswith(".cf-delete") else "create", user=user, cluster=cluster, error="request files go directly under home/<user>/")
         user, cluster, kind = m["user"], m["cluster"], m["kind"]
-        out = DropboxParsed(kind=kind, user=user, cluster=cluster)
+        out = DropboxParsed(kind="delete" if kind == "delete" else "create", user=user, cluster=cluster)
         with aws_errors(f"s3:DeleteObject home/{user}/{cluster}.cf-*"):
             self._clear_older_results(bucket, user, cluster, req.etag)
         mapping = self.registry.dropbox_user(user)
@@ -226,6 +225,7 @@ class DropboxActivities:
     @activity.defn
     def cluster_owner(self, req: DropboxParsed) -> str | None:
         """Owner and state of an existing cluster (consistent read), as ``owner:state``; None if unknown."""
+        assert req.org_id is not None  # only asked about parsed requests of a known user
         item = self.registry.cluster(req.org_id, req.cluster)
         if not item:
             return None

@@ -84,9 +84,9 @@ class MeteringActivities:
                         return tally
                 if batch["status"] == "PENDING" and age >= RESEND_WINDOW:
                     self._expire(req.org_id, batch, tally)
-            batch = self._new_batch(req.org_id, link, now, batches)
-            if batch is not None:
-                self._send(req.org_id, link, batch, tally)
+            new = self._new_batch(req.org_id, link, now, batches)
+            if new is not None:
+                self._send(req.org_id, link, new, tally)
         return tally
 
     @contextmanager

@@ -10,6 +10,7 @@ every failed start and refused update, and the starter for its own flags. Values
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 #: What a field must look like, by field name (the last element of the error's location).
@@ -54,7 +55,7 @@ def field_of(loc: tuple[Any, ...]) -> str:
     return ".".join(parts)
 
 
-def describe_error(err: dict[str, Any]) -> str:
+def describe_error(err: Mapping[str, Any]) -> str:
     """One error of ``ValidationError.errors()`` as ``field: what it must be``."""
     kind, ctx = err.get("type", ""), err.get("ctx") or {}
     field = field_of(tuple(err.get("loc", ())))

@@ -209,7 +209,7 @@ def cloudsplaining_findings(
         "flag_resource_arn_statements": ignore_constraints,
     }
     out: list[dict[str, Any]] = []
-    for esc in PolicyDocument(policy, **flags).allows_privilege_escalation:
+    for esc in PolicyDocument(policy, **flags).allows_privilege_escalation:  # type: ignore[arg-type]  # cloudsplaining's own keywords
         grants = {}
         for a in esc["actions"]:
             service, name = a.split(":", 1)
@@ -217,7 +217,7 @@ def cloudsplaining_findings(
             grants[canonical] = _granting_sids(policy, canonical)
         out.append({"check": "PrivilegeEscalation", "type": esc["type"], "grants": grants})
     for sid, st in _allow(policy):
-        single = PolicyDocument({"Version": "2012-10-17", "Statement": [st]}, **flags)
+        single = PolicyDocument({"Version": "2012-10-17", "Statement": [st]}, **flags)  # type: ignore[arg-type]
         for a in single.permissions_management_without_constraints:
             out.append({"check": "ResourceExposure", "sid": sid, "action": a})
         if not ignore_constraints:

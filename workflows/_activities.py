@@ -79,10 +79,10 @@ class ActivityStub(Generic[ArgT, ResultT]):
     def __init__(self, name: str, arg: Any, result: Any, implemented_by: str) -> None:
         self.name, self.arg, self.result, self.implemented_by = name, arg, result, implemented_by
 
-    async def __call__(self, arg: ArgT, *, summary: str | None = None, **options: Any) -> ResultT:
-        return await workflow.execute_activity(  # type: ignore[no-any-return]
-            self.name, arg, result_type=self.result, summary=summary, **options
-        )
+    async def __call__(self, arg: ArgT, **options: Any) -> ResultT:
+        """Run the activity; ``options`` are ``workflow.execute_activity``'s (``summary``, and an
+        option set from ``workflows/_options.py``)."""
+        return await workflow.execute_activity(self.name, arg, result_type=self.result, **options)  # type: ignore[no-any-return]
 
 
 # --- BillingActivities -------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import overload
 
 from temporalio import workflow
 
@@ -21,6 +22,18 @@ from workflows import _activities as acts
 from workflows._options import POLL
 
 MAX_WINDOWS = 30
+
+
+@overload
+async def wait_for_stack(
+    ref: StackRef, on_progress: Callable[[StackPoll], None] | None = None, what: str = "", interrupt: None = None
+) -> StackPoll: ...
+
+
+@overload
+async def wait_for_stack(
+    ref: StackRef, on_progress: Callable[[StackPoll], None] | None, what: str, interrupt: Callable[[], bool]
+) -> StackPoll | None: ...
 
 
 async def wait_for_stack(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime, timedelta
+from typing import Literal
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError
@@ -54,13 +55,14 @@ from workflows.regions import request_token
 
 #: DELETE_FAILED is retried this many times (with a growing pause) before it is reported.
 DELETE_ATTEMPTS = 3
+DropboxSuffix = Literal["cf-created", "cf-failed", "cf-deleted", "cf-rejected"]
 _SIGNALS = ("cancel", "delete")
 _UPDATES = ("resize",)
 _EXAMPLE = (
     '{"org_id": "acme", "name": "c1", "region": "us-east-2", "config": {"head_instance_type": "t3.medium", '
     '"compute_instance_type": "c5.xlarge", "compute_initial_nodes": 2, "compute_max_nodes": 4}}'
 )
-_DROPBOX_SUFFIX = {"running": "cf-created", "failed": "cf-failed", "delete-failed": "cf-failed", "deleted": "cf-deleted"}
+_DROPBOX_SUFFIX: dict[str, DropboxSuffix] = {"running": "cf-created", "failed": "cf-failed", "delete-failed": "cf-failed", "deleted": "cf-deleted"}
 
 
 @workflow.defn(name="ClusterLifecycle", failure_exception_types=[ValidationError])

@@ -77,6 +77,7 @@ class DropboxRequestWorkflow:
             return await self._reject(f"there is no cluster named {req.cluster} to delete")
         if owner != req.owner:
             return await self._reject(f"cluster {req.cluster} belongs to {owner or 'an administrator'}, not to {req.owner}")
+        assert req.org_id is not None  # a parsed request names its organisation
         try:
             await workflow.get_external_workflow_handle(ids.cluster_workflow_id(req.org_id, req.cluster)).signal("delete")
         except FailureError as e:

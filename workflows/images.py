@@ -39,7 +39,8 @@ class ShareImagesWorkflow:
 
     @workflow.init
     def __init__(self, input: ShareImagesInput | None = None) -> None:
-        self._input = input
+        # A start without input fails in ``run``; the placeholder only keeps queries answerable.
+        self._input = input or ShareImagesInput.model_construct(org_id="-")
         self._regions: dict[str, RegionShareStatus] = {}
 
     @workflow.query

@@ -18,11 +18,13 @@ THREE_HOURS = 3 * 3600
 
 
 def field_errors(e: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+    from bridgehead.messages import describe
+
+    return describe(e)
 
 
 async def cmd_cluster_create(args: argparse.Namespace) -> int:
-    config = parse_input(m.ClusterConfig, args.config)
+    config = m.ClusterConfig.model_validate(parse_input(m.ClusterConfig, args.config))
     try:
         inp = m.ClusterLifecycleInput(
             org_id=args.org,

@@ -7,6 +7,8 @@ import argparse
 import os
 from typing import Any
 
+from pydantic import SecretStr
+
 from bridgehead import ids
 from bridgehead import models as m
 from starter.args import group, leaf
@@ -61,7 +63,7 @@ async def cmd_create_role(args: argparse.Namespace) -> int:
     )
     token = os.environ.get("CUSTOMER_AWS_SESSION_TOKEN") or getpass.getpass("session token: ")
     keys = m.CreateRoleForMeInput(
-        access_key_id=args.access_key_id, secret_access_key=secret, session_token=token
+        access_key_id=args.access_key_id, secret_access_key=SecretStr(secret), session_token=SecretStr(token)
     )
     res = await update_org(args.org, "create_role_for_me", keys)
     emit(args, res, res.message)
