@@ -270,6 +270,7 @@ def test_completion_is_generated_by_shtab_from_the_parser():
         "create-role",
         "offboard",
         "template",
+        "launch-template",
     }
     assert bash_complete(bash.stdout, "bridgehead", "billing", "report", "--") >= {
         "--org",
