@@ -45,12 +45,9 @@ from workflows.clusters import ClusterLifecycleWorkflow
 from workflows.dropbox import DropboxRequestWorkflow, DropboxWatchWorkflow
 from workflows.images import ShareImagesWorkflow
 from workflows.marketplace import MarketplaceSubscriptionWorkflow
-from workflows.onboarding import (
-    OnboardOrganizationWorkflow,
-    ReverifyOrganizationWorkflow,
-    VerifyRoleWorkflow,
-)
+from workflows.onboarding import OnboardOrganizationWorkflow
 from workflows.regions import CleanupRegionWorkflow, ProvisionRegionWorkflow
+from workflows.verification import ReverifyOrganizationWorkflow, VerifyRoleWorkflow
 
 WORKFLOWS = [
     OnboardOrganizationWorkflow,

@@ -1,4 +1,5 @@
-"""``OnboardOrganization`` (entity workflow per organisation) and ``VerifyRole``."""
+"""``OnboardOrganization``: the entity workflow of one organisation (its role is verified by
+``VerifyRole`` in :mod:`workflows.verification`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from temporalio.exceptions import (
     ActivityError,
     ApplicationError,
     ChildWorkflowError,
-    FailureError,
     WorkflowAlreadyStartedError,
 )
 from temporalio.workflow import ParentClosePolicy
@@ -19,25 +19,20 @@ from temporalio.workflow import ParentClosePolicy
 with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
 
-    from bridgehead import ids, metrics
+    from bridgehead import ids
     from bridgehead.messages import describe
     from bridgehead.models import (
         BillingMeterInput,
-        CleanupRegionInput,
-        CleanupResult,
         CreateRoleForMeInput,
         CreateRoleForMeInputV1,
         CreateRoleRequest,
         FoundationStatus,
-        OffboardInput,
         OnboardingState,
         OnboardOrganizationRun,
-        OrgClustersInput,
         OrgState,
         OrgStatus,
         ProvisionRegionInput,
         RecordRoleInput,
-        RegionClusters,
         RegionProgress,
         RegisterOrgInput,
         ReverifyInput,
@@ -62,7 +57,9 @@ from workflows._common import (
     root_message,
     upsert,
 )
-from workflows._options import ONE_SHOT, REGISTRY, VERIFY
+from workflows._options import ONE_SHOT, REGISTRY
+from workflows.offboarding import OffboardsOrganization
+from workflows.verification import VerifyRoleWorkflow
 
 #: Legacy in-workflow re-verification timer, kept for runs started before the "reverify-schedule"
 #: patch; newer runs are re-verified by the Schedule ``org-{org_id}-reverify`` (daily).
@@ -97,46 +94,8 @@ def _decode_keys(raw: RawValue | None, shape: type[SensitiveModel] = CreateRoleF
     return keys
 
 
-@workflow.defn(name="VerifyRole", failure_exception_types=[ValidationError])
-class VerifyRoleWorkflow:
-    """Assume the role with the External ID and prove it is safe and sufficient; returns the report."""
-
-    @workflow.run
-    async def run(self, input: VerifyRoleInput | None = None) -> VerificationReport:
-        require_input(input, "VerifyRole", '{"org_id": "acme", "role_arn": "arn:aws:iam::<account>:role/<name>"}')
-        assert input is not None
-        try:
-            ids.check_verify_workflow_id(workflow.info().workflow_id, input.org_id)
-        except ids.WorkflowIdMismatch as e:
-            raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
-        upsert(org_id=input.org_id)
-        report = await acts.verify_role(input, summary=f"verify {input.role_arn}", **VERIFY)
-        for check in report.failed():
-            metrics.count("bridgehead_verification_failures", check=check.name)
-        return report
-
-
-@workflow.defn(name="ReverifyOrganization", failure_exception_types=[ValidationError])
-class ReverifyOrganizationWorkflow:
-    """Started by the daily Schedule ``org-{org_id}-reverify``: asks the organisation's entity
-    workflow to verify its role again (drift: role deleted, narrowed, trust changed)."""
-
-    @workflow.run
-    async def run(self, input: ReverifyInput | None = None) -> bool:
-        require_input(input, "ReverifyOrganization", '{"org_id": "acme"}')
-        assert input is not None
-        bind_input(ids.reverify_schedule_id(input.org_id), scheduled=True)
-        upsert(org_id=input.org_id)
-        try:
-            await workflow.get_external_workflow_handle(ids.org_workflow_id(input.org_id)).signal("reverify")
-        except FailureError as e:  # the organisation's workflow is gone (offboarded)
-            workflow.logger.warning(f"cannot signal {ids.org_workflow_id(input.org_id)}: {e}", extra={"org_id": input.org_id})
-            return False
-        return True
-
-
 @workflow.defn(name="OnboardOrganization", failure_exception_types=[ValidationError])
-class OnboardOrganizationWorkflow(ReportsUnknownRequests):
+class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization):
     """Long-lived entity for one organisation: register, get a role, verify, share images,
     provision every region, then stay READY and re-verify daily."""
 
@@ -260,43 +219,6 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests):
         if self._s.role_arn is None:
             workflow.logger.info("reverify: no role yet; it will apply once a role is submitted", extra={"org_id": self._input.org_id})
         self._reverify = True
-
-    @workflow.update
-    async def offboard(self, req: OffboardInput | None = None) -> UpdateResult:
-        """Remove everything Bridgehead put in the customer's account and end the organisation.
-
-        Refused, changing nothing, while any cluster of the organisation is not DELETED. The org
-        is marked OFFBOARDING in the registry *before* the clusters are read, so no new cluster can
-        be validated in between (and ``CleanupRegion`` re-checks each region transactionally).
-        The removal itself runs in the main flow; follow it with the ``status`` query.
-        """
-        assert req is not None  # the validator refused a missing payload
-        async with self._busy:
-            prev, prev_error = self._s.state, self._s.last_error
-            await self._persist(OrgState.OFFBOARDING, "offboarding requested; checking that no cluster remains")
-            blocking: RegionClusters = await acts.org_live_clusters(OrgClustersInput(org_id=self._input.org_id), summary="check no cluster remains (consistent read)", **REGISTRY)  # fmt: skip
-            if blocking.clusters:
-                names = ", ".join(f"{c.name} in {c.region} ({c.state})" for c in blocking.clusters)
-                self._s.last_error = prev_error
-                self._set(prev, f"offboarding refused: clusters remain: {names}")
-                await acts.set_org_state(SetOrgStateInput(org_id=self._input.org_id, state=prev, detail=prev_error or ""), **REGISTRY)
-                raise ApplicationError(
-                    f"offboarding {self._input.org_id} refused: clusters still exist: {names}. Delete them first "
-                    "(FAILED clusters too: send them the delete signal); nothing was changed.",
-                    type="OffboardRefused",
-                )
-            self._s.offboard = req
-        return UpdateResult(accepted=True, state=OrgState.OFFBOARDING,
-                            message="offboarding started: regional foundations, image grants, the re-verification schedule and the billing meter will be removed")  # fmt: skip
-
-    @offboard.validator
-    def _validate_offboard(self, req: OffboardInput | None = None) -> None:
-        require_payload(req, "offboard", f'{{"confirm_org_id": "{self._input.org_id}"}}')
-        assert req is not None
-        if req.confirm_org_id != self._input.org_id:
-            raise ApplicationError(f"confirm_org_id must be this organisation's id ({self._input.org_id!r}); got {req.confirm_org_id!r}")
-        if self._s.state not in _SETTLED_STATES or self._busy.locked():
-            raise ApplicationError(f"organisation is {self._s.state.value}; offboarding is accepted only while AWAITING_ROLE, ACTION_REQUIRED or READY")
 
     # --- main flow ---------------------------------------------------------------------------------
     @workflow.run
@@ -430,76 +352,6 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests):
             return
         await self._persist(OrgState.READY, "organisation ready")
         await self._start_billing(input.org_id)
-
-    async def _offboard(self, input: OnboardOrganizationRun, req: OffboardInput) -> bool:
-        """Delete every regional foundation, revoke the image grants, remove the Schedule, stop the
-        meter (it closes and meters the last hour), then OFFBOARDED. Each step is idempotent, so a
-        failed attempt leaves ACTION_REQUIRED and ``offboard`` can simply be sent again."""
-        s, org = self._s, input.org_id
-        # Only what onboarding got to: without a role nothing was created in the customer's account.
-        regions = [r for r, p in s.regions.items() if p.foundation not in ("PENDING", "DELETED")] if s.role_arn else []
-        shared = [r for r, p in s.regions.items() if p.images not in ("PENDING", "REVOKED")]
-        self._set(OrgState.OFFBOARDING, f"deleting the regional foundations in {', '.join(regions) or 'no region'}")
-        results = await asyncio.gather(
-            *(
-                workflow.execute_child_workflow(
-                    "CleanupRegion", CleanupRegionInput(org_id=org, region=r), id=ids.cleanup_workflow_id(org, r), result_type=CleanupResult,
-                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, static_summary=f"delete the foundation in {r}",
-                )  # fmt: skip
-                for r in regions
-            ),
-            return_exceptions=True,
-        )
-        abandoned = []
-        for region, res in zip(regions, results, strict=True):
-            progress = s.regions.setdefault(region, RegionProgress())
-            if isinstance(res, BaseException):
-                progress.foundation, progress.detail = "DELETE_FAILED", root_message(res)
-                abandoned.append(f"{region}: {progress.detail}")
-            else:
-                progress.foundation, progress.detail = "DELETED", res.message
-        if abandoned and not req.abandon_foundations:
-            await self._persist(OrgState.ACTION_REQUIRED, "offboarding incomplete, foundation not deleted in " + "; ".join(abandoned)
-                                + " (fix and send offboard again, or send it with abandon_foundations=true)")  # fmt: skip
-            return False
-        if shared and not await self._revoke_images(org, shared):
-            return False
-        await acts.delete_reverify_schedule(ReverifyInput(org_id=org), summary="delete the daily re-verification schedule", **REGISTRY)
-        s.reverify_scheduled = False
-        try:
-            await workflow.get_external_workflow_handle(ids.billing_workflow_id(org)).signal("stop")
-            self._step("billing meter told to close the last hour and stop")
-        except FailureError:
-            self._step("no billing meter running")  # never reached READY, or already stopped
-        # What Bridgehead created is gone; what the customer created for it (the role, its node
-        # roles, any temporary keys given to create-role-for-me) is theirs to remove.
-        role = (s.role_arn or "the Bridgehead role").rsplit("/", 1)[-1]
-        leftover = (f" Last steps for the customer: delete the role {role} and its node roles (the role's CloudFormation stack, "
-                    "if it was launched from the template), and deactivate any temporary keys used for create-role.")  # fmt: skip
-        text = "offboarded: Bridgehead's foundations, image grants, schedule and meter are gone." + leftover
-        if abandoned:
-            text = "offboarded; the customer must delete these foundation stacks (the role could not): " + "; ".join(abandoned) + "." + leftover
-        await self._persist(OrgState.OFFBOARDED, text)
-        return True
-
-    async def _revoke_images(self, org: str, regions: list[str]) -> bool:
-        self._step(f"revoking the image grants in {', '.join(regions)}")
-        try:
-            revoked: ShareImagesResult = await workflow.execute_child_workflow(
-                "ShareImages", ShareImagesInput(org_id=org, regions=regions, revoke=True), id=ids.images_workflow_id(org), result_type=ShareImagesResult,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, static_summary="revoke the image grants",
-            )  # fmt: skip
-        except ChildWorkflowError as e:
-            await self._persist(OrgState.ACTION_REQUIRED, f"offboarding incomplete, image grants not revoked: {root_message(e)} (send offboard again)")
-            return False
-        for region, st in revoked.regions.items():
-            self._s.regions.setdefault(region, RegionProgress()).images = st.state.value
-        not_revoked = [f"{r}: {st.reason}" for r, st in revoked.regions.items() if st.state.value != "REVOKED"]
-        if not_revoked:
-            await self._persist(OrgState.ACTION_REQUIRED, "offboarding incomplete, image grants not revoked in " + "; ".join(not_revoked)
-                                + " (send offboard again)")  # fmt: skip
-            return False
-        return True
 
     async def _start_billing(self, org_id: str) -> None:
         """Start the org's BillingMeter once; it outlives this workflow (ABANDON) and its runs."""
