@@ -73,7 +73,14 @@ class Aws:
         return self._platform_account
 
     def platform_principal(self) -> str:
-        return self.settings.platform_principal_arn or f"arn:aws:iam::{self.platform_account()}:root"
+        """The principal customers trust: ``BRIDGEHEAD_PLATFORM_PRINCIPAL_ARN``, else the role the
+        worker runs as (its assumed-role identity mapped to the role's ARN), else what the
+        worker's credentials are (production refuses an account root at start)."""
+        if self.settings.platform_principal_arn:
+            return self.settings.platform_principal_arn
+        with aws_errors("sts:GetCallerIdentity (platform)"):
+            arn = str(self.platform("sts").get_caller_identity()["Arn"])
+        return principal_of(arn)
 
     # --- customer accounts ------------------------------------------------------------------
     def assume(self, role_arn: str, external_id: str | None, session_name: str) -> dict[str, str]:
@@ -140,3 +147,13 @@ class Aws:
 
 def not_found(what: str) -> ApplicationError:
     return ApplicationError(what, type=AwsValidationError.__name__, non_retryable=True)
+
+
+def principal_of(caller_arn: str) -> str:
+    """The IAM principal behind a caller identity: ``arn:aws:sts::A:assumed-role/R/session`` is
+    role ``arn:aws:iam::A:role/R``; users and roots stay as they are."""
+    parts = caller_arn.split(":", 5)
+    if len(parts) == 6 and parts[2] == "sts" and parts[5].startswith("assumed-role/"):
+        role = parts[5].split("/")[1]
+        return f"arn:{parts[1]}:iam::{parts[4]}:role/{role}"
+    return caller_arn

@@ -24,6 +24,8 @@ from bridgehead.settings import REPO_ROOT
 PLATFORM_ACCOUNT = "123456789012"  # moto's default account
 DEFAULT_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
 PLATFORM_ADMIN = "bridgehead-platform"  # the platform's IAM user when moto enforces IAM
+#: The dedicated platform role the worker runs as (customers trust it, never the account root).
+PLATFORM_ROLE = "bridgehead-platform"
 DEMO_CUSTOMER_ACCOUNT = "211111111111"
 SEARCH_ATTRIBUTES = ("OrgId", "ClusterName", "ClusterStatus", "Region")
 SEED_REGIONS = ("us-east-1", "us-east-2", "us-west-2")  # us-west-1 is left without an image: it gets copied
@@ -97,6 +99,8 @@ class LocalStack:
     #: Access keys of the platform identity (an IAM user with admin rights under enforcement).
     platform_keys: dict[str, str] = field(default_factory=lambda: dict(DEFAULT_KEYS))
     procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    #: Session keys of the dedicated platform role the worker runs as (set by :meth:`start`).
+    worker_keys: dict[str, str] | None = None
 
     # --- addresses and environment ---------------------------------------------------------------
     @property
@@ -142,9 +146,10 @@ class LocalStack:
             "BRIDGEHEAD_STS_ENFORCES_TRUST": str(self.sts_enforces_trust).lower(),
             # Under enforcement moto checks the caller's exact ARN against trust policies, so the
             # platform principal is the platform user (narrower than the account root, as Imply does).
+            # Otherwise customers trust the dedicated platform role the worker runs as, as in production.
             "BRIDGEHEAD_PLATFORM_PRINCIPAL_ARN": f"arn:aws:iam::{PLATFORM_ACCOUNT}:user/{PLATFORM_ADMIN}"
             if self.enforcing
-            else f"arn:aws:iam::{PLATFORM_ACCOUNT}:root",
+            else f"arn:aws:iam::{PLATFORM_ACCOUNT}:role/{PLATFORM_ROLE}",
         }
 
     # --- processes -------------------------------------------------------------------------------------
@@ -185,7 +190,12 @@ class LocalStack:
         return r.returncode == 0 and all(sa in r.stdout for sa in SEARCH_ATTRIBUTES)
 
     def start_worker(self) -> None:
-        self._spawn("worker", [sys.executable, str(REPO_ROOT / "worker.py")], {**self.env(), **self.worker_env})
+        keys: dict[str, str] = {}
+        if self.worker_keys:
+            keys = {"AWS_ACCESS_KEY_ID": self.worker_keys["aws_access_key_id"],
+                    "AWS_SECRET_ACCESS_KEY": self.worker_keys["aws_secret_access_key"],
+                    "AWS_SESSION_TOKEN": self.worker_keys["aws_session_token"]}  # fmt: skip
+        self._spawn("worker", [sys.executable, str(REPO_ROOT / "worker.py")], {**self.env(), **keys, **self.worker_env})
         time.sleep(0.5)
         if self.procs["worker"].poll() is not None:
             raise RuntimeError(f"worker exited at start; see {self.state_dir / 'worker.log'}")
@@ -244,6 +254,8 @@ class LocalStack:
             self.start_moto()
             if seed:
                 seed_emulator(self.moto_endpoint, creds=self.platform_keys)
+            if not self.enforcing:
+                self.worker_keys = platform_role_session(self.moto_endpoint, self.platform_keys)
             self.start_temporal()
             if self.with_worker:
                 self.start_worker()
@@ -270,6 +282,25 @@ def _client(endpoint: str, service: str, region: str = "us-east-1", **creds: str
         aws_secret_access_key=creds.get("aws_secret_access_key") or "testing",
         aws_session_token=creds.get("aws_session_token"),
     ).client(service, region_name=region, endpoint_url=endpoint)
+
+
+def platform_role_session(endpoint: str, creds: dict[str, str] | None = None) -> dict[str, str]:
+    """Create the dedicated platform role in the platform account (idempotent) and return keys of
+    a session of it: the embedded stack's worker runs as that role, as a production worker runs
+    with its instance or task role."""
+    iam = _client(endpoint, "iam", **(creds or {}))
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+             "Principal": {"AWS": f"arn:aws:iam::{PLATFORM_ACCOUNT}:root"}}]}  # fmt: skip
+    try:
+        iam.create_role(RoleName=PLATFORM_ROLE, AssumeRolePolicyDocument=json.dumps(trust),
+                        Description="Bridgehead platform: the worker runs as this role; customers trust it")  # fmt: skip
+        iam.put_role_policy(RoleName=PLATFORM_ROLE, PolicyName="platform", PolicyDocument=ALLOW_ALL)
+    except iam.exceptions.EntityAlreadyExistsException:
+        pass
+    sts = _client(endpoint, "sts", **(creds or {}))
+    c = sts.assume_role(RoleArn=f"arn:aws:iam::{PLATFORM_ACCOUNT}:role/{PLATFORM_ROLE}", RoleSessionName="worker",
+                        DurationSeconds=43200)["Credentials"]  # fmt: skip
+    return {"aws_access_key_id": c["AccessKeyId"], "aws_secret_access_key": c["SecretAccessKey"], "aws_session_token": c["SessionToken"]}
 
 
 def _assume(endpoint: str, account: str, creds: dict[str, str] | None = None) -> dict[str, str]:
