@@ -3,13 +3,21 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install browser checkov run test bench lint mutation clean reset
+.PHONY: install lock browser checkov run test bench lint mutation clean reset
 
-$(VENV)/.installed: pyproject.toml
+# Reproducible installs: the exact versions the tests passed with (requirements.lock, made by
+# `make lock` from pyproject.toml), then the project itself without resolving again.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e '.[dev]'
 	touch $@
+
+# Re-resolve requirements.lock after changing dependencies in pyproject.toml.
+lock: install
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11.7 \
+	  --python-platform x86_64-manylinux_2_28 --no-header -q -o requirements.lock
 
 install: $(VENV)/.installed
 
