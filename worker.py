@@ -67,16 +67,22 @@ WORKFLOWS = [
 log = get_logger("bridgehead.worker")
 
 
-def build_activities(settings: Settings, aws: Aws | None = None, client: Client | None = None) -> list[Any]:
+def build_activities(
+    settings: Settings, aws: Aws | None = None, client: Client | None = None
+) -> list[Any]:
     """Bound activity methods of every activity class, sharing one AWS factory and registry
     (and the worker's Temporal client, for the activities that manage Schedules)."""
     aws = aws or Aws(settings)
     registry = Registry(aws)
     instances: list[Any] = [
-        OnboardingActivities(aws, registry), ImageActivities(aws, registry), RegionActivities(aws, registry),
-        StackActivities(aws, registry), ClusterActivities(aws, registry), BillingActivities(aws, registry),
+        OnboardingActivities(aws, registry),
+        ImageActivities(aws, registry),
+        RegionActivities(aws, registry),
+        StackActivities(aws, registry),
+        ClusterActivities(aws, registry),
+        BillingActivities(aws, registry),
         DropboxActivities(aws, registry),
-    ]  # fmt: skip
+    ]
     instances.append(MarketplaceActivities(aws, registry))
     if client is not None:
         instances.append(ScheduleActivities(client, settings))
@@ -92,11 +98,19 @@ def build_activities(settings: Settings, aws: Aws | None = None, client: Client 
 def sandbox_runner() -> SandboxedWorkflowRunner:
     # Models and pydantic are pure: pass them through instead of re-importing per workflow run.
     return SandboxedWorkflowRunner(
-        restrictions=SandboxRestrictions.default.with_passthrough_modules("bridgehead", "pydantic", "pydantic_core", "annotated_types", "opentelemetry")
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(
+            "bridgehead", "pydantic", "pydantic_core", "annotated_types", "opentelemetry"
+        )
     )
 
 
-def build_worker(client: Client, settings: Settings, activities: list[Any], executor: ThreadPoolExecutor, **overrides: Any) -> Worker:
+def build_worker(
+    client: Client,
+    settings: Settings,
+    activities: list[Any],
+    executor: ThreadPoolExecutor,
+    **overrides: Any,
+) -> Worker:
     options: dict[str, Any] = dict(
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
@@ -128,11 +142,19 @@ def install_runtime(settings: Settings) -> None:
     )
     metrics = None
     if settings.metrics_port:
-        metrics = PrometheusConfig(bind_address=f"{settings.metrics_address}:{settings.metrics_port}", counters_total_suffix=True)
-    Runtime.set_default(Runtime(telemetry=TelemetryConfig(logging=core_logs, metrics=metrics)), error_if_already_set=False)
+        metrics = PrometheusConfig(
+            bind_address=f"{settings.metrics_address}:{settings.metrics_port}",
+            counters_total_suffix=True,
+        )
+    Runtime.set_default(
+        Runtime(telemetry=TelemetryConfig(logging=core_logs, metrics=metrics)),
+        error_if_already_set=False,
+    )
 
 
-async def publish_cluster_gauge(client: Client, settings: Settings, stop: asyncio.Event, meter: Any = None) -> None:
+async def publish_cluster_gauge(
+    client: Client, settings: Settings, stop: asyncio.Event, meter: Any = None
+) -> None:
     """Keep ``bridgehead_clusters{state=...}`` current from visibility (the ClusterStatus search
     attribute), so dashboards need no registry access. Errors are logged and retried next round."""
     from bridgehead.metrics import set_gauge
@@ -143,7 +165,12 @@ async def publish_cluster_gauge(client: Client, settings: Settings, stop: asynci
         try:
             for state in ClusterState:
                 q = f"WorkflowType='ClusterLifecycle' AND ClusterStatus='{state.value}'"
-                set_gauge(meter, "bridgehead_clusters", (await client.count_workflows(q)).count, state=state.value)
+                set_gauge(
+                    meter,
+                    "bridgehead_clusters",
+                    (await client.count_workflows(q)).count,
+                    state=state.value,
+                )
         except Exception as e:  # noqa: BLE001 - a metrics refresh must never stop the worker
             log.warning("cluster gauge refresh failed", error=str(e))
         try:
@@ -155,14 +182,18 @@ async def publish_cluster_gauge(client: Client, settings: Settings, stop: asynci
 REQUIRED_SEARCH_ATTRIBUTES = ("OrgId", "ClusterName", "ClusterStatus", "Region")
 
 
-async def missing_search_attributes(client: Client, required: tuple[str, ...] = REQUIRED_SEARCH_ATTRIBUTES) -> list[str] | None:
+async def missing_search_attributes(
+    client: Client, required: tuple[str, ...] = REQUIRED_SEARCH_ATTRIBUTES
+) -> list[str] | None:
     """The Keyword search attributes Bridgehead needs that the namespace lacks (None: the server
     would not say, e.g. Temporal Cloud without operator rights)."""
     from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
     from temporalio.service import RPCError
 
     try:
-        resp = await client.operator_service.list_search_attributes(ListSearchAttributesRequest(namespace=client.namespace))
+        resp = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
     except RPCError:
         return None
     return [name for name in required if name not in resp.custom_attributes]
@@ -172,7 +203,10 @@ def search_attribute_help(missing: list[str], namespace: str) -> str:
     """How to create them, for each kind of server."""
     names = ", ".join(missing)
     cli = " ".join(f"--search-attribute {n}=Keyword" for n in missing)
-    op = "; ".join(f"temporal operator search-attribute create --namespace {namespace} --name {n} --type Keyword" for n in missing)
+    op = "; ".join(
+        f"temporal operator search-attribute create --namespace {namespace} --name {n} --type Keyword"
+        for n in missing
+    )
     return (
         f"the namespace {namespace!r} lacks the search attributes {names} (Keyword), which workflows set: create them, then "
         f"start the worker again. Dev server: start it with {cli}. Self-hosted: {op}. Temporal Cloud: add them in the "
@@ -191,22 +225,40 @@ async def main() -> None:
     client = await make_client(settings)
     missing = await missing_search_attributes(client)
     if missing is None:
-        log.warning("could not list the namespace's search attributes; make sure these exist (Keyword)", names=list(REQUIRED_SEARCH_ATTRIBUTES))
+        log.warning(
+            "could not list the namespace's search attributes; make sure these exist (Keyword)",
+            names=list(REQUIRED_SEARCH_ATTRIBUTES),
+        )
     elif missing:
-        log.error("missing search attributes", detail=search_attribute_help(missing, client.namespace))
+        log.error(
+            "missing search attributes", detail=search_attribute_help(missing, client.namespace)
+        )
         raise SystemExit(2)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    with ThreadPoolExecutor(max_workers=settings.max_concurrent_activities, thread_name_prefix="activity") as executor:
+    with ThreadPoolExecutor(
+        max_workers=settings.max_concurrent_activities, thread_name_prefix="activity"
+    ) as executor:
         worker = build_worker(client, settings, build_activities(settings, aws, client), executor)
-        log.info("worker started", task_queue=settings.task_queue, namespace=client.namespace, metrics_port=settings.metrics_port)
-        gauge = asyncio.create_task(publish_cluster_gauge(client, settings, stop)) if settings.metrics_port else None
+        log.info(
+            "worker started",
+            task_queue=settings.task_queue,
+            namespace=client.namespace,
+            metrics_port=settings.metrics_port,
+        )
+        gauge = (
+            asyncio.create_task(publish_cluster_gauge(client, settings, stop))
+            if settings.metrics_port
+            else None
+        )
         # AWS Marketplace subscription notifications (SNS -> SQS) become signals to MarketplaceSubscription.
         consumer = None
         if settings.marketplace_notification_queue:
-            consumer = asyncio.create_task(NotificationConsumer(aws, Registry(aws), client).run(stop))
+            consumer = asyncio.create_task(
+                NotificationConsumer(aws, Registry(aws), client).run(stop)
+            )
         async with worker:
             await stop.wait()
             if gauge is not None:

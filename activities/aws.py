@@ -53,7 +53,9 @@ class Aws:
         self._platform_account: str | None = None
         # Clients are shared by every activity thread: one pooled connection per thread, so a busy
         # worker neither waits for nor discards connections (botocore's default pool is 10).
-        self._config = BOTO_CONFIG.merge(botocore.config.Config(max_pool_connections=max(10, settings.max_concurrent_activities)))
+        self._config = BOTO_CONFIG.merge(
+            botocore.config.Config(max_pool_connections=max(10, settings.max_concurrent_activities))
+        )
 
     # --- platform account -------------------------------------------------------------------
     def platform(self, service: str, region: str | None = None) -> Any:
@@ -62,7 +64,9 @@ class Aws:
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                client = self._platform_session.client(service, region_name=region, config=self._config)
+                client = self._platform_session.client(
+                    service, region_name=region, config=self._config
+                )
                 self._clients[key] = client
             return client
 
@@ -85,7 +89,11 @@ class Aws:
     # --- customer accounts ------------------------------------------------------------------
     def assume(self, role_arn: str, external_id: str | None, session_name: str) -> dict[str, str]:
         """AssumeRole from the platform; returns credentials for use inside this activity only."""
-        kwargs: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": session_name[:64], "DurationSeconds": 3600}
+        kwargs: dict[str, Any] = {
+            "RoleArn": role_arn,
+            "RoleSessionName": session_name[:64],
+            "DurationSeconds": 3600,
+        }
         if external_id is not None:
             kwargs["ExternalId"] = external_id
         resp = self.platform("sts").assume_role(**kwargs)
@@ -125,7 +133,9 @@ class Aws:
         with self._lock:
             client = self._clients.get(key)
             if client is None:
-                client = boto3.session.Session(**creds).client(service, region_name=region, config=self._config)
+                client = boto3.session.Session(**creds).client(
+                    service, region_name=region, config=self._config
+                )
                 self._clients[key] = client
             return client
 
@@ -136,7 +146,13 @@ class Aws:
                 del self._creds[k]
 
     @staticmethod
-    def with_keys(access_key_id: str, secret_access_key: str, session_token: str | None, service: str, region: str) -> Any:
+    def with_keys(
+        access_key_id: str,
+        secret_access_key: str,
+        session_token: str | None,
+        service: str,
+        region: str,
+    ) -> Any:
         """A one-off client from customer-supplied keys (create-role-for-me); never cached."""
         return boto3.session.Session(
             aws_access_key_id=access_key_id,

@@ -36,7 +36,9 @@ __all__ = ["BillingActivities", "billing_report", "ledger_entries"]
 
 
 class BillingActivities(MeteringActivities):
-    def __init__(self, aws: Aws, registry: Registry, clock: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self, aws: Aws, registry: Registry, clock: Callable[[], datetime] | None = None
+    ) -> None:
         self.aws = aws
         self.registry = registry
         self.ledger = Ledger(registry)
@@ -58,19 +60,26 @@ class BillingActivities(MeteringActivities):
         until = req.until.astimezone(UTC)
         clusters = self.registry.clusters(req.org_id)
         if req.final:
-            running = [c["name"] for c in clusters for x in c.get("segments") or [] if x.get("end") is None]
+            running = [
+                c["name"] for c in clusters for x in c.get("segments") or [] if x.get("end") is None
+            ]
             if running:
                 raise ApplicationError(
                     f"cannot close the final billing period: {', '.join(sorted(set(running)))} still running "
                     "(delete the clusters first; their usage is never billed ahead of time)",
-                    type="BillingStillRunning", non_retryable=True,
-                )  # fmt: skip
+                    type="BillingStillRunning",
+                    non_retryable=True,
+                )
         org_record: OrgRecord | str | None = None  # read once, when a cluster has windows to close
         for c in clusters:
             segments = [UsageSegment.model_validate(x) for x in c.get("segments") or []]
             if not segments:
                 continue  # failed or cancelled creations, or not yet running: nothing to bill
-            since = datetime.fromisoformat(c["billed_through"]) if c.get("billed_through") else billing.floor_hour(segments[0].start)
+            since = (
+                datetime.fromisoformat(c["billed_through"])
+                if c.get("billed_through")
+                else billing.floor_hour(segments[0].start)
+            )
             last = since
             todo = billing.windows(segments, since, until, partial=req.partial)
             capacity = "requested"
@@ -89,27 +98,50 @@ class BillingActivities(MeteringActivities):
                 amount = billing.cost(lines, s.rates)
                 # A part of an hour (a final metering closed it mid-hour) is an entry of its own.
                 item = {
-                    "region": c.get("region"), "period_start": p.isoformat(), "window_start": start.isoformat(),
-                    "window_end": end.isoformat(), "lines": lines, "line_costs": billing.line_costs(lines, s.rates),
-                    "node_minutes": sum(lines.values()), "cost_usd": amount, "rate_version": s.rate_version,
-                    "rates": {t: s.rates[t] for t in lines}, "capacity": capacity,
-                    "metered": False, "written_at": datetime.now(UTC).isoformat(),
-                }  # fmt: skip
+                    "region": c.get("region"),
+                    "period_start": p.isoformat(),
+                    "window_start": start.isoformat(),
+                    "window_end": end.isoformat(),
+                    "lines": lines,
+                    "line_costs": billing.line_costs(lines, s.rates),
+                    "node_minutes": sum(lines.values()),
+                    "cost_usd": amount,
+                    "rate_version": s.rate_version,
+                    "rates": {t: s.rates[t] for t in lines},
+                    "capacity": capacity,
+                    "metered": False,
+                    "written_at": datetime.now(UTC).isoformat(),
+                }
                 if self.ledger.add_entry(req.org_id, c["name"], p, (start, end), item):
                     written += 1
                     for instance_type, minutes in lines.items():
-                        metrics.count("bridgehead_billed_node_minutes", int(minutes), instance_type=instance_type)
+                        metrics.count(
+                            "bridgehead_billed_node_minutes",
+                            int(minutes),
+                            instance_type=instance_type,
+                        )
                     minutes_total += int(item["node_minutes"])  # type: ignore[arg-type]  # an int: written just above
                     cost_total += amount
                 else:
                     existing += 1
             if last > since:
-                self.registry.update_cluster(req.org_id, c["name"], {"billed_through": last.isoformat()})
+                self.registry.update_cluster(
+                    req.org_id, c["name"], {"billed_through": last.isoformat()}
+                )
         totals = self.ledger.totals(req.org_id)
-        log.info("billing periods closed", written=written, existing=existing, node_minutes=minutes_total)
-        return CloseBillingPeriodsResult(entries_written=written, entries_existing=existing, node_minutes=minutes_total,
-                                         cost_usd=cost_total, closed_until=until, ledger_node_minutes=int(totals.get("node_minutes", 0)),
-                                         ledger_cost_usd=Decimal(str(totals.get("cost_usd", 0))), ledger_entries=int(totals.get("entries", 0)))  # fmt: skip
+        log.info(
+            "billing periods closed", written=written, existing=existing, node_minutes=minutes_total
+        )
+        return CloseBillingPeriodsResult(
+            entries_written=written,
+            entries_existing=existing,
+            node_minutes=minutes_total,
+            cost_usd=cost_total,
+            closed_until=until,
+            ledger_node_minutes=int(totals.get("node_minutes", 0)),
+            ledger_cost_usd=Decimal(str(totals.get("cost_usd", 0))),
+            ledger_entries=int(totals.get("entries", 0)),
+        )
 
     def _org_or_reason(self, org_id: str) -> OrgRecord | str:
         """The org's record for customer calls, or why capacity cannot be observed."""
@@ -133,18 +165,26 @@ class BillingActivities(MeteringActivities):
         reason recorded on the ledger entries."""
         known: dict[str, dict[str, Any]] = dict(c.get("observed_instances") or {})
         name = c["name"]
-        group = (c.get("outputs") or {}).get("ComputeGroupName") or f"{ids.org_prefix(org_id)}{name}-compute"
+        group = (c.get("outputs") or {}).get(
+            "ComputeGroupName"
+        ) or f"{ids.org_prefix(org_id)}{name}-compute"
         now = datetime.now(UTC)
         try:
             if isinstance(org, str):
                 raise ApplicationError(org)
             auto = self.aws.customer(org, "autoscaling", c["region"])
             with aws_errors("autoscaling:DescribeAutoScalingGroups"):
-                groups = auto.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"]
+                groups = auto.describe_auto_scaling_groups(AutoScalingGroupNames=[group])[
+                    "AutoScalingGroups"
+                ]
             in_service: dict[str, datetime] = {}
             ended: dict[str, datetime] = {}
             if groups:
-                ids_now = [i["InstanceId"] for i in groups[0].get("Instances", []) if i.get("LifecycleState") == "InService"]
+                ids_now = [
+                    i["InstanceId"]
+                    for i in groups[0].get("Instances", [])
+                    if i.get("LifecycleState") == "InService"
+                ]
                 if ids_now:
                     ec2 = self.aws.customer(org, "ec2", c["region"])
                     with aws_errors("ec2:DescribeInstances"):
@@ -152,9 +192,15 @@ class BillingActivities(MeteringActivities):
                             for i in r["Instances"]:
                                 in_service[i["InstanceId"]] = i["LaunchTime"].astimezone(UTC)
                 with aws_errors("autoscaling:DescribeScalingActivities"):
-                    for a in auto.describe_scaling_activities(AutoScalingGroupName=group).get("Activities", []):
+                    for a in auto.describe_scaling_activities(AutoScalingGroupName=group).get(
+                        "Activities", []
+                    ):
                         words = str(a.get("Description", "")).split()
-                        if a.get("EndTime") and words[:3] == ["Terminating", "EC2", "instance:"] and len(words) > 3:
+                        if (
+                            a.get("EndTime")
+                            and words[:3] == ["Terminating", "EC2", "instance:"]
+                            and len(words) > 3
+                        ):
                             ended[words[3]] = a["EndTime"].astimezone(UTC)
         except ApplicationError as e:
             if not known:
@@ -177,7 +223,13 @@ class BillingActivities(MeteringActivities):
                 rec["ended"] = rec["last_seen"]
         if known != (c.get("observed_instances") or {}):
             self.registry.update_cluster(org_id, name, {"observed_instances": known})
-        instances = [(datetime.fromisoformat(r["launched"]), datetime.fromisoformat(r["ended"]) if r.get("ended") else None) for r in known.values()]
+        instances = [
+            (
+                datetime.fromisoformat(r["launched"]),
+                datetime.fromisoformat(r["ended"]) if r.get("ended") else None,
+            )
+            for r in known.values()
+        ]
         return instances, "observed"
 
     @activity.defn
@@ -201,8 +253,12 @@ class BillingActivities(MeteringActivities):
             return _correction_result(done)
         entries = self.ledger.period_entries(req.org_id, period, c.cluster)
         if not entries:
-            raise ApplicationError(f"no ledger entry for cluster {c.cluster} in the period starting {period.isoformat()}: "
-                                   "only closed periods can be corrected", type="BadInput", non_retryable=True)  # fmt: skip
+            raise ApplicationError(
+                f"no ledger entry for cluster {c.cluster} in the period starting {period.isoformat()}: "
+                "only closed periods can be corrected",
+                type="BadInput",
+                non_retryable=True,
+            )
         original: dict[str, int] = defaultdict(int)
         rates: dict[str, Decimal] = {}
         for e in entries:
@@ -211,31 +267,54 @@ class BillingActivities(MeteringActivities):
                 rates.setdefault(t, Decimal(str((e.get("rates") or self.aws.settings.rates)[t])))
         itype = c.instance_type or (next(iter(original)) if len(original) == 1 else None)
         if itype is None or itype not in original:
-            raise ApplicationError(f"instance_type must be one of {', '.join(sorted(original))} (the lines of that period)",
-                                   type="BadInput", non_retryable=True)  # fmt: skip
+            raise ApplicationError(
+                f"instance_type must be one of {', '.join(sorted(original))} (the lines of that period)",
+                type="BadInput",
+                non_retryable=True,
+            )
         earlier = self.ledger.period_corrections(req.org_id, period, c.cluster)
         before = sum(int(x["node_minutes_delta"]) for x in earlier if x["instance_type"] == itype)
         net = original[itype] + before + c.node_minutes_delta
         if net < 0:
-            raise ApplicationError(f"the correction would leave {net} node-minutes of {itype} (billed {original[itype]}, "
-                                   f"corrected by {before} before): credit at most {original[itype] + before}",
-                                   type="BadInput", non_retryable=True)  # fmt: skip
+            raise ApplicationError(
+                f"the correction would leave {net} node-minutes of {itype} (billed {original[itype]}, "
+                f"corrected by {before} before): credit at most {original[itype] + before}",
+                type="BadInput",
+                non_retryable=True,
+            )
         amount = billing.line_cost(c.node_minutes_delta, rates[itype])
         fields = {
-            "cluster": c.cluster, "period_start": period.isoformat(), "instance_type": itype,
-            "node_minutes_delta": c.node_minutes_delta, "cost_usd_delta": amount, "rate": rates[itype],
-            "reason": c.reason, "requested_at": req.requested_at.isoformat(), "original_node_minutes": original[itype],
-            "net_node_minutes": net, "metered": all(e.get("metered") for e in entries),
-        }  # fmt: skip
+            "cluster": c.cluster,
+            "period_start": period.isoformat(),
+            "instance_type": itype,
+            "node_minutes_delta": c.node_minutes_delta,
+            "cost_usd_delta": amount,
+            "rate": rates[itype],
+            "reason": c.reason,
+            "requested_at": req.requested_at.isoformat(),
+            "original_node_minutes": original[itype],
+            "net_node_minutes": net,
+            "metered": all(e.get("metered") for e in entries),
+        }
         item = self.ledger.add_correction(req.org_id, period, c.cluster, req.correction_id, fields)
-        log.info("billing correction recorded", correction=req.correction_id, delta=c.node_minutes_delta, instance_type=itype)
+        log.info(
+            "billing correction recorded",
+            correction=req.correction_id,
+            delta=c.node_minutes_delta,
+            instance_type=itype,
+        )
         return _correction_result(item)
 
 
 def _correction_result(item: dict[str, Any]) -> CorrectResult:
     return CorrectResult(
-        correction_id=item["correction_id"], cluster=item["cluster"], period=datetime.fromisoformat(item["period_start"]),
-        instance_type=item["instance_type"], node_minutes_delta=int(item["node_minutes_delta"]),
-        cost_usd_delta=Decimal(str(item["cost_usd_delta"])), original_node_minutes=int(item["original_node_minutes"]),
-        net_node_minutes=int(item["net_node_minutes"]), metered=bool(item["metered"]),
-    )  # fmt: skip
+        correction_id=item["correction_id"],
+        cluster=item["cluster"],
+        period=datetime.fromisoformat(item["period_start"]),
+        instance_type=item["instance_type"],
+        node_minutes_delta=int(item["node_minutes_delta"]),
+        cost_usd_delta=Decimal(str(item["cost_usd_delta"])),
+        original_node_minutes=int(item["original_node_minutes"]),
+        net_node_minutes=int(item["net_node_minutes"]),
+        metered=bool(item["metered"]),
+    )

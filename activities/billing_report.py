@@ -12,7 +12,9 @@ from bridgehead import billing
 from bridgehead.models import METERING_STATES, BillingReport, ReportLine, UsageSegment
 
 
-def billing_report(registry: Registry, org_id: str, month: str | None, now: datetime) -> BillingReport:
+def billing_report(
+    registry: Registry, org_id: str, month: str | None, now: datetime
+) -> BillingReport:
     """The organisation's bill from the ledger: per cluster and instance type the node-minutes
     and money first billed, the corrections and the net; the open hours so far; what Marketplace
     did not take and why; credits owed for corrected usage Marketplace had already accepted.
@@ -26,11 +28,15 @@ def billing_report(registry: Registry, org_id: str, month: str | None, now: date
     entries = ledger.entries(org_id, month)
     corrections = ledger.corrections(org_id, month)
     link = registry.marketplace(org_id)
-    linked_hour = billing.floor_hour(datetime.fromisoformat(link["linked_at"])).isoformat() if link else None
+    linked_hour = (
+        billing.floor_hour(datetime.fromisoformat(link["linked_at"])).isoformat() if link else None
+    )
     rows: dict[tuple[str, str], dict[str, Any]] = {}
 
     def row(cluster: str, itype: str) -> dict[str, Any]:
-        return rows.setdefault((cluster, itype), {"min": 0, "usd": Decimal(0), "cmin": 0, "cusd": Decimal(0)})
+        return rows.setdefault(
+            (cluster, itype), {"min": 0, "usd": Decimal(0), "cmin": 0, "cusd": Decimal(0)}
+        )
 
     report = BillingReport(org_id=org_id, month=month)
     unmetered: dict[str, list[int]] = {}
@@ -42,7 +48,9 @@ def billing_report(registry: Registry, org_id: str, month: str | None, now: date
             r["usd"] += costs[t]
         where = f"{e['cluster']} {e.get('window_start') or e['period_start']}"
         if e.get("metering_defects"):
-            report.defects.append(f"{where}: {', '.join(e['metering_defects'])} refused as DuplicateRecord (not metered; settle by hand)")
+            report.defects.append(
+                f"{where}: {', '.join(e['metering_defects'])} refused as DuplicateRecord (not metered; settle by hand)"
+            )
         elif not e.get("metered"):
             if link is None:
                 why = "no AWS Marketplace link"
@@ -55,18 +63,32 @@ def billing_report(registry: Registry, org_id: str, month: str | None, now: date
             n = unmetered.setdefault(why, [0, 0])
             n[0] += 1
             n[1] += int(e["node_minutes"])
-    report.not_metered = [f"{n} ledger entries ({minutes} node-minutes): {why}" for why, (n, minutes) in sorted(unmetered.items())]
+    report.not_metered = [
+        f"{n} ledger entries ({minutes} node-minutes): {why}"
+        for why, (n, minutes) in sorted(unmetered.items())
+    ]
     for x in corrections:
         r = row(x["cluster"], x["instance_type"])
         r["cmin"] += int(x["node_minutes_delta"])
         r["cusd"] += Decimal(str(x["cost_usd_delta"]))
         if x.get("metered") and int(x["node_minutes_delta"]) < 0:
-            report.credits.append(f"{x['cluster']} {x['period_start']} {x['instance_type']}: credit ${-Decimal(str(x['cost_usd_delta']))} "
-                                  f"({-int(x['node_minutes_delta'])} node-minutes Marketplace already accepted): {x['reason']}")  # fmt: skip
+            report.credits.append(
+                f"{x['cluster']} {x['period_start']} {x['instance_type']}: credit ${-Decimal(str(x['cost_usd_delta']))} "
+                f"({-int(x['node_minutes_delta'])} node-minutes Marketplace already accepted): {x['reason']}"
+            )
     for (cluster, itype), r in sorted(rows.items()):
-        report.lines.append(ReportLine(cluster=cluster, instance_type=itype, node_minutes=r["min"], corrections_node_minutes=r["cmin"],
-                                       net_node_minutes=r["min"] + r["cmin"], cost_usd=r["usd"], corrections_usd=r["cusd"],
-                                       net_usd=r["usd"] + r["cusd"]))  # fmt: skip
+        report.lines.append(
+            ReportLine(
+                cluster=cluster,
+                instance_type=itype,
+                node_minutes=r["min"],
+                corrections_node_minutes=r["cmin"],
+                net_node_minutes=r["min"] + r["cmin"],
+                cost_usd=r["usd"],
+                corrections_usd=r["cusd"],
+                net_usd=r["usd"] + r["cusd"],
+            )
+        )
     report.node_minutes = sum(x.node_minutes for x in report.lines)
     report.corrections_node_minutes = sum(x.corrections_node_minutes for x in report.lines)
     report.net_node_minutes = report.node_minutes + report.corrections_node_minutes
@@ -78,12 +100,25 @@ def billing_report(registry: Registry, org_id: str, month: str | None, now: date
             segments = [UsageSegment.model_validate(x) for x in c.get("segments") or []]
             if not segments:
                 continue
-            since = datetime.fromisoformat(c["billed_through"]) if c.get("billed_through") else billing.floor_hour(segments[0].start)
-            if c.get("observed_instances"):  # what ran, as far as the last tick saw it (no AWS call here)
-                seen = [(datetime.fromisoformat(r["launched"]), datetime.fromisoformat(r["ended"]) if r.get("ended") else None)
-                        for r in c["observed_instances"].values()]  # fmt: skip
+            since = (
+                datetime.fromisoformat(c["billed_through"])
+                if c.get("billed_through")
+                else billing.floor_hour(segments[0].start)
+            )
+            if c.get(
+                "observed_instances"
+            ):  # what ran, as far as the last tick saw it (no AWS call here)
+                seen = [
+                    (
+                        datetime.fromisoformat(r["launched"]),
+                        datetime.fromisoformat(r["ended"]) if r.get("ended") else None,
+                    )
+                    for r in c["observed_instances"].values()
+                ]
                 segments = billing.reconcile(segments, seen)
-            so_far = sum(billing.node_minutes(segments, since, now, now).values()) if now > since else 0
+            so_far = (
+                sum(billing.node_minutes(segments, since, now, now).values()) if now > since else 0
+            )
             if so_far:
                 report.in_progress[c["name"]] = so_far
     return report
@@ -102,6 +137,8 @@ def _entry_line_costs(e: dict[str, Any], fallback: dict[str, Decimal]) -> dict[s
     return costs
 
 
-def ledger_entries(registry: Registry, org_id: str, month: str | None = None) -> list[dict[str, Any]]:
+def ledger_entries(
+    registry: Registry, org_id: str, month: str | None = None
+) -> list[dict[str, Any]]:
     """Ledger entries of an org, optionally for one ``YYYY-MM`` (for reports)."""
     return Ledger(registry).entries(org_id, month)

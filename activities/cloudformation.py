@@ -23,11 +23,22 @@ from bridgehead.models import ResizeStackInput, StackEvent, StackPoll, StackRef,
 log = get_logger("bridgehead.activities.cloudformation")
 
 TOKEN_TAG = "bridgehead:request"
-SUCCESS = {"create": {"CREATE_COMPLETE"}, "update": {"UPDATE_COMPLETE"}, "delete": {"DELETE_COMPLETE"}}
+SUCCESS = {
+    "create": {"CREATE_COMPLETE"},
+    "update": {"UPDATE_COMPLETE"},
+    "delete": {"DELETE_COMPLETE"},
+}
 FAILED = {
-    "CREATE_FAILED", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "DELETE_FAILED", "UPDATE_ROLLBACK_COMPLETE",
-    "UPDATE_ROLLBACK_FAILED", "UPDATE_FAILED", "IMPORT_ROLLBACK_COMPLETE", "IMPORT_ROLLBACK_FAILED",
-}  # fmt: skip
+    "CREATE_FAILED",
+    "ROLLBACK_COMPLETE",
+    "ROLLBACK_FAILED",
+    "DELETE_FAILED",
+    "UPDATE_ROLLBACK_COMPLETE",
+    "UPDATE_ROLLBACK_FAILED",
+    "UPDATE_FAILED",
+    "IMPORT_ROLLBACK_COMPLETE",
+    "IMPORT_ROLLBACK_FAILED",
+}
 #: Margin kept before the polling window closes: the last attempt returns instead of failing.
 _WINDOW_MARGIN = timedelta(seconds=90)
 
@@ -42,12 +53,19 @@ def last_attempt_in_window() -> bool:
     info = activity.info()
     if not info.schedule_to_close_timeout:
         return False
-    return info.current_attempt_scheduled_time + _WINDOW_MARGIN >= info.scheduled_time + info.schedule_to_close_timeout
+    return (
+        info.current_attempt_scheduled_time + _WINDOW_MARGIN
+        >= info.scheduled_time + info.schedule_to_close_timeout
+    )
 
 
 def still_in_progress(stack_name: str, status: str) -> ApplicationError:
     """The benign, retryable error that makes Temporal poll again after ``POLL_INTERVAL``."""
-    return ApplicationError(f"stack {stack_name} is {status}", type="StackInProgress", category=ApplicationErrorCategory.BENIGN)
+    return ApplicationError(
+        f"stack {stack_name} is {status}",
+        type="StackInProgress",
+        category=ApplicationErrorCategory.BENIGN,
+    )
 
 
 class StackActivities:
@@ -69,7 +87,10 @@ class StackActivities:
                 resp = cfn.create_stack(
                     StackName=req.stack_name,
                     TemplateBody=req.template_body,
-                    Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(req.parameters.items())],
+                    Parameters=[
+                        {"ParameterKey": k, "ParameterValue": v}
+                        for k, v in sorted(req.parameters.items())
+                    ],
                     Tags=[{"Key": k, "Value": v} for k, v in sorted(tags.items())],
                     Capabilities=["CAPABILITY_NAMED_IAM"],
                     OnFailure="DO_NOTHING" if req.keep_on_failure else "ROLLBACK",
@@ -90,7 +111,13 @@ class StackActivities:
                     ) from None
                 stack_id = stack["StackId"]
         log.info("stack create requested", stack=req.stack_name, stack_id=stack_id)
-        return StackPoll(stack_name=req.stack_name, stack_id=stack_id, status="CREATE_IN_PROGRESS", terminal=False, succeeded=False)
+        return StackPoll(
+            stack_name=req.stack_name,
+            stack_id=stack_id,
+            status="CREATE_IN_PROGRESS",
+            terminal=False,
+            succeeded=False,
+        )
 
     @staticmethod
     def _ours(stack: dict[str, Any], req: StackRequest) -> bool:
@@ -98,8 +125,17 @@ class StackActivities:
         theirs = {t["Key"]: t["Value"] for t in stack.get("Tags", [])}
         if theirs.get(TOKEN_TAG) == req.client_request_token:
             return True
-        identity = {k: v for k, v in req.tags.items() if k in ("bridgehead:org", "bridgehead:kind", "bridgehead:cluster", "bridgehead:region")}
-        healthy = stack["StackStatus"] in ("CREATE_COMPLETE", "CREATE_IN_PROGRESS", "UPDATE_COMPLETE", "UPDATE_IN_PROGRESS")
+        identity = {
+            k: v
+            for k, v in req.tags.items()
+            if k in ("bridgehead:org", "bridgehead:kind", "bridgehead:cluster", "bridgehead:region")
+        }
+        healthy = stack["StackStatus"] in (
+            "CREATE_COMPLETE",
+            "CREATE_IN_PROGRESS",
+            "UPDATE_COMPLETE",
+            "UPDATE_IN_PROGRESS",
+        )
         return bool(identity) and healthy and all(theirs.get(k) == v for k, v in identity.items())
 
     @activity.defn
@@ -117,28 +153,60 @@ class StackActivities:
                     raise
                 gone = ref.expect == "delete"
                 return StackPoll(
-                    stack_name=ref.stack_name, stack_id=None, status="DELETE_COMPLETE" if gone else "NOT_FOUND",
-                    terminal=True, succeeded=gone,
-                    failure_reason=None if gone else f"stack {ref.stack_name} does not exist (deleted outside Bridgehead?)",
-                )  # fmt: skip
+                    stack_name=ref.stack_name,
+                    stack_id=None,
+                    status="DELETE_COMPLETE" if gone else "NOT_FOUND",
+                    terminal=True,
+                    succeeded=gone,
+                    failure_reason=None
+                    if gone
+                    else f"stack {ref.stack_name} does not exist (deleted outside Bridgehead?)",
+                )
             status = stack["StackStatus"]
             events = self._events(cfn, stack["StackId"])
         outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stack.get("Outputs", [])}
         if status in SUCCESS[ref.expect]:
-            done = next((e.timestamp for e in events if e.resource_type == "AWS::CloudFormation::Stack" and e.status == status), None)
-            return StackPoll(stack_name=ref.stack_name, stack_id=stack["StackId"], status=status, terminal=True,
-                             succeeded=True, outputs=outputs, events=events[:5], completed_at=done)  # fmt: skip
+            done = next(
+                (
+                    e.timestamp
+                    for e in events
+                    if e.resource_type == "AWS::CloudFormation::Stack" and e.status == status
+                ),
+                None,
+            )
+            return StackPoll(
+                stack_name=ref.stack_name,
+                stack_id=stack["StackId"],
+                status=status,
+                terminal=True,
+                succeeded=True,
+                outputs=outputs,
+                events=events[:5],
+                completed_at=done,
+            )
         if status.endswith("_IN_PROGRESS"):
             if last_attempt_in_window():
-                return StackPoll(stack_name=ref.stack_name, stack_id=stack["StackId"], status=status,
-                                 terminal=False, succeeded=False, events=events[:5])  # fmt: skip
+                return StackPoll(
+                    stack_name=ref.stack_name,
+                    stack_id=stack["StackId"],
+                    status=status,
+                    terminal=False,
+                    succeeded=False,
+                    events=events[:5],
+                )
             raise still_in_progress(ref.stack_name, status)
         resource, reason = self._first_failure(events)
         return StackPoll(
-            stack_name=ref.stack_name, stack_id=stack["StackId"], status=status, terminal=True, succeeded=False,
-            outputs=outputs, events=events[:5], failure_resource=resource,
+            stack_name=ref.stack_name,
+            stack_id=stack["StackId"],
+            status=status,
+            terminal=True,
+            succeeded=False,
+            outputs=outputs,
+            events=events[:5],
+            failure_resource=resource,
             failure_reason=reason or stack.get("StackStatusReason") or f"stack ended in {status}",
-        )  # fmt: skip
+        )
 
     @staticmethod
     def _events(cfn: Any, stack_id: str) -> list[StackEvent]:
@@ -149,11 +217,15 @@ class StackActivities:
             ts = e["Timestamp"]
             if isinstance(ts, str):
                 ts = datetime.fromisoformat(ts)
-            out.append(StackEvent(
-                timestamp=ts.astimezone(UTC), logical_id=e.get("LogicalResourceId", ""),
-                resource_type=e.get("ResourceType", ""), status=e.get("ResourceStatus", ""),
-                reason=e.get("ResourceStatusReason") or "",
-            ))  # fmt: skip
+            out.append(
+                StackEvent(
+                    timestamp=ts.astimezone(UTC),
+                    logical_id=e.get("LogicalResourceId", ""),
+                    resource_type=e.get("ResourceType", ""),
+                    status=e.get("ResourceStatus", ""),
+                    reason=e.get("ResourceStatusReason") or "",
+                )
+            )
         return out
 
     @staticmethod
@@ -201,10 +273,19 @@ class StackActivities:
                     params.append({"ParameterKey": key, "UsePreviousValue": True})
             try:
                 cfn.update_stack(
-                    StackName=req.stack_name, UsePreviousTemplate=True, Parameters=params,
-                    Capabilities=["CAPABILITY_NAMED_IAM"], ClientRequestToken=req.client_request_token,
-                )  # fmt: skip
+                    StackName=req.stack_name,
+                    UsePreviousTemplate=True,
+                    Parameters=params,
+                    Capabilities=["CAPABILITY_NAMED_IAM"],
+                    ClientRequestToken=req.client_request_token,
+                )
             except ClientError as e:
                 if "No updates are to be performed" not in str(e):
                     raise
-        return StackPoll(stack_name=req.stack_name, stack_id=stack["StackId"], status="UPDATE_IN_PROGRESS", terminal=False, succeeded=False)
+        return StackPoll(
+            stack_name=req.stack_name,
+            stack_id=stack["StackId"],
+            status="UPDATE_IN_PROGRESS",
+            terminal=False,
+            succeeded=False,
+        )

@@ -43,58 +43,104 @@ class ClusterActivities:
         for field in ("head_instance_type", "compute_instance_type"):
             value = getattr(c, field)
             if value not in s.rates:
-                errors.append(f"config.{field}: {value!r} is not an offered instance type (rate table {s.rate_version}: {known})")
+                errors.append(
+                    f"config.{field}: {value!r} is not an offered instance type (rate table {s.rate_version}: {known})"
+                )
         if c.compute_max_nodes > s.max_compute_nodes:
-            errors.append(f"config.compute_max_nodes: {c.compute_max_nodes} exceeds the ceiling of {s.max_compute_nodes}")
+            errors.append(
+                f"config.compute_max_nodes: {c.compute_max_nodes} exceeds the ceiling of {s.max_compute_nodes}"
+            )
         if not s.min_head_volume_gb <= c.head_volume_gb <= s.max_head_volume_gb:
-            errors.append(f"config.head_volume_gb: {c.head_volume_gb} must be between {s.min_head_volume_gb} and {s.max_head_volume_gb} GiB")
-        if c.spot_price is not None and c.compute_instance_type in s.rates and c.spot_price > s.rates[c.compute_instance_type]:
-            warnings.append(f"config.spot_price {c.spot_price} is above the on-demand rate of {c.compute_instance_type}")
+            errors.append(
+                f"config.head_volume_gb: {c.head_volume_gb} must be between {s.min_head_volume_gb} and {s.max_head_volume_gb} GiB"
+            )
+        if (
+            c.spot_price is not None
+            and c.compute_instance_type in s.rates
+            and c.spot_price > s.rates[c.compute_instance_type]
+        ):
+            warnings.append(
+                f"config.spot_price {c.spot_price} is above the on-demand rate of {c.compute_instance_type}"
+            )
         org_item = self.registry.org_item(req.org_id)
         if org_item is None:
             errors.append(f"org_id: organisation {req.org_id!r} is not registered")
             return ClusterPlan(errors=errors, warnings=warnings)
         if org_item.get("state") != "READY":
-            errors.append(f"org_id: organisation {req.org_id} is {org_item.get('state')}, not READY; finish onboarding first")
+            errors.append(
+                f"org_id: organisation {req.org_id} is {org_item.get('state')}, not READY; finish onboarding first"
+            )
         marketplace = self.registry.marketplace(req.org_id) or {}
         if marketplace.get("state") in NO_NEW_CLUSTERS_STATES:
-            errors.append(f"org_id: the AWS Marketplace subscription of {req.org_id} has ended ({marketplace.get('state')}); "
-                          "no new cluster can be created until the buyer subscribes again")  # fmt: skip
+            errors.append(
+                f"org_id: the AWS Marketplace subscription of {req.org_id} has ended ({marketplace.get('state')}); "
+                "no new cluster can be created until the buyer subscribes again"
+            )
         if req.region not in org_item.get("regions", []):
-            errors.append(f"region: {req.region} is not one of the organisation's regions ({', '.join(org_item.get('regions', []))})")
+            errors.append(
+                f"region: {req.region} is not one of the organisation's regions ({', '.join(org_item.get('regions', []))})"
+            )
         image = self.registry.image_share(req.org_id, req.region) or {}
         if image.get("state") != "SHARED":
-            errors.append(f"region: the platform image is not shared with the organisation in {req.region} (run ShareImages)")
+            errors.append(
+                f"region: the platform image is not shared with the organisation in {req.region} (run ShareImages)"
+            )
         foundation = self.registry.foundation(req.org_id, req.region) or {}
         if foundation.get("state") != "READY":
-            errors.append(f"region: the regional foundation in {req.region} is {foundation.get('state', 'missing')}, not READY (run ProvisionRegion)")
+            errors.append(
+                f"region: the regional foundation in {req.region} is {foundation.get('state', 'missing')}, not READY (run ProvisionRegion)"
+            )
         existing = self.registry.cluster(req.org_id, req.name)
         wf = activity.info().workflow_id or ""
-        if existing and existing.get("state") in LIVE_STATES and existing.get("workflow_run") not in (None, activity.info().workflow_run_id):
-            errors.append(f"name: a cluster named {req.name} already exists ({existing.get('state')}); delete it or choose another name")
+        if (
+            existing
+            and existing.get("state") in LIVE_STATES
+            and existing.get("workflow_run") not in (None, activity.info().workflow_run_id)
+        ):
+            errors.append(
+                f"name: a cluster named {req.name} already exists ({existing.get('state')}); delete it or choose another name"
+            )
         if errors:
             return ClusterPlan(errors=errors, warnings=warnings)
         out = foundation.get("outputs", {})
         tags = {
-            policies.TAG_ORG: req.org_id, "bridgehead:cluster": req.name, "bridgehead:region": req.region,
-            "bridgehead:kind": "cluster", "bridgehead:owner": req.owner or "org-admin", "bridgehead:workflow": wf,
-        }  # fmt: skip
+            policies.TAG_ORG: req.org_id,
+            "bridgehead:cluster": req.name,
+            "bridgehead:region": req.region,
+            "bridgehead:kind": "cluster",
+            "bridgehead:owner": req.owner or "org-admin",
+            "bridgehead:workflow": wf,
+        }
         params = {
-            "ImageId": image["image_id"], "HeadInstanceType": c.head_instance_type,
-            "ComputeInstanceType": c.compute_instance_type, "ComputeNodes": str(c.compute_initial_nodes),
-            "ComputeMaxNodes": str(c.compute_max_nodes), "ComputeMinNodes": "0" if c.autoscaling else str(c.compute_initial_nodes),
-            "SpotPrice": str(c.spot_price) if c.spot_price is not None else "", "HeadVolumeGb": str(c.head_volume_gb),
-            "PublicSubnetId": out.get("PublicSubnetId", ""), "PrivateSubnetId": out.get("PrivateSubnetId", ""),
-            "HeadSecurityGroupId": out.get("HeadSecurityGroupId", ""), "ComputeSecurityGroupId": out.get("ComputeSecurityGroupId", ""),
-            "InstanceProfileName": out.get("InstanceProfileName", ""), "FileSystemId": out.get("FileSystemId", ""),
-        }  # fmt: skip
+            "ImageId": image["image_id"],
+            "HeadInstanceType": c.head_instance_type,
+            "ComputeInstanceType": c.compute_instance_type,
+            "ComputeNodes": str(c.compute_initial_nodes),
+            "ComputeMaxNodes": str(c.compute_max_nodes),
+            "ComputeMinNodes": "0" if c.autoscaling else str(c.compute_initial_nodes),
+            "SpotPrice": str(c.spot_price) if c.spot_price is not None else "",
+            "HeadVolumeGb": str(c.head_volume_gb),
+            "PublicSubnetId": out.get("PublicSubnetId", ""),
+            "PrivateSubnetId": out.get("PrivateSubnetId", ""),
+            "HeadSecurityGroupId": out.get("HeadSecurityGroupId", ""),
+            "ComputeSecurityGroupId": out.get("ComputeSecurityGroupId", ""),
+            "InstanceProfileName": out.get("InstanceProfileName", ""),
+            "FileSystemId": out.get("FileSystemId", ""),
+        }
         missing = [k for k, v in params.items() if v == "" and k != "SpotPrice"]
         if missing:
-            return ClusterPlan(errors=[f"region: the foundation in {req.region} lacks outputs {', '.join(missing)}; re-run ProvisionRegion"])
+            return ClusterPlan(
+                errors=[
+                    f"region: the foundation in {req.region} lacks outputs {', '.join(missing)}; re-run ProvisionRegion"
+                ]
+            )
         return ClusterPlan(
-            warnings=warnings, template_body=policies.cluster_template(req.org_id, req.name, tags), parameters=params,
-            tags=tags, admin_email=org_item.get("admin_email", ""),
-        )  # fmt: skip
+            warnings=warnings,
+            template_body=policies.cluster_template(req.org_id, req.name, tags),
+            parameters=params,
+            tags=tags,
+            admin_email=org_item.get("admin_email", ""),
+        )
 
     @activity.defn
     def register_cluster(self, req: RegisterClusterInput) -> None:
@@ -103,25 +149,40 @@ class ClusterActivities:
         bind_subject(org_id=req.org_id, cluster=req.name, region=req.region)
         info = activity.info()
         fields: dict[str, Any] = {
-            "name": req.name, "region": req.region, "state": req.state.value, "stack_name": req.stack_name or None,
-            "owner": req.owner, "workflow_id": req.workflow_id or info.workflow_id, "workflow_run": info.workflow_run_id,
-            "login_address": req.login_address, "failure_reason": req.failure_reason,
-            "head_instance_type": req.head_instance_type, "compute_instance_type": req.compute_instance_type,
+            "name": req.name,
+            "region": req.region,
+            "state": req.state.value,
+            "stack_name": req.stack_name or None,
+            "owner": req.owner,
+            "workflow_id": req.workflow_id or info.workflow_id,
+            "workflow_run": info.workflow_run_id,
+            "login_address": req.login_address,
+            "failure_reason": req.failure_reason,
+            "head_instance_type": req.head_instance_type,
+            "compute_instance_type": req.compute_instance_type,
             "updated_at": datetime.now(UTC).isoformat(),
-        }  # fmt: skip
+        }
         if req.segments is not None:
             fields["segments"] = [s.model_dump(mode="json") for s in req.segments]
         fields = {k: v for k, v in fields.items() if v is not None}
         if req.state.value != "CREATING":
             # Only the cluster's own workflow moves its record, and only forwards.
             fields.pop("state")
-            self.registry.transition_cluster(req.org_id, req.name, req.state.value, fields, workflow_id=fields["workflow_id"])
+            self.registry.transition_cluster(
+                req.org_id, req.name, req.state.value, fields, workflow_id=fields["workflow_id"]
+            )
             return
-        if self.registry.create_cluster(req.org_id, req.name, req.region, fields, info.workflow_run_id or "") is not None:
+        if (
+            self.registry.create_cluster(
+                req.org_id, req.name, req.region, fields, info.workflow_run_id or ""
+            )
+            is not None
+        ):
             raise ApplicationError(
                 f"cluster {req.name} cannot be registered: the foundation in {req.region} is not READY (being cleaned up?) "
                 "or another cluster with this name exists",
-                type=CustomerActionRequired.__name__, non_retryable=True,
+                type=CustomerActionRequired.__name__,
+                non_retryable=True,
             ) from None
 
     @activity.defn
@@ -131,11 +192,16 @@ class ClusterActivities:
         marker = self.registry.notification(req.idempotency_key)
         if marker is not None:
             return False
-        with aws_errors("ses:SendEmail", hint=f"Verify the sender identity {self.aws.settings.notify_sender} in SES."):
+        with aws_errors(
+            "ses:SendEmail",
+            hint=f"Verify the sender identity {self.aws.settings.notify_sender} in SES.",
+        ):
             self.aws.platform("ses").send_email(
                 Source=self.aws.settings.notify_sender,
                 Destination={"ToAddresses": [req.to]},
                 Message={"Subject": {"Data": req.subject}, "Body": {"Text": {"Data": req.body}}},
             )
-        self.registry.record_notification(req.idempotency_key, req.to, req.subject, datetime.now(UTC).isoformat())
+        self.registry.record_notification(
+            req.idempotency_key, req.to, req.subject, datetime.now(UTC).isoformat()
+        )
         return True

@@ -45,7 +45,9 @@ from bridgehead.models import (
 )
 
 log = get_logger("bridgehead.activities.dropbox")
-REQUEST_RE = re.compile(r"^home/(?P<user>[\w+=,.@-]{1,64})/(?P<cluster>[^/]+)\.cf-(?P<kind>create|delete)$")
+REQUEST_RE = re.compile(
+    r"^home/(?P<user>[\w+=,.@-]{1,64})/(?P<cluster>[^/]+)\.cf-(?P<kind>create|delete)$"
+)
 MAX_REQUEST_BYTES = 64 * 1024
 RESULT_SUFFIXES = ("cf-created", "cf-failed", "cf-deleted", "cf-rejected")
 
@@ -98,13 +100,22 @@ class DropboxActivities:
         the current version of each (older versions are being handled or were handled)."""
         bucket = self._inbox(req.bucket, "DropboxWatchInput.bucket")
         files: list[DropboxFile] = []
-        with aws_errors(f"s3:ListBucket {bucket}", hint="Create the inbox with `python -m starter dropbox setup`."):
-            for page in self._s3().get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix="home/"):
+        with aws_errors(
+            f"s3:ListBucket {bucket}",
+            hint="Create the inbox with `python -m starter dropbox setup`.",
+        ):
+            for page in (
+                self._s3()
+                .get_paginator("list_object_versions")
+                .paginate(Bucket=bucket, Prefix="home/")
+            ):
                 for obj in page.get("Versions", []):
                     if obj["IsLatest"] and obj["Key"].endswith((".cf-create", ".cf-delete")):
                         # The version of a file is its ETag, upload time and S3 version: dropping the
                         # same content again later is a new request.
-                        version = version_string(obj["ETag"], obj["LastModified"], obj.get("VersionId"))
+                        version = version_string(
+                            obj["ETag"], obj["LastModified"], obj.get("VersionId")
+                        )
                         files.append(DropboxFile(key=obj["Key"], etag=version))
         return DropboxScan(bucket=bucket, files=files[:500])
 
@@ -123,7 +134,9 @@ class DropboxActivities:
             if error_code(e) in ("404", "NoSuchKey", "NotFound"):
                 return False
             raise
-        if head["ETag"].strip('"') != etag or (uploaded is not None and head["LastModified"] != uploaded):
+        if head["ETag"].strip('"') != etag or (
+            uploaded is not None and head["LastModified"] != uploaded
+        ):
             log.info("drop-box request replaced while handled; kept for the next scan", key=key)
             return False
         try:
@@ -159,7 +172,9 @@ class DropboxActivities:
                 stale = head["LastModified"] <= uploaded
             if stale:
                 try:
-                    s3.delete_object(Bucket=bucket, Key=key, IfMatch=head["ETag"])  # not a result written since
+                    s3.delete_object(
+                        Bucket=bucket, Key=key, IfMatch=head["ETag"]
+                    )  # not a result written since
                     removed.append(suffix)
                 except ClientError as e:
                     if error_code(e) not in ("PreconditionFailed", "412", "NoSuchKey", "404"):
@@ -180,17 +195,34 @@ class DropboxActivities:
             parts = req.key.split("/")
             user = parts[1] if len(parts) > 2 else "unknown"
             cluster = parts[-1].rsplit(".cf-", 1)[0]
-            return DropboxParsed(kind="delete" if req.key.endswith(".cf-delete") else "create", user=user, cluster=cluster, error="request files go directly under home/<user>/")
+            return DropboxParsed(
+                kind="delete" if req.key.endswith(".cf-delete") else "create",
+                user=user,
+                cluster=cluster,
+                error="request files go directly under home/<user>/",
+            )
         user, cluster, kind = m["user"], m["cluster"], m["kind"]
-        out = DropboxParsed(kind="delete" if kind == "delete" else "create", user=user, cluster=cluster)
+        out = DropboxParsed(
+            kind="delete" if kind == "delete" else "create", user=user, cluster=cluster
+        )
         with aws_errors(f"s3:DeleteObject home/{user}/{cluster}.cf-*"):
             self._clear_older_results(bucket, user, cluster, req.etag)
         mapping = self.registry.dropbox_user(user)
         if not mapping:
-            return out.model_copy(update={"error": f"user {user} is not registered for the drop-box; ask your administrator to add you"})
-        out = out.model_copy(update={"org_id": mapping["org_id"], "owner": mapping.get("owner") or user})
+            return out.model_copy(
+                update={
+                    "error": f"user {user} is not registered for the drop-box; ask your administrator to add you"
+                }
+            )
+        out = out.model_copy(
+            update={"org_id": mapping["org_id"], "owner": mapping.get("owner") or user}
+        )
         if not re.fullmatch(CLUSTER_NAME_RE, cluster):
-            return out.model_copy(update={"error": f"cluster name {cluster!r} must match [A-Za-z][-A-Za-z0-9]{{0,59}}"})
+            return out.model_copy(
+                update={
+                    "error": f"cluster name {cluster!r} must match [A-Za-z][-A-Za-z0-9]{{0,59}}"
+                }
+            )
         if kind == "delete":
             return out
         with aws_errors(f"s3:GetObject {req.key}"):
@@ -199,27 +231,41 @@ class DropboxActivities:
                 obj = self._s3().get_object(Bucket=bucket, Key=req.key, **exact)
             except ClientError as e:
                 if error_code(e) in ("NoSuchKey", "NoSuchVersion", "PreconditionFailed", "412"):
-                    return out.model_copy(update={"error": "the request file changed or disappeared while being read; drop it again"})
+                    return out.model_copy(
+                        update={
+                            "error": "the request file changed or disappeared while being read; drop it again"
+                        }
+                    )
                 raise
             raw = obj["Body"].read(MAX_REQUEST_BYTES + 1)
         if len(raw) > MAX_REQUEST_BYTES:
-            return out.model_copy(update={"error": f"the request is larger than {MAX_REQUEST_BYTES} bytes"})
+            return out.model_copy(
+                update={"error": f"the request is larger than {MAX_REQUEST_BYTES} bytes"}
+            )
         try:
             doc = json.loads(raw)
         except ValueError as e:
             return out.model_copy(update={"error": f"not valid JSON: {e}"})
         if not isinstance(doc, dict):
-            return out.model_copy(update={"error": "the request must be a JSON object (the short cluster config)"})
+            return out.model_copy(
+                update={"error": "the request must be a JSON object (the short cluster config)"}
+            )
         region = doc.pop("region", None)
         try:
             config = ClusterConfig.model_validate(doc)
         except ValidationError as e:
-            problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or '(config)'}: {x['msg']}" for x in e.errors())
+            problems = "; ".join(
+                f"{'.'.join(map(str, x['loc'])) or '(config)'}: {x['msg']}" for x in e.errors()
+            )
             return out.model_copy(update={"error": f"invalid cluster config: {problems}"})
         org = self.registry.org(mapping["org_id"])
         region = region or org.regions[0]
         if region not in org.regions:
-            return out.model_copy(update={"error": f"region {region} is not one of {org.org_id}'s regions ({', '.join(org.regions)})"})
+            return out.model_copy(
+                update={
+                    "error": f"region {region} is not one of {org.org_id}'s regions ({', '.join(org.regions)})"
+                }
+            )
         return out.model_copy(update={"config": config, "region": region})
 
     @activity.defn
@@ -248,11 +294,18 @@ class DropboxActivities:
         with aws_errors(f"s3:PutObject {prefix}{req.cluster}.{req.suffix}"):
             # A result of a request carries the request version it answers (see _clear_older_results).
             meta = {"request-version": req.request_version} if req.request_version else {}
-            s3.put_object(Bucket=bucket, Key=f"{prefix}{req.cluster}.{req.suffix}", Body=(req.body + "\n").encode(),
-                          ContentType="text/plain", Metadata=meta)  # fmt: skip
+            s3.put_object(
+                Bucket=bucket,
+                Key=f"{prefix}{req.cluster}.{req.suffix}",
+                Body=(req.body + "\n").encode(),
+                ContentType="text/plain",
+                Metadata=meta,
+            )
             if req.request_key:
                 if req.request_version:
                     self._remove_request(bucket, req.request_key, req.request_version)
                 else:  # a result of a workflow started before versions were passed (old histories)
                     s3.delete_object(Bucket=bucket, Key=req.request_key)
-        log.info("drop-box result written", user=req.target.user, cluster=req.cluster, result=req.suffix)
+        log.info(
+            "drop-box result written", user=req.target.user, cluster=req.cluster, result=req.suffix
+        )

@@ -34,33 +34,81 @@ from bridgehead import metrics
 
 THROTTLING_CODES = frozenset(
     {
-        "Throttling", "ThrottlingException", "ThrottledException", "RequestLimitExceeded",
-        "TooManyRequestsException", "ProvisionedThroughputExceededException", "RequestThrottled",
-        "RequestThrottledException", "SlowDown", "PriorRequestNotComplete", "EC2ThrottledException",
-        "BandwidthLimitExceeded", "LimitExceededException",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestLimitExceeded",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "PriorRequestNotComplete",
+        "EC2ThrottledException",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
     }
-)  # fmt: skip
+)
 TRANSIENT_CODES = frozenset(
-    {"InternalError", "InternalFailure", "ServiceUnavailable", "ServiceUnavailableException",
-     "InternalServerError", "InternalServiceError", "RequestTimeout", "RequestTimeoutException",
-     "TransactionInProgressException"}
-)  # fmt: skip
+    {
+        "InternalError",
+        "InternalFailure",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "InternalServerError",
+        "InternalServiceError",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "TransactionInProgressException",
+    }
+)
 PERMISSION_CODES = frozenset(
-    {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthFailure",
-     "InvalidClientTokenId", "SignatureDoesNotMatch", "UnrecognizedClientException",
-     "ExpiredToken", "ExpiredTokenException", "OptInRequired", "InvalidAccessKeyId",
-     "UnauthorizedException", "NotAuthorized"}
-)  # fmt: skip
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "AuthFailure",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "UnrecognizedClientException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "OptInRequired",
+        "InvalidAccessKeyId",
+        "UnauthorizedException",
+        "NotAuthorized",
+    }
+)
 VALIDATION_CODES = frozenset(
-    {"ValidationError", "ValidationException", "MalformedPolicyDocument", "InvalidParameterValue",
-     "InvalidParameterCombination", "InvalidParameter", "InvalidInput", "InvalidRequest",
-     "InvalidAMIID.Malformed", "InvalidAMIID.NotFound", "InvalidAMIID.Unavailable",
-     "NoSuchEntity", "InvalidUserID.Malformed", "MissingParameter", "UnsupportedOperation",
-     "InvalidChangeSetStatus", "InsufficientCapabilitiesException", "MessageRejected",
-     "MailFromDomainNotVerifiedException", "InvalidCustomerIdentifierException",
-     "InvalidProductCodeException", "CustomerNotEntitledException", "InvalidUsageDimensionException",
-     "ResourceNotFoundException", "InvalidSnapshot.NotFound", "InvalidSnapshotID.Malformed"}
-)  # fmt: skip
+    {
+        "ValidationError",
+        "ValidationException",
+        "MalformedPolicyDocument",
+        "InvalidParameterValue",
+        "InvalidParameterCombination",
+        "InvalidParameter",
+        "InvalidInput",
+        "InvalidRequest",
+        "InvalidAMIID.Malformed",
+        "InvalidAMIID.NotFound",
+        "InvalidAMIID.Unavailable",
+        "NoSuchEntity",
+        "InvalidUserID.Malformed",
+        "MissingParameter",
+        "UnsupportedOperation",
+        "InvalidChangeSetStatus",
+        "InsufficientCapabilitiesException",
+        "MessageRejected",
+        "MailFromDomainNotVerifiedException",
+        "InvalidCustomerIdentifierException",
+        "InvalidProductCodeException",
+        "CustomerNotEntitledException",
+        "InvalidUsageDimensionException",
+        "ResourceNotFoundException",
+        "InvalidSnapshot.NotFound",
+        "InvalidSnapshotID.Malformed",
+    }
+)
 
 
 #: How long a just-created resource may be invisible (EC2's eventual consistency) before its
@@ -97,7 +145,11 @@ def http_status(err: ClientError) -> int:
 
 
 def _not_found(code: str) -> bool:
-    return code.endswith(".NotFound") or code in ("NoSuchEntity", "ResourceNotFoundException", "NoSuchKey")
+    return code.endswith(".NotFound") or code in (
+        "NoSuchEntity",
+        "ResourceNotFoundException",
+        "NoSuchKey",
+    )
 
 
 def _activity_age() -> timedelta | None:
@@ -109,28 +161,41 @@ def _activity_age() -> timedelta | None:
     return datetime.now(UTC) - activity.info().scheduled_time
 
 
-def classify(err: ClientError, action: str, hint: str = "", *, just_created: bool = False) -> BaseException:
+def classify(
+    err: ClientError, action: str, hint: str = "", *, just_created: bool = False
+) -> BaseException:
     """Map a ClientError to what the activity should raise (and count it, by code and class)."""
     result = _classify(err, action, hint, just_created)
     kind = result.type if isinstance(result, ApplicationError) and result.type else "AwsError"
-    metrics.count("bridgehead_aws_errors", code=error_code(err) or str(http_status(err)), kind=kind, service=action.split(":", 1)[0])
+    metrics.count(
+        "bridgehead_aws_errors",
+        code=error_code(err) or str(http_status(err)),
+        kind=kind,
+        service=action.split(":", 1)[0],
+    )
     return result
 
 
-def _classify(err: ClientError, action: str, hint: str, just_created: bool = False) -> BaseException:
+def _classify(
+    err: ClientError, action: str, hint: str, just_created: bool = False
+) -> BaseException:
     code = error_code(err)
     message = err.response.get("Error", {}).get("Message", str(err))
     if just_created and _not_found(code):
         age = _activity_age()
         if age is None or age < NOT_YET_VISIBLE_FOR:
-            return ApplicationError(f"{action}: just created, not visible yet ({code}); retrying", type="AwsNotYetVisible",
-                                    next_retry_delay=timedelta(seconds=3))  # fmt: skip
+            return ApplicationError(
+                f"{action}: just created, not visible yet ({code}); retrying",
+                type="AwsNotYetVisible",
+                next_retry_delay=timedelta(seconds=3),
+            )
     if code == "IdempotentParameterMismatch":
         return ApplicationError(
             f"{action}: AWS refused a retry whose idempotency token was already used with other parameters ({message}); "
             "not retried, so nothing is created twice. This is a bug in the caller; report it.",
-            type=AwsValidationError.__name__, non_retryable=True,
-        )  # fmt: skip
+            type=AwsValidationError.__name__,
+            non_retryable=True,
+        )
     if code in THROTTLING_CODES:
         # Retry sooner than the policy's max interval would, but never hammer: 2 s floor.
         return ApplicationError(
@@ -139,12 +204,20 @@ def _classify(err: ClientError, action: str, hint: str, just_created: bool = Fal
             next_retry_delay=timedelta(seconds=2),
         )
     if code in TRANSIENT_CODES or http_status(err) >= 500:
-        return ApplicationError(f"{action}: AWS had a transient error ({code or http_status(err)}): {message}", type="AwsTransient")
+        return ApplicationError(
+            f"{action}: AWS had a transient error ({code or http_status(err)}): {message}",
+            type="AwsTransient",
+        )
     if code in PERMISSION_CODES:
         text = f"{action} was refused by AWS ({code}): {message}."
         text += f" {hint}" if hint else " Grant the missing permission and retry."
         return ApplicationError(text, type=AwsPermissionError.__name__, non_retryable=True)
-    if code in VALIDATION_CODES or code.endswith(".NotFound") or code.endswith(".Malformed") or code.startswith("Invalid"):
+    if (
+        code in VALIDATION_CODES
+        or code.endswith(".NotFound")
+        or code.endswith(".Malformed")
+        or code.startswith("Invalid")
+    ):
         text = f"{action} was rejected by AWS ({code}): {message}."
         if hint:
             text += f" {hint}"
@@ -166,6 +239,14 @@ def aws_errors(action: str, hint: str = "", *, just_created: bool = False) -> It
             type=AwsPermissionError.__name__,
             non_retryable=True,
         ) from e
-    except (EndpointConnectionError, ConnectionClosedError, ReadTimeoutError, ConnectTimeoutError, SSLError, HTTPClientError) as e:
-        raise ApplicationError(f"{action}: cannot reach AWS ({type(e).__name__}: {e}); retrying", type="AwsUnreachable") from e
-
+    except (
+        EndpointConnectionError,
+        ConnectionClosedError,
+        ReadTimeoutError,
+        ConnectTimeoutError,
+        SSLError,
+        HTTPClientError,
+    ) as e:
+        raise ApplicationError(
+            f"{action}: cannot reach AWS ({type(e).__name__}: {e}); retrying", type="AwsUnreachable"
+        ) from e

@@ -42,14 +42,19 @@ class ImageActivities:
     @activity.defn
     def org_regions(self, req: OrgRegionsInput) -> OrgRegions:
         org = self.registry.org(req.org_id)
-        return OrgRegions(org_id=org.org_id, aws_account_id=org.aws_account_id, regions=org.regions,
-                          source_region=self.aws.settings.image_source_region)  # fmt: skip
+        return OrgRegions(
+            org_id=org.org_id,
+            aws_account_id=org.aws_account_id,
+            regions=org.regions,
+            source_region=self.aws.settings.image_source_region,
+        )
 
     def _released(self, region: str) -> list[dict[str, Any]]:
         s = self.aws.settings
         with aws_errors(f"ec2:DescribeImages in {region}"):
             images = self._ec2(region).describe_images(
-                Owners=["self"], Filters=[{"Name": f"tag:{s.image_tag_key}", "Values": [s.image_tag_value]}]
+                Owners=["self"],
+                Filters=[{"Name": f"tag:{s.image_tag_key}", "Values": [s.image_tag_value]}],
             )["Images"]
         return sorted(images, key=lambda i: i.get("CreationDate", ""), reverse=True)
 
@@ -61,7 +66,9 @@ class ImageActivities:
         if not images:
             return FindImageResult(image_id=None)
         img = images[0]
-        return FindImageResult(image_id=img["ImageId"], name=img.get("Name"), state=img.get("State"))
+        return FindImageResult(
+            image_id=img["ImageId"], name=img.get("Name"), state=img.get("State")
+        )
 
     @activity.defn
     def copy_platform_image(self, req: CopyImageInput) -> ImageInRegion:
@@ -74,26 +81,43 @@ class ImageActivities:
         with aws_errors(f"ec2:DescribeImages {req.source_image_id} in {req.source_region}"):
             found = src.describe_images(ImageIds=[req.source_image_id])["Images"]
         if not found:
-            raise not_found(f"source image {req.source_image_id} no longer exists in {req.source_region}")
+            raise not_found(
+                f"source image {req.source_image_id} no longer exists in {req.source_region}"
+            )
         name = f"{found[0].get('Name', 'bridgehead')}-from-{req.source_region}"[:128]
         dst = self._ec2(req.region)
         with aws_errors(f"ec2:DescribeImages in {req.region}"):
-            existing = dst.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])["Images"]
-            existing += dst.describe_images(Owners=["self"], Filters=[{"Name": f"tag:{COPIED_FROM_TAG}", "Values": [req.source_image_id]}])["Images"]
+            existing = dst.describe_images(
+                Owners=["self"], Filters=[{"Name": "name", "Values": [name]}]
+            )["Images"]
+            existing += dst.describe_images(
+                Owners=["self"],
+                Filters=[{"Name": f"tag:{COPIED_FROM_TAG}", "Values": [req.source_image_id]}],
+            )["Images"]
         if existing:
             image_id = existing[0]["ImageId"]
         else:
-            tags = [{"Key": s.image_tag_key, "Value": s.image_tag_value}, {"Key": COPIED_FROM_TAG, "Value": req.source_image_id}]
-            with aws_errors(f"ec2:CopyImage {req.source_image_id} {req.source_region} -> {req.region}"):
+            tags = [
+                {"Key": s.image_tag_key, "Value": s.image_tag_value},
+                {"Key": COPIED_FROM_TAG, "Value": req.source_image_id},
+            ]
+            with aws_errors(
+                f"ec2:CopyImage {req.source_image_id} {req.source_region} -> {req.region}"
+            ):
                 try:
                     image_id = dst.copy_image(
-                        Name=name, SourceImageId=req.source_image_id, SourceRegion=req.source_region,
-                        ClientToken=req.client_token[:64], TagSpecifications=[{"ResourceType": "image", "Tags": tags}],
-                    )["ImageId"]  # fmt: skip
+                        Name=name,
+                        SourceImageId=req.source_image_id,
+                        SourceRegion=req.source_region,
+                        ClientToken=req.client_token[:64],
+                        TagSpecifications=[{"ResourceType": "image", "Tags": tags}],
+                    )["ImageId"]
                 except ClientError as e:
                     if error_code(e) != "InvalidAMIName.Duplicate":
                         raise
-                    image_id = dst.describe_images(Owners=["self"], Filters=[{"Name": "name", "Values": [name]}])["Images"][0]["ImageId"]
+                    image_id = dst.describe_images(
+                        Owners=["self"], Filters=[{"Name": "name", "Values": [name]}]
+                    )["Images"][0]["ImageId"]
                 dst.create_tags(Resources=[image_id], Tags=tags)
         log.info("image copied", region=req.region, image_id=image_id, source=req.source_image_id)
         return ImageInRegion(region=req.region, image_id=image_id)
@@ -108,16 +132,28 @@ class ImageActivities:
         if state == "available":
             return req
         if state in ("pending", "transient"):
-            raise ApplicationError(f"image {req.image_id} is {state}", type="ImagePending", category=ApplicationErrorCategory.BENIGN)
+            raise ApplicationError(
+                f"image {req.image_id} is {state}",
+                type="ImagePending",
+                category=ApplicationErrorCategory.BENIGN,
+            )
         reason = images[0].get("StateReason", {}).get("Message", "") if images else "it disappeared"
-        raise ApplicationError(f"image copy {req.image_id} in {req.region} ended {state}: {reason}", type="ImageCopyFailed", non_retryable=True)
+        raise ApplicationError(
+            f"image copy {req.image_id} in {req.region} ended {state}: {reason}",
+            type="ImageCopyFailed",
+            non_retryable=True,
+        )
 
     def _snapshots(self, region: str, image_id: str) -> list[str]:
         with aws_errors(f"ec2:DescribeImages {image_id} in {region}"):
             images = self._ec2(region).describe_images(ImageIds=[image_id])["Images"]
         if not images:
             raise not_found(f"image {image_id} does not exist in {region}")
-        return [bdm["Ebs"]["SnapshotId"] for bdm in images[0].get("BlockDeviceMappings", []) if bdm.get("Ebs", {}).get("SnapshotId")]
+        return [
+            bdm["Ebs"]["SnapshotId"]
+            for bdm in images[0].get("BlockDeviceMappings", [])
+            if bdm.get("Ebs", {}).get("SnapshotId")
+        ]
 
     @activity.defn
     def share_image(self, req: ShareImageInput) -> ShareImageResult:
@@ -128,16 +164,30 @@ class ImageActivities:
         ec2 = self._ec2(req.region)
         snapshots = self._snapshots(req.region, req.image_id)
         # The image (and its snapshots) may have been copied here moments ago.
-        with aws_errors(f"ec2:ModifyImageAttribute {req.image_id} in {req.region}", just_created=True):
-            ec2.modify_image_attribute(ImageId=req.image_id, LaunchPermission={"Add": [{"UserId": org.aws_account_id}]})
+        with aws_errors(
+            f"ec2:ModifyImageAttribute {req.image_id} in {req.region}", just_created=True
+        ):
+            ec2.modify_image_attribute(
+                ImageId=req.image_id, LaunchPermission={"Add": [{"UserId": org.aws_account_id}]}
+            )
             for snap in snapshots:
                 ec2.modify_snapshot_attribute(
-                    SnapshotId=snap, Attribute="createVolumePermission", OperationType="add", UserIds=[org.aws_account_id]
+                    SnapshotId=snap,
+                    Attribute="createVolumePermission",
+                    OperationType="add",
+                    UserIds=[org.aws_account_id],
                 )
-        self.registry.put_image_share(req.org_id, req.region, {
-            "image_id": req.image_id, "snapshot_ids": snapshots, "state": "SHARED", "account": org.aws_account_id,
-            "updated_at": datetime.now(UTC).isoformat(),
-        })  # fmt: skip
+        self.registry.put_image_share(
+            req.org_id,
+            req.region,
+            {
+                "image_id": req.image_id,
+                "snapshot_ids": snapshots,
+                "state": "SHARED",
+                "account": org.aws_account_id,
+                "updated_at": datetime.now(UTC).isoformat(),
+            },
+        )
         log.info("image shared", image_id=req.image_id, snapshots=snapshots)
         return ShareImageResult(image_id=req.image_id, snapshot_ids=snapshots)
 
@@ -151,13 +201,21 @@ class ImageActivities:
         snapshots = list(record.get("snapshot_ids") or self._snapshots(req.region, req.image_id))
         with aws_errors(f"ec2:ModifyImageAttribute (remove) {req.image_id} in {req.region}"):
             try:
-                ec2.modify_image_attribute(ImageId=req.image_id, LaunchPermission={"Remove": [{"UserId": org.aws_account_id}]})
+                ec2.modify_image_attribute(
+                    ImageId=req.image_id,
+                    LaunchPermission={"Remove": [{"UserId": org.aws_account_id}]},
+                )
                 for snap in snapshots:
                     ec2.modify_snapshot_attribute(
-                        SnapshotId=snap, Attribute="createVolumePermission", OperationType="remove", UserIds=[org.aws_account_id]
+                        SnapshotId=snap,
+                        Attribute="createVolumePermission",
+                        OperationType="remove",
+                        UserIds=[org.aws_account_id],
                     )
             except ClientError as e:
                 if not error_code(e).endswith(".NotFound"):
                     raise
-        self.registry.update_image_share(req.org_id, req.region, {"state": "REVOKED", "image_id": req.image_id})
+        self.registry.update_image_share(
+            req.org_id, req.region, {"state": "REVOKED", "image_id": req.image_id}
+        )
         return ShareImageResult(image_id=req.image_id, snapshot_ids=snapshots)

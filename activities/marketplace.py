@@ -61,8 +61,11 @@ class MarketplaceActivities:
         bind_subject(org_id=req.org_id)
         org = self.registry.org_item(req.org_id)
         if org is None:
-            raise ApplicationError(f"organisation {req.org_id} is not registered; onboard it first", type="MarketplaceRegistrationRefused",
-                                   non_retryable=True)  # fmt: skip
+            raise ApplicationError(
+                f"organisation {req.org_id} is not registered; onboard it first",
+                type="MarketplaceRegistrationRefused",
+                non_retryable=True,
+            )
         with aws_errors("meteringmarketplace:ResolveCustomer"):
             try:
                 resp = self.aws.platform("meteringmarketplace").resolve_customer(
@@ -79,12 +82,18 @@ class MarketplaceActivities:
                 raise
         ours = self.aws.settings.marketplace_product_code
         if resp["ProductCode"] != ours:
-            raise ApplicationError(f"the registration is for product {resp['ProductCode']}, not ours ({ours}); nothing was linked",
-                                   type="MarketplaceRegistrationRefused", non_retryable=True)  # fmt: skip
+            raise ApplicationError(
+                f"the registration is for product {resp['ProductCode']}, not ours ({ours}); nothing was linked",
+                type="MarketplaceRegistrationRefused",
+                non_retryable=True,
+            )
         account = resp.get("CustomerAWSAccountId")
         if not account:
-            raise ApplicationError("ResolveCustomer returned no CustomerAWSAccountId; cannot meter this buyer", type="MarketplaceRegistrationRefused",
-                                   non_retryable=True)  # fmt: skip
+            raise ApplicationError(
+                "ResolveCustomer returned no CustomerAWSAccountId; cannot meter this buyer",
+                type="MarketplaceRegistrationRefused",
+                non_retryable=True,
+            )
         if account != org["aws_account_id"] and not req.allow_different_account:
             raise ApplicationError(
                 f"the buyer's AWS account {account} is not organisation {req.org_id}'s account {org['aws_account_id']}; "
@@ -96,7 +105,9 @@ class MarketplaceActivities:
         # A repeated registration of the same, still subscribed buyer keeps its state and linking
         # time; a buyer coming back after the subscription ended or failed starts again from now
         # (usage between the two subscriptions is never metered).
-        same_buyer = existing.get("customer_identifier") == resp["CustomerIdentifier"] and existing.get("state") not in (
+        same_buyer = existing.get("customer_identifier") == resp[
+            "CustomerIdentifier"
+        ] and existing.get("state") not in (
             MarketplaceState.UNSUBSCRIBED.value,
             MarketplaceState.SUBSCRIBE_FAILED.value,
         )
@@ -120,16 +131,24 @@ class MarketplaceActivities:
         }
         if not self.registry.link_marketplace(req.org_id, link):
             other = self.registry.marketplace_org(resp["CustomerIdentifier"])
-            raise ApplicationError(f"this AWS Marketplace buyer is already linked to organisation {other}; one buyer pays for one organisation",
-                                   type="MarketplaceRegistrationRefused", non_retryable=True)  # fmt: skip
+            raise ApplicationError(
+                f"this AWS Marketplace buyer is already linked to organisation {other}; one buyer pays for one organisation",
+                type="MarketplaceRegistrationRefused",
+                non_retryable=True,
+            )
         log.info(
             "Marketplace buyer linked",
             customer_aws_account_id=account,
             customer_identifier=resp["CustomerIdentifier"],
         )
-        return MarketplaceLink(org_id=req.org_id, customer_aws_account_id=account, customer_identifier=resp["CustomerIdentifier"],
-                               product_code=resp["ProductCode"], state=MarketplaceState(link["state"]),
-                               linked_at=datetime.fromisoformat(link["linked_at"]))  # fmt: skip
+        return MarketplaceLink(
+            org_id=req.org_id,
+            customer_aws_account_id=account,
+            customer_identifier=resp["CustomerIdentifier"],
+            product_code=resp["ProductCode"],
+            state=MarketplaceState(link["state"]),
+            linked_at=datetime.fromisoformat(link["linked_at"]),
+        )
 
     @activity.defn
     def record_marketplace_state(self, req: RecordMarketplaceStateInput) -> MeteringNotice | None:
@@ -153,8 +172,12 @@ class MarketplaceActivities:
         }.get(req.state)
         if text is None or not org.get("admin_email"):
             return None
-        return MeteringNotice(to=org["admin_email"], subject=f"Bridgehead: AWS Marketplace subscription of {req.org_id}: {req.state.value}",
-                              body=f"Organisation {req.org_id}: {text}", idempotency_key=f"mp-{req.org_id}-{req.state.value}-{req.at.isoformat()}")  # fmt: skip
+        return MeteringNotice(
+            to=org["admin_email"],
+            subject=f"Bridgehead: AWS Marketplace subscription of {req.org_id}: {req.state.value}",
+            body=f"Organisation {req.org_id}: {text}",
+            idempotency_key=f"mp-{req.org_id}-{req.state.value}-{req.at.isoformat()}",
+        )
 
 
 def parse_notification(body: str) -> MarketplaceNotification:
@@ -252,8 +275,11 @@ class NotificationConsumer:
             return False
         org_id = await asyncio.to_thread(self.registry.marketplace_org, n.customer_identifier)
         if org_id is None:
-            log.info("Marketplace notification for a buyer not linked yet; left in the queue", action=n.action,
-                     customer_identifier=n.customer_identifier)  # fmt: skip
+            log.info(
+                "Marketplace notification for a buyer not linked yet; left in the queue",
+                action=n.action,
+                customer_identifier=n.customer_identifier,
+            )
             return False
         try:
             await self.client.get_workflow_handle(ids.marketplace_workflow_id(org_id)).signal(
@@ -262,8 +288,11 @@ class NotificationConsumer:
         except RPCError as e:
             if e.status != RPCStatusCode.NOT_FOUND:
                 raise
-            log.warning("Marketplace notification for an organisation whose subscription workflow has ended; dropped",
-                        org_id=org_id, action=n.action)  # fmt: skip
+            log.warning(
+                "Marketplace notification for an organisation whose subscription workflow has ended; dropped",
+                org_id=org_id,
+                action=n.action,
+            )
             await asyncio.to_thread(
                 self.sqs.delete_message, QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"]
             )

@@ -110,7 +110,9 @@ class MeteringActivities:
         finally:
             self.ledger.release_lease(org_id, me)
 
-    def _new_batch(self, org_id: str, link: dict[str, Any], now: datetime, batches: list[dict[str, Any]]) -> dict[str, Any] | None:
+    def _new_batch(
+        self, org_id: str, link: dict[str, Any], now: datetime, batches: list[dict[str, Any]]
+    ) -> dict[str, Any] | None:
         """The batch for every entry and carry no batch holds yet, written before it is sent.
 
         Entries of periods before the organisation was linked are never metered (the buyer had
@@ -124,7 +126,11 @@ class MeteringActivities:
             for e in self.ledger.entries(org_id)
             if not e.get("metered") and e["sk"] not in held and e["period_start"] >= linked_hour
         ]
-        carries = [b for b in batches if b.get("status") == "EXPIRED" and b.get("carry") and b["sk"] not in claimed]
+        carries = [
+            b
+            for b in batches
+            if b.get("status") == "EXPIRED" and b.get("carry") and b["sk"] not in claimed
+        ]
         qty: dict[str, int] = defaultdict(int)
         for e in entries:
             for t, minutes in e["lines"].items():
@@ -136,7 +142,9 @@ class MeteringActivities:
             return None
         stamp = now.astimezone(UTC).replace(microsecond=0)
         if stamp.isoformat() in {_batch_time(b).isoformat() for b in batches}:
-            return None  # another attempt made a batch this very second; it is sent on the next call
+            return (
+                None  # another attempt made a batch this very second; it is sent on the next call
+            )
         batch = {
             "hour": stamp.isoformat(),
             "status": "PENDING",
@@ -148,7 +156,9 @@ class MeteringActivities:
         }
         return self.ledger.add_batch(org_id, stamp, batch)
 
-    def _send(self, org_id: str, link: dict[str, Any], batch: dict[str, Any], tally: MeterUsageResult) -> None:
+    def _send(
+        self, org_id: str, link: dict[str, Any], batch: dict[str, Any], tally: MeterUsageResult
+    ) -> None:
         """Send a batch's unacknowledged, non-defective dimensions (at most ``MAX_RECORDS`` per
         call); settle it once every dimension is acknowledged or flagged."""
         stamp = _batch_time(batch)
@@ -157,7 +167,12 @@ class MeteringActivities:
         # Batches written before the link existed named no account: they bill the linked buyer.
         account = batch.get("customer_aws_account_id") or link["customer_aws_account_id"]
         records = [
-            {"Timestamp": stamp, "CustomerAWSAccountId": account, "Dimension": _dimension(t), "Quantity": int(q)}
+            {
+                "Timestamp": stamp,
+                "CustomerAWSAccountId": account,
+                "Dimension": _dimension(t),
+                "Quantity": int(q),
+            }
             for t, q in sorted(batch["quantities"].items())
             if _dimension(t) not in acked and _dimension(t) not in defects and int(q) > 0
         ]
@@ -178,10 +193,16 @@ class MeteringActivities:
                         f"{dim} at {stamp.isoformat()}: DuplicateRecord (Marketplace holds a different quantity "
                         "for this customer, dimension and time; not honored, flagged for an operator)"
                     )
-                    metrics.count("bridgehead_metering_defects", kind="DuplicateRecord", dimension=dim)
-                    log.error("Marketplace refused a usage record as DuplicateRecord: a different quantity was metered "
-                              "for the same customer, dimension and timestamp", batch=batch["sk"], dimension=dim,
-                              quantity=r["UsageRecord"].get("Quantity"))  # fmt: skip
+                    metrics.count(
+                        "bridgehead_metering_defects", kind="DuplicateRecord", dimension=dim
+                    )
+                    log.error(
+                        "Marketplace refused a usage record as DuplicateRecord: a different quantity was metered "
+                        "for the same customer, dimension and timestamp",
+                        batch=batch["sk"],
+                        dimension=dim,
+                        quantity=r["UsageRecord"].get("Quantity"),
+                    )
                 elif status == "CustomerNotSubscribed":
                     tally.unprocessed += 1
                     tally.not_subscribed = True
@@ -192,7 +213,9 @@ class MeteringActivities:
             for r in resp.get("UnprocessedRecords", []):
                 tally.unprocessed += 1
                 tally.transient += 1
-                tally.messages.append(f"{r.get('Dimension')} at {stamp.isoformat()}: unprocessed, will retry")
+                tally.messages.append(
+                    f"{r.get('Dimension')} at {stamp.isoformat()}: unprocessed, will retry"
+                )
             if tally.not_subscribed:
                 break
         changes: dict[str, Any] = {}
@@ -214,7 +237,9 @@ class MeteringActivities:
                 if defects:
                     flags["metering_defects"] = sorted(defects)
                 self.ledger.update_entry(org_id, sk, flags)
-            self.ledger.update_batch(org_id, batch["sk"], {"status": status, "sent_at": self.clock().isoformat()})
+            self.ledger.update_batch(
+                org_id, batch["sk"], {"status": status, "sent_at": self.clock().isoformat()}
+            )
             batch["status"] = status
 
     def _stop_metering(self, org_id: str, link: dict[str, Any], tally: MeterUsageResult) -> None:
@@ -222,9 +247,16 @@ class MeteringActivities:
         at = self.clock()
         reason = "AWS Marketplace answered CustomerNotSubscribed to a usage record"
         moved = self.registry.set_marketplace_state(
-            org_id, MarketplaceState.NOT_SUBSCRIBED, reason, at, only_from=[s.value for s in METERING_STATES]
+            org_id,
+            MarketplaceState.NOT_SUBSCRIBED,
+            reason,
+            at,
+            only_from=[s.value for s in METERING_STATES],
         )
-        log.warning("metering stopped: the Marketplace buyer is not subscribed", customer_aws_account_id=link["customer_aws_account_id"])
+        log.warning(
+            "metering stopped: the Marketplace buyer is not subscribed",
+            customer_aws_account_id=link["customer_aws_account_id"],
+        )
         org = self.registry.org_item(org_id) or {}
         if moved and org.get("admin_email"):
             tally.notice = MeteringNotice(
@@ -241,7 +273,11 @@ class MeteringActivities:
     def _expire(self, org_id: str, batch: dict[str, Any], tally: MeterUsageResult) -> None:
         """Too old for Marketplace: keep what it acknowledged, carry the rest into the next batch."""
         acked = set(batch.get("acked") or [])
-        carry = {t: int(q) for t, q in batch["quantities"].items() if _dimension(t) not in acked and int(q) > 0}
+        carry = {
+            t: int(q)
+            for t, q in batch["quantities"].items()
+            if _dimension(t) not in acked and int(q) > 0
+        }
         # One write: the status and the carry together, so a crash cannot carry it twice or lose it.
         expired = {"status": "EXPIRED", "carry": carry, "expired_at": self.clock().isoformat()}
         self.ledger.update_batch(org_id, batch["sk"], expired)
@@ -249,7 +285,11 @@ class MeteringActivities:
         for sk in batch.get("entries", []):
             self.ledger.update_entry(org_id, sk, {"metered": True, "metered_in": batch["sk"]})
         tally.expired += 1
-        log.warning("usage batch past the Marketplace window, carried into the next batch", batch=batch["sk"], carry=carry)
+        log.warning(
+            "usage batch past the Marketplace window, carried into the next batch",
+            batch=batch["sk"],
+            carry=carry,
+        )
 
 
 #: Marketplace accepts usage timestamped up to six hours in the past. A batch is resent until it is

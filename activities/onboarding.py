@@ -59,15 +59,25 @@ class OnboardingActivities:
             shared_account = bool((self.registry.org_item(org_id) or {}).get("shared_account"))
         return ids.customer_role_name(self.aws.settings.customer_role_name, org_id, shared_account)
 
-    def _artifacts(self, org_id: str, account_id: str, external_id: str, regions: list[str],
-                   shared_account: bool | None = None) -> OrgArtifacts:  # fmt: skip
+    def _artifacts(
+        self,
+        org_id: str,
+        account_id: str,
+        external_id: str,
+        regions: list[str],
+        shared_account: bool | None = None,
+    ) -> OrgArtifacts:
         principal = self.aws.platform_principal()
         role_name = self._role_name(org_id, shared_account)
         partition = policies.partition_of(principal)
         trust = policies.trust_policy(principal, external_id)
-        perms = policies.permission_policy(org_id, account_id, role_name, self.aws.platform_account(), partition)
+        perms = policies.permission_policy(
+            org_id, account_id, role_name, self.aws.platform_account(), partition
+        )
         nodes = policies.node_roles(org_id, regions, account_id, partition)
-        template = policies.customer_role_template(org_id, external_id, role_name, trust, perms, nodes)
+        template = policies.customer_role_template(
+            org_id, external_id, role_name, trust, perms, nodes
+        )
         return OrgArtifacts(
             external_id=external_id,
             platform_principal_arn=principal,
@@ -110,8 +120,13 @@ class OnboardingActivities:
             if existing.get("registered_by") in (token, req.registration_token):
                 return RegisterOrgResult(
                     external_id=existing["external_id"],
-                    artifacts=self._artifacts(req.org_id, existing["aws_account_id"], existing["external_id"],
-                                              existing.get("regions") or req.regions, bool(existing.get("shared_account"))),
+                    artifacts=self._artifacts(
+                        req.org_id,
+                        existing["aws_account_id"],
+                        existing["external_id"],
+                        existing.get("regions") or req.regions,
+                        bool(existing.get("shared_account")),
+                    ),
                 )
             raise _customer_action(
                 f"organisation id {req.org_id!r} is already registered (account {existing['aws_account_id']}); "
@@ -120,11 +135,16 @@ class OnboardingActivities:
         external_id = new_external_id()
         now = datetime.now(UTC).isoformat()
         fields = {
-            "display_name": req.display_name, "admin_email": req.admin_email,
-            "aws_account_id": req.aws_account_id, "regions": req.regions, "external_id": external_id,
-            "state": "AWAITING_ROLE", "created_at": now, "registered_by": req.registration_token or token,
+            "display_name": req.display_name,
+            "admin_email": req.admin_email,
+            "aws_account_id": req.aws_account_id,
+            "regions": req.regions,
+            "external_id": external_id,
+            "state": "AWAITING_ROLE",
+            "created_at": now,
+            "registered_by": req.registration_token or token,
             "shared_account": req.shared_account,
-        }  # fmt: skip
+        }
         # One AWS account, one organisation, unless every organisation in it says it is shared.
         claim = self.registry.account_claim(req.aws_account_id)
         if claim is not None and not (claim.get("shared") and req.shared_account):
@@ -143,8 +163,12 @@ class OnboardingActivities:
                 "claimed by another organisation at the same moment; nothing was registered"
             ) from refused
         log.info("organisation registered", org_id=req.org_id, account=req.aws_account_id)
-        return RegisterOrgResult(external_id=external_id,
-                                 artifacts=self._artifacts(req.org_id, req.aws_account_id, external_id, req.regions, req.shared_account))
+        return RegisterOrgResult(
+            external_id=external_id,
+            artifacts=self._artifacts(
+                req.org_id, req.aws_account_id, external_id, req.regions, req.shared_account
+            ),
+        )
 
     @activity.defn
     def record_role(self, req: RecordRoleInput) -> None:
@@ -153,17 +177,23 @@ class OnboardingActivities:
         org = self.registry.org(req.org_id)
         account = parse_role_arn(req.role_arn)["account"]
         if account != org.aws_account_id:
-            raise _customer_action(f"role {req.role_arn} is in account {account}, but organisation {req.org_id} is account {org.aws_account_id}")
+            raise _customer_action(
+                f"role {req.role_arn} is in account {account}, but organisation {req.org_id} is account {org.aws_account_id}"
+            )
         self._store_role(req.org_id, req.role_arn)
         self.aws.forget(req.org_id)
 
     def _store_role(self, org_id: str, role_arn: str) -> None:
         """A role is recorded only while the organisation can take one (never once offboarding)."""
         settled = ["AWAITING_ROLE", "ACTION_REQUIRED", "READY"]
-        ok = self.registry.record_org_role(org_id, role_arn, datetime.now(UTC).isoformat(), only_in=settled)
+        ok = self.registry.record_org_role(
+            org_id, role_arn, datetime.now(UTC).isoformat(), only_in=settled
+        )
         if not ok:
             state = (self.registry.org_item(org_id) or {}).get("state", "not registered")
-            raise _customer_action(f"organisation {org_id} is {state}; a role can be recorded only while AWAITING_ROLE, ACTION_REQUIRED or READY")
+            raise _customer_action(
+                f"organisation {org_id} is {state}; a role can be recorded only while AWAITING_ROLE, ACTION_REQUIRED or READY"
+            )
 
     @activity.defn
     def set_org_state(self, req: SetOrgStateInput) -> None:
@@ -230,10 +260,14 @@ class OnboardingActivities:
                     "the role yourself with the CloudFormation template."
                 ) from None
             else:
-                raise _customer_action(f"creating role {role_name} failed ({code}); no role was created. Try again or use the template.") from None
+                raise _customer_action(
+                    f"creating role {role_name} failed ({code}); no role was created. Try again or use the template."
+                ) from None
         try:
             iam.put_role_policy(
-                RoleName=role_name, PolicyName="bridgehead-permissions", PolicyDocument=json.dumps(artifacts.permission_policy)
+                RoleName=role_name,
+                PolicyName="bridgehead-permissions",
+                PolicyDocument=json.dumps(artifacts.permission_policy),
             )
         except ClientError as e:
             if not adopted:
@@ -241,7 +275,9 @@ class OnboardingActivities:
                 try:
                     iam.delete_role(RoleName=role_name)
                 except ClientError:
-                    log.warning("could not delete half-created role", org_id=req.org_id, role=role_name)
+                    log.warning(
+                        "could not delete half-created role", org_id=req.org_id, role=role_name
+                    )
             raise _customer_action(
                 f"the keys could create the role but not attach its permissions (iam:PutRolePolicy: {error_code(e)}); "
                 "the role was removed again. Use keys allowed iam:PutRolePolicy."
@@ -271,9 +307,12 @@ class OnboardingActivities:
         only when it trusts exactly EC2. Returns whether the role was created (not adopted)."""
         name = node["name"]
         try:
-            iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(node["trust_policy"]),
-                            Description=f"Bridgehead cluster nodes of {org_id} in {node['region']}",
-                            Tags=[{"Key": policies.TAG_ORG, "Value": org_id}])  # fmt: skip
+            iam.create_role(
+                RoleName=name,
+                AssumeRolePolicyDocument=json.dumps(node["trust_policy"]),
+                Description=f"Bridgehead cluster nodes of {org_id} in {node['region']}",
+                Tags=[{"Key": policies.TAG_ORG, "Value": org_id}],
+            )
             created = True
         except ClientError as e:
             if error_code(e) != "EntityAlreadyExists":
@@ -284,13 +323,19 @@ class OnboardingActivities:
                     "take it over. Delete or rename it and try again."
                 ) from None
             created = False
-        iam.put_role_policy(RoleName=name, PolicyName=node["policy_name"], PolicyDocument=json.dumps(node["policy"]))
+        iam.put_role_policy(
+            RoleName=name, PolicyName=node["policy_name"], PolicyDocument=json.dumps(node["policy"])
+        )
         try:
-            iam.create_instance_profile(InstanceProfileName=name, Tags=[{"Key": policies.TAG_ORG, "Value": org_id}])
+            iam.create_instance_profile(
+                InstanceProfileName=name, Tags=[{"Key": policies.TAG_ORG, "Value": org_id}]
+            )
         except ClientError as e:
             if error_code(e) != "EntityAlreadyExists":
                 raise
-        roles = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"].get("Roles", [])
+        roles = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"].get(
+            "Roles", []
+        )
         if not any(r["RoleName"] == name for r in roles):
             iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
         return created
@@ -298,7 +343,10 @@ class OnboardingActivities:
     @staticmethod
     def _delete_node_role(iam: Any, name: str) -> None:
         for call, kwargs in (
-            (iam.remove_role_from_instance_profile, {"InstanceProfileName": name, "RoleName": name}),
+            (
+                iam.remove_role_from_instance_profile,
+                {"InstanceProfileName": name, "RoleName": name},
+            ),
             (iam.delete_instance_profile, {"InstanceProfileName": name}),
             (iam.delete_role_policy, {"RoleName": name, "PolicyName": policies.NODE_POLICY_NAME}),
             (iam.delete_role, {"RoleName": name}),
@@ -333,7 +381,11 @@ class OnboardingActivities:
         item = self.registry.org_item(req.org_id) or {}
         changed = item.get("role_changed_at")
         ctx = verification.Context(
-            req=req, org=self.registry.org(req.org_id), principal=self.aws.platform_principal(), aws=self.aws, registry=self.registry,
+            req=req,
+            org=self.registry.org(req.org_id),
+            principal=self.aws.platform_principal(),
+            aws=self.aws,
+            registry=self.registry,
             role_changed_at=datetime.fromisoformat(changed) if changed else None,
-        )  # fmt: skip
+        )
         return verification.verify(ctx)

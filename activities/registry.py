@@ -85,14 +85,19 @@ class Registry:
             try:
                 self.ddb.create_table(
                     TableName=name,
-                    KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}, {"AttributeName": "sk", "KeyType": "RANGE"}],
+                    KeySchema=[
+                        {"AttributeName": "pk", "KeyType": "HASH"},
+                        {"AttributeName": "sk", "KeyType": "RANGE"},
+                    ],
                     AttributeDefinitions=[
                         {"AttributeName": "pk", "AttributeType": "S"},
                         {"AttributeName": "sk", "AttributeType": "S"},
                     ],
                     BillingMode="PAY_PER_REQUEST",
                 )
-                self.ddb.get_waiter("table_exists").wait(TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60})
+                self.ddb.get_waiter("table_exists").wait(
+                    TableName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 60}
+                )
             except ClientError as e:
                 if error_code(e) != "ResourceInUseException":
                     raise
@@ -100,10 +105,21 @@ class Registry:
     # --- generic --------------------------------------------------------------------------------
     def get(self, pk: str, sk: str, table: str | None = None) -> dict[str, Any] | None:
         with aws_errors("registry read"):
-            resp = self.ddb.get_item(TableName=table or self.table, Key=_to_item({"pk": pk, "sk": sk}), ConsistentRead=True)
+            resp = self.ddb.get_item(
+                TableName=table or self.table,
+                Key=_to_item({"pk": pk, "sk": sk}),
+                ConsistentRead=True,
+            )
         return _from_item(resp["Item"]) if "Item" in resp else None
 
-    def put(self, item: dict[str, Any], *, condition: str | None = None, table: str | None = None, values: dict[str, Any] | None = None) -> bool:
+    def put(
+        self,
+        item: dict[str, Any],
+        *,
+        condition: str | None = None,
+        table: str | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> bool:
         """Put an item; with ``condition``, returns False instead of raising when it does not hold."""
         kwargs: dict[str, Any] = {"TableName": table or self.table, "Item": _to_item(item)}
         if condition:
@@ -112,8 +128,17 @@ class Registry:
             kwargs["ExpressionAttributeValues"] = _to_item(values)
         return self._conditional("registry write", self.ddb.put_item, kwargs)
 
-    def update(self, pk: str, sk: str, fields: dict[str, Any], *, condition: str | None = None, table: str | None = None,
-               names: dict[str, str] | None = None, values: dict[str, Any] | None = None) -> bool:  # fmt: skip
+    def update(
+        self,
+        pk: str,
+        sk: str,
+        fields: dict[str, Any],
+        *,
+        condition: str | None = None,
+        table: str | None = None,
+        names: dict[str, str] | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> bool:
         """Set (``None``: remove) ``fields``; with ``condition`` (which may use ``names`` and
         ``values``), returns False instead of raising when it does not hold."""
         extra_values = values or {}
@@ -139,8 +164,17 @@ class Registry:
             kwargs["ConditionExpression"] = condition
         return self._conditional("registry update", self.ddb.update_item, kwargs)
 
-    def transition(self, kind: str, pk: str, sk: str, target: str, fields: dict[str, Any] | None = None, *,
-                   subject: str, require: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def transition(
+        self,
+        kind: str,
+        pk: str,
+        sk: str,
+        target: str,
+        fields: dict[str, Any] | None = None,
+        *,
+        subject: str,
+        require: dict[str, Any] | None = None,
+    ) -> None:
         """Write ``target`` as the record's ``state`` (with ``fields``) only if its current state is
         one the state machine allows before ``target`` (:mod:`bridgehead.transitions`), and every
         ``require`` attribute has the given value. Refused: ``IllegalTransition`` (non-retryable),
@@ -155,7 +189,9 @@ class Registry:
         if known:
             values.update({f":p{i}": p for i, p in enumerate(known)})
             alts.append("#state IN (" + ", ".join(f":p{i}" for i in range(len(known))) + ")")
-        condition = "(" + " OR ".join(alts or ["attribute_not_exists(pk) AND attribute_exists(pk)"]) + ")"
+        condition = (
+            "(" + " OR ".join(alts or ["attribute_not_exists(pk) AND attribute_exists(pk)"]) + ")"
+        )
         for i, (k, v) in enumerate((require or {}).items()):
             names[f"#r{i}"] = k
             values[f":r{i}"] = v
@@ -170,39 +206,69 @@ class Registry:
             "UpdateExpression": "SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(sets))),
             "ConditionExpression": condition,
             "ExpressionAttributeNames": {**names, **assign},
-            "ExpressionAttributeValues": _to_item({**values, **{f":f{i}": v for i, v in enumerate(sets.values())}}),
+            "ExpressionAttributeValues": _to_item(
+                {**values, **{f":f{i}": v for i, v in enumerate(sets.values())}}
+            ),
         }
         if self._conditional(f"registry {kind} state", self.ddb.update_item, kwargs):
             return
         current = self.get(pk, sk)
         prior = (current or {}).get("state")
-        mismatch = [k for k, v in (require or {}).items() if current is not None and current.get(k) != v]
+        mismatch = [
+            k for k, v in (require or {}).items() if current is not None and current.get(k) != v
+        ]
         metrics.count("bridgehead_illegal_transitions", kind=kind, target=target)
         if mismatch and transitions.is_allowed(kind, prior, target):
             text = f"{kind} {subject}: the record belongs to another {', '.join(mismatch)}; nothing was changed"
         else:
             text = transitions.refusal(kind, subject, prior, target)
-        log.warning("illegal registry transition refused", kind=kind, subject=subject, prior=prior, target=target)
-        raise ApplicationError(text, type=transitions.IllegalTransition.__name__, non_retryable=True)
+        log.warning(
+            "illegal registry transition refused",
+            kind=kind,
+            subject=subject,
+            prior=prior,
+            target=target,
+        )
+        raise ApplicationError(
+            text, type=transitions.IllegalTransition.__name__, non_retryable=True
+        )
 
-    def put_new_and_add(self, item: dict[str, Any], totals_key: tuple[str, str], add: dict[str, Any], *, table: str) -> bool:
+    def put_new_and_add(
+        self, item: dict[str, Any], totals_key: tuple[str, str], add: dict[str, Any], *, table: str
+    ) -> bool:
         """Put ``item`` only if it does not exist *and* add ``add`` to the counters of the item at
         ``totals_key``, in one transaction: both happen exactly once, or (item already there)
         neither. Returns False when the item existed."""
         names = {f"#a{i}": k for i, k in enumerate(add)}
         values = {f":a{i}": v for i, v in enumerate(add.values())}
         items = [
-            {"Put": {"TableName": table, "Item": _to_item(item), "ConditionExpression": "attribute_not_exists(pk)"}},
-            {"Update": {"TableName": table, "Key": _to_item({"pk": totals_key[0], "sk": totals_key[1]}),
-                        "UpdateExpression": "ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(add))),
-                        "ExpressionAttributeNames": names, "ExpressionAttributeValues": _to_item(values)}},
-        ]  # fmt: skip
+            {
+                "Put": {
+                    "TableName": table,
+                    "Item": _to_item(item),
+                    "ConditionExpression": "attribute_not_exists(pk)",
+                }
+            },
+            {
+                "Update": {
+                    "TableName": table,
+                    "Key": _to_item({"pk": totals_key[0], "sk": totals_key[1]}),
+                    "UpdateExpression": "ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(add))),
+                    "ExpressionAttributeNames": names,
+                    "ExpressionAttributeValues": _to_item(values),
+                }
+            },
+        ]
         with aws_errors("ledger write"):
             try:
                 self.ddb.transact_write_items(TransactItems=items)
             except ClientError as e:
                 reasons = [r.get("Code") for r in e.response.get("CancellationReasons", [])]
-                if error_code(e) == "TransactionCanceledException" and reasons and reasons[0] == "ConditionalCheckFailed":
+                if (
+                    error_code(e) == "TransactionCanceledException"
+                    and reasons
+                    and reasons[0] == "ConditionalCheckFailed"
+                ):
                     return False
                 raise
         return True
@@ -249,7 +315,10 @@ class Registry:
                 self.ddb.transact_write_items(TransactItems=items)
         except ApplicationError as e:
             cause = e.__cause__
-            if isinstance(cause, ClientError) and error_code(cause) == "TransactionCanceledException":
+            if (
+                isinstance(cause, ClientError)
+                and error_code(cause) == "TransactionCanceledException"
+            ):
                 return e
             raise
         return None
@@ -258,7 +327,9 @@ class Registry:
     def org(self, org_id: str) -> OrgRecord:
         item = self.org_item(org_id)
         if item is None:
-            raise not_found(f"organisation {org_id!r} is not registered; start OnboardOrganization first")
+            raise not_found(
+                f"organisation {org_id!r} is not registered; start OnboardOrganization first"
+            )
         return OrgRecord(
             org_id=org_id,
             aws_account_id=item["aws_account_id"],
@@ -278,7 +349,9 @@ class Registry:
         """Which organisations (``orgs``) an AWS account belongs to, and whether it is ``shared``."""
         return self.get(f"ACCOUNT#{aws_account_id}", "META")
 
-    def register_org(self, org_id: str, fields: dict[str, Any], *, shared_account: bool) -> ApplicationError | None:
+    def register_org(
+        self, org_id: str, fields: dict[str, Any], *, shared_account: bool
+    ) -> ApplicationError | None:
         """Write the organisation (``fields`` name its ``aws_account_id`` and ``external_id``), its
         External ID and its account's claim in one transaction. Refused (nothing written, the
         refusal returned) when the org id or the External ID exists (an External ID collision is a
@@ -290,32 +363,58 @@ class Registry:
                 "TableName": self.table,
                 "Key": _to_item({"pk": f"ACCOUNT#{fields['aws_account_id']}", "sk": "META"}),
                 "UpdateExpression": "SET #sh = :sh ADD #orgs :org",
-                "ConditionExpression": "attribute_not_exists(pk)" + (" OR #sh = :true" if shared_account else ""),
+                "ConditionExpression": "attribute_not_exists(pk)"
+                + (" OR #sh = :true" if shared_account else ""),
                 "ExpressionAttributeNames": {"#sh": "shared", "#orgs": "orgs"},
                 "ExpressionAttributeValues": {
-                    ":sh": {"BOOL": shared_account}, ":org": {"SS": [org_id]},
+                    ":sh": {"BOOL": shared_account},
+                    ":org": {"SS": [org_id]},
                     **({":true": {"BOOL": True}} if shared_account else {}),
                 },
             }
-        }  # fmt: skip
+        }
         external_id = {"pk": f"EXTID#{fields['external_id']}", "sk": "META", "org_id": org_id}
-        return self._transact("register organisation", [
-            {"Put": {"TableName": self.table, "Item": _to_item(item), "ConditionExpression": "attribute_not_exists(pk)"}},
-            {"Put": {"TableName": self.table, "Item": _to_item(external_id), "ConditionExpression": "attribute_not_exists(pk)"}},
-            account_claim,
-        ])  # fmt: skip
+        return self._transact(
+            "register organisation",
+            [
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": _to_item(item),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": _to_item(external_id),
+                        "ConditionExpression": "attribute_not_exists(pk)",
+                    }
+                },
+                account_claim,
+            ],
+        )
 
     def put_org(self, org_id: str, fields: dict[str, Any]) -> None:
         """Write an organisation as given, unconditionally (seeding for benchmarks; onboarding
         uses :meth:`register_org`)."""
         self.put({"pk": org_pk(org_id), "sk": "META", "org_id": org_id, **fields})
 
-    def record_org_role(self, org_id: str, role_arn: str, changed_at: str, *, only_in: list[str]) -> bool:
+    def record_org_role(
+        self, org_id: str, role_arn: str, changed_at: str, *, only_in: list[str]
+    ) -> bool:
         """Store the org's role ARN, only while its state is one of ``only_in`` (False otherwise)."""
         allowed = {f":s{i}": s for i, s in enumerate(only_in)}
         fields = {"role_arn": role_arn, "role_changed_at": changed_at}
         condition = f"#s IN ({', '.join(allowed)})"
-        return self.update(org_pk(org_id), "META", fields, condition=condition, names={"#s": "state"}, values=allowed)
+        return self.update(
+            org_pk(org_id),
+            "META",
+            fields,
+            condition=condition,
+            names={"#s": "state"},
+            values=allowed,
+        )
 
     def transition_org(self, org_id: str, target: str, fields: dict[str, Any]) -> None:
         """Move the organisation to ``target`` (:meth:`transition`)."""
@@ -325,15 +424,30 @@ class Registry:
     def foundation(self, org_id: str, region: str) -> dict[str, Any] | None:
         return self.get(org_pk(org_id), f"REGION#{region}")
 
-    def transition_foundation(self, org_id: str, region: str, target: str, fields: dict[str, Any]) -> None:
+    def transition_foundation(
+        self, org_id: str, region: str, target: str, fields: dict[str, Any]
+    ) -> None:
         """Move the regional foundation to ``target`` (:meth:`transition`)."""
-        self.transition("foundation", org_pk(org_id), f"REGION#{region}", target, fields, subject=f"{org_id}/{region}")
+        self.transition(
+            "foundation",
+            org_pk(org_id),
+            f"REGION#{region}",
+            target,
+            fields,
+            subject=f"{org_id}/{region}",
+        )
 
     def revert_foundation_delete(self, org_id: str, region: str, state: str) -> bool:
         """Put back ``state`` on a foundation, only from DELETING (the one reverse step the state
         machine allows: a refused cleanup undoing its own mark)."""
-        return self.update(org_pk(org_id), f"REGION#{region}", {"state": state}, condition="#s = :d",
-                           names={"#s": "state"}, values={":d": "DELETING"})  # fmt: skip
+        return self.update(
+            org_pk(org_id),
+            f"REGION#{region}",
+            {"state": state},
+            condition="#s = :d",
+            names={"#s": "state"},
+            values={":d": "DELETING"},
+        )
 
     def image_share(self, org_id: str, region: str) -> dict[str, Any] | None:
         return self.get(org_pk(org_id), f"IMAGE#{region}")
@@ -351,28 +465,53 @@ class Registry:
     def cluster(self, org_id: str, name: str) -> dict[str, Any] | None:
         return self.get(org_pk(org_id), f"CLUSTER#{name}")
 
-    def create_cluster(self, org_id: str, name: str, region: str, fields: dict[str, Any], run_id: str) -> ApplicationError | None:
+    def create_cluster(
+        self, org_id: str, name: str, region: str, fields: dict[str, Any], run_id: str
+    ) -> ApplicationError | None:
         """Write a new cluster record, in one transaction with the check that the region's
         foundation is READY (so it cannot race with CleanupRegion). Refused (nothing written, the
         refusal returned) when the foundation is not READY or a cluster of that name exists that
         is not DELETED or CANCELLED and was not written by this run (``run_id``)."""
         pk = org_pk(org_id)
-        return self._transact("register cluster", [
-            {"ConditionCheck": {
-                "TableName": self.table, "Key": _to_item({"pk": pk, "sk": f"REGION#{region}"}),
-                "ConditionExpression": "#s = :ready", "ExpressionAttributeNames": {"#s": "state"},
-                "ExpressionAttributeValues": _to_item({":ready": "READY"})}},
-            {"Put": {
-                "TableName": self.table, "Item": _to_item({"pk": pk, "sk": f"CLUSTER#{name}", **fields}),
-                "ConditionExpression": "attribute_not_exists(pk) OR workflow_run = :run OR #s IN (:d, :c)",
-                "ExpressionAttributeNames": {"#s": "state"},
-                "ExpressionAttributeValues": _to_item({":run": run_id, ":d": "DELETED", ":c": "CANCELLED"})}},
-        ])  # fmt: skip
+        return self._transact(
+            "register cluster",
+            [
+                {
+                    "ConditionCheck": {
+                        "TableName": self.table,
+                        "Key": _to_item({"pk": pk, "sk": f"REGION#{region}"}),
+                        "ConditionExpression": "#s = :ready",
+                        "ExpressionAttributeNames": {"#s": "state"},
+                        "ExpressionAttributeValues": _to_item({":ready": "READY"}),
+                    }
+                },
+                {
+                    "Put": {
+                        "TableName": self.table,
+                        "Item": _to_item({"pk": pk, "sk": f"CLUSTER#{name}", **fields}),
+                        "ConditionExpression": "attribute_not_exists(pk) OR workflow_run = :run OR #s IN (:d, :c)",
+                        "ExpressionAttributeNames": {"#s": "state"},
+                        "ExpressionAttributeValues": _to_item(
+                            {":run": run_id, ":d": "DELETED", ":c": "CANCELLED"}
+                        ),
+                    }
+                },
+            ],
+        )
 
-    def transition_cluster(self, org_id: str, name: str, target: str, fields: dict[str, Any], *, workflow_id: str) -> None:
+    def transition_cluster(
+        self, org_id: str, name: str, target: str, fields: dict[str, Any], *, workflow_id: str
+    ) -> None:
         """Move the cluster to ``target`` (:meth:`transition`), only if ``workflow_id`` owns it."""
-        self.transition("cluster", org_pk(org_id), f"CLUSTER#{name}", target, fields, subject=f"{org_id}/{name}",
-                        require={"workflow_id": workflow_id})  # fmt: skip
+        self.transition(
+            "cluster",
+            org_pk(org_id),
+            f"CLUSTER#{name}",
+            target,
+            fields,
+            subject=f"{org_id}/{name}",
+            require={"workflow_id": workflow_id},
+        )
 
     def update_cluster(self, org_id: str, name: str, fields: dict[str, Any]) -> None:
         """Set attributes of a cluster that are not its state (billing bookkeeping)."""
@@ -389,14 +528,18 @@ class Registry:
         return self.get(f"DROPBOX#{user}", "META")
 
     def put_dropbox_user(self, user: str, org_id: str, owner: str) -> None:
-        self.put({"pk": f"DROPBOX#{user}", "sk": "META", "user": user, "org_id": org_id, "owner": owner})
+        self.put(
+            {"pk": f"DROPBOX#{user}", "sk": "META", "user": user, "org_id": org_id, "owner": owner}
+        )
 
     def notification(self, key: str) -> dict[str, Any] | None:
         """The record of the email sent with this idempotency key, or None."""
         return self.get(f"NOTIFY#{key}", "META")
 
     def record_notification(self, key: str, to: str, subject: str, sent_at: str) -> None:
-        self.put({"pk": f"NOTIFY#{key}", "sk": "META", "to": to, "subject": subject, "sent_at": sent_at})
+        self.put(
+            {"pk": f"NOTIFY#{key}", "sk": "META", "to": to, "subject": subject, "sent_at": sent_at}
+        )
 
     # --- Marketplace link -----------------------------------------------------------------------
     def marketplace(self, org_id: str) -> dict[str, Any] | None:
@@ -413,16 +556,32 @@ class Registry:
         written) when the customer is already linked to another organisation."""
         customer = link["customer_identifier"]
         owner = {"pk": f"MPCUSTOMER#{customer}", "sk": "META", "org_id": org_id}
-        if not self.put(owner, condition="attribute_not_exists(pk) OR org_id = :org", values={":org": org_id}):
+        if not self.put(
+            owner, condition="attribute_not_exists(pk) OR org_id = :org", values={":org": org_id}
+        ):
             return False
         self.put({"pk": org_pk(org_id), "sk": "MARKETPLACE", "org_id": org_id, **link})
         return True
 
-    def set_marketplace_state(self, org_id: str, state: str, reason: str, at: datetime, *, only_from: list[str] | None = None) -> bool:
+    def set_marketplace_state(
+        self,
+        org_id: str,
+        state: str,
+        reason: str,
+        at: datetime,
+        *,
+        only_from: list[str] | None = None,
+    ) -> bool:
         """Move the org's Marketplace state; with ``only_from``, only from one of those states."""
-        fields = {"state": state, "state_reason": reason, "state_at": at.astimezone(UTC).isoformat()}
+        fields = {
+            "state": state,
+            "state_reason": reason,
+            "state_at": at.astimezone(UTC).isoformat(),
+        }
         condition = "attribute_exists(pk)"
         states = {f":s{i}": s for i, s in enumerate(only_from or [])}
         if states:
             condition += f" AND #f0 IN ({', '.join(states)})"  # #f0: the first field, "state"
-        return self.update(org_pk(org_id), "MARKETPLACE", fields, condition=condition, values=states or None)
+        return self.update(
+            org_pk(org_id), "MARKETPLACE", fields, condition=condition, values=states or None
+        )

@@ -33,11 +33,17 @@ def reverify_schedule(org_id: str, every_hours: int, settings: Settings) -> Sche
     """The organisation's re-verification Schedule (``org-{org_id}-reverify``)."""
     return Schedule(
         action=ScheduleActionStartWorkflow(
-            "ReverifyOrganization", ReverifyInput(org_id=org_id, every_hours=every_hours), id=reverify_schedule_id(org_id),
-            task_queue=settings.task_queue, static_summary=f"daily re-verification of {org_id}",
-        ),  # fmt: skip
+            "ReverifyOrganization",
+            ReverifyInput(org_id=org_id, every_hours=every_hours),
+            id=reverify_schedule_id(org_id),
+            task_queue=settings.task_queue,
+            static_summary=f"daily re-verification of {org_id}",
+        ),
         # Jitter spreads many organisations' checks over an hour instead of one burst.
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(hours=every_hours))], jitter=timedelta(minutes=60)),
+        spec=ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(hours=every_hours))],
+            jitter=timedelta(minutes=60),
+        ),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
 
@@ -45,15 +51,23 @@ def reverify_schedule(org_id: str, every_hours: int, settings: Settings) -> Sche
 def dropbox_schedule(settings: Settings) -> Schedule:
     """The drop-box watcher's Schedule (``dropbox-watch``), every ``dropbox_every_seconds``."""
     action = ScheduleActionStartWorkflow(
-        "DropboxWatch", DropboxWatchInput(bucket=settings.inbox_bucket), id=ids.DROPBOX_WATCH_SCHEDULE,
-        task_queue=settings.task_queue, static_summary="look for drop-box requests",
-    )  # fmt: skip
+        "DropboxWatch",
+        DropboxWatchInput(bucket=settings.inbox_bucket),
+        id=ids.DROPBOX_WATCH_SCHEDULE,
+        task_queue=settings.task_queue,
+        static_summary="look for drop-box requests",
+    )
     every = timedelta(seconds=settings.dropbox_every_seconds)
-    return Schedule(action=action, spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
-                    policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP))  # fmt: skip
+    return Schedule(
+        action=action,
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
 
 
-async def ensure_schedule(client: Client, schedule_id: str, schedule: Schedule, memo: dict[str, Any] | None = None) -> str:
+async def ensure_schedule(
+    client: Client, schedule_id: str, schedule: Schedule, memo: dict[str, Any] | None = None
+) -> str:
     """Create the Schedule, or bring an existing one to ``schedule`` (its spec, action and policy
     follow the settings of the worker or starter that runs this: a changed interval, task queue
     or input takes effect instead of the first version living forever). Idempotent."""
@@ -66,8 +80,14 @@ async def ensure_schedule(client: Client, schedule_id: str, schedule: Schedule, 
 
     def update(current: ScheduleUpdateInput) -> ScheduleUpdate:
         # Keep the run state (paused, notes) the operator may have set; replace what we own.
-        return ScheduleUpdate(schedule=Schedule(action=schedule.action, spec=schedule.spec, policy=schedule.policy,
-                                                state=current.description.schedule.state))  # fmt: skip
+        return ScheduleUpdate(
+            schedule=Schedule(
+                action=schedule.action,
+                spec=schedule.spec,
+                policy=schedule.policy,
+                state=current.description.schedule.state,
+            )
+        )
 
     await client.get_schedule_handle(schedule_id).update(update)
     return "updated"
@@ -83,8 +103,12 @@ class ScheduleActivities:
         """Create the org's daily re-verification Schedule, or bring an existing one up to date."""
         bind_subject(org_id=req.org_id)
         sid = reverify_schedule_id(req.org_id)
-        outcome = await ensure_schedule(self.client, sid, reverify_schedule(req.org_id, req.every_hours, self.settings),
-                                        memo={"org_id": req.org_id})  # fmt: skip
+        outcome = await ensure_schedule(
+            self.client,
+            sid,
+            reverify_schedule(req.org_id, req.every_hours, self.settings),
+            memo={"org_id": req.org_id},
+        )
         log.info(f"re-verification schedule {outcome}", org_id=req.org_id, schedule_id=sid)
         return sid
 

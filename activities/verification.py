@@ -70,9 +70,14 @@ def check_account(ctx: Context) -> bool:
     account = ctx.arn["account"]
     if account == ctx.org.aws_account_id:
         return True
-    ctx.add(CheckResult(name="role-account", passed=False,
-                        detail=f"the role is in account {account}, the organisation is account {ctx.org.aws_account_id}",
-                        remedy=f"Create the role in account {ctx.org.aws_account_id} and submit its ARN."))  # fmt: skip
+    ctx.add(
+        CheckResult(
+            name="role-account",
+            passed=False,
+            detail=f"the role is in account {account}, the organisation is account {ctx.org.aws_account_id}",
+            remedy=f"Create the role in account {ctx.org.aws_account_id} and submit its ARN.",
+        )
+    )
     return False
 
 
@@ -91,27 +96,42 @@ def check_assume(ctx: Context, sleep: Any = None) -> bool:
 
     try:
         creds, attempts = v.retry_while_propagating(
-            lambda: ctx.aws.assume(ctx.req.role_arn, ctx.org.external_id, f"bridgehead-verify-{ctx.req.org_id}"),
-            _code, ctx.role_changed_at, lambda: datetime.now(UTC), pause,
-        )  # fmt: skip
+            lambda: ctx.aws.assume(
+                ctx.req.role_arn, ctx.org.external_id, f"bridgehead-verify-{ctx.req.org_id}"
+            ),
+            _code,
+            ctx.role_changed_at,
+            lambda: datetime.now(UTC),
+            pause,
+        )
     except ClientError as e:
         _raise_if_transient(e)
         waited = (
             " (retried for two minutes while IAM propagated the new role)" if _fresh(ctx) else ""
         )
-        ctx.add(CheckResult(name="assume-role", passed=False,
-                            detail=f"sts:AssumeRole with the External ID failed: {error_code(e)}{waited}",
-                            remedy=f"Make sure role {ctx.req.role_arn} exists and its trust policy allows {ctx.principal} "
-                                   f"with sts:ExternalId {ctx.org.external_id}."))  # fmt: skip
+        ctx.add(
+            CheckResult(
+                name="assume-role",
+                passed=False,
+                detail=f"sts:AssumeRole with the External ID failed: {error_code(e)}{waited}",
+                remedy=f"Make sure role {ctx.req.role_arn} exists and its trust policy allows {ctx.principal} "
+                f"with sts:ExternalId {ctx.org.external_id}.",
+            )
+        )
         return False
     ctx.session = boto3.session.Session(**creds)
     del creds
     whoami = ctx.client("sts").get_caller_identity()
     ok = whoami["Account"] == ctx.org.aws_account_id
     retried = f" (after {attempts} attempts while IAM propagated the role)" if attempts > 1 else ""
-    ctx.add(CheckResult(name="assume-role", passed=ok,
-                        detail=f"assumed {ctx.req.role_arn} with the External ID{retried}; acting as account {whoami['Account']}",
-                        remedy="" if ok else f"The role must live in account {ctx.org.aws_account_id}."))  # fmt: skip
+    ctx.add(
+        CheckResult(
+            name="assume-role",
+            passed=ok,
+            detail=f"assumed {ctx.req.role_arn} with the External ID{retried}; acting as account {whoami['Account']}",
+            remedy="" if ok else f"The role must live in account {ctx.org.aws_account_id}.",
+        )
+    )
     return ok
 
 
@@ -134,9 +154,15 @@ def check_trust(ctx: Context) -> None:
         trust = get_trust(ctx.client("iam"), ctx.arn["name"])
     except ClientError as e:
         _raise_if_transient(e)
-        ctx.add(CheckResult(name="trust-policy-readable", passed=False, method="probe",
-                            detail=f"iam:GetRole on the role itself was refused ({error_code(e)})",
-                            remedy="Grant iam:GetRole on the role to itself (it is in the permission policy)."))  # fmt: skip
+        ctx.add(
+            CheckResult(
+                name="trust-policy-readable",
+                passed=False,
+                method="probe",
+                detail=f"iam:GetRole on the role itself was refused ({error_code(e)})",
+                remedy="Grant iam:GetRole on the role to itself (it is in the permission policy).",
+            )
+        )
         return
     ctx.add(*v.analyse_trust(trust, ctx.principal, ctx.org.external_id))
 
@@ -148,19 +174,41 @@ def check_external_id_probe(ctx: Context) -> None:
         ctx.aws.assume(ctx.req.role_arn, None, f"bridgehead-probe-{ctx.req.org_id}")
     except ClientError as e:
         _raise_if_transient(e)
-        ctx.add(CheckResult(name="external-id-required", passed=True, method="probe",
-                            detail=f"AssumeRole without the External ID was refused ({error_code(e)}), as it must be"))  # fmt: skip
+        ctx.add(
+            CheckResult(
+                name="external-id-required",
+                passed=True,
+                method="probe",
+                detail=f"AssumeRole without the External ID was refused ({error_code(e)}), as it must be",
+            )
+        )
         return
     if ctx.aws.settings.sts_enforces_trust:
-        ctx.add(CheckResult(name="external-id-required", passed=False, method="probe",
-                            detail="AssumeRole WITHOUT the External ID succeeded: anyone who can act as the platform principal could use this role",
-                            remedy=f'Add "Condition": {{"StringEquals": {{"sts:ExternalId": "{ext_id}"}}}} to the trust policy.'))  # fmt: skip
+        ctx.add(
+            CheckResult(
+                name="external-id-required",
+                passed=False,
+                method="probe",
+                detail="AssumeRole WITHOUT the External ID succeeded: anyone who can act as the platform principal could use this role",
+                remedy=f'Add "Condition": {{"StringEquals": {{"sts:ExternalId": "{ext_id}"}}}} to the trust policy.',
+            )
+        )
         return
     ext_ok = ctx.has_passed(v.TRUST_EXTERNAL_ID)
-    ctx.add(CheckResult(name="external-id-required", passed=ext_ok, method="not-proved",
-                        detail="this AWS endpoint does not enforce trust policies (emulator), so the probe proves nothing; "
-                               + ("the trust-policy analysis shows the External ID is required" if ext_ok else "and the trust policy does not require it"),
-                        remedy="" if ext_ok else "Require the External ID in the trust policy."))  # fmt: skip
+    ctx.add(
+        CheckResult(
+            name="external-id-required",
+            passed=ext_ok,
+            method="not-proved",
+            detail="this AWS endpoint does not enforce trust policies (emulator), so the probe proves nothing; "
+            + (
+                "the trust-policy analysis shows the External ID is required"
+                if ext_ok
+                else "and the trust policy does not require it"
+            ),
+            remedy="" if ext_ok else "Require the External ID in the trust policy.",
+        )
+    )
 
 
 def role_policies(iam: Any, role_name: str) -> list[tuple[str, dict[str, Any]]]:
@@ -193,10 +241,16 @@ def check_permissions(ctx: Context) -> None:
         docs = role_policies(ctx.client("iam"), arn["name"])
     except ClientError as e:
         _raise_if_transient(e)
-        ctx.add(CheckResult(name="permissions", passed=False, method="probe",
-                            detail=f"could not read the role's policies ({error_code(e)})",
-                            remedy="Grant iam:ListAttachedRolePolicies, iam:ListRolePolicies, iam:GetRolePolicy, iam:GetPolicy and "
-                                   "iam:GetPolicyVersion (in the permission policy)."))  # fmt: skip
+        ctx.add(
+            CheckResult(
+                name="permissions",
+                passed=False,
+                method="probe",
+                detail=f"could not read the role's policies ({error_code(e)})",
+                remedy="Grant iam:ListAttachedRolePolicies, iam:ListRolePolicies, iam:GetRolePolicy, iam:GetPolicy and "
+                "iam:GetPolicyVersion (in the permission policy).",
+            )
+        )
         return
     published = policies.permission_policy(
         ctx.req.org_id,
@@ -213,13 +267,22 @@ def check_permissions(ctx: Context) -> None:
         required = setup
     verdict = policies.evaluate_actions(required, docs)
     missing = {a: why for a, why in verdict.items() if why}
-    ctx.add(CheckResult(
-        name="permissions", passed=not missing, method="analysis",
-        detail=f"all {len(required)} required actions are granted" if not missing
-        else f"{len(missing)} of {len(required)} required actions are missing: "
-        + "; ".join(f"{a} ({why})" for a, why in sorted(missing.items())),
-        remedy="" if not missing else "Attach the permission policy from this organisation's status (or add: "
-        + ", ".join(sorted(missing)) + ")."))  # fmt: skip
+    ctx.add(
+        CheckResult(
+            name="permissions",
+            passed=not missing,
+            method="analysis",
+            detail=f"all {len(required)} required actions are granted"
+            if not missing
+            else f"{len(missing)} of {len(required)} required actions are missing: "
+            + "; ".join(f"{a} ({why})" for a, why in sorted(missing.items())),
+            remedy=""
+            if not missing
+            else "Attach the permission policy from this organisation's status (or add: "
+            + ", ".join(sorted(missing))
+            + ").",
+        )
+    )
     excess = {**v.excess_grants(docs, setup), **v.widened_grants(docs, published)}
     ctx.add(v.excess_check(excess, ctx.req.level))
     if ctx.req.phase == "ongoing" and not missing:
@@ -228,12 +291,17 @@ def check_permissions(ctx: Context) -> None:
         )
         if absent:
             needed = sorted({setup_only[a] for a in absent})
-            ctx.add(CheckResult(
-                name="setup-policy", passed=True, warning=True, method="analysis",
-                detail="the ongoing policy is attached (enough for clusters); adding a region or re-creating a foundation "
-                f"needs the setup policy again, for {'; '.join(needed)} (missing: {', '.join(absent)})",
-                remedy="Attach the setup permission policy from this organisation's status before adding a region.",
-            ))  # fmt: skip
+            ctx.add(
+                CheckResult(
+                    name="setup-policy",
+                    passed=True,
+                    warning=True,
+                    method="analysis",
+                    detail="the ongoing policy is attached (enough for clusters); adding a region or re-creating a foundation "
+                    f"needs the setup policy again, for {'; '.join(needed)} (missing: {', '.join(absent)})",
+                    remedy="Attach the setup permission policy from this organisation's status before adding a region.",
+                )
+            )
 
 
 def check_node_roles(ctx: Context) -> None:
@@ -256,12 +324,20 @@ def check_node_roles(ctx: Context) -> None:
             )
         if not any(p["InstanceProfileName"] == name for p in profiles):
             problems.append(f"{name}: no instance profile named {name} holds the role")
-    ctx.add(CheckResult(
-        name="node-roles", passed=not problems, method="probe",
-        detail="every region's cluster node role and instance profile exist and trust only EC2" if not problems
-        else "cluster node roles: " + "; ".join(problems),
-        remedy="" if not problems else "Launch (or update) the role template from this organisation's status: it creates the node "
-        "roles and instance profiles (node_roles in the status), each trusting only ec2.amazonaws.com."))  # fmt: skip
+    ctx.add(
+        CheckResult(
+            name="node-roles",
+            passed=not problems,
+            method="probe",
+            detail="every region's cluster node role and instance profile exist and trust only EC2"
+            if not problems
+            else "cluster node roles: " + "; ".join(problems),
+            remedy=""
+            if not problems
+            else "Launch (or update) the role template from this organisation's status: it creates the node "
+            "roles and instance profiles (node_roles in the status), each trusting only ec2.amazonaws.com.",
+        )
+    )
 
 
 def check_regions(ctx: Context) -> None:
@@ -271,13 +347,28 @@ def check_regions(ctx: Context) -> None:
         }
     except ClientError as e:
         _raise_if_transient(e)
-        ctx.add(CheckResult(name="regions", passed=False, detail=f"ec2:DescribeRegions was refused ({error_code(e)})",
-                            remedy="Grant ec2:DescribeRegions (in the permission policy)."))  # fmt: skip
+        ctx.add(
+            CheckResult(
+                name="regions",
+                passed=False,
+                detail=f"ec2:DescribeRegions was refused ({error_code(e)})",
+                remedy="Grant ec2:DescribeRegions (in the permission policy).",
+            )
+        )
         return
     off = [r for r in ctx.org.regions if r not in enabled]
-    ctx.add(CheckResult(name="regions", passed=not off,
-                        detail="all requested regions are enabled" if not off else f"regions not enabled in the account: {', '.join(off)}",
-                        remedy="" if not off else "Enable these regions (Account settings > AWS Regions) or remove them from the organisation."))  # fmt: skip
+    ctx.add(
+        CheckResult(
+            name="regions",
+            passed=not off,
+            detail="all requested regions are enabled"
+            if not off
+            else f"regions not enabled in the account: {', '.join(off)}",
+            remedy=""
+            if not off
+            else "Enable these regions (Account settings > AWS Regions) or remove them from the organisation.",
+        )
+    )
 
 
 # --- functional verification: prove without creating anything ---------------------------------------
@@ -317,8 +408,14 @@ def check_validate_template(ctx: Context) -> None:
         cfn.validate_template(TemplateBody=body)
     except ClientError as e:
         _raise_if_transient(e)
-        ctx.add(_functional(name, "failed", f"cloudformation:ValidateTemplate was refused in {region} ({error_code(e)}: {e})",
-                            "Grant cloudformation:ValidateTemplate (in the permission policy) and check SCPs for CloudFormation."))  # fmt: skip
+        ctx.add(
+            _functional(
+                name,
+                "failed",
+                f"cloudformation:ValidateTemplate was refused in {region} ({error_code(e)}: {e})",
+                "Grant cloudformation:ValidateTemplate (in the permission policy) and check SCPs for CloudFormation.",
+            )
+        )
         return
     if _emulated(cfn):
         ctx.add(
@@ -358,20 +455,37 @@ def check_dry_run_launch(ctx: Context) -> None:
         ]
         try:
             ec2.run_instances(
-                DryRun=True, ImageId=image["image_id"], InstanceType="t3.micro", MinCount=1, MaxCount=1,
-                SubnetId=out["PrivateSubnetId"], SecurityGroupIds=[out["ComputeSecurityGroupId"]],
-                IamInstanceProfile={"Name": out.get("InstanceProfileName") or ids.cluster_role_name(ctx.req.org_id, region)},
+                DryRun=True,
+                ImageId=image["image_id"],
+                InstanceType="t3.micro",
+                MinCount=1,
+                MaxCount=1,
+                SubnetId=out["PrivateSubnetId"],
+                SecurityGroupIds=[out["ComputeSecurityGroupId"]],
+                IamInstanceProfile={
+                    "Name": out.get("InstanceProfileName")
+                    or ids.cluster_role_name(ctx.req.org_id, region)
+                },
                 MetadataOptions={"HttpTokens": "required", "HttpEndpoint": "enabled"},
-                TagSpecifications=[{"ResourceType": "instance", "Tags": tags}, {"ResourceType": "volume", "Tags": tags}],
-            )  # fmt: skip
+                TagSpecifications=[
+                    {"ResourceType": "instance", "Tags": tags},
+                    {"ResourceType": "volume", "Tags": tags},
+                ],
+            )
             outcome = ("proved", f"RunInstances (DryRun) in {region} would succeed")
         except ClientError as e:
             code = error_code(e)
             if code == "DryRunOperation":
                 outcome = ("proved", f"RunInstances (DryRun) in {region} would succeed")
             elif code in ("UnauthorizedOperation", "AccessDenied", "AccessDeniedException"):
-                ctx.add(_functional(name, "failed", f"RunInstances (DryRun) in {region} was refused ({code}): {e}",
-                                    "Grant the EC2 statements of the permission policy; check SCPs and permissions boundaries."))  # fmt: skip
+                ctx.add(
+                    _functional(
+                        name,
+                        "failed",
+                        f"RunInstances (DryRun) in {region} was refused ({code}): {e}",
+                        "Grant the EC2 statements of the permission policy; check SCPs and permissions boundaries.",
+                    )
+                )
                 return
             else:
                 _raise_if_transient(e)
@@ -394,8 +508,14 @@ def check_dry_run_launch(ctx: Context) -> None:
         done = True
         break
     if not done:
-        ctx.add(_functional(name, "not-proved", "no region has a READY foundation and a shared image yet (first verification); "
-                                                "proved on the next verification"))  # fmt: skip
+        ctx.add(
+            _functional(
+                name,
+                "not-proved",
+                "no region has a READY foundation and a shared image yet (first verification); "
+                "proved on the next verification",
+            )
+        )
 
 
 def check_simulation(ctx: Context, chunk: int = 100) -> None:
@@ -409,10 +529,20 @@ def check_simulation(ctx: Context, chunk: int = 100) -> None:
 
     name = "functional-simulation"
     arn = ctx.arn
-    required = policies.required_actions(policies.permission_policy(
-        ctx.req.org_id, ctx.org.aws_account_id, arn["name"], ctx.aws.platform_account(), arn["partition"]))  # fmt: skip
-    iam = ctx.session.client("iam", region_name=ctx.aws.settings.platform_region,
-                             config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}))  # fmt: skip
+    required = policies.required_actions(
+        policies.permission_policy(
+            ctx.req.org_id,
+            ctx.org.aws_account_id,
+            arn["name"],
+            ctx.aws.platform_account(),
+            arn["partition"],
+        )
+    )
+    iam = ctx.session.client(
+        "iam",
+        region_name=ctx.aws.settings.platform_region,
+        config=botocore.config.Config(retries={"max_attempts": 1, "mode": "standard"}),
+    )
     results: list[dict[str, Any]] = []
     try:
         for i in range(0, len(required), chunk):
@@ -424,17 +554,34 @@ def check_simulation(ctx: Context, chunk: int = 100) -> None:
     except (ClientError, BotoCoreError, ResponseParserError) as e:
         # An endpoint that does not implement the call (moto answers HTTP 500) proves nothing.
         why = error_code(e) if isinstance(e, ClientError) else type(e).__name__
-        ctx.add(_functional(name, "not-proved", f"iam:SimulatePrincipalPolicy is not available here ({why}); SCPs and permissions "
-                                                "boundaries were not checked"))  # fmt: skip
+        ctx.add(
+            _functional(
+                name,
+                "not-proved",
+                f"iam:SimulatePrincipalPolicy is not available here ({why}); SCPs and permissions "
+                "boundaries were not checked",
+            )
+        )
         return
-    denied = [r for r in results if r["EvalDecision"] == "explicitDeny"
-              or r.get("OrganizationsDecisionDetail", {}).get("AllowedByOrganizations") is False
-              or r.get("PermissionsBoundaryDecisionDetail", {}).get("AllowedByPermissionsBoundary") is False]  # fmt: skip
+    denied = [
+        r
+        for r in results
+        if r["EvalDecision"] == "explicitDeny"
+        or r.get("OrganizationsDecisionDetail", {}).get("AllowedByOrganizations") is False
+        or r.get("PermissionsBoundaryDecisionDetail", {}).get("AllowedByPermissionsBoundary")
+        is False
+    ]
     allowed = [r for r in results if r["EvalDecision"] == "allowed"]
     if denied:
         names = ", ".join(sorted(r["EvalActionName"] for r in denied))
-        ctx.add(_functional(name, "failed", f"{len(denied)} required action(s) are denied by an SCP, a permissions boundary or a Deny: {names}",
-                            "Exempt the Bridgehead role from the denying SCP or boundary (or remove the Deny)."))  # fmt: skip
+        ctx.add(
+            _functional(
+                name,
+                "failed",
+                f"{len(denied)} required action(s) are denied by an SCP, a permissions boundary or a Deny: {names}",
+                "Exempt the Bridgehead role from the denying SCP or boundary (or remove the Deny).",
+            )
+        )
     elif _emulated(iam):
         ctx.add(
             _functional(
@@ -442,9 +589,14 @@ def check_simulation(ctx: Context, chunk: int = 100) -> None:
             )
         )
     else:
-        ctx.add(_functional(name, "proved" if len(allowed) == len(results) else "not-proved",
-                            f"simulated {len(results)} actions: {len(allowed)} allowed, {len(results) - len(allowed)} depend on "
-                            "resource ARNs or conditions the simulation cannot be given; none denied by an SCP or boundary"))  # fmt: skip
+        ctx.add(
+            _functional(
+                name,
+                "proved" if len(allowed) == len(results) else "not-proved",
+                f"simulated {len(results)} actions: {len(allowed)} allowed, {len(results) - len(allowed)} depend on "
+                "resource ARNs or conditions the simulation cannot be given; none denied by an SCP or boundary",
+            )
+        )
 
 
 def verify(ctx: Context) -> VerificationReport:
@@ -464,6 +616,11 @@ def verify(ctx: Context) -> VerificationReport:
         passed=all(c.passed for c in ctx.checks),
         checks=ctx.checks,
     )
-    log.info("role verified", org_id=ctx.req.org_id, passed=report.passed, failed=[c.name for c in report.failed()],
-             warnings=[c.name for c in report.warnings()])  # fmt: skip
+    log.info(
+        "role verified",
+        org_id=ctx.req.org_id,
+        passed=report.passed,
+        failed=[c.name for c in report.failed()],
+        warnings=[c.name for c in report.warnings()],
+    )
     return report

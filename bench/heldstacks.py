@@ -35,7 +35,12 @@ class HeldStacks:
 
         @activity.defn(name="validate_cluster")
         def validate_cluster(req: m.ValidateClusterInput) -> m.ClusterPlan:
-            return m.ClusterPlan(template_body="{}", parameters={}, tags={"bridgehead:org": req.org_id}, admin_email="ops@bench.example")
+            return m.ClusterPlan(
+                template_body="{}",
+                parameters={},
+                tags={"bridgehead:org": req.org_id},
+                admin_email="ops@bench.example",
+            )
 
         @activity.defn(name="check_vcpu_quota")
         def check_vcpu_quota(req: m.QuotaCheckInput) -> m.QuotaReport:
@@ -53,7 +58,13 @@ class HeldStacks:
         def create_stack(req: m.StackRequest) -> m.StackPoll:
             with held._lock:
                 held.created.add(req.stack_name)
-            return m.StackPoll(stack_name=req.stack_name, stack_id=req.stack_name, status="CREATE_IN_PROGRESS", terminal=False, succeeded=False)
+            return m.StackPoll(
+                stack_name=req.stack_name,
+                stack_id=req.stack_name,
+                status="CREATE_IN_PROGRESS",
+                terminal=False,
+                succeeded=False,
+            )
 
         @activity.defn(name="delete_stack")
         def delete_stack(ref: m.StackRef) -> None:
@@ -68,15 +79,40 @@ class HeldStacks:
                     held.polls += 1
                     exists = ref.stack_name in held.created
                 if ref.expect == "delete" and not exists:
-                    return m.StackPoll(stack_name=ref.stack_name, stack_id=None, status="DELETE_COMPLETE", terminal=True, succeeded=True)
+                    return m.StackPoll(
+                        stack_name=ref.stack_name,
+                        stack_id=None,
+                        status="DELETE_COMPLETE",
+                        terminal=True,
+                        succeeded=True,
+                    )
                 if held.released:
-                    return m.StackPoll(stack_name=ref.stack_name, stack_id=ref.stack_name, status="CREATE_COMPLETE", terminal=True,
-                                       succeeded=True, outputs={"LoginAddress": "203.0.113.7"})  # fmt: skip
+                    return m.StackPoll(
+                        stack_name=ref.stack_name,
+                        stack_id=ref.stack_name,
+                        status="CREATE_COMPLETE",
+                        terminal=True,
+                        succeeded=True,
+                        outputs={"LoginAddress": "203.0.113.7"},
+                    )
                 if last_attempt_in_window():
-                    return m.StackPoll(stack_name=ref.stack_name, stack_id=ref.stack_name, status="CREATE_IN_PROGRESS", terminal=False,
-                                       succeeded=False)  # fmt: skip
+                    return m.StackPoll(
+                        stack_name=ref.stack_name,
+                        stack_id=ref.stack_name,
+                        status="CREATE_IN_PROGRESS",
+                        terminal=False,
+                        succeeded=False,
+                    )
                 raise still_in_progress(ref.stack_name, "CREATE_IN_PROGRESS")
             finally:
                 held._leave()
 
-        return [validate_cluster, check_vcpu_quota, register_cluster, notify, create_stack, delete_stack, poll_stack]
+        return [
+            validate_cluster,
+            check_vcpu_quota,
+            register_cluster,
+            notify,
+            create_stack,
+            delete_stack,
+            poll_stack,
+        ]

@@ -43,11 +43,15 @@ class NoopLifecycle:
     @workflow.run
     async def run(self, input: NoopInput) -> str:
         for i in range(input.before):
-            await workflow.execute_activity(bench_noop, i, start_to_close_timeout=timedelta(seconds=60))
+            await workflow.execute_activity(
+                bench_noop, i, start_to_close_timeout=timedelta(seconds=60)
+            )
         self._state = "RUNNING"
         workflow.upsert_search_attributes([STATUS.value_set("RUNNING")])  # as ClusterLifecycle does
         await workflow.wait_condition(lambda: self._delete)
         for i in range(input.after):
-            await workflow.execute_activity(bench_noop, i, start_to_close_timeout=timedelta(seconds=60))
+            await workflow.execute_activity(
+                bench_noop, i, start_to_close_timeout=timedelta(seconds=60)
+            )
         self._state = "DELETED"
         return self._state

@@ -51,7 +51,9 @@ def segment_minutes(seg: UsageSegment, start: datetime, end: datetime, now: date
     return rounded_minutes(_elapsed(seg, end, now)) - rounded_minutes(_elapsed(seg, start, now))
 
 
-def node_minutes(segments: list[UsageSegment], start: datetime, end: datetime, now: datetime) -> dict[str, int]:
+def node_minutes(
+    segments: list[UsageSegment], start: datetime, end: datetime, now: datetime
+) -> dict[str, int]:
     """Node-minutes per instance type in [start, end): one head node plus the compute nodes."""
     out: dict[str, int] = defaultdict(int)
     for seg in segments:
@@ -69,7 +71,9 @@ CENT = Decimal("0.01")
 def line_cost(node_minutes: int, rate: Decimal) -> Decimal:
     """USD for ``node_minutes`` at ``rate`` per node-hour, to the cent, half up (away from zero,
     so a credit of a line costs exactly minus the line). The one rounding of money."""
-    return (Decimal(str(rate)) * Decimal(int(node_minutes)) / 60).quantize(CENT, rounding=ROUND_HALF_UP)
+    return (Decimal(str(rate)) * Decimal(int(node_minutes)) / 60).quantize(
+        CENT, rounding=ROUND_HALF_UP
+    )
 
 
 def line_costs(minutes_by_type: dict[str, int], rates: dict[str, Decimal]) -> dict[str, Decimal]:
@@ -96,7 +100,9 @@ def periods(segments: list[UsageSegment], from_: datetime, until: datetime) -> l
     return out
 
 
-def windows(segments: list[UsageSegment], since: datetime, until: datetime, *, partial: bool = False) -> list[tuple[datetime, datetime, datetime]]:
+def windows(
+    segments: list[UsageSegment], since: datetime, until: datetime, *, partial: bool = False
+) -> list[tuple[datetime, datetime, datetime]]:
     """Ledger windows ``(period, start, end)`` to close from ``since`` (where the ledger of the
     cluster ends, usually on the hour) to ``until``: whole hours that any segment touches, the rest
     of an hour a final metering closed part of, and with ``partial`` the open hour up to ``until``
@@ -115,12 +121,18 @@ def windows(segments: list[UsageSegment], since: datetime, until: datetime, *, p
     if partial:
         p = floor_hour(until)
         start = max(p, since)
-        if until > start and not any(w[0] == p for w in out) and any(s.start < until and (s.end is None or s.end > start) for s in segments):
+        if (
+            until > start
+            and not any(w[0] == p for w in out)
+            and any(s.start < until and (s.end is None or s.end > start) for s in segments)
+        ):
             out.append((p, start, until))
     return out
 
 
-def reconcile(segments: list[UsageSegment], instances: list[tuple[datetime, datetime | None]]) -> list[UsageSegment]:
+def reconcile(
+    segments: list[UsageSegment], instances: list[tuple[datetime, datetime | None]]
+) -> list[UsageSegment]:
     """Segments as billed: at every instant the compute nodes billed are the fewer of those
     requested and those observed in service (``instances``: launch and end of each compute
     instance, end None while it runs). A shortfall or an interruption is not billed; a
@@ -132,7 +144,10 @@ def reconcile(segments: list[UsageSegment], instances: list[tuple[datetime, date
     points = sorted({t for start, end in instances for t in (start, end) if t is not None})
     out: list[UsageSegment] = []
     for seg in segments:
-        cuts = [seg.start, *[p for p in points if p > seg.start and (seg.end is None or p < seg.end)]]
+        cuts = [
+            seg.start,
+            *[p for p in points if p > seg.start and (seg.end is None or p < seg.end)],
+        ]
         pieces: list[UsageSegment] = []
         for i, a in enumerate(cuts):
             b = cuts[i + 1] if i + 1 < len(cuts) else seg.end

@@ -130,7 +130,9 @@ class BridgeheadFailureConverter(DefaultFailureConverter):
         from temporalio.exceptions import ApplicationError
 
         if isinstance(exception, ValidationError):
-            exception = ApplicationError(f"invalid input: {describe(exception)}", type="BadInput", non_retryable=True)
+            exception = ApplicationError(
+                f"invalid input: {describe(exception)}", type="BadInput", non_retryable=True
+            )
         super().to_failure(exception, payload_converter, failure)
 
 
@@ -225,7 +227,9 @@ class SensitivePayloadCodec(PayloadCodec, WithSerializationContext):
         if p.metadata.get(AAD_META) == b"v2":
             aad = self._aad(kid, p.metadata.get(TYPE_META, b"").decode())
             if aad is None:
-                return _undecryptable("this payload can only be decrypted by the workflow it was sent to")
+                return _undecryptable(
+                    "this payload can only be decrypted by the workflow it was sent to"
+                )
         else:
             aad = kid.encode()  # v1: payloads recorded before the binding (replay only)
         try:
@@ -249,7 +253,8 @@ def _copy(codec: SensitivePayloadCodec) -> SensitivePayloadCodec:
 def make_data_converter(codec_key: bytes | None, old_keys: Sequence[bytes] = ()) -> DataConverter:
     """The converter for clients and workers; ``codec_key=None`` only for tools that never see secrets."""
     converter = DataConverter(
-        payload_converter_class=BridgeheadPayloadConverter, failure_converter_class=BridgeheadFailureConverter
+        payload_converter_class=BridgeheadPayloadConverter,
+        failure_converter_class=BridgeheadFailureConverter,
     )
     if codec_key is None:
         return converter

@@ -153,7 +153,7 @@ def foundation_bucket(org_id: str, region: str, account_id: str) -> str:
     if len(name) <= 63:
         return name
     digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"bh-{org_id[:63 - 3 - 2 - 1 - 10 - 1 - 12]}--{digest}-{account_id}"
+    return f"bh-{org_id[: 63 - 3 - 2 - 1 - 10 - 1 - 12]}--{digest}-{account_id}"
 
 
 def session_name(org_id: str) -> str:

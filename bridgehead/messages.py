@@ -39,7 +39,7 @@ _BY_TYPE: dict[str, str] = {
     "bool_type": "true or false",
     "bool_parsing": "true or false",
     "string_type": "text",
-    "list_type": "a JSON list, e.g. [\"us-east-1\"]",
+    "list_type": 'a JSON list, e.g. ["us-east-1"]',
     "dict_type": "a JSON object",
     "model_type": "a JSON object",
     "model_attributes_type": "a JSON object",
@@ -59,16 +59,25 @@ def describe_error(err: Mapping[str, Any]) -> str:
     """One error of ``ValidationError.errors()`` as ``field: what it must be``."""
     kind, ctx = err.get("type", ""), err.get("ctx") or {}
     field = field_of(tuple(err.get("loc", ())))
-    last = next((str(p) for p in reversed(err.get("loc", ())) if isinstance(p, str) and p in FIELD_HINTS), "")
+    last = next(
+        (str(p) for p in reversed(err.get("loc", ())) if isinstance(p, str) and p in FIELD_HINTS),
+        "",
+    )
     if kind == "string_pattern_mismatch":
         what = FIELD_HINTS.get(last, "does not have the expected form")
     elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
-        bound = {"greater_than_equal": "at least", "greater_than": "more than", "less_than_equal": "at most",
-                 "less_than": "less than"}[kind]  # fmt: skip
+        bound = {
+            "greater_than_equal": "at least",
+            "greater_than": "more than",
+            "less_than_equal": "at most",
+            "less_than": "less than",
+        }[kind]
         limit = next(iter(ctx.values()), "")
         what = f"{bound} {limit}"
     elif kind in ("string_too_short", "string_too_long", "too_short", "too_long"):
-        what = FIELD_HINTS.get(last) or str(err.get("msg", "")).replace("String should", "should").replace("List should", "should")
+        what = FIELD_HINTS.get(last) or str(err.get("msg", "")).replace(
+            "String should", "should"
+        ).replace("List should", "should")
     elif kind == "value_error":
         what = str(err.get("msg", "")).removeprefix("Value error, ")
     elif kind == "literal_error":

@@ -43,49 +43,86 @@ def partition_of(arn: str) -> str:
 
 
 def trust_policy(platform_principal: str, external_id: str) -> dict[str, Any]:
-    return _substitute(copy.deepcopy(load("trust-policy.json")), {"PLATFORM_PRINCIPAL": platform_principal, "EXTERNAL_ID": external_id})
+    return _substitute(
+        copy.deepcopy(load("trust-policy.json")),
+        {"PLATFORM_PRINCIPAL": platform_principal, "EXTERNAL_ID": external_id},
+    )
 
 
-def permission_policy(org_id: str, account_id: str, role_name: str, platform_account_id: str, partition: str = "aws") -> dict[str, Any]:
+def permission_policy(
+    org_id: str, account_id: str, role_name: str, platform_account_id: str, partition: str = "aws"
+) -> dict[str, Any]:
     return _substitute(
         copy.deepcopy(load("customer-permissions.json")),
-        {"ORG_ID": org_id, "ACCOUNT_ID": account_id, "ROLE_NAME": role_name, "PARTITION": partition,
-         "PLATFORM_ACCOUNT_ID": platform_account_id},
+        {
+            "ORG_ID": org_id,
+            "ACCOUNT_ID": account_id,
+            "ROLE_NAME": role_name,
+            "PARTITION": partition,
+            "PLATFORM_ACCOUNT_ID": platform_account_id,
+        },
     )
 
 
 #: Trust policy of the cluster node role: only EC2 instances may assume it.
 NODE_ROLE_TRUST: dict[str, Any] = {
     "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}],
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "ec2.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
 }
 NODE_POLICY_NAME = "cluster-node"
 
 
-def node_role_policy(org_id: str, region: str, account_id: str, partition: str = "aws") -> dict[str, Any]:
+def node_role_policy(
+    org_id: str, region: str, account_id: str, partition: str = "aws"
+) -> dict[str, Any]:
     """What a cluster node of ``region`` may do: its foundation's bucket and state table, and
     Session Manager (the foundation key's policy lets it decrypt; no IAM statement does)."""
-    values = {"ORG_ID": org_id, "REGION": region, "ACCOUNT_ID": account_id, "PARTITION": partition,
-              "BUCKET_NAME": bucket_name(org_id, region, account_id)}  # fmt: skip
+    values = {
+        "ORG_ID": org_id,
+        "REGION": region,
+        "ACCOUNT_ID": account_id,
+        "PARTITION": partition,
+        "BUCKET_NAME": bucket_name(org_id, region, account_id),
+    }
     return _substitute(copy.deepcopy(load("cluster-node-role.json")), values)
 
 
-def node_roles(org_id: str, regions: list[str], account_id: str, partition: str = "aws") -> list[dict[str, Any]]:
+def node_roles(
+    org_id: str, regions: list[str], account_id: str, partition: str = "aws"
+) -> list[dict[str, Any]]:
     """The cluster node roles (one per region, each with an instance profile of the same name)
     that the *customer* creates with the role template (or create-role-for-me does with the
     customer's keys). Bridgehead's own role can pass them to EC2 but cannot create or change them."""
     return [
-        {"name": ids.cluster_role_name(org_id, r), "region": r, "trust_policy": copy.deepcopy(NODE_ROLE_TRUST),
-         "policy_name": NODE_POLICY_NAME, "policy": node_role_policy(org_id, r, account_id, partition)}
+        {
+            "name": ids.cluster_role_name(org_id, r),
+            "region": r,
+            "trust_policy": copy.deepcopy(NODE_ROLE_TRUST),
+            "policy_name": NODE_POLICY_NAME,
+            "policy": node_role_policy(org_id, r, account_id, partition),
+        }
         for r in regions
-    ]  # fmt: skip
+    ]
 
 
 def customer_role_template(
-    org_id: str, external_id: str, role_name: str, trust: dict[str, Any], permissions: dict[str, Any],
+    org_id: str,
+    external_id: str,
+    role_name: str,
+    trust: dict[str, Any],
+    permissions: dict[str, Any],
     nodes: list[dict[str, Any]] | None = None,
-) -> str:  # fmt: skip
-    tpl = _substitute(copy.deepcopy(load("customer-role.template.json")), {"ORG_ID": org_id, "EXTERNAL_ID": external_id, "ROLE_NAME": role_name})
+) -> str:
+    tpl = _substitute(
+        copy.deepcopy(load("customer-role.template.json")),
+        {"ORG_ID": org_id, "EXTERNAL_ID": external_id, "ROLE_NAME": role_name},
+    )
     props = tpl["Resources"]["BridgeheadAccessRole"]["Properties"]
     # The template's External ID parameter feeds the trust condition, so the stack stays editable.
     trust = copy.deepcopy(trust)
@@ -98,22 +135,28 @@ def customer_role_template(
         tpl["Resources"][f"NodeRole{key}"] = {
             "Type": "AWS::IAM::Role",
             "Properties": {
-                "RoleName": node["name"], "Description": f"Bridgehead cluster nodes of {org_id} in {node['region']}",
+                "RoleName": node["name"],
+                "Description": f"Bridgehead cluster nodes of {org_id} in {node['region']}",
                 "AssumeRolePolicyDocument": node["trust_policy"],
                 "Policies": [{"PolicyName": node["policy_name"], "PolicyDocument": node["policy"]}],
                 "Tags": [{"Key": TAG_ORG, "Value": org_id}],
             },
-        }  # fmt: skip
+        }
         tpl["Resources"][f"NodeProfile{key}"] = {
             "Type": "AWS::IAM::InstanceProfile",
-            "Properties": {"InstanceProfileName": node["name"], "Roles": [{"Ref": f"NodeRole{key}"}]},
+            "Properties": {
+                "InstanceProfileName": node["name"],
+                "Roles": [{"Ref": f"NodeRole{key}"}],
+            },
         }
     return json.dumps(tpl, indent=2)
 
 
 def setup_only_actions() -> dict[str, str]:
     """``{action: what it is needed for}`` for the actions only foundation building needs."""
-    return {a: g["needed_for"] for g in load("setup-only-actions.json")["groups"] for a in g["actions"]}
+    return {
+        a: g["needed_for"] for g in load("setup-only-actions.json")["groups"] for a in g["actions"]
+    }
 
 
 def ongoing_permission_policy(setup: dict[str, Any]) -> dict[str, Any]:
@@ -171,7 +214,9 @@ def _matches(patterns: list[str], action: str) -> bool:
     return any(fnmatch.fnmatchcase(a, p.lower()) for p in patterns)
 
 
-def evaluate_actions(actions: list[str], documents: list[tuple[str, dict[str, Any]]]) -> dict[str, str | None]:
+def evaluate_actions(
+    actions: list[str], documents: list[tuple[str, dict[str, Any]]]
+) -> dict[str, str | None]:
     """For each action, ``None`` if some Allow grants it and no Deny matches it, else why not.
 
     ``documents`` are ``(source name, policy document)``. Resource scoping and conditions of Allow
@@ -213,14 +258,26 @@ def _tags(tags: dict[str, str]) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
 
 
-def foundation_template(org_id: str, region: str, account_id: str, tags: dict[str, str], access_role_arn: str | None = None) -> str:
+def foundation_template(
+    org_id: str,
+    region: str,
+    account_id: str,
+    tags: dict[str, str],
+    access_role_arn: str | None = None,
+) -> str:
     """``access_role_arn``: the organisation's Bridgehead role, the only principal (besides the
     account) its key policy lets manage the foundation key; default ``role/BridgeheadAccess``."""
     tpl = _substitute(
         copy.deepcopy(load("region-foundation.template.json")),
-        {"ORG_ID": org_id, "REGION": region, "BUCKET_NAME": bucket_name(org_id, region, account_id)},
+        {
+            "ORG_ID": org_id,
+            "REGION": region,
+            "BUCKET_NAME": bucket_name(org_id, region, account_id),
+        },
     )
-    role: Any = access_role_arn or {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/BridgeheadAccess"}
+    role: Any = access_role_arn or {
+        "Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:role/BridgeheadAccess"
+    }
     for st in tpl["Resources"]["SecretsKey"]["Properties"]["KeyPolicy"]["Statement"]:
         if st["Principal"].get("AWS") == "{{ACCESS_ROLE_ARN}}":
             st["Principal"]["AWS"] = role
@@ -233,9 +290,13 @@ def foundation_template(org_id: str, region: str, account_id: str, tags: dict[st
 
 
 def cluster_template(org_id: str, name: str, tags: dict[str, str]) -> str:
-    tpl = _substitute(copy.deepcopy(load("cluster.template.json")), {"ORG_ID": org_id, "CLUSTER_NAME": name})
+    tpl = _substitute(
+        copy.deepcopy(load("cluster.template.json")), {"ORG_ID": org_id, "CLUSTER_NAME": name}
+    )
     res = tpl["Resources"]
-    res["HeadNode"]["Properties"]["Tags"] = _tags({**tags, "bridgehead:node": "head", "Name": f"{name}-head"})
+    res["HeadNode"]["Properties"]["Tags"] = _tags(
+        {**tags, "bridgehead:node": "head", "Name": f"{name}-head"}
+    )
     spec = res["ComputeLaunchTemplate"]["Properties"]["LaunchTemplateData"]["TagSpecifications"][0]
     spec["Tags"] = _tags({**tags, "bridgehead:node": "compute", "Name": f"{name}-compute"})
     res["ComputeGroup"]["Properties"]["Tags"] = [

@@ -103,16 +103,34 @@ def condition_key_findings(policy: dict[str, Any]) -> list[dict[str, str]]:
                 continue
             supported, has_resource = ref
             if not has_resource and _as_list(st.get("Resource")) != ["*"]:
-                out.append({"sid": sid, "action": action, "key": "",
-                            "problem": f"{action} has no resource type: its Resource must be \"*\" (scope it with conditions)"})  # fmt: skip
+                out.append(
+                    {
+                        "sid": sid,
+                        "action": action,
+                        "key": "",
+                        "problem": f'{action} has no resource type: its Resource must be "*" (scope it with conditions)',
+                    }
+                )
             for key in keys:
                 if not _key_supported(key, supported):
-                    out.append({"sid": sid, "action": action, "key": key,
-                                "problem": f"{action} does not support condition key {key}"})  # fmt: skip
+                    out.append(
+                        {
+                            "sid": sid,
+                            "action": action,
+                            "key": key,
+                            "problem": f"{action} does not support condition key {key}",
+                        }
+                    )
                 elif key.startswith("aws:ResourceTag/") and not has_resource:
-                    out.append({"sid": sid, "action": action, "key": key,
-                                "problem": f"{action} acts on no existing resource, so aws:ResourceTag is never present: "
-                                           "gate creation on aws:RequestTag"})  # fmt: skip
+                    out.append(
+                        {
+                            "sid": sid,
+                            "action": action,
+                            "key": key,
+                            "problem": f"{action} acts on no existing resource, so aws:ResourceTag is never present: "
+                            "gate creation on aws:RequestTag",
+                        }
+                    )
     return out
 
 

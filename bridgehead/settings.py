@@ -41,11 +41,19 @@ DEFAULT_RATES: dict[str, Decimal] = {
 
 #: vCPUs per instance type, for the EC2 quota pre-check.
 DEFAULT_VCPUS: dict[str, int] = {
-    "t3.micro": 2, "t3.medium": 2, "t3.large": 2,
-    "m5.large": 2, "m5.xlarge": 4, "m5.2xlarge": 8,
-    "c5.large": 2, "c5.xlarge": 4, "c5.2xlarge": 8, "c5.4xlarge": 16,
-    "r5.xlarge": 4, "r5.2xlarge": 8,
-}  # fmt: skip
+    "t3.micro": 2,
+    "t3.medium": 2,
+    "t3.large": 2,
+    "m5.large": 2,
+    "m5.xlarge": 4,
+    "m5.2xlarge": 8,
+    "c5.large": 2,
+    "c5.xlarge": 4,
+    "c5.2xlarge": 8,
+    "c5.4xlarge": 16,
+    "r5.xlarge": 4,
+    "r5.2xlarge": 8,
+}
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -157,7 +165,9 @@ class Settings(BaseSettings):
         """The decrypt-only keys of the key ring."""
         keys = [base64.b64decode(k.get_secret_value()) for k in self.codec_old_keys]
         if any(len(k) != 32 for k in keys):
-            raise ValueError("every BRIDGEHEAD_CODEC_OLD_KEYS entry must decode to exactly 32 bytes")
+            raise ValueError(
+                "every BRIDGEHEAD_CODEC_OLD_KEYS entry must decode to exactly 32 bytes"
+            )
         return keys
 
     @model_validator(mode="after")

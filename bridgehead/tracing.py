@@ -28,10 +28,14 @@ def tracing_plugins(settings: Settings, exporter: Any = None) -> list[Any]:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor
         from temporalio.contrib.opentelemetry import OpenTelemetryPlugin, create_tracer_provider
     except ImportError as e:  # opentelemetry is an optional extra
-        raise SystemExit("BRIDGEHEAD_TRACING=true needs the otel extra: pip install -e '.[otel]'") from e
+        raise SystemExit(
+            "BRIDGEHEAD_TRACING=true needs the otel extra: pip install -e '.[otel]'"
+        ) from e
     if _INSTALLED is None:
         # Resource.create reads OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES; default the name.
-        provider = create_tracer_provider(resource=Resource.create({"service.name": "bridgehead"}).merge(Resource.create()))
+        provider = create_tracer_provider(
+            resource=Resource.create({"service.name": "bridgehead"}).merge(Resource.create())
+        )
         if exporter is None:
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 

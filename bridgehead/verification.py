@@ -132,8 +132,14 @@ def analyse_trust(
                 like = any(
                     "sts:ExternalId" in (v or {}) for k, v in cond.items() if k != "StringEquals"
                 )
-                ext_bad.append(f"{where} " + ("tests sts:ExternalId with another operator (only StringEquals is exact)" if like
-                                              else "has no sts:ExternalId condition"))  # fmt: skip
+                ext_bad.append(
+                    f"{where} "
+                    + (
+                        "tests sts:ExternalId with another operator (only StringEquals is exact)"
+                        if like
+                        else "has no sts:ExternalId condition"
+                    )
+                )
             elif _as_list(ext) != [external_id]:
                 ext_bad.append(f"{where} requires a different External ID ({ext!r})")
     if not grants_assume:
@@ -141,23 +147,50 @@ def analyse_trust(
 
     def result(name: str, problems: list[str], ok: str, why: str, remedy: str) -> CheckResult:
         return CheckResult(
-            name=name, passed=not problems, method="analysis",
-            detail=ok if not problems else "; ".join(problems) + f": {why}", remedy="" if not problems else remedy,
-        )  # fmt: skip
+            name=name,
+            passed=not problems,
+            method="analysis",
+            detail=ok if not problems else "; ".join(problems) + f": {why}",
+            remedy="" if not problems else remedy,
+        )
 
     return [
-        result(TRUST_PRINCIPAL, principal_bad, f"every statement trusts only {platform_principal}",
-               "anyone listed could act in your account", fix),
-        result(TRUST_NOT_PRINCIPAL, not_principal, "no statement uses NotPrincipal",
-               "NotPrincipal with Allow trusts every principal not named, in every account", "Remove the NotPrincipal statement. " + fix),
-        result(TRUST_NOT_ACTION, not_action, "no statement uses NotAction",
-               "NotAction with Allow grants every action not named", "Replace NotAction with \"Action\": \"sts:AssumeRole\". " + fix),
-        result(TRUST_FEDERATED, federated, "no statement allows web-identity or SAML federation",
-               "a federated identity assumes the role without the platform principal or the External ID",
-               "Remove the federated statement (Bridgehead never uses web identity or SAML). " + fix),
-        result(TRUST_EXTERNAL_ID, ext_bad, "every statement that allows sts:AssumeRole requires this organisation's External ID",
-               "without it the role is open to the confused-deputy problem", ext_fix),
-    ]  # fmt: skip
+        result(
+            TRUST_PRINCIPAL,
+            principal_bad,
+            f"every statement trusts only {platform_principal}",
+            "anyone listed could act in your account",
+            fix,
+        ),
+        result(
+            TRUST_NOT_PRINCIPAL,
+            not_principal,
+            "no statement uses NotPrincipal",
+            "NotPrincipal with Allow trusts every principal not named, in every account",
+            "Remove the NotPrincipal statement. " + fix,
+        ),
+        result(
+            TRUST_NOT_ACTION,
+            not_action,
+            "no statement uses NotAction",
+            "NotAction with Allow grants every action not named",
+            'Replace NotAction with "Action": "sts:AssumeRole". ' + fix,
+        ),
+        result(
+            TRUST_FEDERATED,
+            federated,
+            "no statement allows web-identity or SAML federation",
+            "a federated identity assumes the role without the platform principal or the External ID",
+            "Remove the federated statement (Bridgehead never uses web identity or SAML). " + fix,
+        ),
+        result(
+            TRUST_EXTERNAL_ID,
+            ext_bad,
+            "every statement that allows sts:AssumeRole requires this organisation's External ID",
+            "without it the role is open to the confused-deputy problem",
+            ext_fix,
+        ),
+    ]
 
 
 # --- excess grants -----------------------------------------------------------------------------
@@ -245,13 +278,21 @@ def widened_grants(
                     continue
                 resources = _as_list(st.get("NotResource") and ["*"] or st.get("Resource"))
                 cond = st.get("Condition") or {}
-                ok = any(set(resources) <= res and all(cond.get(op, {}).get(k) == val for op, block in pcond.items() for k, val in block.items())
-                         for res, pcond in allowed.get(action, []))  # fmt: skip
+                ok = any(
+                    set(resources) <= res
+                    and all(
+                        cond.get(op, {}).get(k) == val
+                        for op, block in pcond.items()
+                        for k, val in block.items()
+                    )
+                    for res, pcond in allowed.get(action, [])
+                )
                 if not ok:
                     out[f"{action} on {', '.join(map(str, resources))}"] = (
                         f"{source} {_label(st, i)} (published: only "
-                        + "; ".join(", ".join(sorted(r)) for r, _ in allowed.get(action, [])) + ", with its conditions)"
-                    )  # fmt: skip
+                        + "; ".join(", ".join(sorted(r)) for r, _ in allowed.get(action, []))
+                        + ", with its conditions)"
+                    )
     return out
 
 
@@ -259,16 +300,22 @@ def excess_check(excess: dict[str, str], level: Level, max_listed: int = 60) -> 
     """``strict``: excess grants fail the check (ACTION_REQUIRED); ``warn``: the check passes
     with ``warning`` set and the same detail (READY, shown in ``status``)."""
     if not excess:
-        return CheckResult(name=EXCESS_GRANTS, passed=True, method="analysis",
-                           detail="the role's policies grant nothing beyond the permission policy")  # fmt: skip
+        return CheckResult(
+            name=EXCESS_GRANTS,
+            passed=True,
+            method="analysis",
+            detail="the role's policies grant nothing beyond the permission policy",
+        )
     items = sorted(
         excess.items(), key=lambda kv: (kv[0] != "*", not kv[0].startswith("NotAction"), kv[0])
     )
     listed = "; ".join(f"{a} (by {w})" for a, w in items[:max_listed])
     more = f"; and {len(items) - max_listed} more" if len(items) > max_listed else ""
     detail = f"{len(items)} action(s) granted beyond what Bridgehead needs: {listed}{more}"
-    remedy = ("Detach the extra policies (e.g. AdministratorAccess) and keep only the permission policy from this "
-              "organisation's status; or set the organisation's verification level to warn to accept them.")  # fmt: skip
+    remedy = (
+        "Detach the extra policies (e.g. AdministratorAccess) and keep only the permission policy from this "
+        "organisation's status; or set the organisation's verification level to warn to accept them."
+    )
     if level == "warn":
         return CheckResult(
             name=EXCESS_GRANTS,

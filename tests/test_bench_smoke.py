@@ -16,8 +16,13 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.integration
 def test_bench_smoke(tmp_path):
     out = tmp_path / "bench.json"
-    r = subprocess.run([sys.executable, "-m", "bench", "--size", "smoke", "--out", str(out)], cwd=ROOT, capture_output=True, text=True,
-                       timeout=600)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "bench", "--size", "smoke", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "overhead: Bridgehead / plain script" in r.stdout
     res = json.loads(out.read_text())
@@ -28,7 +33,9 @@ def test_bench_smoke(tmp_path):
         assert t["activities_before_running"] >= 4 and t["activities_after_delete"] >= 2
     w = res["waiting"]
     assert w["polls"] >= w["clusters_waiting"]  # every stack was polled while it was held
-    assert w["history_events_per_cluster_after_1h"] <= 6 * 7 + 40  # the bound of workflows/_waiting.py
+    assert (
+        w["history_events_per_cluster_after_1h"] <= 6 * 7 + 40
+    )  # the bound of workflows/_waiting.py
     b = res["billing"]
     assert b["node_minutes_ledger"] == b["node_minutes_expected"]
     assert b["actions_per_cluster_hour"] <= 4

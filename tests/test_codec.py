@@ -20,7 +20,9 @@ from bridgehead.converter import make_data_converter
 
 SECRET = "TopSecretValue123/abc"
 TOKEN = "FwoGZXIvYXdzEXAMPLESESSIONTOKEN"
-KEYS = m.CreateRoleForMeInput(access_key_id="ASIAABCDEFGHIJKLMNOP", secret_access_key=SECRET, session_token=TOKEN)
+KEYS = m.CreateRoleForMeInput(
+    access_key_id="ASIAABCDEFGHIJKLMNOP", secret_access_key=SECRET, session_token=TOKEN
+)
 
 
 def ctx(workflow_id: str = "org-acme", namespace: str = "default") -> WorkflowSerializationContext:
@@ -60,8 +62,16 @@ def codec_violations(key: bytes = b"k" * 32) -> list[str]:
     moved.metadata[conv.TYPE_META] = b"SomeOtherHandlerInput"
     if decode_error(a, [moved]) is None:
         found.append("ciphertext decrypts for another handler")
-    plain = Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(
-        {"access_key_id": "ASIAABCDEFGHIJKLMNOP", "secret_access_key": SECRET, "session_token": TOKEN}).encode())
+    plain = Payload(
+        metadata={"encoding": b"json/plain"},
+        data=json.dumps(
+            {
+                "access_key_id": "ASIAABCDEFGHIJKLMNOP",
+                "secret_access_key": SECRET,
+                "session_token": TOKEN,
+            }
+        ).encode(),
+    )
     if decode_error(a, [plain]) is None:
         found.append("plain JSON accepted for a sensitive type")
     forged = Payload()
@@ -105,7 +115,10 @@ def test_key_ring_decrypts_what_an_old_key_encrypted_and_names_a_missing_key():
     old, new = b"o" * 32, b"n" * 32
     enc = run(make_data_converter(old).with_context(ctx()).encode([KEYS]))
     rotated = make_data_converter(new, old_keys=[old]).with_context(ctx())
-    assert run(rotated.decode(enc, [m.CreateRoleForMeInput]))[0].session_token.get_secret_value() == TOKEN
+    assert (
+        run(rotated.decode(enc, [m.CreateRoleForMeInput]))[0].session_token.get_secret_value()
+        == TOKEN
+    )
     # New payloads are encrypted with the new key only.
     again = run(rotated.encode([KEYS]))
     assert again[0].metadata[conv.KEY_ID_META] == conv.key_id(new).encode()
@@ -124,13 +137,20 @@ def test_undecryptable_payload_is_a_refusal_not_a_codec_error():
 
 def test_validation_errors_never_echo_a_secret():
     with pytest.raises(ValueError) as e:
-        m.CreateRoleForMeInput(access_key_id="AKIAABCDEFGHIJKLMNOP", secret_access_key=SECRET, session_token=TOKEN, typo=SECRET)  # type: ignore[call-arg]
+        m.CreateRoleForMeInput(
+            access_key_id="AKIAABCDEFGHIJKLMNOP",
+            secret_access_key=SECRET,
+            session_token=TOKEN,
+            typo=SECRET,
+        )  # type: ignore[call-arg]
     assert SECRET not in str(e.value) and "AKIAABCDEFGHIJKLMNOP" not in str(e.value)
 
 
 def test_only_temporary_credentials_are_accepted():
     with pytest.raises(ValueError, match="access_key_id"):
-        m.CreateRoleForMeInput(access_key_id="AKIAABCDEFGHIJKLMNOP", secret_access_key=SECRET, session_token=TOKEN)
+        m.CreateRoleForMeInput(
+            access_key_id="AKIAABCDEFGHIJKLMNOP", secret_access_key=SECRET, session_token=TOKEN
+        )
     with pytest.raises(ValueError, match="session_token"):
         m.CreateRoleForMeInput(access_key_id="ASIAABCDEFGHIJKLMNOP", secret_access_key=SECRET)  # type: ignore[call-arg]
 
@@ -159,7 +179,16 @@ def test_cli_without_a_key_outside_local_says_what_to_set(tmp_path):
     from pathlib import Path
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("BRIDGEHEAD_")}
-    r = subprocess.run([sys.executable, "-m", "starter", "status", "org-acme"], capture_output=True, text=True, env=env,
-                       cwd=Path(__file__).resolve().parents[1], timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "starter", "status", "org-acme"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=60,
+    )
     assert r.returncode == 2, r.stderr
-    assert "BRIDGEHEAD_CODEC_KEY is required" in r.stderr and "export BRIDGEHEAD_ENVIRONMENT=local" in r.stderr, r.stderr
+    assert (
+        "BRIDGEHEAD_CODEC_KEY is required" in r.stderr
+        and "export BRIDGEHEAD_ENVIRONMENT=local" in r.stderr
+    ), r.stderr

@@ -94,9 +94,13 @@ def test_periods_are_closed_hours_touched_by_a_segment():
 
 @pytest.mark.parametrize(
     ("arn", "partition"),
-    [("arn:aws:iam::123456789012:root", "aws"), ("arn:aws-cn:iam::123456789012:role/x", "aws-cn"),
-     ("arn:aws-us-gov:iam::123456789012:user/u", "aws-us-gov"), ("123456789012", "aws")],
-)  # fmt: skip
+    [
+        ("arn:aws:iam::123456789012:root", "aws"),
+        ("arn:aws-cn:iam::123456789012:role/x", "aws-cn"),
+        ("arn:aws-us-gov:iam::123456789012:user/u", "aws-us-gov"),
+        ("123456789012", "aws"),
+    ],
+)
 def test_partition_of(arn, partition):
     assert policies.partition_of(arn) == partition
 
@@ -146,8 +150,11 @@ def test_foundation_template_is_substituted_and_tagged():
         and "__TAGS__" not in text
         and policies.bucket_name("acme", "us-east-2", "222222222222") in text
     )
-    tagged = [r["Properties"].get("Tags") or r["Properties"].get("FileSystemTags") for r in json.loads(text)["Resources"].values()
-              if "Tags" in r.get("Properties", {}) or "FileSystemTags" in r.get("Properties", {})]  # fmt: skip
+    tagged = [
+        r["Properties"].get("Tags") or r["Properties"].get("FileSystemTags")
+        for r in json.loads(text)["Resources"].values()
+        if "Tags" in r.get("Properties", {}) or "FileSystemTags" in r.get("Properties", {})
+    ]
     assert tagged and all(
         t == [{"Key": k, "Value": v} for k, v in sorted(TAGS.items())] for t in tagged
     ), tagged
@@ -236,13 +243,23 @@ def test_parse_document_refuses_a_non_object():
 
 
 def test_evaluate_actions_reads_every_statement_and_ignores_shapeless_ones():
-    docs = [("inline", {"Statement": [
-        {"Effect": "Allow", "Resource": "*"},  # neither Action nor NotAction: grants nothing
-        {"Effect": "Allow", "Action": "s3:Get*"},
-        {"Sid": "Run", "Effect": "Allow", "Action": "ec2:RunInstances"},
-        {"Sid": "D1", "Effect": "Deny", "Action": "iam:*"},
-        {"Sid": "D2", "Effect": "Deny", "Action": "iam:PassRole"},
-    ]})]  # fmt: skip
+    docs = [
+        (
+            "inline",
+            {
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Resource": "*",
+                    },  # neither Action nor NotAction: grants nothing
+                    {"Effect": "Allow", "Action": "s3:Get*"},
+                    {"Sid": "Run", "Effect": "Allow", "Action": "ec2:RunInstances"},
+                    {"Sid": "D1", "Effect": "Deny", "Action": "iam:*"},
+                    {"Sid": "D2", "Effect": "Deny", "Action": "iam:PassRole"},
+                ]
+            },
+        )
+    ]
     assert policies.evaluate_actions(
         ["ec2:RunInstances", "ec2:StopInstances", "iam:PassRole"], docs
     ) == {

@@ -16,7 +16,10 @@ from activities.errors import aws_errors, classify
 
 
 def err(code: str, status: int = 400) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        "Op",
+    )
 
 
 def raised(exc: BaseException, **kw: object) -> ApplicationError:
@@ -27,11 +30,22 @@ def raised(exc: BaseException, **kw: object) -> ApplicationError:
 
 def test_not_found_right_after_a_create_is_retried_then_reported():
     env = ActivityEnvironment()
-    young = env.info.__class__(**{**env.info.__dict__, "scheduled_time": datetime.now(UTC) - timedelta(seconds=5)})
-    old = env.info.__class__(**{**env.info.__dict__, "scheduled_time": datetime.now(UTC) - errors.NOT_YET_VISIBLE_FOR - timedelta(seconds=1)})
+    young = env.info.__class__(
+        **{**env.info.__dict__, "scheduled_time": datetime.now(UTC) - timedelta(seconds=5)}
+    )
+    old = env.info.__class__(
+        **{
+            **env.info.__dict__,
+            "scheduled_time": datetime.now(UTC) - errors.NOT_YET_VISIBLE_FOR - timedelta(seconds=1),
+        }
+    )
     env.info = young
     e = env.run(lambda: raised(err("InvalidAMIID.NotFound"), just_created=True))
-    assert e.type == "AwsNotYetVisible" and not e.non_retryable and e.next_retry_delay == timedelta(seconds=3)
+    assert (
+        e.type == "AwsNotYetVisible"
+        and not e.non_retryable
+        and e.next_retry_delay == timedelta(seconds=3)
+    )
     env.info = old
     e = env.run(lambda: raised(err("InvalidAMIID.NotFound"), just_created=True))
     assert e.type == "AwsValidationError" and e.non_retryable
@@ -46,7 +60,13 @@ def test_idempotency_mismatch_is_never_retried():
     assert isinstance(e, ApplicationError) and e.non_retryable and "idempotency token" in e.message
 
 
-@pytest.mark.parametrize("exc", [ConnectTimeoutError(endpoint_url="https://ec2"), SSLError(endpoint_url="https://ec2", error="bad handshake")])
+@pytest.mark.parametrize(
+    "exc",
+    [
+        ConnectTimeoutError(endpoint_url="https://ec2"),
+        SSLError(endpoint_url="https://ec2", error="bad handshake"),
+    ],
+)
 def test_timeouts_and_tls_errors_are_transient(exc):
     e = raised(exc)
     assert e.type == "AwsUnreachable" and not e.non_retryable

@@ -16,13 +16,17 @@ def norm(name: str) -> str:
 
 def declared() -> set[str]:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = list(project["dependencies"]) + [r for extra in project["optional-dependencies"].values() for r in extra]
+    reqs = list(project["dependencies"]) + [
+        r for extra in project["optional-dependencies"].values() for r in extra
+    ]
     names = {norm(re.split(r"[<>=!~\[; ]", r, maxsplit=1)[0]) for r in reqs}
     return names - {"bridgehead"}
 
 
 def pinned(text: str) -> dict[str, str]:
-    return {norm(m.group(1)): m.group(2) for m in re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+)", text, re.M)}
+    return {
+        norm(m.group(1)): m.group(2) for m in re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+)", text, re.M)
+    }
 
 
 def unpinned(lock_text: str) -> list[str]:

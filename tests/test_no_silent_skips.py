@@ -55,7 +55,11 @@ def test_browser_test_fails_in_ci_without_chromium_or_playwright(monkeypatch, tm
 def _ci_audit(tmp_path: Path, log: str) -> int:
     """Run .ci/run's skip audit on a fabricated pytest log."""
     (tmp_path / "log").write_text(log)
-    return subprocess.run(["bash", str(ROOT / ".ci" / "run"), "--audit", str(tmp_path / "log")], capture_output=True, text=True).returncode
+    return subprocess.run(
+        ["bash", str(ROOT / ".ci" / "run"), "--audit", str(tmp_path / "log")],
+        capture_output=True,
+        text=True,
+    ).returncode
 
 
 def test_ci_script_fails_a_run_with_an_unexpected_skip(tmp_path):

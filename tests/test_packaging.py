@@ -18,22 +18,47 @@ def build_wheel(out: Path) -> Path:
     import shutil
 
     src = out.parent / "src"
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for rel in listed:
         if (ROOT / rel).is_file():
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, src / rel)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(out), str(src)],
-                   check=True, capture_output=True, text=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(out),
+            str(src),
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     return next(out.glob("bridgehead-*.whl"))
 
 
 def missing_from(wheel: Path) -> list[str]:
     """Files of the repository's policies/ and packages that the wheel lacks."""
     names = set(zipfile.ZipFile(wheel).namelist())
-    wanted = [p.relative_to(ROOT).as_posix() for d in ("policies", "bridgehead", "workflows", "activities", "starter")
-              for p in (ROOT / d).rglob("*") if p.suffix in (".py", ".json") and "__pycache__" not in p.parts]  # fmt: skip
+    wanted = [
+        p.relative_to(ROOT).as_posix()
+        for d in ("policies", "bridgehead", "workflows", "activities", "starter")
+        for p in (ROOT / d).rglob("*")
+        if p.suffix in (".py", ".json") and "__pycache__" not in p.parts
+    ]
     return sorted(w for w in wanted + ["worker.py"] if w not in names)
 
 
@@ -43,20 +68,34 @@ def test_the_wheel_installs_alone_and_renders_templates(tmp_path):
     env_dir = tmp_path / "clean"
     venv.EnvBuilder(with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
-    site = subprocess.run([str(py), "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True,
-                          check=True).stdout.strip()  # fmt: skip
+    site = subprocess.run(
+        [str(py), "-c", "import sysconfig;print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     # The wheel unpacked into the clean environment; its dependencies from this test's environment
     # (a plain path entry: the repository's editable install there is not seen).
     zipfile.ZipFile(wheel).extractall(site)
     (Path(site) / "deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     away = tmp_path / "elsewhere"
     away.mkdir()
-    run = lambda *a: subprocess.run([str(py), *a], capture_output=True, text=True, cwd=away, timeout=120)  # noqa: E731
-    where = run("-c", "import bridgehead, policies; print(bridgehead.__file__); print(policies.__file__)")
-    assert where.returncode == 0 and str(ROOT) not in where.stdout and site in where.stdout, where.stdout + where.stderr
+
+    def run(*a):
+        return subprocess.run([str(py), *a], capture_output=True, text=True, cwd=away, timeout=120)
+
+    where = run(
+        "-c", "import bridgehead, policies; print(bridgehead.__file__); print(policies.__file__)"
+    )
+    assert where.returncode == 0 and str(ROOT) not in where.stdout and site in where.stdout, (
+        where.stdout + where.stderr
+    )
     schema = run("-m", "starter", "schema", "ClusterLifecycle")
     assert schema.returncode == 0 and '"compute_initial_nodes"' in schema.stdout, schema.stderr
-    render = run("-c", "from bridgehead import policies; print(len(policies.cluster_template('acme', 'c1', {'bridgehead:org': 'acme'})))")
+    render = run(
+        "-c",
+        "from bridgehead import policies; print(len(policies.cluster_template('acme', 'c1', {'bridgehead:org': 'acme'})))",
+    )
     assert render.returncode == 0 and int(render.stdout) > 1000, render.stderr
 
 

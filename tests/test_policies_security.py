@@ -21,13 +21,29 @@ JUSTIFIED = json.loads((policies.POLICY_DIR / "cloudsplaining-justified.json").r
 #: Actions that let a principal create or change identities and their policies, or hand a role
 #: to a service: none may be granted (PassRole is checked separately: node role only).
 SELF_ESCALATION = [
-    "iam:CreateRole", "iam:PutRolePolicy", "iam:AttachRolePolicy", "iam:UpdateAssumeRolePolicy",
-    "iam:CreatePolicy", "iam:CreatePolicyVersion", "iam:SetDefaultPolicyVersion", "iam:CreateUser",
-    "iam:CreateAccessKey", "iam:PutUserPolicy", "iam:AttachUserPolicy", "iam:AddUserToGroup",
-    "iam:CreateInstanceProfile", "iam:AddRoleToInstanceProfile", "iam:PutRolePermissionsBoundary",
-    "iam:DeleteRolePermissionsBoundary", "iam:CreateLoginProfile", "iam:UpdateLoginProfile",
-    "sts:AssumeRole", "kms:PutKeyPolicy", "kms:CreateGrant", "kms:ScheduleKeyDeletion",
-]  # fmt: skip
+    "iam:CreateRole",
+    "iam:PutRolePolicy",
+    "iam:AttachRolePolicy",
+    "iam:UpdateAssumeRolePolicy",
+    "iam:CreatePolicy",
+    "iam:CreatePolicyVersion",
+    "iam:SetDefaultPolicyVersion",
+    "iam:CreateUser",
+    "iam:CreateAccessKey",
+    "iam:PutUserPolicy",
+    "iam:AttachUserPolicy",
+    "iam:AddUserToGroup",
+    "iam:CreateInstanceProfile",
+    "iam:AddRoleToInstanceProfile",
+    "iam:PutRolePermissionsBoundary",
+    "iam:DeleteRolePermissionsBoundary",
+    "iam:CreateLoginProfile",
+    "iam:UpdateLoginProfile",
+    "sts:AssumeRole",
+    "kms:PutKeyPolicy",
+    "kms:CreateGrant",
+    "kms:ScheduleKeyDeletion",
+]
 
 
 def granted() -> dict:
@@ -45,8 +61,13 @@ def planted(*statements: dict) -> dict:
 def escalation_grants(doc: dict) -> list[tuple[str, str]]:
     from bridgehead.verification import statement_allows
 
-    return [(st.get("Sid", "?"), a) for st in doc["Statement"] if st["Effect"] == "Allow"
-            for a in SELF_ESCALATION if statement_allows(st, a)]  # fmt: skip
+    return [
+        (st.get("Sid", "?"), a)
+        for st in doc["Statement"]
+        if st["Effect"] == "Allow"
+        for a in SELF_ESCALATION
+        if statement_allows(st, a)
+    ]
 
 
 def pass_role_problems(doc: dict) -> list[str]:
@@ -176,8 +197,13 @@ def test_planted_tag_then_manage_is_caught():
     kms:TagResource on * may put that tag on any key."""
     from bridgehead.policy_checks import tag_then_manage_findings
 
-    doc = planted({"Action": ["kms:PutKeyPolicy", "kms:ScheduleKeyDeletion"], "Resource": f"arn:aws:kms:*:{ACCOUNT}:key/*",
-                   "Condition": {"StringEquals": {"aws:ResourceTag/bridgehead:org": ORG}}})  # fmt: skip
+    doc = planted(
+        {
+            "Action": ["kms:PutKeyPolicy", "kms:ScheduleKeyDeletion"],
+            "Resource": f"arn:aws:kms:*:{ACCOUNT}:key/*",
+            "Condition": {"StringEquals": {"aws:ResourceTag/bridgehead:org": ORG}},
+        }
+    )
     found = tag_then_manage_findings(doc, SCOPE)
     assert {
         "sid": "CreateOrgKeysTaggedAtCreation",
@@ -236,16 +262,38 @@ def test_every_condition_key_is_supported_by_each_action_of_its_statement():
     "statement,needle",
     [
         # The EFS statement before issue 18: creation gated on a tag of a resource that does not exist yet.
-        ({"Action": "elasticfilesystem:CreateFileSystem", "Condition": {"StringEquals": {"aws:ResourceTag/bridgehead:org": ORG}}},
-         "does not support condition key aws:ResourceTag/bridgehead:org"),
-        ({"Action": "kms:CreateKey", "Condition": {"StringEquals": {"aws:ResourceTag/bridgehead:org": ORG}}}, "aws:ResourceTag is never present"),
-        ({"Action": "iam:PassRole", "Resource": "arn:aws:iam::222222222222:role/x", "Condition": {"StringEquals": {"ec2:Owner": "amazon"}}},
-         "does not support condition key ec2:Owner"),
-        ({"Action": "elasticfilesystem:CreateFileSystem", "Resource": "arn:aws:elasticfilesystem:*:222222222222:file-system/*"},
-         "has no resource type"),
+        (
+            {
+                "Action": "elasticfilesystem:CreateFileSystem",
+                "Condition": {"StringEquals": {"aws:ResourceTag/bridgehead:org": ORG}},
+            },
+            "does not support condition key aws:ResourceTag/bridgehead:org",
+        ),
+        (
+            {
+                "Action": "kms:CreateKey",
+                "Condition": {"StringEquals": {"aws:ResourceTag/bridgehead:org": ORG}},
+            },
+            "aws:ResourceTag is never present",
+        ),
+        (
+            {
+                "Action": "iam:PassRole",
+                "Resource": "arn:aws:iam::222222222222:role/x",
+                "Condition": {"StringEquals": {"ec2:Owner": "amazon"}},
+            },
+            "does not support condition key ec2:Owner",
+        ),
+        (
+            {
+                "Action": "elasticfilesystem:CreateFileSystem",
+                "Resource": "arn:aws:elasticfilesystem:*:222222222222:file-system/*",
+            },
+            "has no resource type",
+        ),
         ({"Action": "ec2:LaunchRockets"}, "unknown to the Service Authorization Reference"),
     ],
-)  # fmt: skip
+)
 def test_planted_unsupported_condition_key_is_caught(statement, needle):
     require_module("policy_sentry")
     from bridgehead.policy_checks import condition_key_findings
@@ -341,8 +389,16 @@ def test_ongoing_policy_is_the_setup_policy_without_network_storage_or_key_creat
         "every setup-only action is in the setup policy (no stale entry)"
     )
     assert o_actions == s_actions - setup_only
-    for creating in ("ec2:CreateVpc", "ec2:CreateSubnet", "ec2:CreateNatGateway", "ec2:CreateSecurityGroup", "kms:CreateKey",
-                     "s3:CreateBucket", "dynamodb:CreateTable", "elasticfilesystem:CreateFileSystem"):  # fmt: skip
+    for creating in (
+        "ec2:CreateVpc",
+        "ec2:CreateSubnet",
+        "ec2:CreateNatGateway",
+        "ec2:CreateSecurityGroup",
+        "kms:CreateKey",
+        "s3:CreateBucket",
+        "dynamodb:CreateTable",
+        "elasticfilesystem:CreateFileSystem",
+    ):
         assert creating not in o_actions
     # What clusters need stays.
     for needed in (

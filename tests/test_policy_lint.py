@@ -106,14 +106,53 @@ def _planted(mutate) -> dict[str, dict]:  # noqa: ANN001
     "what,mutate",
     [
         # A new dangerous grant on * in a new statement.
-        ("ec2:TerminateInstances on *", lambda sts: sts.append({"Sid": "Oops", "Effect": "Allow", "Action": "ec2:TerminateInstances", "Resource": "*"})),
-        ("kms:ScheduleKeyDeletion on *", lambda sts: sts.append({"Sid": "Oops", "Effect": "Allow", "Action": "kms:ScheduleKeyDeletion", "Resource": "*"})),
-        ("iam:CreateUser on *", lambda sts: sts.append({"Sid": "Oops", "Effect": "Allow", "Action": "iam:CreateUser", "Resource": "*"})),
+        (
+            "ec2:TerminateInstances on *",
+            lambda sts: sts.append(
+                {
+                    "Sid": "Oops",
+                    "Effect": "Allow",
+                    "Action": "ec2:TerminateInstances",
+                    "Resource": "*",
+                }
+            ),
+        ),
+        (
+            "kms:ScheduleKeyDeletion on *",
+            lambda sts: sts.append(
+                {
+                    "Sid": "Oops",
+                    "Effect": "Allow",
+                    "Action": "kms:ScheduleKeyDeletion",
+                    "Resource": "*",
+                }
+            ),
+        ),
+        (
+            "iam:CreateUser on *",
+            lambda sts: sts.append(
+                {"Sid": "Oops", "Effect": "Allow", "Action": "iam:CreateUser", "Resource": "*"}
+            ),
+        ),
         # A new grant slipped into a statement that already has justified findings.
-        ("kms:TagResource statement grows", lambda sts: [st["Action"].append("kms:ScheduleKeyDeletion") for st in sts if st["Sid"] == "CreateOrgKeysTaggedAtCreation"]),
-        ("EC2 change statement grows", lambda sts: [st["Action"].append("ec2:DeleteVolume") for st in sts if st["Sid"] == "ChangeOnlyThisOrgsEc2Resources"]),
+        (
+            "kms:TagResource statement grows",
+            lambda sts: [
+                st["Action"].append("kms:ScheduleKeyDeletion")
+                for st in sts
+                if st["Sid"] == "CreateOrgKeysTaggedAtCreation"
+            ],
+        ),
+        (
+            "EC2 change statement grows",
+            lambda sts: [
+                st["Action"].append("ec2:DeleteVolume")
+                for st in sts
+                if st["Sid"] == "ChangeOnlyThisOrgsEc2Resources"
+            ],
+        ),
     ],
-)  # fmt: skip
+)
 def test_planted_grant_fails_the_lint(what, mutate):
     require_module("parliament")
     unexplained, _ = verdict(_planted(mutate))

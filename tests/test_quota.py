@@ -35,20 +35,32 @@ class FakeAws:
                 return {"Quota": {"Value": aws.quota}}
 
             def get_paginator(self, _name):  # noqa: ANN001
-                return _Pages([{"Reservations": [{"Instances": [{"InstanceType": t} for t in aws.running]}]}])
+                return _Pages(
+                    [{"Reservations": [{"Instances": [{"InstanceType": t} for t in aws.running]}]}]
+                )
 
         return Client()
 
 
 class FakeRegistry:
     def org(self, org_id: str) -> OrgRecord:
-        return OrgRecord(org_id=org_id, aws_account_id="222222222222", external_id="bh-x", role_arn="arn:aws:iam::222222222222:role/R",
-                         admin_email="a@x.io", display_name="X", regions=["us-east-1"], state="READY")  # fmt: skip
+        return OrgRecord(
+            org_id=org_id,
+            aws_account_id="222222222222",
+            external_id="bh-x",
+            role_arn="arn:aws:iam::222222222222:role/R",
+            admin_email="a@x.io",
+            display_name="X",
+            regions=["us-east-1"],
+            state="READY",
+        )
 
 
 def check(quota, running, nodes):  # noqa: ANN001
     acts = RegionActivities(FakeAws(quota, running), FakeRegistry())  # type: ignore[arg-type]
-    return ActivityEnvironment().run(acts.check_vcpu_quota, m.QuotaCheckInput(org_id="acme", region="us-east-1", nodes=nodes))
+    return ActivityEnvironment().run(
+        acts.check_vcpu_quota, m.QuotaCheckInput(org_id="acme", region="us-east-1", nodes=nodes)
+    )
 
 
 def test_refused_when_need_plus_usage_exceeds_quota():
@@ -64,6 +76,8 @@ def test_allowed_when_it_fits():
 
 
 def test_degrades_to_a_warning_where_service_quotas_is_unavailable():
-    err = ClientError({"Error": {"Code": "NoSuchResourceException", "Message": "not here"}}, "GetServiceQuota")
+    err = ClientError(
+        {"Error": {"Code": "NoSuchResourceException", "Message": "not here"}}, "GetServiceQuota"
+    )
     r = check(err, [], {"t3.medium": 1})
     assert not r.available and r.sufficient and "NoSuchResourceException" in r.message

@@ -38,7 +38,11 @@ async def test_history_replays_without_nondeterminism(path: Path):
     wf_id = (path.with_suffix(".id")).read_text().strip()
     history = WorkflowHistory.from_json(wf_id, path.read_text())
     assert len(history.events) > 5
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=make_data_converter(TEST_KEY), workflow_runner=sandbox_runner())
+    replayer = Replayer(
+        workflows=WORKFLOWS,
+        data_converter=make_data_converter(TEST_KEY),
+        workflow_runner=sandbox_runner(),
+    )
     result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
     assert result.replay_failure is None
 
@@ -57,7 +61,9 @@ def test_corpus_covers_every_required_path():
     from tests.support.replay_corpus import coverage
 
     missing = sorted(f for f, files in coverage(HISTORIES).items() if not files)
-    assert missing == [], f"no stored history holds {missing}; record them (tests/support/replay_corpus.py)"
+    assert missing == [], (
+        f"no stored history holds {missing}; record them (tests/support/replay_corpus.py)"
+    )
 
 
 async def test_twin_an_added_timer_breaks_replay():
@@ -68,12 +74,24 @@ async def test_twin_an_added_timer_breaks_replay():
     from workflows.dropbox import DropboxRequestWorkflow
 
     path = HISTORIES / "DropboxRequest.json"
-    history = WorkflowHistory.from_json(path.with_suffix(".id").read_text().strip(), path.read_text())
-    ok = Replayer(workflows=[DropboxRequestWorkflow], data_converter=make_data_converter(TEST_KEY), workflow_runner=UnsandboxedWorkflowRunner())
+    history = WorkflowHistory.from_json(
+        path.with_suffix(".id").read_text().strip(), path.read_text()
+    )
+    ok = Replayer(
+        workflows=[DropboxRequestWorkflow],
+        data_converter=make_data_converter(TEST_KEY),
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
     assert (await ok.replay_workflow(history, raise_on_replay_failure=False)).replay_failure is None
-    timered = Replayer(workflows=[WithTimer], data_converter=make_data_converter(TEST_KEY), workflow_runner=UnsandboxedWorkflowRunner())
+    timered = Replayer(
+        workflows=[WithTimer],
+        data_converter=make_data_converter(TEST_KEY),
+        workflow_runner=UnsandboxedWorkflowRunner(),
+    )
     failure = (await timered.replay_workflow(history, raise_on_replay_failure=False)).replay_failure
-    assert failure is not None and "nondetermin" in f"{type(failure).__name__} {failure}".lower(), failure
+    assert failure is not None and "nondetermin" in f"{type(failure).__name__} {failure}".lower(), (
+        failure
+    )
 
 
 async def test_twin_recorder_refuses_to_overwrite_a_history_that_no_longer_replays(tmp_path):
@@ -91,7 +109,9 @@ async def test_twin_recorder_refuses_to_overwrite_a_history_that_no_longer_repla
         shutil.copy(src, tmp_path / f"{name}.json")
         shutil.copy(src.with_suffix(".id"), tmp_path / f"{name}.id")
     broken = load(tmp_path / "broken.json")
-    first = next(e for e in broken.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED)
+    first = next(
+        e for e in broken.events if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    )
     first.activity_task_scheduled_event_attributes.activity_type.name = "read_request_v0"
     (tmp_path / "broken.json").write_text(broken.to_json())
     before = (tmp_path / "broken.json").read_text()

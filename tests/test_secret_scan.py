@@ -27,7 +27,9 @@ NEEDLES = {
 }
 CODEC = make_data_converter(TEST_KEY).payload_codec
 #: What the worker does for the planted history's workflow: sensitive payloads are bound to it.
-WORKFLOW_CODEC = CODEC.with_context(WorkflowSerializationContext(namespace="default", workflow_id="org-plant"))  # type: ignore[union-attr]
+WORKFLOW_CODEC = CODEC.with_context(
+    WorkflowSerializationContext(namespace="default", workflow_id="org-plant")
+)  # type: ignore[union-attr]
 
 
 def history() -> WorkflowHistory:
@@ -71,36 +73,114 @@ def plant_failure(h: WorkflowHistory) -> None:
     ("case", "plant", "needle", "layer", "where"),
     [
         # The original defect: JSON payloads are base64 in to_json(), so a plain search misses this.
-        ("activity result, plain JSON",
-         lambda h: event(h, "activity_task_completed_event_attributes").result.payloads[0].CopyFrom(_json_payload({"k": SECRET})),
-         "secret", "plain", "activity_task_completed_event_attributes.result.payloads[0]"),
-        ("JSON with escaped slash",
-         lambda h: event(h, "activity_task_completed_event_attributes").result.payloads[0].CopyFrom(
-             Payload(metadata={"encoding": b"json/plain"}, data=json.dumps({"k": SECRET}).replace("/", "\\u002f").encode())),
-         "secret", "plain", "activity_task_completed_event_attributes.result.payloads[0]"),
-        ("base64 inside a JSON string",
-         lambda h: event(h, "activity_task_scheduled_event_attributes").input.payloads[0].CopyFrom(
-             _json_payload({"blob": base64.b64encode(json.dumps({"token": NEEDLES["token"]}).encode()).decode()})),
-         "token", "base64", "activity_task_scheduled_event_attributes.input.payloads[0]"),
-        ("signal input",
-         lambda h: event(h, "workflow_execution_signaled_event_attributes").input.payloads.append(_json_payload(NEEDLES["key id"])),
-         "key id", "plain", "workflow_execution_signaled_event_attributes.input.payloads[0]"),
-        ("search attribute",
-         lambda h: event(h, "upsert_workflow_search_attributes_event_attributes").search_attributes.indexed_fields["OrgId"].CopyFrom(
-             _json_payload(SECRET)),
-         "secret", "plain", "search_attributes.indexed_fields[OrgId]"),
-        ("memo",
-         lambda h: event(h, "workflow_execution_started_event_attributes").memo.fields["note"].CopyFrom(_json_payload({"s": SECRET})),
-         "secret", "plain", "memo.fields[note]"),
-        ("failure message (a string, not a payload)", lambda h: plant_failure(h), "key id", "plain", "failure.message"),
-        ("payload metadata",
-         lambda h: event(h, "activity_task_completed_event_attributes").result.payloads[0].metadata.__setitem__("note", NEEDLES["token"].encode()),
-         "token", "plain", "metadata[note]"),
-        ("encrypted payload: found only through the codec",
-         lambda h: event(h, "activity_task_completed_event_attributes").result.payloads[0].CopyFrom(encrypted({"k": SECRET})),
-         "secret", "encrypted", "activity_task_completed_event_attributes.result.payloads[0]"),
+        (
+            "activity result, plain JSON",
+            lambda h: (
+                event(h, "activity_task_completed_event_attributes")
+                .result.payloads[0]
+                .CopyFrom(_json_payload({"k": SECRET}))
+            ),
+            "secret",
+            "plain",
+            "activity_task_completed_event_attributes.result.payloads[0]",
+        ),
+        (
+            "JSON with escaped slash",
+            lambda h: (
+                event(h, "activity_task_completed_event_attributes")
+                .result.payloads[0]
+                .CopyFrom(
+                    Payload(
+                        metadata={"encoding": b"json/plain"},
+                        data=json.dumps({"k": SECRET}).replace("/", "\\u002f").encode(),
+                    )
+                )
+            ),
+            "secret",
+            "plain",
+            "activity_task_completed_event_attributes.result.payloads[0]",
+        ),
+        (
+            "base64 inside a JSON string",
+            lambda h: (
+                event(h, "activity_task_scheduled_event_attributes")
+                .input.payloads[0]
+                .CopyFrom(
+                    _json_payload(
+                        {
+                            "blob": base64.b64encode(
+                                json.dumps({"token": NEEDLES["token"]}).encode()
+                            ).decode()
+                        }
+                    )
+                )
+            ),
+            "token",
+            "base64",
+            "activity_task_scheduled_event_attributes.input.payloads[0]",
+        ),
+        (
+            "signal input",
+            lambda h: event(
+                h, "workflow_execution_signaled_event_attributes"
+            ).input.payloads.append(_json_payload(NEEDLES["key id"])),
+            "key id",
+            "plain",
+            "workflow_execution_signaled_event_attributes.input.payloads[0]",
+        ),
+        (
+            "search attribute",
+            lambda h: (
+                event(h, "upsert_workflow_search_attributes_event_attributes")
+                .search_attributes.indexed_fields["OrgId"]
+                .CopyFrom(_json_payload(SECRET))
+            ),
+            "secret",
+            "plain",
+            "search_attributes.indexed_fields[OrgId]",
+        ),
+        (
+            "memo",
+            lambda h: (
+                event(h, "workflow_execution_started_event_attributes")
+                .memo.fields["note"]
+                .CopyFrom(_json_payload({"s": SECRET}))
+            ),
+            "secret",
+            "plain",
+            "memo.fields[note]",
+        ),
+        (
+            "failure message (a string, not a payload)",
+            lambda h: plant_failure(h),
+            "key id",
+            "plain",
+            "failure.message",
+        ),
+        (
+            "payload metadata",
+            lambda h: (
+                event(h, "activity_task_completed_event_attributes")
+                .result.payloads[0]
+                .metadata.__setitem__("note", NEEDLES["token"].encode())
+            ),
+            "token",
+            "plain",
+            "metadata[note]",
+        ),
+        (
+            "encrypted payload: found only through the codec",
+            lambda h: (
+                event(h, "activity_task_completed_event_attributes")
+                .result.payloads[0]
+                .CopyFrom(encrypted({"k": SECRET}))
+            ),
+            "secret",
+            "encrypted",
+            "activity_task_completed_event_attributes.result.payloads[0]",
+        ),
     ],
-)  # fmt: skip
+)
 def test_each_planted_secret_is_reported(case, plant, needle, layer, where):
     h = history()
     plant(h)
@@ -133,11 +213,20 @@ def test_encrypted_payload_is_invisible_without_the_codec():
     ("case", "line", "needle"),
     [
         ("as written", f'{{"event": "assumed", "secret": "{SECRET}"}}', "secret"),
-        ("URL-encoded request body", "Action=AssumeRole&SessionToken=" + NEEDLES["token"].replace("/", "%2F").replace("+", "%2B"), "token"),
+        (
+            "URL-encoded request body",
+            "Action=AssumeRole&SessionToken="
+            + NEEDLES["token"].replace("/", "%2F").replace("+", "%2B"),
+            "token",
+        ),
         ("JSON-escaped", json.dumps({"k": SECRET}).replace("/", "\\u002f"), "secret"),
-        ("base64 in a log line", "payload=" + base64.b64encode(json.dumps({"id": NEEDLES["key id"]}).encode()).decode(), "key id"),
+        (
+            "base64 in a log line",
+            "payload=" + base64.b64encode(json.dumps({"id": NEEDLES["key id"]}).encode()).decode(),
+            "key id",
+        ),
     ],
-)  # fmt: skip
+)
 def test_each_planted_log_line_is_reported(tmp_path, case, line, needle):
     clean = "\n".join(f'{{"event": "activity completed", "n": {i}}}' for i in range(50))
     log = tmp_path / "worker.log"

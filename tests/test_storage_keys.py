@@ -58,8 +58,13 @@ def project_modules() -> list[Path]:
     build output, virtual environments and mutation-testing copies are left out."""
     import subprocess
 
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"], cwd=ROOT,
-                            capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "*.py"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     return sorted(Path(p) for p in listed if (ROOT / p).exists())
 
 

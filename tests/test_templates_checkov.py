@@ -47,8 +47,22 @@ def checkov(docs: dict[str, dict], tmp: Path) -> set[tuple[str, str, str]]:
     )
     for name, doc in docs.items():
         (tmp / f"{name}.json").write_text(json.dumps(doc))
-    r = subprocess.run([exe, "-d", str(tmp), "--framework", "cloudformation", "-o", "json", "--quiet", "--skip-download"],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    r = subprocess.run(
+        [
+            exe,
+            "-d",
+            str(tmp),
+            "--framework",
+            "cloudformation",
+            "-o",
+            "json",
+            "--quiet",
+            "--skip-download",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode in (0, 1), r.stderr[-2000:]
     out = json.loads(r.stdout)
     reports = out if isinstance(out, list) else [out]
@@ -192,15 +206,32 @@ def test_no_ssh_from_anywhere_imdsv2_required_and_everything_encrypted_at_rest()
 
 
 PLANTED = {
-    "ssh from anywhere": lambda d: d["foundation"]["Resources"]["HeadSecurityGroup"]["Properties"].update(
-        SecurityGroupIngress=[{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIp": "0.0.0.0/0"}]),
-    "head IMDSv1": lambda d: d["cluster"]["Resources"]["HeadLaunchTemplate"]["Properties"]["LaunchTemplateData"]["MetadataOptions"].update(HttpTokens="optional"),
-    "head without launch template": lambda d: d["cluster"]["Resources"]["HeadNode"]["Properties"].pop("LaunchTemplate"),
-    "compute IMDSv1": lambda d: d["cluster"]["Resources"]["ComputeLaunchTemplate"]["Properties"]["LaunchTemplateData"].pop("MetadataOptions"),
-    "unencrypted head volume": lambda d: d["cluster"]["Resources"]["HeadNode"]["Properties"]["BlockDeviceMappings"][0]["Ebs"].update(Encrypted=False),
-    "public bucket": lambda d: d["foundation"]["Resources"]["ClusterBucket"]["Properties"]["PublicAccessBlockConfiguration"].update(BlockPublicPolicy=False),
-    "plain table": lambda d: d["foundation"]["Resources"]["ClusterStateTable"]["Properties"].pop("SSESpecification"),
-}  # fmt: skip
+    "ssh from anywhere": lambda d: d["foundation"]["Resources"]["HeadSecurityGroup"][
+        "Properties"
+    ].update(
+        SecurityGroupIngress=[
+            {"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIp": "0.0.0.0/0"}
+        ]
+    ),
+    "head IMDSv1": lambda d: d["cluster"]["Resources"]["HeadLaunchTemplate"]["Properties"][
+        "LaunchTemplateData"
+    ]["MetadataOptions"].update(HttpTokens="optional"),
+    "head without launch template": lambda d: d["cluster"]["Resources"]["HeadNode"][
+        "Properties"
+    ].pop("LaunchTemplate"),
+    "compute IMDSv1": lambda d: d["cluster"]["Resources"]["ComputeLaunchTemplate"]["Properties"][
+        "LaunchTemplateData"
+    ].pop("MetadataOptions"),
+    "unencrypted head volume": lambda d: d["cluster"]["Resources"]["HeadNode"]["Properties"][
+        "BlockDeviceMappings"
+    ][0]["Ebs"].update(Encrypted=False),
+    "public bucket": lambda d: d["foundation"]["Resources"]["ClusterBucket"]["Properties"][
+        "PublicAccessBlockConfiguration"
+    ].update(BlockPublicPolicy=False),
+    "plain table": lambda d: d["foundation"]["Resources"]["ClusterStateTable"]["Properties"].pop(
+        "SSESpecification"
+    ),
+}
 
 
 @pytest.mark.parametrize("defect", list(PLANTED))

@@ -11,7 +11,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def mypy(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "mypy", *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "mypy", *args], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
 
 
 def test_the_project_type_checks():
@@ -21,6 +23,8 @@ def test_the_project_type_checks():
 
 def test_twin_a_planted_type_error_is_reported(tmp_path):
     bad = tmp_path / "planted.py"
-    bad.write_text("from bridgehead import models as m\n\nm.ResizeInput(compute_nodes='two')\nx: int = m.ClusterState.RUNNING\n")
+    bad.write_text(
+        "from bridgehead import models as m\n\nm.ResizeInput(compute_nodes='two')\nx: int = m.ClusterState.RUNNING\n"
+    )
     r = mypy(str(bad))
     assert r.returncode == 1 and "planted.py:4: error" in r.stdout, r.stdout

@@ -41,38 +41,157 @@ def failed(doc: dict) -> dict[str, str]:
 #: (case, trust policy, the check that must fail, text its detail must contain)
 UNSAFE_TRUST = [
     # The two examples.
-    ("NotAction beside a correct statement", with_statement(Principal={"AWS": "*"}, NotAction="s3:GetObject"), v.TRUST_NOT_ACTION, "NotAction"),
-    ("NotAction beside a correct statement (principal)", with_statement(Principal={"AWS": "*"}, NotAction="s3:GetObject"), v.TRUST_PRINCIPAL, "AWS:*"),
-    ("NotAction beside a correct statement (external id)", with_statement(Principal={"AWS": "*"}, NotAction="s3:GetObject"), v.TRUST_EXTERNAL_ID, "no sts:ExternalId"),
-    ("unconditioned web identity", with_statement(Principal={"Federated": "cognito-identity.amazonaws.com"}, Action="sts:AssumeRoleWithWebIdentity"),
-     v.TRUST_FEDERATED, "sts:AssumeRoleWithWebIdentity"),
-    ("web identity from an OIDC provider", with_statement(Principal={"Federated": "arn:aws:iam::222222222222:oidc-provider/token.actions.githubusercontent.com"},
-                                                          Action="sts:AssumeRoleWithWebIdentity"), v.TRUST_FEDERATED, "oidc-provider"),
-    ("SAML federation", with_statement(Principal={"Federated": "arn:aws:iam::222222222222:saml-provider/corp"}, Action="sts:AssumeRoleWithSAML"),
-     v.TRUST_FEDERATED, "sts:AssumeRoleWithSAML"),
-    ("sts:* from the platform", replaced(Action="sts:*"), v.TRUST_FEDERATED, "AssumeRoleWithWebIdentity"),
+    (
+        "NotAction beside a correct statement",
+        with_statement(Principal={"AWS": "*"}, NotAction="s3:GetObject"),
+        v.TRUST_NOT_ACTION,
+        "NotAction",
+    ),
+    (
+        "NotAction beside a correct statement (principal)",
+        with_statement(Principal={"AWS": "*"}, NotAction="s3:GetObject"),
+        v.TRUST_PRINCIPAL,
+        "AWS:*",
+    ),
+    (
+        "NotAction beside a correct statement (external id)",
+        with_statement(Principal={"AWS": "*"}, NotAction="s3:GetObject"),
+        v.TRUST_EXTERNAL_ID,
+        "no sts:ExternalId",
+    ),
+    (
+        "unconditioned web identity",
+        with_statement(
+            Principal={"Federated": "cognito-identity.amazonaws.com"},
+            Action="sts:AssumeRoleWithWebIdentity",
+        ),
+        v.TRUST_FEDERATED,
+        "sts:AssumeRoleWithWebIdentity",
+    ),
+    (
+        "web identity from an OIDC provider",
+        with_statement(
+            Principal={
+                "Federated": "arn:aws:iam::222222222222:oidc-provider/token.actions.githubusercontent.com"
+            },
+            Action="sts:AssumeRoleWithWebIdentity",
+        ),
+        v.TRUST_FEDERATED,
+        "oidc-provider",
+    ),
+    (
+        "SAML federation",
+        with_statement(
+            Principal={"Federated": "arn:aws:iam::222222222222:saml-provider/corp"},
+            Action="sts:AssumeRoleWithSAML",
+        ),
+        v.TRUST_FEDERATED,
+        "sts:AssumeRoleWithSAML",
+    ),
+    (
+        "sts:* from the platform",
+        replaced(Action="sts:*"),
+        v.TRUST_FEDERATED,
+        "AssumeRoleWithWebIdentity",
+    ),
     ("Action * from the platform", replaced(Action="*"), v.TRUST_FEDERATED, "AssumeRoleWithSAML"),
-    ("wildcard principal with External ID", replaced(Principal={"AWS": "*"}), v.TRUST_PRINCIPAL, "AWS:*"),
-    ("Principal \"*\" string", replaced(Principal="*"), v.TRUST_PRINCIPAL, "trusts *"),
-    ("another account's root", with_statement(Principal={"AWS": "arn:aws:iam::999999999999:root"}, Action="sts:AssumeRole", Condition=OK_COND),
-     v.TRUST_PRINCIPAL, "999999999999"),
-    ("a bare account id", with_statement(Principal={"AWS": "999999999999"}, Action="sts:AssumeRole", Condition=OK_COND), v.TRUST_PRINCIPAL, "999999999999"),
-    ("platform account root instead of the platform role", replaced(Principal={"AWS": "arn:aws:iam::123456789012:root"}),
-     v.TRUST_PRINCIPAL, "123456789012:root"),
-    ("platform role plus another in one list", replaced(Principal={"AWS": [PLATFORM, "arn:aws:iam::999999999999:role/x"]}), v.TRUST_PRINCIPAL, "role/x"),
-    ("a service principal", with_statement(Principal={"Service": "ec2.amazonaws.com"}, Action="sts:AssumeRole"), v.TRUST_PRINCIPAL, "Service:ec2"),
-    ("NotPrincipal", with_statement(NotPrincipal={"AWS": "arn:aws:iam::999999999999:root"}, Action="sts:AssumeRole", Condition=OK_COND),
-     v.TRUST_NOT_PRINCIPAL, "NotPrincipal"),
+    (
+        "wildcard principal with External ID",
+        replaced(Principal={"AWS": "*"}),
+        v.TRUST_PRINCIPAL,
+        "AWS:*",
+    ),
+    ('Principal "*" string', replaced(Principal="*"), v.TRUST_PRINCIPAL, "trusts *"),
+    (
+        "another account's root",
+        with_statement(
+            Principal={"AWS": "arn:aws:iam::999999999999:root"},
+            Action="sts:AssumeRole",
+            Condition=OK_COND,
+        ),
+        v.TRUST_PRINCIPAL,
+        "999999999999",
+    ),
+    (
+        "a bare account id",
+        with_statement(
+            Principal={"AWS": "999999999999"}, Action="sts:AssumeRole", Condition=OK_COND
+        ),
+        v.TRUST_PRINCIPAL,
+        "999999999999",
+    ),
+    (
+        "platform account root instead of the platform role",
+        replaced(Principal={"AWS": "arn:aws:iam::123456789012:root"}),
+        v.TRUST_PRINCIPAL,
+        "123456789012:root",
+    ),
+    (
+        "platform role plus another in one list",
+        replaced(Principal={"AWS": [PLATFORM, "arn:aws:iam::999999999999:role/x"]}),
+        v.TRUST_PRINCIPAL,
+        "role/x",
+    ),
+    (
+        "a service principal",
+        with_statement(Principal={"Service": "ec2.amazonaws.com"}, Action="sts:AssumeRole"),
+        v.TRUST_PRINCIPAL,
+        "Service:ec2",
+    ),
+    (
+        "NotPrincipal",
+        with_statement(
+            NotPrincipal={"AWS": "arn:aws:iam::999999999999:root"},
+            Action="sts:AssumeRole",
+            Condition=OK_COND,
+        ),
+        v.TRUST_NOT_PRINCIPAL,
+        "NotPrincipal",
+    ),
     ("no External ID", replaced(Condition=None), v.TRUST_EXTERNAL_ID, "no sts:ExternalId"),
-    ("External ID by StringLike", replaced(Condition={"StringLike": {"sts:ExternalId": "*"}}), v.TRUST_EXTERNAL_ID, "another operator"),
-    ("External ID IfExists", replaced(Condition={"StringEqualsIfExists": {"sts:ExternalId": EXT}}), v.TRUST_EXTERNAL_ID, "another operator"),
-    ("another External ID", replaced(Condition={"StringEquals": {"sts:ExternalId": "bh-other"}}), v.TRUST_EXTERNAL_ID, "different External ID"),
-    ("External ID among others", replaced(Condition={"StringEquals": {"sts:ExternalId": [EXT, "bh-other"]}}), v.TRUST_EXTERNAL_ID, "different External ID"),
-    ("second platform statement without External ID", with_statement(Principal={"AWS": PLATFORM}, Action="sts:AssumeRole"),
-     v.TRUST_EXTERNAL_ID, "no sts:ExternalId"),
-    ("no AssumeRole at all", replaced(Action="sts:TagSession"), v.TRUST_PRINCIPAL, "no sts:AssumeRole at all"),
-    ("platform may also do other things", replaced(Action=["sts:AssumeRole", "s3:GetObject"]), v.TRUST_PRINCIPAL, "s3:GetObject"),
-]  # fmt: skip
+    (
+        "External ID by StringLike",
+        replaced(Condition={"StringLike": {"sts:ExternalId": "*"}}),
+        v.TRUST_EXTERNAL_ID,
+        "another operator",
+    ),
+    (
+        "External ID IfExists",
+        replaced(Condition={"StringEqualsIfExists": {"sts:ExternalId": EXT}}),
+        v.TRUST_EXTERNAL_ID,
+        "another operator",
+    ),
+    (
+        "another External ID",
+        replaced(Condition={"StringEquals": {"sts:ExternalId": "bh-other"}}),
+        v.TRUST_EXTERNAL_ID,
+        "different External ID",
+    ),
+    (
+        "External ID among others",
+        replaced(Condition={"StringEquals": {"sts:ExternalId": [EXT, "bh-other"]}}),
+        v.TRUST_EXTERNAL_ID,
+        "different External ID",
+    ),
+    (
+        "second platform statement without External ID",
+        with_statement(Principal={"AWS": PLATFORM}, Action="sts:AssumeRole"),
+        v.TRUST_EXTERNAL_ID,
+        "no sts:ExternalId",
+    ),
+    (
+        "no AssumeRole at all",
+        replaced(Action="sts:TagSession"),
+        v.TRUST_PRINCIPAL,
+        "no sts:AssumeRole at all",
+    ),
+    (
+        "platform may also do other things",
+        replaced(Action=["sts:AssumeRole", "s3:GetObject"]),
+        v.TRUST_PRINCIPAL,
+        "s3:GetObject",
+    ),
+]
 
 
 @pytest.mark.parametrize("case,doc,check,needle", UNSAFE_TRUST, ids=[c[0] for c in UNSAFE_TRUST])
@@ -409,8 +528,18 @@ def functional_ctx(client: FakeClient, foundation: bool = True):  # noqa: ANN201
 
     class Reg:
         def foundation(self, org, region):  # noqa: ANN001, ANN201
-            return {"state": "READY", "outputs": {"PrivateSubnetId": "subnet-1", "ComputeSecurityGroupId": "sg-1",
-                                                  "InstanceProfileName": "bridgehead-acme--node-us-east-1"}} if foundation else None  # fmt: skip
+            return (
+                {
+                    "state": "READY",
+                    "outputs": {
+                        "PrivateSubnetId": "subnet-1",
+                        "ComputeSecurityGroupId": "sg-1",
+                        "InstanceProfileName": "bridgehead-acme--node-us-east-1",
+                    },
+                }
+                if foundation
+                else None
+            )
 
         def image_share(self, org, region):  # noqa: ANN001, ANN201
             return {"state": "SHARED", "image_id": "ami-1"}

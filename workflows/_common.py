@@ -56,7 +56,9 @@ def require_payload(value: object, update: str, example: str) -> None:
     """Refuse an update sent without its payload with a message that shows what to send (instead
     of Python's "missing 1 required positional argument")."""
     if value is None:
-        raise ApplicationError(f"{update} needs a JSON payload, for example {example}", type="BadInput")
+        raise ApplicationError(
+            f"{update} needs a JSON payload, for example {example}", type="BadInput"
+        )
 
 
 def require_input(value: object, workflow_type: str, example: str) -> None:
@@ -70,8 +72,13 @@ def require_input(value: object, workflow_type: str, example: str) -> None:
         )
 
 
-def bind_input(expected_id: str, *, scheduled: bool = False, carried: dict[str, object] | None = None,
-               carried_allowed: bool = False) -> None:  # fmt: skip
+def bind_input(
+    expected_id: str,
+    *,
+    scheduled: bool = False,
+    carried: dict[str, object] | None = None,
+    carried_allowed: bool = False,
+) -> None:
     """Refuse a run whose input does not belong to it: the workflow id must be the one computed
     from the input (``bridgehead.ids``), and internal state (``carried``: field name -> value) is
     accepted only by a run continued from a previous run of the same workflow (or where the

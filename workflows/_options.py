@@ -10,7 +10,12 @@ from temporalio.workflow import ActivityConfig
 
 # Kept in sync with activities.errors.NON_RETRYABLE_TYPES (importing it would drag botocore into
 # the sandbox); tests/test_options.py asserts they match.
-NON_RETRYABLE = ["AwsPermissionError", "AwsValidationError", "CustomerActionRequired", "ValidationError"]
+NON_RETRYABLE = [
+    "AwsPermissionError",
+    "AwsValidationError",
+    "CustomerActionRequired",
+    "ValidationError",
+]
 
 #: One AWS API call (or a handful). Throttling backs off up to 30 s; 10 attempts ride out a
 #: regional blip of a few minutes, then the workflow sees the error and reports it.
@@ -76,7 +81,11 @@ POLL = ActivityConfig(
 #: Sending an email: a few tries, never block the lifecycle on it (callers ignore failure).
 NOTIFY = ActivityConfig(
     start_to_close_timeout=timedelta(seconds=30),
-    retry_policy=RetryPolicy(maximum_attempts=5, maximum_interval=timedelta(seconds=30), non_retryable_error_types=NON_RETRYABLE),
+    retry_policy=RetryPolicy(
+        maximum_attempts=5,
+        maximum_interval=timedelta(seconds=30),
+        non_retryable_error_types=NON_RETRYABLE,
+    ),
 )
 
 #: Waiting for a copied image to become available: minutes to hours. Infrequent polling, bounded

@@ -26,13 +26,19 @@ MAX_WINDOWS = 30
 
 @overload
 async def wait_for_stack(
-    ref: StackRef, on_progress: Callable[[StackPoll], None] | None = None, what: str = "", interrupt: None = None
+    ref: StackRef,
+    on_progress: Callable[[StackPoll], None] | None = None,
+    what: str = "",
+    interrupt: None = None,
 ) -> StackPoll: ...
 
 
 @overload
 async def wait_for_stack(
-    ref: StackRef, on_progress: Callable[[StackPoll], None] | None, what: str, interrupt: Callable[[], bool]
+    ref: StackRef,
+    on_progress: Callable[[StackPoll], None] | None,
+    what: str,
+    interrupt: Callable[[], bool],
 ) -> StackPoll | None: ...
 
 
@@ -50,7 +56,9 @@ async def wait_for_stack(
     for _ in range(MAX_WINDOWS):
         if interrupt is not None and interrupt():
             return None
-        window = asyncio.ensure_future(acts.poll_stack(ref, summary=what or f"wait for stack {ref.stack_name}", **POLL))
+        window = asyncio.ensure_future(
+            acts.poll_stack(ref, summary=what or f"wait for stack {ref.stack_name}", **POLL)
+        )
         if interrupt is not None:
             stop = asyncio.ensure_future(workflow.wait_condition(interrupt))
             await workflow.wait([window, stop], return_when=asyncio.FIRST_COMPLETED)
@@ -63,5 +71,11 @@ async def wait_for_stack(
             on_progress(poll)
         if poll.terminal:
             return poll
-    return StackPoll(stack_name=ref.stack_name, stack_id=None, status="WAIT_TIMED_OUT", terminal=True, succeeded=False,
-                     failure_reason=f"stack {ref.stack_name} did not finish within {MAX_WINDOWS} polling windows")  # fmt: skip
+    return StackPoll(
+        stack_name=ref.stack_name,
+        stack_id=None,
+        status="WAIT_TIMED_OUT",
+        terminal=True,
+        succeeded=False,
+        failure_reason=f"stack {ref.stack_name} did not finish within {MAX_WINDOWS} polling windows",
+    )

@@ -80,8 +80,15 @@ class BillingMeterWorkflow:
         """
         info = workflow.current_update_info()
         update_id = info.id if info is not None else str(workflow.uuid4())
-        rec = RecordCorrectionInput(org_id=self._org_id, correction_id=update_id, correction=req, requested_at=workflow.now())
-        result: CorrectResult = await acts.record_correction(rec, summary=f"correct {req.cluster} at {req.period.isoformat()}", **REGISTRY)
+        rec = RecordCorrectionInput(
+            org_id=self._org_id,
+            correction_id=update_id,
+            correction=req,
+            requested_at=workflow.now(),
+        )
+        result: CorrectResult = await acts.record_correction(
+            rec, summary=f"correct {req.cluster} at {req.period.isoformat()}", **REGISTRY
+        )
         self._totals.corrections += 1
         self._totals.node_minutes += result.node_minutes_delta
         self._totals.cost_usd += result.cost_usd_delta
@@ -94,11 +101,20 @@ class BillingMeterWorkflow:
 
     @correct.validator
     def _check_correct(self, req: CorrectInput) -> None:
-        require_payload(req, "correct", '{"cluster": "c1", "period": "2026-11-02T09:00:00Z", "node_minutes_delta": -60, "reason": "..."}')
+        require_payload(
+            req,
+            "correct",
+            '{"cluster": "c1", "period": "2026-11-02T09:00:00Z", "node_minutes_delta": -60, "reason": "..."}',
+        )
         if req.node_minutes_delta == 0:
             raise ApplicationError("node_minutes_delta must not be 0", type="BadInput")
-        if req.period.tzinfo is None or req.period != req.period.replace(minute=0, second=0, microsecond=0):
-            raise ApplicationError(f"period must be the start of an hour in UTC, e.g. 2026-11-02T09:00:00Z, not {req.period}", type="BadInput")
+        if req.period.tzinfo is None or req.period != req.period.replace(
+            minute=0, second=0, microsecond=0
+        ):
+            raise ApplicationError(
+                f"period must be the start of an hour in UTC, e.g. 2026-11-02T09:00:00Z, not {req.period}",
+                type="BadInput",
+            )
 
     @workflow.query
     def usage(self) -> UsageTotals:
@@ -108,7 +124,9 @@ class BillingMeterWorkflow:
     async def run(self, input: BillingMeterInput) -> UsageTotals:
         if workflow.patched("billing-input-checks"):
             try:
-                ids.check_workflow_id(workflow.info().workflow_id, ids.billing_workflow_id(input.org_id))
+                ids.check_workflow_id(
+                    workflow.info().workflow_id, ids.billing_workflow_id(input.org_id)
+                )
             except ids.WorkflowIdMismatch as e:
                 raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
             carried = [f for f in ("cursor", "totals", "stopping") if getattr(input, f)]
@@ -131,7 +149,10 @@ class BillingMeterWorkflow:
             if workflow.patched("billing-stop"):
                 if not (self._stop or self._meter_now):
                     try:
-                        await workflow.wait_condition(lambda: self._stop or self._meter_now, timeout=timedelta(seconds=max(1, wake - epoch)))
+                        await workflow.wait_condition(
+                            lambda: self._stop or self._meter_now,
+                            timeout=timedelta(seconds=max(1, wake - epoch)),
+                        )
                     except TimeoutError:
                         pass
             else:
@@ -141,22 +162,42 @@ class BillingMeterWorkflow:
             partial, self._meter_now = self._meter_now and not final, False
             # Stopping closes the current hour too: every cluster has ended, so nothing is billed ahead.
             if final:
-                until = workflow.now().replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+                until = workflow.now().replace(minute=0, second=0, microsecond=0) + timedelta(
+                    hours=1
+                )
             else:
                 until = workflow.now() if partial else workflow.now() - GRACE
-            what = "close the final billing period" if final else "close usage up to now (final metering)" if partial else "close finished billing periods"
+            what = (
+                "close the final billing period"
+                if final
+                else "close usage up to now (final metering)"
+                if partial
+                else "close finished billing periods"
+            )
             try:
-                closed: CloseBillingPeriodsResult = await acts.close_billing_periods(CloseBillingPeriodsInput(org_id=input.org_id, until=until, final=final, partial=partial), summary=what, **REGISTRY)  # fmt: skip
+                closed: CloseBillingPeriodsResult = await acts.close_billing_periods(
+                    CloseBillingPeriodsInput(
+                        org_id=input.org_id, until=until, final=final, partial=partial
+                    ),
+                    summary=what,
+                    **REGISTRY,
+                )
             except ActivityError as e:
                 if not final:
                     raise
-                workflow.logger.warning(f"stop refused, billing continues: {root_message(e)}", extra={"org_id": input.org_id})
+                workflow.logger.warning(
+                    f"stop refused, billing continues: {root_message(e)}",
+                    extra={"org_id": input.org_id},
+                )
                 self._stop = final = False
                 continue
             if closed.ledger_node_minutes is not None:
                 # The ledger's own totals: exact even when a crashed attempt wrote entries and the
                 # retry found them existing (its own counts would then be 0).
-                t.node_minutes, t.ledger_entries = closed.ledger_node_minutes, closed.ledger_entries or 0
+                t.node_minutes, t.ledger_entries = (
+                    closed.ledger_node_minutes,
+                    closed.ledger_entries or 0,
+                )
                 t.cost_usd = closed.ledger_cost_usd or t.cost_usd
             else:
                 t.node_minutes += closed.node_minutes
@@ -165,37 +206,73 @@ class BillingMeterWorkflow:
             t.periods_closed += 1
             t.last_tick = workflow.now()
             try:
-                metered: MeterUsageResult = await acts.meter_usage(MeterUsageInput(org_id=input.org_id), summary="AWS Marketplace metering", **AWS_CALL)  # fmt: skip
+                metered: MeterUsageResult = await acts.meter_usage(
+                    MeterUsageInput(org_id=input.org_id),
+                    summary="AWS Marketplace metering",
+                    **AWS_CALL,
+                )
                 t.metered_records += metered.sent
                 t.unprocessed_records = metered.unprocessed
                 t.metering_defects += metered.defects
-                if metered.skipped != t.metering_skipped and (metered.skipped or t.metering_skipped):
+                if metered.skipped != t.metering_skipped and (
+                    metered.skipped or t.metering_skipped
+                ):
                     t.metering_skipped = metered.skipped
                 if metered.defects:
-                    workflow.logger.error(f"Marketplace refused {metered.defects} usage records as DuplicateRecord (flagged in the ledger): "
-                                          + "; ".join(metered.messages), extra={"org_id": input.org_id})  # fmt: skip
+                    workflow.logger.error(
+                        f"Marketplace refused {metered.defects} usage records as DuplicateRecord (flagged in the ledger): "
+                        + "; ".join(metered.messages),
+                        extra={"org_id": input.org_id},
+                    )
                 if metered.notice is not None:
                     n = metered.notice
                     workflow.logger.warning(n.subject, extra={"org_id": input.org_id})
                     try:
-                        await acts.notify(NotifyInput(to=n.to, subject=n.subject, body=n.body, idempotency_key=n.idempotency_key), summary="tell the admin metering stopped", **NOTIFY)  # fmt: skip
-                    except ActivityError as e:  # the ledger and log hold it; an email must not stop billing
-                        workflow.logger.warning(f"could not email the admin: {root_message(e)}", extra={"org_id": input.org_id})
-                if final and metered.transient and final_retries < FINAL_METER_RETRIES and workflow.patched("billing-final-meter"):
+                        await acts.notify(
+                            NotifyInput(
+                                to=n.to,
+                                subject=n.subject,
+                                body=n.body,
+                                idempotency_key=n.idempotency_key,
+                            ),
+                            summary="tell the admin metering stopped",
+                            **NOTIFY,
+                        )
+                    except (
+                        ActivityError
+                    ) as e:  # the ledger and log hold it; an email must not stop billing
+                        workflow.logger.warning(
+                            f"could not email the admin: {root_message(e)}",
+                            extra={"org_id": input.org_id},
+                        )
+                if (
+                    final
+                    and metered.transient
+                    and final_retries < FINAL_METER_RETRIES
+                    and workflow.patched("billing-final-meter")
+                ):
                     # Marketplace throttled part of the last usage: no later tick will send it, so
                     # stay a little longer (past its window the activity carries it forward).
                     final_retries += 1
-                    workflow.logger.warning(f"{metered.transient} usage records unprocessed at the final stop, retrying in a tick",
-                                            extra={"org_id": input.org_id})  # fmt: skip
+                    workflow.logger.warning(
+                        f"{metered.transient} usage records unprocessed at the final stop, retrying in a tick",
+                        extra={"org_id": input.org_id},
+                    )
                     await workflow.sleep(tick)
                     continue
                 if final and metered.unprocessed:
                     # Refused records stay PENDING in the ledger (METER#...) for an operator to settle.
-                    workflow.logger.warning(f"meter stopped with {metered.unprocessed} usage records refused by Marketplace: "
-                                            + "; ".join(metered.messages), extra={"org_id": input.org_id})  # fmt: skip
+                    workflow.logger.warning(
+                        f"meter stopped with {metered.unprocessed} usage records refused by Marketplace: "
+                        + "; ".join(metered.messages),
+                        extra={"org_id": input.org_id},
+                    )
             except ActivityError as e:
                 # The ledger is the source of truth; unsent usage is retried next tick.
-                workflow.logger.warning(f"metering failed, retrying next tick: {root_message(e)}", extra={"org_id": input.org_id})
+                workflow.logger.warning(
+                    f"metering failed, retrying next tick: {root_message(e)}",
+                    extra={"org_id": input.org_id},
+                )
                 if final:
                     # The last usage must reach Marketplace: try again a tick later.
                     await workflow.sleep(tick)
@@ -215,8 +292,13 @@ class BillingReportWorkflow:
     @workflow.run
     async def run(self, input: BillingReportInput) -> BillingReport:
         try:
-            ids.check_workflow_id(workflow.info().workflow_id, ids.billing_report_workflow_id(input.org_id, input.month))
+            ids.check_workflow_id(
+                workflow.info().workflow_id,
+                ids.billing_report_workflow_id(input.org_id, input.month),
+            )
         except ids.WorkflowIdMismatch as e:
             raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
         req = input.model_copy(update={"now": input.now or workflow.now()})
-        return await acts.billing_report(req, summary=f"billing report of {input.org_id}", **REGISTRY)
+        return await acts.billing_report(
+            req, summary=f"billing report of {input.org_id}", **REGISTRY
+        )

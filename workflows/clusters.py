@@ -62,7 +62,12 @@ _EXAMPLE = (
     '{"org_id": "acme", "name": "c1", "region": "us-east-2", "config": {"head_instance_type": "t3.medium", '
     '"compute_instance_type": "c5.xlarge", "compute_initial_nodes": 2, "compute_max_nodes": 4}}'
 )
-_DROPBOX_SUFFIX: dict[str, DropboxSuffix] = {"running": "cf-created", "failed": "cf-failed", "delete-failed": "cf-failed", "deleted": "cf-deleted"}
+_DROPBOX_SUFFIX: dict[str, DropboxSuffix] = {
+    "running": "cf-created",
+    "failed": "cf-failed",
+    "delete-failed": "cf-failed",
+    "deleted": "cf-deleted",
+}
 
 
 @workflow.defn(name="ClusterLifecycle", failure_exception_types=[ValidationError])
@@ -74,9 +79,14 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
     def __init__(self, input: ClusterLifecycleRun | None = None) -> None:
         # A start without input fails in ``run``; the placeholder only keeps queries answerable.
         self._in = input or ClusterLifecycleRun.model_construct(
-            org_id="-", name="-", region="-", config=ClusterConfig.model_construct(compute_initial_nodes=0)
+            org_id="-",
+            name="-",
+            region="-",
+            config=ClusterConfig.model_construct(compute_initial_nodes=0),
         )
-        self._rt = self._in.runtime or ClusterRuntime(compute_nodes=self._in.config.compute_initial_nodes)
+        self._rt = self._in.runtime or ClusterRuntime(
+            compute_nodes=self._in.config.compute_initial_nodes
+        )
         if not self._rt.stack_name and input is not None:
             self._rt.stack_name = ids.cluster_stack(input.org_id, input.name)
         self._lock = asyncio.Lock()
@@ -90,11 +100,19 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
     def status(self) -> ClusterStatus:
         rt = self._rt
         return ClusterStatus(
-            org_id=self._in.org_id, name=self._in.name, region=self._in.region, state=rt.state, stack_name=rt.stack_name,
-            compute_nodes=rt.compute_nodes, login_address=self._login, outputs=rt.outputs,
-            latest_events=rt.events, failure_resource=rt.failure_resource, failure_reason=rt.failure_reason,
+            org_id=self._in.org_id,
+            name=self._in.name,
+            region=self._in.region,
+            state=rt.state,
+            stack_name=rt.stack_name,
+            compute_nodes=rt.compute_nodes,
+            login_address=self._login,
+            outputs=rt.outputs,
+            latest_events=rt.events,
+            failure_resource=rt.failure_resource,
+            failure_reason=rt.failure_reason,
             ignored_requests=self._unknown[-20:],
-        )  # fmt: skip
+        )
 
     @workflow.signal
     def cancel(self) -> None:
@@ -129,13 +147,31 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
                 raise ApplicationError(f"cluster is {self._rt.state.value}; resize needs RUNNING")
             rt = self._rt
             rt.resize_generation += 1
-            await acts.resize_stack(ResizeStackInput(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name,
-                                                         compute_nodes=req.compute_nodes,
-                                                         client_request_token=request_token(f"resize-{rt.resize_generation}")), summary=f"resize to {req.compute_nodes} compute nodes", **AWS_CALL)  # fmt: skip
-            poll = await wait_for_stack(StackRef(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name, expect="update"),
-                                        self._progress, "wait for resize")  # fmt: skip
+            await acts.resize_stack(
+                ResizeStackInput(
+                    org_id=self._in.org_id,
+                    region=self._in.region,
+                    stack_name=rt.stack_name,
+                    compute_nodes=req.compute_nodes,
+                    client_request_token=request_token(f"resize-{rt.resize_generation}"),
+                ),
+                summary=f"resize to {req.compute_nodes} compute nodes",
+                **AWS_CALL,
+            )
+            poll = await wait_for_stack(
+                StackRef(
+                    org_id=self._in.org_id,
+                    region=self._in.region,
+                    stack_name=rt.stack_name,
+                    expect="update",
+                ),
+                self._progress,
+                "wait for resize",
+            )
             if not poll.succeeded and poll.status != "CREATE_COMPLETE":
-                raise ApplicationError(f"resize failed: {poll.failure_resource or ''} {poll.failure_reason or poll.status}".strip())
+                raise ApplicationError(
+                    f"resize failed: {poll.failure_resource or ''} {poll.failure_reason or poll.status}".strip()
+                )
             now = workflow.now()
             rt.segments[-1].end = now
             rt.segments.append(self._segment(now, req.compute_nodes))
@@ -150,9 +186,13 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
         if self._rt.state != ClusterState.RUNNING or self._rt.delete_requested_at is not None:
             raise ApplicationError(f"cluster is {self._rt.state.value}; resize needs RUNNING")
         if req.compute_nodes > self._in.config.compute_max_nodes:
-            raise ApplicationError(f"compute_nodes: {req.compute_nodes} exceeds compute_max_nodes ({self._in.config.compute_max_nodes})")
+            raise ApplicationError(
+                f"compute_nodes: {req.compute_nodes} exceeds compute_max_nodes ({self._in.config.compute_max_nodes})"
+            )
         if req.compute_nodes == self._rt.compute_nodes:
-            raise ApplicationError(f"compute_nodes: the cluster already has {req.compute_nodes} compute nodes")
+            raise ApplicationError(
+                f"compute_nodes: the cluster already has {req.compute_nodes} compute nodes"
+            )
 
     # --- lifecycle ----------------------------------------------------------------------------------
     @workflow.run
@@ -160,26 +200,46 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
         require_input(input, "ClusterLifecycle", _EXAMPLE)
         assert input is not None
         parent = workflow.info().parent
-        bind_input(ids.cluster_workflow_id(input.org_id, input.name), carried={"runtime": input.runtime})
+        bind_input(
+            ids.cluster_workflow_id(input.org_id, input.name), carried={"runtime": input.runtime}
+        )
         # Only a DropboxRequest (ids bound to the request file it read) starts clusters as a child.
         from_dropbox = parent is not None and parent.workflow_id.startswith("dropbox-")
-        bind_input(ids.cluster_workflow_id(input.org_id, input.name), carried={"dropbox": input.dropbox},
-                   carried_allowed=from_dropbox)  # fmt: skip
+        bind_input(
+            ids.cluster_workflow_id(input.org_id, input.name),
+            carried={"dropbox": input.dropbox},
+            carried_allowed=from_dropbox,
+        )
         rt = self._rt
         upsert(org_id=input.org_id, cluster=input.name, region=input.region, status=rt.state.value)
         if rt.state == ClusterState.VALIDATING:
             plan = await self._validate()
             if input.dry_run:
-                return ClusterResult(org_id=input.org_id, name=input.name, state=ClusterState.VALIDATING, rendered_template=plan.template_body)
+                return ClusterResult(
+                    org_id=input.org_id,
+                    name=input.name,
+                    state=ClusterState.VALIDATING,
+                    rendered_template=plan.template_body,
+                )
             if self._stop_creating():
                 return await self._finish(ClusterState.CANCELLED)
             await self._register(ClusterState.CREATING)
             self._set(ClusterState.CREATING)
             try:
-                await acts.create_stack(StackRequest(
-                    org_id=input.org_id, region=input.region, stack_name=rt.stack_name, template_body=plan.template_body,
-                    parameters=plan.parameters, tags=plan.tags, client_request_token=request_token("cluster-create"),
-                    keep_on_failure=input.keep_failed_stack), summary=f"create stack {rt.stack_name} in {input.region}", **AWS_CALL)  # fmt: skip
+                await acts.create_stack(
+                    StackRequest(
+                        org_id=input.org_id,
+                        region=input.region,
+                        stack_name=rt.stack_name,
+                        template_body=plan.template_body,
+                        parameters=plan.parameters,
+                        tags=plan.tags,
+                        client_request_token=request_token("cluster-create"),
+                        keep_on_failure=input.keep_failed_stack,
+                    ),
+                    summary=f"create stack {rt.stack_name} in {input.region}",
+                    **AWS_CALL,
+                )
             except ActivityError as e:
                 rt.failure_reason = root_message(e)
                 await self._fail(delete_stack=False)
@@ -195,15 +255,26 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
 
     async def _validate(self) -> ClusterPlan:
         i = self._in
-        plan: ClusterPlan = await acts.validate_cluster(ValidateClusterInput(org_id=i.org_id, name=i.name, region=i.region,
-                                                                               config=i.config, owner=i.owner), summary="validate request and render template", **REGISTRY)  # fmt: skip
+        plan: ClusterPlan = await acts.validate_cluster(
+            ValidateClusterInput(
+                org_id=i.org_id, name=i.name, region=i.region, config=i.config, owner=i.owner
+            ),
+            summary="validate request and render template",
+            **REGISTRY,
+        )
         if plan.errors:
-            await self._reject("invalid cluster request: " + "; ".join(plan.errors), "InvalidClusterRequest")
+            await self._reject(
+                "invalid cluster request: " + "; ".join(plan.errors), "InvalidClusterRequest"
+            )
         self._rt.admin_email = plan.admin_email
         c = i.config
         nodes = {c.head_instance_type: 1}
         nodes[c.compute_instance_type] = nodes.get(c.compute_instance_type, 0) + c.compute_max_nodes
-        quota: QuotaReport = await acts.check_vcpu_quota(QuotaCheckInput(org_id=i.org_id, region=i.region, nodes=nodes), summary="check EC2 vCPU quota", **AWS_CALL)  # fmt: skip
+        quota: QuotaReport = await acts.check_vcpu_quota(
+            QuotaCheckInput(org_id=i.org_id, region=i.region, nodes=nodes),
+            summary="check EC2 vCPU quota",
+            **AWS_CALL,
+        )
         if quota.available and not quota.sufficient:
             await self._reject(f"invalid cluster request: {quota.message}", "InsufficientQuota")
         return plan
@@ -224,7 +295,9 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
         """Poll in windows; a cancel interrupts the current window at once."""
         rt = self._rt
         ref = StackRef(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name)
-        poll = await wait_for_stack(ref, self._progress, f"wait for stack {rt.stack_name}", interrupt=self._stop_creating)
+        poll = await wait_for_stack(
+            ref, self._progress, f"wait for stack {rt.stack_name}", interrupt=self._stop_creating
+        )
         if self._stop_creating():
             self._set(ClusterState.DELETING)
             await self._delete(final=ClusterState.CANCELLED)
@@ -232,20 +305,35 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
         assert poll is not None
         if poll.succeeded:
             rt.outputs = poll.outputs
-            started = poll.completed_at if poll.completed_at and poll.completed_at <= workflow.now() else workflow.now()
+            started = (
+                poll.completed_at
+                if poll.completed_at and poll.completed_at <= workflow.now()
+                else workflow.now()
+            )
             rt.segments = [self._segment(started, rt.compute_nodes)]
             self._set(ClusterState.RUNNING)
             await self._register(ClusterState.RUNNING)
-            await self._notify("running", f"Cluster {self._in.name} is running",
-                               f"Cluster {self._in.name} in {self._in.region} is running. Log in at {self._login or '(no address)'}.")
+            await self._notify(
+                "running",
+                f"Cluster {self._in.name} is running",
+                f"Cluster {self._in.name} in {self._in.region} is running. Log in at {self._login or '(no address)'}.",
+            )
         else:
-            rt.failure_resource, rt.failure_reason = poll.failure_resource, poll.failure_reason or poll.status
+            rt.failure_resource, rt.failure_reason = (
+                poll.failure_resource,
+                poll.failure_reason or poll.status,
+            )
             await self._fail(delete_stack=not self._in.keep_failed_stack)
 
     async def _run_until_deleted(self) -> None:
         rt = self._rt
         while True:
-            await workflow.wait_condition(lambda: rt.delete_requested_at is not None or workflow.info().is_continue_as_new_suggested())
+            await workflow.wait_condition(
+                lambda: (
+                    rt.delete_requested_at is not None
+                    or workflow.info().is_continue_as_new_suggested()
+                )
+            )
             if rt.delete_requested_at is not None:
                 break
             await workflow.wait_condition(workflow.all_handlers_finished)
@@ -263,11 +351,26 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
 
     async def _delete(self, final: ClusterState = ClusterState.DELETED) -> None:
         rt = self._rt
-        ref = StackRef(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name, expect="delete")
+        ref = StackRef(
+            org_id=self._in.org_id,
+            region=self._in.region,
+            stack_name=rt.stack_name,
+            expect="delete",
+        )
         poll: StackPoll | None = None
         for attempt in range(1, DELETE_ATTEMPTS + 1):
-            await acts.delete_stack(ref.model_copy(update={"client_request_token": request_token(f"delete-{final.value}-{attempt}")}), summary=f"delete stack {rt.stack_name}", **AWS_CALL)  # fmt: skip
-            poll = await wait_for_stack(ref, self._progress, f"wait for deletion of {rt.stack_name}")
+            await acts.delete_stack(
+                ref.model_copy(
+                    update={
+                        "client_request_token": request_token(f"delete-{final.value}-{attempt}")
+                    }
+                ),
+                summary=f"delete stack {rt.stack_name}",
+                **AWS_CALL,
+            )
+            poll = await wait_for_stack(
+                ref, self._progress, f"wait for deletion of {rt.stack_name}"
+            )
             if poll.succeeded:
                 break
             await workflow.sleep(timedelta(minutes=2 * attempt))
@@ -278,7 +381,9 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
             rt.delete_requested_at = None
             self._set(ClusterState.FAILED)
             await self._register(ClusterState.FAILED)
-            await self._notify("delete-failed", f"Cluster {self._in.name} could not be deleted", rt.failure_reason)
+            await self._notify(
+                "delete-failed", f"Cluster {self._in.name} could not be deleted", rt.failure_reason
+            )
             await self._wait_failed_removed()
             await self._delete(final)
             return
@@ -289,13 +394,21 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
         self._set(ClusterState.FAILED)
         rt.segments = []  # nothing is billed for a failed creation
         if delete_stack:
-            ref = StackRef(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name, expect="delete",
-                           client_request_token=request_token("cleanup-failed"))  # fmt: skip
+            ref = StackRef(
+                org_id=self._in.org_id,
+                region=self._in.region,
+                stack_name=rt.stack_name,
+                expect="delete",
+                client_request_token=request_token("cleanup-failed"),
+            )
             await acts.delete_stack(ref, summary="delete the failed stack", **AWS_CALL)
             await wait_for_stack(ref, None, "wait for failed stack deletion")
         await self._register(ClusterState.FAILED)
-        await self._notify("failed", f"Cluster {self._in.name} failed",
-                           f"Creating cluster {self._in.name} failed at {rt.failure_resource or 'the stack'}: {rt.failure_reason}")
+        await self._notify(
+            "failed",
+            f"Cluster {self._in.name} failed",
+            f"Creating cluster {self._in.name} failed at {rt.failure_resource or 'the stack'}: {rt.failure_reason}",
+        )
 
     async def _finish(self, state: ClusterState) -> ClusterResult:
         if workflow.patched("final-state-after-registry"):
@@ -303,20 +416,35 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
             # and the admin was told, so ``cluster delete --wait`` never returns early.
             await self._register(state)
             if state == ClusterState.DELETED:
-                await self._notify("deleted", f"Cluster {self._in.name} deleted", f"Cluster {self._in.name} in {self._in.region} was deleted.")
+                await self._notify(
+                    "deleted",
+                    f"Cluster {self._in.name} deleted",
+                    f"Cluster {self._in.name} in {self._in.region} was deleted.",
+                )
             self._set(state)
             return self._result()
         self._set(state)
         await self._register(state)
         if state == ClusterState.DELETED:
-            await self._notify("deleted", f"Cluster {self._in.name} deleted", f"Cluster {self._in.name} in {self._in.region} was deleted.")
+            await self._notify(
+                "deleted",
+                f"Cluster {self._in.name} deleted",
+                f"Cluster {self._in.name} in {self._in.region} was deleted.",
+            )
         return self._result()
 
     # --- helpers --------------------------------------------------------------------------------------
     def _result(self) -> ClusterResult:
         rt = self._rt
-        return ClusterResult(org_id=self._in.org_id, name=self._in.name, state=rt.state, login_address=self._login,
-                             failure_resource=rt.failure_resource, failure_reason=rt.failure_reason, segments=rt.segments)  # fmt: skip
+        return ClusterResult(
+            org_id=self._in.org_id,
+            name=self._in.name,
+            state=rt.state,
+            login_address=self._login,
+            failure_resource=rt.failure_resource,
+            failure_reason=rt.failure_reason,
+            segments=rt.segments,
+        )
 
     @property
     def _login(self) -> str | None:
@@ -332,13 +460,27 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
             return
         text = self._login or "(no address)" if kind == "running" else body
         try:
-            await acts.write_dropbox_result(DropboxResultInput(target=self._in.dropbox, cluster=self._in.name, suffix=suffix, body=text), summary=f"drop-box: {suffix}", **AWS_CALL)  # fmt: skip
+            await acts.write_dropbox_result(
+                DropboxResultInput(
+                    target=self._in.dropbox, cluster=self._in.name, suffix=suffix, body=text
+                ),
+                summary=f"drop-box: {suffix}",
+                **AWS_CALL,
+            )
         except ActivityError as e:
-            workflow.logger.warning(f"drop-box result not written: {root_message(e)}", extra={"org_id": self._in.org_id, "cluster": self._in.name})
+            workflow.logger.warning(
+                f"drop-box result not written: {root_message(e)}",
+                extra={"org_id": self._in.org_id, "cluster": self._in.name},
+            )
 
     def _segment(self, start: datetime, nodes: int) -> UsageSegment:
         c = self._in.config
-        return UsageSegment(start=start, head_instance_type=c.head_instance_type, compute_instance_type=c.compute_instance_type, compute_nodes=nodes)
+        return UsageSegment(
+            start=start,
+            head_instance_type=c.head_instance_type,
+            compute_instance_type=c.compute_instance_type,
+            compute_nodes=nodes,
+        )
 
     def _progress(self, poll: StackPoll) -> None:
         if poll.events:
@@ -349,26 +491,58 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
             metrics.count("bridgehead_cluster_transitions", state=state.value)
         self._rt.state = state
         upsert(status=state.value)
-        workflow.set_current_details(f"**{state.value}** in {self._in.region}" + (f", stack `{self._rt.stack_name}`" if self._rt.stack_name else ""))
-        workflow.logger.info(f"cluster {state.value}", extra={"org_id": self._in.org_id, "cluster": self._in.name})
+        workflow.set_current_details(
+            f"**{state.value}** in {self._in.region}"
+            + (f", stack `{self._rt.stack_name}`" if self._rt.stack_name else "")
+        )
+        workflow.logger.info(
+            f"cluster {state.value}", extra={"org_id": self._in.org_id, "cluster": self._in.name}
+        )
 
     def _ignored(self, signal: str) -> None:
-        workflow.logger.info(f"signal {signal} ignored in state {self._rt.state.value}", extra={"org_id": self._in.org_id, "cluster": self._in.name})
+        workflow.logger.info(
+            f"signal {signal} ignored in state {self._rt.state.value}",
+            extra={"org_id": self._in.org_id, "cluster": self._in.name},
+        )
 
     async def _register(self, state: ClusterState) -> None:
         i, rt = self._in, self._rt
-        await acts.register_cluster(RegisterClusterInput(
-            org_id=i.org_id, name=i.name, region=i.region, state=state, stack_name=rt.stack_name, owner=i.owner,
-            login_address=self._login, failure_reason=rt.failure_reason, segments=rt.segments,
-            head_instance_type=i.config.head_instance_type, compute_instance_type=i.config.compute_instance_type), summary=f"registry: {state.value}", **REGISTRY)  # fmt: skip
+        await acts.register_cluster(
+            RegisterClusterInput(
+                org_id=i.org_id,
+                name=i.name,
+                region=i.region,
+                state=state,
+                stack_name=rt.stack_name,
+                owner=i.owner,
+                login_address=self._login,
+                failure_reason=rt.failure_reason,
+                segments=rt.segments,
+                head_instance_type=i.config.head_instance_type,
+                compute_instance_type=i.config.compute_instance_type,
+            ),
+            summary=f"registry: {state.value}",
+            **REGISTRY,
+        )
 
     async def _notify(self, kind: str, subject: str, body: str) -> None:
         await self._dropbox_result(kind, body)
         if not self._rt.admin_email:
             return
         try:
-            await acts.notify(NotifyInput(to=self._rt.admin_email, subject=subject, body=body,
-                                             idempotency_key=f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/{kind}"), summary=f"email admin: {kind}", **NOTIFY)  # fmt: skip
+            await acts.notify(
+                NotifyInput(
+                    to=self._rt.admin_email,
+                    subject=subject,
+                    body=body,
+                    idempotency_key=f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/{kind}",
+                ),
+                summary=f"email admin: {kind}",
+                **NOTIFY,
+            )
         except ActivityError as e:
             # Never block the lifecycle on email; the status and registry carry the same facts.
-            workflow.logger.warning(f"notification failed: {root_message(e)}", extra={"org_id": self._in.org_id, "cluster": self._in.name})
+            workflow.logger.warning(
+                f"notification failed: {root_message(e)}",
+                extra={"org_id": self._in.org_id, "cluster": self._in.name},
+            )

@@ -63,34 +63,68 @@ class ShareImagesWorkflow:
     async def _share(self, region: str, source_region: str) -> None:
         st = self._regions[region]
         try:
-            found: FindImageResult = await acts.find_platform_image(FindImageInput(region=region), summary=f"find image in {region}", **AWS_CALL)  # fmt: skip
+            found: FindImageResult = await acts.find_platform_image(
+                FindImageInput(region=region), summary=f"find image in {region}", **AWS_CALL
+            )
             image_id = found.image_id
             if image_id is None:
                 st.state = ImageShareState.COPYING
-                source: FindImageResult = await acts.find_platform_image(FindImageInput(region=source_region), **AWS_CALL)
+                source: FindImageResult = await acts.find_platform_image(
+                    FindImageInput(region=source_region), **AWS_CALL
+                )
                 if source.image_id is None:
-                    st.state, st.reason = ImageShareState.FAILED, f"no released platform image in the source region {source_region}"
+                    st.state, st.reason = (
+                        ImageShareState.FAILED,
+                        f"no released platform image in the source region {source_region}",
+                    )
                     return
-                copied: ImageInRegion = await acts.copy_platform_image(CopyImageInput(source_region=source_region, source_image_id=source.image_id, region=region,
-                                   client_token=f"{workflow.info().workflow_id}-{region}"), summary=f"copy image to {region}", **AWS_CALL)  # fmt: skip
+                copied: ImageInRegion = await acts.copy_platform_image(
+                    CopyImageInput(
+                        source_region=source_region,
+                        source_image_id=source.image_id,
+                        region=region,
+                        client_token=f"{workflow.info().workflow_id}-{region}",
+                    ),
+                    summary=f"copy image to {region}",
+                    **AWS_CALL,
+                )
                 st.copied_from, st.image_id = source.image_id, copied.image_id
-                await acts.wait_image_available(copied, summary=f"wait for image in {region}", **IMAGE_WAIT)
+                await acts.wait_image_available(
+                    copied, summary=f"wait for image in {region}", **IMAGE_WAIT
+                )
                 image_id = copied.image_id
             st.image_id, st.state = image_id, ImageShareState.SHARING
-            shared: ShareImageResult = await acts.share_image(ShareImageInput(org_id=self._input.org_id, region=region, image_id=image_id), summary=f"share image in {region}", **AWS_CALL)  # fmt: skip
+            shared: ShareImageResult = await acts.share_image(
+                ShareImageInput(org_id=self._input.org_id, region=region, image_id=image_id),
+                summary=f"share image in {region}",
+                **AWS_CALL,
+            )
             st.snapshot_ids, st.state, st.reason = shared.snapshot_ids, ImageShareState.SHARED, ""
         except ActivityError as e:
             st.state, st.reason = ImageShareState.FAILED, root_message(e)
-            workflow.logger.warning(f"sharing failed in {region}: {st.reason}", extra={"org_id": self._input.org_id, "region": region})
+            workflow.logger.warning(
+                f"sharing failed in {region}: {st.reason}",
+                extra={"org_id": self._input.org_id, "region": region},
+            )
 
     async def _revoke(self, region: str, _: str) -> None:
         st = self._regions[region]
         try:
-            found: FindImageResult = await acts.find_platform_image(FindImageInput(region=region), **AWS_CALL)
+            found: FindImageResult = await acts.find_platform_image(
+                FindImageInput(region=region), **AWS_CALL
+            )
             if found.image_id is None:
                 st.state, st.reason = ImageShareState.REVOKED, "no platform image in this region"
                 return
-            res: ShareImageResult = await acts.revoke_image(ShareImageInput(org_id=self._input.org_id, region=region, image_id=found.image_id), summary=f"revoke image in {region}", **AWS_CALL)  # fmt: skip
-            st.image_id, st.snapshot_ids, st.state = res.image_id, res.snapshot_ids, ImageShareState.REVOKED
+            res: ShareImageResult = await acts.revoke_image(
+                ShareImageInput(org_id=self._input.org_id, region=region, image_id=found.image_id),
+                summary=f"revoke image in {region}",
+                **AWS_CALL,
+            )
+            st.image_id, st.snapshot_ids, st.state = (
+                res.image_id,
+                res.snapshot_ids,
+                ImageShareState.REVOKED,
+            )
         except ActivityError as e:
             st.state, st.reason = ImageShareState.FAILED, root_message(e)

@@ -80,18 +80,31 @@ class MarketplaceSubscriptionWorkflow:
         upsert(org_id=input.org_id)
         s = self._status
         if input.carried is None:
-            req = ResolveCustomerInput(org_id=input.org_id, registration_token=input.registration_token,
-                                       allow_different_account=input.allow_different_account)  # fmt: skip
+            req = ResolveCustomerInput(
+                org_id=input.org_id,
+                registration_token=input.registration_token,
+                allow_different_account=input.allow_different_account,
+            )
             try:
-                link: MarketplaceLink = await acts.resolve_marketplace_customer(req, summary="resolve the AWS Marketplace buyer", **AWS_CALL)  # fmt: skip
+                link: MarketplaceLink = await acts.resolve_marketplace_customer(
+                    req, summary="resolve the AWS Marketplace buyer", **AWS_CALL
+                )
             except ActivityError as e:
                 s.last_error = root_message(e)
-                raise ApplicationError(f"Marketplace registration of {input.org_id} refused: {s.last_error}",
-                                       type=root_type(e) or "MarketplaceRegistrationRefused") from None  # fmt: skip
+                raise ApplicationError(
+                    f"Marketplace registration of {input.org_id} refused: {s.last_error}",
+                    type=root_type(e) or "MarketplaceRegistrationRefused",
+                ) from None
             s.state, s.customer_aws_account_id = link.state, link.customer_aws_account_id
             s.customer_identifier, s.product_code = link.customer_identifier, link.product_code
-            s.events.append(MarketplaceEvent(at=workflow.now(), action="registered", state=link.state,
-                                             note=f"AWS account {link.customer_aws_account_id}"))  # fmt: skip
+            s.events.append(
+                MarketplaceEvent(
+                    at=workflow.now(),
+                    action="registered",
+                    state=link.state,
+                    note=f"AWS account {link.customer_aws_account_id}",
+                )
+            )
         while True:
             await workflow.wait_condition(
                 lambda: bool(self._inbox) or workflow.info().is_continue_as_new_suggested()
@@ -117,7 +130,11 @@ class MarketplaceSubscriptionWorkflow:
             return
         state = NOTIFICATION_STATES[n.action]
         now = workflow.now()
-        notice: MeteringNotice | None = await acts.record_marketplace_state(RecordMarketplaceStateInput(org_id=org_id, state=state, reason=n.action, at=now), summary=f"{n.action}: billing state {state.value}", **REGISTRY)  # fmt: skip
+        notice: MeteringNotice | None = await acts.record_marketplace_state(
+            RecordMarketplaceStateInput(org_id=org_id, state=state, reason=n.action, at=now),
+            summary=f"{n.action}: billing state {state.value}",
+            **REGISTRY,
+        )
         s.state = state
         note = ""
         if n.action == "unsubscribe-pending":
@@ -140,7 +157,16 @@ class MarketplaceSubscriptionWorkflow:
             s.seen = [*s.seen, n.message_id][-SEEN_LIMIT:]
         if notice is not None:
             try:
-                await acts.notify(NotifyInput(to=notice.to, subject=notice.subject, body=notice.body, idempotency_key=notice.idempotency_key), summary="tell the admin", **NOTIFY)  # fmt: skip
+                await acts.notify(
+                    NotifyInput(
+                        to=notice.to,
+                        subject=notice.subject,
+                        body=notice.body,
+                        idempotency_key=notice.idempotency_key,
+                    ),
+                    summary="tell the admin",
+                    **NOTIFY,
+                )
             except (
                 ActivityError
             ) as e:  # the state is recorded; an email must not block the subscription

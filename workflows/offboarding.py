@@ -17,7 +17,6 @@ from temporalio.exceptions import (
 )
 
 with workflow.unsafe.imports_passed_through():
-
     from bridgehead import ids
     from bridgehead.models import (
         CleanupRegionInput,
@@ -70,30 +69,48 @@ class OffboardsOrganization:
         assert req is not None  # the validator refused a missing payload
         async with self._busy:
             prev, prev_error = self._s.state, self._s.last_error
-            await self._persist(OrgState.OFFBOARDING, "offboarding requested; checking that no cluster remains")
-            blocking: RegionClusters = await acts.org_live_clusters(OrgClustersInput(org_id=self._input.org_id), summary="check no cluster remains (consistent read)", **REGISTRY)  # fmt: skip
+            await self._persist(
+                OrgState.OFFBOARDING, "offboarding requested; checking that no cluster remains"
+            )
+            blocking: RegionClusters = await acts.org_live_clusters(
+                OrgClustersInput(org_id=self._input.org_id),
+                summary="check no cluster remains (consistent read)",
+                **REGISTRY,
+            )
             if blocking.clusters:
                 names = ", ".join(f"{c.name} in {c.region} ({c.state})" for c in blocking.clusters)
                 self._s.last_error = prev_error
                 self._set(prev, f"offboarding refused: clusters remain: {names}")
-                await acts.set_org_state(SetOrgStateInput(org_id=self._input.org_id, state=prev, detail=prev_error or ""), **REGISTRY)
+                await acts.set_org_state(
+                    SetOrgStateInput(
+                        org_id=self._input.org_id, state=prev, detail=prev_error or ""
+                    ),
+                    **REGISTRY,
+                )
                 raise ApplicationError(
                     f"offboarding {self._input.org_id} refused: clusters still exist: {names}. Delete them first "
                     "(FAILED clusters too: send them the delete signal); nothing was changed.",
                     type="OffboardRefused",
                 )
             self._s.offboard = req
-        return UpdateResult(accepted=True, state=OrgState.OFFBOARDING,
-                            message="offboarding started: regional foundations, image grants, the re-verification schedule and the billing meter will be removed")  # fmt: skip
+        return UpdateResult(
+            accepted=True,
+            state=OrgState.OFFBOARDING,
+            message="offboarding started: regional foundations, image grants, the re-verification schedule and the billing meter will be removed",
+        )
 
     @offboard.validator
     def _validate_offboard(self, req: OffboardInput | None = None) -> None:
         require_payload(req, "offboard", f'{{"confirm_org_id": "{self._input.org_id}"}}')
         assert req is not None
         if req.confirm_org_id != self._input.org_id:
-            raise ApplicationError(f"confirm_org_id must be this organisation's id ({self._input.org_id!r}); got {req.confirm_org_id!r}")
+            raise ApplicationError(
+                f"confirm_org_id must be this organisation's id ({self._input.org_id!r}); got {req.confirm_org_id!r}"
+            )
         if self._s.state not in _SETTLED_STATES or self._busy.locked():
-            raise ApplicationError(f"organisation is {self._s.state.value}; offboarding is accepted only while AWAITING_ROLE, ACTION_REQUIRED or READY")
+            raise ApplicationError(
+                f"organisation is {self._s.state.value}; offboarding is accepted only while AWAITING_ROLE, ACTION_REQUIRED or READY"
+            )
 
     async def _offboard(self, input: OnboardOrganizationRun, req: OffboardInput) -> bool:
         """Delete every regional foundation, revoke the image grants, remove the Schedule, stop the
@@ -101,15 +118,26 @@ class OffboardsOrganization:
         failed attempt leaves ACTION_REQUIRED and ``offboard`` can simply be sent again."""
         s, org = self._s, input.org_id
         # Only what onboarding got to: without a role nothing was created in the customer's account.
-        regions = [r for r, p in s.regions.items() if p.foundation not in ("PENDING", "DELETED")] if s.role_arn else []
+        regions = (
+            [r for r, p in s.regions.items() if p.foundation not in ("PENDING", "DELETED")]
+            if s.role_arn
+            else []
+        )
         shared = [r for r, p in s.regions.items() if p.images not in ("PENDING", "REVOKED")]
-        self._set(OrgState.OFFBOARDING, f"deleting the regional foundations in {', '.join(regions) or 'no region'}")
+        self._set(
+            OrgState.OFFBOARDING,
+            f"deleting the regional foundations in {', '.join(regions) or 'no region'}",
+        )
         results = await asyncio.gather(
             *(
                 workflow.execute_child_workflow(
-                    "CleanupRegion", CleanupRegionInput(org_id=org, region=r), id=ids.cleanup_workflow_id(org, r), result_type=CleanupResult,
-                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, static_summary=f"delete the foundation in {r}",
-                )  # fmt: skip
+                    "CleanupRegion",
+                    CleanupRegionInput(org_id=org, region=r),
+                    id=ids.cleanup_workflow_id(org, r),
+                    result_type=CleanupResult,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    static_summary=f"delete the foundation in {r}",
+                )
                 for r in regions
             ),
             return_exceptions=True,
@@ -123,12 +151,20 @@ class OffboardsOrganization:
             else:
                 progress.foundation, progress.detail = "DELETED", res.message
         if abandoned and not req.abandon_foundations:
-            await self._persist(OrgState.ACTION_REQUIRED, "offboarding incomplete, foundation not deleted in " + "; ".join(abandoned)
-                                + " (fix and send offboard again, or send it with abandon_foundations=true)")  # fmt: skip
+            await self._persist(
+                OrgState.ACTION_REQUIRED,
+                "offboarding incomplete, foundation not deleted in "
+                + "; ".join(abandoned)
+                + " (fix and send offboard again, or send it with abandon_foundations=true)",
+            )
             return False
         if shared and not await self._revoke_images(org, shared):
             return False
-        await acts.delete_reverify_schedule(ReverifyInput(org_id=org), summary="delete the daily re-verification schedule", **REGISTRY)
+        await acts.delete_reverify_schedule(
+            ReverifyInput(org_id=org),
+            summary="delete the daily re-verification schedule",
+            **REGISTRY,
+        )
         s.reverify_scheduled = False
         try:
             await workflow.get_external_workflow_handle(ids.billing_workflow_id(org)).signal("stop")
@@ -138,11 +174,21 @@ class OffboardsOrganization:
         # What Bridgehead created is gone; what the customer created for it (the role, its node
         # roles, any temporary keys given to create-role-for-me) is theirs to remove.
         role = (s.role_arn or "the Bridgehead role").rsplit("/", 1)[-1]
-        leftover = (f" Last steps for the customer: delete the role {role} and its node roles (the role's CloudFormation stack, "
-                    "if it was launched from the template), and deactivate any temporary keys used for create-role.")  # fmt: skip
-        text = "offboarded: Bridgehead's foundations, image grants, schedule and meter are gone." + leftover
+        leftover = (
+            f" Last steps for the customer: delete the role {role} and its node roles (the role's CloudFormation stack, "
+            "if it was launched from the template), and deactivate any temporary keys used for create-role."
+        )
+        text = (
+            "offboarded: Bridgehead's foundations, image grants, schedule and meter are gone."
+            + leftover
+        )
         if abandoned:
-            text = "offboarded; the customer must delete these foundation stacks (the role could not): " + "; ".join(abandoned) + "." + leftover
+            text = (
+                "offboarded; the customer must delete these foundation stacks (the role could not): "
+                + "; ".join(abandoned)
+                + "."
+                + leftover
+            )
         await self._persist(OrgState.OFFBOARDED, text)
         return True
 
@@ -150,18 +196,30 @@ class OffboardsOrganization:
         self._step(f"revoking the image grants in {', '.join(regions)}")
         try:
             revoked: ShareImagesResult = await workflow.execute_child_workflow(
-                "ShareImages", ShareImagesInput(org_id=org, regions=regions, revoke=True), id=ids.images_workflow_id(org), result_type=ShareImagesResult,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, static_summary="revoke the image grants",
-            )  # fmt: skip
+                "ShareImages",
+                ShareImagesInput(org_id=org, regions=regions, revoke=True),
+                id=ids.images_workflow_id(org),
+                result_type=ShareImagesResult,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                static_summary="revoke the image grants",
+            )
         except ChildWorkflowError as e:
-            await self._persist(OrgState.ACTION_REQUIRED, f"offboarding incomplete, image grants not revoked: {root_message(e)} (send offboard again)")
+            await self._persist(
+                OrgState.ACTION_REQUIRED,
+                f"offboarding incomplete, image grants not revoked: {root_message(e)} (send offboard again)",
+            )
             return False
         for region, st in revoked.regions.items():
             self._s.regions.setdefault(region, RegionProgress()).images = st.state.value
-        not_revoked = [f"{r}: {st.reason}" for r, st in revoked.regions.items() if st.state.value != "REVOKED"]
+        not_revoked = [
+            f"{r}: {st.reason}" for r, st in revoked.regions.items() if st.state.value != "REVOKED"
+        ]
         if not_revoked:
-            await self._persist(OrgState.ACTION_REQUIRED, "offboarding incomplete, image grants not revoked in " + "; ".join(not_revoked)
-                                + " (send offboard again)")  # fmt: skip
+            await self._persist(
+                OrgState.ACTION_REQUIRED,
+                "offboarding incomplete, image grants not revoked in "
+                + "; ".join(not_revoked)
+                + " (send offboard again)",
+            )
             return False
         return True
-

@@ -74,7 +74,9 @@ _UPDATES = ("submit_role", "create_role_for_me", "offboard")
 _EXAMPLE = '{"org_id": "acme", "display_name": "Acme", "admin_email": "admin@acme.example", "aws_account_id": "222222222222"}'
 
 
-def _decode_keys(raw: RawValue | None, shape: type[SensitiveModel] = CreateRoleForMeInput) -> CreateRoleForMeInput:
+def _decode_keys(
+    raw: RawValue | None, shape: type[SensitiveModel] = CreateRoleForMeInput
+) -> CreateRoleForMeInput:
     """The keys of ``create_role_for_me``, or a refusal in words (never echoing a value).
 
     ``shape``: updates accepted before only temporary keys were required are replayed with the
@@ -105,7 +107,9 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
     @workflow.init
     def __init__(self, input: OnboardOrganizationRun | None = None) -> None:
         # A start without input fails in ``run``; the placeholder only keeps queries answerable.
-        self._input = input or OnboardOrganizationRun.model_construct(org_id="-", aws_account_id="-", regions=[])
+        self._input = input or OnboardOrganizationRun.model_construct(
+            org_id="-", aws_account_id="-", regions=[]
+        )
         self._s = (input.resume if input else None) or OnboardingState()
         self._unknown: list[str] = []
         self._role_changed = False
@@ -120,15 +124,25 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
     def status(self) -> OrgStatus:
         s = self._s
         return OrgStatus(
-            org_id=self._input.org_id, state=s.state, external_id=s.external_id, role_arn=s.role_arn,
-            artifacts=s.artifacts, failed_checks=s.last_report.failed() if s.last_report else [],
-            regions=s.regions, last_error=s.last_error, steps=s.steps[-50:], ignored_requests=self._unknown[-20:],
-            warnings=s.last_report.warnings() if s.last_report else [], verification_level=s.verification_level,
-        )  # fmt: skip
+            org_id=self._input.org_id,
+            state=s.state,
+            external_id=s.external_id,
+            role_arn=s.role_arn,
+            artifacts=s.artifacts,
+            failed_checks=s.last_report.failed() if s.last_report else [],
+            regions=s.regions,
+            last_error=s.last_error,
+            steps=s.steps[-50:],
+            ignored_requests=self._unknown[-20:],
+            warnings=s.last_report.warnings() if s.last_report else [],
+            verification_level=s.verification_level,
+        )
 
     def _check_can_take_role(self, role_arn: str | None = None) -> None:
         if self._s.state not in _ROLE_STATES:
-            raise ApplicationError(f"organisation is {self._s.state.value}; a role can be submitted only while AWAITING_ROLE, ACTION_REQUIRED or READY")
+            raise ApplicationError(
+                f"organisation is {self._s.state.value}; a role can be submitted only while AWAITING_ROLE, ACTION_REQUIRED or READY"
+            )
         if role_arn is None:
             return
         parts = parse_role_arn(role_arn)
@@ -136,20 +150,28 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
             raise ApplicationError(
                 f"role {role_arn} is in account {parts['account']}, but this organisation is account {self._input.aws_account_id}"
             )
-        expected = self._s.artifacts.platform_principal_arn.split(":")[1] if self._s.artifacts else "aws"
+        expected = (
+            self._s.artifacts.platform_principal_arn.split(":")[1] if self._s.artifacts else "aws"
+        )
         if parts["partition"] != expected:
-            raise ApplicationError(f"role {role_arn} is in partition {parts['partition']}; Bridgehead runs in {expected}")
+            raise ApplicationError(
+                f"role {role_arn} is in partition {parts['partition']}; Bridgehead runs in {expected}"
+            )
 
     @workflow.update
     async def submit_role(self, req: SubmitRoleInput | None = None) -> UpdateResult:
         """The customer created the role; record it and start verification."""
         assert req is not None  # the validator refused a missing payload
         async with self._busy:
-            await acts.record_role(RecordRoleInput(org_id=self._input.org_id, role_arn=req.role_arn), **REGISTRY)
+            await acts.record_role(
+                RecordRoleInput(org_id=self._input.org_id, role_arn=req.role_arn), **REGISTRY
+            )
             self._s.role_arn = req.role_arn
             self._role_changed = True
             self._step(f"role submitted: {req.role_arn}")
-        return UpdateResult(accepted=True, state=OrgState.VERIFYING, message="role recorded; verification started")
+        return UpdateResult(
+            accepted=True, state=OrgState.VERIFYING, message="role recorded; verification started"
+        )
 
     @submit_role.validator
     def _validate_submit_role(self, req: SubmitRoleInput | None = None) -> None:
@@ -165,12 +187,21 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
         JSON (or encrypted for another workflow) are refused by the validator with a message that
         says so, before the update is accepted: nothing of them reaches history.
         """
-        keys = _decode_keys(raw, CreateRoleForMeInput if workflow.patched("temporary-keys-only") else CreateRoleForMeInputV1)
+        keys = _decode_keys(
+            raw,
+            CreateRoleForMeInput
+            if workflow.patched("temporary-keys-only")
+            else CreateRoleForMeInputV1,
+        )
         async with self._busy:
             prev = self._s.state
             self._set(OrgState.CREATING_ROLE, "creating the role with the provided keys")
             try:
-                result = await acts.create_customer_role(CreateRoleRequest(org_id=self._input.org_id, credentials=keys), summary="create the Bridgehead role in the customer account", **ONE_SHOT)
+                result = await acts.create_customer_role(
+                    CreateRoleRequest(org_id=self._input.org_id, credentials=keys),
+                    summary="create the Bridgehead role in the customer account",
+                    **ONE_SHOT,
+                )
             except ActivityError as e:
                 # Back to waiting: the customer can fix the keys and try again.
                 self._s.last_error = root_message(e)
@@ -180,16 +211,29 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
             self._s.last_error = None
             self._role_changed = True
             self._fresh_role = True
-            self._set(OrgState.VERIFYING, f"role {'adopted' if result.adopted else 'created'}: {result.role_arn}")
-        return UpdateResult(accepted=True, state=OrgState.VERIFYING, message=f"role {result.role_arn} ready; verification started")
+            self._set(
+                OrgState.VERIFYING,
+                f"role {'adopted' if result.adopted else 'created'}: {result.role_arn}",
+            )
+        return UpdateResult(
+            accepted=True,
+            state=OrgState.VERIFYING,
+            message=f"role {result.role_arn} ready; verification started",
+        )
 
     @create_role_for_me.validator
     def _validate_create_role(self, raw: RawValue = None) -> None:  # type: ignore[assignment]
-        require_payload(raw, "create_role_for_me", "temporary keys encrypted by `python -m starter onboard create-role`")
+        require_payload(
+            raw,
+            "create_role_for_me",
+            "temporary keys encrypted by `python -m starter onboard create-role`",
+        )
         _decode_keys(raw)
         self._check_can_take_role()
         if self._busy.locked():
-            raise ApplicationError("another role operation is in progress; try again when it finishes")
+            raise ApplicationError(
+                "another role operation is in progress; try again when it finishes"
+            )
 
     @workflow.update
     def set_verification_level(self, req: SetVerificationLevelInput | None = None) -> UpdateResult:
@@ -201,11 +245,17 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
         self._step(f"verification level set to {req.level}")
         if self._s.role_arn is not None:
             self._reverify = True
-        return UpdateResult(accepted=True, state=self._s.state, message=f"verification level is {req.level}"
-                            + ("; re-verifying" if self._s.role_arn else ""))  # fmt: skip
+        return UpdateResult(
+            accepted=True,
+            state=self._s.state,
+            message=f"verification level is {req.level}"
+            + ("; re-verifying" if self._s.role_arn else ""),
+        )
 
     @set_verification_level.validator
-    def _validate_set_verification_level(self, req: SetVerificationLevelInput | None = None) -> None:
+    def _validate_set_verification_level(
+        self, req: SetVerificationLevelInput | None = None
+    ) -> None:
         require_payload(req, "set_verification_level", '{"level": "strict"}')
 
     @workflow.signal
@@ -217,7 +267,10 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
         applied before or after this handler (a cached worker and a replaying one can differ).
         """
         if self._s.role_arn is None:
-            workflow.logger.info("reverify: no role yet; it will apply once a role is submitted", extra={"org_id": self._input.org_id})
+            workflow.logger.info(
+                "reverify: no role yet; it will apply once a role is submitted",
+                extra={"org_id": self._input.org_id},
+            )
         self._reverify = True
 
     # --- main flow ---------------------------------------------------------------------------------
@@ -229,11 +282,19 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
         s = self._s
         upsert(org_id=input.org_id)
         if s.state == OrgState.REGISTERING:
-            reg = await acts.register_organization(RegisterOrgInput(
-                    org_id=input.org_id, display_name=input.display_name, admin_email=input.admin_email,
-                    aws_account_id=input.aws_account_id, regions=input.regions, shared_account=input.shared_account,
+            reg = await acts.register_organization(
+                RegisterOrgInput(
+                    org_id=input.org_id,
+                    display_name=input.display_name,
+                    admin_email=input.admin_email,
+                    aws_account_id=input.aws_account_id,
+                    regions=input.regions,
+                    shared_account=input.shared_account,
                     registration_token=f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}",
-                ), summary="register organisation and issue External ID", **REGISTRY)  # fmt: skip
+                ),
+                summary="register organisation and issue External ID",
+                **REGISTRY,
+            )
             s.external_id = reg.external_id
             s.artifacts = reg.artifacts
             s.regions = {r: RegionProgress() for r in input.regions}
@@ -242,12 +303,18 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
         while True:
             if s.state == OrgState.READY and workflow.patched("reverify-schedule"):
                 if not s.reverify_scheduled:
-                    sid = await acts.ensure_reverify_schedule(ReverifyInput(org_id=input.org_id), summary="create the daily re-verification schedule", **REGISTRY)  # fmt: skip
+                    sid = await acts.ensure_reverify_schedule(
+                        ReverifyInput(org_id=input.org_id),
+                        summary="create the daily re-verification schedule",
+                        **REGISTRY,
+                    )
                     s.reverify_scheduled = True
                     self._step(f"daily re-verification scheduled ({sid})")
                 await self._wait(lambda: self._role_changed or self._wants_reverify(), None)
             elif s.state == OrgState.READY:
-                timed_out = not await self._wait(lambda: self._role_changed or self._wants_reverify(), REVERIFY_EVERY)
+                timed_out = not await self._wait(
+                    lambda: self._role_changed or self._wants_reverify(), REVERIFY_EVERY
+                )
                 if timed_out:
                     self._step("daily re-verification")
             else:
@@ -272,7 +339,12 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
     async def _wait(self, cond, timeout):  # type: ignore[no-untyped-def]
         try:
             await workflow.wait_condition(
-                lambda: cond() or self._s.offboard is not None or workflow.info().is_continue_as_new_suggested(), timeout=timeout
+                lambda: (
+                    cond()
+                    or self._s.offboard is not None
+                    or workflow.info().is_continue_as_new_suggested()
+                ),
+                timeout=timeout,
             )
             return True
         except TimeoutError:
@@ -292,8 +364,12 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
         s.verifications += 1
         report: VerificationReport = await workflow.execute_child_workflow(
             VerifyRoleWorkflow.run,
-            VerifyRoleInput(org_id=input.org_id, role_arn=s.role_arn, level=s.verification_level,
-                            phase="ongoing" if was_ready else "setup"),
+            VerifyRoleInput(
+                org_id=input.org_id,
+                role_arn=s.role_arn,
+                level=s.verification_level,
+                phase="ongoing" if was_ready else "setup",
+            ),
             id=ids.verify_workflow_id(input.org_id, s.verifications),
             id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
             static_summary=f"verify role {s.role_arn}",
@@ -301,7 +377,10 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
         s.last_report = report
         if not report.passed:
             names = ", ".join(c.name for c in report.failed())
-            await self._persist(OrgState.ACTION_REQUIRED, f"verification failed: {names}" + (" (drift since READY)" if was_ready else ""))
+            await self._persist(
+                OrgState.ACTION_REQUIRED,
+                f"verification failed: {names}" + (" (drift since READY)" if was_ready else ""),
+            )
             return
         self._step("role verified: " + ", ".join(c.name for c in report.checks))
         if was_ready:
@@ -311,28 +390,40 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
         self._set(OrgState.SHARING_IMAGES, "sharing platform images")
         try:
             images: ShareImagesResult = await workflow.execute_child_workflow(
-                "ShareImages", ShareImagesInput(org_id=input.org_id, regions=input.regions),
-                id=ids.images_workflow_id(input.org_id), result_type=ShareImagesResult,
-                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, static_summary="share images in every region",
-            )  # fmt: skip
+                "ShareImages",
+                ShareImagesInput(org_id=input.org_id, regions=input.regions),
+                id=ids.images_workflow_id(input.org_id),
+                result_type=ShareImagesResult,
+                id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                static_summary="share images in every region",
+            )
         except ChildWorkflowError as e:
-            await self._persist(OrgState.ACTION_REQUIRED, f"image sharing failed: {root_message(e)}")
+            await self._persist(
+                OrgState.ACTION_REQUIRED, f"image sharing failed: {root_message(e)}"
+            )
             return
         for region, st in images.regions.items():
             s.regions.setdefault(region, RegionProgress()).images = st.state.value
             s.regions[region].detail = st.reason
         if not images.all_shared:
-            bad = [f"{r}: {st.reason}" for r, st in images.regions.items() if st.state.value != "SHARED"]
+            bad = [
+                f"{r}: {st.reason}"
+                for r, st in images.regions.items()
+                if st.state.value != "SHARED"
+            ]
             await self._persist(OrgState.ACTION_REQUIRED, "images not shared in " + "; ".join(bad))
             return
         self._set(OrgState.PROVISIONING, "provisioning regional foundations")
         results = await asyncio.gather(
             *(
                 workflow.execute_child_workflow(
-                    "ProvisionRegion", ProvisionRegionInput(org_id=input.org_id, region=r),
-                    id=ids.region_workflow_id(input.org_id, r), result_type=FoundationStatus,
-                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE, static_summary=f"foundation in {r}",
-                )  # fmt: skip
+                    "ProvisionRegion",
+                    ProvisionRegionInput(org_id=input.org_id, region=r),
+                    id=ids.region_workflow_id(input.org_id, r),
+                    result_type=FoundationStatus,
+                    id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+                    static_summary=f"foundation in {r}",
+                )
                 for r in input.regions
             ),
             return_exceptions=True,
@@ -348,7 +439,10 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
                 if res.state != "READY":
                     failed.append(f"{region}: {res.reason}")
         if failed:
-            await self._persist(OrgState.ACTION_REQUIRED, "foundation failed in " + "; ".join(failed) + " (send reverify to retry)")
+            await self._persist(
+                OrgState.ACTION_REQUIRED,
+                "foundation failed in " + "; ".join(failed) + " (send reverify to retry)",
+            )
             return
         await self._persist(OrgState.READY, "organisation ready")
         await self._start_billing(input.org_id)
@@ -357,9 +451,12 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
         """Start the org's BillingMeter once; it outlives this workflow (ABANDON) and its runs."""
         try:
             await workflow.start_child_workflow(
-                "BillingMeter", BillingMeterInput(org_id=org_id), id=ids.billing_workflow_id(org_id),
-                parent_close_policy=ParentClosePolicy.ABANDON, static_summary="billing ticks",
-            )  # fmt: skip
+                "BillingMeter",
+                BillingMeterInput(org_id=org_id),
+                id=ids.billing_workflow_id(org_id),
+                parent_close_policy=ParentClosePolicy.ABANDON,
+                static_summary="billing ticks",
+            )
             self._step("billing meter started")
         except WorkflowAlreadyStartedError:
             pass
@@ -381,4 +478,6 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
         elif state == OrgState.READY:
             self._s.last_error = None
         self._set(state, text)
-        await acts.set_org_state(SetOrgStateInput(org_id=self._input.org_id, state=state, detail=text), **REGISTRY)
+        await acts.set_org_state(
+            SetOrgStateInput(org_id=self._input.org_id, state=state, detail=text), **REGISTRY
+        )

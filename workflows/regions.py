@@ -38,7 +38,9 @@ from workflows._waiting import wait_for_stack
 def request_token(step: str) -> str:
     """Deterministic ClientRequestToken for one step of this workflow execution chain."""
     info = workflow.info()
-    digest = hashlib.sha256(f"{info.workflow_id}/{info.first_execution_run_id}/{step}".encode()).hexdigest()[:40]
+    digest = hashlib.sha256(
+        f"{info.workflow_id}/{info.first_execution_run_id}/{step}".encode()
+    ).hexdigest()[:40]
     return f"bh-{step[:20]}-{digest}".replace("_", "-")
 
 
@@ -49,7 +51,9 @@ class ProvisionRegionWorkflow:
     @workflow.init
     def __init__(self, input: ProvisionRegionInput | None = None) -> None:
         org, region = (input.org_id, input.region) if input else ("-", "-")
-        self._status = FoundationStatus(org_id=org, region=region, stack_name=ids.foundation_stack(org, region))
+        self._status = FoundationStatus(
+            org_id=org, region=region, stack_name=ids.foundation_stack(org, region)
+        )
 
     @workflow.query
     def status(self) -> FoundationStatus:
@@ -63,21 +67,41 @@ class ProvisionRegionWorkflow:
         st = self._status
         upsert(org_id=input.org_id, region=input.region)
         st.state = "CHECKING_QUOTA"
-        st.quota = await acts.check_vcpu_quota(QuotaCheckInput(org_id=input.org_id, region=input.region, vcpus_needed=4), summary=f"check vCPU quota in {input.region}", **AWS_CALL)  # fmt: skip
+        st.quota = await acts.check_vcpu_quota(
+            QuotaCheckInput(org_id=input.org_id, region=input.region, vcpus_needed=4),
+            summary=f"check vCPU quota in {input.region}",
+            **AWS_CALL,
+        )
         if not st.quota.sufficient:
-            workflow.logger.warning(st.quota.message, extra={"org_id": input.org_id, "region": input.region})
-        tpl: RenderedTemplate = await acts.render_foundation_template(FoundationTemplateInput(org_id=input.org_id, region=input.region), **REGISTRY)  # fmt: skip
+            workflow.logger.warning(
+                st.quota.message, extra={"org_id": input.org_id, "region": input.region}
+            )
+        tpl: RenderedTemplate = await acts.render_foundation_template(
+            FoundationTemplateInput(org_id=input.org_id, region=input.region), **REGISTRY
+        )
         st.state = "CREATING"
         await self._record("CREATING")
         try:
-            await acts.create_stack(StackRequest(org_id=input.org_id, region=input.region, stack_name=st.stack_name, template_body=tpl.template_body,
-                             tags=tpl.tags, client_request_token=request_token("foundation-create")), summary=f"create foundation stack in {input.region}", **AWS_CALL)  # fmt: skip
+            await acts.create_stack(
+                StackRequest(
+                    org_id=input.org_id,
+                    region=input.region,
+                    stack_name=st.stack_name,
+                    template_body=tpl.template_body,
+                    tags=tpl.tags,
+                    client_request_token=request_token("foundation-create"),
+                ),
+                summary=f"create foundation stack in {input.region}",
+                **AWS_CALL,
+            )
         except ActivityError as e:
             st.state, st.reason = "FAILED", root_message(e)
             await self._record("FAILED")
             return st
         poll = await wait_for_stack(
-            StackRef(org_id=input.org_id, region=input.region, stack_name=st.stack_name), self._progress, f"wait for foundation in {input.region}"
+            StackRef(org_id=input.org_id, region=input.region, stack_name=st.stack_name),
+            self._progress,
+            f"wait for foundation in {input.region}",
         )
         if poll.succeeded:
             st.state, st.outputs, st.reason = "READY", poll.outputs, ""
@@ -86,8 +110,13 @@ class ProvisionRegionWorkflow:
         st.state = "FAILED"
         st.reason = f"{poll.failure_resource or 'stack'}: {poll.failure_reason or poll.status}"
         # Leave nothing half-created: a rolled-back stack would also block the next attempt.
-        ref = StackRef(org_id=input.org_id, region=input.region, stack_name=st.stack_name, expect="delete",
-                       client_request_token=request_token("foundation-rollback"))  # fmt: skip
+        ref = StackRef(
+            org_id=input.org_id,
+            region=input.region,
+            stack_name=st.stack_name,
+            expect="delete",
+            client_request_token=request_token("foundation-rollback"),
+        )
         await acts.delete_stack(ref, summary="delete failed foundation stack", **AWS_CALL)
         await wait_for_stack(ref, None, "wait for failed foundation to be deleted")
         await self._record("FAILED")
@@ -98,8 +127,16 @@ class ProvisionRegionWorkflow:
 
     async def _record(self, state: str) -> None:
         st = self._status
-        await acts.record_foundation(FoundationRecord(org_id=st.org_id, region=st.region, state=state,
-                                                          stack_name=st.stack_name, outputs=st.outputs), **REGISTRY)  # fmt: skip
+        await acts.record_foundation(
+            FoundationRecord(
+                org_id=st.org_id,
+                region=st.region,
+                state=state,
+                stack_name=st.stack_name,
+                outputs=st.outputs,
+            ),
+            **REGISTRY,
+        )
 
 
 @workflow.defn(name="CleanupRegion", failure_exception_types=[ValidationError])
@@ -113,7 +150,11 @@ class CleanupRegionWorkflow:
         assert input is not None
         bind_input(ids.cleanup_workflow_id(input.org_id, input.region))
         upsert(org_id=input.org_id, region=input.region)
-        blocking: RegionClusters = await acts.begin_foundation_delete(RegionClustersInput(org_id=input.org_id, region=input.region), summary="check no cluster remains (consistent read)", **REGISTRY)  # fmt: skip
+        blocking: RegionClusters = await acts.begin_foundation_delete(
+            RegionClustersInput(org_id=input.org_id, region=input.region),
+            summary="check no cluster remains (consistent read)",
+            **REGISTRY,
+        )
         if blocking.clusters:
             names = ", ".join(f"{c.name} ({c.state})" for c in blocking.clusters)
             raise ApplicationError(
@@ -122,21 +163,62 @@ class CleanupRegionWorkflow:
                 type="CleanupRefused",
             )
         name = blocking.stack_name or ids.foundation_stack(input.org_id, input.region)
-        ref = StackRef(org_id=input.org_id, region=input.region, stack_name=name, expect="delete",
-                       client_request_token=request_token("foundation-delete"))  # fmt: skip
-        await acts.delete_stack(ref, summary=f"delete foundation stack in {input.region}", **AWS_CALL)
+        ref = StackRef(
+            org_id=input.org_id,
+            region=input.region,
+            stack_name=name,
+            expect="delete",
+            client_request_token=request_token("foundation-delete"),
+        )
+        await acts.delete_stack(
+            ref, summary=f"delete foundation stack in {input.region}", **AWS_CALL
+        )
         poll = await wait_for_stack(ref, None, f"wait for foundation deletion in {input.region}")
         if not poll.succeeded:
-            await acts.record_foundation(FoundationRecord(org_id=input.org_id, region=input.region, state="DELETE_FAILED", stack_name=name), **REGISTRY)
-            raise ApplicationError(f"deleting {name} failed: {poll.failure_resource or ''} {poll.failure_reason or poll.status}".strip(), type="CleanupFailed")
+            await acts.record_foundation(
+                FoundationRecord(
+                    org_id=input.org_id, region=input.region, state="DELETE_FAILED", stack_name=name
+                ),
+                **REGISTRY,
+            )
+            raise ApplicationError(
+                f"deleting {name} failed: {poll.failure_resource or ''} {poll.failure_reason or poll.status}".strip(),
+                type="CleanupFailed",
+            )
         if workflow.patched("cleanup-sweep"):
-            swept: Leftovers = await acts.sweep_foundation_leftovers(LeftoversInput(org_id=input.org_id, region=input.region), summary=f"remove what the stack deletion left in {input.region}", **AWS_CALL)  # fmt: skip
+            swept: Leftovers = await acts.sweep_foundation_leftovers(
+                LeftoversInput(org_id=input.org_id, region=input.region),
+                summary=f"remove what the stack deletion left in {input.region}",
+                **AWS_CALL,
+            )
             if swept.resources:
-                workflow.logger.warning(f"removed {len(swept.resources)} leftovers: {', '.join(swept.resources)}", extra={"org_id": input.org_id})
-        left: Leftovers = await acts.find_leftovers(LeftoversInput(org_id=input.org_id, region=input.region), summary="verify nothing tagged remains", **AWS_CALL)  # fmt: skip
-        await acts.record_foundation(FoundationRecord(org_id=input.org_id, region=input.region,
-                                                          state="DELETED" if not left.resources else "LEFTOVERS", stack_name=name), **REGISTRY)  # fmt: skip
+                workflow.logger.warning(
+                    f"removed {len(swept.resources)} leftovers: {', '.join(swept.resources)}",
+                    extra={"org_id": input.org_id},
+                )
+        left: Leftovers = await acts.find_leftovers(
+            LeftoversInput(org_id=input.org_id, region=input.region),
+            summary="verify nothing tagged remains",
+            **AWS_CALL,
+        )
+        await acts.record_foundation(
+            FoundationRecord(
+                org_id=input.org_id,
+                region=input.region,
+                state="DELETED" if not left.resources else "LEFTOVERS",
+                stack_name=name,
+            ),
+            **REGISTRY,
+        )
         if left.resources:
-            raise ApplicationError(f"foundation stack deleted, but resources tagged for {input.org_id} remain in {input.region}: "
-                                   + ", ".join(left.resources), type="CleanupLeftovers")  # fmt: skip
-        return CleanupResult(org_id=input.org_id, region=input.region, deleted=True, message=f"foundation in {input.region} deleted; nothing tagged remains")
+            raise ApplicationError(
+                f"foundation stack deleted, but resources tagged for {input.org_id} remain in {input.region}: "
+                + ", ".join(left.resources),
+                type="CleanupLeftovers",
+            )
+        return CleanupResult(
+            org_id=input.org_id,
+            region=input.region,
+            deleted=True,
+            message=f"foundation in {input.region} deleted; nothing tagged remains",
+        )

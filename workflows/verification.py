@@ -23,7 +23,11 @@ class VerifyRoleWorkflow:
 
     @workflow.run
     async def run(self, input: VerifyRoleInput | None = None) -> VerificationReport:
-        require_input(input, "VerifyRole", '{"org_id": "acme", "role_arn": "arn:aws:iam::<account>:role/<name>"}')
+        require_input(
+            input,
+            "VerifyRole",
+            '{"org_id": "acme", "role_arn": "arn:aws:iam::<account>:role/<name>"}',
+        )
         assert input is not None
         try:
             ids.check_verify_workflow_id(workflow.info().workflow_id, input.org_id)
@@ -48,8 +52,13 @@ class ReverifyOrganizationWorkflow:
         bind_input(ids.reverify_schedule_id(input.org_id), scheduled=True)
         upsert(org_id=input.org_id)
         try:
-            await workflow.get_external_workflow_handle(ids.org_workflow_id(input.org_id)).signal("reverify")
+            await workflow.get_external_workflow_handle(ids.org_workflow_id(input.org_id)).signal(
+                "reverify"
+            )
         except FailureError as e:  # the organisation's workflow is gone (offboarded)
-            workflow.logger.warning(f"cannot signal {ids.org_workflow_id(input.org_id)}: {e}", extra={"org_id": input.org_id})
+            workflow.logger.warning(
+                f"cannot signal {ids.org_workflow_id(input.org_id)}: {e}",
+                extra={"org_id": input.org_id},
+            )
             return False
         return True

@@ -28,7 +28,12 @@ async def billing(b: Bench, clusters: int, hours: int) -> dict[str, Any]:
     org = f"bhbill{uuid.uuid4().hex[:4]}"
     reg.put_org(
         org,
-        {"aws_account_id": "250000000009", "external_id": "bh-bench", "regions": [REGION], "state": "READY"},
+        {
+            "aws_account_id": "250000000009",
+            "external_id": "bh-bench",
+            "regions": [REGION],
+            "state": "READY",
+        },
     )
     env = await time_skipping_env()
     try:
@@ -44,7 +49,12 @@ async def billing(b: Bench, clusters: int, hours: int) -> dict[str, Any]:
             reg.put_cluster(
                 org,
                 f"b{i}",
-                {"name": f"b{i}", "region": REGION, "state": "RUNNING", "segments": [json.loads(seg.model_dump_json())]},
+                {
+                    "name": f"b{i}",
+                    "region": REGION,
+                    "state": "RUNNING",
+                    "segments": [json.loads(seg.model_dump_json())],
+                },
             )
         acts = BillingActivities(b.aws, reg)
         with ThreadPoolExecutor(8) as ex:

@@ -23,11 +23,23 @@ DEFAULT_TASK_QUEUE = "bridgehead"
 DEFAULT_REGIONS: tuple[str, ...] = ("us-east-1", "us-east-2", "us-west-1", "us-west-2")
 #: Commercial regions Bridgehead knows about (a deployment narrows this in settings).
 SUPPORTED_REGIONS: tuple[str, ...] = (
-    "us-east-1", "us-east-2", "us-west-1", "us-west-2", "ca-central-1",
-    "eu-west-1", "eu-west-2", "eu-west-3", "eu-central-1", "eu-north-1",
-    "ap-southeast-1", "ap-southeast-2", "ap-northeast-1", "ap-northeast-2", "ap-south-1",
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "ca-central-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-north-1",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-south-1",
     "sa-east-1",
-)  # fmt: skip
+)
 
 ACCOUNT_ID_RE = r"^\d{12}$"
 EMAIL_RE = r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$"

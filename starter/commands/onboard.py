@@ -63,7 +63,9 @@ async def cmd_create_role(args: argparse.Namespace) -> int:
     )
     token = os.environ.get("CUSTOMER_AWS_SESSION_TOKEN") or getpass.getpass("session token: ")
     keys = m.CreateRoleForMeInput(
-        access_key_id=args.access_key_id, secret_access_key=SecretStr(secret), session_token=SecretStr(token)
+        access_key_id=args.access_key_id,
+        secret_access_key=SecretStr(secret),
+        session_token=SecretStr(token),
     )
     res = await update_org(args.org, "create_role_for_me", keys)
     emit(args, res, res.message)
@@ -99,20 +101,34 @@ async def cmd_launch_template(args: argparse.Namespace) -> int:
     from starter.local import customer_admin
 
     if get_settings().environment != "local":
-        raise CliError("launch-template acts as the customer on the embedded stack only (BRIDGEHEAD_ENVIRONMENT=local); "
-                       "on AWS the customer launches the template in their own account", 2)  # fmt: skip
+        raise CliError(
+            "launch-template acts as the customer on the embedded stack only (BRIDGEHEAD_ENVIRONMENT=local); "
+            "on AWS the customer launches the template in their own account",
+            2,
+        )
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     if not endpoint:
-        raise CliError("AWS_ENDPOINT_URL is not set: export the embedded stack's endpoint (make run prints it)", 2)
+        raise CliError(
+            "AWS_ENDPOINT_URL is not set: export the embedded stack's endpoint (make run prints it)",
+            2,
+        )
     s = await query(ids.org_workflow_id(args.org), "OnboardOrganization")
     if not s.artifacts:
         raise CliError("organisation is not registered yet")
     account = s.artifacts.permission_policy["Statement"][1]["Resource"].split(":")[4]
     cfn = customer_admin(endpoint, account, "cloudformation")
     name = f"bridgehead-access-{args.org}"
-    cfn.create_stack(StackName=name, TemplateBody=s.artifacts.cloudformation_template, Capabilities=["CAPABILITY_NAMED_IAM"])
+    cfn.create_stack(
+        StackName=name,
+        TemplateBody=s.artifacts.cloudformation_template,
+        Capabilities=["CAPABILITY_NAMED_IAM"],
+    )
     arn = cfn.describe_stacks(StackName=name)["Stacks"][0]["Outputs"][0]["OutputValue"]
-    emit(args, {"stack": name, "account": account, "role_arn": arn}, f"launched {name} in {account}: {arn}")
+    emit(
+        args,
+        {"stack": name, "account": account, "role_arn": arn},
+        f"launched {name} in {account}: {arn}",
+    )
     return 0
 
 

@@ -16,26 +16,43 @@ async def wait_for(handle: Any, qname: str, rtype: type, pred: Any, timeout: flo
         if pred(s):
             return s
         if time.monotonic() > deadline:
-            brief = {k: getattr(s, k) for k in ("state", "last_error", "failure_reason", "steps") if hasattr(s, k)}
+            brief = {
+                k: getattr(s, k)
+                for k in ("state", "last_error", "failure_reason", "steps")
+                if hasattr(s, k)
+            }
             raise AssertionError(f"timed out; last status: {brief or s}")
         await asyncio.sleep(0.3)
 
 
-async def start_org(client: Any, org_id: str, account: str, regions: list[str] | None = None) -> Any:
-    inp = m.OnboardOrganizationInput(org_id=org_id, display_name=org_id.title(), admin_email=f"admin@{org_id}.example",
-                                     aws_account_id=account, **({"regions": regions} if regions else {}))  # fmt: skip
-    h = await client.start_workflow("OnboardOrganization", inp, id=f"org-{org_id}", task_queue="bridgehead")
+async def start_org(
+    client: Any, org_id: str, account: str, regions: list[str] | None = None
+) -> Any:
+    inp = m.OnboardOrganizationInput(
+        org_id=org_id,
+        display_name=org_id.title(),
+        admin_email=f"admin@{org_id}.example",
+        aws_account_id=account,
+        **({"regions": regions} if regions else {}),
+    )
+    h = await client.start_workflow(
+        "OnboardOrganization", inp, id=f"org-{org_id}", task_queue="bridgehead"
+    )
     await wait_for(h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.AWAITING_ROLE)
     return h
 
 
-def launch_role_template(stack: LocalStack, account: str, status: m.OrgStatus, stack_name: str, mutate: Any = None) -> str:
+def launch_role_template(
+    stack: LocalStack, account: str, status: m.OrgStatus, stack_name: str, mutate: Any = None
+) -> str:
     """The customer launches our template (optionally altered) and returns the role ARN."""
     tpl = json.loads(status.artifacts.cloudformation_template)
     if mutate:
         mutate(tpl)
     cfn = stack.customer_admin(account, "cloudformation")
-    cfn.create_stack(StackName=stack_name, TemplateBody=json.dumps(tpl), Capabilities=["CAPABILITY_NAMED_IAM"])
+    cfn.create_stack(
+        StackName=stack_name, TemplateBody=json.dumps(tpl), Capabilities=["CAPABILITY_NAMED_IAM"]
+    )
     return cfn.describe_stacks(StackName=stack_name)["Stacks"][0]["Outputs"][0]["OutputValue"]
 
 
@@ -46,23 +63,41 @@ def widen_resources_for_moto(doc: dict[str, Any]) -> None:
     those the exact action list is kept and the resource scoping (which moto cannot evaluate) widened."""
     for st in doc["Statement"]:
         actions = [st["Action"]] if isinstance(st["Action"], str) else st["Action"]
-        if not all(a.startswith("sts:") or (a.startswith("iam:") and a.endswith(("Role", "RolePolicy", "RolePolicies", "ForRole"))) for a in actions):
+        if not all(
+            a.startswith("sts:")
+            or (
+                a.startswith("iam:")
+                and a.endswith(("Role", "RolePolicy", "RolePolicies", "ForRole"))
+            )
+            for a in actions
+        ):
             st["Resource"] = "*"
 
 
-def create_role_directly(stack: LocalStack, account: str, status: m.OrgStatus, trust: Any = None, perms: Any = None) -> str:
+def create_role_directly(
+    stack: LocalStack, account: str, status: m.OrgStatus, trust: Any = None, perms: Any = None
+) -> str:
     """Option B of the instructions: the customer creates the role with the IAM API (moto's IAM
     enforcement cannot read inline policies of roles CloudFormation created)."""
     a = status.artifacts
-    trust_doc, perm_doc = json.loads(json.dumps(a.trust_policy)), json.loads(json.dumps(a.permission_policy))
+    trust_doc, perm_doc = (
+        json.loads(json.dumps(a.trust_policy)),
+        json.loads(json.dumps(a.permission_policy)),
+    )
     if stack.enforcing:
         widen_resources_for_moto(perm_doc)
     for fn, doc in ((trust, trust_doc), (perms, perm_doc)):
         if fn:
             fn(doc)
     iam = stack.customer_admin(account, "iam")
-    arn = iam.create_role(RoleName=a.role_name, AssumeRolePolicyDocument=json.dumps(trust_doc))["Role"]["Arn"]
-    iam.put_role_policy(RoleName=a.role_name, PolicyName="bridgehead-permissions", PolicyDocument=json.dumps(perm_doc))
+    arn = iam.create_role(RoleName=a.role_name, AssumeRolePolicyDocument=json.dumps(trust_doc))[
+        "Role"
+    ]["Arn"]
+    iam.put_role_policy(
+        RoleName=a.role_name,
+        PolicyName="bridgehead-permissions",
+        PolicyDocument=json.dumps(perm_doc),
+    )
     create_node_roles(iam, a)
     return arn
 
@@ -71,18 +106,34 @@ def create_node_roles(iam: Any, artifacts: m.OrgArtifacts) -> None:
     """The cluster node roles and instance profiles the customer creates beside the role
     (Bridgehead's role cannot create them)."""
     for node in artifacts.node_roles:
-        iam.create_role(RoleName=node["name"], AssumeRolePolicyDocument=json.dumps(node["trust_policy"]))
-        iam.put_role_policy(RoleName=node["name"], PolicyName=node["policy_name"], PolicyDocument=json.dumps(node["policy"]))
+        iam.create_role(
+            RoleName=node["name"], AssumeRolePolicyDocument=json.dumps(node["trust_policy"])
+        )
+        iam.put_role_policy(
+            RoleName=node["name"],
+            PolicyName=node["policy_name"],
+            PolicyDocument=json.dumps(node["policy"]),
+        )
         iam.create_instance_profile(InstanceProfileName=node["name"])
         iam.add_role_to_instance_profile(InstanceProfileName=node["name"], RoleName=node["name"])
 
 
-async def onboard_ready(client: Any, stack: LocalStack, org_id: str, account: str, regions: list[str] | None = None) -> m.OrgStatus:
+async def onboard_ready(
+    client: Any, stack: LocalStack, org_id: str, account: str, regions: list[str] | None = None
+) -> m.OrgStatus:
     h = await start_org(client, org_id, account, regions)
     s = await h.query("status", result_type=m.OrgStatus)
     arn = launch_role_template(stack, account, s, f"bridgehead-access-{org_id}")
-    await h.execute_update("submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult)
-    return await wait_for(h, "status", m.OrgStatus, lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED), 300)
+    await h.execute_update(
+        "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
+    )
+    return await wait_for(
+        h,
+        "status",
+        m.OrgStatus,
+        lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
+        300,
+    )
 
 
 async def history_json(client: Any, wf_id: str) -> str:
@@ -101,8 +152,18 @@ def ledger_org(org_id: str, account: str, **extra: Any) -> tuple[Any, Any]:
     aws = Aws(get_settings())
     reg = Registry(aws)
     reg.ensure_tables()
-    reg.put({"pk": f"ORG#{org_id}", "sk": "META", "org_id": org_id, "aws_account_id": account, "external_id": f"bh-{org_id}",
-             "regions": ["us-east-1"], "state": "READY", **extra})  # fmt: skip
+    reg.put(
+        {
+            "pk": f"ORG#{org_id}",
+            "sk": "META",
+            "org_id": org_id,
+            "aws_account_id": account,
+            "external_id": f"bh-{org_id}",
+            "regions": ["us-east-1"],
+            "state": "READY",
+            **extra,
+        }
+    )
     return aws, reg
 
 
@@ -113,11 +174,29 @@ def temporary_admin_keys(endpoint: str, account: str, name: str) -> dict[str, st
 
     from starter.local import customer_admin
 
-    trust = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}]}  # fmt: skip
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
     iam = customer_admin(endpoint, account, "iam")
     iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
-    iam.put_role_policy(RoleName=name, PolicyName="admin", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))  # fmt: skip
+    iam.put_role_policy(
+        RoleName=name,
+        PolicyName="admin",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+            }
+        ),
+    )
     sts = customer_admin(endpoint, account, "sts")
-    return sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/{name}", RoleSessionName="onboarding")["Credentials"]
+    return sts.assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/{name}", RoleSessionName="onboarding"
+    )["Credentials"]

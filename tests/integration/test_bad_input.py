@@ -31,18 +31,54 @@ ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "260000000001"
 TABLE: list[dict[str, Any]] = []
 
-ORG = {"org_id": "badorg", "display_name": "Bad", "admin_email": "ops@bad.example", "aws_account_id": ACCOUNT, "regions": ["us-east-1"]}
-CFG = {"head_instance_type": "t3.medium", "compute_instance_type": "c5.large", "compute_initial_nodes": 1, "compute_max_nodes": 2}
+ORG = {
+    "org_id": "badorg",
+    "display_name": "Bad",
+    "admin_email": "ops@bad.example",
+    "aws_account_id": ACCOUNT,
+    "regions": ["us-east-1"],
+}
+CFG = {
+    "head_instance_type": "t3.medium",
+    "compute_instance_type": "c5.large",
+    "compute_initial_nodes": 1,
+    "compute_max_nodes": 2,
+}
 CLUSTER = {"org_id": "badin", "name": "k1", "region": "us-east-1", "config": CFG}
 
 # (workflow type, what is wrong, the JSON, a word the error must contain)
 STARTS = [
-    ("OnboardOrganization", "missing field", {k: v for k, v in ORG.items() if k != "admin_email"}, "admin_email"),
-    ("OnboardOrganization", "account id of 11 digits", {**ORG, "aws_account_id": "26000000000"}, "aws_account_id"),
-    ("OnboardOrganization", "account id with letters", {**ORG, "aws_account_id": "26000000000x"}, "aws_account_id"),
-    ("OnboardOrganization", "malformed email", {**ORG, "admin_email": "not-an-email"}, "admin_email"),
+    (
+        "OnboardOrganization",
+        "missing field",
+        {k: v for k, v in ORG.items() if k != "admin_email"},
+        "admin_email",
+    ),
+    (
+        "OnboardOrganization",
+        "account id of 11 digits",
+        {**ORG, "aws_account_id": "26000000000"},
+        "aws_account_id",
+    ),
+    (
+        "OnboardOrganization",
+        "account id with letters",
+        {**ORG, "aws_account_id": "26000000000x"},
+        "aws_account_id",
+    ),
+    (
+        "OnboardOrganization",
+        "malformed email",
+        {**ORG, "admin_email": "not-an-email"},
+        "admin_email",
+    ),
     ("OnboardOrganization", "org id not a slug", {**ORG, "org_id": "Bad Org!"}, "org_id"),
-    ("OnboardOrganization", "unsupported region", {**ORG, "regions": ["mars-north-1"]}, "mars-north-1"),
+    (
+        "OnboardOrganization",
+        "unsupported region",
+        {**ORG, "regions": ["mars-north-1"]},
+        "mars-north-1",
+    ),
     ("OnboardOrganization", "no regions", {**ORG, "regions": []}, "regions"),
     ("OnboardOrganization", "unknown field", {**ORG, "admin": True}, "admin"),
     ("OnboardOrganization", "wrong type", {**ORG, "regions": "us-east-1"}, "regions"),
@@ -50,11 +86,31 @@ STARTS = [
     ("ClusterLifecycle", "name starts with a digit", {**CLUSTER, "name": "1abc"}, "name"),
     ("ClusterLifecycle", "name too long", {**CLUSTER, "name": "a" * 61}, "name"),
     ("ClusterLifecycle", "name with underscore", {**CLUSTER, "name": "a_b"}, "name"),
-    ("ClusterLifecycle", "initial above max", {**CLUSTER, "config": {**CFG, "compute_initial_nodes": 3}}, "compute_initial_nodes"),
-    ("ClusterLifecycle", "negative nodes", {**CLUSTER, "config": {**CFG, "compute_initial_nodes": -1}}, "compute_initial_nodes"),
-    ("ClusterLifecycle", "zero spot price", {**CLUSTER, "config": {**CFG, "spot_price": 0}}, "spot_price"),
+    (
+        "ClusterLifecycle",
+        "initial above max",
+        {**CLUSTER, "config": {**CFG, "compute_initial_nodes": 3}},
+        "compute_initial_nodes",
+    ),
+    (
+        "ClusterLifecycle",
+        "negative nodes",
+        {**CLUSTER, "config": {**CFG, "compute_initial_nodes": -1}},
+        "compute_initial_nodes",
+    ),
+    (
+        "ClusterLifecycle",
+        "zero spot price",
+        {**CLUSTER, "config": {**CFG, "spot_price": 0}},
+        "spot_price",
+    ),
     ("ClusterLifecycle", "unknown config field", {**CLUSTER, "config": {**CFG, "gpus": 4}}, "gpus"),
-    ("ClusterLifecycle", "missing config", {k: v for k, v in CLUSTER.items() if k != "config"}, "config"),
+    (
+        "ClusterLifecycle",
+        "missing config",
+        {k: v for k, v in CLUSTER.items() if k != "config"},
+        "config",
+    ),
     ("ClusterLifecycle", "unsupported region", {**CLUSTER, "region": "eu-nowhere-9"}, "region"),
     ("CleanupRegion", "missing region", {"org_id": "badin"}, "region"),
     ("ShareImages", "org id not a slug", {"org_id": "UPPER"}, "org_id"),
@@ -73,11 +129,17 @@ def nothing_in_aws(stack: Any) -> None:
     cfn = stack.customer_admin(ACCOUNT, "cloudformation")
     assert cfn.list_stacks()["StackSummaries"] == [], "a bad input created a stack"
     iam = stack.customer_admin(ACCOUNT, "iam")
-    assert [r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith("Bridgehead")] == []
+    assert [
+        r["RoleName"] for r in iam.list_roles()["Roles"] if r["RoleName"].startswith("Bridgehead")
+    ] == []
 
 
-@pytest.mark.parametrize(("wf_type", "case", "payload", "word"), STARTS, ids=[f"{t}-{c}" for t, c, _, _ in STARTS])
-async def test_bad_json_start_fails_at_once_with_the_field_named(client, stack, wf_type, case, payload, word):
+@pytest.mark.parametrize(
+    ("wf_type", "case", "payload", "word"), STARTS, ids=[f"{t}-{c}" for t, c, _, _ in STARTS]
+)
+async def test_bad_json_start_fails_at_once_with_the_field_named(
+    client, stack, wf_type, case, payload, word
+):
     wf_id = f"bad-{abs(hash((wf_type, case))) % 10**8}"
     h = await client.start_workflow(wf_type, payload, id=wf_id, task_queue="bridgehead")
     with pytest.raises(WorkflowFailureError) as e:
@@ -93,20 +155,65 @@ async def test_bad_updates_and_signals_leave_the_org_waiting(client, stack):
     h = await start_org(client, "badupd", ACCOUNT, ["us-east-1"])
     cases = [
         ("submit_role", "malformed ARN", {"role_arn": "arn:aws:iam::nope"}, "role_arn"),
-        ("submit_role", "another account's role", {"role_arn": "arn:aws:iam::999999999999:role/BridgeheadAccess"}, "999999999999"),
-        ("submit_role", "wrong partition", {"role_arn": f"arn:aws-cn:iam::{ACCOUNT}:role/BridgeheadAccess"}, "partition"),
-        ("submit_role", "a user, not a role", {"role_arn": f"arn:aws:iam::{ACCOUNT}:user/admin"}, "role"),
-        ("submit_role", "unknown field", {"role_arn": f"arn:aws:iam::{ACCOUNT}:role/BridgeheadAccess", "force": True}, "force"),
+        (
+            "submit_role",
+            "another account's role",
+            {"role_arn": "arn:aws:iam::999999999999:role/BridgeheadAccess"},
+            "999999999999",
+        ),
+        (
+            "submit_role",
+            "wrong partition",
+            {"role_arn": f"arn:aws-cn:iam::{ACCOUNT}:role/BridgeheadAccess"},
+            "partition",
+        ),
+        (
+            "submit_role",
+            "a user, not a role",
+            {"role_arn": f"arn:aws:iam::{ACCOUNT}:user/admin"},
+            "role",
+        ),
+        (
+            "submit_role",
+            "unknown field",
+            {"role_arn": f"arn:aws:iam::{ACCOUNT}:role/BridgeheadAccess", "force": True},
+            "force",
+        ),
         ("submit_role", "no payload", None, "role_arn"),
         # Keys sent as plain JSON never reach history, whatever their shape.
-        ("create_role_for_me", "plain JSON keys", {"access_key_id": "ASIAABCDEFGHIJKLMNOP", "secret_access_key": "x" * 40,
-                                                   "session_token": "t" * 40}, "encrypted"),  # fmt: skip
-        ("create_role_for_me", "access key id malformed", {"access_key_id": "short", "secret_access_key": "x" * 40}, "encrypted"),
-        ("create_role_for_me", "long-lived keys", m.CreateRoleForMeInput.model_construct(
-            access_key_id="AKIAABCDEFGHIJKLMNOP", secret_access_key=SecretStr("x" * 40), session_token=SecretStr("t" * 40)),
-         "access_key_id"),  # fmt: skip
+        (
+            "create_role_for_me",
+            "plain JSON keys",
+            {
+                "access_key_id": "ASIAABCDEFGHIJKLMNOP",
+                "secret_access_key": "x" * 40,
+                "session_token": "t" * 40,
+            },
+            "encrypted",
+        ),
+        (
+            "create_role_for_me",
+            "access key id malformed",
+            {"access_key_id": "short", "secret_access_key": "x" * 40},
+            "encrypted",
+        ),
+        (
+            "create_role_for_me",
+            "long-lived keys",
+            m.CreateRoleForMeInput.model_construct(
+                access_key_id="AKIAABCDEFGHIJKLMNOP",
+                secret_access_key=SecretStr("x" * 40),
+                session_token=SecretStr("t" * 40),
+            ),
+            "access_key_id",
+        ),
         ("resize", "update the org does not have", {"compute_nodes": 3}, "resize"),
-        ("Submit_Role", "misspelled update", {"role_arn": f"arn:aws:iam::{ACCOUNT}:role/BridgeheadAccess"}, "submit_role"),
+        (
+            "Submit_Role",
+            "misspelled update",
+            {"role_arn": f"arn:aws:iam::{ACCOUNT}:role/BridgeheadAccess"},
+            "submit_role",
+        ),
         ("offboard", "no payload", None, "confirm_org_id"),
         ("offboard", "another organisation's id", {"confirm_org_id": "acme"}, "confirm_org_id"),
         ("offboard", "unknown field", {"confirm_org_id": "badupd", "force": True}, "force"),
@@ -128,7 +235,9 @@ async def test_bad_updates_and_signals_leave_the_org_waiting(client, stack):
     s = await wait_for(h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.AWAITING_ROLE, 30)
     assert s.state == m.OrgState.AWAITING_ROLE and not s.role_arn
     # The unknown signal is recorded where operators look, not dropped.
-    assert [r.split("'")[1] for r in s.ignored_requests] == ["explode", "delete"], s.ignored_requests
+    assert [r.split("'")[1] for r in s.ignored_requests] == ["explode", "delete"], (
+        s.ignored_requests
+    )
     assert (await h.describe()).status.name == "RUNNING"
     nothing_in_aws(stack)
 
@@ -137,15 +246,84 @@ def test_starter_cli_bad_input_exits_2_and_starts_nothing(stack):
     env = {**os.environ, **stack.env()}
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "starter", *args], capture_output=True, text=True, env=env, timeout=120, cwd=ROOT)
+        return subprocess.run(
+            [sys.executable, "-m", "starter", *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+            cwd=ROOT,
+        )
 
     cases = [
-        (("onboard", "start", "--org", "clibad", "--email", "ops@x.example", "--account", "123"), "aws_account_id"),
-        (("onboard", "start", "--org", "clibad", "--email", "nope", "--account", ACCOUNT), "admin_email"),
-        (("onboard", "start", "--org", "clibad", "--email", "ops@x.example", "--account", ACCOUNT, "--regions", "xx-1"), "xx-1"),
-        (("cluster", "create", "--org", "clibad", "--name", "9x", "--region", "us-east-1", "--config", json.dumps(CFG)), "name"),
-        (("cluster", "create", "--org", "clibad", "--name", "k1", "--region", "us-east-1", "--config", "{not json"), "JSON"),
-        (("cluster", "create", "--org", "clibad", "--name", "k1", "--region", "us-east-1", "--config", "@/no/such/file.json"), "file"),
+        (
+            ("onboard", "start", "--org", "clibad", "--email", "ops@x.example", "--account", "123"),
+            "aws_account_id",
+        ),
+        (
+            ("onboard", "start", "--org", "clibad", "--email", "nope", "--account", ACCOUNT),
+            "admin_email",
+        ),
+        (
+            (
+                "onboard",
+                "start",
+                "--org",
+                "clibad",
+                "--email",
+                "ops@x.example",
+                "--account",
+                ACCOUNT,
+                "--regions",
+                "xx-1",
+            ),
+            "xx-1",
+        ),
+        (
+            (
+                "cluster",
+                "create",
+                "--org",
+                "clibad",
+                "--name",
+                "9x",
+                "--region",
+                "us-east-1",
+                "--config",
+                json.dumps(CFG),
+            ),
+            "name",
+        ),
+        (
+            (
+                "cluster",
+                "create",
+                "--org",
+                "clibad",
+                "--name",
+                "k1",
+                "--region",
+                "us-east-1",
+                "--config",
+                "{not json",
+            ),
+            "JSON",
+        ),
+        (
+            (
+                "cluster",
+                "create",
+                "--org",
+                "clibad",
+                "--name",
+                "k1",
+                "--region",
+                "us-east-1",
+                "--config",
+                "@/no/such/file.json",
+            ),
+            "file",
+        ),
         (("start", "OnboardOrganization", '{"org_id": "clibad"}'), "admin_email"),
         (("billing", "report", "--org", "clibad", "--month", "2026-13"), "month"),
     ]
@@ -167,5 +345,11 @@ def test_zz_write_the_table():
     out.mkdir(exist_ok=True)
     by_entry: dict[str, int] = {}
     for row in TABLE:
-        by_entry[row["entry_point"].split(" (")[0]] = by_entry.get(row["entry_point"].split(" (")[0], 0) + 1
-    (out / "bad-input.json").write_text(json.dumps({"inputs_tried": len(TABLE), "by_entry_point": by_entry, "table": TABLE}, indent=2))
+        by_entry[row["entry_point"].split(" (")[0]] = (
+            by_entry.get(row["entry_point"].split(" (")[0], 0) + 1
+        )
+    (out / "bad-input.json").write_text(
+        json.dumps(
+            {"inputs_tried": len(TABLE), "by_entry_point": by_entry, "table": TABLE}, indent=2
+        )
+    )

@@ -21,11 +21,31 @@ def test_ledger_exactly_once_and_metering_once(stack):
     org = "billco"
     aws, reg = ledger_org(org, "212121212121")
     start = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-    seg = m.UsageSegment(start=start, end=start + timedelta(hours=3, minutes=17), head_instance_type="t3.medium",
-                         compute_instance_type="c5.xlarge", compute_nodes=4)  # fmt: skip
-    failed = {"pk": f"ORG#{org}", "sk": "CLUSTER#broken", "name": "broken", "region": "us-east-1", "state": "FAILED", "segments": []}
-    reg.put({"pk": f"ORG#{org}", "sk": "CLUSTER#c1", "name": "c1", "region": "us-east-1", "state": "DELETED",
-             "segments": [seg.model_dump(mode="json")]})  # fmt: skip
+    seg = m.UsageSegment(
+        start=start,
+        end=start + timedelta(hours=3, minutes=17),
+        head_instance_type="t3.medium",
+        compute_instance_type="c5.xlarge",
+        compute_nodes=4,
+    )
+    failed = {
+        "pk": f"ORG#{org}",
+        "sk": "CLUSTER#broken",
+        "name": "broken",
+        "region": "us-east-1",
+        "state": "FAILED",
+        "segments": [],
+    }
+    reg.put(
+        {
+            "pk": f"ORG#{org}",
+            "sk": "CLUSTER#c1",
+            "name": "c1",
+            "region": "us-east-1",
+            "state": "DELETED",
+            "segments": [seg.model_dump(mode="json")],
+        }
+    )
     reg.put(failed)
     acts = BillingActivities(aws, reg)
     env = ActivityEnvironment()
@@ -51,9 +71,15 @@ def test_ledger_exactly_once_and_metering_once(stack):
     resent = env.run(acts.meter_usage, m.MeterUsageInput(org_id=org))
     assert resent.sent == 0 and resent.already_sent == 0 and len(market.calls) == 1
     assert all(e["metered"] for e in ledger_entries(reg, org))
-    assert sorted((r["Dimension"], r["Quantity"]) for r in market.accepted) == [("node-minutes.c5.xlarge", 788), ("node-minutes.t3.medium", 197)]
+    assert sorted((r["Dimension"], r["Quantity"]) for r in market.accepted) == [
+        ("node-minutes.c5.xlarge", 788),
+        ("node-minutes.t3.medium", 197),
+    ]
     # The buyer is named by its AWS account, never by the deprecated CustomerIdentifier.
-    assert all(r["CustomerAWSAccountId"] == "212121212121" and "CustomerIdentifier" not in r for r in market.sent_records())
+    assert all(
+        r["CustomerAWSAccountId"] == "212121212121" and "CustomerIdentifier" not in r
+        for r in market.sent_records()
+    )
 
 
 def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_hour_window(stack):
@@ -65,18 +91,41 @@ def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_ho
     link_org(reg, org, "212121212121")
     now = [datetime(2026, 11, 3, 10, 10, tzinfo=UTC)]
     acts = BillingActivities(aws, reg, clock=lambda: now[0])
-    market = FakeMarketplace(subscribed={"212121212121"}, clock=lambda: now[0], unprocessed={"node-minutes.c5.xlarge"})
+    market = FakeMarketplace(
+        subscribed={"212121212121"}, clock=lambda: now[0], unprocessed={"node-minutes.c5.xlarge"}
+    )
     install(aws, market)
     env = ActivityEnvironment()
 
-    reg.put({"pk": f"ORG#{org}", "sk": "CLUSTER#c1", "name": "c1", "region": "us-east-1", "state": "RUNNING", "segments": []})
+    reg.put(
+        {
+            "pk": f"ORG#{org}",
+            "sk": "CLUSTER#c1",
+            "name": "c1",
+            "region": "us-east-1",
+            "state": "RUNNING",
+            "segments": [],
+        }
+    )
 
-    def run(cluster_end: datetime, at: datetime, until: datetime | None = None) -> m.MeterUsageResult:
+    def run(
+        cluster_end: datetime, at: datetime, until: datetime | None = None
+    ) -> m.MeterUsageResult:
         """The cluster has run from 09:00 to ``cluster_end``: close the ledger, then meter at ``at``."""
-        seg = m.UsageSegment(start=datetime(2026, 11, 3, 9, 0, tzinfo=UTC), end=cluster_end, head_instance_type="t3.medium",
-                             compute_instance_type="c5.xlarge", compute_nodes=2)  # fmt: skip
+        seg = m.UsageSegment(
+            start=datetime(2026, 11, 3, 9, 0, tzinfo=UTC),
+            end=cluster_end,
+            head_instance_type="t3.medium",
+            compute_instance_type="c5.xlarge",
+            compute_nodes=2,
+        )
         reg.update(f"ORG#{org}", "CLUSTER#c1", {"segments": [seg.model_dump(mode="json")]})
-        env.run(acts.close_billing_periods, m.CloseBillingPeriodsInput(org_id=org, until=until or cluster_end, final=until is not None))
+        env.run(
+            acts.close_billing_periods,
+            m.CloseBillingPeriodsInput(
+                org_id=org, until=until or cluster_end, final=until is not None
+            ),
+        )
         return meter(at)
 
     def meter(at: datetime) -> m.MeterUsageResult:
@@ -85,11 +134,15 @@ def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_ho
 
     t = datetime(2026, 11, 3, 0, 0, tzinfo=UTC)
     first = run(t.replace(hour=10), t.replace(hour=10, minute=10))
-    assert (first.sent, first.transient, first.unprocessed) == (1, 1, 1), first  # head accepted, compute throttled
+    assert (first.sent, first.transient, first.unprocessed) == (1, 1, 1), (
+        first
+    )  # head accepted, compute throttled
     # An hour on: the stuck batch resends only its compute record; the new hour gets a batch of its own.
     second = run(t.replace(hour=11), t.replace(hour=11, minute=10))
     assert (second.sent, second.transient) == (1, 2), second
-    assert [(r["Dimension"], r["Timestamp"]) for r in market.calls[-2]] == [("node-minutes.c5.xlarge", t.replace(hour=10, minute=10))]
+    assert [(r["Dimension"], r["Timestamp"]) for r in market.calls[-2]] == [
+        ("node-minutes.c5.xlarge", t.replace(hour=10, minute=10))
+    ]
     # Five hours on: the first batch is sent a last time and its rest carried into a new batch.
     third = meter(t.replace(hour=15, minute=20))
     assert third.expired == 1 and third.sent == 0, third
@@ -98,9 +151,13 @@ def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_ho
     market.unprocessed.clear()
     fourth = meter(t.replace(hour=22, minute=30))
     assert fourth.expired == 2 and fourth.sent == 1 and fourth.unprocessed == 0, fourth
-    assert [(r["Dimension"], r["Timestamp"]) for r in market.calls[-1]] == [("node-minutes.c5.xlarge", t.replace(hour=22, minute=30))]
+    assert [(r["Dimension"], r["Timestamp"]) for r in market.calls[-1]] == [
+        ("node-minutes.c5.xlarge", t.replace(hour=22, minute=30))
+    ]
     # The cluster is deleted at 22:40; the close and metering in the same hour are not lost.
-    last = run(t.replace(hour=22, minute=40), t.replace(hour=22, minute=45), until=t.replace(hour=23))
+    last = run(
+        t.replace(hour=22, minute=40), t.replace(hour=22, minute=45), until=t.replace(hour=23)
+    )
     assert last.sent == 2, last
     ledger = ledger_entries(reg, org)
     owed: dict[str, int] = {}
@@ -108,7 +165,9 @@ def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_ho
         for itype, minutes in e["lines"].items():
             owed[f"node-minutes.{itype}"] = owed.get(f"node-minutes.{itype}", 0) + int(minutes)
     assert owed == {"node-minutes.t3.medium": 820, "node-minutes.c5.xlarge": 1640}
-    assert market.totals() == owed, "every node-minute of the ledger reached Marketplace, exactly once"
+    assert market.totals() == owed, (
+        "every node-minute of the ledger reached Marketplace, exactly once"
+    )
     assert all(e["metered"] for e in ledger)
     again = meter(t.replace(hour=22, minute=50))
     assert (again.sent, again.already_sent, again.unprocessed) == (0, 0, 0)
@@ -126,16 +185,39 @@ def test_one_metering_attempt_per_organisation_at_a_time(stack):
     link_org(reg, org, "212121212121")
     acts = BillingActivities(aws, reg)
     future = (datetime.now(UTC) + timedelta(minutes=1)).isoformat()
-    reg.put({"pk": f"ORG#{org}", "sk": "METER-LEASE", "lease_holder": "billing-leaseco/7/1", "lease_expires": future}, table=reg.ledger)
+    reg.put(
+        {
+            "pk": f"ORG#{org}",
+            "sk": "METER-LEASE",
+            "lease_holder": "billing-leaseco/7/1",
+            "lease_expires": future,
+        },
+        table=reg.ledger,
+    )
     with pytest.raises(ApplicationError) as busy:
         ActivityEnvironment().run(acts.meter_usage, m.MeterUsageInput(org_id=org))
-    assert busy.value.type == "MeteringBusy" and not busy.value.non_retryable and "billing-leaseco/7/1" in str(busy.value)
+    assert (
+        busy.value.type == "MeteringBusy"
+        and not busy.value.non_retryable
+        and "billing-leaseco/7/1" in str(busy.value)
+    )
     past = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
-    reg.put({"pk": f"ORG#{org}", "sk": "METER-LEASE", "lease_holder": "billing-leaseco/7/1", "lease_expires": past}, table=reg.ledger)
+    reg.put(
+        {
+            "pk": f"ORG#{org}",
+            "sk": "METER-LEASE",
+            "lease_holder": "billing-leaseco/7/1",
+            "lease_expires": past,
+        },
+        table=reg.ledger,
+    )
     done = ActivityEnvironment().run(acts.meter_usage, m.MeterUsageInput(org_id=org))
     assert (done.sent, done.unprocessed) == (0, 0)
     lease = reg.get(f"ORG#{org}", "METER-LEASE", table=reg.ledger)
-    assert lease["lease_holder"] != "billing-leaseco/7/1" and lease["lease_expires"] < datetime.now(UTC).isoformat(), "released"
+    assert (
+        lease["lease_holder"] != "billing-leaseco/7/1"
+        and lease["lease_expires"] < datetime.now(UTC).isoformat()
+    ), "released"
 
 
 async def test_meter_crash_between_ledger_write_and_ack_bills_once(ts_env, stack):
@@ -155,10 +237,23 @@ async def test_meter_crash_between_ledger_write_and_ack_bills_once(ts_env, stack
     aws, reg = ledger_org(org, "272727272727")
     now = datetime.now(UTC)
     start = billing.floor_hour(now) - timedelta(hours=5) + timedelta(minutes=7, seconds=12)
-    seg = m.UsageSegment(start=start, end=start + timedelta(hours=3, minutes=17), head_instance_type="t3.medium",
-                         compute_instance_type="c5.xlarge", compute_nodes=4)  # fmt: skip
-    reg.put({"pk": f"ORG#{org}", "sk": "CLUSTER#c1", "name": "c1", "region": "us-east-1", "state": "DELETED",
-             "segments": [seg.model_dump(mode="json")]})  # fmt: skip
+    seg = m.UsageSegment(
+        start=start,
+        end=start + timedelta(hours=3, minutes=17),
+        head_instance_type="t3.medium",
+        compute_instance_type="c5.xlarge",
+        compute_nodes=4,
+    )
+    reg.put(
+        {
+            "pk": f"ORG#{org}",
+            "sk": "CLUSTER#c1",
+            "name": "c1",
+            "region": "us-east-1",
+            "state": "DELETED",
+            "segments": [seg.model_dump(mode="json")],
+        }
+    )
     real = BillingActivities(aws, reg)
     attempts: list[int] = []
 
@@ -167,8 +262,12 @@ async def test_meter_crash_between_ledger_write_and_ack_bills_once(ts_env, stack
         result = real.close_billing_periods(req)
         attempts.append(result.entries_written)
         if len(attempts) == 1:
-            reg.update(f"ORG#{org}", "CLUSTER#c1", {"billed_through": None})  # the crash lost this too
-            raise RuntimeError("worker killed after writing the ledger, before acknowledging the tick")
+            reg.update(
+                f"ORG#{org}", "CLUSTER#c1", {"billed_through": None}
+            )  # the crash lost this too
+            raise RuntimeError(
+                "worker killed after writing the ledger, before acknowledging the tick"
+            )
         return result
 
     @activity.defn(name="meter_usage")
@@ -177,9 +276,17 @@ async def test_meter_crash_between_ledger_write_and_ack_bills_once(ts_env, stack
 
     tq = f"tq-{uuid.uuid4()}"
     with ThreadPoolExecutor(4) as ex:
-        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=[close_billing_periods, meter_usage],
-                          activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
-            h = await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id=org), id=f"billing-{org}", task_queue=tq)
+        async with Worker(
+            ts_env.client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=[close_billing_periods, meter_usage],
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
+            h = await ts_env.client.start_workflow(
+                "BillingMeter", m.BillingMeterInput(org_id=org), id=f"billing-{org}", task_queue=tq
+            )
             await ts_env.sleep(timedelta(hours=1, minutes=15))
             usage = await h.query("usage", result_type=m.UsageTotals)
             await h.terminate("test finished")
@@ -194,4 +301,6 @@ async def test_meter_crash_between_ledger_write_and_ack_bills_once(ts_env, stack
     assert usage.node_minutes == 197 * 5 and usage.ledger_entries == len(entries)
     assert usage.cost_usd == sum((Decimal(str(e["cost_usd"])) for e in entries), Decimal(0))
     expected = Decimal("0.0416") * 197 / 60 + Decimal("0.17") * 788 / 60  # rates of version 2026-11
-    assert abs(usage.cost_usd - expected) <= Decimal("0.01") * len(entries)  # hourly entries round to the cent
+    assert abs(usage.cost_usd - expected) <= Decimal("0.01") * len(
+        entries
+    )  # hourly entries round to the cent

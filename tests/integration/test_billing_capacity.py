@@ -29,8 +29,14 @@ def _group(stack, org: str, name: str, desired: int) -> tuple[str, object, objec
     ec2.create_launch_template(
         LaunchTemplateName=group, LaunchTemplateData={"ImageId": image, "InstanceType": "c5.xlarge"}
     )
-    auto.create_auto_scaling_group(AutoScalingGroupName=group, LaunchTemplate={"LaunchTemplateName": group}, MinSize=0, MaxSize=4,
-                                   DesiredCapacity=desired, AvailabilityZones=["us-east-1a"])  # fmt: skip
+    auto.create_auto_scaling_group(
+        AutoScalingGroupName=group,
+        LaunchTemplate={"LaunchTemplateName": group},
+        MinSize=0,
+        MaxSize=4,
+        DesiredCapacity=desired,
+        AvailabilityZones=["us-east-1a"],
+    )
     return group, ec2, auto
 
 
@@ -60,8 +66,17 @@ def test_a_group_short_of_the_request_is_billed_for_what_ran_and_a_replacement_i
         compute_instance_type="c5.xlarge",
         compute_nodes=2,
     )
-    reg.put({"pk": f"ORG#{org}", "sk": "CLUSTER#c1", "name": "c1", "region": "us-east-1", "state": "RUNNING",
-             "segments": [seg.model_dump(mode="json")], "outputs": {"ComputeGroupName": group}})  # fmt: skip
+    reg.put(
+        {
+            "pk": f"ORG#{org}",
+            "sk": "CLUSTER#c1",
+            "name": "c1",
+            "region": "us-east-1",
+            "state": "RUNNING",
+            "segments": [seg.model_dump(mode="json")],
+            "outputs": {"ComputeGroupName": group},
+        }
+    )
     acts = BillingActivities(aws, reg)
     env = ActivityEnvironment()
     # A tick sees the first instance in service (nothing is closed yet: the window ends before it).

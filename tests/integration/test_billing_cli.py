@@ -41,8 +41,14 @@ def readme_env(stack, tmp: Path) -> dict[str, str]:  # type: ignore[no-untyped-d
 
 
 def starter(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "starter", *args], capture_output=True, text=True, env=env, timeout=120,
-                          cwd=Path(__file__).resolve().parents[2])  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "starter", *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        cwd=Path(__file__).resolve().parents[2],
+    )
 
 
 def test_billing_report_needs_no_aws_credentials_and_equals_the_ledger(stack, tmp_path):
@@ -50,13 +56,30 @@ def test_billing_report_needs_no_aws_credentials_and_equals_the_ledger(stack, tm
     aws, reg = ledger_org(org, "262626262626")
     now = datetime.now(UTC)
     start = billing.floor_hour(now) - timedelta(hours=4) + timedelta(minutes=7, seconds=31)
-    done = m.UsageSegment(start=start, end=start + timedelta(hours=2, minutes=3), head_instance_type="t3.medium",
-                          compute_instance_type="c5.xlarge", compute_nodes=3)  # fmt: skip
-    running = m.UsageSegment(start=billing.floor_hour(now) - timedelta(hours=1), head_instance_type="t3.medium",
-                             compute_instance_type="c5.xlarge", compute_nodes=1)  # fmt: skip
+    done = m.UsageSegment(
+        start=start,
+        end=start + timedelta(hours=2, minutes=3),
+        head_instance_type="t3.medium",
+        compute_instance_type="c5.xlarge",
+        compute_nodes=3,
+    )
+    running = m.UsageSegment(
+        start=billing.floor_hour(now) - timedelta(hours=1),
+        head_instance_type="t3.medium",
+        compute_instance_type="c5.xlarge",
+        compute_nodes=1,
+    )
     for name, seg, state in (("r1", done, "DELETED"), ("r2", running, "RUNNING")):
-        reg.put({"pk": f"ORG#{org}", "sk": f"CLUSTER#{name}", "name": name, "region": "us-east-1", "state": state,
-                 "segments": [seg.model_dump(mode="json")]})  # fmt: skip
+        reg.put(
+            {
+                "pk": f"ORG#{org}",
+                "sk": f"CLUSTER#{name}",
+                "name": name,
+                "region": "us-east-1",
+                "state": state,
+                "segments": [seg.model_dump(mode="json")],
+            }
+        )
     ActivityEnvironment().run(
         BillingActivities(aws, reg).close_billing_periods,
         m.CloseBillingPeriodsInput(org_id=org, until=billing.floor_hour(now)),

@@ -23,8 +23,17 @@ T0 = datetime(2026, 11, 6, 9, 0, tzinfo=UTC)
 
 
 def _cluster(reg, org: str, name: str, segments: list[m.UsageSegment], **extra) -> None:  # type: ignore[no-untyped-def]
-    reg.put({"pk": f"ORG#{org}", "sk": f"CLUSTER#{name}", "name": name, "region": "us-east-1", "state": "RUNNING",
-             "segments": [s.model_dump(mode="json") for s in segments], **extra})  # fmt: skip
+    reg.put(
+        {
+            "pk": f"ORG#{org}",
+            "sk": f"CLUSTER#{name}",
+            "name": name,
+            "region": "us-east-1",
+            "state": "RUNNING",
+            "segments": [s.model_dump(mode="json") for s in segments],
+            **extra,
+        }
+    )
 
 
 def _seg(start: datetime, end: datetime | None, nodes: int = 2) -> m.UsageSegment:
@@ -185,8 +194,21 @@ def test_entries_written_before_line_costs_still_add_up_to_the_ledger(stack):
     are $0.0056 -> $0.01, while each line rounds to $0.00. The report keeps the ledger's cent."""
     org = "legacyco"
     _, reg = ledger_org(org, ACCOUNT)
-    reg.put({"pk": f"ORG#{org}", "sk": f"PERIOD#{T0.isoformat()}#old", "cluster": "old", "period_start": T0.isoformat(),
-             "lines": {"c5.xlarge": 1, "t3.medium": 4}, "node_minutes": 5, "cost_usd": Decimal("0.01"),
-             "rates": {"c5.xlarge": Decimal("0.17"), "t3.medium": Decimal("0.0416")}, "metered": False}, table=reg.ledger)  # fmt: skip
+    reg.put(
+        {
+            "pk": f"ORG#{org}",
+            "sk": f"PERIOD#{T0.isoformat()}#old",
+            "cluster": "old",
+            "period_start": T0.isoformat(),
+            "lines": {"c5.xlarge": 1, "t3.medium": 4},
+            "node_minutes": 5,
+            "cost_usd": Decimal("0.01"),
+            "rates": {"c5.xlarge": Decimal("0.17"), "t3.medium": Decimal("0.0416")},
+            "metered": False,
+        },
+        table=reg.ledger,
+    )
     report = billing_report(reg, org, None, T0 + timedelta(hours=2))
-    assert report.cost_usd == Decimal("0.01") and sum(x.cost_usd for x in report.lines) == Decimal("0.01")
+    assert report.cost_usd == Decimal("0.01") and sum(x.cost_usd for x in report.lines) == Decimal(
+        "0.01"
+    )

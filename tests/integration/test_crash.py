@@ -46,13 +46,25 @@ from tests.integration.helpers import launch_role_template
 pytestmark = pytest.mark.integration
 CLUSTERS = int(os.environ.get("BRIDGEHEAD_CRASH_CLUSTERS", "2"))
 HOLD = float(os.environ.get("BRIDGEHEAD_CRASH_HOLD_SECONDS", "32"))
-CFG = m.ClusterConfig(head_instance_type="t3.medium", compute_instance_type="c5.large", compute_initial_nodes=1, compute_max_nodes=2)
+CFG = m.ClusterConfig(
+    head_instance_type="t3.medium",
+    compute_instance_type="c5.large",
+    compute_initial_nodes=1,
+    compute_max_nodes=2,
+)
 NODES = 1 + CFG.compute_initial_nodes
 ORG, ACCOUNT, REGION = "crash0", "290000000000", "us-east-1"
 ARTIFACT = Path(__file__).resolve().parents[2] / "test-artifacts" / "crash-suite.json"
 #: AWS calls held by the proxy so the activities making them can be caught in flight.
-DELAYS = {"CreateStack": 3.0, "DescribeStacks": 2.0, "DeleteStack": 3.0, "ModifyImageAttribute": 3.0,
-          "ModifySnapshotAttribute": 1.0, "TransactWriteItems": 3.0, "BatchMeterUsage": 3.0}  # fmt: skip
+DELAYS = {
+    "CreateStack": 3.0,
+    "DescribeStacks": 2.0,
+    "DeleteStack": 3.0,
+    "ModifyImageAttribute": 3.0,
+    "ModifySnapshotAttribute": 1.0,
+    "TransactWriteItems": 3.0,
+    "BatchMeterUsage": 3.0,
+}
 #: Phases in the order the flow reaches them; each is a target of one kill.
 PHASES = ("onboarding", "create", "wait", "delete", "offboarding", "billing")
 #: The driver's observation step (seconds between status queries).
@@ -77,9 +89,14 @@ def phase_of(wf_id: str, activity: str, cluster_deleting: bool = False) -> str:
 
 
 def workflow_ids(clusters: int) -> list[str]:
-    return [ids.org_workflow_id(ORG), ids.images_workflow_id(ORG), ids.region_workflow_id(ORG, REGION),
-            ids.cleanup_workflow_id(ORG, REGION), ids.billing_workflow_id(ORG),
-            *(ids.cluster_workflow_id(ORG, f"k{c}") for c in range(clusters))]  # fmt: skip
+    return [
+        ids.org_workflow_id(ORG),
+        ids.images_workflow_id(ORG),
+        ids.region_workflow_id(ORG, REGION),
+        ids.cleanup_workflow_id(ORG, REGION),
+        ids.billing_workflow_id(ORG),
+        *(ids.cluster_workflow_id(ORG, f"k{c}") for c in range(clusters)),
+    ]
 
 
 async def connect(st: LocalStack):  # noqa: ANN201
@@ -89,7 +106,9 @@ async def connect(st: LocalStack):  # noqa: ANN201
 
     for _ in range(120):
         try:
-            return await Client.connect(st.temporal_address, data_converter=make_data_converter(TEST_KEY))
+            return await Client.connect(
+                st.temporal_address, data_converter=make_data_converter(TEST_KEY)
+            )
         except Exception:  # noqa: BLE001 - the server is restarting
             await asyncio.sleep(0.5)
     raise AssertionError("Temporal did not come back")
@@ -139,47 +158,82 @@ def spans(wf_id: str, events: list) -> list[tuple[float, float, str, str]]:  # n
             a = e.activity_task_started_event_attributes
             if a.attempt > 1 and a.last_failure.HasField("timeout_failure_info"):
                 sched = ev[a.scheduled_event_id]
-                out.append((ts(sched), ts(e), wf_id, sched.activity_task_scheduled_event_attributes.activity_type.name))
+                out.append(
+                    (
+                        ts(sched),
+                        ts(e),
+                        wf_id,
+                        sched.activity_task_scheduled_event_attributes.activity_type.name,
+                    )
+                )
         elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
             a = e.workflow_task_timed_out_event_attributes
-            began = ev.get(a.started_event_id) or ev[a.scheduled_event_id]  # schedule-to-start: never started
+            began = (
+                ev.get(a.started_event_id) or ev[a.scheduled_event_id]
+            )  # schedule-to-start: never started
             out.append((ts(began), ts(e), wf_id, ""))
     return out
 
 
-def land(kills: list[dict], all_spans: list[tuple[float, float, str, str]], deleting_since: dict[str, float]) -> None:
+def land(
+    kills: list[dict],
+    all_spans: list[tuple[float, float, str, str]],
+    deleting_since: dict[str, float],
+) -> None:
     """Record on each kill (wall time ``at``) the work it cut short and the phases of that work."""
     for k in kills:
         hits = [(wf, what) for a, b, wf, what in all_spans if a <= k["at"] < b]
         k["landed_on"] = [f"{wf} {what or 'workflow task'}" for wf, what in hits]
         # Failover as measured: from the kill to the first retry of the work it cut short.
-        k["resumed_after_s"] = round(min(b for a, b, _, _ in all_spans if a <= k["at"] < b) - k["at"], 1) if hits else None
-        k["landing_phases"] = sorted({phase_of(wf, what, k["at"] >= deleting_since.get(wf, float("inf"))) for wf, what in hits})
+        k["resumed_after_s"] = (
+            round(min(b for a, b, _, _ in all_spans if a <= k["at"] < b) - k["at"], 1)
+            if hits
+            else None
+        )
+        k["landing_phases"] = sorted(
+            {
+                phase_of(wf, what, k["at"] >= deleting_since.get(wf, float("inf")))
+                for wf, what in hits
+            }
+        )
 
 
-async def landing(client, wf_ids: list[str], kills: list[dict], deleting_since: dict[str, float]) -> None:  # noqa: ANN001
+async def landing(
+    client, wf_ids: list[str], kills: list[dict], deleting_since: dict[str, float]
+) -> None:  # noqa: ANN001
     """:func:`land` with the spans of every workflow's history."""
     all_spans = []
     for wf_id in wf_ids:
         try:
-            hist = await retrying(lambda wf_id=wf_id: client.get_workflow_handle(wf_id).fetch_history(), tries=10)
+            hist = await retrying(
+                lambda wf_id=wf_id: client.get_workflow_handle(wf_id).fetch_history(), tries=10
+            )
         except Exception:  # noqa: BLE001 - never started
             continue
         all_spans += spans(wf_id, list(hist.events))
     land(kills, all_spans, deleting_since)
 
 
-@pytest.mark.timeout(1500)  # each of the six kills costs up to a minute (start-to-close) before the retry
+@pytest.mark.timeout(
+    1500
+)  # each of the six kills costs up to a minute (start-to-close) before the retry
 async def test_kills_and_a_server_kill_lose_and_duplicate_nothing(tmp_path):
     from tests.support.emulator_proxy import EmulatorProxy
     from tests.support.snapshot import creations, leftovers, snapshot_async
 
     seed = int(os.environ.get("BRIDGEHEAD_CRASH_SEED") or random.SystemRandom().randrange(2**31))
     rng = random.Random(seed)
-    plan = [{"target": p, "delay": round(rng.uniform(0.0, 0.5), 3)} for p in PHASES]  # within the held call
+    plan = [
+        {"target": p, "delay": round(rng.uniform(0.0, 0.5), 3)} for p in PHASES
+    ]  # within the held call
     server_kill_at = rng.randrange(len(plan))  # which kill also SIGKILLs the dev server
-    st = LocalStack(state_dir=tmp_path, temporal_port=free_port(), ui_port=free_port(), moto_port=free_port(),
-                    worker_env={"BRIDGEHEAD_CODEC_KEY": TEST_KEY_B64})  # fmt: skip
+    st = LocalStack(
+        state_dir=tmp_path,
+        temporal_port=free_port(),
+        ui_port=free_port(),
+        moto_port=free_port(),
+        worker_env={"BRIDGEHEAD_CODEC_KEY": TEST_KEY_B64},
+    )
     saved = dict(os.environ)
     proxy = None
     report: dict = {"seed": seed, "plan": plan, "server_kill_at": server_kill_at, "delays": DELAYS}
@@ -222,13 +276,20 @@ async def test_kills_and_a_server_kill_lose_and_duplicate_nothing(tmp_path):
                 at = time.time()
                 st.procs["worker"].send_signal(signal.SIGKILL)
                 st.procs["worker"].wait()
-                kill = {"target": step["target"], "caught": f"{caught[0]} {caught[1]}", "at": at,
-                        "at_utc": datetime.fromtimestamp(at, UTC).isoformat(), "server_killed": i == server_kill_at}  # fmt: skip
+                kill = {
+                    "target": step["target"],
+                    "caught": f"{caught[0]} {caught[1]}",
+                    "at": at,
+                    "at_utc": datetime.fromtimestamp(at, UTC).isoformat(),
+                    "server_killed": i == server_kill_at,
+                }
                 if i == server_kill_at:  # the dev server too, mid-flight, keeping its SQLite file
                     st.procs["temporal"].send_signal(signal.SIGKILL)
                     st.procs["temporal"].wait()
                     st.procs.pop("temporal")
-                    await asyncio.to_thread(st.start_temporal)  # the driver's clock keeps running meanwhile
+                    await asyncio.to_thread(
+                        st.start_temporal
+                    )  # the driver's clock keeps running meanwhile
                 await asyncio.to_thread(st.start_worker)
                 kills.append(kill)
 
@@ -247,20 +308,53 @@ async def test_kills_and_a_server_kill_lose_and_duplicate_nothing(tmp_path):
 
         async def flow() -> m.UsageTotals:
             try:
-                inp = m.OnboardOrganizationInput(org_id=ORG, display_name=ORG, admin_email=f"a@{ORG}.example", aws_account_id=ACCOUNT,
-                                                 regions=[REGION])  # fmt: skip
-                h = await retrying(lambda: client.start_workflow("OnboardOrganization", inp, id=ids.org_workflow_id(ORG), task_queue="bridgehead"))
-                s = await poll(h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.AWAITING_ROLE)
+                inp = m.OnboardOrganizationInput(
+                    org_id=ORG,
+                    display_name=ORG,
+                    admin_email=f"a@{ORG}.example",
+                    aws_account_id=ACCOUNT,
+                    regions=[REGION],
+                )
+                h = await retrying(
+                    lambda: client.start_workflow(
+                        "OnboardOrganization",
+                        inp,
+                        id=ids.org_workflow_id(ORG),
+                        task_queue="bridgehead",
+                    )
+                )
+                s = await poll(
+                    h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.AWAITING_ROLE
+                )
                 arn = launch_role_template(st, ACCOUNT, s, f"bridgehead-access-{ORG}")
-                await retrying(lambda: h.execute_update("submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult))
-                s = await poll(h, "status", m.OrgStatus, lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED))
+                await retrying(
+                    lambda: h.execute_update(
+                        "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
+                    )
+                )
+                s = await poll(
+                    h,
+                    "status",
+                    m.OrgStatus,
+                    lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
+                )
                 assert s.state == m.OrgState.READY, s
                 handles = {}
                 for name in clock:
-                    clock[name]["not_running_seen"] = time.time()  # not RUNNING before it is started
-                    handles[name] = await retrying(lambda name=name: client.start_workflow(
-                        "ClusterLifecycle", m.ClusterLifecycleInput(org_id=ORG, name=name, region=REGION, config=CFG),
-                        id=ids.cluster_workflow_id(ORG, name), task_queue="bridgehead", result_type=m.ClusterResult))  # fmt: skip
+                    clock[name]["not_running_seen"] = (
+                        time.time()
+                    )  # not RUNNING before it is started
+                    handles[name] = await retrying(
+                        lambda name=name: client.start_workflow(
+                            "ClusterLifecycle",
+                            m.ClusterLifecycleInput(
+                                org_id=ORG, name=name, region=REGION, config=CFG
+                            ),
+                            id=ids.cluster_workflow_id(ORG, name),
+                            task_queue="bridgehead",
+                            result_type=m.ClusterResult,
+                        )
+                    )
 
                 async def until_running(name: str) -> None:
                     # The driver's clock: the last moment it saw the cluster not yet RUNNING and the
@@ -294,10 +388,22 @@ async def test_kills_and_a_server_kill_lose_and_duplicate_nothing(tmp_path):
                 for ch in handles.values():
                     res = await retrying(lambda ch=ch: ch.result())
                     assert res.state == m.ClusterState.DELETED and len(res.segments) == 1, res
-                await retrying(lambda: h.execute_update("offboard", m.OffboardInput(confirm_org_id=ORG), result_type=m.UpdateResult))
-                final = await retrying(lambda: client.get_workflow_handle(ids.org_workflow_id(ORG), result_type=m.OrgStatus).result())
+                await retrying(
+                    lambda: h.execute_update(
+                        "offboard", m.OffboardInput(confirm_org_id=ORG), result_type=m.UpdateResult
+                    )
+                )
+                final = await retrying(
+                    lambda: client.get_workflow_handle(
+                        ids.org_workflow_id(ORG), result_type=m.OrgStatus
+                    ).result()
+                )
                 assert final.state == m.OrgState.OFFBOARDED, final
-                return await retrying(lambda: client.get_workflow_handle(ids.billing_workflow_id(ORG), result_type=m.UsageTotals).result())
+                return await retrying(
+                    lambda: client.get_workflow_handle(
+                        ids.billing_workflow_id(ORG), result_type=m.UsageTotals
+                    ).result()
+                )
             finally:
                 flow_done.set()
 
@@ -306,14 +412,19 @@ async def test_kills_and_a_server_kill_lose_and_duplicate_nothing(tmp_path):
             starts there): straight from moto, not through Bridgehead or its proxy."""
             from starter.local import customer_admin
 
-            cfn = customer_admin(st.moto_endpoint, ACCOUNT, "cloudformation", REGION, creds=st.platform_keys)
+            cfn = customer_admin(
+                st.moto_endpoint, ACCOUNT, "cloudformation", REGION, creds=st.platform_keys
+            )
             names = {ids.cluster_stack(ORG, n): n for n in clock}
             for n in clock:  # no cluster stack exists yet
                 clock[n]["not_complete_seen"] = time.time()
             while not flow_done.is_set() and not all("complete_seen" in clock[n] for n in clock):
                 asked = time.time()
-                status = {x["StackName"]: x["StackStatus"] for x in (await asyncio.to_thread(cfn.list_stacks))["StackSummaries"]
-                          if x["StackName"] in names and x["StackStatus"] != "DELETE_COMPLETE"}  # fmt: skip
+                status = {
+                    x["StackName"]: x["StackStatus"]
+                    for x in (await asyncio.to_thread(cfn.list_stacks))["StackSummaries"]
+                    if x["StackName"] in names and x["StackStatus"] != "DELETE_COMPLETE"
+                }
                 for stack_name, n in names.items():
                     if "complete_seen" in clock[n]:
                         continue
@@ -335,28 +446,50 @@ async def test_kills_and_a_server_kill_lose_and_duplicate_nothing(tmp_path):
         # driver saw the stack complete between two of its own reads of moto, and sent ``delete``
         # between two clock readings: the billed stretch lies between (delete sent - first seen
         # complete) and (delete acknowledged - last seen not complete); rounding is monotonic.
-        low = sum(rounded_minutes(max(0.0, c["delete_sent_after"] - c["complete_seen"])) * NODES for c in clock.values())
-        high = sum(rounded_minutes(c["delete_acknowledged"] - c["not_complete_seen"]) * NODES for c in clock.values())
+        low = sum(
+            rounded_minutes(max(0.0, c["delete_sent_after"] - c["complete_seen"])) * NODES
+            for c in clock.values()
+        )
+        high = sum(
+            rounded_minutes(c["delete_acknowledged"] - c["not_complete_seen"]) * NODES
+            for c in clock.values()
+        )
         from activities.aws import Aws
         from activities.billing import ledger_entries
         from activities.registry import Registry
 
         get_settings.cache_clear()
-        ledger = sum(int(e["node_minutes"]) for e in ledger_entries(Registry(Aws(get_settings())), ORG))
+        ledger = sum(
+            int(e["node_minutes"]) for e in ledger_entries(Registry(Aws(get_settings())), ORG)
+        )
         after = await snapshot_async(st, accounts=[ACCOUNT], regions=[REGION])
-        made = creations(before, {**after, "stacks": {**mid["stacks"], **after["stacks"]}})  # every stack id ever seen
+        made = creations(
+            before, {**after, "stacks": {**mid["stacks"], **after["stacks"]}}
+        )  # every stack id ever seen
         landed = sorted({p for k in kills for p in k.get("landing_phases", [])})
-        report.update({
-            "kills": kills, "distinct_landing_phases": landed, "clock": clock, "expected_node_minutes": [low, high],
-            "ledger_node_minutes": ledger, "meter_node_minutes": usage.node_minutes, "created": made,
-            "leftovers": leftovers(after, ACCOUNT, ids.org_prefix(ORG)),
-        })  # fmt: skip
+        report.update(
+            {
+                "kills": kills,
+                "distinct_landing_phases": landed,
+                "clock": clock,
+                "expected_node_minutes": [low, high],
+                "ledger_node_minutes": ledger,
+                "meter_node_minutes": usage.node_minutes,
+                "created": made,
+                "leftovers": leftovers(after, ACCOUNT, ids.org_prefix(ORG)),
+            }
+        )
 
         # Created exactly once, by identity; nothing left alive.
-        want = {f"stack {ACCOUNT}/{REGION}/{ids.foundation_stack(ORG, REGION)}": 1, f"instances {ACCOUNT}/{REGION}": NODES * CLUSTERS,
-                **{f"stack {ACCOUNT}/{REGION}/{ids.cluster_stack(ORG, n)}": 1 for n in clock},
-                f"stack {ACCOUNT}/{REGION}/bridgehead-access-{ORG}": 1}  # fmt: skip
-        assert {k: v for k, v in made.items() if not k.startswith(("launch grant", "volume grant"))} == want, made
+        want = {
+            f"stack {ACCOUNT}/{REGION}/{ids.foundation_stack(ORG, REGION)}": 1,
+            f"instances {ACCOUNT}/{REGION}": NODES * CLUSTERS,
+            **{f"stack {ACCOUNT}/{REGION}/{ids.cluster_stack(ORG, n)}": 1 for n in clock},
+            f"stack {ACCOUNT}/{REGION}/bridgehead-access-{ORG}": 1,
+        }
+        assert {
+            k: v for k, v in made.items() if not k.startswith(("launch grant", "volume grant"))
+        } == want, made
         assert report["leftovers"] == []
         # The ledger: what the driver's clock says ran, no more (a double-counted retry) and no less.
         assert usage.node_minutes == ledger
@@ -368,10 +501,17 @@ async def test_kills_and_a_server_kill_lose_and_duplicate_nothing(tmp_path):
 
         # Twin: a cluster stack a killed worker left behind is reported by the same check.
         cfn = st.customer_admin(ACCOUNT, "cloudformation", REGION)
-        stray = cfn.create_stack(StackName=ids.cluster_stack(ORG, "orphan"), TemplateBody=json.dumps({"Resources": {"Q": {"Type": "AWS::SQS::Queue"}}}))
+        stray = cfn.create_stack(
+            StackName=ids.cluster_stack(ORG, "orphan"),
+            TemplateBody=json.dumps({"Resources": {"Q": {"Type": "AWS::SQS::Queue"}}}),
+        )
         planted = await snapshot_async(st, accounts=[ACCOUNT], regions=[REGION])
-        assert leftovers(planted, ACCOUNT, ids.org_prefix(ORG)) == [f"stack {ACCOUNT}/{REGION}/{stray['StackId']} {ids.cluster_stack(ORG, 'orphan')} CREATE_COMPLETE"]
-        assert creations(after, planted) == {f"stack {ACCOUNT}/{REGION}/{ids.cluster_stack(ORG, 'orphan')}": 1}
+        assert leftovers(planted, ACCOUNT, ids.org_prefix(ORG)) == [
+            f"stack {ACCOUNT}/{REGION}/{stray['StackId']} {ids.cluster_stack(ORG, 'orphan')} CREATE_COMPLETE"
+        ]
+        assert creations(after, planted) == {
+            f"stack {ACCOUNT}/{REGION}/{ids.cluster_stack(ORG, 'orphan')}": 1
+        }
     finally:
         ARTIFACT.parent.mkdir(exist_ok=True)
         ARTIFACT.write_text(json.dumps(report, indent=2, default=str))

@@ -26,14 +26,25 @@ from tests.support.snapshot import creations, snapshot, snapshot_async
 pytestmark = pytest.mark.integration
 ACCOUNT = "310000000007"
 REGION = "us-west-1"  # no released image there: ShareImages copies one (a CopyImage to count)
-CFG = m.ClusterConfig(head_instance_type="t3.medium", compute_instance_type="c5.large", compute_initial_nodes=2, compute_max_nodes=3)
+CFG = m.ClusterConfig(
+    head_instance_type="t3.medium",
+    compute_instance_type="c5.large",
+    compute_initial_nodes=2,
+    compute_max_nodes=3,
+)
 #: Recorded in the artifact; override to explore other interleavings.
 SEED = int(os.environ.get("BRIDGEHEAD_FAULT_SEED", "19"))
 RATE = 0.3
 #: Calls whose next answers are always lost, whatever the seed: three in a row exhaust botocore's
 #: attempts within one call (total_max_attempts of activities/aws.py's config), so the activity
 #: itself fails and Temporal retries it: the case a deterministic token or a lookup must cover.
-FORCED = {"CreateStack": 3, "CopyImage": 3, "ModifyImageAttribute": 3, "ModifySnapshotAttribute": 3, "PutItem": 3}
+FORCED = {
+    "CreateStack": 3,
+    "CopyImage": 3,
+    "ModifyImageAttribute": 3,
+    "ModifySnapshotAttribute": 3,
+    "PutItem": 3,
+}
 ARTIFACT = Path(__file__).resolve().parents[2] / "test-artifacts" / "faults-after-the-fact.json"
 
 
@@ -44,7 +55,11 @@ def copied_image_name() -> str:
 def intended(after: dict, made: dict) -> dict[str, int]:
     """What the lifecycle is meant to create: the foundation and cluster stacks once, the head
     node and the initial compute nodes, one copy of the image, one grant of it and its snapshots."""
-    image_key = next(k for k, v in after["image_grants"].items() if k.startswith(f"{PLATFORM_ACCOUNT}/{REGION}/") and v["name"] == copied_image_name())
+    image_key = next(
+        k
+        for k, v in after["image_grants"].items()
+        if k.startswith(f"{PLATFORM_ACCOUNT}/{REGION}/") and v["name"] == copied_image_name()
+    )
     image_id = image_key.rsplit("/", 1)[1]
     want = {
         f"stack {ACCOUNT}/{REGION}/{ids.foundation_stack('enf6', REGION)}": 1,
@@ -54,11 +69,15 @@ def intended(after: dict, made: dict) -> dict[str, int]:
         f"launch grant {image_id}->{ACCOUNT}": 1,
     }
     # The copy's snapshots are granted once each (which snapshots back it is moto's business).
-    want.update({k: 1 for k in made if k.startswith("volume grant ") and k.endswith(f"->{ACCOUNT}")})
+    want.update(
+        {k: 1 for k in made if k.startswith("volume grant ") and k.endswith(f"->{ACCOUNT}")}
+    )
     return want
 
 
-async def test_lost_responses_on_mutating_calls_create_nothing_twice(enforcing_client, enforcing_stack):
+async def test_lost_responses_on_mutating_calls_create_nothing_twice(
+    enforcing_client, enforcing_stack
+):
     client, stack = enforcing_client, enforcing_stack
     proxy = stack.proxy
     h = await start_org(client, "enf6", ACCOUNT, [REGION])
@@ -70,12 +89,31 @@ async def test_lost_responses_on_mutating_calls_create_nothing_twice(enforcing_c
     proxy.fail_next_after.update(FORCED)
     proxy.after_rate = RATE
     try:
-        await h.execute_update("submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult)
-        s = await wait_for(h, "status", m.OrgStatus, lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED), 300)
+        await h.execute_update(
+            "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
+        )
+        s = await wait_for(
+            h,
+            "status",
+            m.OrgStatus,
+            lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
+            300,
+        )
         assert s.state == m.OrgState.READY, s
-        ch = await client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id="enf6", name="k1", region=REGION, config=CFG),
-                                         id=ids.cluster_workflow_id("enf6", "k1"), task_queue="bridgehead", result_type=m.ClusterResult)  # fmt: skip
-        cs = await wait_for(ch, "status", m.ClusterStatus, lambda s: s.state in (m.ClusterState.RUNNING, m.ClusterState.FAILED), 300)
+        ch = await client.start_workflow(
+            "ClusterLifecycle",
+            m.ClusterLifecycleInput(org_id="enf6", name="k1", region=REGION, config=CFG),
+            id=ids.cluster_workflow_id("enf6", "k1"),
+            task_queue="bridgehead",
+            result_type=m.ClusterResult,
+        )
+        cs = await wait_for(
+            ch,
+            "status",
+            m.ClusterStatus,
+            lambda s: s.state in (m.ClusterState.RUNNING, m.ClusterState.FAILED),
+            300,
+        )
         assert cs.state == m.ClusterState.RUNNING, cs
         await ch.signal("delete")
         assert (await ch.result()).state == m.ClusterState.DELETED
@@ -87,18 +125,29 @@ async def test_lost_responses_on_mutating_calls_create_nothing_twice(enforcing_c
     made = creations(before, after)
     faults = Counter(proxy.after_faults) - faults0
     ARTIFACT.parent.mkdir(exist_ok=True)
-    ARTIFACT.write_text(json.dumps({
-        "seed": SEED, "rate": RATE, "forced": FORCED,
-        "mutating_calls": sum((Counter(proxy.mutations) - mutations0).values()),
-        "faults_after_the_fact": {f"{kind} {action}": n for (kind, action), n in sorted(faults.items())},
-        "created": made,
-    }, indent=2))  # fmt: skip
+    ARTIFACT.write_text(
+        json.dumps(
+            {
+                "seed": SEED,
+                "rate": RATE,
+                "forced": FORCED,
+                "mutating_calls": sum((Counter(proxy.mutations) - mutations0).values()),
+                "faults_after_the_fact": {
+                    f"{kind} {action}": n for (kind, action), n in sorted(faults.items())
+                },
+                "created": made,
+            },
+            indent=2,
+        )
+    )
     assert leftover == {}, f"forced faults never used (the call never happened): {leftover}"
     assert {a for _, a in faults} >= set(FORCED), faults
     assert made == intended(after, made)
 
 
-def test_twin_without_idempotency_a_lost_copy_response_makes_a_second_image(enforcing_stack, monkeypatch):
+def test_twin_without_idempotency_a_lost_copy_response_makes_a_second_image(
+    enforcing_stack, monkeypatch
+):
     """CopyImage's idempotency removed (no deterministic ClientToken, no lookup of an earlier copy):
     the first answer is lost after the copy was made, the activity is retried, and the count reports
     two images where one was intended. With the idempotency in place the same fault makes one."""
@@ -111,7 +160,9 @@ def test_twin_without_idempotency_a_lost_copy_response_makes_a_second_image(enfo
     monkeypatch.setenv("AWS_ENDPOINT_URL", stack.aws_endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", stack.platform_keys["aws_access_key_id"])
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", stack.platform_keys["aws_secret_access_key"])
-    source = stack.platform("ec2").describe_images(Owners=["self"], Filters=[{"Name": "tag:bridgehead:release", "Values": ["current"]}])["Images"][0]
+    source = stack.platform("ec2").describe_images(
+        Owners=["self"], Filters=[{"Name": "tag:bridgehead:release", "Values": ["current"]}]
+    )["Images"][0]
 
     def copy_with_lost_answer(region: str, idempotent: bool) -> dict[str, int]:
         aws = Aws(Settings())
@@ -139,7 +190,12 @@ def test_twin_without_idempotency_a_lost_copy_response_makes_a_second_image(enfo
         # generated, which EC2 and the proxy honour), so the activity fails and is retried: a new call.
         attempts = aws.platform("ec2", region).meta.config.retries["total_max_attempts"]
         proxy.fail_next_after["CopyImage"] = attempts
-        req = m.CopyImageInput(source_region="us-east-1", source_image_id=source["ImageId"], region=region, client_token=f"twin-{region}")
+        req = m.CopyImageInput(
+            source_region="us-east-1",
+            source_image_id=source["ImageId"],
+            region=region,
+            client_token=f"twin-{region}",
+        )
         errors = []
         for _ in range(3):  # Temporal's retries of the activity: each a new call
             try:
@@ -151,5 +207,9 @@ def test_twin_without_idempotency_a_lost_copy_response_makes_a_second_image(enfo
         return creations(before, snapshot(stack, regions=[region]))
 
     name = f"{source['Name']}-from-us-east-1"
-    assert copy_with_lost_answer("eu-west-3", idempotent=True) == {f"image {PLATFORM_ACCOUNT}/eu-west-3/{name}": 1}
-    assert copy_with_lost_answer("eu-north-1", idempotent=False) == {f"image {PLATFORM_ACCOUNT}/eu-north-1/{name}": 2}
+    assert copy_with_lost_answer("eu-west-3", idempotent=True) == {
+        f"image {PLATFORM_ACCOUNT}/eu-west-3/{name}": 1
+    }
+    assert copy_with_lost_answer("eu-north-1", idempotent=False) == {
+        f"image {PLATFORM_ACCOUNT}/eu-north-1/{name}": 2
+    }

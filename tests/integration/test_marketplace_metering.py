@@ -32,8 +32,19 @@ def _org(
 def _entry(
     reg: object, org: str, hour: datetime, lines: dict[str, int], cluster: str = "c1"
 ) -> None:
-    reg.put({"pk": f"ORG#{org}", "sk": f"PERIOD#{hour.isoformat()}#{cluster}", "cluster": cluster, "period_start": hour.isoformat(),  # type: ignore[attr-defined]
-             "lines": lines, "node_minutes": sum(lines.values()), "cost_usd": 0, "metered": False}, table=reg.ledger)  # type: ignore[attr-defined]  # fmt: skip
+    reg.put(
+        {
+            "pk": f"ORG#{org}",
+            "sk": f"PERIOD#{hour.isoformat()}#{cluster}",
+            "cluster": cluster,
+            "period_start": hour.isoformat(),  # type: ignore[attr-defined]
+            "lines": lines,
+            "node_minutes": sum(lines.values()),
+            "cost_usd": 0,
+            "metered": False,
+        },
+        table=reg.ledger,
+    )  # type: ignore[attr-defined]
 
 
 def test_an_identical_resend_is_a_success_counted_once(stack):
@@ -92,7 +103,11 @@ def test_duplicate_record_is_a_defect_flagged_never_acknowledged_nor_resent(stac
     assert len(market.calls) == calls and (later.sent, later.expired, later.defects) == (0, 0, 0)
     # The report surfaces it for an operator.
     report = billing_report(reg, org, None, now[0])  # type: ignore[arg-type]
-    assert len(report.defects) == 1 and "node-minutes.c5.xlarge" in report.defects[0] and "DuplicateRecord" in report.defects[0]
+    assert (
+        len(report.defects) == 1
+        and "node-minutes.c5.xlarge" in report.defects[0]
+        and "DuplicateRecord" in report.defects[0]
+    )
 
 
 def test_customer_not_subscribed_stops_metering_and_tells_the_admin(stack):

@@ -99,16 +99,27 @@ class Harness:
                 if hasattr(getattr(type(inst), n), "__temporal_activity_definition")
             ]
         with ThreadPoolExecutor(8) as ex:
-            async with Worker(self.client, task_queue=self.tq, workflows=WORKFLOWS, activities=acts, activity_executor=ex,
-                              workflow_runner=sandbox_runner()):  # fmt: skip
+            async with Worker(
+                self.client,
+                task_queue=self.tq,
+                workflows=WORKFLOWS,
+                activities=acts,
+                activity_executor=ex,
+                workflow_runner=sandbox_runner(),
+            ):
                 yield
 
     async def register(self, **extra: Any) -> Any:
         inp = m.MarketplaceSubscriptionInput(
             org_id=self.org, registration_token=self.token, **extra
         )
-        return await self.client.start_workflow("MarketplaceSubscription", inp, id=f"marketplace-{self.org}", task_queue=self.tq,
-                                                result_type=m.MarketplaceStatus)  # fmt: skip
+        return await self.client.start_workflow(
+            "MarketplaceSubscription",
+            inp,
+            id=f"marketplace-{self.org}",
+            task_queue=self.tq,
+            result_type=m.MarketplaceStatus,
+        )
 
     async def deliver(self, action: str) -> str:
         """Publish ``action`` and let the consumer signal it; returns the SNS message id."""
@@ -208,8 +219,16 @@ async def test_unsubscribe_pending_meters_the_usage_up_to_now_at_once(client):
         compute_instance_type="c5.xlarge",
         compute_nodes=2,
     )
-    hz.reg.put({"pk": f"ORG#{hz.org}", "sk": "CLUSTER#c1", "name": "c1", "region": "us-east-1", "state": "RUNNING",
-                "segments": [seg.model_dump(mode="json")]})  # fmt: skip
+    hz.reg.put(
+        {
+            "pk": f"ORG#{hz.org}",
+            "sk": "CLUSTER#c1",
+            "name": "c1",
+            "region": "us-east-1",
+            "state": "RUNNING",
+            "segments": [seg.model_dump(mode="json")],
+        }
+    )
     async with hz.worker():
         h = await hz.register()
         await hz.state(h, m.MarketplaceState.LINKED)
@@ -394,8 +413,13 @@ async def test_the_worker_consumes_the_configured_queue(client, stack):
 def test_registry_refuses_one_buyer_for_two_organisations(stack):
     aws = Aws(get_settings())
     reg = Registry(aws)
-    link = {"customer_aws_account_id": "343434343434", "customer_identifier": "cust-shared", "product_code": PRODUCT,
-            "state": "LINKED", "linked_at": datetime.now(UTC).isoformat()}  # fmt: skip
+    link = {
+        "customer_aws_account_id": "343434343434",
+        "customer_identifier": "cust-shared",
+        "product_code": PRODUCT,
+        "state": "LINKED",
+        "linked_at": datetime.now(UTC).isoformat(),
+    }
     a, b = _org(), _org()
     ledger_org(a, "343434343434")
     ledger_org(b, "343434343434")

@@ -29,7 +29,11 @@ SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eE]+|NaN
 def scrape(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     for _ in range(60):  # the worker process may still be starting
         try:
-            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+            text = (
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10)
+                .read()
+                .decode()
+            )
             break
         except OSError:
             time.sleep(0.5)
@@ -60,7 +64,9 @@ async def test_worker_metrics_move_with_the_lifecycle(client, stack):
             break
         await __import__("asyncio").sleep(0.5)
         before = scrape(port)
-    assert any(n.startswith("temporal_") for n, _ in before), "the SDK's own metrics are on the same endpoint"
+    assert any(n.startswith("temporal_") for n, _ in before), (
+        "the SDK's own metrics are on the same endpoint"
+    )
 
     # A trust policy without the External ID condition: one failed check, counted by name.
     h = await start_org(client, "metricsbad", "230000000001", ["us-east-1"])
@@ -71,24 +77,46 @@ async def test_worker_metrics_move_with_the_lifecycle(client, stack):
         for st in role["Properties"]["AssumeRolePolicyDocument"]["Statement"]:
             st.pop("Condition", None)
 
-    arn = launch_role_template(stack, "230000000001", s, "bridgehead-access-metricsbad", drop_external_id)
-    await h.execute_update("submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult)
+    arn = launch_role_template(
+        stack, "230000000001", s, "bridgehead-access-metricsbad", drop_external_id
+    )
+    await h.execute_update(
+        "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
+    )
     await wait_for(h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.ACTION_REQUIRED, 120)
 
     # A cluster through RUNNING to DELETED.
-    assert (await onboard_ready(client, stack, "metrics", "230000000002", ["us-east-1"])).state == m.OrgState.READY
-    cfg = m.ClusterConfig(head_instance_type="t3.medium", compute_instance_type="c5.large", compute_initial_nodes=1, compute_max_nodes=2)
-    c = await client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id="metrics", name="m1", region="us-east-1", config=cfg),
-                                    id="cluster-metrics-m1", task_queue="bridgehead", result_type=m.ClusterResult)  # fmt: skip
+    assert (
+        await onboard_ready(client, stack, "metrics", "230000000002", ["us-east-1"])
+    ).state == m.OrgState.READY
+    cfg = m.ClusterConfig(
+        head_instance_type="t3.medium",
+        compute_instance_type="c5.large",
+        compute_initial_nodes=1,
+        compute_max_nodes=2,
+    )
+    c = await client.start_workflow(
+        "ClusterLifecycle",
+        m.ClusterLifecycleInput(org_id="metrics", name="m1", region="us-east-1", config=cfg),
+        id="cluster-metrics-m1",
+        task_queue="bridgehead",
+        result_type=m.ClusterResult,
+    )
     await wait_for(c, "status", m.ClusterStatus, lambda s: s.state == m.ClusterState.RUNNING, 120)
     running = None
     for _ in range(60):  # the gauge is refreshed from visibility every second in this stack
         running = scrape(port)
-        if value(running, "bridgehead_clusters", state="RUNNING") == value(before, "bridgehead_clusters", state="RUNNING") + 1:
+        if (
+            value(running, "bridgehead_clusters", state="RUNNING")
+            == value(before, "bridgehead_clusters", state="RUNNING") + 1
+        ):
             break
         await __import__("asyncio").sleep(0.5)
     # Exactly one more RUNNING cluster than before (clusters of earlier tests keep their state).
-    assert value(running, "bridgehead_clusters", state="RUNNING") == value(before, "bridgehead_clusters", state="RUNNING") + 1
+    assert (
+        value(running, "bridgehead_clusters", state="RUNNING")
+        == value(before, "bridgehead_clusters", state="RUNNING") + 1
+    )
     await c.signal("delete")
     assert (await c.result()).state == m.ClusterState.DELETED
     after = scrape(port)
@@ -99,7 +127,8 @@ async def test_worker_metrics_move_with_the_lifecycle(client, stack):
     # Exact: one failed verification, one cluster through each state, one completion. A counter
     # incremented twice (a retried activity, a replayed workflow task) fails here.
     assert moved("bridgehead_verification_failures", check="trust-policy-external-id") == 1, sorted(
-        (n, dict(ls)) for n, ls in after if n.startswith("bridgehead_verification"))
+        (n, dict(ls)) for n, ls in after if n.startswith("bridgehead_verification")
+    )
     for state in ("CREATING", "RUNNING", "DELETING", "DELETED"):
         assert moved("bridgehead_cluster_transitions", state=state) == 1, state
     assert moved("temporal_workflow_completed", workflow_type="ClusterLifecycle") == 1
@@ -109,7 +138,9 @@ def test_activity_metrics_for_ledger_minutes_and_aws_errors(stack, tmp_path):
     """The activity-side counters, recorded through the same SDK meter a worker uses and exported
     by a Prometheus runtime of the test's own."""
     port = free_port()
-    runtime = Runtime(telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}")))
+    runtime = Runtime(
+        telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{port}"))
+    )
     env = ActivityEnvironment()
     env.metric_meter = runtime.metric_meter
     settings = get_settings()
@@ -118,17 +149,39 @@ def test_activity_metrics_for_ledger_minutes_and_aws_errors(stack, tmp_path):
     reg.ensure_tables()
     org = "metricsbill"
     start = datetime(2026, 10, 5, 9, 0, tzinfo=UTC)
-    seg = m.UsageSegment(start=start, end=start + timedelta(minutes=90), head_instance_type="t3.medium",
-                         compute_instance_type="c5.xlarge", compute_nodes=2)  # fmt: skip
-    reg.put({"pk": f"ORG#{org}", "sk": "CLUSTER#b1", "name": "b1", "region": "us-east-1", "state": "DELETED",
-             "segments": [json.loads(seg.model_dump_json())]})  # fmt: skip
+    seg = m.UsageSegment(
+        start=start,
+        end=start + timedelta(minutes=90),
+        head_instance_type="t3.medium",
+        compute_instance_type="c5.xlarge",
+        compute_nodes=2,
+    )
+    reg.put(
+        {
+            "pk": f"ORG#{org}",
+            "sk": "CLUSTER#b1",
+            "name": "b1",
+            "region": "us-east-1",
+            "state": "DELETED",
+            "segments": [json.loads(seg.model_dump_json())],
+        }
+    )
     acts = BillingActivities(aws, reg)
-    env.run(acts.close_billing_periods, m.CloseBillingPeriodsInput(org_id=org, until=start + timedelta(hours=3)))
-    env.run(acts.close_billing_periods, m.CloseBillingPeriodsInput(org_id=org, until=start + timedelta(hours=3)))  # a retry: nothing new
+    env.run(
+        acts.close_billing_periods,
+        m.CloseBillingPeriodsInput(org_id=org, until=start + timedelta(hours=3)),
+    )
+    env.run(
+        acts.close_billing_periods,
+        m.CloseBillingPeriodsInput(org_id=org, until=start + timedelta(hours=3)),
+    )  # a retry: nothing new
     # A registry table that does not exist: a non-retryable AWS error, counted by code.
     missing = Registry(Aws(settings.model_copy(update={"registry_table": "no-such-table"})))
     with pytest.raises(Exception, match="ResourceNotFoundException"):
-        env.run(BillingActivities(aws, missing).close_billing_periods, m.CloseBillingPeriodsInput(org_id=org, until=start))
+        env.run(
+            BillingActivities(aws, missing).close_billing_periods,
+            m.CloseBillingPeriodsInput(org_id=org, until=start),
+        )
     samples = scrape(port)
     assert value(samples, "bridgehead_billed_node_minutes", instance_type="t3.medium") == 90
     assert value(samples, "bridgehead_billed_node_minutes", instance_type="c5.xlarge") == 180

@@ -29,43 +29,87 @@ NEEDLES: dict[str, str] = {}
 def customer_keys(stack, account: str, user: str) -> m.CreateRoleForMeInput:
     """Temporary admin credentials in the customer account (an assumed role: ASIA… + token)."""
     iam = customer_admin(stack.aws_endpoint, account, "iam")
-    trust = {"Version": "2012-10-17", "Statement": [
-        {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "sts:AssumeRole"}]}  # fmt: skip
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:root"},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
     iam.create_role(RoleName=user, AssumeRolePolicyDocument=json.dumps(trust))
-    iam.put_role_policy(RoleName=user, PolicyName="admin", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))  # fmt: skip
+    iam.put_role_policy(
+        RoleName=user,
+        PolicyName="admin",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+            }
+        ),
+    )
     sts = customer_admin(stack.aws_endpoint, account, "sts")
-    c = sts.assume_role(RoleArn=f"arn:aws:iam::{account}:role/{user}", RoleSessionName="onboarding")["Credentials"]
+    c = sts.assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/{user}", RoleSessionName="onboarding"
+    )["Credentials"]
     NEEDLES[f"{user} secret access key"] = c["SecretAccessKey"]
     NEEDLES[f"{user} access key id"] = c["AccessKeyId"]
     NEEDLES[f"{user} session token"] = c["SessionToken"]
-    return m.CreateRoleForMeInput(access_key_id=c["AccessKeyId"], secret_access_key=c["SecretAccessKey"], session_token=c["SessionToken"])
+    return m.CreateRoleForMeInput(
+        access_key_id=c["AccessKeyId"],
+        secret_access_key=c["SecretAccessKey"],
+        session_token=c["SessionToken"],
+    )
 
 
 async def test_create_role_for_me_happy_path_and_invalid_keys(client, stack):
     h = await start_org(client, "beta", "333333333333", ["us-east-1"])
     # Invalid keys: a clear error, and the organisation keeps waiting.
-    bogus = {"access_key_id": "ASIAIOSFODNN7INVALID", "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYINVALIDKEY",
-             "session_token": "FwoGZXIvYXdzEJr//////////wEaDINVALIDSESSIONTOKENbeta+x/y=="}  # fmt: skip
+    bogus = {
+        "access_key_id": "ASIAIOSFODNN7INVALID",
+        "secret_access_key": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYINVALIDKEY",
+        "session_token": "FwoGZXIvYXdzEJr//////////wEaDINVALIDSESSIONTOKENbeta+x/y==",
+    }
     NEEDLES.update({f"invalid {k}": v for k, v in bogus.items()})
     with pytest.raises(WorkflowUpdateFailedError) as e:
-        await h.execute_update("create_role_for_me", m.CreateRoleForMeInput(**bogus), result_type=m.UpdateResult)
+        await h.execute_update(
+            "create_role_for_me", m.CreateRoleForMeInput(**bogus), result_type=m.UpdateResult
+        )
     assert "invalid" in str(e.value.cause).lower()
     assert (await h.query("status", result_type=m.OrgStatus)).state == m.OrgState.AWAITING_ROLE
     keys = customer_keys(stack, "333333333333", "admin-beta")
     res = await h.execute_update("create_role_for_me", keys, result_type=m.UpdateResult)
     assert res.accepted
-    s = await wait_for(h, "status", m.OrgStatus, lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED), 120)
+    s = await wait_for(
+        h,
+        "status",
+        m.OrgStatus,
+        lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
+        120,
+    )
     assert s.state == m.OrgState.READY, s
-    role = customer_admin(stack.aws_endpoint, "333333333333", "iam").get_role(RoleName="BridgeheadAccess")["Role"]
+    role = customer_admin(stack.aws_endpoint, "333333333333", "iam").get_role(
+        RoleName="BridgeheadAccess"
+    )["Role"]
     assert role["Arn"] == s.role_arn
 
 
 async def test_role_already_exists_with_foreign_trust_is_refused(client, stack):
     h = await start_org(client, "gamma", "444444444444", ["us-east-1"])
     iam = customer_admin(stack.aws_endpoint, "444444444444", "iam")
-    iam.create_role(RoleName="BridgeheadAccess", AssumeRolePolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}]}))  # fmt: skip
+    iam.create_role(
+        RoleName="BridgeheadAccess",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}
+                ],
+            }
+        ),
+    )
     keys = customer_keys(stack, "444444444444", "admin-gamma")
     with pytest.raises(WorkflowUpdateFailedError) as e:
         await h.execute_update("create_role_for_me", keys, result_type=m.UpdateResult)
@@ -76,23 +120,51 @@ async def test_role_already_exists_with_foreign_trust_is_refused(client, stack):
 @pytest.mark.parametrize(
     "org,account,mutate,check,needle",
     [
-        ("delta", "555555555555",
-         lambda t: t["Resources"]["BridgeheadAccessRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"][1]["Action"].remove("cloudformation:DeleteStack"),
-         "permissions", "cloudformation:DeleteStack"),
-        ("epsilon", "666666666666",
-         lambda t: t["Resources"]["BridgeheadAccessRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0].pop("Condition"),
-         "trust-policy-external-id", "no sts:ExternalId condition"),
-        ("zeta", "777777777777",
-         lambda t: t["Resources"]["BridgeheadAccessRole"]["Properties"]["AssumeRolePolicyDocument"]["Statement"][0].update(Principal={"AWS": "*"}),
-         "trust-policy-principal", "also trusts AWS:*"),
+        (
+            "delta",
+            "555555555555",
+            lambda t: t["Resources"]["BridgeheadAccessRole"]["Properties"]["Policies"][0][
+                "PolicyDocument"
+            ]["Statement"][1]["Action"].remove("cloudformation:DeleteStack"),
+            "permissions",
+            "cloudformation:DeleteStack",
+        ),
+        (
+            "epsilon",
+            "666666666666",
+            lambda t: t["Resources"]["BridgeheadAccessRole"]["Properties"][
+                "AssumeRolePolicyDocument"
+            ]["Statement"][0].pop("Condition"),
+            "trust-policy-external-id",
+            "no sts:ExternalId condition",
+        ),
+        (
+            "zeta",
+            "777777777777",
+            lambda t: t["Resources"]["BridgeheadAccessRole"]["Properties"][
+                "AssumeRolePolicyDocument"
+            ]["Statement"][0].update(Principal={"AWS": "*"}),
+            "trust-policy-principal",
+            "also trusts AWS:*",
+        ),
     ],
-)  # fmt: skip
-async def test_unsafe_or_insufficient_role_needs_action(client, stack, org, account, mutate, check, needle):
+)
+async def test_unsafe_or_insufficient_role_needs_action(
+    client, stack, org, account, mutate, check, needle
+):
     h = await start_org(client, org, account, ["us-east-1"])
     s = await h.query("status", result_type=m.OrgStatus)
     arn = launch_role_template(stack, account, s, f"access-{org}", mutate)
-    await h.execute_update("submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult)
-    s = await wait_for(h, "status", m.OrgStatus, lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED), 60)
+    await h.execute_update(
+        "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
+    )
+    s = await wait_for(
+        h,
+        "status",
+        m.OrgStatus,
+        lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
+        60,
+    )
     assert s.state == m.OrgState.ACTION_REQUIRED
     failed = {c.name: c for c in s.failed_checks}
     assert check in failed, failed
@@ -102,20 +174,36 @@ async def test_unsafe_or_insufficient_role_needs_action(client, stack, org, acco
 async def test_submit_role_validator_rejects_other_account_and_malformed(client, stack):
     h = await start_org(client, "eta", "888888888888", ["us-east-1"])
     with pytest.raises(WorkflowUpdateFailedError) as e:
-        await h.execute_update("submit_role", m.SubmitRoleInput(role_arn="arn:aws:iam::999999999999:role/X"), result_type=m.UpdateResult)
+        await h.execute_update(
+            "submit_role",
+            m.SubmitRoleInput(role_arn="arn:aws:iam::999999999999:role/X"),
+            result_type=m.UpdateResult,
+        )
     assert "account 999999999999" in str(e.value.cause)
     with pytest.raises(WorkflowUpdateFailedError) as e:
-        await h.execute_update("submit_role", m.SubmitRoleInput(role_arn="arn:aws-cn:iam::888888888888:role/X"), result_type=m.UpdateResult)
+        await h.execute_update(
+            "submit_role",
+            m.SubmitRoleInput(role_arn="arn:aws-cn:iam::888888888888:role/X"),
+            result_type=m.UpdateResult,
+        )
     assert "partition aws-cn" in str(e.value.cause)
     with pytest.raises(Exception) as e2:
-        await h.execute_update("submit_role", {"role_arn": "not-an-arn"}, result_type=m.UpdateResult)
+        await h.execute_update(
+            "submit_role", {"role_arn": "not-an-arn"}, result_type=m.UpdateResult
+        )
     assert "not an IAM role ARN" in str(e2.value) + str(getattr(e2.value, "cause", ""))
 
 
 def cli_log(stack, name: str, *args: str) -> Path:
     """Run the starter CLI as a user would and keep what it printed as a log of the state dir."""
-    r = subprocess.run([sys.executable, "-m", "starter", *args], capture_output=True, text=True,
-                       env={**os.environ, **stack.env()}, timeout=120, cwd=ROOT)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "starter", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **stack.env()},
+        timeout=120,
+        cwd=ROOT,
+    )
     path = stack.state_dir / f"cli-{name}.log"
     path.write_text(f"$ starter {' '.join(args)}\n{r.stdout}{r.stderr}")
     return path
@@ -123,7 +211,10 @@ def cli_log(stack, name: str, *args: str) -> Path:
 
 #: Where customer keys may be, encrypted by the codec: the update that carried them and the
 #: activity input that used them once. Anywhere else, or in any readable form, is a defect.
-ENCRYPTED_AT = {"workflow_execution_update_accepted_event_attributes", "activity_task_scheduled_event_attributes"}
+ENCRYPTED_AT = {
+    "workflow_execution_update_accepted_event_attributes",
+    "activity_task_scheduled_event_attributes",
+}
 
 
 async def test_no_customer_secret_in_any_history_search_attribute_memo_or_log(client, stack):
@@ -131,7 +222,9 @@ async def test_no_customer_secret_in_any_history_search_attribute_memo_or_log(cl
     key), every string field, current search attributes and memo, and the worker, server, moto and
     CLI logs: no secret access key, access key id or session token in readable form. Twins:
     tests/test_secret_scan.py (each planted form) and the real-history plant below."""
-    assert len(NEEDLES) == 3 + 3 + 3, "the create-role tests must run first (they record the keys they used)"
+    assert len(NEEDLES) == 3 + 3 + 3, (
+        "the create-role tests must run first (they record the keys they used)"
+    )
     for org in ("beta", "gamma"):
         cli_log(stack, f"status-{org}", "--json", "status", f"org-{org}")
     found, scanned = await scan_client(client, NEEDLES, make_data_converter(TEST_KEY).payload_codec)
@@ -141,9 +234,13 @@ async def test_no_customer_secret_in_any_history_search_attribute_memo_or_log(cl
     # Positive control: the scanner does reach each key, encrypted, exactly where it may be.
     encrypted = {f for f in found if f.layer == "encrypted"}
     assert {f.where.split()[1] for f in encrypted} <= ENCRYPTED_AT, sorted(map(str, encrypted))
-    assert {f.needle for f in encrypted} == set(NEEDLES), sorted(set(NEEDLES) - {f.needle for f in encrypted})
+    assert {f.needle for f in encrypted} == set(NEEDLES), sorted(
+        set(NEEDLES) - {f.needle for f in encrypted}
+    )
     logs = log_files(stack.state_dir, ROOT / "test-artifacts")
-    assert {"worker.log", "temporal.log", "moto.log", "cli-status-beta.log"} <= {p.name for p in logs}
+    assert {"worker.log", "temporal.log", "moto.log", "cli-status-beta.log"} <= {
+        p.name for p in logs
+    }
     assert sorted(map(str, scan_logs(logs, NEEDLES))) == []
 
 
@@ -151,9 +248,15 @@ async def test_planted_secret_in_a_real_history_and_a_cli_log_is_reported(client
     """Twin on the real server: a key sent in plain JSON (a signal the workflow ignores) is found in
     the history, and a key printed by the CLI is found in its log."""
     canary = {"canary key id": "AKIACANARYPLANTED019"}
-    await client.get_workflow_handle("org-beta").signal("explode", {"note": canary["canary key id"]})
-    found, _ = await scan_client(client, canary, make_data_converter(TEST_KEY).payload_codec, 'WorkflowId = "org-beta"')
-    assert [(f.layer, f.where.split()[1]) for f in found] == [("plain", "workflow_execution_signaled_event_attributes")], found
+    await client.get_workflow_handle("org-beta").signal(
+        "explode", {"note": canary["canary key id"]}
+    )
+    found, _ = await scan_client(
+        client, canary, make_data_converter(TEST_KEY).payload_codec, 'WorkflowId = "org-beta"'
+    )
+    assert [(f.layer, f.where.split()[1]) for f in found] == [
+        ("plain", "workflow_execution_signaled_event_attributes")
+    ], found
     log = cli_log(stack, "canary", "--json", "status", canary["canary key id"])
     assert {f.where.split(":")[0] for f in scan_logs([log], canary)} == {log.name}
 
@@ -167,7 +270,9 @@ async def test_daily_reverification_schedule_catches_drift(client, stack):
     s = await onboard_ready(client, stack, "drift", account, ["us-east-1"])
     assert s.state == m.OrgState.READY, s
     h = client.get_workflow_handle("org-drift")
-    await wait_for(h, "status", m.OrgStatus, lambda s: any("re-verification scheduled" in x for x in s.steps))
+    await wait_for(
+        h, "status", m.OrgStatus, lambda s: any("re-verification scheduled" in x for x in s.steps)
+    )
     sched = client.get_schedule_handle("org-drift-reverify")
     desc = await sched.describe()
     assert desc.schedule.spec.intervals[0].every.total_seconds() == 24 * 3600
@@ -183,9 +288,13 @@ async def test_daily_reverification_schedule_catches_drift(client, stack):
     for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
         iam.put_role_policy(RoleName=role, PolicyName=name, PolicyDocument=json.dumps(doc))
     await sched.trigger()
-    s = await wait_for(h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.ACTION_REQUIRED, 60)
+    s = await wait_for(
+        h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.ACTION_REQUIRED, 60
+    )
     perms = {c.name: c for c in s.failed_checks}["permissions"]
-    assert "cloudformation:DeleteStack" in perms.detail and "drift since READY" in (s.last_error or "")
+    assert "cloudformation:DeleteStack" in perms.detail and "drift since READY" in (
+        s.last_error or ""
+    )
 
     # Drift 2: the role is deleted altogether.
     for name in iam.list_role_policies(RoleName=role)["PolicyNames"]:
@@ -193,7 +302,17 @@ async def test_daily_reverification_schedule_catches_drift(client, stack):
     iam.delete_role(RoleName=role)
     verifications = sum("VERIFYING" in x for x in s.steps)
     await sched.trigger()
-    s = await wait_for(h, "status", m.OrgStatus, lambda x: sum("VERIFYING" in y for y in x.steps) > verifications
-                       and x.state == m.OrgState.ACTION_REQUIRED, 60)  # fmt: skip
-    assert {c.name for c in s.failed_checks} & {"assume-role", "trust-policy-readable"}, s.failed_checks
+    s = await wait_for(
+        h,
+        "status",
+        m.OrgStatus,
+        lambda x: (
+            sum("VERIFYING" in y for y in x.steps) > verifications
+            and x.state == m.OrgState.ACTION_REQUIRED
+        ),
+        60,
+    )
+    assert {c.name for c in s.failed_checks} & {"assume-role", "trust-policy-readable"}, (
+        s.failed_checks
+    )
     await sched.delete()

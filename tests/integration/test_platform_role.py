@@ -16,13 +16,23 @@ ROLE = f"arn:aws:iam::{PLATFORM_ACCOUNT}:role/{PLATFORM_ROLE}"
 
 
 def test_caller_identities_map_to_their_principal():
-    assert principal_of(f"arn:aws:sts::{PLATFORM_ACCOUNT}:assumed-role/{PLATFORM_ROLE}/worker") == ROLE
-    assert principal_of(f"arn:aws:iam::{PLATFORM_ACCOUNT}:user/ops") == f"arn:aws:iam::{PLATFORM_ACCOUNT}:user/ops"
-    assert principal_of("arn:aws-cn:sts::111111111111:assumed-role/r/s") == "arn:aws-cn:iam::111111111111:role/r"
+    assert (
+        principal_of(f"arn:aws:sts::{PLATFORM_ACCOUNT}:assumed-role/{PLATFORM_ROLE}/worker") == ROLE
+    )
+    assert (
+        principal_of(f"arn:aws:iam::{PLATFORM_ACCOUNT}:user/ops")
+        == f"arn:aws:iam::{PLATFORM_ACCOUNT}:user/ops"
+    )
+    assert (
+        principal_of("arn:aws-cn:sts::111111111111:assumed-role/r/s")
+        == "arn:aws-cn:iam::111111111111:role/r"
+    )
 
 
 async def test_every_trust_policy_names_the_platform_role(client, stack):
-    assert stack.worker_keys and stack.worker_keys["aws_access_key_id"].startswith("ASIA"), "the worker runs as a role session"
+    assert stack.worker_keys and stack.worker_keys["aws_access_key_id"].startswith("ASIA"), (
+        "the worker runs as a role session"
+    )
     h = await start_org(client, "trustrole", "281000000001", ["us-east-1"])
     s = await h.query("status", result_type=m.OrgStatus)
     for _ in range(50):

@@ -15,7 +15,16 @@ pytestmark = pytest.mark.integration
 STATES = {
     "org": [None, "AWAITING_ROLE", "READY", "ACTION_REQUIRED", "OFFBOARDING", "OFFBOARDED"],
     "cluster": [None, "CREATING", "RUNNING", "DELETING", "DELETED", "FAILED", "CANCELLED"],
-    "foundation": [None, "CREATING", "READY", "FAILED", "DELETING", "DELETE_FAILED", "DELETED", "LEFTOVERS"],
+    "foundation": [
+        None,
+        "CREATING",
+        "READY",
+        "FAILED",
+        "DELETING",
+        "DELETE_FAILED",
+        "DELETED",
+        "LEFTOVERS",
+    ],
 }
 #: Stories a reviewer checks first: (kind, prior, target) that must never be written.
 NEVER = [
@@ -55,7 +64,9 @@ def registry(stack):  # type: ignore[no-untyped-def]
     return reg
 
 
-CASES = [(k, p, t) for k, states in STATES.items() for p, t in itertools.product(states, states[1:])]
+CASES = [
+    (k, p, t) for k, states in STATES.items() for p, t in itertools.product(states, states[1:])
+]
 
 
 @pytest.mark.parametrize("kind,prior,target", CASES, ids=[f"{k}:{p}->{t}" for k, p, t in CASES])
@@ -72,17 +83,37 @@ def test_each_transition_is_written_only_if_allowed(registry, kind, prior, targe
         with pytest.raises(ApplicationError) as e:
             registry.transition(kind, pk, sk, target, {"marker": "after"}, subject="t")
         assert e.value.type == "IllegalTransition" and e.value.non_retryable
-        assert f"cannot become {target}" in e.value.message and (prior or "not registered") in e.value.message
+        assert (
+            f"cannot become {target}" in e.value.message
+            and (prior or "not registered") in e.value.message
+        )
         after = registry.get(pk, sk)
-        assert after == (None if prior is None else {"pk": pk, "sk": sk, "state": prior, "marker": "before"}), "nothing was changed"
+        assert after == (
+            None if prior is None else {"pk": pk, "sk": sk, "state": prior, "marker": "before"}
+        ), "nothing was changed"
 
 
 def test_a_cluster_record_moves_only_for_its_own_workflow(registry):
     pk, sk = "TRANSITION#owner", "CLUSTER#c1"
     registry.put({"pk": pk, "sk": sk, "state": "RUNNING", "workflow_id": "cluster-acme-c1"})
     with pytest.raises(ApplicationError, match="belongs to another workflow_id"):
-        registry.transition("cluster", pk, sk, "DELETING", {"workflow_id": "cluster-acme-c1"}, subject="acme/c1",
-                            require={"workflow_id": "cluster-other-c1"})  # fmt: skip
+        registry.transition(
+            "cluster",
+            pk,
+            sk,
+            "DELETING",
+            {"workflow_id": "cluster-acme-c1"},
+            subject="acme/c1",
+            require={"workflow_id": "cluster-other-c1"},
+        )
     assert registry.get(pk, sk)["state"] == "RUNNING"
-    registry.transition("cluster", pk, sk, "DELETING", {}, subject="acme/c1", require={"workflow_id": "cluster-acme-c1"})
+    registry.transition(
+        "cluster",
+        pk,
+        sk,
+        "DELETING",
+        {},
+        subject="acme/c1",
+        require={"workflow_id": "cluster-acme-c1"},
+    )
     assert registry.get(pk, sk)["state"] == "DELETING"

@@ -23,9 +23,19 @@ async def interval(client, sid: str) -> timedelta:  # type: ignore[no-untyped-de
 async def test_a_schedule_follows_changed_settings_and_keeps_a_pause(client, stack):
     sid = f"test-dropbox-{uuid.uuid4().hex[:6]}"
     settings = get_settings()
-    assert await ensure_schedule(client, sid, dropbox_schedule(settings.model_copy(update={"dropbox_every_seconds": 30}))) == "created"
+    assert (
+        await ensure_schedule(
+            client, sid, dropbox_schedule(settings.model_copy(update={"dropbox_every_seconds": 30}))
+        )
+        == "created"
+    )
     await client.get_schedule_handle(sid).pause(note="operator pause")
-    assert await ensure_schedule(client, sid, dropbox_schedule(settings.model_copy(update={"dropbox_every_seconds": 90}))) == "updated"
+    assert (
+        await ensure_schedule(
+            client, sid, dropbox_schedule(settings.model_copy(update={"dropbox_every_seconds": 90}))
+        )
+        == "updated"
+    )
     assert await interval(client, sid) == timedelta(seconds=90)
     desc = await client.get_schedule_handle(sid).describe()
     assert desc.schedule.state.paused and desc.schedule.state.note == "operator pause"
@@ -44,9 +54,13 @@ async def test_twin_create_only_keeps_the_first_interval(client, stack):
 
     sid = f"test-createonly-{uuid.uuid4().hex[:6]}"
     settings = get_settings()
-    await client.create_schedule(sid, dropbox_schedule(settings.model_copy(update={"dropbox_every_seconds": 30})))
+    await client.create_schedule(
+        sid, dropbox_schedule(settings.model_copy(update={"dropbox_every_seconds": 30}))
+    )
     with pytest.raises(ScheduleAlreadyRunningError):
-        await client.create_schedule(sid, dropbox_schedule(settings.model_copy(update={"dropbox_every_seconds": 90})))
+        await client.create_schedule(
+            sid, dropbox_schedule(settings.model_copy(update={"dropbox_every_seconds": 90}))
+        )
     assert await interval(client, sid) == timedelta(seconds=30)
     await client.get_schedule_handle(sid).delete()
 
@@ -58,5 +72,8 @@ async def test_worker_start_check_names_missing_search_attributes(client, stack)
     missing = await missing_search_attributes(client, ("OrgId", "NoSuchAttribute"))
     assert missing == ["NoSuchAttribute"]
     text = search_attribute_help(missing, "default")
-    assert "--search-attribute NoSuchAttribute=Keyword" in text and "temporal operator search-attribute create" in text
+    assert (
+        "--search-attribute NoSuchAttribute=Keyword" in text
+        and "temporal operator search-attribute create" in text
+    )
     assert "tcld namespace search-attributes add" in text

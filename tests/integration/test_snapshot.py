@@ -43,8 +43,15 @@ async def test_every_planted_stray_is_reported(stack, client):
     # account from the registry (the stack planted there is not in ``accounts``).
     discovered = "270000000020"
     ddb = stack.platform("dynamodb")
-    ddb.put_item(TableName=settings.registry_table, Item={"pk": {"S": "ORG#stray"}, "sk": {"S": "META"}, "org_id": {"S": "stray"},
-                                                          "aws_account_id": {"S": discovered}})  # fmt: skip
+    ddb.put_item(
+        TableName=settings.registry_table,
+        Item={
+            "pk": {"S": "ORG#stray"},
+            "sk": {"S": "META"},
+            "org_id": {"S": "stray"},
+            "aws_account_id": {"S": discovered},
+        },
+    )
     ddb.put_item(
         TableName=settings.ledger_table,
         Item={
@@ -77,9 +84,15 @@ async def test_every_planted_stray_is_reported(stack, client):
     )["Instances"][0]["InstanceId"]
     stack.customer_admin(ACCOUNT, "s3").create_bucket(Bucket="bridgehead-stray--bucket")
     sid = "org-stray-reverify"
-    await client.create_schedule(sid, Schedule(
-        action=ScheduleActionStartWorkflow("ReverifyOrganization", {"org_id": "stray"}, id=sid, task_queue="bridgehead"),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(hours=24))])))  # fmt: skip
+    await client.create_schedule(
+        sid,
+        Schedule(
+            action=ScheduleActionStartWorkflow(
+                "ReverifyOrganization", {"org_id": "stray"}, id=sid, task_queue="bridgehead"
+            ),
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(hours=24))]),
+        ),
+    )
     try:
         after = await snapshot_async(stack, accounts=[ACCOUNT], regions=REGIONS)
         lines = diff(before, after)

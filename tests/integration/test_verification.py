@@ -36,15 +36,37 @@ def add_trust_statement(st: dict):  # noqa: ANN201
     "org,account,statement,check,needle",
     [
         # Issue 18's examples: both passed the old verifier.
-        ("vnota", "410000000001", {"Effect": "Allow", "Principal": {"AWS": "*"}, "NotAction": "s3:GetObject"},
-         "trust-policy-not-action", "NotAction"),
-        ("vweb", "410000000002", {"Effect": "Allow", "Principal": {"Federated": "cognito-identity.amazonaws.com"},
-                                  "Action": "sts:AssumeRoleWithWebIdentity"},
-         "trust-policy-federated", "sts:AssumeRoleWithWebIdentity"),
-        ("vroot", "410000000003", {"Effect": "Allow", "Principal": {"AWS": "arn:aws:iam::999999999999:root"}, "Action": "sts:AssumeRole"},
-         "trust-policy-principal", "999999999999"),
+        (
+            "vnota",
+            "410000000001",
+            {"Effect": "Allow", "Principal": {"AWS": "*"}, "NotAction": "s3:GetObject"},
+            "trust-policy-not-action",
+            "NotAction",
+        ),
+        (
+            "vweb",
+            "410000000002",
+            {
+                "Effect": "Allow",
+                "Principal": {"Federated": "cognito-identity.amazonaws.com"},
+                "Action": "sts:AssumeRoleWithWebIdentity",
+            },
+            "trust-policy-federated",
+            "sts:AssumeRoleWithWebIdentity",
+        ),
+        (
+            "vroot",
+            "410000000003",
+            {
+                "Effect": "Allow",
+                "Principal": {"AWS": "arn:aws:iam::999999999999:root"},
+                "Action": "sts:AssumeRole",
+            },
+            "trust-policy-principal",
+            "999999999999",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_unsafe_trust_statement_beside_a_correct_one_needs_action(
     client, stack, org, account, statement, check, needle
 ):
@@ -69,8 +91,15 @@ async def test_administrator_policy_fails_strict_and_is_a_warning_under_warn(cli
     arn = launch_role_template(stack, account, s, f"access-{org}")
     iam = customer_admin(stack.aws_endpoint, account, "iam")
     # moto's server does not load AWS-managed policies, so the same document as a customer policy.
-    admin = iam.create_policy(PolicyName="AdministratorAccess", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}))["Policy"]["Arn"]  # fmt: skip
+    admin = iam.create_policy(
+        PolicyName="AdministratorAccess",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+            }
+        ),
+    )["Policy"]["Arn"]
     iam.attach_role_policy(RoleName=arn.split("/")[-1], PolicyArn=admin)
     await h.execute_update(
         "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
@@ -138,7 +167,11 @@ async def test_create_role_for_me_also_creates_the_node_roles_and_grants_no_role
     h = await start_org(client, org, account, ["us-east-1", "us-west-2"])
     iam = customer_admin(stack.aws_endpoint, account, "iam")
     k = temporary_admin_keys(stack.aws_endpoint, account, "admin-vkeys")
-    keys = m.CreateRoleForMeInput(access_key_id=k["AccessKeyId"], secret_access_key=k["SecretAccessKey"], session_token=k["SessionToken"])
+    keys = m.CreateRoleForMeInput(
+        access_key_id=k["AccessKeyId"],
+        secret_access_key=k["SecretAccessKey"],
+        session_token=k["SessionToken"],
+    )
     await h.execute_update("create_role_for_me", keys, result_type=m.UpdateResult)
     s = await wait_for(h, "status", m.OrgStatus, lambda s: s.state in SETTLED, 180)
     assert s.state == m.OrgState.READY, s.failed_checks
@@ -224,8 +257,13 @@ async def test_ongoing_policy_keeps_clusters_working_and_says_what_needs_the_set
         compute_initial_nodes=1,
         compute_max_nodes=2,
     )
-    ch = await client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id=org, name="o1", region="us-east-1", config=cfg),
-                                     id=ids.cluster_workflow_id(org, "o1"), task_queue="bridgehead", result_type=m.ClusterResult)  # fmt: skip
+    ch = await client.start_workflow(
+        "ClusterLifecycle",
+        m.ClusterLifecycleInput(org_id=org, name="o1", region="us-east-1", config=cfg),
+        id=ids.cluster_workflow_id(org, "o1"),
+        task_queue="bridgehead",
+        result_type=m.ClusterResult,
+    )
     cs = await wait_for(
         ch,
         "status",

@@ -19,7 +19,10 @@ from tests.support.replay_corpus import HISTORIES, _type, best_by_feature, store
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.skipif(not os.environ.get("BRIDGEHEAD_RECORD_HISTORIES"), reason="set BRIDGEHEAD_RECORD_HISTORIES=1 to refresh tests/histories")
+@pytest.mark.skipif(
+    not os.environ.get("BRIDGEHEAD_RECORD_HISTORIES"),
+    reason="set BRIDGEHEAD_RECORD_HISTORIES=1 to refresh tests/histories",
+)
 async def test_record_histories_by_path(client):
     histories = []
     async for wf in client.list_workflows():
@@ -30,7 +33,9 @@ async def test_record_histories_by_path(client):
     richest: dict[str, object] = {}
     for h in histories:
         t = _type(h)
-        if not (HISTORIES / f"{t}.json").exists() and (t not in richest or len(h.events) > len(richest[t].events)):  # type: ignore[attr-defined]
+        if not (HISTORIES / f"{t}.json").exists() and (
+            t not in richest or len(h.events) > len(richest[t].events)
+        ):  # type: ignore[attr-defined]
             richest[t] = h
     for t, h in richest.items():
         stored.append(await store(h, t))  # type: ignore[arg-type]

@@ -48,12 +48,48 @@ _STS_DENIED = (
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 #: Action names (or their prefixes) that change something; S3 by HTTP method.
 _MUTATING_PREFIXES = (
-    "Create", "Run", "Copy", "Modify", "Put", "Delete", "Terminate", "Update", "Attach", "Detach",
-    "Register", "Deregister", "Start", "Stop", "Send", "BatchMeterUsage", "MeterUsage", "BatchWrite",
-    "TransactWrite", "Associate", "Disassociate", "Reset", "Import", "Add", "Remove", "Enable",
-    "Disable", "Set", "Tag", "Untag", "Publish", "Subscribe", "Unsubscribe", "Revoke", "Authorize",
-    "Verify", "Upload", "Complete", "Cancel", "Allocate", "Release",
-)  # fmt: skip
+    "Create",
+    "Run",
+    "Copy",
+    "Modify",
+    "Put",
+    "Delete",
+    "Terminate",
+    "Update",
+    "Attach",
+    "Detach",
+    "Register",
+    "Deregister",
+    "Start",
+    "Stop",
+    "Send",
+    "BatchMeterUsage",
+    "MeterUsage",
+    "BatchWrite",
+    "TransactWrite",
+    "Associate",
+    "Disassociate",
+    "Reset",
+    "Import",
+    "Add",
+    "Remove",
+    "Enable",
+    "Disable",
+    "Set",
+    "Tag",
+    "Untag",
+    "Publish",
+    "Subscribe",
+    "Unsubscribe",
+    "Revoke",
+    "Authorize",
+    "Verify",
+    "Upload",
+    "Complete",
+    "Cancel",
+    "Allocate",
+    "Release",
+)
 AFTER_KINDS = ("500", "throttle", "drop")
 
 
@@ -67,9 +103,14 @@ def is_mutating(action: str) -> bool:
 
 class EmulatorProxy:
     def __init__(
-        self, upstream: str, admin_creds: dict[str, str], fault_rate: float = 0.0, seed: int = 7,
-        after_rate: float = 0.0, after_kinds: tuple[str, ...] = AFTER_KINDS,
-    ) -> None:  # fmt: skip
+        self,
+        upstream: str,
+        admin_creds: dict[str, str],
+        fault_rate: float = 0.0,
+        seed: int = 7,
+        after_rate: float = 0.0,
+        after_kinds: tuple[str, ...] = AFTER_KINDS,
+    ) -> None:
         u = urllib.parse.urlparse(upstream)
         self.upstream_host, self.upstream_port = u.hostname or "127.0.0.1", u.port or 80
         self.upstream = upstream
@@ -127,14 +168,22 @@ class EmulatorProxy:
         length = int(h.headers.get("Content-Length") or 0)
         body = h.rfile.read(length) if length else b""
         target = h.headers.get("X-Amz-Target")
-        form = urllib.parse.parse_qs(body.decode(errors="ignore")) if not target and body[:7] == b"Action=" else {}
+        form = (
+            urllib.parse.parse_qs(body.decode(errors="ignore"))
+            if not target and body[:7] == b"Action="
+            else {}
+        )
         action = target or (form.get("Action") or [h.command + " " + h.path.split("?")[0]])[0]
         delay = self.delays.get(action.rsplit(".", 1)[-1])
         if delay:
             time.sleep(delay)
         with self._lock:
             self.requests[action] += 1
-            inject = self.fault_rate > 0 and self._rng.random() < self.fault_rate and not h.path.startswith("/moto-api")
+            inject = (
+                self.fault_rate > 0
+                and self._rng.random() < self.fault_rate
+                and not h.path.startswith("/moto-api")
+            )
             kind = self._rng.choice(["throttle", "503"]) if inject else None
         if kind:
             with self._lock:
@@ -161,8 +210,14 @@ class EmulatorProxy:
             token_key = (self._credential(h), form["ClientToken"][0])
             with self._lock:
                 cached = self._copy_tokens.get(token_key)
-            if cached is not None:  # EC2 answers a repeated token with the first result (nothing new)
-                return self._reply(h, 200, cached, "text/xml") if after is None else self._after_fault(h, after, target, form)
+            if (
+                cached is not None
+            ):  # EC2 answers a repeated token with the first result (nothing new)
+                return (
+                    self._reply(h, 200, cached, "text/xml")
+                    if after is None
+                    else self._after_fault(h, after, target, form)
+                )
         if mutating:
             with self._lock:
                 self.mutations[action.rsplit(".", 1)[-1]] += 1
@@ -180,7 +235,9 @@ class EmulatorProxy:
             return self._reply(h, status, data, None, headers)
         return self._after_fault(h, after, target, form)
 
-    def _after_fault(self, h: BaseHTTPRequestHandler, after: str, target: str | None, form: dict[str, list[str]]) -> None:
+    def _after_fault(
+        self, h: BaseHTTPRequestHandler, after: str, target: str | None, form: dict[str, list[str]]
+    ) -> None:
         """The call took effect; its answer is lost (dropped connection), or an error instead."""
         if after == "drop":
             h.close_connection = True
@@ -190,7 +247,12 @@ class EmulatorProxy:
                 pass
             return None
         if after == "500":
-            return self._reply(h, 500, b"<Error><Code>InternalError</Code><Message>injected after the fact</Message></Error>", "text/xml")
+            return self._reply(
+                h,
+                500,
+                b"<Error><Code>InternalError</Code><Message>injected after the fact</Message></Error>",
+                "text/xml",
+            )
         return self._fault(h, "throttle", target, form)
 
     @staticmethod
@@ -221,19 +283,39 @@ class EmulatorProxy:
                 return None  # some statement allows without an External ID
         return f"Not authorized to perform sts:AssumeRole on {role_arn}: the trust policy requires sts:ExternalId"
 
-    def _fault(self, h: BaseHTTPRequestHandler, kind: str, target: str | None, form: dict[str, list[str]]) -> None:
+    def _fault(
+        self, h: BaseHTTPRequestHandler, kind: str, target: str | None, form: dict[str, list[str]]
+    ) -> None:
         if kind == "503":
-            return self._reply(h, 503, b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>", "text/xml")
+            return self._reply(
+                h,
+                503,
+                b"<Error><Code>ServiceUnavailable</Code><Message>injected</Message></Error>",
+                "text/xml",
+            )
         if target:  # JSON protocols (DynamoDB, Service Quotas, Marketplace...)
-            body = json.dumps({"__type": "ThrottlingException", "message": "Rate exceeded (injected)"}).encode()
-            return self._reply(h, 400, body, "application/x-amz-json-1.0", {"x-amzn-ErrorType": "ThrottlingException"})
+            body = json.dumps(
+                {"__type": "ThrottlingException", "message": "Rate exceeded (injected)"}
+            ).encode()
+            return self._reply(
+                h,
+                400,
+                body,
+                "application/x-amz-json-1.0",
+                {"x-amzn-ErrorType": "ThrottlingException"},
+            )
         if form.get("Version") == ["2016-11-15"]:  # EC2's own query error format
             body = b"<Response><Errors><Error><Code>RequestLimitExceeded</Code><Message>injected</Message></Error></Errors></Response>"
             return self._reply(h, 503, body, "text/xml")
         if form:  # other query protocols (STS, IAM, CloudFormation, SES)
             body = b"<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate exceeded (injected)</Message></Error></ErrorResponse>"
             return self._reply(h, 400, body, "text/xml")
-        return self._reply(h, 503, b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>", "application/xml")  # S3
+        return self._reply(
+            h,
+            503,
+            b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>",
+            "application/xml",
+        )  # S3
 
     def _forward(self, h: BaseHTTPRequestHandler, body: bytes, reply: bool = True) -> int:
         """Send the request to moto; answer the caller with moto's response unless ``reply`` is
@@ -256,7 +338,13 @@ class EmulatorProxy:
             conn.close()
 
     @staticmethod
-    def _reply(h: BaseHTTPRequestHandler, status: int, body: bytes, ctype: str | None, headers: dict[str, str] | None = None) -> None:
+    def _reply(
+        h: BaseHTTPRequestHandler,
+        status: int,
+        body: bytes,
+        ctype: str | None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         h.send_response(status)
         for k, v in (headers or {}).items():
             h.send_header(k, v)

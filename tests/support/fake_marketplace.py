@@ -171,8 +171,16 @@ def install(aws: Any, fake: FakeMarketplace) -> None:
     )
 
 
-def link_org(registry: Any, org_id: str, account: str, *, state: str = "SUBSCRIBED", linked_at: datetime | None = None,
-             customer_identifier: str | None = None, product_code: str = "bridgehead-local") -> dict[str, Any]:  # fmt: skip
+def link_org(
+    registry: Any,
+    org_id: str,
+    account: str,
+    *,
+    state: str = "SUBSCRIBED",
+    linked_at: datetime | None = None,
+    customer_identifier: str | None = None,
+    product_code: str = "bridgehead-local",
+) -> dict[str, Any]:
     """Write an organisation's Marketplace link straight into the registry (what
     ``MarketplaceSubscription`` records after ResolveCustomer and ``subscribe-success``)."""
     link = {

@@ -28,19 +28,29 @@ def _type(h: WorkflowHistory) -> str:
 
 
 def _updates(h: WorkflowHistory) -> set[str]:
-    return {e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
-            for e in h.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED}  # fmt: skip
+    return {
+        e.workflow_execution_update_accepted_event_attributes.accepted_request.input.name
+        for e in h.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED
+    }
 
 
 def _signals(h: WorkflowHistory) -> set[str]:
-    return {e.workflow_execution_signaled_event_attributes.signal_name
-            for e in h.events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED}  # fmt: skip
+    return {
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in h.events
+        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED
+    }
 
 
 def _encrypted(h: WorkflowHistory) -> bool:
     from tests.support.secret_scan import payloads_in
 
-    return any(p.metadata.get("encoding") == b"binary/encrypted" for e in h.events for _, p in payloads_in(e))
+    return any(
+        p.metadata.get("encoding") == b"binary/encrypted"
+        for e in h.events
+        for _, p in payloads_in(e)
+    )
 
 
 def _result_state(h: WorkflowHistory) -> str | None:
@@ -60,7 +70,9 @@ def _failed_stack(h: WorkflowHistory) -> bool:
         return False
     for e in h.events:
         if e.event_type == EventType.EVENT_TYPE_UPSERT_WORKFLOW_SEARCH_ATTRIBUTES:
-            p = e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields.get("ClusterStatus")
+            p = e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields.get(
+                "ClusterStatus"
+            )
             if p is not None and b"FAILED" in p.data:
                 return True
     return False
@@ -69,11 +81,19 @@ def _failed_stack(h: WorkflowHistory) -> bool:
 #: Path name -> test on a history. Every one must be covered by at least one stored history.
 FEATURES: dict[str, Callable[[WorkflowHistory], bool]] = {
     "encrypted-payload": _encrypted,
-    "continued-as-new": lambda h: h.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
-    "continuation": lambda h: bool(h.events[0].workflow_execution_started_event_attributes.continued_execution_run_id),
+    "continued-as-new": lambda h: (
+        h.events[-1].event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW
+    ),
+    "continuation": lambda h: bool(
+        h.events[0].workflow_execution_started_event_attributes.continued_execution_run_id
+    ),
     "resize": lambda h: _type(h) == "ClusterLifecycle" and "resize" in _updates(h),
     "failed-stack": _failed_stack,
-    "cancel": lambda h: _type(h) == "ClusterLifecycle" and "cancel" in _signals(h) and _result_state(h) == "CANCELLED",
+    "cancel": lambda h: (
+        _type(h) == "ClusterLifecycle"
+        and "cancel" in _signals(h)
+        and _result_state(h) == "CANCELLED"
+    ),
     "offboarding": lambda h: _type(h) == "OnboardOrganization" and "offboard" in _updates(h),
     "dropbox-request": lambda h: _type(h) == "DropboxRequest",
     "dropbox-watch": lambda h: _type(h) == "DropboxWatch",
@@ -96,9 +116,17 @@ async def replay_failure(h: WorkflowHistory) -> str | None:
     from tests.conftest import TEST_KEY
     from worker import WORKFLOWS, sandbox_runner
 
-    replayer = Replayer(workflows=WORKFLOWS, data_converter=make_data_converter(TEST_KEY), workflow_runner=sandbox_runner())
+    replayer = Replayer(
+        workflows=WORKFLOWS,
+        data_converter=make_data_converter(TEST_KEY),
+        workflow_runner=sandbox_runner(),
+    )
     result = await replayer.replay_workflow(h, raise_on_replay_failure=False)
-    return None if result.replay_failure is None else f"{type(result.replay_failure).__name__}: {result.replay_failure}"
+    return (
+        None
+        if result.replay_failure is None
+        else f"{type(result.replay_failure).__name__}: {result.replay_failure}"
+    )
 
 
 class RefusedOverwrite(AssertionError):

@@ -189,7 +189,9 @@ async def scan_history(
     from temporalio.converter import WithSerializationContext, WorkflowSerializationContext
 
     if isinstance(codec, WithSerializationContext):
-        codec = codec.with_context(WorkflowSerializationContext(namespace=namespace, workflow_id=history.workflow_id))
+        codec = codec.with_context(
+            WorkflowSerializationContext(namespace=namespace, workflow_id=history.workflow_id)
+        )
     found: set[Finding] = set()
     for ev in history.events:
         kind = ev.WhichOneof("attributes") or "event"

@@ -148,8 +148,11 @@ def _instances(acc: _Accounts, account: str, region: str) -> dict[str, Any]:
             for i in r["Instances"]:
                 tags = {t["Key"]: t["Value"] for t in i.get("Tags", [])}
                 out[f"{account}/{region}/{i['InstanceId']}"] = {
-                    "state": i["State"]["Name"], "type": i.get("InstanceType"), "image": i.get("ImageId"), "tags": tags,
-                }  # fmt: skip
+                    "state": i["State"]["Name"],
+                    "type": i.get("InstanceType"),
+                    "image": i.get("ImageId"),
+                    "tags": tags,
+                }
     return out
 
 
@@ -161,9 +164,12 @@ def _grants(acc: _Accounts, account: str, region: str) -> tuple[dict[str, Any], 
             ImageId=img["ImageId"], Attribute="launchPermission"
         ).get("LaunchPermissions", [])
         images[f"{account}/{region}/{img['ImageId']}"] = {
-            "name": img.get("Name"), "state": img.get("State"),
-            "launch_permissions": sorted(p.get("UserId") or p.get("Group") or json.dumps(p, sort_keys=True) for p in perms),
-        }  # fmt: skip
+            "name": img.get("Name"),
+            "state": img.get("State"),
+            "launch_permissions": sorted(
+                p.get("UserId") or p.get("Group") or json.dumps(p, sort_keys=True) for p in perms
+            ),
+        }
     snaps: dict[str, Any] = {}
     # moto lists its ~1300 public AMI snapshots under ``OwnerIds=["self"]``; the owner-id filter is exact.
     for page in ec2.get_paginator("describe_snapshots").paginate(
@@ -423,8 +429,10 @@ def creations(a: Snapshot, b: Snapshot) -> dict[str, int]:
     for key in set(b["image_grants"]) - set(a["image_grants"]):
         account, region, _ = key.split("/", 2)
         out[f"image {account}/{region}/{b['image_grants'][key]['name']}"] += 1
-    for section, field, label in (("image_grants", "launch_permissions", "launch grant"),
-                                  ("snapshot_grants", "create_volume_permissions", "volume grant")):  # fmt: skip
+    for section, field, label in (
+        ("image_grants", "launch_permissions", "launch grant"),
+        ("snapshot_grants", "create_volume_permissions", "volume grant"),
+    ):
         for key, v in b[section].items():
             old = set(a[section].get(key, {}).get(field, []))
             for grantee in v[field]:
@@ -437,10 +445,18 @@ def leftovers(snap: Snapshot, account: str, prefix: str) -> list[str]:
     """What of an organisation is still alive in a snapshot: its stacks (names starting with
     ``prefix``) not DELETE_COMPLETE, its instances not terminated, and any launch or create-volume
     grant to its account. After offboarding, this must be empty."""
-    out = [f"stack {k} {v['name']} {v['status']}" for k, v in snap["stacks"].items()
-           if k.startswith(f"{account}/") and v["name"].startswith(prefix) and v["status"] != "DELETE_COMPLETE"]  # fmt: skip
-    out += [f"instance {k} {v['state']}" for k, v in snap["instances"].items()
-            if k.startswith(f"{account}/") and v["state"] not in ("terminated", "shutting-down")]  # fmt: skip
+    out = [
+        f"stack {k} {v['name']} {v['status']}"
+        for k, v in snap["stacks"].items()
+        if k.startswith(f"{account}/")
+        and v["name"].startswith(prefix)
+        and v["status"] != "DELETE_COMPLETE"
+    ]
+    out += [
+        f"instance {k} {v['state']}"
+        for k, v in snap["instances"].items()
+        if k.startswith(f"{account}/") and v["state"] not in ("terminated", "shutting-down")
+    ]
     out += [
         f"launch grant {k}->{account}"
         for k, v in snap["image_grants"].items()

@@ -26,10 +26,21 @@ async def running_meter(ts_env: Any, prefix: str, *activities: Any) -> AsyncIter
     tq = f"tq-{uuid.uuid4()}"
     org = f"{prefix}{uuid.uuid4().hex[:6]}"
     with ThreadPoolExecutor(4) as ex:
-        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=list(activities),
-                          activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
-            yield await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id=org), id=f"billing-{org}",
-                                                     task_queue=tq, result_type=m.UsageTotals)  # fmt: skip
+        async with Worker(
+            ts_env.client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=list(activities),
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
+            yield await ts_env.client.start_workflow(
+                "BillingMeter",
+                m.BillingMeterInput(org_id=org),
+                id=f"billing-{org}",
+                task_queue=tq,
+                result_type=m.UsageTotals,
+            )
 
 
 async def _record(h: Any, variant: str) -> None:
@@ -39,7 +50,9 @@ async def _record(h: Any, variant: str) -> None:
     if os.environ.get("BRIDGEHEAD_RECORD_HISTORIES"):
         from tests.test_replay import HISTORIES
 
-        (HISTORIES / f"BillingMeter--{variant}.json").write_text((await h.fetch_history()).to_json())
+        (HISTORIES / f"BillingMeter--{variant}.json").write_text(
+            (await h.fetch_history()).to_json()
+        )
         (HISTORIES / f"BillingMeter--{variant}.id").write_text(h.id + "\n")
 
 
@@ -49,7 +62,13 @@ async def test_billing_ticks_cost_at_most_4_actions_per_hour(ts_env):
     @activity.defn(name="close_billing_periods")
     def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
         ticks.append(req.until.isoformat())
-        return m.CloseBillingPeriodsResult(entries_written=3, entries_existing=0, node_minutes=300, cost_usd=Decimal("1.5"), closed_until=req.until)
+        return m.CloseBillingPeriodsResult(
+            entries_written=3,
+            entries_existing=0,
+            node_minutes=300,
+            cost_usd=Decimal("1.5"),
+            closed_until=req.until,
+        )
 
     @activity.defn(name="meter_usage")
     def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
@@ -86,7 +105,13 @@ async def test_a_year_of_ticks_keeps_every_run_under_the_continue_as_new_bound(t
 
     @activity.defn(name="close_billing_periods")
     def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
-        return m.CloseBillingPeriodsResult(entries_written=1, entries_existing=0, node_minutes=60, cost_usd=Decimal("0.04"), closed_until=req.until)
+        return m.CloseBillingPeriodsResult(
+            entries_written=1,
+            entries_existing=0,
+            node_minutes=60,
+            cost_usd=Decimal("0.04"),
+            closed_until=req.until,
+        )
 
     @activity.defn(name="meter_usage")
     def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
@@ -97,17 +122,23 @@ async def test_a_year_of_ticks_keeps_every_run_under_the_continue_as_new_bound(t
         for _ in range(days):  # one long sleep would outlast the test server's RPC deadline
             await ts_env.sleep(timedelta(days=1))
         await ts_env.sleep(timedelta(minutes=15))
-        usage = await ts_env.client.get_workflow_handle(wf_id).query("usage", result_type=m.UsageTotals)
+        usage = await ts_env.client.get_workflow_handle(wf_id).query(
+            "usage", result_type=m.UsageTotals
+        )
         # Walk the continue-as-new chain back from the latest run (the test server has no visibility).
         sizes, run_id = [], (await ts_env.client.get_workflow_handle(wf_id).describe()).run_id
         while run_id:
             hist = await ts_env.client.get_workflow_handle(wf_id, run_id=run_id).fetch_history()
             sizes.append(len(hist.events))
-            run_id = hist.events[0].workflow_execution_started_event_attributes.continued_execution_run_id
+            run_id = hist.events[
+                0
+            ].workflow_execution_started_event_attributes.continued_execution_run_id
         await ts_env.client.get_workflow_handle(wf_id).terminate("test finished")
     hours = days * 24
     assert hours - 1 <= usage.periods_closed <= hours + 1, usage.periods_closed
-    assert usage.node_minutes == 60 * usage.periods_closed  # totals carried across every continue-as-new
+    assert (
+        usage.node_minutes == 60 * usage.periods_closed
+    )  # totals carried across every continue-as-new
     assert len(sizes) >= usage.periods_closed // TICKS_PER_RUN
     assert max(sizes) < 3000, max(sizes)
 
@@ -125,8 +156,16 @@ async def test_stop_is_refused_while_a_cluster_runs_then_closes_the_last_hour(ts
     def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
         calls.append(req)
         if req.final and running["yes"]:
-            raise ApplicationError("cannot close the final billing period: c1 still running", non_retryable=True)
-        return m.CloseBillingPeriodsResult(entries_written=1, entries_existing=0, node_minutes=60, cost_usd=Decimal("0.04"), closed_until=req.until)
+            raise ApplicationError(
+                "cannot close the final billing period: c1 still running", non_retryable=True
+            )
+        return m.CloseBillingPeriodsResult(
+            entries_written=1,
+            entries_existing=0,
+            node_minutes=60,
+            cost_usd=Decimal("0.04"),
+            closed_until=req.until,
+        )
 
     @activity.defn(name="meter_usage")
     def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
@@ -147,7 +186,9 @@ async def test_stop_is_refused_while_a_cluster_runs_then_closes_the_last_hour(ts
         usage = await h.result()
     last = calls[-1]
     assert last.final and last.until.minute == 0 and last.until.second == 0
-    assert timedelta(0) < last.until - t0 <= timedelta(hours=1, minutes=1), "the current, unfinished hour is closed too"
+    assert timedelta(0) < last.until - t0 <= timedelta(hours=1, minutes=1), (
+        "the current, unfinished hour is closed too"
+    )
     assert usage.periods_closed == len([c for c in calls if not c.final]) + 1
     assert usage.metered_records == usage.periods_closed
 
@@ -159,7 +200,13 @@ async def test_final_stop_resends_usage_marketplace_left_unprocessed(ts_env):
 
     @activity.defn(name="close_billing_periods")
     def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
-        return m.CloseBillingPeriodsResult(entries_written=1, entries_existing=0, node_minutes=60, cost_usd=Decimal("0.04"), closed_until=req.until)
+        return m.CloseBillingPeriodsResult(
+            entries_written=1,
+            entries_existing=0,
+            node_minutes=60,
+            cost_usd=Decimal("0.04"),
+            closed_until=req.until,
+        )
 
     async def stop_with(throttled_calls: int) -> tuple[m.UsageTotals, list[bool], int]:
         meters: list[bool] = []
@@ -168,7 +215,13 @@ async def test_final_stop_resends_usage_marketplace_left_unprocessed(ts_env):
         def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
             meters.append(True)
             if len(meters) <= throttled_calls:
-                return m.MeterUsageResult(sent=0, already_sent=0, unprocessed=1, transient=1, messages=["node-minutes.t3.medium: unprocessed"])
+                return m.MeterUsageResult(
+                    sent=0,
+                    already_sent=0,
+                    unprocessed=1,
+                    transient=1,
+                    messages=["node-minutes.t3.medium: unprocessed"],
+                )
             return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
 
         async with running_meter(ts_env, "final", close_billing_periods, meter_usage) as h:
@@ -176,15 +229,22 @@ async def test_final_stop_resends_usage_marketplace_left_unprocessed(ts_env):
             usage = await h.result()
             desc = await h.describe()
             took = desc.close_time - desc.start_time
-            if throttled_calls == 2 and __import__("os").environ.get("BRIDGEHEAD_RECORD_HISTORIES"):  # replay corpus
+            if throttled_calls == 2 and __import__("os").environ.get(
+                "BRIDGEHEAD_RECORD_HISTORIES"
+            ):  # replay corpus
                 from tests.test_replay import HISTORIES
 
-                (HISTORIES / "BillingMeter--final-retry.json").write_text((await h.fetch_history()).to_json())
+                (HISTORIES / "BillingMeter--final-retry.json").write_text(
+                    (await h.fetch_history()).to_json()
+                )
                 (HISTORIES / "BillingMeter--final-retry.id").write_text(h.id + "\n")
         return usage, meters, int(took / timedelta(hours=1))
 
     usage, meters, hours = await stop_with(2)
-    assert len(meters) == 3 and hours == 2, (meters, hours)  # two throttled attempts, an hour apart, then accepted
+    assert len(meters) == 3 and hours == 2, (
+        meters,
+        hours,
+    )  # two throttled attempts, an hour apart, then accepted
     assert usage.metered_records == 1 and usage.unprocessed_records == 0
     usage, meters, hours = await stop_with(100)
     assert len(meters) == FINAL_METER_RETRIES + 1 and hours == FINAL_METER_RETRIES, (meters, hours)
@@ -195,11 +255,24 @@ async def test_meter_refuses_a_foreign_id_and_carried_state_on_a_fresh_start(ts_
     from temporalio.client import WorkflowFailureError
 
     tq = f"tq-{uuid.uuid4()}"
-    async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=[], workflow_runner=sandbox_runner()):
-        bad_id = await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id="acme"), id=f"billing-other-{uuid.uuid4().hex[:6]}", task_queue=tq)
+    async with Worker(
+        ts_env.client,
+        task_queue=tq,
+        workflows=WORKFLOWS,
+        activities=[],
+        workflow_runner=sandbox_runner(),
+    ):
+        bad_id = await ts_env.client.start_workflow(
+            "BillingMeter",
+            m.BillingMeterInput(org_id="acme"),
+            id=f"billing-other-{uuid.uuid4().hex[:6]}",
+            task_queue=tq,
+        )
         org = f"carry{uuid.uuid4().hex[:6]}"
         forged = m.BillingMeterInput(org_id=org, totals=m.UsageTotals(node_minutes=10**6))
-        carried = await ts_env.client.start_workflow("BillingMeter", forged, id=f"billing-{org}", task_queue=tq)
+        carried = await ts_env.client.start_workflow(
+            "BillingMeter", forged, id=f"billing-{org}", task_queue=tq
+        )
         for h, what in ((bad_id, "does not match its input"), (carried, "internal state")):
             with pytest.raises(WorkflowFailureError) as e:
                 await h.result()
@@ -215,7 +288,13 @@ async def test_meter_now_closes_the_open_hour_up_to_now_and_meters_it(ts_env):
     @activity.defn(name="close_billing_periods")
     def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
         calls.append(req)
-        return m.CloseBillingPeriodsResult(entries_written=1, entries_existing=0, node_minutes=10, cost_usd=Decimal("0.01"), closed_until=req.until)
+        return m.CloseBillingPeriodsResult(
+            entries_written=1,
+            entries_existing=0,
+            node_minutes=10,
+            cost_usd=Decimal("0.01"),
+            closed_until=req.until,
+        )
 
     @activity.defn(name="meter_usage")
     def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
@@ -230,7 +309,9 @@ async def test_meter_now_closes_the_open_hour_up_to_now_and_meters_it(ts_env):
         await ts_env.sleep(timedelta(seconds=5))
         partial = calls[before:]
         assert len(partial) == 1 and partial[0].partial and not partial[0].final, partial
-        assert abs(partial[0].until - t0) < timedelta(seconds=5) and partial[0].until.minute != 10, "up to now, not to the hour"
+        assert (
+            abs(partial[0].until - t0) < timedelta(seconds=5) and partial[0].until.minute != 10
+        ), "up to now, not to the hour"
         assert len(meters) == len(calls), "metered right after"
         await ts_env.sleep(timedelta(minutes=75))  # the next tick is at most an hour and GRACE away
         assert not calls[-1].partial and len(calls) > before + 1, "ticking goes on"
@@ -243,7 +324,13 @@ async def test_correct_records_a_correction_and_is_audited_in_history(ts_env):
 
     @activity.defn(name="close_billing_periods")
     def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
-        return m.CloseBillingPeriodsResult(entries_written=0, entries_existing=0, node_minutes=0, cost_usd=Decimal(0), closed_until=req.until)
+        return m.CloseBillingPeriodsResult(
+            entries_written=0,
+            entries_existing=0,
+            node_minutes=0,
+            cost_usd=Decimal(0),
+            closed_until=req.until,
+        )
 
     @activity.defn(name="meter_usage")
     def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
@@ -253,42 +340,100 @@ async def test_correct_records_a_correction_and_is_audited_in_history(ts_env):
     def record_correction(req: m.RecordCorrectionInput) -> m.CorrectResult:
         got.append(req)
         c = req.correction
-        return m.CorrectResult(correction_id=req.correction_id, cluster=c.cluster, period=c.period, instance_type="c5.xlarge",
-                               node_minutes_delta=c.node_minutes_delta, cost_usd_delta=Decimal("-0.17"), original_node_minutes=120,
-                               net_node_minutes=120 + c.node_minutes_delta, metered=True)  # fmt: skip
+        return m.CorrectResult(
+            correction_id=req.correction_id,
+            cluster=c.cluster,
+            period=c.period,
+            instance_type="c5.xlarge",
+            node_minutes_delta=c.node_minutes_delta,
+            cost_usd_delta=Decimal("-0.17"),
+            original_node_minutes=120,
+            net_node_minutes=120 + c.node_minutes_delta,
+            metered=True,
+        )
 
     from temporalio.client import WorkflowUpdateFailedError
 
-    async with running_meter(ts_env, "corr", close_billing_periods, meter_usage, record_correction) as h:
+    async with running_meter(
+        ts_env, "corr", close_billing_periods, meter_usage, record_correction
+    ) as h:
         period = "2026-11-02T09:00:00Z"
-        fix = m.CorrectInput(cluster="c1", period=period, node_minutes_delta=-60, reason="spot interruption not billed")
+        fix = m.CorrectInput(
+            cluster="c1",
+            period=period,
+            node_minutes_delta=-60,
+            reason="spot interruption not billed",
+        )
         res = await h.execute_update("correct", fix, id="credit-1", result_type=m.CorrectResult)
         with pytest.raises(WorkflowUpdateFailedError):
-            await h.execute_update("correct", fix.model_copy(update={"node_minutes_delta": 0}), result_type=m.CorrectResult)
+            await h.execute_update(
+                "correct",
+                fix.model_copy(update={"node_minutes_delta": 0}),
+                result_type=m.CorrectResult,
+            )
         with pytest.raises(WorkflowUpdateFailedError):
-            await h.execute_update("correct", fix.model_copy(update={"period": fix.period.replace(minute=5)}), result_type=m.CorrectResult)
+            await h.execute_update(
+                "correct",
+                fix.model_copy(update={"period": fix.period.replace(minute=5)}),
+                result_type=m.CorrectResult,
+            )
         usage = await h.query("usage", result_type=m.UsageTotals)
         hist = await h.fetch_history()
         await _record(h, "correct")
         await h.terminate("test finished")
-    assert len(got) == 1 and got[0].correction_id == "credit-1" and got[0].correction == fix, "refused updates run nothing"
+    assert len(got) == 1 and got[0].correction_id == "credit-1" and got[0].correction == fix, (
+        "refused updates run nothing"
+    )
     assert res.net_node_minutes == 60 and usage.corrections == 1 and usage.node_minutes == -60
-    accepted = [e for e in hist.events if e.HasField("workflow_execution_update_accepted_event_attributes")]
-    assert len(accepted) == 1 and b"spot interruption" in accepted[0].workflow_execution_update_accepted_event_attributes.accepted_request.input.args.payloads[0].data
+    accepted = [
+        e for e in hist.events if e.HasField("workflow_execution_update_accepted_event_attributes")
+    ]
+    assert (
+        len(accepted) == 1
+        and b"spot interruption"
+        in accepted[0]
+        .workflow_execution_update_accepted_event_attributes.accepted_request.input.args.payloads[0]
+        .data
+    )
 
 
 async def test_not_subscribed_notice_is_emailed_once_and_metering_state_is_shown(ts_env):
     mails: list[m.NotifyInput] = []
-    answers = iter([m.MeterUsageResult(sent=0, already_sent=0, unprocessed=1, not_subscribed=True,
-                                       notice=m.MeteringNotice(to="a@x.example", subject="metering stopped", body="b", idempotency_key="k1"))])  # fmt: skip
+    answers = iter(
+        [
+            m.MeterUsageResult(
+                sent=0,
+                already_sent=0,
+                unprocessed=1,
+                not_subscribed=True,
+                notice=m.MeteringNotice(
+                    to="a@x.example", subject="metering stopped", body="b", idempotency_key="k1"
+                ),
+            )
+        ]
+    )
 
     @activity.defn(name="close_billing_periods")
     def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
-        return m.CloseBillingPeriodsResult(entries_written=0, entries_existing=0, node_minutes=0, cost_usd=Decimal(0), closed_until=req.until)
+        return m.CloseBillingPeriodsResult(
+            entries_written=0,
+            entries_existing=0,
+            node_minutes=0,
+            cost_usd=Decimal(0),
+            closed_until=req.until,
+        )
 
     @activity.defn(name="meter_usage")
     def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
-        return next(answers, m.MeterUsageResult(sent=0, already_sent=0, unprocessed=0, skipped="AWS Marketplace subscription is NOT_SUBSCRIBED"))
+        return next(
+            answers,
+            m.MeterUsageResult(
+                sent=0,
+                already_sent=0,
+                unprocessed=0,
+                skipped="AWS Marketplace subscription is NOT_SUBSCRIBED",
+            ),
+        )
 
     @activity.defn(name="notify")
     def notify(req: m.NotifyInput) -> bool:

@@ -40,15 +40,25 @@ class FakeCloud:
         @activity.defn(name="validate_cluster")
         def validate_cluster(req: m.ValidateClusterInput) -> m.ClusterPlan:
             cloud.calls.append("validate")
-            return m.ClusterPlan(template_body="{}", parameters={}, tags={"bridgehead:org": req.org_id}, admin_email="a@x.io")
+            return m.ClusterPlan(
+                template_body="{}",
+                parameters={},
+                tags={"bridgehead:org": req.org_id},
+                admin_email="a@x.io",
+            )
 
         @activity.defn(name="check_vcpu_quota")
         def check_vcpu_quota(req: m.QuotaCheckInput) -> m.QuotaReport:
             cloud.calls.append(f"quota:{sorted(req.nodes.items())}")
             if cloud.quota_vcpus is None:
                 return m.QuotaReport(region=req.region, available=False)
-            return m.QuotaReport(region=req.region, available=True, limit_vcpus=cloud.quota_vcpus, sufficient=False,
-                                 message=f"EC2 standard vCPU quota in {req.region} is {cloud.quota_vcpus:g}: the cluster needs up to 34 more vCPUs")  # fmt: skip
+            return m.QuotaReport(
+                region=req.region,
+                available=True,
+                limit_vcpus=cloud.quota_vcpus,
+                sufficient=False,
+                message=f"EC2 standard vCPU quota in {req.region} is {cloud.quota_vcpus:g}: the cluster needs up to 34 more vCPUs",
+            )
 
         @activity.defn(name="register_cluster")
         def register_cluster(req: m.RegisterClusterInput) -> None:
@@ -62,8 +72,20 @@ class FakeCloud:
         @activity.defn(name="create_stack")
         def create_stack(req: m.StackRequest) -> m.StackPoll:
             cloud.calls.append("create_stack")
-            cloud.stacks.setdefault(req.stack_name, {"created": activity.info().current_attempt_scheduled_time, "status": "CREATE_IN_PROGRESS"})
-            return m.StackPoll(stack_name=req.stack_name, stack_id="id", status="CREATE_IN_PROGRESS", terminal=False, succeeded=False)
+            cloud.stacks.setdefault(
+                req.stack_name,
+                {
+                    "created": activity.info().current_attempt_scheduled_time,
+                    "status": "CREATE_IN_PROGRESS",
+                },
+            )
+            return m.StackPoll(
+                stack_name=req.stack_name,
+                stack_id="id",
+                status="CREATE_IN_PROGRESS",
+                terminal=False,
+                succeeded=False,
+            )
 
         @activity.defn(name="delete_stack")
         def delete_stack(ref: m.StackRef) -> None:
@@ -71,13 +93,21 @@ class FakeCloud:
             if ref.stack_name in cloud.stacks:
                 failing = cloud.delete_failures > 0
                 cloud.delete_failures -= failing
-                cloud.stacks[ref.stack_name]["status"] = "DELETE_FAILED" if failing else "DELETE_COMPLETE"
+                cloud.stacks[ref.stack_name]["status"] = (
+                    "DELETE_FAILED" if failing else "DELETE_COMPLETE"
+                )
 
         @activity.defn(name="resize_stack")
         def resize_stack(req: m.ResizeStackInput) -> m.StackPoll:
             cloud.calls.append(f"resize:{req.compute_nodes}")
             cloud.stacks[req.stack_name]["status"] = "UPDATE_COMPLETE"
-            return m.StackPoll(stack_name=req.stack_name, stack_id="id", status="UPDATE_IN_PROGRESS", terminal=False, succeeded=False)
+            return m.StackPoll(
+                stack_name=req.stack_name,
+                stack_id="id",
+                status="UPDATE_IN_PROGRESS",
+                terminal=False,
+                succeeded=False,
+            )
 
         @activity.defn(name="poll_stack")
         def poll_stack(ref: m.StackRef) -> m.StackPoll:
@@ -92,24 +122,79 @@ class FakeCloud:
                     status = st["status"] = "ROLLBACK_COMPLETE"
                 elif age >= cloud.create_takes:
                     status = st["status"] = "CREATE_COMPLETE"
-            events = [m.StackEvent(timestamp=now, logical_id="HeadNode", resource_type="AWS::EC2::Instance", status=status,
-                                   reason="Instance i-1 failed to stabilize" if status == "ROLLBACK_COMPLETE" else "")]  # fmt: skip
+            events = [
+                m.StackEvent(
+                    timestamp=now,
+                    logical_id="HeadNode",
+                    resource_type="AWS::EC2::Instance",
+                    status=status,
+                    reason="Instance i-1 failed to stabilize"
+                    if status == "ROLLBACK_COMPLETE"
+                    else "",
+                )
+            ]
             if status.endswith("_IN_PROGRESS"):
-                if info.current_attempt_scheduled_time + WINDOW_MARGIN >= info.scheduled_time + info.schedule_to_close_timeout:
-                    return m.StackPoll(stack_name=ref.stack_name, stack_id="id", status=status, terminal=False, succeeded=False, events=events)
-                raise ApplicationError("in progress", type="StackInProgress", category=ApplicationErrorCategory.BENIGN)
-            ok = status == {"create": "CREATE_COMPLETE", "update": "UPDATE_COMPLETE", "delete": "DELETE_COMPLETE"}[ref.expect]
-            return m.StackPoll(stack_name=ref.stack_name, stack_id="id", status=status, terminal=True, succeeded=ok,
-                               outputs={"LoginAddress": "203.0.113.10"} if ok else {}, events=events,
-                               failure_resource=None if ok else "NodeSecurityGroup (AWS::EC2::SecurityGroup)" if status == "DELETE_FAILED"
-                               else "HeadNode (AWS::EC2::Instance)",
-                               failure_reason=None if ok else "resource sg-1 has a dependent object" if status == "DELETE_FAILED"
-                               else "Instance i-1 failed to stabilize")  # fmt: skip
+                if (
+                    info.current_attempt_scheduled_time + WINDOW_MARGIN
+                    >= info.scheduled_time + info.schedule_to_close_timeout
+                ):
+                    return m.StackPoll(
+                        stack_name=ref.stack_name,
+                        stack_id="id",
+                        status=status,
+                        terminal=False,
+                        succeeded=False,
+                        events=events,
+                    )
+                raise ApplicationError(
+                    "in progress", type="StackInProgress", category=ApplicationErrorCategory.BENIGN
+                )
+            ok = (
+                status
+                == {
+                    "create": "CREATE_COMPLETE",
+                    "update": "UPDATE_COMPLETE",
+                    "delete": "DELETE_COMPLETE",
+                }[ref.expect]
+            )
+            return m.StackPoll(
+                stack_name=ref.stack_name,
+                stack_id="id",
+                status=status,
+                terminal=True,
+                succeeded=ok,
+                outputs={"LoginAddress": "203.0.113.10"} if ok else {},
+                events=events,
+                failure_resource=None
+                if ok
+                else "NodeSecurityGroup (AWS::EC2::SecurityGroup)"
+                if status == "DELETE_FAILED"
+                else "HeadNode (AWS::EC2::Instance)",
+                failure_reason=None
+                if ok
+                else "resource sg-1 has a dependent object"
+                if status == "DELETE_FAILED"
+                else "Instance i-1 failed to stabilize",
+            )
 
-        return [validate_cluster, check_vcpu_quota, register_cluster, notify, create_stack, delete_stack, resize_stack, poll_stack]
+        return [
+            validate_cluster,
+            check_vcpu_quota,
+            register_cluster,
+            notify,
+            create_stack,
+            delete_stack,
+            resize_stack,
+            poll_stack,
+        ]
 
 
-CFG = m.ClusterConfig(head_instance_type="t3.medium", compute_instance_type="c5.xlarge", compute_initial_nodes=4, compute_max_nodes=8)
+CFG = m.ClusterConfig(
+    head_instance_type="t3.medium",
+    compute_instance_type="c5.xlarge",
+    compute_initial_nodes=4,
+    compute_max_nodes=8,
+)
 
 
 async def run_cluster(env, cloud: FakeCloud, body):
@@ -117,21 +202,38 @@ async def run_cluster(env, cloud: FakeCloud, body):
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(8) as ex:
-        async with Worker(env.client, task_queue=tq, workflows=WORKFLOWS, activities=cloud.activities(), activity_executor=ex,
-                          workflow_runner=sandbox_runner()):  # fmt: skip
-            name = f"c1x{uuid.uuid4().hex[:6]}"  # one workflow per test: the id is bound to the name
-            h = await env.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
-                                                id=ids.cluster_workflow_id("acme", name), task_queue=tq, result_type=m.ClusterResult)  # fmt: skip
+        async with Worker(
+            env.client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=cloud.activities(),
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
+            name = (
+                f"c1x{uuid.uuid4().hex[:6]}"  # one workflow per test: the id is bound to the name
+            )
+            h = await env.client.start_workflow(
+                "ClusterLifecycle",
+                m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
+                id=ids.cluster_workflow_id("acme", name),
+                task_queue=tq,
+                result_type=m.ClusterResult,
+            )
             return await body(h)
 
 
-async def until_state(env, h, state: m.ClusterState, step: timedelta = timedelta(minutes=1), limit: int = 400):
+async def until_state(
+    env, h, state: m.ClusterState, step: timedelta = timedelta(minutes=1), limit: int = 400
+):
     from temporalio.service import RPCError
 
     for _ in range(limit):
         try:
             s = await h.query("status", result_type=m.ClusterStatus)
-        except RPCError:  # a query can time out while the server moves a workflow off a stopped worker
+        except (
+            RPCError
+        ):  # a query can time out while the server moves a workflow off a stopped worker
             await asyncio.sleep(1)
             continue
         if s.state == state:
@@ -158,7 +260,9 @@ async def history_len(h) -> int:
     from temporalio.api.enums.v1 import EventType
 
     events = (await h.fetch_history()).events
-    timeouts = sum(1 for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT)
+    timeouts = sum(
+        1 for e in events if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT
+    )
     return len(events) - 3 * timeouts
 
 
@@ -205,7 +309,10 @@ async def test_failure_after_25_minutes_reports_resource_and_bills_nothing(ts_en
 
     async def body(h):
         s = await until_state(ts_env, h, m.ClusterState.FAILED, step=timedelta(minutes=5))
-        assert s.failure_resource == "HeadNode (AWS::EC2::Instance)" and "stabilize" in s.failure_reason
+        assert (
+            s.failure_resource == "HeadNode (AWS::EC2::Instance)"
+            and "stabilize" in s.failure_reason
+        )
         await h.signal("delete")  # removing a FAILED cluster
         return await h.result()
 
@@ -247,7 +354,9 @@ async def test_delete_while_creating_is_a_cancel_and_cancel_while_running_is_ign
         await until_state(ts_env, h, m.ClusterState.RUNNING, step=timedelta(minutes=5))
         await h.signal("cancel")  # makes no sense now: logged and ignored
         await ts_env.sleep(timedelta(hours=1))
-        assert (await h.query("status", result_type=m.ClusterStatus)).state == m.ClusterState.RUNNING
+        assert (
+            await h.query("status", result_type=m.ClusterStatus)
+        ).state == m.ClusterState.RUNNING
         await h.signal("delete")
         return await h.result()
 
@@ -262,10 +371,14 @@ async def test_resize_validated_and_billed_in_two_parts(ts_env):
     async def body(h):
         await until_state(ts_env, h, m.ClusterState.RUNNING)
         with pytest.raises(WorkflowUpdateFailedError) as e:
-            await h.execute_update("resize", m.ResizeInput(compute_nodes=99), result_type=m.ResizeResult)
+            await h.execute_update(
+                "resize", m.ResizeInput(compute_nodes=99), result_type=m.ResizeResult
+            )
         assert "exceeds compute_max_nodes (8)" in str(e.value.cause)
         await ts_env.sleep(timedelta(minutes=30))
-        r = await h.execute_update("resize", m.ResizeInput(compute_nodes=2), result_type=m.ResizeResult)
+        r = await h.execute_update(
+            "resize", m.ResizeInput(compute_nodes=2), result_type=m.ResizeResult
+        )
         assert r.compute_nodes == 2
         await ts_env.sleep(timedelta(minutes=30))
         await h.signal("delete")
@@ -287,8 +400,12 @@ async def test_insufficient_vcpu_quota_refuses_before_creating_anything(ts_env):
 
     err = await run_cluster(ts_env, cloud, body)
     assert "needs up to 34 more vCPUs" in str(err.cause)
-    assert "quota:[('c5.xlarge', 8), ('t3.medium', 1)]" in cloud.calls  # max nodes, not initial ones
-    assert "create_stack" not in cloud.calls and not any(c.startswith("register") for c in cloud.calls)
+    assert (
+        "quota:[('c5.xlarge', 8), ('t3.medium', 1)]" in cloud.calls
+    )  # max nodes, not initial ones
+    assert "create_stack" not in cloud.calls and not any(
+        c.startswith("register") for c in cloud.calls
+    )
 
 
 async def test_delete_failed_is_retried_then_succeeds(ts_env):
@@ -304,7 +421,9 @@ async def test_delete_failed_is_retried_then_succeeds(ts_env):
     assert cloud.calls.count("delete_stack") == 3
 
 
-async def test_delete_failed_every_time_reports_the_blocking_resource_then_a_new_delete_works(ts_env):
+async def test_delete_failed_every_time_reports_the_blocking_resource_then_a_new_delete_works(
+    ts_env,
+):
     from workflows.clusters import DELETE_ATTEMPTS
 
     cloud = FakeCloud(create_takes=timedelta(minutes=5), delete_failures=DELETE_ATTEMPTS)
@@ -314,7 +433,10 @@ async def test_delete_failed_every_time_reports_the_blocking_resource_then_a_new
         await h.signal("delete")
         s = await until_state(ts_env, h, m.ClusterState.FAILED)
         assert s.failure_resource == "NodeSecurityGroup (AWS::EC2::SecurityGroup)"
-        assert f"deletion failed after {DELETE_ATTEMPTS} attempts" in s.failure_reason and "dependent object" in s.failure_reason
+        assert (
+            f"deletion failed after {DELETE_ATTEMPTS} attempts" in s.failure_reason
+            and "dependent object" in s.failure_reason
+        )
         for _ in range(30):  # FAILED shows at once; the registry write and the email follow
             if any(c.startswith("notify:") and "could not be deleted" in c for c in cloud.calls):
                 break
@@ -327,7 +449,9 @@ async def test_delete_failed_every_time_reports_the_blocking_resource_then_a_new
     res = await run_cluster(ts_env, cloud, body)
     assert res.state == m.ClusterState.DELETED
     assert cloud.calls.count("delete_stack") == DELETE_ATTEMPTS + 1
-    assert len(res.segments) == 1 and res.segments[0].end is not None  # billing stopped at the first delete
+    assert (
+        len(res.segments) == 1 and res.segments[0].end is not None
+    )  # billing stopped at the first delete
 
 
 async def test_worker_restarted_during_the_wait(ts_env):
@@ -343,17 +467,36 @@ async def test_worker_restarted_during_the_wait(ts_env):
     # history as in a fresh process, and the time-skipping server, which does not move sticky
     # tasks to a new worker, hands them to whichever worker polls.
     with ThreadPoolExecutor(4) as ex:
-        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=cloud.activities(), activity_executor=ex,
-                          workflow_runner=sandbox_runner(), max_cached_workflows=0):  # fmt: skip
-            h = await ts_env.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
-                                                   id=wf_id, task_queue=tq, result_type=m.ClusterResult)  # fmt: skip
+        async with Worker(
+            ts_env.client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=cloud.activities(),
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+            max_cached_workflows=0,
+        ):
+            h = await ts_env.client.start_workflow(
+                "ClusterLifecycle",
+                m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
+                id=wf_id,
+                task_queue=tq,
+                result_type=m.ClusterResult,
+            )
             await until_state(ts_env, h, m.ClusterState.CREATING)
             await ts_env.sleep(timedelta(minutes=12))
     # No worker: the workflow is not lost, it waits.
     assert (await h.describe()).status.name == "RUNNING"
     with ThreadPoolExecutor(4) as ex:
-        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=cloud.activities(), activity_executor=ex,
-                          workflow_runner=sandbox_runner(), max_cached_workflows=0):  # fmt: skip
+        async with Worker(
+            ts_env.client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=cloud.activities(),
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+            max_cached_workflows=0,
+        ):
             s = await until_state(ts_env, h, m.ClusterState.RUNNING, step=timedelta(minutes=2))
             assert s.login_address == "203.0.113.10"
             events = await history_len(h)

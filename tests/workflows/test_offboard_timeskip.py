@@ -37,11 +37,20 @@ def fakes(calls: list[str], live: list[m.ClusterSummary], role_gone: bool) -> li
     def delete_stack(ref: m.StackRef) -> None:
         calls.append(f"delete:{ref.region}")
         if role_gone:
-            raise ApplicationError("AccessDenied: cannot assume arn:aws:iam::222222222222:role/BridgeheadAccess", non_retryable=True)
+            raise ApplicationError(
+                "AccessDenied: cannot assume arn:aws:iam::222222222222:role/BridgeheadAccess",
+                non_retryable=True,
+            )
 
     @activity.defn(name="poll_stack")
     def poll_stack(ref: m.StackRef) -> m.StackPoll:
-        return m.StackPoll(stack_name=ref.stack_name, stack_id=None, status="DELETE_COMPLETE", terminal=True, succeeded=True)
+        return m.StackPoll(
+            stack_name=ref.stack_name,
+            stack_id=None,
+            status="DELETE_COMPLETE",
+            terminal=True,
+            succeeded=True,
+        )
 
     @activity.defn(name="sweep_foundation_leftovers")
     def sweep(req: m.LeftoversInput) -> m.Leftovers:
@@ -57,7 +66,12 @@ def fakes(calls: list[str], live: list[m.ClusterSummary], role_gone: bool) -> li
 
     @activity.defn(name="org_regions")
     def org_regions(req: m.OrgRegionsInput) -> m.OrgRegions:
-        return m.OrgRegions(org_id=req.org_id, aws_account_id="222222222222", regions=["us-east-1", "us-west-1"], source_region="us-east-1")
+        return m.OrgRegions(
+            org_id=req.org_id,
+            aws_account_id="222222222222",
+            regions=["us-east-1", "us-west-1"],
+            source_region="us-east-1",
+        )
 
     @activity.defn(name="find_platform_image")
     def find_platform_image(req: m.FindImageInput) -> m.FindImageResult:
@@ -73,8 +87,20 @@ def fakes(calls: list[str], live: list[m.ClusterSummary], role_gone: bool) -> li
         calls.append("delete-schedule")
         return True
 
-    return [org_live_clusters, set_org_state, begin_foundation_delete, delete_stack, poll_stack, sweep, find_leftovers,
-            record_foundation, org_regions, find_platform_image, revoke_image, delete_reverify_schedule]  # fmt: skip
+    return [
+        org_live_clusters,
+        set_org_state,
+        begin_foundation_delete,
+        delete_stack,
+        poll_stack,
+        sweep,
+        find_leftovers,
+        record_foundation,
+        org_regions,
+        find_platform_image,
+        revoke_image,
+        delete_reverify_schedule,
+    ]
 
 
 @workflow.defn(name="SeedOrganization", sandboxed=False)
@@ -90,7 +116,12 @@ class SeedOrganization:
 async def seeded(client, inp: m.OnboardOrganizationRun, tq: str):  # type: ignore[no-untyped-def]
     """Start ``SeedOrganization`` and return the handle once ``OnboardOrganization`` runs."""
     h = client.get_workflow_handle(
-        (await client.start_workflow("SeedOrganization", inp, id=f"org-{inp.org_id}", task_queue=tq)).id, result_type=m.OrgStatus
+        (
+            await client.start_workflow(
+                "SeedOrganization", inp, id=f"org-{inp.org_id}", task_queue=tq
+            )
+        ).id,
+        result_type=m.OrgStatus,
     )
     for _ in range(200):
         if (await h.describe()).workflow_type == "OnboardOrganization":
@@ -101,11 +132,24 @@ async def seeded(client, inp: m.OnboardOrganizationRun, tq: str):  # type: ignor
 
 def ready_org(org: str) -> m.OnboardOrganizationRun:
     """An organisation already READY (resumed state), in two regions."""
-    regions = {r: m.RegionProgress(images="SHARED", foundation="READY") for r in ("us-east-1", "us-west-1")}
-    state = m.OnboardingState(state=m.OrgState.READY, external_id="x" * 32, role_arn="arn:aws:iam::222222222222:role/BridgeheadAccess",
-                              regions=regions, reverify_scheduled=True)  # fmt: skip
-    return m.OnboardOrganizationRun(org_id=org, display_name=org, admin_email=f"a@{org}.example", aws_account_id="222222222222",
-                                    regions=list(regions), resume=state)  # fmt: skip
+    regions = {
+        r: m.RegionProgress(images="SHARED", foundation="READY") for r in ("us-east-1", "us-west-1")
+    }
+    state = m.OnboardingState(
+        state=m.OrgState.READY,
+        external_id="x" * 32,
+        role_arn="arn:aws:iam::222222222222:role/BridgeheadAccess",
+        regions=regions,
+        reverify_scheduled=True,
+    )
+    return m.OnboardOrganizationRun(
+        org_id=org,
+        display_name=org,
+        admin_email=f"a@{org}.example",
+        aws_account_id="222222222222",
+        regions=list(regions),
+        resume=state,
+    )
 
 
 async def test_offboard_refusal_role_gone_and_abandon(ts_env):
@@ -113,30 +157,58 @@ async def test_offboard_refusal_role_gone_and_abandon(ts_env):
     live = [m.ClusterSummary(name="c1", region="us-west-1", state="FAILED")]
     tq, org = f"tq-{uuid.uuid4()}", f"off{uuid.uuid4().hex[:6]}"
     with ThreadPoolExecutor(4) as ex:
-        async with Worker(ts_env.client, task_queue=tq, workflows=[*WORKFLOWS, SeedOrganization], activities=fakes(calls, live, role_gone=True),
-                          activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
+        async with Worker(
+            ts_env.client,
+            task_queue=tq,
+            workflows=[*WORKFLOWS, SeedOrganization],
+            activities=fakes(calls, live, role_gone=True),
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
             h = await seeded(ts_env.client, ready_org(org), tq)
             # 1. A cluster remains: refused, and the org is put back exactly as it was.
             with pytest.raises(WorkflowUpdateFailedError) as e:
-                await h.execute_update("offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult)
+                await h.execute_update(
+                    "offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult
+                )
             assert "c1 in us-west-1 (FAILED)" in str(e.value.cause)
             assert calls == ["state:OFFBOARDING", "live-clusters", "state:READY"], calls
             assert (await h.query("status", result_type=m.OrgStatus)).state == m.OrgState.READY
             # 2. The customer deleted the role first: the foundations cannot be deleted through it.
             live.clear()
             calls.clear()
-            await h.execute_update("offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult)
-            s = await wait_for(h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.ACTION_REQUIRED, 30)
-            assert "abandon_foundations" in s.last_error and "AccessDenied" in s.last_error, s.last_error
-            assert not [c for c in calls if c.startswith(("revoke", "delete-schedule"))], "nothing past the failed step"
+            await h.execute_update(
+                "offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult
+            )
+            s = await wait_for(
+                h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.ACTION_REQUIRED, 30
+            )
+            assert "abandon_foundations" in s.last_error and "AccessDenied" in s.last_error, (
+                s.last_error
+            )
+            assert not [c for c in calls if c.startswith(("revoke", "delete-schedule"))], (
+                "nothing past the failed step"
+            )
             # 3. Sent again with abandon_foundations: it finishes and names the stacks left to the customer.
             calls.clear()
-            await h.execute_update("offboard", m.OffboardInput(confirm_org_id=org, abandon_foundations=True), result_type=m.UpdateResult)
+            await h.execute_update(
+                "offboard",
+                m.OffboardInput(confirm_org_id=org, abandon_foundations=True),
+                result_type=m.UpdateResult,
+            )
             final = await h.result()
     assert final.state == m.OrgState.OFFBOARDED
-    assert "customer must delete" in final.steps[-1] and "us-east-1" in final.steps[-1] and "us-west-1" in final.steps[-1]
-    assert {r: (p.images, p.foundation) for r, p in final.regions.items()} == {r: ("REVOKED", "DELETE_FAILED") for r in ("us-east-1", "us-west-1")}
-    assert calls.index("delete-schedule") > max(calls.index("revoke:us-east-1"), calls.index("revoke:us-west-1"))
+    assert (
+        "customer must delete" in final.steps[-1]
+        and "us-east-1" in final.steps[-1]
+        and "us-west-1" in final.steps[-1]
+    )
+    assert {r: (p.images, p.foundation) for r, p in final.regions.items()} == {
+        r: ("REVOKED", "DELETE_FAILED") for r in ("us-east-1", "us-west-1")
+    }
+    assert calls.index("delete-schedule") > max(
+        calls.index("revoke:us-east-1"), calls.index("revoke:us-west-1")
+    )
     assert calls[-1] == "state:OFFBOARDED", calls
 
 
@@ -147,13 +219,25 @@ async def test_offboard_before_any_role_touches_no_account(ts_env):
     tq, org = f"tq-{uuid.uuid4()}", f"nor{uuid.uuid4().hex[:6]}"
     inp = ready_org(org)
     assert inp.resume is not None
-    inp.resume.state, inp.resume.role_arn, inp.resume.reverify_scheduled = m.OrgState.AWAITING_ROLE, None, False
+    inp.resume.state, inp.resume.role_arn, inp.resume.reverify_scheduled = (
+        m.OrgState.AWAITING_ROLE,
+        None,
+        False,
+    )
     inp.resume.regions = {r: m.RegionProgress() for r in inp.regions}
     with ThreadPoolExecutor(4) as ex:
-        async with Worker(ts_env.client, task_queue=tq, workflows=[*WORKFLOWS, SeedOrganization], activities=fakes(calls, [], role_gone=False),
-                          activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
+        async with Worker(
+            ts_env.client,
+            task_queue=tq,
+            workflows=[*WORKFLOWS, SeedOrganization],
+            activities=fakes(calls, [], role_gone=False),
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
             h = await seeded(ts_env.client, inp, tq)
-            await h.execute_update("offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult)
+            await h.execute_update(
+                "offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult
+            )
             final = await h.result()
     assert final.state == m.OrgState.OFFBOARDED
     assert not [c for c in calls if c.startswith(("delete:", "revoke:"))], calls

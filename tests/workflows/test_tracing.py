@@ -30,24 +30,47 @@ async def test_tracing_emits_workflow_and_activity_spans_to_the_exporter(ts_env)
 
     @activity.defn(name="verify_role")
     def verify_role(req: m.VerifyRoleInput) -> m.VerificationReport:
-        return m.VerificationReport(org_id=req.org_id, role_arn=req.role_arn, passed=True, checks=[])
+        return m.VerificationReport(
+            org_id=req.org_id, role_arn=req.role_arn, passed=True, checks=[]
+        )
 
     # As make_client does with BRIDGEHEAD_TRACING=true: the client carries the plugin and the
     # worker built on it inherits it, so a start from a traced client links to the worker's spans.
     client = Client(**{**ts_env.client.config(), "plugins": plugins})
     tq = f"tq-{uuid.uuid4()}"
     with ThreadPoolExecutor(2) as ex:
-        async with Worker(client, task_queue=tq, workflows=WORKFLOWS, activities=[verify_role], activity_executor=ex,
-                          workflow_runner=sandbox_runner()):  # fmt: skip
-            inp = m.VerifyRoleInput(org_id="acme", role_arn="arn:aws:iam::222222222222:role/BridgeheadAccess")
-            report = await client.execute_workflow("VerifyRole", inp, id=f"org-acme-verify-{uuid.uuid4().int % 10**9 + 1}", task_queue=tq,
-                                                   result_type=m.VerificationReport)  # fmt: skip
+        async with Worker(
+            client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=[verify_role],
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
+            inp = m.VerifyRoleInput(
+                org_id="acme", role_arn="arn:aws:iam::222222222222:role/BridgeheadAccess"
+            )
+            report = await client.execute_workflow(
+                "VerifyRole",
+                inp,
+                id=f"org-acme-verify-{uuid.uuid4().int % 10**9 + 1}",
+                task_queue=tq,
+                result_type=m.VerificationReport,
+            )
     assert report.passed
     spans = exporter.get_finished_spans()
     names = {s.name for s in spans}
-    assert {"StartWorkflow:VerifyRole", "RunWorkflow:VerifyRole", "StartActivity:verify_role", "RunActivity:verify_role"} <= names, names
+    assert {
+        "StartWorkflow:VerifyRole",
+        "RunWorkflow:VerifyRole",
+        "StartActivity:verify_role",
+        "RunActivity:verify_role",
+    } <= names, names
     # One trace from the client's start to the activity run.
-    assert len({s.context.trace_id for s in spans if s.name.endswith(("VerifyRole", "verify_role"))}) == 1
+    assert (
+        len({s.context.trace_id for s in spans if s.name.endswith(("VerifyRole", "verify_role"))})
+        == 1
+    )
 
 
 def test_twin_without_the_plugin_no_span_reaches_the_exporter():

@@ -20,8 +20,18 @@ from bridgehead import ids
 from bridgehead import models as m
 from worker import WORKFLOWS, sandbox_runner
 
-CFG = {"head_instance_type": "t3.medium", "compute_instance_type": "c5.xlarge", "compute_initial_nodes": 1, "compute_max_nodes": 2}
-ORG = {"org_id": "acme", "display_name": "Acme", "admin_email": "a@acme.example", "aws_account_id": "222222222222"}
+CFG = {
+    "head_instance_type": "t3.medium",
+    "compute_instance_type": "c5.xlarge",
+    "compute_initial_nodes": 1,
+    "compute_max_nodes": 2,
+}
+ORG = {
+    "org_id": "acme",
+    "display_name": "Acme",
+    "admin_email": "a@acme.example",
+    "aws_account_id": "222222222222",
+}
 
 
 def recorder(calls: list[str]) -> list:
@@ -35,16 +45,33 @@ def recorder(calls: list[str]) -> list:
 
         return _f
 
-    names = ("validate_cluster", "register_cluster", "delete_stack", "poll_stack", "register_organization",
-             "org_regions", "check_vcpu_quota", "begin_foundation_delete", "verify_role", "scan_inbox", "load_dropbox_request")  # fmt: skip
+    names = (
+        "validate_cluster",
+        "register_cluster",
+        "delete_stack",
+        "poll_stack",
+        "register_organization",
+        "org_regions",
+        "check_vcpu_quota",
+        "begin_foundation_delete",
+        "verify_role",
+        "scan_inbox",
+        "load_dropbox_request",
+    )
     return [fake(n) for n in names]
 
 
 async def failure_of(env, wf_type: str, payload: object, wf_id: str, calls: list[str]) -> str:  # type: ignore[no-untyped-def]
     tq = f"tq-{uuid.uuid4()}"
     with ThreadPoolExecutor(2) as ex:
-        async with Worker(env.client, task_queue=tq, workflows=WORKFLOWS, activities=recorder(calls), activity_executor=ex,
-                          workflow_runner=sandbox_runner()):  # fmt: skip
+        async with Worker(
+            env.client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=recorder(calls),
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
             args = [] if payload is None else [payload]
             h = await env.client.start_workflow(wf_type, args=args, id=wf_id, task_queue=tq)
             with pytest.raises(WorkflowFailureError) as e:
@@ -58,39 +85,134 @@ def cluster(**over: object) -> dict:
 
 
 RUNTIME = {"state": "DELETING", "stack_name": "bridgehead-victim--foundation-us-east-1"}
-SEGMENT = {"state": "RUNNING", "segments": [{"start": datetime(2026, 1, 1, tzinfo=UTC).isoformat(), "head_instance_type": "t3.medium",
-                                              "compute_instance_type": "c5.xlarge", "compute_nodes": 5000}]}  # fmt: skip
+SEGMENT = {
+    "state": "RUNNING",
+    "segments": [
+        {
+            "start": datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
+            "head_instance_type": "t3.medium",
+            "compute_instance_type": "c5.xlarge",
+            "compute_nodes": 5000,
+        }
+    ],
+}
 CASES = [
     # (case, workflow type, input, workflow id, words the failure must contain)
-    ("cluster id of another org", "ClusterLifecycle", cluster(org_id="eta", name="cross"), "cluster-zeta-cross",
-     ["cluster-zeta-cross", "cluster-eta-cross"]),
-    ("org id of another org", "OnboardOrganization", {**ORG, "org_id": "bar"}, "org-foo", ["org-foo", "org-bar"]),
-    ("runtime DELETING with a foundation's stack", "ClusterLifecycle", cluster(runtime=RUNTIME), "cluster-acme-c1", ["runtime", "internal"]),
-    ("runtime RUNNING with a back-dated segment", "ClusterLifecycle", cluster(runtime=SEGMENT), "cluster-acme-c1", ["runtime"]),
-    ("drop-box target from a direct start", "ClusterLifecycle", cluster(dropbox={"bucket": "any-bucket", "user": "u"}), "cluster-acme-c1",
-     ["dropbox", "internal"]),
-    ("resume from a direct start", "OnboardOrganization", {**ORG, "resume": {"state": "READY", "role_arn": "arn:aws:iam::222222222222:role/x"}},
-     "org-acme", ["resume", "internal"]),
-    ("string node count", "ClusterLifecycle", cluster(config={**CFG, "compute_initial_nodes": "2"}), "cluster-acme-c1",
-     ["compute_initial_nodes", "a whole number"]),
-    ("float node count", "ClusterLifecycle", cluster(config={**CFG, "compute_initial_nodes": 2.0}), "cluster-acme-c1",
-     ["compute_initial_nodes", "a whole number"]),
+    (
+        "cluster id of another org",
+        "ClusterLifecycle",
+        cluster(org_id="eta", name="cross"),
+        "cluster-zeta-cross",
+        ["cluster-zeta-cross", "cluster-eta-cross"],
+    ),
+    (
+        "org id of another org",
+        "OnboardOrganization",
+        {**ORG, "org_id": "bar"},
+        "org-foo",
+        ["org-foo", "org-bar"],
+    ),
+    (
+        "runtime DELETING with a foundation's stack",
+        "ClusterLifecycle",
+        cluster(runtime=RUNTIME),
+        "cluster-acme-c1",
+        ["runtime", "internal"],
+    ),
+    (
+        "runtime RUNNING with a back-dated segment",
+        "ClusterLifecycle",
+        cluster(runtime=SEGMENT),
+        "cluster-acme-c1",
+        ["runtime"],
+    ),
+    (
+        "drop-box target from a direct start",
+        "ClusterLifecycle",
+        cluster(dropbox={"bucket": "any-bucket", "user": "u"}),
+        "cluster-acme-c1",
+        ["dropbox", "internal"],
+    ),
+    (
+        "resume from a direct start",
+        "OnboardOrganization",
+        {**ORG, "resume": {"state": "READY", "role_arn": "arn:aws:iam::222222222222:role/x"}},
+        "org-acme",
+        ["resume", "internal"],
+    ),
+    (
+        "string node count",
+        "ClusterLifecycle",
+        cluster(config={**CFG, "compute_initial_nodes": "2"}),
+        "cluster-acme-c1",
+        ["compute_initial_nodes", "a whole number"],
+    ),
+    (
+        "float node count",
+        "ClusterLifecycle",
+        cluster(config={**CFG, "compute_initial_nodes": 2.0}),
+        "cluster-acme-c1",
+        ["compute_initial_nodes", "a whole number"],
+    ),
     ("no input", "ClusterLifecycle", None, "cluster-acme-c1", ["needs a JSON input", '"org_id"']),
-    ("no input", "OnboardOrganization", None, "org-acme", ["needs a JSON input", '"aws_account_id"']),
-    ("cleanup id of another org", "CleanupRegion", {"org_id": "victim", "region": "us-east-1"}, "org-acme-cleanup-us-east-1",
-     ["org-victim-cleanup-us-east-1"]),
-    ("foundation id of another region", "ProvisionRegion", {"org_id": "acme", "region": "us-west-2"}, "org-acme-region-us-east-1",
-     ["org-acme-region-us-west-2"]),
-    ("images of another org", "ShareImages", {"org_id": "victim", "revoke": True}, "org-acme-images", ["org-victim-images"]),
-    ("verification not numbered", "VerifyRole", {"org_id": "acme", "role_arn": "arn:aws:iam::222222222222:role/x"}, "org-acme-verify-x",
-     ["org-acme-verify-"]),
-    ("re-verification of another org", "ReverifyOrganization", {"org_id": "victim"}, "org-acme-reverify-1", ["org-victim-reverify"]),
-    ("org id with the name delimiter", "OnboardOrganization", {**ORG, "org_id": "acme--prod"}, "org-acme--prod", ["org_id"]),
+    (
+        "no input",
+        "OnboardOrganization",
+        None,
+        "org-acme",
+        ["needs a JSON input", '"aws_account_id"'],
+    ),
+    (
+        "cleanup id of another org",
+        "CleanupRegion",
+        {"org_id": "victim", "region": "us-east-1"},
+        "org-acme-cleanup-us-east-1",
+        ["org-victim-cleanup-us-east-1"],
+    ),
+    (
+        "foundation id of another region",
+        "ProvisionRegion",
+        {"org_id": "acme", "region": "us-west-2"},
+        "org-acme-region-us-east-1",
+        ["org-acme-region-us-west-2"],
+    ),
+    (
+        "images of another org",
+        "ShareImages",
+        {"org_id": "victim", "revoke": True},
+        "org-acme-images",
+        ["org-victim-images"],
+    ),
+    (
+        "verification not numbered",
+        "VerifyRole",
+        {"org_id": "acme", "role_arn": "arn:aws:iam::222222222222:role/x"},
+        "org-acme-verify-x",
+        ["org-acme-verify-"],
+    ),
+    (
+        "re-verification of another org",
+        "ReverifyOrganization",
+        {"org_id": "victim"},
+        "org-acme-reverify-1",
+        ["org-victim-reverify"],
+    ),
+    (
+        "org id with the name delimiter",
+        "OnboardOrganization",
+        {**ORG, "org_id": "acme--prod"},
+        "org-acme--prod",
+        ["org_id"],
+    ),
 ]
 
 
-@pytest.mark.parametrize("case,wf_type,payload,wf_id,words", CASES, ids=[f"{c[1]}: {c[0]}" for c in CASES])
-async def test_untrusted_start_fails_at_once_and_calls_nothing(ts_env, case, wf_type, payload, wf_id, words):
+@pytest.mark.parametrize(
+    "case,wf_type,payload,wf_id,words", CASES, ids=[f"{c[1]}: {c[0]}" for c in CASES]
+)
+async def test_untrusted_start_fails_at_once_and_calls_nothing(
+    ts_env, case, wf_type, payload, wf_id, words
+):
     calls: list[str] = []
     text = await failure_of(ts_env, wf_type, payload, wf_id, calls)
     for w in words:
@@ -119,15 +241,21 @@ async def own_env():  # type: ignore[no-untyped-def]
     from tests.conftest import TEST_KEY
 
     env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=make_data_converter(TEST_KEY), test_server_existing_path=bin_path("temporal-test-server")
+        data_converter=make_data_converter(TEST_KEY),
+        test_server_existing_path=bin_path("temporal-test-server"),
     )
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 
-    await env.client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-        namespace=env.client.namespace,
-        search_attributes={n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD for n in ("OrgId", "ClusterName", "ClusterStatus", "Region")},
-    ))  # fmt: skip
+    await env.client.operator_service.add_search_attributes(
+        AddSearchAttributesRequest(
+            namespace=env.client.namespace,
+            search_attributes={
+                n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
+                for n in ("OrgId", "ClusterName", "ClusterStatus", "Region")
+            },
+        )
+    )
     yield env
     await env.shutdown()
 
@@ -151,18 +279,40 @@ async def test_misspelled_signal_is_recorded_and_unknown_update_refused(own_env)
 
     @activity.defn(name="create_stack")
     def create(req: m.StackRequest) -> m.StackPoll:
-        return m.StackPoll(stack_name=req.stack_name, stack_id="id", status="CREATE_IN_PROGRESS", terminal=False, succeeded=False)
+        return m.StackPoll(
+            stack_name=req.stack_name,
+            stack_id="id",
+            status="CREATE_IN_PROGRESS",
+            terminal=False,
+            succeeded=False,
+        )
 
     @activity.defn(name="poll_stack")
     def poll(ref: m.StackRef) -> m.StackPoll:
-        return m.StackPoll(stack_name=ref.stack_name, stack_id="id", status="CREATE_IN_PROGRESS", terminal=False, succeeded=False)
+        return m.StackPoll(
+            stack_name=ref.stack_name,
+            stack_id="id",
+            status="CREATE_IN_PROGRESS",
+            terminal=False,
+            succeeded=False,
+        )
 
     with ThreadPoolExecutor(2) as ex:
-        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=[validate, quota, register, create, poll],
-                          activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
+        async with Worker(
+            ts_env.client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=[validate, quota, register, create, poll],
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
             name = f"u{uuid.uuid4().hex[:6]}"
-            h = await ts_env.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput.model_validate(cluster(name=name)),
-                                                   id=ids.cluster_workflow_id("acme", name), task_queue=tq)  # fmt: skip
+            h = await ts_env.client.start_workflow(
+                "ClusterLifecycle",
+                m.ClusterLifecycleInput.model_validate(cluster(name=name)),
+                id=ids.cluster_workflow_id("acme", name),
+                task_queue=tq,
+            )
             for _ in range(100):
                 if calls:
                     break
@@ -170,9 +320,15 @@ async def test_misspelled_signal_is_recorded_and_unknown_update_refused(own_env)
             await h.signal("Delete")
             with pytest.raises(WorkflowUpdateFailedError) as e:
                 await h.execute_update("Resize", {"compute_nodes": 2})
-            assert "unknown update 'Resize' refused" in str(e.value.cause) and "'resize'" in str(e.value.cause)
+            assert "unknown update 'Resize' refused" in str(e.value.cause) and "'resize'" in str(
+                e.value.cause
+            )
             s = await h.query("status", result_type=m.ClusterStatus)
-            assert len(s.ignored_requests) == 1 and "'Delete'" in s.ignored_requests[0] and "'delete'" in s.ignored_requests[0]
+            assert (
+                len(s.ignored_requests) == 1
+                and "'Delete'" in s.ignored_requests[0]
+                and "'delete'" in s.ignored_requests[0]
+            )
             assert s.state == m.ClusterState.CREATING  # the misspelled delete did not act
             await h.terminate("test over")
 
@@ -184,14 +340,28 @@ async def test_a_rejected_request_ends_failed_with_its_reason_everywhere(ts_env)
 
     @activity.defn(name="validate_cluster")
     def validate(req: m.ValidateClusterInput) -> m.ClusterPlan:
-        return m.ClusterPlan(errors=["region: the regional foundation in us-east-1 is missing, not READY (run ProvisionRegion)"])
+        return m.ClusterPlan(
+            errors=[
+                "region: the regional foundation in us-east-1 is missing, not READY (run ProvisionRegion)"
+            ]
+        )
 
     tq, name = f"tq-{uuid.uuid4()}", f"r{uuid.uuid4().hex[:6]}"
     with ThreadPoolExecutor(2) as ex:
-        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=[validate], activity_executor=ex,
-                          workflow_runner=sandbox_runner()):  # fmt: skip
-            h = await ts_env.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput.model_validate(cluster(name=name)),
-                                                   id=ids.cluster_workflow_id("acme", name), task_queue=tq)  # fmt: skip
+        async with Worker(
+            ts_env.client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=[validate],
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
+            h = await ts_env.client.start_workflow(
+                "ClusterLifecycle",
+                m.ClusterLifecycleInput.model_validate(cluster(name=name)),
+                id=ids.cluster_workflow_id("acme", name),
+                task_queue=tq,
+            )
             with pytest.raises(WorkflowFailureError) as e:
                 await h.result()
             s = await h.query("status", result_type=m.ClusterStatus)

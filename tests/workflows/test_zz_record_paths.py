@@ -25,16 +25,30 @@ from tests.support.replay_corpus import features, store
 from tests.workflows.test_cluster_timeskip import CFG, FakeCloud, until_state
 from worker import WORKFLOWS, sandbox_runner
 
-pytestmark = pytest.mark.skipif(not os.environ.get("BRIDGEHEAD_RECORD_HISTORIES"), reason="set BRIDGEHEAD_RECORD_HISTORIES=1 to refresh tests/histories")
+pytestmark = pytest.mark.skipif(
+    not os.environ.get("BRIDGEHEAD_RECORD_HISTORIES"),
+    reason="set BRIDGEHEAD_RECORD_HISTORIES=1 to refresh tests/histories",
+)
 
 
 async def cluster_history(env, name: str, cloud: FakeCloud, body):  # type: ignore[no-untyped-def]
     tq = f"tq-{uuid.uuid4()}"
     with ThreadPoolExecutor(8) as ex:
-        async with Worker(env.client, task_queue=tq, workflows=WORKFLOWS, activities=cloud.activities(), activity_executor=ex,
-                          workflow_runner=sandbox_runner()):  # fmt: skip
-            h = await env.client.start_workflow("ClusterLifecycle", m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
-                                                id=ids.cluster_workflow_id("acme", name), task_queue=tq, result_type=m.ClusterResult)  # fmt: skip
+        async with Worker(
+            env.client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=cloud.activities(),
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
+            h = await env.client.start_workflow(
+                "ClusterLifecycle",
+                m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
+                id=ids.cluster_workflow_id("acme", name),
+                task_queue=tq,
+                result_type=m.ClusterResult,
+            )
             await body(h)
             await h.result()
             return await h.fetch_history()
@@ -59,7 +73,12 @@ async def test_record_resize_failed_stack_and_cancel(ts_env):
 
     scenarios = [
         ("resize", "rz1", FakeCloud(create_takes=timedelta(minutes=10)), resize),
-        ("failed-stack", "fl1", FakeCloud(create_takes=timedelta(hours=1), fail_at=timedelta(minutes=25)), failed),
+        (
+            "failed-stack",
+            "fl1",
+            FakeCloud(create_takes=timedelta(hours=1), fail_at=timedelta(minutes=25)),
+            failed,
+        ),
         ("cancel", "cn1", FakeCloud(create_takes=timedelta(minutes=40)), cancel),
     ]
     for feature, name, cloud, body in scenarios:
@@ -75,7 +94,13 @@ async def test_record_billing_continue_as_new(ts_env):
 
     @activity.defn(name="close_billing_periods")
     def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
-        return m.CloseBillingPeriodsResult(entries_written=1, entries_existing=0, node_minutes=60, cost_usd=Decimal("0.04"), closed_until=req.until)
+        return m.CloseBillingPeriodsResult(
+            entries_written=1,
+            entries_existing=0,
+            node_minutes=60,
+            cost_usd=Decimal("0.04"),
+            closed_until=req.until,
+        )
 
     @activity.defn(name="meter_usage")
     def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
@@ -84,17 +109,29 @@ async def test_record_billing_continue_as_new(ts_env):
     tq = f"tq-{uuid.uuid4()}"
     wf_id = ids.billing_workflow_id("acme")
     with ThreadPoolExecutor(4) as ex:
-        async with Worker(ts_env.client, task_queue=tq, workflows=WORKFLOWS, activities=[close_billing_periods, meter_usage],
-                          activity_executor=ex, workflow_runner=sandbox_runner()):  # fmt: skip
-            h = await ts_env.client.start_workflow("BillingMeter", m.BillingMeterInput(org_id="acme"), id=wf_id, task_queue=tq)
+        async with Worker(
+            ts_env.client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=[close_billing_periods, meter_usage],
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
+            h = await ts_env.client.start_workflow(
+                "BillingMeter", m.BillingMeterInput(org_id="acme"), id=wf_id, task_queue=tq
+            )
             first_run = (await h.describe()).run_id
-            for _ in range(TICKS_PER_RUN // 24 + 2):  # past the first continue-as-new, a day at a time
+            for _ in range(
+                TICKS_PER_RUN // 24 + 2
+            ):  # past the first continue-as-new, a day at a time
                 await ts_env.sleep(timedelta(days=1))
             first = await ts_env.client.get_workflow_handle(wf_id, run_id=first_run).fetch_history()
             second_run = (await ts_env.client.get_workflow_handle(wf_id).describe()).run_id
             await ts_env.client.get_workflow_handle(wf_id).signal("stop")
             await ts_env.client.get_workflow_handle(wf_id).result()
-            second = await ts_env.client.get_workflow_handle(wf_id, run_id=second_run).fetch_history()
+            second = await ts_env.client.get_workflow_handle(
+                wf_id, run_id=second_run
+            ).fetch_history()
     assert "continued-as-new" in features(first), features(first)
     assert "continuation" in features(second), features(second)
     await store(first, "BillingMeter--continued-as-new")
