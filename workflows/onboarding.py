@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
         CreateRoleForMeInputV1,
         CreateRoleRequest,
         FoundationStatus,
+        NotifyInput,
         OnboardingState,
         OnboardOrganizationRun,
         OrgState,
@@ -57,7 +58,7 @@ from workflows._common import (
     root_message,
     upsert,
 )
-from workflows._options import ONE_SHOT, REGISTRY
+from workflows._options import NOTIFY, ONE_SHOT, REGISTRY
 from workflows.offboarding import OffboardsOrganization
 from workflows.verification import VerifyRoleWorkflow
 
@@ -477,7 +478,51 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
             self._s.last_error = text
         elif state == OrgState.READY:
             self._s.last_error = None
+        previous = self._s.state
         self._set(state, text)
         await acts.set_org_state(
             SetOrgStateInput(org_id=self._input.org_id, state=state, detail=text), **REGISTRY
         )
+        if state in (OrgState.READY, OrgState.ACTION_REQUIRED) and workflow.patched(
+            "org-notifications"
+        ):
+            await self._tell_admin(state, previous, text)
+
+    async def _tell_admin(self, state: OrgState, previous: OrgState, text: str) -> None:
+        """E-mail the admin when the organisation becomes READY or needs action (with each failed
+        check and its fix), including drift found by re-verification. A failed e-mail never
+        blocks onboarding: ``status`` carries the same facts."""
+        org, s = self._input.org_id, self._s
+        if state == OrgState.READY:
+            if previous == OrgState.READY or text == "re-verified":
+                return  # nothing new to say
+            subject, body = (
+                f"{org} is ready",
+                f"Organisation {org} is ready: clusters can be created.",
+            )
+        else:
+            failed = s.last_report.failed() if s.last_report else []
+            lines = [
+                f"- {c.name}: {c.detail}" + (f"\n  fix: {c.remedy}" if c.remedy else "")
+                for c in failed
+            ]
+            subject = f"{org} needs action" + (
+                " (its role changed since it was ready)" if "drift" in text else ""
+            )
+            body = f"Organisation {org}: {text}\n\n" + (
+                "\n".join(lines) or "See its status for details."
+            )
+        s.notifications += 1
+        key = f"{workflow.info().workflow_id}/{workflow.info().first_execution_run_id}/org-notice-{s.notifications}"
+        try:
+            await acts.notify(
+                NotifyInput(
+                    to=self._input.admin_email, subject=subject, body=body, idempotency_key=key
+                ),
+                summary=f"email admin: {state.value}",
+                **NOTIFY,
+            )
+        except ActivityError as e:
+            workflow.logger.warning(
+                f"notification failed: {root_message(e)}", extra={"org_id": org}
+            )

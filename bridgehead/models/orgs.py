@@ -268,6 +268,8 @@ class OnboardingState(Model):
     offboard: OffboardInput | None = None
     #: Set by update ``set_verification_level``; passed to every ``VerifyRole``.
     verification_level: VerificationLevel = "strict"
+    #: E-mails sent to the admin so far (makes each one's idempotency key unique across runs).
+    notifications: int = 0
 
 
 class ReverifyInput(Model):

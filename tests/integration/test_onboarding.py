@@ -3,6 +3,7 @@ failures that name their fix, and no customer secret anywhere in history."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -316,3 +317,44 @@ async def test_daily_reverification_schedule_catches_drift(client, stack):
         s.failed_checks
     )
     await sched.delete()
+
+
+async def test_the_admin_is_emailed_when_ready_and_when_action_is_needed(client, stack):
+    """Issue #21: READY and ACTION_REQUIRED (with each failed check and its fix) reach the admin by
+    e-mail (SES); the registry keeps one marker per message sent."""
+    from activities.aws import Aws
+    from activities.registry import Registry
+    from bridgehead.settings import get_settings
+    from tests.integration.helpers import onboard_ready
+
+    org = "mailme"
+    s = await onboard_ready(client, stack, org, "282828282829", ["us-east-1"])
+    assert s.state == m.OrgState.READY
+    reg = Registry(Aws(get_settings()))
+
+    def subjects() -> list[str]:
+        items = reg.ddb.scan(
+            TableName=reg.table,
+            FilterExpression="begins_with(pk, :p)",
+            ExpressionAttributeValues={":p": {"S": f"NOTIFY#org-{org}/"}},
+        )["Items"]
+        return sorted(i["subject"]["S"] for i in items)
+
+    assert subjects() == [f"{org} is ready"]
+    # Drift: the customer removes the External ID condition; re-verification says what to fix.
+    iam = customer_admin(stack.aws_endpoint, "282828282829", "iam")
+    name = s.role_arn.rsplit("/", 1)[-1]
+    trust = json.loads(json.dumps(iam.get_role(RoleName=name)["Role"]["AssumeRolePolicyDocument"]))
+    trust["Statement"][0].pop("Condition")
+    iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
+    h = client.get_workflow_handle(f"org-{org}")
+    await h.signal("reverify")
+    await wait_for(h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.ACTION_REQUIRED, 120)
+    for _ in range(100):
+        if len(subjects()) == 2:
+            break
+        await asyncio.sleep(0.1)
+    assert subjects() == [
+        f"{org} is ready",
+        f"{org} needs action (its role changed since it was ready)",
+    ]

@@ -82,6 +82,11 @@ def fakes(calls: list[str], live: list[m.ClusterSummary], role_gone: bool) -> li
         calls.append(f"revoke:{req.region}")
         return m.ShareImageResult(image_id=req.image_id, snapshot_ids=["snap-1"])
 
+    @activity.defn(name="notify")
+    def notify(req: m.NotifyInput) -> bool:
+        calls.append(f"notify:{req.subject}")
+        return True
+
     @activity.defn(name="delete_reverify_schedule")
     def delete_reverify_schedule(req: m.ReverifyInput) -> bool:
         calls.append("delete-schedule")
@@ -100,6 +105,7 @@ def fakes(calls: list[str], live: list[m.ClusterSummary], role_gone: bool) -> li
         find_platform_image,
         revoke_image,
         delete_reverify_schedule,
+        notify,
     ]
 
 
@@ -189,6 +195,13 @@ async def test_offboard_refusal_role_gone_and_abandon(ts_env):
             assert not [c for c in calls if c.startswith(("revoke", "delete-schedule"))], (
                 "nothing past the failed step"
             )
+            # The admin is told, once, that the organisation needs action.
+            for _ in range(100):
+                if any(c.startswith("notify:") for c in calls):
+                    break
+                await asyncio.sleep(0.05)
+            notices = [c for c in calls if c.startswith("notify:")]
+            assert notices == [f"notify:{org} needs action"], calls
             # 3. Sent again with abandon_foundations: it finishes and names the stacks left to the customer.
             calls.clear()
             await h.execute_update(
