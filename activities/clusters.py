@@ -11,11 +11,13 @@ from temporalio.exceptions import ApplicationError
 from activities.aws import Aws
 from activities.errors import CustomerActionRequired, aws_errors
 from activities.registry import Registry
-from bridgehead import policies
+from bridgehead import billing, policies
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
     NO_NEW_CLUSTERS_STATES,
+    ClusterConfig,
     ClusterPlan,
+    ClusterPrice,
     NotifyInput,
     RegisterClusterInput,
     ValidateClusterInput,
@@ -136,10 +138,27 @@ class ClusterActivities:
             )
         return ClusterPlan(
             warnings=warnings,
+            price=self._price(c),
             template_body=policies.cluster_template(req.org_id, req.name, tags),
             parameters=params,
             tags=tags,
             admin_email=org_item.get("admin_email", ""),
+        )
+
+    def _price(self, c: ClusterConfig) -> ClusterPrice:
+        s = self.aws.settings
+        now = billing.hourly_price(
+            c.head_instance_type, c.compute_instance_type, c.compute_initial_nodes, s.rates
+        )
+        top = billing.hourly_price(
+            c.head_instance_type, c.compute_instance_type, c.compute_max_nodes, s.rates
+        )
+        return ClusterPrice(
+            rate_version=s.rate_version,
+            hourly_usd=now,
+            monthly_usd=now * billing.HOURS_PER_MONTH,
+            hourly_usd_at_max=top,
+            monthly_usd_at_max=top * billing.HOURS_PER_MONTH,
         )
 
     @activity.defn

@@ -86,6 +86,20 @@ def cost(minutes_by_type: dict[str, int], rates: dict[str, Decimal]) -> Decimal:
     return sum(line_costs(minutes_by_type, rates).values(), Decimal("0.00"))
 
 
+#: Hours in the average month, for "the month at this rate".
+HOURS_PER_MONTH = Decimal(730)
+
+
+def hourly_price(
+    head_type: str, compute_type: str, compute_nodes: int, rates: dict[str, Decimal]
+) -> Decimal:
+    """What a cluster costs per hour at ``compute_nodes`` (its head node plus its compute nodes, at
+    the rate table's prices), rounded to the cent like a ledger line of one hour."""
+    minutes = defaultdict(int, {head_type: 60})
+    minutes[compute_type] += 60 * compute_nodes
+    return cost(dict(minutes), rates)
+
+
 def periods(segments: list[UsageSegment], from_: datetime, until: datetime) -> list[datetime]:
     """Starts of the hourly periods in [from_, until) that any segment touches (closed periods only)."""
     if not segments:

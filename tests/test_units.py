@@ -585,3 +585,17 @@ def test_embedded_stack_refuses_ports_another_process_holds(tmp_path):
     text = str(e.value)
     assert f"Temporal port {port} is in use by pid {os.getpid()}" in text and "--port" in text, text
     assert not st.procs, "nothing was started"
+
+
+def test_hourly_price_counts_the_head_and_every_compute_node():
+    from bridgehead import billing
+    from bridgehead.settings import DEFAULT_RATES
+
+    # t3.medium 0.0416 + 2 x c5.xlarge 0.17 = 0.3816 -> 0.38 per hour, 277.40 a month.
+    assert billing.hourly_price("t3.medium", "c5.xlarge", 2, DEFAULT_RATES) == Decimal("0.38")
+    assert billing.hourly_price(
+        "t3.medium", "c5.xlarge", 2, DEFAULT_RATES
+    ) * billing.HOURS_PER_MONTH == Decimal("277.40")
+    # Same type for head and compute: both counted.
+    assert billing.hourly_price("c5.xlarge", "c5.xlarge", 1, DEFAULT_RATES) == Decimal("0.34")
+    assert billing.hourly_price("t3.medium", "c5.xlarge", 0, DEFAULT_RATES) == Decimal("0.04")

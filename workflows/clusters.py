@@ -220,6 +220,7 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
                     name=input.name,
                     state=ClusterState.VALIDATING,
                     rendered_template=plan.template_body,
+                    price=plan.price,
                 )
             if self._stop_creating():
                 return await self._finish(ClusterState.CANCELLED)

@@ -172,6 +172,8 @@ class ClusterResult(Model):
     failure_reason: str | None = None
     rendered_template: str | None = None
     segments: list[UsageSegment] = Field(default_factory=list)
+    #: ``dry_run``: what the configuration would cost.
+    price: ClusterPrice | None = None
 
 
 class ValidateClusterInput(Model):
@@ -182,10 +184,22 @@ class ValidateClusterInput(Model):
     owner: str | None = None
 
 
+class ClusterPrice(Model):
+    """What a configuration costs before anything is created (the rate table's prices)."""
+
+    rate_version: str
+    hourly_usd: Decimal
+    monthly_usd: Decimal
+    #: With every compute node up (``compute_max_nodes``): the ceiling autoscaling can reach.
+    hourly_usd_at_max: Decimal
+    monthly_usd_at_max: Decimal
+
+
 class ClusterPlan(Model):
     """What validation found and the rendered template (everything needed to create the stack)."""
 
     errors: list[str] = Field(default_factory=list)
+    price: ClusterPrice | None = None
     warnings: list[str] = Field(default_factory=list)
     template_body: str = ""
     parameters: dict[str, str] = Field(default_factory=dict)

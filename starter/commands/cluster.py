@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from pydantic import ValidationError
@@ -39,7 +40,18 @@ async def cmd_cluster_create(args: argparse.Namespace) -> int:
     h = await start("ClusterLifecycle", inp)
     if args.dry_run:
         res = m.ClusterResult.model_validate(await h.result())
-        args.output.document(res.rendered_template)
+        if res.price is not None and not args.json:
+            p = res.price
+            print(
+                f"# price (rates {p.rate_version}): ${p.hourly_usd}/hour, ${p.monthly_usd}/month at "
+                f"{inp.config.compute_initial_nodes} compute nodes; up to ${p.hourly_usd_at_max}/hour "
+                f"(${p.monthly_usd_at_max}/month) at {inp.config.compute_max_nodes}",
+                file=sys.stderr,
+            )
+        if args.json:
+            emit(args, res)
+        else:
+            args.output.document(res.rendered_template or "")
         return 0
     emit(args, {"workflow_id": h.id}, f"creating {h.id}")
     if not args.wait:

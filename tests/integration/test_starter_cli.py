@@ -264,6 +264,21 @@ def test_onboard_and_cluster_through_the_starter_cli(stack):
     assert r.returncode == 0, r.stderr
     rendered = json.loads(r.stdout)
     assert rendered["Resources"]["HeadNode"]["Type"] == "AWS::EC2::Instance"
+    # The price before commitment, from the rate table, on stderr (stdout stays the template).
+    price = next(line for line in r.stderr.splitlines() if line.startswith("# price"))
+    cfg = json.loads(CONFIG)
+    from bridgehead import billing
+    from bridgehead.settings import DEFAULT_RATES
+
+    hourly = billing.hourly_price(
+        cfg["head_instance_type"],
+        cfg["compute_instance_type"],
+        cfg.get("compute_initial_nodes", 1),
+        DEFAULT_RATES,
+    )
+    assert f"${hourly}/hour" in price and f"${hourly * billing.HOURS_PER_MONTH}/month" in price, (
+        price
+    )
     assert all(
         "dry1" not in x["StackName"]
         for x in stack.customer_admin(ACCOUNT, "cloudformation").list_stacks()["StackSummaries"]
