@@ -19,7 +19,10 @@ def in_ci() -> bool:
 def missing(why: str) -> None:
     """Skip (developer machine) or fail (``CI`` set) because something required is absent."""
     if in_ci():
-        pytest.fail(f"required in CI, but missing: {why}", pytrace=False)
+        pytest.fail(
+            f"required in CI, but missing: {why}; CI must run this check, so a missing tool is a failure",
+            pytrace=False,
+        )
     pytest.skip(why)
 
 
