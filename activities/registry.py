@@ -24,6 +24,7 @@ State writes go through :meth:`Registry.transition` (the state machine in
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -234,31 +235,43 @@ class Registry:
         )
 
     def put_new_and_add(
-        self, item: dict[str, Any], totals_key: tuple[str, str], add: dict[str, Any], *, table: str
+        self,
+        item: dict[str, Any],
+        totals_key: tuple[str, str] | None,
+        add: dict[str, Any],
+        *,
+        table: str,
+        also: Sequence[dict[str, Any]] = (),
     ) -> bool:
         """Put ``item`` only if it does not exist *and* add ``add`` to the counters of the item at
-        ``totals_key``, in one transaction: both happen exactly once, or (item already there)
-        neither. Returns False when the item existed."""
+        ``totals_key`` (none when None) *and* put the ``also`` items (index entries beside it), in
+        one transaction: all happen exactly once, or (item already there) none. Returns False when
+        the item existed."""
         names = {f"#a{i}": k for i, k in enumerate(add)}
         values = {f":a{i}": v for i, v in enumerate(add.values())}
-        items = [
+        items: list[dict[str, Any]] = [
             {
                 "Put": {
                     "TableName": table,
                     "Item": _to_item(item),
                     "ConditionExpression": "attribute_not_exists(pk)",
                 }
-            },
-            {
-                "Update": {
-                    "TableName": table,
-                    "Key": _to_item({"pk": totals_key[0], "sk": totals_key[1]}),
-                    "UpdateExpression": "ADD " + ", ".join(f"#a{i} :a{i}" for i in range(len(add))),
-                    "ExpressionAttributeNames": names,
-                    "ExpressionAttributeValues": _to_item(values),
-                }
-            },
+            }
         ]
+        if totals_key is not None and add:
+            items.append(
+                {
+                    "Update": {
+                        "TableName": table,
+                        "Key": _to_item({"pk": totals_key[0], "sk": totals_key[1]}),
+                        "UpdateExpression": "ADD "
+                        + ", ".join(f"#a{i} :a{i}" for i in range(len(add))),
+                        "ExpressionAttributeNames": names,
+                        "ExpressionAttributeValues": _to_item(values),
+                    }
+                }
+            )
+        items += [{"Put": {"TableName": table, "Item": _to_item(x)}} for x in also]
         with aws_errors("ledger write"):
             try:
                 self.ddb.transact_write_items(TransactItems=items)
