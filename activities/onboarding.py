@@ -132,6 +132,15 @@ class OnboardingActivities:
                 f"organisation id {req.org_id!r} is already registered (account {existing['aws_account_id']}); "
                 "choose another org_id"
             )
+        conflict = self.registry.org_id_conflict(req.org_id)
+        if conflict is not None:
+            short, long = sorted((conflict, req.org_id), key=len)
+            raise _customer_action(
+                f"organisation id {req.org_id!r} cannot be registered next to {conflict!r}: {long!r} starts with "
+                f"{short + '-'!r}, so their workflow ids would be ambiguous (cluster-{long}-db is also "
+                f"cluster-{short}-{long[len(short) + 1 :]}-db); choose an id that neither starts with {short + '-'!r} "
+                "nor is a hyphen prefix of a registered id"
+            )
         external_id = new_external_id()
         now = datetime.now(UTC).isoformat()
         fields = {
@@ -159,8 +168,9 @@ class OnboardingActivities:
         refused = self.registry.register_org(req.org_id, fields, shared_account=req.shared_account)
         if refused is not None:
             raise _customer_action(
-                f"organisation id {req.org_id!r} is already registered, or account {req.aws_account_id} was "
-                "claimed by another organisation at the same moment; nothing was registered"
+                f"organisation id {req.org_id!r} is already registered, or account {req.aws_account_id} (or an "
+                "organisation id that is a hyphen prefix of this one, or extends it) was claimed by another "
+                "organisation at the same moment; nothing was registered"
             ) from refused
         log.info("organisation registered", org_id=req.org_id, account=req.aws_account_id)
         return RegisterOrgResult(

@@ -15,6 +15,8 @@ Layout (single table, ``pk``/``sk``):
     ORG#<org>              MARKETPLACE       the org's Marketplace buyer and billing state
     ACCOUNT#<id>           META              which organisations an AWS account belongs to
     EXTID#<external id>    META              External ID -> org (never reused)
+    ORGPREFIX#<id>         META              registered orgs (``orgs``) whose id extends <id>
+                                             at a hyphen (ids stay free of each other's prefixes)
     MPCUSTOMER#<id>        META              Marketplace customer identifier -> org (unique)
     DROPBOX#<user>         META              drop-box user -> org and owner
     NOTIFY#<key>           META              an email sent (at most once per key)
@@ -35,7 +37,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws, OrgRecord, not_found
 from activities.errors import aws_errors, error_code
-from bridgehead import metrics, transitions
+from bridgehead import ids, metrics, transitions
 from bridgehead.logging import get_logger
 
 log = get_logger(__name__)
@@ -62,6 +64,11 @@ def _dynamo_safe(v: Any) -> Any:
 
 def _from_item(item: dict[str, Any]) -> dict[str, Any]:
     return {k: _de.deserialize(v) for k, v in item.items()}
+
+
+def _prefix_pk(org_id: str) -> str:
+    """Marks an id as the hyphen prefix of registered organisations (``orgs``)."""
+    return f"ORGPREFIX#{org_id}"
 
 
 def org_pk(org_id: str) -> str:
@@ -387,9 +394,35 @@ class Registry:
             }
         }
         external_id = {"pk": f"EXTID#{fields['external_id']}", "sk": "META", "org_id": org_id}
+        # Ids free of each other's hyphen prefixes (bridgehead.ids.hyphen_prefixes): no org is
+        # registered under a prefix of this id, none extends it, and each prefix is marked as taken.
+        prefixes = ids.hyphen_prefixes(org_id)
+        not_there = "attribute_not_exists(pk)"
+        namespace: list[dict[str, Any]] = [
+            {
+                "ConditionCheck": {
+                    "TableName": self.table,
+                    "Key": _to_item({"pk": key, "sk": "META"}),
+                    "ConditionExpression": not_there,
+                }
+            }
+            for key in [*(org_pk(p) for p in prefixes), _prefix_pk(org_id)]
+        ] + [
+            {
+                "Update": {
+                    "TableName": self.table,
+                    "Key": _to_item({"pk": _prefix_pk(p), "sk": "META"}),
+                    "UpdateExpression": "ADD #orgs :org",
+                    "ExpressionAttributeNames": {"#orgs": "orgs"},
+                    "ExpressionAttributeValues": {":org": {"SS": [org_id]}},
+                }
+            }
+            for p in prefixes
+        ]
         return self._transact(
             "register organisation",
             [
+                *namespace,
                 {
                     "Put": {
                         "TableName": self.table,
@@ -407,6 +440,15 @@ class Registry:
                 account_claim,
             ],
         )
+
+    def org_id_conflict(self, org_id: str) -> str | None:
+        """A registered organisation whose id is a hyphen prefix of ``org_id`` or extends it
+        (:func:`bridgehead.ids.hyphen_prefixes`), if any."""
+        for p in ids.hyphen_prefixes(org_id):
+            if self.org_item(p) is not None:
+                return p
+        extending = self.get(_prefix_pk(org_id), "META")
+        return sorted(extending["orgs"])[0] if extending else None
 
     def put_org(self, org_id: str, fields: dict[str, Any]) -> None:
         """Write an organisation as given, unconditionally (seeding for benchmarks; onboarding

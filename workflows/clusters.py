@@ -200,15 +200,12 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
         require_input(input, "ClusterLifecycle", _EXAMPLE)
         assert input is not None
         parent = workflow.info().parent
-        bind_input(
-            ids.cluster_workflow_id(input.org_id, input.name), carried={"runtime": input.runtime}
-        )
         # Only a DropboxRequest (ids bound to the request file it read) starts clusters as a child.
         from_dropbox = parent is not None and parent.workflow_id.startswith("dropbox-")
         bind_input(
             ids.cluster_workflow_id(input.org_id, input.name),
-            carried={"dropbox": input.dropbox},
-            carried_allowed=from_dropbox,
+            carried={"runtime": input.runtime, "dropbox": input.dropbox},
+            fresh_allowed=("dropbox",) if from_dropbox else (),
         )
         rt = self._rt
         upsert(org_id=input.org_id, cluster=input.name, region=input.region, status=rt.state.value)
