@@ -376,7 +376,7 @@ class OnboardingActivities:
     @activity.defn
     def verify_role(self, req: VerifyRoleInput) -> VerificationReport:
         """Prove the role is usable and safe; every failed check names its fix (see
-        ``activities/verification.py``, one function per check)."""
+        ``activities/verification/``, one function per check)."""
         bind_subject(org_id=req.org_id)
         item = self.registry.org_item(req.org_id) or {}
         changed = item.get("role_changed_at")
