@@ -115,6 +115,10 @@ class OrgRecords(RegistryStore):
     def foundation(self, org_id: str, region: str) -> dict[str, Any] | None:
         return self.get(org_pk(org_id), f"REGION#{region}")
 
+    def foundations(self, org_id: str) -> list[dict[str, Any]]:
+        """Every regional foundation of the organisation (consistent read)."""
+        return self.query(org_pk(org_id), "REGION#")
+
     def transition_foundation(
         self, org_id: str, region: str, target: str, fields: dict[str, Any]
     ) -> None:
