@@ -172,3 +172,53 @@ async def test_offboarding_cleanups_do_not_signal_their_parent(ts_env):
         e for e in history.events if e.HasField("workflow_execution_signaled_event_attributes")
     ]
     assert signals == [] and calls == []
+
+
+async def test_a_direct_provision_is_followed_too(ts_env):
+    registry = {"us-east-1": "READY", "us-west-1": "DELETED"}
+    calls: list[str] = []
+
+    @activity.defn(name="check_vcpu_quota")
+    def check_vcpu_quota(req: m.QuotaCheckInput) -> m.QuotaReport:
+        return m.QuotaReport(region=req.region, available=True)
+
+    @activity.defn(name="render_foundation_template")
+    def render(req: m.FoundationTemplateInput) -> m.RenderedTemplate:
+        return m.RenderedTemplate(template_body="{}", tags={})
+
+    @activity.defn(name="create_stack")
+    def create_stack(req: m.StackRequest) -> m.StackPoll:
+        return m.StackPoll(
+            stack_name=req.stack_name,
+            stack_id="s-1",
+            status="CREATE_IN_PROGRESS",
+            terminal=False,
+            succeeded=False,
+        )
+
+    tq, org = f"tq-{uuid.uuid4()}", f"pro{uuid.uuid4().hex[:6]}"
+    seed = ready_org(org)
+    assert seed.resume is not None
+    seed.resume.regions["us-west-1"].foundation = "DELETED"
+    with ThreadPoolExecutor(4) as ex:
+        async with Worker(
+            ts_env.client,
+            task_queue=tq,
+            workflows=[*WORKFLOWS, SeedOrganization],
+            activities=[*registry_fakes(registry, calls), check_vcpu_quota, render, create_stack],
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
+            h = await seeded(ts_env.client, seed, tq)
+            done = await ts_env.client.execute_workflow(
+                "ProvisionRegion",
+                m.ProvisionRegionInput(org_id=org, region="us-west-1"),
+                id=ids.region_workflow_id(org, "us-west-1"),
+                task_queue=tq,
+                result_type=m.FoundationStatus,
+            )
+            assert done.state == "READY" and registry["us-west-1"] == "READY"
+            s = await wait_for(
+                h, "status", m.OrgStatus, lambda s: s.regions["us-west-1"].foundation == "READY", 30
+            )
+            assert problems(s, registry) == [] and calls == [f"read:{org}"]
