@@ -137,9 +137,8 @@ class OnboardingActivities:
             short, long = sorted((conflict, req.org_id), key=len)
             raise _customer_action(
                 f"organisation id {req.org_id!r} cannot be registered next to {conflict!r}: {long!r} starts with "
-                f"{short + '-'!r}, so their workflow ids would be ambiguous (cluster-{long}-db is also "
-                f"cluster-{short}-{long[len(short) + 1 :]}-db); choose an id that neither starts with {short + '-'!r} "
-                "nor is a hyphen prefix of a registered id"
+                f"{short + '-'!r}, so workflow ids would be ambiguous (cluster-{long}-db would name a cluster of "
+                f"both); choose an id that neither starts with {short + '-'!r} nor is a hyphen prefix of a registered id"
             )
         external_id = new_external_id()
         now = datetime.now(UTC).isoformat()
@@ -386,7 +385,7 @@ class OnboardingActivities:
     @activity.defn
     def verify_role(self, req: VerifyRoleInput) -> VerificationReport:
         """Prove the role is usable and safe; every failed check names its fix (see
-        ``activities/verification.py``, one function per check)."""
+        ``activities/verification/``, one function per check)."""
         bind_subject(org_id=req.org_id)
         item = self.registry.org_item(req.org_id) or {}
         changed = item.get("role_changed_at")

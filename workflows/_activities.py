@@ -32,6 +32,8 @@ with workflow.unsafe.imports_passed_through():
         FindImageInput,
         FindImageResult,
         FoundationRecord,
+        FoundationStates,
+        FoundationStatesInput,
         FoundationTemplateInput,
         ImageInRegion,
         Leftovers,
@@ -189,6 +191,9 @@ begin_foundation_delete: ActivityStub[RegionClustersInput, RegionClusters] = Act
 check_vcpu_quota: ActivityStub[QuotaCheckInput, QuotaReport] = ActivityStub(
     "check_vcpu_quota", QuotaCheckInput, QuotaReport, "RegionActivities"
 )
+foundation_states: ActivityStub[FoundationStatesInput, FoundationStates] = ActivityStub(
+    "foundation_states", FoundationStatesInput, FoundationStates, "RegionActivities"
+)
 find_leftovers: ActivityStub[LeftoversInput, Leftovers] = ActivityStub(
     "find_leftovers", LeftoversInput, Leftovers, "RegionActivities"
 )
@@ -243,6 +248,7 @@ ALL: list[ActivityStub[Any, Any]] = [
     ensure_reverify_schedule,
     find_leftovers,
     find_platform_image,
+    foundation_states,
     load_dropbox_request,
     meter_usage,
     notify,
