@@ -289,9 +289,13 @@ def foundation_template(
     return json.dumps(tpl, indent=1, sort_keys=True)
 
 
-def cluster_template(org_id: str, name: str, tags: dict[str, str]) -> str:
+def cluster_template(
+    org_id: str, name: str, tags: dict[str, str], bootstrap_minutes: int = 20
+) -> str:
+    """``bootstrap_minutes``: the head node's ``CreationPolicy`` timeout (readiness signal)."""
     tpl = _substitute(
-        copy.deepcopy(load("cluster.template.json")), {"ORG_ID": org_id, "CLUSTER_NAME": name}
+        copy.deepcopy(load("cluster.template.json")),
+        {"ORG_ID": org_id, "CLUSTER_NAME": name, "BOOTSTRAP_MINUTES": str(bootstrap_minutes)},
     )
     res = tpl["Resources"]
     res["HeadNode"]["Properties"]["Tags"] = _tags(
