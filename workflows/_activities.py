@@ -20,6 +20,8 @@ with workflow.unsafe.imports_passed_through():
         CloseBillingPeriodsInput,
         CloseBillingPeriodsResult,
         ClusterPlan,
+        ConsoleTail,
+        ConsoleTailInput,
         CopyImageInput,
         CorrectResult,
         CreateRoleRequest,
@@ -105,6 +107,9 @@ record_correction: ActivityStub[RecordCorrectionInput, CorrectResult] = Activity
 )
 
 # --- ClusterActivities -------------------------------------------------------------------------
+head_console_tail: ActivityStub[ConsoleTailInput, ConsoleTail] = ActivityStub(
+    "head_console_tail", ConsoleTailInput, ConsoleTail, "ClusterActivities"
+)
 notify: ActivityStub[NotifyInput, bool] = ActivityStub(
     "notify", NotifyInput, bool, "ClusterActivities"
 )
@@ -243,6 +248,7 @@ ALL: list[ActivityStub[Any, Any]] = [
     ensure_reverify_schedule,
     find_leftovers,
     find_platform_image,
+    head_console_tail,
     load_dropbox_request,
     meter_usage,
     notify,
