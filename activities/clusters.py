@@ -144,6 +144,7 @@ class ClusterActivities:
             "ComputeMinNodes": "0" if c.autoscaling else str(c.compute_initial_nodes),
             "SpotPrice": str(c.spot_price) if c.spot_price is not None else "",
             "HeadVolumeGb": str(c.head_volume_gb),
+            "VpcId": out.get("VpcId", ""),
             "PublicSubnetId": out.get("PublicSubnetId", ""),
             "PrivateSubnetId": out.get("PrivateSubnet1Id") or out.get("PrivateSubnetId", ""),
             "HeadSecurityGroupId": out.get("HeadSecurityGroupId", ""),

@@ -301,6 +301,9 @@ def cluster_template(
     res["HeadNode"]["Properties"]["Tags"] = _tags(
         {**tags, "bridgehead:node": "head", "Name": f"{name}-head"}
     )
+    res["HeadSshSecurityGroup"]["Properties"]["Tags"] = _tags(
+        {**tags, "bridgehead:node": "head", "Name": f"{name}-head-ssh"}
+    )
     spec = res["ComputeLaunchTemplate"]["Properties"]["LaunchTemplateData"]["TagSpecifications"][0]
     spec["Tags"] = _tags({**tags, "bridgehead:node": "compute", "Name": f"{name}-compute"})
     res["ComputeGroup"]["Properties"]["Tags"] = [
