@@ -271,6 +271,18 @@ class ClusterActivities:
             ),
             None,
         )
+        if instance is None:  # no resource events (moto records stack-level events only)
+            with aws_errors(f"cloudformation:DescribeStackResource {req.stack_name}"):
+                try:
+                    res = cfn.describe_stack_resource(
+                        StackName=req.stack_name, LogicalResourceId="HeadNode"
+                    )["StackResourceDetail"]
+                except ClientError as e:
+                    if error_code(e) != "ValidationError":
+                        raise
+                    return ConsoleTail()  # the stack or its head node is gone
+            physical = str(res.get("PhysicalResourceId") or "")
+            instance = physical if physical.startswith("i-") else None
         if instance is None:
             return ConsoleTail()
         ec2 = self.aws.customer(org, "ec2", req.region)

@@ -214,7 +214,29 @@ def ssh_rules(stack: LocalStack, groups: list[str] | None = None) -> list[tuple[
     ]
 
 
-async def test_ssh_only_where_configured_and_status_gives_the_command(org, proxied_stack):
+def console_tail_of(stack: LocalStack, stack_name: str, monkeypatch) -> m.ConsoleTail:
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.aws import Aws
+    from activities.clusters import ClusterActivities
+    from activities.registry import Registry
+    from bridgehead.settings import get_settings
+
+    for k, v in stack.env().items():
+        monkeypatch.setenv(k, v)
+    get_settings.cache_clear()
+    try:
+        aws = Aws(get_settings())
+        acts = ClusterActivities(aws, Registry(aws))
+        req = m.ConsoleTailInput(org_id=ORG, region=REGION, stack_name=stack_name)
+        return ActivityEnvironment().run(acts.head_console_tail, req)
+    finally:
+        get_settings.cache_clear()
+
+
+async def test_ssh_only_where_configured_and_status_gives_the_command(
+    org, proxied_stack, monkeypatch
+):
     assert ssh_rules(proxied_stack) == []  # no inbound SSH by default
     ec2 = customer_admin(proxied_stack.aws_endpoint, ACCOUNT, "ec2", REGION)
     ec2.create_key_pair(KeyName="ops")
@@ -245,5 +267,12 @@ async def test_ssh_only_where_configured_and_status_gives_the_command(org, proxi
         and s.connect.ssh_command == f"ssh -i ~/.ssh/ops.pem ec2-user@{address}"
     )
     assert instance["KeyName"] == "ops"
+    # The console tail a bootstrap failure would report, read through the org's role (moto answers
+    # a fixed 10-line sample, base64-encoded as EC2 does).
+    tail = console_tail_of(proxied_stack, s.stack_name, monkeypatch)
+    assert tail.instance_id == s.outputs["HeadInstanceId"] and len(tail.lines) == 10
+    assert tail.lines[0].startswith("Linux version 2.6.16-xenU") and tail.lines[-1] == (
+        "Enabling fast FPU save and restore... done."
+    )
     await h.signal("delete")
     assert (await h.result()).state == m.ClusterState.DELETED
