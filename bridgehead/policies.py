@@ -152,6 +152,20 @@ def customer_role_template(
     return json.dumps(tpl, indent=2)
 
 
+#: Actions granted since organisations first onboarded, for a feature that degrades without them:
+#: a role that lacks one still passes ``permissions`` (the organisation stays READY) and a warning
+#: names the feature and the action, until the customer attaches the current policy.
+LATER_ACTIONS: dict[str, str] = {
+    "ec2:GetConsoleOutput": "the head node's console output in the reason of a failed bootstrap",
+}
+
+
+def split_missing(missing: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Missing actions as (required ones, later-added ones of :data:`LATER_ACTIONS`)."""
+    later = {a: why for a, why in missing.items() if a in LATER_ACTIONS}
+    return {a: why for a, why in missing.items() if a not in later}, later
+
+
 def setup_only_actions() -> dict[str, str]:
     """``{action: what it is needed for}`` for the actions only foundation building needs."""
     return {

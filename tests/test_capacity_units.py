@@ -251,3 +251,39 @@ def test_placements_read_from_foundation_outputs_old_and_new():
     assert placements({"PrivateSubnetId": "s-0"}) == [
         m.Placement(subnet_id="s-0", availability_zone="")
     ]
+
+
+def permission_checks(monkeypatch, drop: set[str]) -> list[tuple[str, bool, bool]]:
+    """The permission checks of a role whose policy is the published one without ``drop``."""
+    import activities.verification as av
+    from tests.test_verification import FakeClient, functional_ctx
+
+    doc = policies.permission_policy("acme", "222222222222", "BridgeheadAccess", "123456789012")
+    for st in doc["Statement"]:
+        acts = st["Action"] if isinstance(st["Action"], list) else [st["Action"]]
+        st["Action"] = [a for a in acts if a not in drop] or ["s3:GetObject"]
+    monkeypatch.setattr(av, "role_policies", lambda iam, name: [("inline policy p", doc)])
+    _, ctx = functional_ctx(FakeClient("https://ec2.us-east-1.amazonaws.com", "DryRunOperation"))
+    av.check_permissions(ctx)
+    return [(c.name, c.passed, c.warning) for c in ctx.checks if "permissions" in c.name]
+
+
+def test_a_role_from_before_the_console_grant_stays_ready_with_a_warning(monkeypatch):
+    checks = permission_checks(monkeypatch, {"ec2:GetConsoleOutput"})
+    assert checks == [("permissions", True, False), ("later-permissions", True, True)]
+    assert permission_checks(monkeypatch, set()) == [("permissions", True, False)]
+
+
+def test_twin_a_required_action_missing_still_fails_permissions(monkeypatch):
+    """The split must not soften anything else: a missing required action fails as before."""
+    checks = permission_checks(monkeypatch, {"ec2:GetConsoleOutput", "cloudformation:CreateStack"})
+    assert checks == [("permissions", False, False), ("later-permissions", True, True)]
+
+
+def test_twin_without_the_split_an_old_role_fails_permissions(monkeypatch):
+    """Planted defect: every missing action required (no later-added list). An organisation that
+    onboarded before the console grant would turn ACTION_REQUIRED at its next re-verification."""
+    monkeypatch.setattr(policies, "split_missing", lambda missing: (missing, {}))
+    assert permission_checks(monkeypatch, {"ec2:GetConsoleOutput"}) == [
+        ("permissions", False, False)
+    ]
