@@ -389,3 +389,26 @@ async def test_running_status_says_how_to_connect(ts_env, ssh, want_ssh):
         ssh_command=want_ssh,
     )
     assert [(a.compute_instance_type, a.outcome) for a in s.attempts] == [("c5.xlarge", "running")]
+
+
+async def test_cancel_during_the_second_attempt_ends_cancelled_and_bills_nothing(ts_env):
+    cloud = CapacityCloud(no_capacity={("c5.xlarge", "subnet-a")})
+
+    async def body(h):
+        for _ in range(60):
+            s = await h.query("status", result_type=m.ClusterStatus)
+            if len(s.attempts) == 2:
+                break
+            await ts_env.sleep(timedelta(seconds=30))
+        await h.signal("cancel")
+        return await h.result()
+
+    res = await run(ts_env, cloud, FALLBACK, body)
+    assert res.state == m.ClusterState.CANCELLED and res.segments == []
+    assert [a.outcome for a in res.attempts] == ["capacity", "cancelled"]
+    assert [c for c in cloud.calls if c.startswith(("create", "delete"))] == [
+        "create:c5.xlarge@subnet-a",
+        "delete",
+        "create:c5.xlarge@subnet-b",
+        "delete",
+    ]
