@@ -287,3 +287,107 @@ def test_twin_without_the_split_an_old_role_fails_permissions(monkeypatch):
     assert permission_checks(monkeypatch, {"ec2:GetConsoleOutput"}) == [
         ("permissions", False, False)
     ]
+
+
+FOUNDATION_OUTPUTS = {
+    "VpcId": "vpc-1",
+    "PublicSubnetId": "subnet-pub",
+    "PrivateSubnetId": "subnet-a",
+    "PrivateSubnet1Id": "subnet-a",
+    "PrivateSubnet1Az": "us-east-1a",
+    "PrivateSubnet2Id": "subnet-b",
+    "PrivateSubnet2Az": "us-east-1b",
+    "HeadSecurityGroupId": "sg-h",
+    "ComputeSecurityGroupId": "sg-c",
+    "InstanceProfileName": "bridgehead-acme--node-us-east-1",
+    "FileSystemId": "fs-1",
+}
+
+
+def plan_for(config: m.ClusterConfig) -> m.ClusterPlan:
+    """``validate_cluster`` against a registry holding a READY org, image and two-zone foundation."""
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.clusters import ClusterActivities
+    from bridgehead.settings import Settings
+
+    class Reg:
+        def org_item(self, org):  # noqa: ANN001, ANN201
+            return {"state": "READY", "regions": ["us-east-1"], "admin_email": "a@x.io"}
+
+        def marketplace(self, org):  # noqa: ANN001, ANN201
+            return None
+
+        def image_share(self, org, region):  # noqa: ANN001, ANN201
+            return {"state": "SHARED", "image_id": "ami-1"}
+
+        def foundation(self, org, region):  # noqa: ANN001, ANN201
+            return {"state": "READY", "outputs": FOUNDATION_OUTPUTS}
+
+        def cluster(self, org, name):  # noqa: ANN001, ANN201
+            return None
+
+    aws = type("A", (), {"settings": Settings(environment="local")})()
+    acts = ClusterActivities(aws, Reg())  # type: ignore[arg-type]
+    req = m.ValidateClusterInput(org_id="acme", name="c1", region="us-east-1", config=config)
+    return ActivityEnvironment().run(acts.validate_cluster, req)
+
+
+def access_parameter_problems(plan: m.ClusterPlan) -> list[str]:
+    want = {
+        "SshCidr": "203.0.113.0/24",
+        "SshKeyName": "ops",
+        "ComputeInstanceType": "c5.xlarge",
+        "PrivateSubnetId": "subnet-a",
+        "VpcId": "vpc-1",
+    }
+    got = {k: plan.parameters.get(k) for k in want}
+    out = [f"{k}={got[k]!r}" for k in want if got[k] != want[k]]
+    if [(p.subnet_id, p.availability_zone) for p in plan.placements] != [
+        ("subnet-a", "us-east-1a"),
+        ("subnet-b", "us-east-1b"),
+    ]:
+        out.append(f"placements {plan.placements}")
+    if json.loads(plan.template_body)["Resources"]["HeadNode"]["CreationPolicy"] != {
+        "ResourceSignal": {"Count": 1, "Timeout": "PT20M"}
+    }:
+        out.append("bootstrap timeout not from settings")
+    return out
+
+
+SSH_CONFIG = m.ClusterConfig(
+    **BASE,
+    compute_instance_types=["c5.xlarge", "m5.xlarge"],
+    ssh_cidr="203.0.113.0/24",
+    ssh_key_name="ops",
+)
+
+
+def test_validate_passes_ssh_settings_first_type_and_placements_to_the_stack():
+    plan = plan_for(SSH_CONFIG)
+    assert plan.errors == [] and access_parameter_problems(plan) == []
+    # Without SSH the parameters are empty, so the template's AllowSsh/HasKey conditions are false.
+    plain = plan_for(m.ClusterConfig(**BASE, compute_instance_type="c5.xlarge"))
+    assert (plain.parameters["SshCidr"], plain.parameters["SshKeyName"]) == ("", "")
+
+
+def test_twin_a_validate_that_drops_ssh_cidr_is_caught(monkeypatch):
+    """Planted defect: the old behaviour (SshCidr never passed to the template)."""
+    import activities.clusters as ac
+
+    real = ac.ClusterPlan
+
+    def without_ssh(**kw):  # type: ignore[no-untyped-def]
+        if "parameters" in kw:
+            kw["parameters"] = {k: v for k, v in kw["parameters"].items() if k != "SshCidr"}
+        return real(**kw)
+
+    monkeypatch.setattr(ac, "ClusterPlan", without_ssh)
+    assert access_parameter_problems(plan_for(SSH_CONFIG)) == ["SshCidr=None"]
+
+
+def test_validate_names_every_unknown_fallback_type():
+    plan = plan_for(m.ClusterConfig(**BASE, compute_instance_types=["c5.xlarge", "z9.mega"]))
+    assert len(plan.errors) == 1 and plan.errors[0].startswith(
+        "config.compute_instance_types: 'z9.mega' is not an offered instance type"
+    )
