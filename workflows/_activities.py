@@ -20,6 +20,8 @@ with workflow.unsafe.imports_passed_through():
         CloseBillingPeriodsInput,
         CloseBillingPeriodsResult,
         ClusterPlan,
+        ConsoleTail,
+        ConsoleTailInput,
         CopyImageInput,
         CorrectResult,
         CreateRoleRequest,
@@ -107,6 +109,9 @@ record_correction: ActivityStub[RecordCorrectionInput, CorrectResult] = Activity
 )
 
 # --- ClusterActivities -------------------------------------------------------------------------
+head_console_tail: ActivityStub[ConsoleTailInput, ConsoleTail] = ActivityStub(
+    "head_console_tail", ConsoleTailInput, ConsoleTail, "ClusterActivities"
+)
 notify: ActivityStub[NotifyInput, bool] = ActivityStub(
     "notify", NotifyInput, bool, "ClusterActivities"
 )
@@ -249,6 +254,7 @@ ALL: list[ActivityStub[Any, Any]] = [
     find_leftovers,
     find_platform_image,
     foundation_states,
+    head_console_tail,
     load_dropbox_request,
     meter_usage,
     notify,

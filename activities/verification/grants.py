@@ -71,7 +71,7 @@ def check_permissions(ctx: Context) -> None:
     else:
         required = setup
     verdict = policies.evaluate_actions(required, docs)
-    missing = {a: why for a, why in verdict.items() if why}
+    missing, later = policies.split_missing({a: why for a, why in verdict.items() if why})
     ctx.add(
         CheckResult(
             name="permissions",
@@ -88,6 +88,18 @@ def check_permissions(ctx: Context) -> None:
             + ").",
         )
     )
+    if later:
+        ctx.add(
+            CheckResult(
+                name="later-permissions",
+                passed=True,
+                warning=True,
+                method="analysis",
+                detail="granted since this organisation onboarded and not attached yet: "
+                + "; ".join(f"{a}, for {policies.LATER_ACTIONS[a]}" for a in sorted(later)),
+                remedy="Attach the current permission policy from this organisation's status.",
+            )
+        )
     excess = {**v.excess_grants(docs, setup), **v.widened_grants(docs, published)}
     ctx.add(v.excess_check(excess, ctx.req.level))
     if ctx.req.phase == "ongoing" and not missing:

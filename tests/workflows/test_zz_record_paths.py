@@ -176,3 +176,15 @@ async def test_record_foundation_follow(ts_env):
     assert "cleanup-tells-org" in features(cleanup), features(cleanup)
     await store(org_history, "OnboardOrganization--foundation-followed")
     await store(cleanup, "CleanupRegion--tells-org")
+
+
+async def test_record_capacity_failover(ts_env):
+    """A cluster whose first two attempts find no capacity and whose third runs (issue 21)."""
+    from tests.workflows.test_capacity_timeskip import CapacityCloud, fail_over
+
+    cloud = CapacityCloud()
+    _, res = await fail_over(ts_env, cloud)
+    wf_id = ids.cluster_workflow_id("acme", res.name)
+    hist = await ts_env.client.get_workflow_handle(wf_id).fetch_history()
+    assert "capacity-failover" in features(hist), features(hist)
+    await store(hist, "ClusterLifecycle--capacity-failover")
