@@ -7,6 +7,7 @@ Waiting uses the infrequent-polling pattern (see workflows/_options.py: POLL).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -143,6 +144,15 @@ class StackActivities:
         """One describe per attempt. In progress: fail benignly so Temporal retries after the poll
         interval (no slot held, nothing in history), except on the window's last attempt, which
         returns the in-progress state and the latest events for the workflow's status."""
+        return self._describe(ref, give_up=last_attempt_in_window)
+
+    @activity.defn
+    def check_stack(self, ref: StackRef) -> StackPoll:
+        """One look at the stack, in progress or not (the event-driven wait's check, see
+        workflows/_waiting.py): the workflow decides when to look again."""
+        return self._describe(ref, give_up=lambda: True)
+
+    def _describe(self, ref: StackRef, give_up: Callable[[], bool]) -> StackPoll:
         bind_subject(org_id=ref.org_id, region=ref.region)
         cfn = self._cfn(ref.org_id, ref.region)
         with aws_errors(f"cloudformation:DescribeStacks {ref.stack_name}"):
@@ -185,7 +195,7 @@ class StackActivities:
                 completed_at=done,
             )
         if status.endswith("_IN_PROGRESS"):
-            if last_attempt_in_window():
+            if give_up():
                 return StackPoll(
                     stack_name=ref.stack_name,
                     stack_id=stack["StackId"],
