@@ -35,6 +35,8 @@ class FakeCloud:
     delete_failures: int = 0  # deletions that end DELETE_FAILED before one succeeds
     #: Times (workflow clock) of each ``check_stack`` and the status it returned.
     checks: list[tuple[datetime, str]] = field(default_factory=list)
+    #: The same for the polls ``poll_stack`` returned (its retried attempts raise instead).
+    poll_log: list[tuple[datetime, str]] = field(default_factory=list)
 
     def terminal_at(self, stack_name: str) -> datetime:
         """When the fake stack reaches its terminal state."""
@@ -119,7 +121,9 @@ class FakeCloud:
         @activity.defn(name="poll_stack")
         def poll_stack(ref: m.StackRef) -> m.StackPoll:
             cloud.polls += 1
-            return look(ref, give_up=None)
+            poll = look(ref, give_up=None)
+            cloud.poll_log.append((activity.info().current_attempt_scheduled_time, poll.status))
+            return poll
 
         @activity.defn(name="check_stack")
         def check_stack(ref: m.StackRef) -> m.StackPoll:
