@@ -91,10 +91,10 @@ CHECK = ActivityConfig(
         non_retryable_error_types=NON_RETRYABLE,
     ),
 )
-#: The safety net of the event-driven wait: pauses between checks when no event arrives. The first
-#: check comes one minute after the wait starts (stacks that fail at once are seen soon), each pause
-#: is three times the previous one, up to ten minutes: a lost event costs at most ten minutes of
-#: lag, and a 40-minute stack costs 5 checks and 6 timers before its event (docs/benchmarks.md).
+#: The safety net of the event-driven wait: pauses between checks when no event arrives. After the
+#: check made at once, the next comes one minute later (stacks that fail early are seen soon), each
+#: pause is three times the previous one, up to ten minutes: a lost event costs at most ten minutes
+#: of lag, and a 40-minute stack costs 6 checks and 6 timers before its event (docs/benchmarks.md).
 SAFETY_NET_FIRST = timedelta(minutes=1)
 SAFETY_NET_GROWTH = 3
 SAFETY_NET_MAX = timedelta(minutes=10)

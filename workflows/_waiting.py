@@ -6,15 +6,17 @@ Two ways, chosen once per wait:
   ``NotificationARNs`` feed a queue whose consumer (activities/stack_events.py) signals the waiting
   workflow ``stack_event``; the workflow then checks the stack at once (``check_stack``, one
   describe). The signal is only a hint: whatever it says, the check's answer is what counts, and a
-  hint naming another stack is ignored. Without hints, the workflow still checks after pauses of
-  1, 3, 9, then 10 minutes (``SAFETY_NET_*`` in workflows/_options.py), so a lost event costs at
-  most 10 minutes of lag. Temporal Cloud actions per wait of ``T`` minutes with its event: one
-  timer and one check per safety-net pause before ``T``, plus the timer in flight, the signal and
-  the final check: 13 for a 40-minute stack (80 with the 30-second poll); measured in
+  hint naming another stack is ignored. Without hints, the workflow checks at once (a stack that
+  was quick, or an emulator's instant one), then after pauses of 1, 3, 9, then 10 minutes
+  (``SAFETY_NET_*`` in workflows/_options.py), so a lost event costs at most 10 minutes of lag.
+  Temporal Cloud actions per wait of ``T`` minutes with its event: the first check, one timer and
+  one check per safety-net pause before ``T``, plus the timer in flight, the signal and the final
+  check: 14 for a 40-minute stack (85 with the 30-second poll); measured in
   tests/workflows/test_event_waits.py and docs/benchmarks.md. History: each check costs a timer
   (2 events), an activity (3) and two workflow tasks (6), 11 events; the wait gives up after
-  ``WAIT_LIMIT`` (300 minutes, 32 checks), so one wait adds at most 32 * 11 + 3 = 355 events plus
-  2 per hint (a flood of hints costs at most one check per ``HINT_SPACING``).
+  ``WAIT_LIMIT`` (300 minutes, 33 checks), so one wait adds at most 33 * 11 + 3 = 366 events plus
+  2 per hint (a flood of hints costs at most one check per ``HINT_SPACING``), and now and then one
+  more workflow task (3 events) when a result arrives while a task runs.
 * **Polling windows** (no ``events``, or a run started before the patch). History bound: each
   polling window (``POLL_WINDOW``, 10 min) costs one activity (scheduled/started/completed = 3
   events) and one workflow task (3 events), so waiting ``T`` minutes adds at most
@@ -65,7 +67,7 @@ EVENTS_PER_CHECK = 11
 def safety_net_offsets(limit: timedelta = WAIT_LIMIT) -> list[timedelta]:
     """When the event-driven wait checks a stack if no hint arrives, from the wait's start (pure:
     the tests and the benchmark derive their bounds from it)."""
-    out, at, pause = [], timedelta(0), SAFETY_NET_FIRST
+    out, at, pause = [timedelta(0)], timedelta(0), SAFETY_NET_FIRST
     while at < limit:
         at += pause
         out.append(at)
@@ -176,15 +178,18 @@ async def _wait_with_hints(
     def woken() -> bool:
         return hints.count != seen or (interrupt is not None and interrupt())
 
+    first = True
     while workflow.now() - started < WAIT_LIMIT:
-        hinted = True
-        try:
-            await workflow.wait_condition(
-                woken, timeout=pause, timeout_summary=f"{label}: safety net"
-            )
-        except TimeoutError:
-            hinted = False
-            pause = min(pause * SAFETY_NET_GROWTH, SAFETY_NET_MAX)
+        hinted = False
+        if not first:
+            try:
+                await workflow.wait_condition(
+                    woken, timeout=pause, timeout_summary=f"{label}: safety net"
+                )
+                hinted = True
+            except TimeoutError:
+                pause = min(pause * SAFETY_NET_GROWTH, SAFETY_NET_MAX)
+        first = False
         if interrupt is not None and interrupt():
             return None
         if hinted and last_check is not None and workflow.now() - last_check < HINT_SPACING:
