@@ -44,6 +44,10 @@ FAILED = {
 _WINDOW_MARGIN = timedelta(seconds=90)
 
 
+def stack_events_topic_arn(region: str, account: str, topic: str) -> str:
+    return f"arn:aws:sns:{region}:{account}:{topic}"
+
+
 def _not_exists(e: ClientError) -> bool:
     return error_code(e) == "ValidationError" and "does not exist" in str(e)
 
@@ -83,9 +87,11 @@ class StackActivities:
         bind_subject(org_id=req.org_id, region=req.region)
         cfn = self._cfn(req.org_id, req.region)
         tags = {**req.tags, TOKEN_TAG: req.client_request_token}
+        notify = self._notification_arns(req.region)
         with aws_errors(f"cloudformation:CreateStack {req.stack_name}"):
             try:
                 resp = cfn.create_stack(
+                    **notify,
                     StackName=req.stack_name,
                     TemplateBody=req.template_body,
                     Parameters=[
@@ -119,6 +125,16 @@ class StackActivities:
             terminal=False,
             succeeded=False,
         )
+
+    def _notification_arns(self, region: str) -> dict[str, list[str]]:
+        """``NotificationARNs``: the platform's stack-event topic in the stack's region, when one is
+        configured (workflows/_waiting.py turns its events into prompt checks)."""
+        topic = self.aws.settings.stack_events_topic
+        if not topic:
+            return {}
+        return {
+            "NotificationARNs": [stack_events_topic_arn(region, self.aws.platform_account(), topic)]
+        }
 
     @staticmethod
     def _ours(stack: dict[str, Any], req: StackRequest) -> bool:
