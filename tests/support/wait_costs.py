@@ -115,23 +115,20 @@ async def measure_wait(
     )
 
 
-async def _main() -> None:
-    from temporalio import workflow as wf
+async def time_skipping_env() -> Any:
+    """The time-skipping server as tests/conftest.py starts it (search attributes registered)."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
     from temporalio.testing import WorkflowEnvironment
-    from temporalio.worker import UnsandboxedWorkflowRunner
 
     from bridgehead.converter import make_data_converter
     from starter.local import bin_path
     from tests.conftest import TEST_KEY
-    from workflows import _waiting
 
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=make_data_converter(TEST_KEY),
         test_server_existing_path=bin_path("temporal-test-server"),
     )
-    from temporalio.api.enums.v1 import IndexedValueType
-    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-
     kw = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
     await env.client.operator_service.add_search_attributes(
         AddSearchAttributesRequest(
@@ -139,6 +136,16 @@ async def _main() -> None:
             search_attributes={k: kw for k in ("OrgId", "ClusterName", "ClusterStatus", "Region")},
         )
     )
+    return env
+
+
+async def _main() -> None:
+    from temporalio import workflow as wf
+    from temporalio.worker import UnsandboxedWorkflowRunner
+
+    from workflows import _waiting
+
+    env = await time_skipping_env()
     rows: dict[str, list[dict[str, Any]]] = {"events": [], "safety net only": [], "30 s poll": []}
     async with env:
         for minutes in (10, 40, 180):
