@@ -95,6 +95,8 @@ FEATURES: dict[str, Callable[[WorkflowHistory], bool]] = {
         and _result_state(h) == "CANCELLED"
     ),
     "offboarding": lambda h: _type(h) == "OnboardOrganization" and "offboard" in _updates(h),
+    # The event-driven wait (patch event-waits): a stack_event hint, then the stack seen RUNNING.
+    "event-wait": lambda h: _type(h) == "ClusterLifecycle" and "stack_event" in _signals(h),
     "dropbox-request": lambda h: _type(h) == "DropboxRequest",
     "dropbox-watch": lambda h: _type(h) == "DropboxWatch",
 }
