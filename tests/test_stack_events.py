@@ -142,3 +142,32 @@ def test_twin_the_well_formed_foundation_event_gives_its_hint():
         SID,
         "ROLLBACK_COMPLETE",
     )
+
+
+class _Settings:
+    def __init__(self, topic: str) -> None:
+        self.stack_events_topic = topic
+
+
+class _Aws:
+    def __init__(self, topic: str) -> None:
+        self.settings = _Settings(topic)
+
+    def platform_account(self) -> str:
+        return "111111111111"
+
+
+def test_create_stack_names_the_configured_topic():
+    from activities.cloudformation import StackActivities
+
+    acts = StackActivities(_Aws("bridgehead-stack-events"), None)  # type: ignore[arg-type]
+    assert acts._notification_arns("eu-west-1") == {
+        "NotificationARNs": ["arn:aws:sns:eu-west-1:111111111111:bridgehead-stack-events"]
+    }
+
+
+def test_twin_without_a_topic_stacks_notify_nobody():
+    from activities.cloudformation import StackActivities
+
+    acts = StackActivities(_Aws(""), None)  # type: ignore[arg-type]
+    assert acts._notification_arns("eu-west-1") == {}

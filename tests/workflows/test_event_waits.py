@@ -112,3 +112,52 @@ async def test_a_hint_for_another_stack_is_ignored(ts_env):
 async def test_twin_a_hint_for_its_own_stack_is_checked_at_once_and_not_believed(ts_env):
     # The hint says CREATE_COMPLETE at minute 20; the check says otherwise and wins.
     assert await _hint_at_minute_20(ts_env, None, own=True) == ["CREATE_IN_PROGRESS"]
+
+
+async def _two_hints_a_second_apart(env, runner=None) -> list[float]:
+    """Two hints for its own stack at minute 20 and 20 m 01 s; seconds from the first hint to each
+    look that followed."""
+    cloud = FakeCloud(create_takes=timedelta(minutes=40))
+    tq = f"tq-{uuid.uuid4()}"
+    name = f"f{uuid.uuid4().hex[:8]}"
+    with ThreadPoolExecutor(4) as ex:
+        async with Worker(
+            env.client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=cloud.activities(),
+            activity_executor=ex,
+            workflow_runner=runner or sandbox_runner(),
+        ):
+            h = await env.client.start_workflow(
+                "ClusterLifecycle",
+                m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
+                id=ids.cluster_workflow_id("acme", name),
+                task_queue=tq,
+                result_type=m.ClusterResult,
+            )
+            await until_state(env, h, m.ClusterState.CREATING)
+            await env.sleep(timedelta(minutes=20))
+            notice = m.StackEventNotice(
+                stack_id=stack_id(ids.cluster_stack("acme", name)), status="CREATE_COMPLETE"
+            )
+            first = await env.get_current_time()
+            await h.signal("stack_event", notice)
+            await env.sleep(timedelta(seconds=1))
+            await h.signal("stack_event", notice)
+            await env.sleep(timedelta(seconds=30))
+            await h.terminate("measured")
+    return [
+        round((at - first).total_seconds())
+        for at, _ in cloud.checks
+        if first <= at <= first + timedelta(minutes=1)
+    ]
+
+
+async def test_a_flood_of_hints_costs_at_most_one_look_per_10_s(ts_env):
+    assert await _two_hints_a_second_apart(ts_env) == [0, 10]
+
+
+async def test_twin_without_the_spacing_every_hint_is_a_look(ts_env, monkeypatch):
+    monkeypatch.setattr(_waiting, "HINT_SPACING", timedelta(0))
+    assert await _two_hints_a_second_apart(ts_env, UnsandboxedWorkflowRunner()) == [0, 1]
