@@ -10,6 +10,7 @@ from datetime import timedelta
 
 import pytest
 from temporalio import workflow as wf
+from temporalio.api.enums.v1 import EventType
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from bridgehead import ids
@@ -100,13 +101,24 @@ async def _hint_at_minute_20(env, notice: m.StackEventNotice | None, own: bool) 
             await h.signal("stack_event", notice)
             await env.sleep(timedelta(seconds=30))
             status = await h.query("status", result_type=m.ClusterStatus)
+            failed_tasks = [
+                e
+                for e in (await h.fetch_history()).events
+                if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+            ]
             await h.terminate("measured")
+    assert failed_tasks == []  # a bad hint never wedges the workflow
     assert status.state == m.ClusterState.CREATING  # a hint is never the truth
     return [st for at, st in cloud.checks if hinted_at <= at <= hinted_at + timedelta(minutes=1)]
 
 
 async def test_a_hint_for_another_stack_is_ignored(ts_env):
     assert await _hint_at_minute_20(ts_env, None, own=False) == []
+
+
+async def test_a_malformed_hint_is_dropped_and_the_wait_goes_on(ts_env):
+    bad = m.StackEventNotice.model_construct(stack_id="x" * 400, status="done; rm -rf")
+    assert await _hint_at_minute_20(ts_env, bad, own=True) == []
 
 
 async def test_twin_a_hint_for_its_own_stack_is_checked_at_once_and_not_believed(ts_env):
