@@ -37,6 +37,7 @@ from activities.onboarding import OnboardingActivities
 from activities.regions import RegionActivities
 from activities.registry import Registry
 from activities.schedules import ScheduleActivities
+from activities.stack_events import StackEventConsumer
 from bridgehead.client import make_client
 from bridgehead.logging import configure_logging, get_logger
 from bridgehead.settings import Settings, get_settings
@@ -259,12 +260,18 @@ async def main() -> None:
             consumer = asyncio.create_task(
                 NotificationConsumer(aws, Registry(aws), client).run(stop)
             )
+        # CloudFormation stack notifications (SNS -> SQS) become stack_event hints.
+        stack_events = None
+        if settings.stack_events_queue:
+            stack_events = asyncio.create_task(StackEventConsumer(aws, client).run(stop))
         async with worker:
             await stop.wait()
             if gauge is not None:
                 await gauge
             if consumer is not None:
                 await consumer
+            if stack_events is not None:
+                await stack_events
             log.info("shutting down worker")
     log.info("worker stopped")
 

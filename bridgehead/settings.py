@@ -116,6 +116,13 @@ class Settings(BaseSettings):
     #: SQS queue (platform account) subscribed to the product's AWS Marketplace subscription SNS
     #: topic; the worker consumes it and signals ``MarketplaceSubscription``. Empty: no consumer.
     marketplace_notification_queue: str = "bridgehead-marketplace-notifications"
+    #: SQS queue (platform account) fed by the regional stack-event topics; the worker consumes it
+    #: and signals ``stack_event`` to waiting workflows (activities/stack_events.py). Empty: none.
+    stack_events_queue: str = "bridgehead-stack-events"
+    #: SNS topic (platform account, one per region, this name) that every stack notifies
+    #: (``NotificationARNs``). Empty: stacks notify nobody and the waits' safety net alone sees
+    #: them. Empty on the embedded stack: moto cannot notify a topic of another account.
+    stack_events_topic: str = ""
     notify_sender: str = "noreply@bridgehead.example.com"
     #: Platform-account bucket of the self-service drop-box (``home/<user>/<CLUSTER>.cf-create``).
     inbox_bucket: str = "bridgehead-inbox"

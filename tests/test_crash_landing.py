@@ -90,6 +90,7 @@ def test_each_kill_gets_the_phase_it_landed_in():
 
 def test_phase_of():
     assert phase_of("cluster-o-k0", "poll_stack") == "wait"
+    assert phase_of("cluster-o-k0", "check_stack") == "wait"  # the event-driven wait's look
     assert phase_of("cluster-o-k0", "poll_stack", cluster_deleting=True) == "delete"
     assert phase_of("cluster-o-k0", "delete_stack") == "delete"
     assert phase_of("org-o-region-us-east-1", "create_stack") == "onboarding"

@@ -224,6 +224,9 @@ ensure_reverify_schedule: ActivityStub[ReverifyInput, str] = ActivityStub(
 )
 
 # --- StackActivities ---------------------------------------------------------------------------
+check_stack: ActivityStub[StackRef, StackPoll] = ActivityStub(
+    "check_stack", StackRef, StackPoll, "StackActivities"
+)
 create_stack: ActivityStub[StackRequest, StackPoll] = ActivityStub(
     "create_stack", StackRequest, StackPoll, "StackActivities"
 )
@@ -241,6 +244,7 @@ resize_stack: ActivityStub[ResizeStackInput, StackPoll] = ActivityStub(
 ALL: list[ActivityStub[Any, Any]] = [
     begin_foundation_delete,
     billing_report,
+    check_stack,
     check_vcpu_quota,
     close_billing_periods,
     cluster_owner,

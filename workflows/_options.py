@@ -78,6 +78,30 @@ POLL = ActivityConfig(
     ),
 )
 
+#: One look at a stack in the event-driven wait (workflows/_waiting.py). Every attempt is a billed
+#: action, so few and quick: a transient fault is retried 4 times within about a minute, then the
+#: wait carries on with its next safety-net pause (the stack is looked at again anyway).
+CHECK = ActivityConfig(
+    start_to_close_timeout=timedelta(seconds=30),
+    retry_policy=RetryPolicy(
+        initial_interval=timedelta(seconds=2),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=30),
+        maximum_attempts=5,
+        non_retryable_error_types=NON_RETRYABLE,
+    ),
+)
+#: The safety net of the event-driven wait: pauses between checks when no event arrives. After the
+#: check made at once, the next comes one minute later (stacks that fail early are seen soon), each
+#: pause is three times the previous one, up to ten minutes: a lost event costs at most ten minutes
+#: of lag, and a 40-minute stack costs 6 checks and 6 timers before its event (docs/benchmarks.md).
+SAFETY_NET_FIRST = timedelta(minutes=1)
+SAFETY_NET_GROWTH = 3
+SAFETY_NET_MAX = timedelta(minutes=10)
+#: Event hints closer than this to the previous check wait for the rest of it: a flood of
+#: ``stack_event`` signals (untrusted) costs at most one check per 10 s.
+HINT_SPACING = timedelta(seconds=10)
+
 #: Sending an email: a few tries, never block the lifecycle on it (callers ignore failure).
 NOTIFY = ActivityConfig(
     start_to_close_timeout=timedelta(seconds=30),

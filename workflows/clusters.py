@@ -34,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         ResizeInput,
         ResizeResult,
         ResizeStackInput,
+        StackEventNotice,
         StackPoll,
         StackRef,
         StackRequest,
@@ -52,13 +53,13 @@ from workflows._common import (
     upsert,
 )
 from workflows._options import AWS_CALL, NOTIFY, REGISTRY
-from workflows._waiting import wait_for_stack
+from workflows._waiting import StackHints, wait_for_stack
 from workflows.regions import request_token
 
 #: DELETE_FAILED is retried this many times (with a growing pause) before it is reported.
 DELETE_ATTEMPTS = 3
 DropboxSuffix = Literal["cf-created", "cf-failed", "cf-deleted", "cf-rejected"]
-_SIGNALS = ("cancel", "delete")
+_SIGNALS = ("cancel", "delete", "stack_event")
 _UPDATES = ("resize",)
 _EXAMPLE = (
     '{"org_id": "acme", "name": "c1", "region": "us-east-2", "config": {"head_instance_type": "t3.medium", '
@@ -94,6 +95,7 @@ class ClusterLifecycleWorkflow(FailsOverCapacity, ReportsUnknownRequests):
         self._lock = asyncio.Lock()
         self._unknown: list[str] = []
         self._plan: ClusterPlan | None = None
+        self._hints = StackHints()
 
     # --- interface ------------------------------------------------------------------------------
     def _log_subject(self) -> dict[str, str]:
@@ -146,6 +148,12 @@ class ClusterLifecycleWorkflow(FailsOverCapacity, ReportsUnknownRequests):
         if rt.state in (ClusterState.DELETING, ClusterState.DELETED, ClusterState.CANCELLED):
             self._ignored("delete")
 
+    @workflow.signal
+    def stack_event(self, notice: StackEventNotice | None = None) -> None:
+        """A hint from the stack-event consumer: look at the stack now (workflows/_waiting.py)."""
+        if not self._hints.receive(notice, self._rt.stack_name, self._in.region):
+            self._ignored("stack_event")
+
     @workflow.update
     async def resize(self, req: ResizeInput | None = None) -> ResizeResult:
         """Change the compute node count through a stack update; billing follows the new count."""
@@ -175,6 +183,7 @@ class ClusterLifecycleWorkflow(FailsOverCapacity, ReportsUnknownRequests):
                 ),
                 self._progress,
                 "wait for resize",
+                events=self._hints,
             )
             if not poll.succeeded and poll.status != "CREATE_COMPLETE":
                 raise ApplicationError(
@@ -303,7 +312,11 @@ class ClusterLifecycleWorkflow(FailsOverCapacity, ReportsUnknownRequests):
         rt = self._rt
         ref = StackRef(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name)
         poll = await wait_for_stack(
-            ref, self._progress, f"wait for stack {rt.stack_name}", interrupt=self._stop_creating
+            ref,
+            self._progress,
+            f"wait for stack {rt.stack_name}",
+            interrupt=self._stop_creating,
+            events=self._hints,
         )
         if self._stop_creating():
             if rt.attempts:
@@ -383,7 +396,7 @@ class ClusterLifecycleWorkflow(FailsOverCapacity, ReportsUnknownRequests):
                 **AWS_CALL,
             )
             poll = await wait_for_stack(
-                ref, self._progress, f"wait for deletion of {rt.stack_name}"
+                ref, self._progress, f"wait for deletion of {rt.stack_name}", events=self._hints
             )
             if poll.succeeded:
                 break
@@ -416,7 +429,7 @@ class ClusterLifecycleWorkflow(FailsOverCapacity, ReportsUnknownRequests):
                 client_request_token=request_token("cleanup-failed"),
             )
             await acts.delete_stack(ref, summary="delete the failed stack", **AWS_CALL)
-            await wait_for_stack(ref, None, "wait for failed stack deletion")
+            await wait_for_stack(ref, None, "wait for failed stack deletion", events=self._hints)
         await self._register(ClusterState.FAILED)
         await self._notify(
             "failed",

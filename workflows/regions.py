@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         RegionClusters,
         RegionClustersInput,
         RenderedTemplate,
+        StackEventNotice,
         StackPoll,
         StackRef,
         StackRequest,
@@ -32,7 +33,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows import _activities as acts
 from workflows._common import bind_input, require_input, root_message, upsert
 from workflows._options import AWS_CALL, REGISTRY
-from workflows._waiting import wait_for_stack
+from workflows._waiting import StackHints, wait_for_stack
 from workflows.foundations import FOUNDATION_CHANGED
 
 
@@ -73,6 +74,12 @@ class ProvisionRegionWorkflow:
         self._status = FoundationStatus(
             org_id=org, region=region, stack_name=ids.foundation_stack(org, region)
         )
+        self._hints = StackHints()
+
+    @workflow.signal
+    def stack_event(self, notice: StackEventNotice | None = None) -> None:
+        """A hint from the stack-event consumer: look at the stack now (workflows/_waiting.py)."""
+        self._hints.receive(notice, self._status.stack_name, self._status.region)
 
     @workflow.query
     def status(self) -> FoundationStatus:
@@ -121,6 +128,7 @@ class ProvisionRegionWorkflow:
             StackRef(org_id=input.org_id, region=input.region, stack_name=st.stack_name),
             self._progress,
             f"wait for foundation in {input.region}",
+            events=self._hints,
         )
         if poll.succeeded:
             st.state, st.outputs, st.reason = "READY", poll.outputs, ""
@@ -137,7 +145,9 @@ class ProvisionRegionWorkflow:
             client_request_token=request_token("foundation-rollback"),
         )
         await acts.delete_stack(ref, summary="delete failed foundation stack", **AWS_CALL)
-        await wait_for_stack(ref, None, "wait for failed foundation to be deleted")
+        await wait_for_stack(
+            ref, None, "wait for failed foundation to be deleted", events=self._hints
+        )
         await self._record("FAILED")
         return st
 

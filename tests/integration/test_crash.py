@@ -82,7 +82,7 @@ def phase_of(wf_id: str, activity: str, cluster_deleting: bool = False) -> str:
             return "create"
         if activity in ("delete_stack",) or cluster_deleting:
             return "delete"
-        if activity == "poll_stack":
+        if activity in ("poll_stack", "check_stack"):
             return "wait"
         return "create"
     return "onboarding"

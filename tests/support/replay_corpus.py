@@ -129,6 +129,8 @@ FEATURES: dict[str, Callable[[WorkflowHistory], bool]] = {
             for e in h.events
         )
     ),
+    # The event-driven wait (patch event-waits): a stack_event hint, then the stack seen RUNNING.
+    "event-wait": lambda h: _type(h) == "ClusterLifecycle" and "stack_event" in _signals(h),
     "dropbox-request": lambda h: _type(h) == "DropboxRequest",
     "dropbox-watch": lambda h: _type(h) == "DropboxWatch",
 }

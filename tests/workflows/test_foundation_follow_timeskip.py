@@ -196,6 +196,16 @@ async def test_a_direct_provision_is_followed_too(ts_env):
             succeeded=False,
         )
 
+    @activity.defn(name="check_stack")
+    def check_stack(ref: m.StackRef) -> m.StackPoll:
+        return m.StackPoll(
+            stack_name=ref.stack_name,
+            stack_id="s-1",
+            status="CREATE_COMPLETE",
+            terminal=True,
+            succeeded=True,
+        )
+
     tq, org = f"tq-{uuid.uuid4()}", f"pro{uuid.uuid4().hex[:6]}"
     seed = ready_org(org)
     assert seed.resume is not None
@@ -205,7 +215,13 @@ async def test_a_direct_provision_is_followed_too(ts_env):
             ts_env.client,
             task_queue=tq,
             workflows=[*WORKFLOWS, SeedOrganization],
-            activities=[*registry_fakes(registry, calls), check_vcpu_quota, render, create_stack],
+            activities=[
+                *registry_fakes(registry, calls),
+                check_vcpu_quota,
+                render,
+                create_stack,
+                check_stack,
+            ],
             activity_executor=ex,
             workflow_runner=sandbox_runner(),
         ):

@@ -297,12 +297,16 @@ async def test_misspelled_signal_is_recorded_and_unknown_update_refused(own_env)
             succeeded=False,
         )
 
+    @activity.defn(name="check_stack")
+    def check(ref: m.StackRef) -> m.StackPoll:
+        return poll(ref)
+
     with ThreadPoolExecutor(2) as ex:
         async with Worker(
             ts_env.client,
             task_queue=tq,
             workflows=WORKFLOWS,
-            activities=[validate, quota, register, create, poll],
+            activities=[validate, quota, register, create, poll, check],
             activity_executor=ex,
             workflow_runner=sandbox_runner(),
         ):

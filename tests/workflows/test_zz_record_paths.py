@@ -87,6 +87,26 @@ async def test_record_resize_failed_stack_and_cancel(ts_env):
         await store(hist, f"ClusterLifecycle--{feature}")
 
 
+async def test_record_event_wait(ts_env):
+    """A 40-minute creation seen through its ``stack_event`` (workflows/_waiting.py), then deleted."""
+    from tests.support.wait_costs import stack_id
+
+    async def event_wait(h):  # type: ignore[no-untyped-def]
+        await until_state(ts_env, h, m.ClusterState.CREATING)
+        await ts_env.sleep(timedelta(minutes=40, seconds=5))
+        notice = m.StackEventNotice(
+            stack_id=stack_id(ids.cluster_stack("acme", "ev1")), status="CREATE_COMPLETE"
+        )
+        await h.signal("stack_event", notice)
+        await until_state(ts_env, h, m.ClusterState.RUNNING, step=timedelta(seconds=5))
+        await h.signal("delete")
+
+    cloud = FakeCloud(create_takes=timedelta(minutes=40))
+    hist = await cluster_history(ts_env, "ev1", cloud, event_wait)
+    assert "event-wait" in features(hist), features(hist)
+    await store(hist, "ClusterLifecycle--event-wait")
+
+
 async def test_record_billing_continue_as_new(ts_env):
     """The first run of a BillingMeter (ends in continue-as-new after TICKS_PER_RUN ticks) and the
     run that continues it (starts from carried state)."""
