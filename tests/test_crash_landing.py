@@ -145,6 +145,7 @@ def test_every_option_set_fails_over_within_bounds():
     assert set(sets) == {
         "AWS_CALL",
         "REGISTRY",
+        "LEDGER_WORK",
         "ONE_SHOT",
         "VERIFY",
         "POLL",

@@ -59,6 +59,17 @@ REGISTRY = ActivityConfig(
     ),
 )
 
+#: Ledger work that grows with the organisation: closing every cluster's finished hours (one
+#: conditional write each, and a look at each cluster's Auto Scaling group) and reading the
+#: entries for a report. Sized for a backlog (a day of hours for a dozen clusters) on a busy
+#: table; failover still comes from the heartbeat timeout. Retried like the registry (each
+#: attempt skips the entries already written).
+LEDGER_WORK = ActivityConfig(
+    start_to_close_timeout=timedelta(seconds=60),
+    heartbeat_timeout=HEARTBEAT,
+    retry_policy=REGISTRY["retry_policy"],
+)
+
 #: Using a customer's one-time keys: one attempt only -- bad keys never get better, and retrying
 #: would keep the (encrypted) keys alive longer than needed.
 ONE_SHOT = ActivityConfig(
