@@ -26,9 +26,10 @@ kill the suite reads from history when the interrupted work started again, on wh
 retry's ActivityTaskStarted (an activity attempt cut short), or the first WorkflowTaskStarted /
 Completed after a workflow task timed out, by a worker other than the killed one. The resume
 times are in the artifact; their p95 must be at most ``FAILOVER_P95`` (15 s) and the largest at
-most ``FAILOVER_MAX`` (20 s). Twin (tests/test_crash_landing.py): the same measurement over a
-history shaped by a long start-to-close and no heartbeat timeout reports more than 15 s and fails
-the same check.
+most ``FAILOVER_MAX`` (20 s). Twins: the same measurement over a history shaped by a long
+start-to-close and no heartbeat timeout reports more than 15 s and fails the same check
+(tests/test_crash_landing.py), and so it does on a real dev server with probe workers whose
+options are planted that way (tests/integration/test_failover.py).
 
 Sizes: BRIDGEHEAD_CRASH_CLUSTERS (2), BRIDGEHEAD_CRASH_HOLD_SECONDS (32: at least a minute per
 node). Each kill costs about the heartbeat timeout (10 s, workflows/_options.py) before Temporal
