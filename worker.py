@@ -31,6 +31,7 @@ from activities.billing import BillingActivities
 from activities.cloudformation import StackActivities
 from activities.clusters import ClusterActivities
 from activities.dropbox import DropboxActivities
+from activities.heartbeat import HeartbeatInterceptor
 from activities.images import ImageActivities
 from activities.marketplace import MarketplaceActivities, NotificationConsumer
 from activities.onboarding import OnboardingActivities
@@ -124,6 +125,12 @@ def build_worker(
         # Bad JSON input fails the run with pydantic's message instead of retrying forever.
         workflow_failure_exception_types=[ValidationError],
         graceful_shutdown_timeout=timedelta(seconds=20),
+        # Failover (issue 19): heartbeats for every running activity that has a heartbeat timeout,
+        # so a dead worker's attempts are retried elsewhere within ~10 s (activities/heartbeat.py).
+        interceptors=[HeartbeatInterceptor()],
+        # A workflow cached on a worker that died gets its next task on the normal queue after
+        # this (default 10 s); a live worker polls its sticky queue continuously.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=5),
     )
     options.update(overrides)
     return Worker(client, **options)

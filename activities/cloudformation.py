@@ -13,13 +13,14 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws
 from activities.errors import CustomerActionRequired, aws_errors, error_code
 from activities.registry import Registry
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import ResizeStackInput, StackEvent, StackPoll, StackRef, StackRequest
+from bridgehead.polling import still_waiting
 
 log = get_logger("bridgehead.activities.cloudformation")
 
@@ -66,11 +67,7 @@ def last_attempt_in_window() -> bool:
 
 def still_in_progress(stack_name: str, status: str) -> ApplicationError:
     """The benign, retryable error that makes Temporal poll again after ``POLL_INTERVAL``."""
-    return ApplicationError(
-        f"stack {stack_name} is {status}",
-        type="StackInProgress",
-        category=ApplicationErrorCategory.BENIGN,
-    )
+    return still_waiting(f"stack {stack_name} is {status}", "StackInProgress")
 
 
 class StackActivities:

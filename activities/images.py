@@ -10,7 +10,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws, not_found
 from activities.errors import aws_errors, error_code
@@ -26,6 +26,7 @@ from bridgehead.models import (
     ShareImageInput,
     ShareImageResult,
 )
+from bridgehead.polling import still_waiting
 
 log = get_logger("bridgehead.activities.images")
 COPIED_FROM_TAG = "bridgehead:copied-from"
@@ -132,11 +133,7 @@ class ImageActivities:
         if state == "available":
             return req
         if state in ("pending", "transient"):
-            raise ApplicationError(
-                f"image {req.image_id} is {state}",
-                type="ImagePending",
-                category=ApplicationErrorCategory.BENIGN,
-            )
+            raise still_waiting(f"image {req.image_id} is {state}", "ImagePending")
         reason = images[0].get("StateReason", {}).get("Message", "") if images else "it disappeared"
         raise ApplicationError(
             f"image copy {req.image_id} in {req.region} ended {state}: {reason}",

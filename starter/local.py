@@ -253,7 +253,8 @@ class LocalStack:
         )
         return r.returncode == 0 and all(sa in r.stdout for sa in SEARCH_ATTRIBUTES)
 
-    def start_worker(self) -> None:
+    def start_worker(self, name: str = "worker") -> None:
+        """Start a worker process (``name`` tells several apart: processes and log files)."""
         keys: dict[str, str] = {}
         if self.worker_keys:
             keys = {
@@ -262,13 +263,13 @@ class LocalStack:
                 "AWS_SESSION_TOKEN": self.worker_keys["aws_session_token"],
             }
         self._spawn(
-            "worker",
+            name,
             [sys.executable, str(REPO_ROOT / "worker.py")],
             {**self.env(), **keys, **self.worker_env},
         )
         time.sleep(0.5)
-        if self.procs["worker"].poll() is not None:
-            raise RuntimeError(f"worker exited at start; see {self.state_dir / 'worker.log'}")
+        if self.procs[name].poll() is not None:
+            raise RuntimeError(f"worker exited at start; see {self.state_dir / f'{name}.log'}")
 
     def stop_worker(self, sig: int = signal.SIGTERM) -> None:
         self._stop("worker", sig)
@@ -285,7 +286,8 @@ class LocalStack:
             p.wait()
 
     def stop(self) -> None:
-        for name in ("worker", "temporal", "moto"):
+        workers = sorted(n for n in self.procs if n.startswith("worker"))
+        for name in (*workers, "temporal", "moto"):
             self._stop(name)
 
     @staticmethod

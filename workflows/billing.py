@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import _activities as acts
 from workflows._common import bind_input, require_payload, root_message, upsert
-from workflows._options import AWS_CALL, NOTIFY, REGISTRY
+from workflows._options import AWS_CALL, LEDGER_WORK, NOTIFY, REGISTRY
 
 TICKS_PER_RUN = 100
 #: After the final close, ticks spent resending usage Marketplace left unprocessed (throttling).
@@ -171,7 +171,7 @@ class BillingMeterWorkflow:
                         org_id=input.org_id, until=until, final=final, partial=partial
                     ),
                     summary=what,
-                    **REGISTRY,
+                    **LEDGER_WORK,
                 )
             except ActivityError as e:
                 if not final:
@@ -285,5 +285,5 @@ class BillingReportWorkflow:
         bind_input(ids.billing_report_workflow_id(input.org_id, input.month))
         req = input.model_copy(update={"now": input.now or workflow.now()})
         return await acts.billing_report(
-            req, summary=f"billing report of {input.org_id}", **REGISTRY
+            req, summary=f"billing report of {input.org_id}", **LEDGER_WORK
         )

@@ -138,6 +138,8 @@ class EmulatorProxy:
         self.after_kinds = after_kinds
         #: action -> how many of its next calls get a fault after the fact, whatever the rate.
         self.fail_next_after: Counter[str] = Counter()
+        #: action -> how many of its next calls get a 503 *before* reaching moto (nothing done).
+        self.fail_next_before: Counter[str] = Counter()
         #: action name -> seconds to hold the request before forwarding it.
         self.delays: dict[str, float] = {}
         self.after_faults: Counter[tuple[str, str]] = Counter()
@@ -207,6 +209,10 @@ class EmulatorProxy:
                 and not h.path.startswith("/moto-api")
             )
             kind = self._rng.choice(["throttle", "503"]) if inject else None
+            short = action.rsplit(".", 1)[-1]
+            if self.fail_next_before[short] > 0:  # forced: never reaches moto
+                self.fail_next_before[short] -= 1
+                kind = "503"
         if kind:
             with self._lock:
                 self.faults[kind] += 1

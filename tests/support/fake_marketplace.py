@@ -31,6 +31,10 @@ B7. ``DuplicateRecord``: "A previously metered UsageRecord had the same customer
 B8. ``UnprocessedRecords``: errors on the service side that should be retried (the fake returns the
     records of the dimensions listed in ``unprocessed`` there, as throttling would).
 
+Faults after the fact (``lose_answers``): the next calls are carried out in full (records
+honored) and then the answer is lost, as a 500 (``InternalServiceErrorException``) or a dropped
+connection, alternately (``lost`` counts them): what a resend must survive without billing twice.
+
 ResolveCustomer (API_ResolveCustomer): a registration token resolves to ``CustomerIdentifier``,
 ``CustomerAWSAccountId`` and ``ProductCode``; an unknown token is ``InvalidTokenException``, an
 expired one ``ExpiredTokenException``. The fake stores tokens in ``tokens``.
@@ -42,7 +46,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionClosedError
 
 MAX_RECORDS = 25
 WINDOW = timedelta(hours=6)
@@ -77,6 +81,9 @@ class FakeMarketplace:
         self.accepted: list[dict[str, Any]] = []
         #: registration token -> ResolveCustomer answer, or the error code to raise.
         self.tokens: dict[str, dict[str, str] | str] = {}
+        #: Answers still to lose after carrying the call out, and the kinds lost so far.
+        self.lose_answers = 0
+        self.lost: list[str] = []
 
     # --- BatchMeterUsage ------------------------------------------------------------------------
     def batch_meter_usage(
@@ -131,6 +138,19 @@ class FakeMarketplace:
                     "MeteringRecordId": f"mr-{len(self.accepted)}",
                 }
             )
+        if self.lose_answers > 0:  # the call took effect; its answer never arrives
+            self.lose_answers -= 1
+            kind = "500" if len(self.lost) % 2 == 0 else "drop"
+            self.lost.append(kind)
+            if kind == "500":
+                raise ClientError(
+                    {
+                        "Error": {"Code": "InternalServiceErrorException", "Message": "lost"},
+                        "ResponseMetadata": {"HTTPStatusCode": 500},
+                    },
+                    op,
+                )
+            raise ConnectionClosedError(endpoint_url="https://metering.marketplace.amazonaws.com")
         return {"Results": results, "UnprocessedRecords": unprocessed}
 
     def totals(self) -> dict[str, int]:

@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.worker import Worker
 
 from bridgehead import ids
 from bridgehead import models as m
+from bridgehead.polling import still_waiting
 from worker import WORKFLOWS, sandbox_runner
 from workflows._waiting import EVENTS_PER_CHECK, safety_net_offsets
 
@@ -166,9 +166,7 @@ class FakeCloud:
                         succeeded=False,
                         events=events,
                     )
-                raise ApplicationError(
-                    "in progress", type="StackInProgress", category=ApplicationErrorCategory.BENIGN
-                )
+                raise still_waiting("in progress", "StackInProgress")  # as poll_stack does
             ok = (
                 status
                 == {
