@@ -14,7 +14,12 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from bridgehead import ids
 from bridgehead import models as m
-from tests.integration.helpers import create_role_directly, start_org, wait_for
+from tests.integration.helpers import (
+    accept_moto_widening,
+    create_role_directly,
+    start_org,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 CFG = m.ClusterConfig(
@@ -34,6 +39,7 @@ async def report_of(client, org: str, n: int = 1) -> m.VerificationReport:
 async def test_whole_lifecycle_with_exactly_the_granted_policy(enforcing_client, enforcing_stack):
     client, stack, account = enforcing_client, enforcing_stack, "310000000001"
     h = await start_org(client, "enf1", account, ["us-east-2"])
+    await accept_moto_widening(h, stack)  # READY at warn: the widening moto needs
     s = await h.query("status", result_type=m.OrgStatus)
     arn = create_role_directly(stack, account, s)
     await h.execute_update(
@@ -276,6 +282,7 @@ async def test_faults_injected_on_a_quarter_of_aws_calls_still_complete(
     client, stack, account = enforcing_client, enforcing_stack, "310000000005"
     proxy = stack.proxy
     h = await start_org(client, "enf5", account, ["us-east-1"])
+    await accept_moto_widening(h, stack)  # READY at warn: the widening moto needs
     s = await h.query("status", result_type=m.OrgStatus)
     arn = create_role_directly(stack, account, s)
     before, calls_before = sum(proxy.faults.values()), sum(proxy.requests.values())

@@ -20,7 +20,12 @@ import pytest
 from bridgehead import ids
 from bridgehead import models as m
 from starter.local import PLATFORM_ACCOUNT
-from tests.integration.helpers import create_role_directly, start_org, wait_for
+from tests.integration.helpers import (
+    accept_moto_widening,
+    create_role_directly,
+    start_org,
+    wait_for,
+)
 from tests.support.snapshot import creations, snapshot, snapshot_async
 
 pytestmark = pytest.mark.integration
@@ -81,6 +86,7 @@ async def test_lost_responses_on_mutating_calls_create_nothing_twice(
     client, stack = enforcing_client, enforcing_stack
     proxy = stack.proxy
     h = await start_org(client, "enf6", ACCOUNT, [REGION])
+    await accept_moto_widening(h, stack)  # READY at warn: the widening moto needs
     s = await h.query("status", result_type=m.OrgStatus)
     arn = create_role_directly(stack, ACCOUNT, s)
     before = await snapshot_async(stack, accounts=[ACCOUNT], regions=[REGION])
