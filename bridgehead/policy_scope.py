@@ -94,8 +94,12 @@ def _values(v: Any) -> set[str]:
 def _keyed(cond: dict[str, Any]) -> dict[tuple[str, str], set[str]]:
     """``{(operator, condition key in lower case): values}`` (condition keys ignore case)."""
     out: dict[tuple[str, str], set[str]] = {}
-    for op, block in (cond or {}).items():
-        for key, val in (block or {}).items():
+    if not isinstance(cond, dict):
+        return out  # unreadable: enforces nothing (IAM refuses such documents anyway)
+    for op, block in cond.items():
+        if not isinstance(block, dict):
+            continue
+        for key, val in block.items():
             out.setdefault((str(op), str(key).lower()), set()).update(_values(val))
     return out
 

@@ -406,3 +406,11 @@ def test_twin_the_pre_fix_comparison_fails_the_property():
     errors = property_errors(_pre_fix_widened_grants)
     assert any(e.startswith("BridgeheadStacksOnly on * gave []") for e in errors), errors[:3]
     assert any(e.startswith("narrowed") and "node-" in e for e in errors), errors[:3]
+
+
+def test_an_unreadable_condition_enforces_nothing():
+    found = v.widened_grants(with_statement(ec2_change(Condition="acme")), PUBLISHED)
+    assert set(found) == {
+        k.replace(" on *", f" on {EC2_CHANGE}")
+        for k in expected_widening(["ChangeOnlyThisOrgsEc2Resources"])
+    }
