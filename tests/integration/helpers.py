@@ -78,6 +78,33 @@ def widen_resources_for_moto(doc: dict[str, Any]) -> None:
             st["Resource"] = "*"
 
 
+async def accept_moto_widening(handle: Any, stack: LocalStack) -> None:
+    """On the enforcing stack ``create_role_directly`` grants the scoped actions on ``*`` (moto
+    cannot evaluate ARNs), which the verifier rightly reports as excess grants (issue 18
+    follow-up: every published action's scope is compared). Such an organisation runs at
+    verification level ``warn`` so it can be READY; ``moto_widening`` is the exact warning."""
+    if stack.enforcing:
+        await handle.execute_update(
+            "set_verification_level",
+            m.SetVerificationLevelInput(level="warn"),
+            result_type=m.UpdateResult,
+        )
+
+
+def moto_widening(status: m.OrgStatus, doc: dict[str, Any] | None = None) -> dict[str, str]:
+    """What the verifier must report for the role ``create_role_directly`` made on the enforcing
+    stack (or for ``doc``, already widened): ``{"<action> on *": where}``, one per scoped action
+    of a widened statement."""
+    from bridgehead.verification import widened_grants
+
+    if doc is None:
+        doc = json.loads(json.dumps(status.artifacts.permission_policy))
+        widen_resources_for_moto(doc)
+    return widened_grants(
+        [("inline policy bridgehead-permissions", doc)], status.artifacts.permission_policy
+    )
+
+
 def create_role_directly(
     stack: LocalStack, account: str, status: m.OrgStatus, trust: Any = None, perms: Any = None
 ) -> str:

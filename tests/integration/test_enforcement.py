@@ -15,6 +15,7 @@ from temporalio.client import WorkflowUpdateFailedError
 from bridgehead import ids
 from bridgehead import models as m
 from tests.integration.helpers import (
+    accept_moto_widening,
     create_role_directly,
     delete_cluster,
     start_cluster,
@@ -41,6 +42,7 @@ async def report_of(client, org: str, n: int = 1) -> m.VerificationReport:
 async def test_whole_lifecycle_with_exactly_the_granted_policy(enforcing_client, enforcing_stack):
     client, stack, account = enforcing_client, enforcing_stack, "310000000001"
     h = await start_org(client, "enf1", account, ["us-east-2"])
+    await accept_moto_widening(h, stack)  # READY at warn: the widening moto needs
     s = await h.query("status", result_type=m.OrgStatus)
     arn = create_role_directly(stack, account, s)
     s = await submit_role_and_settle(h, arn, 180)
@@ -246,6 +248,7 @@ async def test_faults_injected_on_a_quarter_of_aws_calls_still_complete(
     client, stack, account = enforcing_client, enforcing_stack, "310000000005"
     proxy = stack.proxy
     h = await start_org(client, "enf5", account, ["us-east-1"])
+    await accept_moto_widening(h, stack)  # READY at warn: the widening moto needs
     s = await h.query("status", result_type=m.OrgStatus)
     arn = create_role_directly(stack, account, s)
     before, calls_before = sum(proxy.faults.values()), sum(proxy.requests.values())

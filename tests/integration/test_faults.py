@@ -22,6 +22,7 @@ from bridgehead import ids
 from bridgehead import models as m
 from starter.local import PLATFORM_ACCOUNT
 from tests.integration.helpers import (
+    accept_moto_widening,
     create_role_directly,
     delete_cluster,
     start_cluster,
@@ -88,6 +89,7 @@ async def test_lost_responses_on_mutating_calls_create_nothing_twice(
     client, stack = enforcing_client, enforcing_stack
     proxy = stack.proxy
     h = await start_org(client, "enf6", ACCOUNT, [REGION])
+    await accept_moto_widening(h, stack)  # READY at warn: the widening moto needs
     s = await h.query("status", result_type=m.OrgStatus)
     arn = create_role_directly(stack, ACCOUNT, s)
     before = await snapshot_async(stack, accounts=[ACCOUNT], regions=[REGION])
