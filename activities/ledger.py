@@ -8,7 +8,10 @@ Layout (``pk``/``sk``):
     ORG#<org>  TOTALS                                       node_minutes, cost_usd, entries,
                                                             corrections of every item below
     ORG#<org>  CORRECTION#<iso hour>#<cluster>#<id>         an operator's correction of a period
-    ORG#<org>  METER#<iso timestamp>                        a Marketplace usage batch
+    ORG#<org>  METER#<iso hour>                             a Marketplace usage batch (one per
+                                                            clock hour; ``hour`` holds its record
+                                                            timestamp; older batches are keyed by
+                                                            their timestamp)
     ORG#<org>  METER-LEASE                                  one metering attempt per org at a time
     ORG#<org>  UNMETERED#<entry sk>                         index: an entry no batch has settled
                                                             (its ``lines`` and ``period_start``)
@@ -164,9 +167,11 @@ class Ledger:
     def add_batch(
         self, org_id: str, stamp: datetime, fields: dict[str, Any]
     ) -> dict[str, Any] | None:
-        """Write a new batch timestamped ``stamp`` (unique per second), open; None when one
-        exists."""
-        batch = {"pk": org_pk(org_id), "sk": f"METER#{stamp.isoformat()}", **fields}
+        """Write a new batch timestamped ``stamp``, open: at most one per clock hour (keyed by the
+        hour; Marketplace keeps one record per customer, dimension and hour); None when this hour
+        has one."""
+        hour = billing.floor_hour(stamp)
+        batch = {"pk": org_pk(org_id), "sk": f"METER#{hour.isoformat()}", **fields}
         marker = {"pk": org_pk(org_id), "sk": _OPEN + batch["sk"], "batch": batch["sk"]}
         if not self.registry.put_new_and_add(batch, None, {}, table=self.table, also=[marker]):
             return None

@@ -87,7 +87,7 @@ class MeteringActivities:
                         return tally
                 if batch["status"] == "PENDING" and age >= RESEND_WINDOW:
                     self._expire(req.org_id, batch, tally)
-            new = self._new_batch(req.org_id, link, now, batches)
+            new = self._new_batch(req.org_id, link, now, batches, tally)
             if new is not None:
                 self._send(req.org_id, link, new, tally)
         return tally
@@ -128,7 +128,12 @@ class MeteringActivities:
         return keep
 
     def _new_batch(
-        self, org_id: str, link: dict[str, Any], now: datetime, batches: list[dict[str, Any]]
+        self,
+        org_id: str,
+        link: dict[str, Any],
+        now: datetime,
+        batches: list[dict[str, Any]],
+        tally: MeterUsageResult,
     ) -> dict[str, Any] | None:
         """The batch for every entry and carry no batch holds yet (from the open ``batches`` and
         the unmetered index), written before it is sent; the carries it takes leave the index.
@@ -169,9 +174,13 @@ class MeteringActivities:
             "customer_aws_account_id": link["customer_aws_account_id"],
         }
         written = self.ledger.add_batch(org_id, stamp, batch)
-        if written is not None:
-            for b in carries:
-                self.ledger.close_batch(org_id, b["sk"])
+        if written is None:
+            # This clock hour has its batch: the rest waits for the next hour, never a second
+            # record for the same hour (Marketplace would refuse it as DuplicateRecord).
+            tally.deferred = sum(qty.values())
+            return None
+        for b in carries:
+            self.ledger.close_batch(org_id, b["sk"])
         return written
 
     def _send(

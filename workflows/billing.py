@@ -238,6 +238,23 @@ class BillingMeterWorkflow:
                         )
                 if (
                     final
+                    and metered.deferred
+                    and final_retries < FINAL_METER_RETRIES
+                    and workflow.patched("hourly-batches")
+                ):
+                    # This hour already has its batch (one record per customer, dimension and
+                    # hour): the last usage goes out in the next hour, still in AWS's window.
+                    final_retries += 1
+                    now = workflow.now()
+                    next_hour = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+                    workflow.logger.info(
+                        f"{metered.deferred} node-minutes wait for the next hour's batch before the meter stops",
+                        extra={"org_id": input.org_id},
+                    )
+                    await workflow.sleep(next_hour + timedelta(minutes=1) - now)
+                    continue
+                if (
+                    final
                     and metered.transient
                     and final_retries < FINAL_METER_RETRIES
                     and workflow.patched("billing-final-meter")

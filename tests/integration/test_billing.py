@@ -156,10 +156,14 @@ def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_ho
     assert [(r["Dimension"], r["Timestamp"]) for r in market.calls[-1]] == [
         ("node-minutes.c5.xlarge", t.replace(hour=22, minute=30))
     ]
-    # The cluster is deleted at 22:40; the close and metering in the same hour are not lost.
+    # The cluster is deleted at 22:40; the close in the same hour is not lost: this hour already
+    # has its batch (one record per customer, dimension and hour), so it goes out at 23:10.
     last = run(
         t.replace(hour=22, minute=40), t.replace(hour=22, minute=45), until=t.replace(hour=23)
     )
+    # Deferred: everything after the first two hours (2460 owed - 2 x 180 metered at 10:10, 11:10).
+    assert last.sent == 0 and last.deferred == 2100, last
+    last = meter(t.replace(hour=23, minute=10))
     assert last.sent == 2, last
     ledger = ledger_entries(reg, org)
     owed: dict[str, int] = {}
@@ -171,7 +175,7 @@ def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_ho
         "every node-minute of the ledger reached Marketplace, exactly once"
     )
     assert all(e["metered"] for e in ledger)
-    again = meter(t.replace(hour=22, minute=50))
+    again = meter(t.replace(hour=23, minute=20))
     assert (again.sent, again.already_sent, again.unprocessed) == (0, 0, 0)
     statuses = sorted(b["status"] for b in reg.query(f"ORG#{org}", "METER#", table=reg.ledger))
     assert statuses == ["EXPIRED"] * 3 + ["SENT"] * 2, statuses

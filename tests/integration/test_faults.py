@@ -248,8 +248,9 @@ def _billing_org(stack, monkeypatch, org: str):  # noqa: ANN001, ANN202
 
 
 def _as_temporal_retries(fn, now: list[datetime]):  # noqa: ANN001, ANN202
-    """Run an activity the way Temporal would after failures: again, a minute later, up to five
-    attempts. Returns the result and the failures seen."""
+    """Run an activity the way Temporal would after failures: again, an hour later (a long
+    outage: a resend then falls in another clock hour, where Marketplace would take a record
+    stamped anew as a new one), up to five attempts. Returns the result and the failures seen."""
     from temporalio.testing import ActivityEnvironment
 
     errors = []
@@ -258,7 +259,7 @@ def _as_temporal_retries(fn, now: list[datetime]):  # noqa: ANN001, ANN202
             return ActivityEnvironment().run(fn), errors
         except Exception as e:  # noqa: BLE001 - the lost answer, as the activity sees it
             errors.append(getattr(e, "type", None) or type(e).__name__)
-            now[0] += timedelta(minutes=1)
+            now[0] += timedelta(hours=1)
     raise AssertionError(f"still failing after five attempts: {errors}")
 
 
@@ -366,9 +367,14 @@ def test_twin_a_non_idempotent_ledger_write_and_send_make_the_counts_exceed(
     call = itertools.count()
     real_put = Registry.put_new_and_add
 
-    def keyed_by_call(self, item, totals_key, add, *, table):  # noqa: ANN001, ANN202
+    def keyed_by_call(self, item, totals_key, add, *, table, also=()):  # noqa: ANN001, ANN202
         keyed = {**item, "sk": f"{item['sk']}#{next(call)}"}
-        return real_put(self, keyed, totals_key, add, table=table)
+        # The ledger's index entry names the entry it indexes: keyed the same way.
+        also = [
+            {**x, "sk": f"UNMETERED#{keyed['sk']}", "entry": keyed["sk"]} if "entry" in x else x
+            for x in also
+        ]
+        return real_put(self, keyed, totals_key, add, table=table, also=also)
 
     monkeypatch.setattr(Registry, "put_new_and_add", keyed_by_call)
 

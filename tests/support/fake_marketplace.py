@@ -30,6 +30,10 @@ B7. ``DuplicateRecord``: "A previously metered UsageRecord had the same customer
     time, but a different quantity" -- not honored.
 B8. ``UnprocessedRecords``: errors on the service side that should be retried (the fake returns the
     records of the dimensions listed in ``unprocessed`` there, as throttling would).
+B9. "Same time" in B6 and B7 is the same hour: a record's ``Timestamp`` is "of the hour" and its
+    finer parts are ignored (API_UsageRecord), and records are deduplicated per customer,
+    dimension and hour, so a second record in the same hour with another quantity is a
+    ``DuplicateRecord``.
 
 Faults after the fact (``lose_answers``): the next calls are carried out in full (records
 honored) and then the answer is lost, as a 500 (``InternalServiceErrorException``) or a dropped
@@ -176,10 +180,11 @@ class FakeMarketplace:
 
 
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
+    """What Marketplace deduplicates by (B6, B7, B9): customer, dimension and the hour."""
     return (
         r.get("CustomerAWSAccountId") or r.get("CustomerIdentifier"),
         r["Dimension"],
-        r["Timestamp"],
+        r["Timestamp"].replace(minute=0, second=0, microsecond=0),
     )
 
 
