@@ -26,7 +26,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OWNERS = {Path("activities/registry.py"), Path("activities/ledger.py")}
+OWNERS = {
+    Path("activities/registry.py"),
+    Path("activities/registry_images.py"),
+    Path("activities/ledger.py"),
+}
 
 KEY_PREFIX = re.compile(r"(?<![A-Za-z0-9_])[A-Z][A-Z0-9_-]+#")
 FIXED_KEYS = {"META", "TOTALS", "MARKETPLACE", "METER-LEASE"}
