@@ -15,6 +15,7 @@ helper.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from typing import Any
@@ -30,6 +31,7 @@ from bridgehead import models as m
 from bridgehead.settings import get_settings
 from tests.integration.helpers import onboard_ready, wait_for
 from tests.support.snapshot import PLATFORM_ACCOUNT, snapshot_async
+from tests.test_cli import cli, one_document
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -106,7 +108,21 @@ async def test_release_to_two_orgs_in_two_regions_then_offboarding_revokes_older
         {"name": "pinned", "region": "us-east-2", "state": "RUNNING", "image_id": v1["us-east-2"]},
     )
     v2_east1 = new_platform_image(stack, "us-east-1")
-    second = await release(client, f"v2-{suffix}", {"us-east-1": v2_east1})
+    # v2 through the CLI, as the platform's release pipeline would start it.
+    out = await asyncio.to_thread(
+        cli,
+        "image",
+        "release",
+        f"v2-{suffix}",
+        "--image",
+        f"us-east-1={v2_east1}",
+        "--grace-hours",
+        "0",
+        "--wait",
+        "--json",
+    )
+    assert out.returncode == 0, out.stderr
+    second = m.ImageReleaseStatus.model_validate(one_document(out.stdout))
     v2 = second.images
     assert set(v2) == set(REGIONS) and v2["us-east-2"] not in (v1["us-east-2"], v2_east1)
     assert second.previous_version == f"v1-{suffix}" and second.previous_images == v1
