@@ -9,6 +9,7 @@ All calls run in the platform account (registry, and the images it owns).
 from __future__ import annotations
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws
 from activities.images import ImageActivities
@@ -47,6 +48,16 @@ class ImageReleaseActivities:
         release it replaced from the first call), with the settings the workflow runs on."""
         s = self.aws.settings
         record = self.images.begin_release(req.version, req.images)
+        recorded = record.get("images") or {}
+        changed = sorted(r for r, image in req.images.items() if recorded.get(r) != image)
+        if changed:
+            # One version, one set of images: a second start may resume it, never redefine it.
+            raise ApplicationError(
+                f"release {req.version} was recorded with other images in {', '.join(changed)} "
+                f"({', '.join(f'{r}: {recorded.get(r)}' for r in changed)}); release them as a new version",
+                type="ReleaseMismatch",
+                non_retryable=True,
+            )
         previous = record.get("replaces")
         source = s.image_source_region if s.image_source_region in req.images else min(req.images)
         log.info("image release recorded", version=req.version, replaces=previous)

@@ -1,5 +1,6 @@
-"""Only the registry (``activities/registry.py``) and the ledger (``activities/ledger.py``) know
-storage keys; every other module calls their typed methods.
+"""Only the registry (``activities/registry.py``, with its image-release records in
+``activities/registry_images.py``) and the ledger (``activities/ledger.py``) know storage keys;
+every other module calls their typed methods.
 
 The scan parses every Python module of the project outside those two and ``tests/`` and reports,
 as ``file:line``:

@@ -21,6 +21,7 @@ import uuid
 from typing import Any
 
 import pytest
+from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws
 from activities.image_release import ImageReleaseActivities
@@ -140,6 +141,13 @@ async def test_release_to_two_orgs_in_two_regions_then_offboarding_revokes_older
     }
     snap = await snapshot_async(stack, [A, B], REGIONS)
     assert grant_problems(snap, expected) == []
+    # The release record holds the copy too (its successor will revoke it), and v2 is current.
+    assert ImageRegistry(reg).release(f"v2-{suffix}")["images"] == v2  # type: ignore[index]
+    # The same version with another image is refused, not redefined.
+    with pytest.raises(ApplicationError, match="recorded with other images in us-east-1"):
+        ImageReleaseActivities(Aws(get_settings()), reg).begin_image_release(
+            m.BeginReleaseInput(version=f"v2-{suffix}", images={"us-east-1": v1["us-east-1"]})
+        )
     # New clusters launch from v2 (the registry's current image moved on).
     assert {r: reg.image_share(org_a, r)["image_id"] for r in REGIONS} == v2  # type: ignore[index]
 
