@@ -1,0 +1,128 @@
+"""The image-release records against DynamoDB (moto in process): organisations paged in id order
+with the READY filter, the release it replaces fixed at the first call, and which clusters keep
+an image in use (a cluster recorded before images were recorded counts, conservatively).
+Twins: a page cursor that is not applied, and a "still used" rule that ignores clusters without a
+recorded image, are each reported by the same checks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+from activities.aws import Aws
+from activities.registry import Registry
+from activities.registry_images import ImageRegistry
+from bridgehead.settings import Settings
+
+
+@pytest.fixture
+def images() -> Iterator[ImageRegistry]:
+    with mock_aws():
+        reg = Registry(Aws(Settings(environment="local")))
+        reg.ensure_tables()
+        for i in range(45):
+            state = "READY" if i % 3 else "ACTION_REQUIRED"
+            reg.put_org(
+                f"org-{i:03d}",
+                {"aws_account_id": f"{400000000000 + i}", "regions": ["us-east-1"], "state": state},
+            )
+        yield ImageRegistry(reg)
+
+
+def walk(images: Any, ready_only: bool, limit: int = 20) -> tuple[list[str], int]:
+    """Every organisation id the pages return, and the number of pages."""
+    seen: list[str] = []
+    after, pages = None, 0
+    while True:
+        page = images.orgs_page(after, limit, ("READY",) if ready_only else None)
+        pages += 1
+        seen += [str(o["org_id"]) for o in page[:limit]]
+        if len(page) <= limit:
+            return seen, pages
+        after = seen[-1]
+
+
+def paging_problems(seen: list[str], expected: list[str]) -> list[str]:
+    dupes = sorted({o for o in seen if seen.count(o) > 1})
+    missing = sorted(set(expected) - set(seen))
+    return [f"twice: {dupes}"] * bool(dupes) + [f"missing: {missing}"] * bool(missing)
+
+
+def test_orgs_are_paged_in_id_order_once_each(images: ImageRegistry):
+    everyone = [f"org-{i:03d}" for i in range(45)]
+    seen, pages = walk(images, ready_only=False)
+    assert (seen, pages) == (everyone, 3)
+    assert paging_problems(seen, everyone) == []
+    ready, pages = walk(images, ready_only=True)
+    assert ready == [o for i, o in enumerate(everyone) if i % 3] and pages == 2
+
+
+def test_twin_a_cursor_that_is_not_applied_is_caught(images: ImageRegistry):
+    real = images.orgs_page
+    images.orgs_page = lambda after, limit, states: real(None, limit, states)  # type: ignore[method-assign]
+    seen: list[str] = []
+    for _ in range(3):  # the walk would never end: three pages are enough to see it
+        seen += [
+            str(o["org_id"]) for o in images.orgs_page(seen[-1] if seen else None, 20, None)[:20]
+        ]
+    assert paging_problems(seen, [f"org-{i:03d}" for i in range(45)]) != []
+
+
+def test_the_replaced_release_is_fixed_at_the_first_call(images: ImageRegistry):
+    first = images.begin_release("v1", {"us-east-1": "ami-0000000000000a001"})
+    assert first["replaces"] is None
+    second = images.begin_release("v2", {"us-east-1": "ami-0000000000000a002"})
+    images.record_release_image("v2", "us-west-2", "ami-0000000000000b002")
+    third = images.begin_release("v3", {"us-east-1": "ami-0000000000000a003"})
+    # A retried or resumed v2 still replaces v1, although v3 is current now.
+    again = images.begin_release("v2", {"us-east-1": "ami-0000000000000a002"})
+    assert (second["replaces"], again["replaces"]) == ("v1", "v1")
+    assert again["previous_images"] == {"us-east-1": "ami-0000000000000a001"}
+    assert third["replaces"] == "v2"
+    assert third["previous_images"] == {
+        "us-east-1": "ami-0000000000000a002",
+        "us-west-2": "ami-0000000000000b002",
+    }
+
+
+def put_cluster(images: ImageRegistry, name: str, state: str, image: str | None) -> None:
+    fields = {"name": name, "region": "us-east-1", "state": state, "image_id": image}
+    images.registry.put_cluster("org-001", name, {k: v for k, v in fields.items() if v})
+
+
+def in_use_problems(images: ImageRegistry, clusters_using: Any) -> list[str]:
+    """Which clusters ``clusters_using`` says keep the old image, against what must."""
+    old = "ami-0000000000000a001"
+    put_cluster(images, "on-old", "RUNNING", old)
+    put_cluster(images, "on-new", "RUNNING", "ami-0000000000000a002")
+    put_cluster(images, "gone", "DELETED", old)
+    put_cluster(images, "failed", "FAILED", old)
+    put_cluster(images, "unrecorded", "CREATING", None)
+    problems = []
+    here = clusters_using("org-001", "us-east-1", old)
+    if here != ["on-old", "unrecorded"]:
+        problems.append(f"us-east-1: {here}")
+    elsewhere = clusters_using("org-001", "us-west-2", old)
+    if elsewhere != []:
+        problems.append(f"us-west-2: {elsewhere}")
+    return problems
+
+
+def test_clusters_that_may_use_an_image(images: ImageRegistry):
+    assert in_use_problems(images, images.clusters_using) == []
+
+
+def test_twin_ignoring_unrecorded_clusters_is_caught(images: ImageRegistry):
+    def only_recorded(org: str, region: str, image: str) -> list[str]:
+        return sorted(
+            str(c["name"])
+            for c in images.registry.clusters(org)
+            if c.get("region") == region
+            and c.get("state") not in ("DELETED", "CANCELLED", "FAILED")
+            and c.get("image_id") == image
+        )
+
+    assert in_use_problems(images, only_recorded) == ["us-east-1: ['on-old']"]
