@@ -27,7 +27,12 @@ def images() -> Iterator[ImageRegistry]:
             state = "READY" if i % 3 else "ACTION_REQUIRED"
             reg.put_org(
                 f"org-{i:03d}",
-                {"aws_account_id": f"{400000000000 + i}", "regions": ["us-east-1"], "state": state},
+                {
+                    "aws_account_id": f"{400000000000 + i}",
+                    "external_id": f"x-{i}",
+                    "regions": ["us-east-1"],
+                    "state": state,
+                },
             )
         yield ImageRegistry(reg)
 
@@ -126,3 +131,60 @@ def test_twin_ignoring_unrecorded_clusters_is_caught(images: ImageRegistry):
         )
 
     assert in_use_problems(images, only_recorded) == ["us-east-1: ['on-old']"]
+
+
+def platform_image(ec2: Any) -> str:
+    base = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    inst = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
+    return str(ec2.create_image(InstanceId=inst, Name=f"bh-{inst}")["ImageId"])
+
+
+def test_an_image_shared_before_shares_were_recorded_is_still_revoked_at_offboarding(
+    images: ImageRegistry,
+):
+    """An org whose image was shared before every share was recorded (only the current-image
+    record names it): sharing a new release records the old one first, so offboarding's list
+    holds both. Twin: without that step, the list misses the old image."""
+    from activities.image_release import ImageReleaseActivities
+    from activities.images import ImageActivities
+    from bridgehead import models as m
+
+    reg = images.registry
+    ec2 = reg.aws.platform("ec2", "us-east-1")
+    legacy, new = platform_image(ec2), platform_image(ec2)
+    # As the registry held it before: the current-image record only.
+    reg.put_image_share(
+        "org-001", "us-east-1", {"image_id": legacy, "snapshot_ids": [], "state": "SHARED"}
+    )
+
+    def offboarding_list() -> list[tuple[str, str]]:
+        found = ImageReleaseActivities(reg.aws, reg).org_shared_images(
+            m.OrgRegionsInput(org_id="org-001")
+        )
+        return sorted((i.region, i.image_id) for i in found.images)
+
+    assert offboarding_list() == [("us-east-1", legacy)]
+    ImageActivities(reg.aws, reg).share_image(
+        m.ShareImageInput(org_id="org-001", region="us-east-1", image_id=new)
+    )
+    assert offboarding_list() == sorted([("us-east-1", legacy), ("us-east-1", new)])
+
+
+def test_twin_sharing_without_recording_the_legacy_image_loses_it(images: ImageRegistry):
+    from activities.image_release import ImageReleaseActivities
+    from activities.images import ImageActivities
+    from bridgehead import models as m
+
+    reg = images.registry
+    ec2 = reg.aws.platform("ec2", "us-east-1")
+    legacy, new = platform_image(ec2), platform_image(ec2)
+    reg.put_image_share(
+        "org-001", "us-east-1", {"image_id": legacy, "snapshot_ids": [], "state": "SHARED"}
+    )
+    sharer = ImageActivities(reg.aws, reg)
+    sharer.images.shared_image = lambda *a: {"state": "SHARED"}  # type: ignore[method-assign]
+    sharer.share_image(m.ShareImageInput(org_id="org-001", region="us-east-1", image_id=new))
+    found = ImageReleaseActivities(reg.aws, reg).org_shared_images(
+        m.OrgRegionsInput(org_id="org-001")
+    )
+    assert ("us-east-1", legacy) not in [(i.region, i.image_id) for i in found.images]
