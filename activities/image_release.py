@@ -14,7 +14,6 @@ from temporalio.exceptions import ApplicationError
 from activities.aws import Aws
 from activities.images import ImageActivities
 from activities.registry import Registry
-from activities.registry_images import ImageRegistry
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
     BeginReleaseInput,
@@ -39,7 +38,6 @@ class ImageReleaseActivities:
     def __init__(self, aws: Aws, registry: Registry) -> None:
         self.aws = aws
         self.registry = registry
-        self.images = ImageRegistry(registry)
         self._grants = ImageActivities(aws, registry)
 
     @activity.defn
@@ -47,7 +45,7 @@ class ImageReleaseActivities:
         """Record the release and make it current (idempotent: a retry or a resumed run gets the
         release it replaced from the first call), with the settings the workflow runs on."""
         s = self.aws.settings
-        record = self.images.begin_release(req.version, req.images)
+        record = self.registry.begin_release(req.version, req.images)
         recorded = record.get("images") or {}
         changed = sorted(r for r, image in req.images.items() if recorded.get(r) != image)
         if changed:
@@ -72,7 +70,7 @@ class ImageReleaseActivities:
     @activity.defn
     def release_orgs(self, req: ReleaseOrgsInput) -> ReleaseOrgs:
         """One page of organisations in id order: READY ones (sharing) or all (revoking)."""
-        page = self.images.orgs_page(req.after, req.limit, ("READY",) if req.ready_only else None)
+        page = self.registry.orgs_page(req.after, req.limit, ("READY",) if req.ready_only else None)
         return ReleaseOrgs(
             orgs=[
                 ReleaseOrg(org_id=str(o["org_id"]), regions=list(o.get("regions", [])))
@@ -84,7 +82,7 @@ class ImageReleaseActivities:
     @activity.defn
     def record_release_image(self, req: ReleaseImageInput) -> None:
         """Remember a region's copy as part of the release (its successor revokes it)."""
-        self.images.record_release_image(req.version, req.region, req.image_id)
+        self.registry.record_release_image(req.version, req.region, req.image_id)
 
     @activity.defn
     def revoke_replaced_image(self, req: RevokeReplacedInput) -> RevokeReplacedResult:
@@ -99,10 +97,10 @@ class ImageReleaseActivities:
                 state=ReleaseStep.KEPT,
                 reason="the new release is not shared here: the replaced image is still the current one",
             )
-        recorded = self.images.shared_image(req.org_id, req.region, req.image_id) or {}
+        recorded = self.registry.shared_image(req.org_id, req.region, req.image_id) or {}
         if recorded.get("state") != "SHARED":
             return RevokeReplacedResult(state=ReleaseStep.NOT_SHARED)
-        used_by = self.images.clusters_using(req.org_id, req.region, req.image_id)
+        used_by = self.registry.clusters_using(req.org_id, req.region, req.image_id)
         if used_by:
             log.info("replaced image kept: still used", image_id=req.image_id, clusters=used_by)
             return RevokeReplacedResult(
@@ -121,7 +119,7 @@ class ImageReleaseActivities:
         and the current image of each region (shared before shares were recorded)."""
         found = {
             (str(i["region"]), str(i["image_id"]))
-            for i in self.images.shared_images(req.org_id)
+            for i in self.registry.shared_images(req.org_id)
             if i.get("state") == "SHARED"
         }
         for region in self.registry.org(req.org_id).regions:

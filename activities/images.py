@@ -15,7 +15,6 @@ from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from activities.aws import Aws, not_found
 from activities.errors import aws_errors, error_code
 from activities.registry import Registry
-from activities.registry_images import ImageRegistry
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
     CopyImageInput,
@@ -36,7 +35,6 @@ class ImageActivities:
     def __init__(self, aws: Aws, registry: Registry) -> None:
         self.aws = aws
         self.registry = registry
-        self.images = ImageRegistry(registry)
 
     def _ec2(self, region: str) -> Any:
         return self.aws.platform("ec2", region)
@@ -183,10 +181,10 @@ class ImageActivities:
         if (
             previous.get("state") == "SHARED"
             and previous.get("image_id") not in (None, req.image_id)
-            and self.images.shared_image(req.org_id, req.region, previous["image_id"]) is None
+            and self.registry.shared_image(req.org_id, req.region, previous["image_id"]) is None
         ):
             # Shared before every share was recorded: remember it before the record moves on.
-            self.images.record_shared_image(
+            self.registry.record_shared_image(
                 req.org_id,
                 req.region,
                 previous["image_id"],
@@ -205,7 +203,7 @@ class ImageActivities:
             },
         )
         # Every image ever shared is remembered, so offboarding revokes old releases too.
-        self.images.record_shared_image(
+        self.registry.record_shared_image(
             req.org_id, req.region, req.image_id, snapshots, org.aws_account_id
         )
         log.info("image shared", image_id=req.image_id, snapshots=snapshots)
@@ -219,7 +217,7 @@ class ImageActivities:
         bind_subject(org_id=req.org_id, region=req.region)
         org = self.registry.org(req.org_id)
         current = self.registry.image_share(req.org_id, req.region) or {}
-        recorded = self.images.shared_image(req.org_id, req.region, req.image_id) or {}
+        recorded = self.registry.shared_image(req.org_id, req.region, req.image_id) or {}
         if current.get("image_id") == req.image_id and current.get("snapshot_ids"):
             snapshots = list(current["snapshot_ids"])
         elif recorded.get("snapshot_ids"):
@@ -244,7 +242,7 @@ class ImageActivities:
                 if not error_code(e).endswith(".NotFound"):
                     raise
         if recorded:
-            self.images.mark_image_revoked(req.org_id, req.region, req.image_id)
+            self.registry.mark_image_revoked(req.org_id, req.region, req.image_id)
         if not current or current.get("image_id") in (None, req.image_id):
             self.registry.update_image_share(
                 req.org_id, req.region, {"state": "REVOKED", "image_id": req.image_id}

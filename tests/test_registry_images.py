@@ -14,12 +14,11 @@ from moto import mock_aws
 
 from activities.aws import Aws
 from activities.registry import Registry
-from activities.registry_images import ImageRegistry
 from bridgehead.settings import Settings
 
 
 @pytest.fixture
-def images() -> Iterator[ImageRegistry]:
+def images() -> Iterator[Registry]:
     with mock_aws():
         reg = Registry(Aws(Settings(environment="local")))
         reg.ensure_tables()
@@ -34,7 +33,7 @@ def images() -> Iterator[ImageRegistry]:
                     "state": state,
                 },
             )
-        yield ImageRegistry(reg)
+        yield reg
 
 
 def walk(images: Any, ready_only: bool, limit: int = 20) -> tuple[list[str], int]:
@@ -56,7 +55,7 @@ def paging_problems(seen: list[str], expected: list[str]) -> list[str]:
     return [f"twice: {dupes}"] * bool(dupes) + [f"missing: {missing}"] * bool(missing)
 
 
-def test_orgs_are_paged_in_id_order_once_each(images: ImageRegistry):
+def test_orgs_are_paged_in_id_order_once_each(images: Registry):
     everyone = [f"org-{i:03d}" for i in range(45)]
     seen, pages = walk(images, ready_only=False)
     assert (seen, pages) == (everyone, 3)
@@ -65,7 +64,7 @@ def test_orgs_are_paged_in_id_order_once_each(images: ImageRegistry):
     assert ready == [o for i, o in enumerate(everyone) if i % 3] and pages == 2
 
 
-def test_twin_a_cursor_that_is_not_applied_is_caught(images: ImageRegistry):
+def test_twin_a_cursor_that_is_not_applied_is_caught(images: Registry):
     real = images.orgs_page
     images.orgs_page = lambda after, limit, states: real(None, limit, states)  # type: ignore[method-assign]
     seen: list[str] = []
@@ -76,7 +75,7 @@ def test_twin_a_cursor_that_is_not_applied_is_caught(images: ImageRegistry):
     assert paging_problems(seen, [f"org-{i:03d}" for i in range(45)]) != []
 
 
-def test_the_replaced_release_is_fixed_at_the_first_call(images: ImageRegistry):
+def test_the_replaced_release_is_fixed_at_the_first_call(images: Registry):
     first = images.begin_release("v1", {"us-east-1": "ami-0000000000000a001"})
     assert first["replaces"] is None
     second = images.begin_release("v2", {"us-east-1": "ami-0000000000000a002"})
@@ -93,12 +92,12 @@ def test_the_replaced_release_is_fixed_at_the_first_call(images: ImageRegistry):
     }
 
 
-def put_cluster(images: ImageRegistry, name: str, state: str, image: str | None) -> None:
+def put_cluster(images: Registry, name: str, state: str, image: str | None) -> None:
     fields = {"name": name, "region": "us-east-1", "state": state, "image_id": image}
-    images.registry.put_cluster("org-001", name, {k: v for k, v in fields.items() if v})
+    images.put_cluster("org-001", name, {k: v for k, v in fields.items() if v})
 
 
-def in_use_problems(images: ImageRegistry, clusters_using: Any) -> list[str]:
+def in_use_problems(images: Registry, clusters_using: Any) -> list[str]:
     """Which clusters ``clusters_using`` says keep the old image, against what must."""
     old = "ami-0000000000000a001"
     put_cluster(images, "on-old", "RUNNING", old)
@@ -116,15 +115,15 @@ def in_use_problems(images: ImageRegistry, clusters_using: Any) -> list[str]:
     return problems
 
 
-def test_clusters_that_may_use_an_image(images: ImageRegistry):
+def test_clusters_that_may_use_an_image(images: Registry):
     assert in_use_problems(images, images.clusters_using) == []
 
 
-def test_twin_ignoring_unrecorded_clusters_is_caught(images: ImageRegistry):
+def test_twin_ignoring_unrecorded_clusters_is_caught(images: Registry):
     def only_recorded(org: str, region: str, image: str) -> list[str]:
         return sorted(
             str(c["name"])
-            for c in images.registry.clusters(org)
+            for c in images.clusters(org)
             if c.get("region") == region
             and c.get("state") not in ("DELETED", "CANCELLED", "FAILED")
             and c.get("image_id") == image
@@ -140,7 +139,7 @@ def platform_image(ec2: Any) -> str:
 
 
 def test_an_image_shared_before_shares_were_recorded_is_still_revoked_at_offboarding(
-    images: ImageRegistry,
+    images: Registry,
 ):
     """An org whose image was shared before every share was recorded (only the current-image
     record names it): sharing a new release records the old one first, so offboarding's list
@@ -149,7 +148,7 @@ def test_an_image_shared_before_shares_were_recorded_is_still_revoked_at_offboar
     from activities.images import ImageActivities
     from bridgehead import models as m
 
-    reg = images.registry
+    reg = images
     ec2 = reg.aws.platform("ec2", "us-east-1")
     legacy, new = platform_image(ec2), platform_image(ec2)
     # As the registry held it before: the current-image record only.
@@ -170,19 +169,19 @@ def test_an_image_shared_before_shares_were_recorded_is_still_revoked_at_offboar
     assert offboarding_list() == sorted([("us-east-1", legacy), ("us-east-1", new)])
 
 
-def test_twin_sharing_without_recording_the_legacy_image_loses_it(images: ImageRegistry):
+def test_twin_sharing_without_recording_the_legacy_image_loses_it(images: Registry):
     from activities.image_release import ImageReleaseActivities
     from activities.images import ImageActivities
     from bridgehead import models as m
 
-    reg = images.registry
+    reg = images
     ec2 = reg.aws.platform("ec2", "us-east-1")
     legacy, new = platform_image(ec2), platform_image(ec2)
     reg.put_image_share(
         "org-001", "us-east-1", {"image_id": legacy, "snapshot_ids": [], "state": "SHARED"}
     )
-    sharer = ImageActivities(reg.aws, reg)
-    sharer.images.shared_image = lambda *a: {"state": "SHARED"}  # type: ignore[method-assign]
+    sharer = ImageActivities(reg.aws, Registry(reg.aws))
+    sharer.registry.shared_image = lambda *a: {"state": "SHARED"}  # type: ignore[method-assign]
     sharer.share_image(m.ShareImageInput(org_id="org-001", region="us-east-1", image_id=new))
     found = ImageReleaseActivities(reg.aws, reg).org_shared_images(
         m.OrgRegionsInput(org_id="org-001")

@@ -21,6 +21,8 @@ with workflow.unsafe.imports_passed_through():
         CloseBillingPeriodsInput,
         CloseBillingPeriodsResult,
         ClusterPlan,
+        ConsoleTail,
+        ConsoleTailInput,
         CopyImageInput,
         CorrectResult,
         CreateRoleRequest,
@@ -33,6 +35,8 @@ with workflow.unsafe.imports_passed_through():
         FindImageInput,
         FindImageResult,
         FoundationRecord,
+        FoundationStates,
+        FoundationStatesInput,
         FoundationTemplateInput,
         ImageInRegion,
         Leftovers,
@@ -113,6 +117,9 @@ record_correction: ActivityStub[RecordCorrectionInput, CorrectResult] = Activity
 )
 
 # --- ClusterActivities -------------------------------------------------------------------------
+head_console_tail: ActivityStub[ConsoleTailInput, ConsoleTail] = ActivityStub(
+    "head_console_tail", ConsoleTailInput, ConsoleTail, "ClusterActivities"
+)
 notify: ActivityStub[NotifyInput, bool] = ActivityStub(
     "notify", NotifyInput, bool, "ClusterActivities"
 )
@@ -214,6 +221,9 @@ begin_foundation_delete: ActivityStub[RegionClustersInput, RegionClusters] = Act
 check_vcpu_quota: ActivityStub[QuotaCheckInput, QuotaReport] = ActivityStub(
     "check_vcpu_quota", QuotaCheckInput, QuotaReport, "RegionActivities"
 )
+foundation_states: ActivityStub[FoundationStatesInput, FoundationStates] = ActivityStub(
+    "foundation_states", FoundationStatesInput, FoundationStates, "RegionActivities"
+)
 find_leftovers: ActivityStub[LeftoversInput, Leftovers] = ActivityStub(
     "find_leftovers", LeftoversInput, Leftovers, "RegionActivities"
 )
@@ -273,6 +283,8 @@ ALL: list[ActivityStub[Any, Any]] = [
     ensure_reverify_schedule,
     find_leftovers,
     find_platform_image,
+    foundation_states,
+    head_console_tail,
     load_dropbox_request,
     meter_usage,
     notify,

@@ -25,6 +25,7 @@ from bridgehead.models.billing import (
 )
 from bridgehead.models.clusters import (
     TERMINAL_CLUSTER_STATES,
+    CapacityAttempt,
     ClusterConfig,
     ClusterLifecycleInput,
     ClusterLifecycleRun,
@@ -34,8 +35,12 @@ from bridgehead.models.clusters import (
     ClusterRuntime,
     ClusterState,
     ClusterStatus,
+    ConnectInfo,
+    ConsoleTail,
+    ConsoleTailInput,
     DropboxTarget,
     NotifyInput,
+    Placement,
     RegisterClusterInput,
     ResizeInput,
     ResizeResult,
@@ -144,6 +149,8 @@ from bridgehead.models.stacks import (
     CleanupResult,
     ClusterSummary,
     FoundationRecord,
+    FoundationStates,
+    FoundationStatesInput,
     FoundationStatus,
     FoundationTemplateInput,
     Leftovers,
@@ -161,6 +168,11 @@ from bridgehead.models.stacks import (
 )
 
 __all__ = [
+    "CapacityAttempt",
+    "ConnectInfo",
+    "ConsoleTail",
+    "ConsoleTailInput",
+    "Placement",
     "BillingReport",
     "BillingReportInput",
     "CorrectInput",
@@ -257,6 +269,8 @@ __all__ = [
     "ProvisionRegionInput",
     "FoundationStatus",
     "FoundationRecord",
+    "FoundationStates",
+    "FoundationStatesInput",
     "FoundationTemplateInput",
     "RenderedTemplate",
     "CleanupRegionInput",

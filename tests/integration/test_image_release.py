@@ -26,7 +26,6 @@ from temporalio.exceptions import ApplicationError
 from activities.aws import Aws
 from activities.image_release import ImageReleaseActivities
 from activities.registry import Registry
-from activities.registry_images import ImageRegistry
 from bridgehead import ids
 from bridgehead import models as m
 from bridgehead.settings import get_settings
@@ -142,7 +141,7 @@ async def test_release_to_two_orgs_in_two_regions_then_offboarding_revokes_older
     snap = await snapshot_async(stack, [A, B], REGIONS)
     assert grant_problems(snap, expected) == []
     # The release record holds the copy too (its successor will revoke it), and v2 is current.
-    assert ImageRegistry(reg).release(f"v2-{suffix}")["images"] == v2  # type: ignore[index]
+    assert reg.release(f"v2-{suffix}")["images"] == v2  # type: ignore[index]
     # The same version with another image is refused, not redefined.
     with pytest.raises(ApplicationError, match="recorded with other images in us-east-1"):
         ImageReleaseActivities(Aws(get_settings()), reg).begin_image_release(
@@ -152,8 +151,8 @@ async def test_release_to_two_orgs_in_two_regions_then_offboarding_revokes_older
     assert {r: reg.image_share(org_a, r)["image_id"] for r in REGIONS} == v2  # type: ignore[index]
 
     # Twin: revocation without the "still used" test (planted in-process) -> the check reports it.
-    defective = ImageReleaseActivities(Aws(get_settings()), reg)
-    defective.images.clusters_using = lambda *a: []  # type: ignore[method-assign]
+    defective = ImageReleaseActivities(Aws(get_settings()), Registry(Aws(get_settings())))
+    defective.registry.clusters_using = lambda *a: []  # type: ignore[method-assign]
     res = defective.revoke_replaced_image(
         m.RevokeReplacedInput(org_id=org_a, region="us-east-2", image_id=v1["us-east-2"])
     )
@@ -166,7 +165,7 @@ async def test_release_to_two_orgs_in_two_regions_then_offboarding_revokes_older
     stack.platform("ec2", "us-east-2").modify_image_attribute(
         ImageId=v1["us-east-2"], LaunchPermission={"Add": [{"UserId": A}]}
     )
-    ImageRegistry(reg).record_shared_image(org_a, "us-east-2", v1["us-east-2"], [], A)
+    reg.record_shared_image(org_a, "us-east-2", v1["us-east-2"], [], A)
     assert grant_problems(await snapshot_async(stack, [A, B], REGIONS), expected) == []
 
     # --- 2. offboarding org A -----------------------------------------------------------------

@@ -1,18 +1,7 @@
-"""The registry's image-release records: the third module that knows storage keys (with
-:mod:`activities.registry` and :mod:`activities.ledger`), kept apart so the registry can be split
-without touching it. Same table as the registry, same rules: consistent reads, conditional writes.
-
-Layout (single table, ``pk``/``sk``):
-    ORG#<org>              SHARED#<region>#<image>   an image ever shared with the org in that
-                                                     region (snapshots, state SHARED or REVOKED);
-                                                     offboarding revokes every one of them
-    RELEASE#<version>      META                      a release: its image per region (copies
-                                                     included), the release it replaced
-    RELEASES               CURRENT                   the version of the current release
-
-``ORG#<org>`` / ``IMAGE#<region>`` (the image new clusters launch from) and ``CLUSTER#<name>``
-(whose ``image_id`` says which image a cluster was created from) stay in the registry.
-"""
+"""Registry records of image releases: every image shared with an organisation (offboarding
+revokes each), the releases and the current one, and which clusters keep an image in use.
+``ORG#<org>`` / ``IMAGE#<region>`` (the image new clusters launch from) stays in
+:mod:`activities.registry.orgs`; a cluster's ``image_id`` is written with its record."""
 
 from __future__ import annotations
 
@@ -20,24 +9,22 @@ from datetime import UTC, datetime
 from typing import Any
 
 from activities.errors import aws_errors
-from activities.registry import Registry, _from_item, org_pk
+from activities.registry.store import RegistryStore, _from_item, org_pk
 
 #: Cluster states whose stack no longer exists (or never did): such a cluster uses no image.
 GONE_CLUSTER_STATES = ("DELETED", "CANCELLED", "FAILED")
 
 
-class ImageRegistry:
-    """Typed reads and writes of image shares and releases (see the layout above)."""
-
-    def __init__(self, registry: Registry) -> None:
-        self.registry = registry
+class ImageRecords(RegistryStore):
+    """``ORG#<org>`` / ``SHARED#<region>#<image>``, ``RELEASE#<version>`` and ``RELEASES`` /
+    ``CURRENT``: every image shared with an organisation, and image releases."""
 
     # --- every image shared with an organisation ------------------------------------------------
     def record_shared_image(
         self, org_id: str, region: str, image_id: str, snapshot_ids: list[str], account: str
     ) -> None:
         """Remember that ``image_id`` was shared with the org in ``region`` (idempotent)."""
-        self.registry.put(
+        self.put(
             {
                 "pk": org_pk(org_id),
                 "sk": f"SHARED#{region}#{image_id}",
@@ -51,11 +38,11 @@ class ImageRegistry:
         )
 
     def shared_image(self, org_id: str, region: str, image_id: str) -> dict[str, Any] | None:
-        return self.registry.get(org_pk(org_id), f"SHARED#{region}#{image_id}")
+        return self.get(org_pk(org_id), f"SHARED#{region}#{image_id}")
 
     def mark_image_revoked(self, org_id: str, region: str, image_id: str) -> None:
         """Mark a recorded share REVOKED (only if it was recorded)."""
-        self.registry.update(
+        self.update(
             org_pk(org_id),
             f"SHARED#{region}#{image_id}",
             {"state": "REVOKED", "updated_at": datetime.now(UTC).isoformat()},
@@ -64,11 +51,11 @@ class ImageRegistry:
 
     def shared_images(self, org_id: str) -> list[dict[str, Any]]:
         """Every recorded share of the org (``region``, ``image_id``, ``state``, ...)."""
-        return self.registry.query(org_pk(org_id), "SHARED#")
+        return self.query(org_pk(org_id), "SHARED#")
 
     # --- releases -------------------------------------------------------------------------------
     def release(self, version: str) -> dict[str, Any] | None:
-        return self.registry.get(f"RELEASE#{version}", "META")
+        return self.get(f"RELEASE#{version}", "META")
 
     def begin_release(self, version: str, images: dict[str, str]) -> dict[str, Any]:
         """Record the release and make it current; returns its record, whose ``replaces`` and
@@ -77,7 +64,7 @@ class ImageRegistry:
         existing = self.release(version)
         if existing is not None:
             return existing
-        current = self.registry.get("RELEASES", "CURRENT")
+        current = self.get("RELEASES", "CURRENT")
         previous = current.get("version") if current else None
         prev_record = self.release(previous) if previous else None
         record = {
@@ -89,18 +76,18 @@ class ImageRegistry:
             "previous_images": dict((prev_record or {}).get("images", {})),
             "published_at": datetime.now(UTC).isoformat(),
         }
-        if not self.registry.put(record, condition="attribute_not_exists(pk)"):
+        if not self.put(record, condition="attribute_not_exists(pk)"):
             # A concurrent attempt recorded it first: its answer is the answer.
             return self.release(version) or record
-        self.registry.put({"pk": "RELEASES", "sk": "CURRENT", "version": version})
+        self.put({"pk": "RELEASES", "sk": "CURRENT", "version": version})
         return record
 
     def record_release_image(self, version: str, region: str, image_id: str) -> None:
         """Add a region's image (a copy) to the release, so its successor revokes it too. One
         map entry per call (concurrent copies in other regions are not overwritten)."""
         with aws_errors("registry update"):
-            self.registry.ddb.update_item(
-                TableName=self.registry.table,
+            self.ddb.update_item(
+                TableName=self.table,
                 Key={"pk": {"S": f"RELEASE#{version}"}, "sk": {"S": "META"}},
                 UpdateExpression="SET #images.#region = :image",
                 ConditionExpression="attribute_exists(pk)",
@@ -115,14 +102,14 @@ class ImageRegistry:
         every page reads it whole, which is fine for thousands of organisations."""
         items: list[dict[str, Any]] = []
         kwargs: dict[str, Any] = {
-            "TableName": self.registry.table,
+            "TableName": self.table,
             "ConsistentRead": True,
             "FilterExpression": "sk = :meta AND begins_with(pk, :org)",
             "ExpressionAttributeValues": {":meta": {"S": "META"}, ":org": {"S": "ORG#"}},
         }
         with aws_errors("registry scan"):
             while True:
-                resp = self.registry.ddb.scan(**kwargs)
+                resp = self.ddb.scan(**kwargs)
                 items.extend(_from_item(i) for i in resp.get("Items", []))
                 if "LastEvaluatedKey" not in resp:
                     break
@@ -138,7 +125,7 @@ class ImageRegistry:
         recorded with it, and (conservatively) live ones recorded before images were recorded."""
         return sorted(
             str(c.get("name"))
-            for c in self.registry.clusters(org_id)
+            for c in self.query(org_pk(org_id), "CLUSTER#")
             if c.get("region") == region
             and c.get("state") not in GONE_CLUSTER_STATES
             and c.get("image_id", image_id) == image_id
