@@ -32,6 +32,7 @@ from activities.cloudformation import StackActivities
 from activities.clusters import ClusterActivities
 from activities.dropbox import DropboxActivities
 from activities.heartbeat import HeartbeatInterceptor
+from activities.image_release import ImageReleaseActivities
 from activities.images import ImageActivities
 from activities.marketplace import MarketplaceActivities, NotificationConsumer
 from activities.onboarding import OnboardingActivities
@@ -45,6 +46,7 @@ from bridgehead.settings import Settings, get_settings
 from workflows.billing import BillingMeterWorkflow, BillingReportWorkflow
 from workflows.clusters import ClusterLifecycleWorkflow
 from workflows.dropbox import DropboxRequestWorkflow, DropboxWatchWorkflow
+from workflows.image_release import ImageReleaseWorkflow
 from workflows.images import ShareImagesWorkflow
 from workflows.marketplace import MarketplaceSubscriptionWorkflow
 from workflows.onboarding import OnboardOrganizationWorkflow
@@ -64,6 +66,7 @@ WORKFLOWS = [
     DropboxRequestWorkflow,
     MarketplaceSubscriptionWorkflow,
     BillingReportWorkflow,
+    ImageReleaseWorkflow,
 ]
 
 log = get_logger("bridgehead.worker")
@@ -79,6 +82,7 @@ def build_activities(
     instances: list[Any] = [
         OnboardingActivities(aws, registry),
         ImageActivities(aws, registry),
+        ImageReleaseActivities(aws, registry),
         RegionActivities(aws, registry),
         StackActivities(aws, registry),
         ClusterActivities(aws, registry),

@@ -211,6 +211,12 @@ class ClusterActivities:
         if req.segments is not None:
             fields["segments"] = [s.model_dump(mode="json") for s in req.segments]
         fields = {k: v for k, v in fields.items() if v is not None}
+        if req.state.value == "CREATING":
+            # Which image the stack launches from (the one validation just read), so a release
+            # never revokes an image a running cluster still uses.
+            fields["image_id"] = (self.registry.image_share(req.org_id, req.region) or {}).get(
+                "image_id"
+            )
         if req.state.value != "CREATING":
             # Only the cluster's own workflow moves its record, and only forwards.
             fields.pop("state")

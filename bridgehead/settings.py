@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     #: Tag key/value marking a released platform image.
     image_tag_key: str = "bridgehead:release"
     image_tag_value: str = "current"
+    #: ``ImageRelease``: how many (organisation, region) shares or revocations run at once.
+    image_release_concurrency: int = Field(default=4, ge=1, le=16)
+    #: ``ImageRelease``: how long the replaced release stays shared before it is revoked (hours).
+    image_release_grace_hours: float = Field(default=72.0, ge=0)
     supported_regions: list[str] = Field(default_factory=lambda: list(SUPPORTED_REGIONS))
     default_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_REGIONS))
 

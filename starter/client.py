@@ -80,6 +80,12 @@ WORKFLOWS: dict[str, Spec] = {
         "status",
         m.MarketplaceStatus,
     ),
+    "ImageRelease": (
+        m.ImageReleaseInput,
+        lambda i: ids.image_release_workflow_id(i.version),
+        "status",
+        m.ImageReleaseStatus,
+    ),
 }
 
 #: One-line summaries the Web UI shows for workflows started here (default: "<type> <org_id>").
@@ -88,6 +94,7 @@ SUMMARIES = {
     "OnboardOrganization": "onboard {org_id} (account {aws_account_id})",
     "ProvisionRegion": "foundation of {org_id} in {region}",
     "CleanupRegion": "clean up {org_id} in {region}",
+    "ImageRelease": "image release {version}",
 }
 
 

@@ -164,7 +164,7 @@ def test_modules_are_found() -> None:
         LEDGER,
         *(
             REGISTRY_PACKAGE / f
-            for f in ("__init__.py", "store.py", "orgs.py", "clusters.py", "links.py")
+            for f in ("__init__.py", "store.py", "orgs.py", "clusters.py", "links.py", "images.py")
         ),
     }
 

@@ -15,6 +15,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from bridgehead.models import (
+        BeginReleaseInput,
         BillingReport,
         BillingReportInput,
         CloseBillingPeriodsInput,
@@ -58,11 +59,18 @@ with workflow.unsafe.imports_passed_through():
         RegisterClusterInput,
         RegisterOrgInput,
         RegisterOrgResult,
+        ReleaseImageInput,
+        ReleaseOrgs,
+        ReleaseOrgsInput,
+        ReleasePlan,
         RenderedTemplate,
         ResizeStackInput,
         ResolveCustomerInput,
         ReverifyInput,
+        RevokeReplacedInput,
+        RevokeReplacedResult,
         SetOrgStateInput,
+        SharedImages,
         ShareImageInput,
         ShareImageResult,
         StackPoll,
@@ -137,6 +145,23 @@ scan_inbox: ActivityStub[DropboxWatchInput, DropboxScan] = ActivityStub(
 )
 write_dropbox_result: ActivityStub[DropboxResultInput, None] = ActivityStub(
     "write_dropbox_result", DropboxResultInput, None, "DropboxActivities"
+)
+
+# --- ImageReleaseActivities --------------------------------------------------------------------
+begin_image_release: ActivityStub[BeginReleaseInput, ReleasePlan] = ActivityStub(
+    "begin_image_release", BeginReleaseInput, ReleasePlan, "ImageReleaseActivities"
+)
+org_shared_images: ActivityStub[OrgRegionsInput, SharedImages] = ActivityStub(
+    "org_shared_images", OrgRegionsInput, SharedImages, "ImageReleaseActivities"
+)
+record_release_image: ActivityStub[ReleaseImageInput, None] = ActivityStub(
+    "record_release_image", ReleaseImageInput, None, "ImageReleaseActivities"
+)
+release_orgs: ActivityStub[ReleaseOrgsInput, ReleaseOrgs] = ActivityStub(
+    "release_orgs", ReleaseOrgsInput, ReleaseOrgs, "ImageReleaseActivities"
+)
+revoke_replaced_image: ActivityStub[RevokeReplacedInput, RevokeReplacedResult] = ActivityStub(
+    "revoke_replaced_image", RevokeReplacedInput, RevokeReplacedResult, "ImageReleaseActivities"
 )
 
 # --- ImageActivities ---------------------------------------------------------------------------
@@ -242,6 +267,11 @@ resize_stack: ActivityStub[ResizeStackInput, StackPoll] = ActivityStub(
 
 #: Every stub, for the registration test.
 ALL: list[ActivityStub[Any, Any]] = [
+    begin_image_release,
+    org_shared_images,
+    record_release_image,
+    release_orgs,
+    revoke_replaced_image,
     begin_foundation_delete,
     billing_report,
     check_stack,

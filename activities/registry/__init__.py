@@ -20,18 +20,26 @@ Layout (single table, ``pk``/``sk``):
     MPCUSTOMER#<id>        META              Marketplace customer identifier -> org (unique)
     DROPBOX#<user>         META              drop-box user -> org and owner
     NOTIFY#<key>           META              an email sent (at most once per key)
+    ORG#<org>              SHARED#<region>#<image>   an image ever shared with the org in that
+                                             region (snapshots, SHARED or REVOKED); offboarding
+                                             revokes every one of them
+    RELEASE#<version>      META              an image release: its image per region (copies
+                                             included), the release it replaced
+    RELEASES               CURRENT           the version of the current release
 State writes go through :meth:`Registry.transition` (the state machine in
 :mod:`bridgehead.transitions`). Ledger table: see :mod:`activities.ledger`.
 
 Modules: :mod:`~activities.registry.store` (primitives), :mod:`~activities.registry.orgs`
 (organisations, foundations, image shares), :mod:`~activities.registry.clusters`,
-:mod:`~activities.registry.links` (drop-box users, notifications, Marketplace). Public import path:
+:mod:`~activities.registry.links` (drop-box users, notifications, Marketplace),
+:mod:`~activities.registry.images` (image shares per release, releases). Public import path:
 ``from activities.registry import Registry, org_pk``.
 """
 
 from __future__ import annotations
 
 from activities.registry.clusters import ClusterRecords
+from activities.registry.images import ImageRecords
 from activities.registry.links import LinkRecords
 from activities.registry.orgs import OrgRecords
 from activities.registry.store import org_pk
@@ -39,6 +47,6 @@ from activities.registry.store import org_pk
 __all__ = ["Registry", "org_pk"]
 
 
-class Registry(OrgRecords, ClusterRecords, LinkRecords):
+class Registry(OrgRecords, ClusterRecords, LinkRecords, ImageRecords):
     """The registry: the generic primitives (:class:`RegistryStore`) and one typed method per
     record kind; callers outside the package use only the typed methods."""

@@ -208,3 +208,40 @@ async def test_record_capacity_failover(ts_env):
     hist = await ts_env.client.get_workflow_handle(wf_id).fetch_history()
     assert "capacity-failover" in features(hist), features(hist)
     await store(hist, "ClusterLifecycle--capacity-failover")
+
+
+async def test_record_image_release_pages_and_grace(ts_env):
+    """``ImageRelease`` over 45 organisations: its first run (one page shared, then
+    continue-as-new) and its last run (the grace timer, the revocations with a KEPT refusal)."""
+    from tests.workflows.test_image_release_timeskip import (
+        FakeCloud as ReleaseCloud,
+    )
+    from tests.workflows.test_image_release_timeskip import (
+        release_input,
+    )
+
+    orgs = [f"org-{i:03d}" for i in range(45)]
+    cloud = ReleaseCloud(orgs, ["us-east-1", "us-west-2"])
+    cloud.kept = {("org-001", "us-east-1"): ["c1"]}
+    tq = f"tq-{uuid.uuid4()}"
+    wf_id = ids.image_release_workflow_id("v2")
+    with ThreadPoolExecutor(8) as ex:
+        async with Worker(
+            ts_env.client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=cloud.activities(),
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
+            h = await ts_env.client.start_workflow(
+                "ImageRelease", release_input(4), id=wf_id, task_queue=tq
+            )
+            first_run = h.first_execution_run_id
+            await h.result()
+            first = await ts_env.client.get_workflow_handle(wf_id, run_id=first_run).fetch_history()
+            last = await ts_env.client.get_workflow_handle(wf_id).fetch_history()
+    assert "continued-as-new" in features(first), features(first)
+    assert "continuation" in features(last), features(last)
+    await store(first, "ImageRelease--continued-as-new")
+    await store(last, "ImageRelease--grace-and-revoke")
