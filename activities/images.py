@@ -222,12 +222,23 @@ class ImageActivities:
         else:
             snapshots = self._snapshots_if_any(req.region, req.image_id)
         ec2 = self._ec2(req.region)
+        users = self.sharing_siblings(req.org_id, org.aws_account_id, req.region, req.image_id)
+        if users:
+            # The grant is the account's, and another organisation in this shared account still
+            # launches from the image: only this organisation's record is revoked.
+            log.info(
+                "image kept shared: other organisations of the account use it",
+                image_id=req.image_id,
+                organisations=users,
+            )
+            snapshots = []
         with aws_errors(f"ec2:ModifyImageAttribute (remove) {req.image_id} in {req.region}"):
             try:
-                ec2.modify_image_attribute(
-                    ImageId=req.image_id,
-                    LaunchPermission={"Remove": [{"UserId": org.aws_account_id}]},
-                )
+                if not users:
+                    ec2.modify_image_attribute(
+                        ImageId=req.image_id,
+                        LaunchPermission={"Remove": [{"UserId": org.aws_account_id}]},
+                    )
                 for snap in snapshots:
                     ec2.modify_snapshot_attribute(
                         SnapshotId=snap,
@@ -245,6 +256,21 @@ class ImageActivities:
                 req.org_id, req.region, {"state": "REVOKED", "image_id": req.image_id}
             )
         return ShareImageResult(image_id=req.image_id, snapshot_ids=snapshots)
+
+    def sharing_siblings(self, org_id: str, account: str, region: str, image_id: str) -> list[str]:
+        """Other organisations of a shared AWS account, not offboarded, that hold ``image_id`` in
+        ``region`` (launch permissions are granted to the account, not to an organisation)."""
+        claim = self.registry.account_claim(account) or {}
+        users = []
+        for other in sorted(set(claim.get("orgs") or []) - {org_id}):
+            if (self.registry.org_item(other) or {}).get("state") in ("OFFBOARDED", None):
+                continue
+            current = self.registry.image_share(other, region) or {}
+            held = current.get("image_id") == image_id and current.get("state") != "REVOKED"
+            recorded = self.registry.shared_image(other, region, image_id) or {}
+            if held or (recorded and recorded.get("state") != "REVOKED"):
+                users.append(other)
+        return users
 
     def _snapshots_if_any(self, region: str, image_id: str) -> list[str]:
         """The image's snapshots; none if the image is gone (deregistered: nothing to revoke)."""

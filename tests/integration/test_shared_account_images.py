@@ -1,0 +1,73 @@
+"""Launch permissions are granted to an AWS account, not to an organisation: in an account shared
+by two organisations, offboarding one must not revoke the image the other still launches from
+(the security review's finding 4). Against moto, with ``ImageActivities`` in process."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.aws import Aws
+from activities.images import ImageActivities
+from activities.registry import Registry
+from bridgehead import models as m
+from bridgehead.settings import get_settings
+from tests.integration.test_image_release import new_platform_image
+
+pytestmark = pytest.mark.integration
+
+REGION = "us-east-1"
+
+
+def _shared_orgs(reg: Registry, account: str, orgs: list[str]) -> None:
+    for org in orgs:
+        fields = {"aws_account_id": account, "external_id": f"bh-{org}-x"}
+        assert reg.register_org(org, fields, shared_account=True) is None
+        reg.update(f"ORG#{org}", "META", {"state": "READY", "regions": [REGION]})
+
+
+def _launchers(stack: Any, image: str) -> set[str]:
+    ec2 = stack.platform("ec2", REGION)
+    perms = ec2.describe_image_attribute(ImageId=image, Attribute="launchPermission")
+    return {p["UserId"] for p in perms.get("LaunchPermissions", []) if "UserId" in p}
+
+
+def _offboard_first_of_two(stack: Any, prefix: str, account: str, plant: Any = None) -> set[str]:
+    """Two READY orgs of one shared account hold the same image; the first is offboarded (its
+    images revoked): who can still launch the image."""
+    aws = Aws(get_settings())
+    reg = Registry(aws)
+    reg.ensure_tables()
+    one, two = f"{prefix}one", f"{prefix}two"
+    _shared_orgs(reg, account, [one, two])
+    image = new_platform_image(stack, REGION)
+    acts = ImageActivities(aws, reg)
+    if plant:
+        plant(acts)
+    env = ActivityEnvironment()
+    for org in (one, two):
+        req = m.ShareImageInput(org_id=org, region=REGION, image_id=image)
+        env.run(acts.share_image, req)
+        reg.put_image_share(org, REGION, {"image_id": image, "state": "SHARED"})
+    assert _launchers(stack, image) == {account}
+    reg.update(f"ORG#{one}", "META", {"state": "OFFBOARDING"})
+    env.run(acts.revoke_image, m.ShareImageInput(org_id=one, region=REGION, image_id=image))
+    kept = _launchers(stack, image)
+    # Once the second organisation goes too, the grant goes.
+    reg.update(f"ORG#{one}", "META", {"state": "OFFBOARDED"})
+    env.run(acts.revoke_image, m.ShareImageInput(org_id=two, region=REGION, image_id=image))
+    assert _launchers(stack, image) == set()
+    return kept
+
+
+def test_offboarding_one_org_of_a_shared_account_keeps_the_image_of_the_other(stack):
+    assert _offboard_first_of_two(stack, "shacc", "291000000001") == {"291000000001"}
+
+
+def test_twin_revoking_per_account_without_looking_at_siblings_is_caught(stack):
+    def no_siblings(acts: ImageActivities) -> None:
+        acts.sharing_siblings = lambda *a: []  # type: ignore[method-assign]
+
+    assert _offboard_first_of_two(stack, "shtwin", "291000000002", plant=no_siblings) == set()
