@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
@@ -52,6 +52,18 @@ class ShareImagesWorkflow:
         require_input(input, "ShareImages", '{"org_id": "acme"}')
         assert input is not None
         bind_input(ids.images_workflow_id(input.org_id))
+        parent = workflow.info().parent
+        if input.revoke and (
+            parent is None or parent.workflow_id != ids.org_workflow_id(input.org_id)
+        ):
+            # Revoking is a step of offboarding (which first refuses while clusters exist), never
+            # a start of its own: grants of a READY organisation would vanish under its clusters.
+            raise ApplicationError(
+                "revoke: only offboarding revokes an organisation's images (signal offboard to "
+                f"{ids.org_workflow_id(input.org_id)}); start ShareImages without revoke",
+                type="BadInput",
+                non_retryable=True,
+            )
         upsert(org_id=input.org_id)
         org: OrgRegions = await acts.org_regions(OrgRegionsInput(org_id=input.org_id), **REGISTRY)
         regions = input.regions or org.regions

@@ -9,6 +9,7 @@ from typing import Annotated
 from pydantic import (
     Field,
     StringConstraints,
+    field_validator,
 )
 
 from bridgehead.models.common import Model, OrgId
@@ -26,7 +27,19 @@ class BillingMeterInput(Model):
     """
 
     org_id: OrgId
-    tick_minutes: Annotated[int, Field(ge=1, le=1440)] = 60
+    #: At most an hour (Marketplace takes usage up to six hours old, and a batch per hour), and a
+    #: divisor of 60 so ticks stay aligned to the hour.
+    tick_minutes: Annotated[int, Field(ge=1, le=60)] = 60
+
+    @field_validator("tick_minutes")
+    @classmethod
+    def _divides_the_hour(cls, v: int) -> int:
+        if 60 % v:
+            raise ValueError(
+                f"must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60), not {v}"
+            )
+        return v
+
     cursor: datetime | None = None
     totals: UsageTotals | None = None
     stopping: bool = False

@@ -480,3 +480,111 @@ async def test_final_stop_waits_for_the_next_hour_when_this_hour_has_its_batch(t
         usage = await h.result()
     assert len(hours_metered) == 2 and hours_metered[0] != hours_metered[1], hours_metered
     assert usage.metered_records == 1
+
+
+def _net_checking_correction(net: dict[str, int], running: list[int], overlaps: list[int]) -> Any:
+    """A ``record_correction`` that, like the real one, reads the period's net, refuses a credit
+    beyond it, then writes (slowly, so two concurrent ones would both read the old net)."""
+    import threading
+    import time
+
+    lock = threading.Lock()
+
+    @activity.defn(name="record_correction")
+    def record_correction(req: m.RecordCorrectionInput) -> m.CorrectResult:
+        from temporalio.exceptions import ApplicationError
+
+        with lock:
+            running.append(1)
+            overlaps.append(len(running))
+        try:
+            c = req.correction
+            seen = net["c1"]
+            time.sleep(0.3)
+            if seen + c.node_minutes_delta < 0:
+                raise ApplicationError("credit beyond the period's net", non_retryable=True)
+            net["c1"] = seen + c.node_minutes_delta
+            return m.CorrectResult(
+                correction_id=req.correction_id,
+                cluster=c.cluster,
+                period=c.period,
+                instance_type="c5.xlarge",
+                node_minutes_delta=c.node_minutes_delta,
+                cost_usd_delta=Decimal("-0.17"),
+                original_node_minutes=60,
+                net_node_minutes=net["c1"],
+                metered=True,
+            )
+        finally:
+            with lock:
+                running.pop()
+
+    return record_correction
+
+
+async def test_concurrent_corrections_never_credit_beyond_the_net(ts_env):
+    """Two ``correct`` updates of -60 at once on a period billed 60: one is taken, the other is
+    refused (the meter runs one correction at a time, so the second sees the first)."""
+    import asyncio
+
+    from temporalio.client import WorkflowUpdateFailedError
+
+    @activity.defn(name="close_billing_periods")
+    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
+        return m.CloseBillingPeriodsResult(
+            entries_written=0,
+            entries_existing=0,
+            node_minutes=0,
+            cost_usd=Decimal(0),
+            closed_until=req.until,
+        )
+
+    @activity.defn(name="meter_usage")
+    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
+        return m.MeterUsageResult(sent=0, already_sent=0, unprocessed=0)
+
+    net, running, overlaps = {"c1": 60}, [], []
+    correction = _net_checking_correction(net, running, overlaps)
+    async with running_meter(ts_env, "conc", close_billing_periods, meter_usage, correction) as h:
+        fix = m.CorrectInput(
+            cluster="c1",
+            period="2026-11-02T09:00:00Z",
+            node_minutes_delta=-60,
+            reason="spot credit",
+        )
+        got = await asyncio.gather(
+            *(
+                h.execute_update("correct", fix, id=f"c-{i}", result_type=m.CorrectResult)
+                for i in range(2)
+            ),
+            return_exceptions=True,
+        )
+        await h.terminate("test finished")
+    refused = [g for g in got if isinstance(g, WorkflowUpdateFailedError)]
+    assert len(refused) == 1 and net["c1"] == 0, (got, net)
+    assert max(overlaps) == 1, "corrections ran one at a time"
+
+
+def test_twin_two_corrections_at_once_credit_twice():
+    """Planted defect: the same two corrections run at once (as the meter did without its lock):
+    both read a net of 60 and both are taken; the test above would see ``max(overlaps) == 2``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from temporalio.testing import ActivityEnvironment
+
+    net, running, overlaps = {"c1": 60}, [], []
+    correction = _net_checking_correction(net, running, overlaps)
+    req = m.RecordCorrectionInput(
+        org_id="acme",
+        correction_id="c",
+        correction=m.CorrectInput(
+            cluster="c1",
+            period="2026-11-02T09:00:00Z",
+            node_minutes_delta=-60,
+            reason="spot credit",
+        ),
+        requested_at="2026-11-03T00:00:00Z",
+    )
+    with ThreadPoolExecutor(2) as ex:
+        taken = list(ex.map(lambda _: ActivityEnvironment().run(correction, req), range(2)))
+    assert len(taken) == 2 and max(overlaps) == 2, "120 minutes credited on a period of 60"

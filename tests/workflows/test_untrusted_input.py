@@ -237,6 +237,28 @@ CASES = [
         "org-acme--prod",
         ["org_id"],
     ),
+    (
+        "image revocation started directly (only offboarding revokes)",
+        "ShareImages",
+        {"org_id": "acme", "revoke": True},
+        "org-acme-images",
+        ["revoke", "offboard"],
+    ),
+    ("meter started without input", "BillingMeter", None, "billing-acme", ["needs a JSON input"]),
+    (
+        "meter with a daily tick (Marketplace's window is six hours)",
+        "BillingMeter",
+        {"org_id": "acme", "tick_minutes": 1440},
+        "billing-acme",
+        ["tick_minutes"],
+    ),
+    (
+        "meter tick that does not divide the hour",
+        "BillingMeter",
+        {"org_id": "acme", "tick_minutes": 7},
+        "billing-acme",
+        ["tick_minutes", "divide 60"],
+    ),
 ]
 
 
