@@ -32,6 +32,8 @@ def merge_temporal_context(_: Any, __: str, event_dict: dict[str, Any]) -> dict[
         if isinstance(info, dict):
             for k, v in info.items():
                 event_dict.setdefault(k, v)
+    if "workflow_run_id" in event_dict:  # the SDK's own name for it
+        event_dict.setdefault("run_id", event_dict.pop("workflow_run_id"))
     if "activity_type" not in event_dict and activity.in_activity():
         info = activity.info()
         event_dict.setdefault("workflow_id", info.workflow_id)
