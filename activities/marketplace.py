@@ -150,11 +150,29 @@ class MarketplaceActivities:
             linked_at=datetime.fromisoformat(link["linked_at"]),
         )
 
+    def _check_delivered(self, org_id: str, n: MarketplaceNotification) -> None:
+        """A notification is applied only as the platform's queue delivered it: the consumer
+        records each message before it signals, so a signal sent by anyone else (a forged
+        ``unsubscribe-success``) finds no record, or a record that says something else."""
+        got = self.registry.marketplace_notice(n.message_id) if n.message_id else None
+        if got is None:
+            raise _unverified(
+                f"notification {n.message_id!r} ({n.action}) was not delivered by the Marketplace queue; ignored"
+            )
+        said = (got.get("org_id"), got.get("action"), got.get("customer_identifier"))
+        if said != (org_id, n.action, n.customer_identifier):
+            raise _unverified(
+                f"notification {n.message_id!r} says {n.action} for {n.customer_identifier}, but the queue delivered "
+                f"{got.get('action')} for {got.get('customer_identifier')} (organisation {got.get('org_id')}); ignored"
+            )
+
     @activity.defn
     def record_marketplace_state(self, req: RecordMarketplaceStateInput) -> MeteringNotice | None:
         """Write the organisation's Marketplace billing state (read by the meter and by cluster
         validation); returns the email its admin gets about it, if any."""
         bind_subject(org_id=req.org_id)
+        if req.notification is not None:
+            self._check_delivered(req.org_id, req.notification)
         if not self.registry.set_marketplace_state(req.org_id, req.state.value, req.reason, req.at):
             raise ApplicationError(
                 f"organisation {req.org_id} has no Marketplace link",
@@ -178,6 +196,10 @@ class MarketplaceActivities:
             body=f"Organisation {req.org_id}: {text}",
             idempotency_key=f"mp-{req.org_id}-{req.state.value}-{req.at.isoformat()}",
         )
+
+
+def _unverified(why: str) -> ApplicationError:
+    return ApplicationError(why, type="NotificationUnverified", non_retryable=True)
 
 
 def parse_notification(body: str) -> MarketplaceNotification:
@@ -281,6 +303,18 @@ class NotificationConsumer:
                 customer_identifier=n.customer_identifier,
             )
             return False
+        # Recorded before the signal: the workflow applies only what the queue delivered.
+        await asyncio.to_thread(
+            self.registry.record_marketplace_notice,
+            str(n.message_id),
+            {
+                "org_id": org_id,
+                "action": n.action,
+                "customer_identifier": n.customer_identifier,
+                "product_code": n.product_code,
+                "received_at": datetime.now(UTC).isoformat(),
+            },
+        )
         try:
             await self.client.get_workflow_handle(ids.marketplace_workflow_id(org_id)).signal(
                 "notification", n

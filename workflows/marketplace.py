@@ -120,11 +120,20 @@ class MarketplaceSubscriptionWorkflow:
             return
         state = NOTIFICATION_STATES[n.action]
         now = workflow.now()
-        notice: MeteringNotice | None = await acts.record_marketplace_state(
-            RecordMarketplaceStateInput(org_id=org_id, state=state, reason=n.action, at=now),
-            summary=f"{n.action}: billing state {state.value}",
-            **REGISTRY,
-        )
+        try:
+            notice: MeteringNotice | None = await acts.record_marketplace_state(
+                RecordMarketplaceStateInput(
+                    org_id=org_id, state=state, reason=n.action, at=now, notification=n
+                ),
+                summary=f"{n.action}: billing state {state.value}",
+                **REGISTRY,
+            )
+        except ActivityError as e:
+            if root_type(e) != "NotificationUnverified":
+                raise
+            # Anyone can send a signal: only what the Marketplace queue delivered is applied.
+            workflow.logger.warning(root_message(e), extra={"org_id": org_id})
+            return
         s.state = state
         note = ""
         if n.action == "unsubscribe-pending":

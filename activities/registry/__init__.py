@@ -18,6 +18,8 @@ Layout (single table, ``pk``/``sk``):
     ORGPREFIX#<id>         META              registered orgs (``orgs``) whose id extends <id>
                                              at a hyphen (ids stay free of each other's prefixes)
     MPCUSTOMER#<id>        META              Marketplace customer identifier -> org (unique)
+    MPNOTICE#<message id>  META              a Marketplace notification as the platform's queue
+                                             delivered it (checked before a signal is applied)
     DROPBOX#<user>         META              drop-box user -> org and owner
     NOTIFY#<key>           META              an email sent (at most once per key)
     ORG#<org>              SHARED#<region>#<image>   an image ever shared with the org in that

@@ -10,7 +10,8 @@ from activities.registry.store import RegistryStore, org_pk
 
 
 class LinkRecords(RegistryStore):
-    """``DROPBOX#<user>``, ``NOTIFY#<key>``, ``MPCUSTOMER#<id>`` and ``ORG#<org>`` / ``MARKETPLACE``."""
+    """``DROPBOX#<user>``, ``NOTIFY#<key>``, ``MPCUSTOMER#<id>``, ``MPNOTICE#<id>`` and
+    ``ORG#<org>`` / ``MARKETPLACE``."""
 
     # --- drop-box users and notification markers ------------------------------------------------
     def dropbox_user(self, user: str) -> dict[str, Any] | None:
@@ -30,6 +31,15 @@ class LinkRecords(RegistryStore):
         self.put(
             {"pk": f"NOTIFY#{key}", "sk": "META", "to": to, "subject": subject, "sent_at": sent_at}
         )
+
+    # --- Marketplace notifications as received ----------------------------------------------------
+    def record_marketplace_notice(self, message_id: str, fields: dict[str, Any]) -> None:
+        """What the platform's notification queue delivered (``action``, ``customer_identifier``,
+        ``product_code``, ``org_id``): the proof a ``notification`` signal is checked against."""
+        self.put({"pk": f"MPNOTICE#{message_id}", "sk": "META", **fields})
+
+    def marketplace_notice(self, message_id: str) -> dict[str, Any] | None:
+        return self.get(f"MPNOTICE#{message_id}", "META")
 
     # --- Marketplace link -----------------------------------------------------------------------
     def marketplace(self, org_id: str) -> dict[str, Any] | None:

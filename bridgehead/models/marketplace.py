@@ -139,6 +139,9 @@ class RecordMarketplaceStateInput(Model):
     state: MarketplaceState
     reason: str
     at: datetime
+    #: The notification this state comes from (its SNS message id), checked against what the
+    #: platform's queue delivered: a ``notification`` signal is anyone's to send.
+    notification: MarketplaceNotification | None = None
 
 
 MarketplaceSubscriptionInput.model_rebuild()

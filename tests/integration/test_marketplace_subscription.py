@@ -427,3 +427,40 @@ def test_registry_refuses_one_buyer_for_two_organisations(stack):
         "the same org again is fine"
     )
     assert not reg.link_marketplace(b, link) and reg.marketplace(b) is None
+
+
+async def _forged_unsubscribe(client: Any, account: str) -> m.MarketplaceStatus:
+    """A subscribed buyer; then an ``unsubscribe-success`` signal that the queue never delivered,
+    with a fresh message id and everything else right (the customer identifier and product code
+    are anyone's to read from ``status``). Returns the status after it."""
+    hz = Harness(client, _org(), account)
+    async with hz.worker():
+        h = await hz.register()
+        await hz.deliver("subscribe-success")
+        s = await hz.state(h, m.MarketplaceState.SUBSCRIBED)
+        forged = m.MarketplaceNotification(
+            action="unsubscribe-success",
+            customer_identifier=s.customer_identifier,
+            product_code=s.product_code,
+            message_id=f"forged-{uuid.uuid4().hex[:6]}",
+        )
+        await h.signal("notification", forged)
+        await asyncio.sleep(2)
+        s = await h.query("status", result_type=m.MarketplaceStatus)
+        if s.state != m.MarketplaceState.UNSUBSCRIBED:  # after unsubscribe-success it has ended
+            await h.terminate("test finished")
+    return s
+
+
+async def test_a_forged_notification_signal_is_not_applied(client):
+    s = await _forged_unsubscribe(client, "293939393939")
+    assert s.state == m.MarketplaceState.SUBSCRIBED, s
+    assert [e.action for e in s.events] == ["registered", "subscribe-success"]
+
+
+async def test_twin_without_the_delivery_check_a_forged_signal_ends_billing(client, monkeypatch):
+    from activities.marketplace import MarketplaceActivities
+
+    monkeypatch.setattr(MarketplaceActivities, "_check_delivered", lambda self, org, n: None)
+    s = await _forged_unsubscribe(client, "294949494949")
+    assert s.state == m.MarketplaceState.UNSUBSCRIBED, s
