@@ -275,3 +275,41 @@ def test_substitute_keeps_an_explicit_prefix():
         == "custom-x-acme"
     )
     assert policies._substitute("{{PREFIX}}x", {"ORG_ID": "acme"}) == "bridgehead-acme--x"
+
+
+# --- mutants found alive by the run of 2026-11-26 (docs/reliability.md) ------------------------
+def test_hourly_price_is_exactly_sixty_minutes_of_each_node():
+    rates = {"h.big": Decimal("6.00"), "c.big": Decimal("1.20")}
+    assert billing.hourly_price("h.big", "c.big", 0, rates) == Decimal("6.00")
+    assert billing.hourly_price("h.big", "c.big", 3, rates) == Decimal("9.60")
+
+
+def test_the_cost_of_nothing_is_zero_to_the_cent():
+    got = billing.cost({}, {"t3.medium": Decimal("0.0416")})
+    assert isinstance(got, Decimal) and str(got) == "0.00"
+
+
+def test_a_partial_close_at_the_ledgers_own_end_adds_no_window():
+    segs = [seg(T0, 300)]
+    since = T0 + timedelta(hours=2, minutes=30)
+    assert billing.windows(segs, since, since, partial=True) == []
+
+
+def test_a_partial_close_inside_a_half_closed_hour_is_one_window():
+    segs = [seg(T0, 300)]
+    since, until = T0 + timedelta(hours=2, minutes=30), T0 + timedelta(hours=2, minutes=50)
+    hour = T0 + timedelta(hours=2)
+    assert billing.windows(segs, since, until, partial=True) == [(hour, since, until)]
+
+
+def test_reconcile_ignores_instance_changes_outside_the_segment():
+    s = seg(T0 + timedelta(hours=1), 60, nodes=2)
+    instances = [(T0, T0 + timedelta(hours=3)), (T0 + timedelta(minutes=30), None)]
+    assert billing.reconcile([s], instances) == [s]
+
+
+def test_reconcile_keeps_one_piece_when_a_replacement_keeps_the_count():
+    s = seg(T0 + timedelta(hours=1), 60, nodes=1)
+    swap = T0 + timedelta(hours=1, minutes=30)
+    instances = [(T0, swap), (swap, None)]
+    assert billing.reconcile([s], instances) == [s]
