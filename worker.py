@@ -31,6 +31,7 @@ from activities.billing import BillingActivities
 from activities.cloudformation import StackActivities
 from activities.clusters import ClusterActivities
 from activities.dropbox import DropboxActivities
+from activities.guardrails import GuardrailActivities
 from activities.images import ImageActivities
 from activities.marketplace import MarketplaceActivities, NotificationConsumer
 from activities.onboarding import OnboardingActivities
@@ -82,6 +83,7 @@ def build_activities(
         ClusterActivities(aws, registry),
         BillingActivities(aws, registry),
         DropboxActivities(aws, registry),
+        GuardrailActivities(aws, registry),
     ]
     instances.append(MarketplaceActivities(aws, registry))
     if client is not None:

@@ -24,7 +24,7 @@ from bridgehead.models import (
 )
 
 log = get_logger("bridgehead.activities.clusters")
-LIVE_STATES = ("VALIDATING", "CREATING", "RUNNING", "DELETING", "FAILED")
+LIVE_STATES = ("VALIDATING", "CREATING", "RUNNING", "STOPPED", "DELETING", "FAILED")
 
 
 class ClusterActivities:

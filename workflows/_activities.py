@@ -22,6 +22,8 @@ with workflow.unsafe.imports_passed_through():
         ClusterPlan,
         CopyImageInput,
         CorrectResult,
+        CpuQuery,
+        CpuReading,
         CreateRoleRequest,
         CreateRoleResult,
         DropboxParsed,
@@ -44,6 +46,8 @@ with workflow.unsafe.imports_passed_through():
         OrgClustersInput,
         OrgRegions,
         OrgRegionsInput,
+        PowerInput,
+        PowerResult,
         QuotaCheckInput,
         QuotaReport,
         RecordCorrectionInput,
@@ -130,6 +134,17 @@ scan_inbox: ActivityStub[DropboxWatchInput, DropboxScan] = ActivityStub(
 )
 write_dropbox_result: ActivityStub[DropboxResultInput, None] = ActivityStub(
     "write_dropbox_result", DropboxResultInput, None, "DropboxActivities"
+)
+
+# --- GuardrailActivities -----------------------------------------------------------------------
+head_cpu: ActivityStub[CpuQuery, CpuReading] = ActivityStub(
+    "head_cpu", CpuQuery, CpuReading, "GuardrailActivities"
+)
+start_cluster_nodes: ActivityStub[PowerInput, PowerResult] = ActivityStub(
+    "start_cluster_nodes", PowerInput, PowerResult, "GuardrailActivities"
+)
+stop_cluster_nodes: ActivityStub[PowerInput, PowerResult] = ActivityStub(
+    "stop_cluster_nodes", PowerInput, PowerResult, "GuardrailActivities"
 )
 
 # --- ImageActivities ---------------------------------------------------------------------------
@@ -243,6 +258,7 @@ ALL: list[ActivityStub[Any, Any]] = [
     ensure_reverify_schedule,
     find_leftovers,
     find_platform_image,
+    head_cpu,
     load_dropbox_request,
     meter_usage,
     notify,
@@ -262,6 +278,8 @@ ALL: list[ActivityStub[Any, Any]] = [
     scan_inbox,
     set_org_state,
     share_image,
+    start_cluster_nodes,
+    stop_cluster_nodes,
     sweep_foundation_leftovers,
     validate_cluster,
     verify_role,

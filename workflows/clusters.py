@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
+from workflows import _guardrails as guard
 from workflows._common import (
     ReportsUnknownRequests,
     bind_input,
@@ -56,8 +57,8 @@ from workflows.regions import request_token
 #: DELETE_FAILED is retried this many times (with a growing pause) before it is reported.
 DELETE_ATTEMPTS = 3
 DropboxSuffix = Literal["cf-created", "cf-failed", "cf-deleted", "cf-rejected"]
-_SIGNALS = ("cancel", "delete")
-_UPDATES = ("resize",)
+_SIGNALS = ("cancel", "delete", *guard.SIGNALS)
+_UPDATES = ("resize", *guard.UPDATES)
 _EXAMPLE = (
     '{"org_id": "acme", "name": "c1", "region": "us-east-2", "config": {"head_instance_type": "t3.medium", '
     '"compute_instance_type": "c5.xlarge", "compute_initial_nodes": 2, "compute_max_nodes": 4}}'
@@ -71,7 +72,7 @@ _DROPBOX_SUFFIX: dict[str, DropboxSuffix] = {
 
 
 @workflow.defn(name="ClusterLifecycle", failure_exception_types=[ValidationError])
-class ClusterLifecycleWorkflow(ReportsUnknownRequests):
+class ClusterLifecycleWorkflow(guard.ClusterGuardrails, ReportsUnknownRequests):
     KNOWN_SIGNALS = _SIGNALS
     KNOWN_UPDATES = _UPDATES
 
@@ -112,6 +113,10 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
             failure_resource=rt.failure_resource,
             failure_reason=rt.failure_reason,
             ignored_requests=self._unknown[-20:],
+            deletion_protection=self._protected,
+            pending_action=rt.pending,
+            stopped_at=rt.stopped_at,
+            decisions=rt.decisions,
         )
 
     @workflow.signal
@@ -129,8 +134,11 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
 
     @workflow.signal
     def delete(self) -> None:
-        """Delete the cluster. Billing stops at the moment this signal is received."""
+        """Delete the cluster. Billing stops at the moment this signal is received. Refused (and
+        recorded in ``status``) while deletion protection is on."""
         rt = self._rt
+        if self._refuse_delete():
+            return
         # Recorded whatever the state (see ``cancel``): before RUNNING the main flow treats it as a
         # cancel (nothing billable exists yet); while RUNNING or FAILED it starts the deletion.
         if rt.delete_requested_at is None:
@@ -246,7 +254,7 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
                 await self._fail(delete_stack=False)
         if rt.state == ClusterState.CREATING:
             await self._wait_creation()
-        if rt.state == ClusterState.RUNNING:
+        if rt.state in (ClusterState.RUNNING, ClusterState.STOPPED):
             await self._run_until_deleted()
         if rt.state == ClusterState.FAILED:
             await self._wait_failed_removed()
@@ -327,6 +335,9 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
             await self._fail(delete_stack=not self._in.keep_failed_stack)
 
     async def _run_until_deleted(self) -> None:
+        if workflow.patched("guardrails"):
+            await self._guarded_run()  # workflows/_guardrails.py
+            return
         rt = self._rt
         while True:
             await workflow.wait_condition(

@@ -67,6 +67,16 @@ from bridgehead.models.dropbox import (
     DropboxScan,
     DropboxWatchInput,
 )
+from bridgehead.models.guardrails import (
+    AutoAction,
+    CpuQuery,
+    CpuReading,
+    DeletionProtectionResult,
+    PendingAction,
+    PowerInput,
+    PowerResult,
+    SetDeletionProtectionInput,
+)
 from bridgehead.models.images import (
     CopyImageInput,
     FindImageInput,
@@ -252,6 +262,14 @@ __all__ = [
     "RegisterClusterInput",
     "ResizeStackInput",
     "NotifyInput",
+    "AutoAction",
+    "CpuQuery",
+    "CpuReading",
+    "DeletionProtectionResult",
+    "PendingAction",
+    "PowerInput",
+    "PowerResult",
+    "SetDeletionProtectionInput",
     "BillingMeterInput",
     "UsageLine",
     "UsageTotals",

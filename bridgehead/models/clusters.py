@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     Field,
@@ -15,6 +15,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from bridgehead.models.common import ClusterName, Model, OrgId, Region
+from bridgehead.models.guardrails import PendingAction
 from bridgehead.models.stacks import StackEvent
 
 
@@ -22,6 +23,8 @@ class ClusterState(StrEnum):
     VALIDATING = "VALIDATING"
     CREATING = "CREATING"
     RUNNING = "RUNNING"
+    #: Instances stopped, storage kept (signal ``stop`` or an automatic stop); nothing is billed.
+    STOPPED = "STOPPED"
     DELETING = "DELETING"
     DELETED = "DELETED"
     FAILED = "FAILED"
@@ -44,6 +47,19 @@ class ClusterConfig(Model):
         spot_price: Optional maximum spot price (USD/hour) for compute nodes; positive.
         autoscaling: Let the compute group scale between 0 and ``compute_max_nodes``.
         head_volume_gb: Root volume of the head node in GiB.
+        auto_stop_idle_minutes: Stop or delete the cluster once the head node's CPU
+            (CloudWatch ``CPUUtilization``) stayed below ``idle_cpu_percent`` this long (15 to
+            10080). None: never.
+        idle_cpu_percent: Threshold of ``auto_stop_idle_minutes`` (default 5).
+        stop_keeps_storage: Automatic actions stop the cluster (instances stopped, storage kept)
+            instead of deleting it.
+        max_lifetime_hours: Stop or delete the cluster this long after it first became RUNNING
+            (a ``keep`` during the grace period restarts the count). None: never.
+        deletion_protection: Refuse the ``delete`` signal until the update
+            ``set_deletion_protection {"enabled": false}``; automatic actions stop instead.
+        auto_action_grace_minutes: Every automatic stop or delete is emailed to the admin this long
+            before it happens; a ``keep`` signal in between cancels it.
+        idle_check_minutes: Least time between two CPU readings (one activity each).
     """
 
     head_instance_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
@@ -55,6 +71,13 @@ class ClusterConfig(Model):
     spot_price: Annotated[Decimal, Field(gt=0)] | None = None
     autoscaling: bool = False
     head_volume_gb: Annotated[int, Field(ge=1, strict=True)] = 50
+    auto_stop_idle_minutes: Annotated[int, Field(ge=15, le=10080, strict=True)] | None = None
+    idle_cpu_percent: Annotated[float, Field(gt=0, le=100)] = 5.0
+    stop_keeps_storage: bool = False
+    max_lifetime_hours: Annotated[int, Field(ge=1, le=8760, strict=True)] | None = None
+    deletion_protection: bool = False
+    auto_action_grace_minutes: Annotated[int, Field(ge=0, le=1440, strict=True)] = 30
+    idle_check_minutes: Annotated[int, Field(ge=1, le=60, strict=True)] = 5
 
     @model_validator(mode="after")
     def _initial_le_max(self) -> ClusterConfig:
@@ -91,6 +114,19 @@ class ClusterRuntime(Model):
     delete_requested_at: datetime | None = None
     resize_generation: int = 0
     admin_email: str = ""
+    #: Guard rails (workflows/_guardrails.py); None: as the config says.
+    deletion_protection: bool | None = None
+    power_request: Literal["stop", "start"] | None = None
+    keep_requested: bool = False
+    #: The idle window and the lifetime count from here (RUNNING, a start, a ``keep``).
+    idle_from: datetime | None = None
+    lifetime_from: datetime | None = None
+    next_idle_check: datetime | None = None
+    pending: PendingAction | None = None
+    auto_seq: int = 0
+    stopped_at: datetime | None = None
+    #: Guard-rail decisions and refusals, most recent last (shown by ``status``).
+    decisions: list[str] = Field(default_factory=list)
 
 
 class DropboxTarget(Model):
@@ -159,6 +195,12 @@ class ClusterStatus(Model):
     failure_reason: str | None
     #: Signals and updates this workflow does not know (misspelled names), most recent last.
     ignored_requests: list[str] = Field(default_factory=list)
+    deletion_protection: bool = False
+    #: An announced automatic stop or delete (a ``keep`` signal cancels it).
+    pending_action: PendingAction | None = None
+    stopped_at: datetime | None = None
+    #: Guard-rail decisions and refused requests (a refused ``delete``), most recent last.
+    decisions: list[str] = Field(default_factory=list)
 
 
 class ClusterResult(Model):
