@@ -56,6 +56,11 @@ class ClusterActivities:
             errors.append(
                 f"config.head_volume_gb: {c.head_volume_gb} must be between {s.min_head_volume_gb} and {s.max_head_volume_gb} GiB"
             )
+        idle = c.auto_stop_idle_minutes
+        if idle is not None and idle < s.min_auto_stop_idle_minutes:
+            errors.append(
+                f"config.auto_stop_idle_minutes: {idle} is below the minimum of {s.min_auto_stop_idle_minutes} minutes"
+            )
         if (
             c.spot_price is not None
             and c.compute_instance_type in s.rates

@@ -48,8 +48,8 @@ class ClusterConfig(Model):
         autoscaling: Let the compute group scale between 0 and ``compute_max_nodes``.
         head_volume_gb: Root volume of the head node in GiB.
         auto_stop_idle_minutes: Stop or delete the cluster once the head node's CPU
-            (CloudWatch ``CPUUtilization``) stayed below ``idle_cpu_percent`` this long (15 to
-            10080). None: never.
+            (CloudWatch ``CPUUtilization``) stayed below ``idle_cpu_percent`` this long (at most
+            10080; at least the deployment's minimum, 15 by default). None: never.
         idle_cpu_percent: Threshold of ``auto_stop_idle_minutes`` (default 5).
         stop_keeps_storage: Automatic actions stop the cluster (instances stopped, storage kept)
             instead of deleting it.
@@ -71,7 +71,7 @@ class ClusterConfig(Model):
     spot_price: Annotated[Decimal, Field(gt=0)] | None = None
     autoscaling: bool = False
     head_volume_gb: Annotated[int, Field(ge=1, strict=True)] = 50
-    auto_stop_idle_minutes: Annotated[int, Field(ge=15, le=10080, strict=True)] | None = None
+    auto_stop_idle_minutes: Annotated[int, Field(ge=1, le=10080, strict=True)] | None = None
     idle_cpu_percent: Annotated[float, Field(gt=0, le=100)] = 5.0
     stop_keeps_storage: bool = False
     max_lifetime_hours: Annotated[int, Field(ge=1, le=8760, strict=True)] | None = None
