@@ -53,8 +53,8 @@ class ClusterConfig(Model):
         idle_cpu_percent: Threshold of ``auto_stop_idle_minutes`` (default 5).
         stop_keeps_storage: Automatic actions stop the cluster (instances stopped, storage kept)
             instead of deleting it.
-        max_lifetime_hours: Stop or delete the cluster this long after it first became RUNNING
-            (a ``keep`` during the grace period restarts the count). None: never.
+        max_lifetime_hours: Stop or delete the cluster this long after it became RUNNING or was
+            last started (a ``keep`` during the grace period restarts the count). None: never.
         deletion_protection: Refuse the ``delete`` signal until the update
             ``set_deletion_protection {"enabled": false}``; automatic actions stop instead.
         auto_action_grace_minutes: Every automatic stop or delete is emailed to the admin this long
