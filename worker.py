@@ -28,6 +28,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.aws import Aws
 from activities.billing import BillingActivities
+from activities.budget import BudgetActivities
 from activities.cloudformation import StackActivities
 from activities.clusters import ClusterActivities
 from activities.dropbox import DropboxActivities
@@ -84,6 +85,7 @@ def build_activities(
         BillingActivities(aws, registry),
         DropboxActivities(aws, registry),
         GuardrailActivities(aws, registry),
+        BudgetActivities(aws, registry),
     ]
     instances.append(MarketplaceActivities(aws, registry))
     if client is not None:

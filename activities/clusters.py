@@ -9,9 +9,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws
+from activities.budget import budget_status
 from activities.errors import CustomerActionRequired, aws_errors
+from activities.ledger import Ledger
 from activities.registry import Registry
-from bridgehead import billing, policies
+from bridgehead import billing, budget, policies
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
     NO_NEW_CLUSTERS_STATES,
@@ -69,6 +71,7 @@ class ClusterActivities:
             warnings.append(
                 f"config.spot_price {c.spot_price} is above the on-demand rate of {c.compute_instance_type}"
             )
+        now = datetime.now(UTC)
         org_item = self.registry.org_item(req.org_id)
         if org_item is None:
             errors.append(f"org_id: organisation {req.org_id!r} is not registered")
@@ -97,6 +100,15 @@ class ClusterActivities:
             errors.append(
                 f"region: the regional foundation in {req.region} is {foundation.get('state', 'missing')}, not READY (run ProvisionRegion)"
             )
+        known_types = c.head_instance_type in s.rates and c.compute_instance_type in s.rates
+        spend = budget_status(self.registry, Ledger(self.registry), req.org_id, now, org_item)
+        if spend is not None and known_types:
+            hourly = self._price(c).hourly_usd
+            refusal = budget.creation_refusal(
+                spend.monthly_budget_usd, spend.spent_usd, hourly, now
+            )
+            if refusal:
+                errors.append(refusal)
         existing = self.registry.cluster(req.org_id, req.name)
         wf = activity.info().workflow_id or ""
         if (
@@ -141,9 +153,13 @@ class ClusterActivities:
                     f"region: the foundation in {req.region} lacks outputs {', '.join(missing)}; re-run ProvisionRegion"
                 ]
             )
+        price = self._price(c)
+        if spend is not None:
+            price.rest_of_month_usd = budget.rest_of_month(price.hourly_usd, now)
+            price.budget_left_usd = spend.monthly_budget_usd - spend.spent_usd
         return ClusterPlan(
             warnings=warnings,
-            price=self._price(c),
+            price=price,
             template_body=policies.cluster_template(req.org_id, req.name, tags),
             parameters=params,
             tags=tags,

@@ -62,6 +62,7 @@ with workflow.unsafe.imports_passed_through():
         ResizeStackInput,
         ResolveCustomerInput,
         ReverifyInput,
+        SetOrgBudgetInput,
         SetOrgStateInput,
         ShareImageInput,
         ShareImageResult,
@@ -106,6 +107,11 @@ meter_usage: ActivityStub[MeterUsageInput, MeterUsageResult] = ActivityStub(
 )
 record_correction: ActivityStub[RecordCorrectionInput, CorrectResult] = ActivityStub(
     "record_correction", RecordCorrectionInput, CorrectResult, "BillingActivities"
+)
+
+# --- BudgetActivities --------------------------------------------------------------------------
+set_org_budget: ActivityStub[SetOrgBudgetInput, None] = ActivityStub(
+    "set_org_budget", SetOrgBudgetInput, None, "BudgetActivities"
 )
 
 # --- ClusterActivities -------------------------------------------------------------------------
@@ -276,6 +282,7 @@ ALL: list[ActivityStub[Any, Any]] = [
     resolve_marketplace_customer,
     revoke_image,
     scan_inbox,
+    set_org_budget,
     set_org_state,
     share_image,
     start_cluster_nodes,

@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
     from bridgehead.models import ClusterLifecycleRun, ClusterRuntime, UsageSegment
 
-SIGNALS = ("keep", "stop", "start")
+SIGNALS = ("keep", "stop", "start", "budget_exceeded")
 UPDATES = ("set_deletion_protection",)
 #: Decisions kept in ``status`` (the log and the history keep all of them).
 KEEP_DECISIONS = 20
@@ -75,6 +75,12 @@ class ClusterGuardrails:
     def start(self) -> None:
         """Start a STOPPED cluster again."""
         self._rt.power_request = "start"
+
+    @workflow.signal
+    def budget_exceeded(self) -> None:
+        """Sent by the organisation's ``BillingMeter`` when the month's budget is spent and its
+        action is ``stop``: announced and carried out like any automatic action."""
+        self._rt.budget_requested = True
 
     @workflow.update
     async def set_deletion_protection(
@@ -120,6 +126,7 @@ class ClusterGuardrails:
             rt.delete_requested_at is not None
             or rt.power_request is not None
             or rt.keep_requested
+            or rt.budget_requested
             or workflow.info().is_continue_as_new_suggested()
         )
 
@@ -135,6 +142,15 @@ class ClusterGuardrails:
                 continue
             if rt.keep_requested:
                 self._keep()
+                continue
+            if rt.budget_requested:
+                rt.budget_requested = False
+                if rt.state == ClusterState.RUNNING and rt.pending is None:
+                    await self._announce("budget")
+                else:
+                    self._decide(
+                        "budget spent: nothing to stop (not RUNNING, or an action is pending)"
+                    )
                 continue
             if workflow.info().is_continue_as_new_suggested():
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -216,7 +232,7 @@ class ClusterGuardrails:
         rt.next_idle_check = rules.next_idle_check(now, rt.idle_from, window, floor, reading)
         return False
 
-    async def _announce(self, reason: Literal["idle", "lifetime"]) -> None:
+    async def _announce(self, reason: Literal["idle", "lifetime", "budget"]) -> None:
         rt, c = self._rt, self._in.config
         action = rules.auto_action(c, self._protected)
         now = workflow.now()
@@ -225,11 +241,11 @@ class ClusterGuardrails:
         rt.pending = PendingAction(
             action=action, reason=reason, announced_at=now, due=due, seq=rt.auto_seq
         )
-        why = (
-            f"its head node's CPU stayed below {c.idle_cpu_percent:g}% for {c.auto_stop_idle_minutes} minutes"
-            if reason == "idle"
-            else f"it reached its maximum lifetime of {c.max_lifetime_hours} hours"
-        )
+        why = {
+            "idle": f"its head node's CPU stayed below {c.idle_cpu_percent:g}% for {c.auto_stop_idle_minutes} minutes",
+            "lifetime": f"it reached its maximum lifetime of {c.max_lifetime_hours} hours",
+            "budget": "the organisation's monthly budget is spent",
+        }[reason]
         what = "stopped (storage kept)" if action == "stop" else "deleted"
         self._decide(f"automatic {action} announced ({reason}), due {due:%Y-%m-%dT%H:%M:%SZ}")
         await self._notify(

@@ -23,6 +23,12 @@ from bridgehead.models.billing import (
     UsageLine,
     UsageTotals,
 )
+from bridgehead.models.budget import (
+    BudgetAction,
+    BudgetStatus,
+    SetBudgetInput,
+    SetOrgBudgetInput,
+)
 from bridgehead.models.clusters import (
     TERMINAL_CLUSTER_STATES,
     ClusterConfig,
@@ -263,6 +269,10 @@ __all__ = [
     "ResizeStackInput",
     "NotifyInput",
     "AutoAction",
+    "BudgetAction",
+    "BudgetStatus",
+    "SetBudgetInput",
+    "SetOrgBudgetInput",
     "CpuQuery",
     "CpuReading",
     "DeletionProtectionResult",

@@ -118,6 +118,7 @@ class ClusterRuntime(Model):
     deletion_protection: bool | None = None
     power_request: Literal["stop", "start"] | None = None
     keep_requested: bool = False
+    budget_requested: bool = False
     #: The idle window and the lifetime count from here (RUNNING, a start, a ``keep``).
     idle_from: datetime | None = None
     lifetime_from: datetime | None = None
@@ -235,6 +236,9 @@ class ClusterPrice(Model):
     #: With every compute node up (``compute_max_nodes``): the ceiling autoscaling can reach.
     hourly_usd_at_max: Decimal
     monthly_usd_at_max: Decimal
+    #: With an organisation budget: ``hourly_usd`` until the end of the month, and what is left.
+    rest_of_month_usd: Decimal | None = None
+    budget_left_usd: Decimal | None = None
 
 
 class ClusterPlan(Model):

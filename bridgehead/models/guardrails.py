@@ -16,8 +16,9 @@ class PendingAction(Model):
     arrives first."""
 
     action: AutoAction
-    #: Why: ``idle`` (CPU below the threshold for the whole window) or ``lifetime``.
-    reason: Literal["idle", "lifetime"]
+    #: Why: ``idle`` (CPU below the threshold for the whole window), ``lifetime``, or ``budget``
+    #: (the organisation's monthly budget is spent and its action is ``stop``).
+    reason: Literal["idle", "lifetime", "budget"]
     announced_at: datetime
     due: datetime
     #: Sequence number of the announcement (its email's idempotency key).

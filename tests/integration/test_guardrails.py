@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -187,3 +188,50 @@ async def test_twin_a_busy_cluster_is_read_and_left_running(watched):
     assert watched["mails_busy"] == ["Cluster busy is running"]
     res = watched["results"]["busy"]
     assert res.state == m.ClusterState.DELETED and len(res.segments) == 1
+
+
+async def dry_run(client: Any, name: str) -> m.ClusterResult:
+    return await client.execute_workflow(
+        "ClusterLifecycle",
+        m.ClusterLifecycleInput(org_id=ORG, name=name, region=REGION, config=CFG, dry_run=True),
+        id=f"cluster-{ORG}-{name}",
+        task_queue="bridgehead",
+        result_type=m.ClusterResult,
+    )
+
+
+async def set_budget(client: Any, amount: str | None) -> m.UpdateResult:
+    return await client.get_workflow_handle(f"org-{ORG}").execute_update(
+        "set_budget",
+        m.SetBudgetInput(
+            monthly_budget_usd=None if amount is None else Decimal(amount), budget_action="stop"
+        ),
+        result_type=m.UpdateResult,
+    )
+
+
+async def test_a_cluster_that_would_exceed_the_budget_is_refused_and_the_dry_run_says_why(
+    client, watched
+):
+    from temporalio.client import WorkflowFailureError
+
+    from bridgehead import budget
+
+    r = await set_budget(client, "1")
+    assert r.message == "monthly budget set to $1 (stop at 100 %)"
+    s = await client.get_workflow_handle(f"org-{ORG}").query("status", result_type=m.OrgStatus)
+    assert (s.monthly_budget_usd, s.budget_action) == (Decimal(1), "stop")
+    with pytest.raises(WorkflowFailureError) as e:
+        await dry_run(client, "pricey")
+    text = str(e.value.cause)
+    assert "budget: this cluster would cost $" in text and "left of the $1 monthly budget" in text
+    # Twin: the same dry run under a budget it fits in is accepted and shows the month's price.
+    await set_budget(client, "100000")
+    res = await dry_run(client, "fits")
+    assert res.price is not None and res.price.budget_left_usd is not None
+    assert Decimal(100000) - res.price.budget_left_usd < 10  # what the test's clusters cost
+    expected = budget.rest_of_month(res.price.hourly_usd, datetime.now(UTC))
+    assert abs(res.price.rest_of_month_usd - expected) <= res.price.hourly_usd / 30  # 2 minutes
+    r = await set_budget(client, None)
+    assert r.message == "monthly budget removed"
+    assert (await dry_run(client, "nobudget")).price.rest_of_month_usd is None

@@ -454,3 +454,52 @@ def test_idle_rules(reading, elapsed, idle, next_in):
     assert rules.is_idle(now, T0, HOUR, reading) is idle
     if next_in is not None:
         assert rules.next_idle_check(now, T0, HOUR, FIVE, reading) == now + next_in
+
+
+# --- budget spent ----------------------------------------------------------------------------------
+async def budget_scenario(env, runner=None) -> list[str]:
+    """The meter's ``budget_exceeded`` (budget action ``stop``) on a busy cluster that does not keep
+    storage: announced as a deletion for the budget, deleted after the grace period."""
+    cloud = GuardCloud(busy=[(0, 10_000)])
+    bad: list[str] = []
+
+    async def body(h):
+        await until_state(env, h, m.ClusterState.RUNNING)
+        await h.signal("budget_exceeded")
+        try:
+            s = await until(
+                env, h, lambda s: s.pending_action is not None, timedelta(minutes=1), 10
+            )
+        except AssertionError as e:
+            await h.terminate("budget scenario: never announced")
+            bad.append(f"never announced: {e}")
+            return None
+        assert s.pending_action is not None
+        if (s.pending_action.action, s.pending_action.reason) != ("delete", "budget"):
+            bad.append(f"pending {s.pending_action}")
+        return await h.result()
+
+    res = await run_guarded(env, cloud, config(), body, runner)
+    if res is None:
+        return bad
+    ann = cloud.announcements()
+    if [n.body.split(" because ")[1].split(".")[0] for _, n in ann] != [
+        "the organisation's monthly budget is spent"
+    ]:
+        bad.append(f"announcements {[n.body for _, n in ann]}")
+    if res.state != m.ClusterState.DELETED:
+        bad.append(f"ended {res.state}")
+    return bad
+
+
+async def test_budget_spent_announces_then_deletes_a_cluster_without_kept_storage(ts_env):
+    assert await budget_scenario(ts_env) == []
+
+
+async def test_twin_a_budget_signal_that_announces_nothing_is_caught(ts_env, monkeypatch):
+    async def silent(self, reason):
+        return None
+
+    monkeypatch.setattr(ClusterGuardrails, "_announce", silent)
+    bad = await budget_scenario(ts_env, UnsandboxedWorkflowRunner())
+    assert any(b.startswith("never announced") for b in bad), bad
