@@ -503,3 +503,41 @@ async def test_twin_a_budget_signal_that_announces_nothing_is_caught(ts_env, mon
     monkeypatch.setattr(ClusterGuardrails, "_announce", silent)
     bad = await budget_scenario(ts_env, UnsandboxedWorkflowRunner())
     assert any(b.startswith("never announced") for b in bad), bad
+
+
+# --- the Temporal cost of watching ----------------------------------------------------------------
+WATCH_HOURS = 24
+
+
+async def actions_of_a_day(env, cfg: m.ClusterConfig) -> int:
+    """Temporal actions (bridgehead.history_stats) of a busy cluster running for a day."""
+    from bridgehead.history_stats import count_actions
+
+    async def body(h):
+        await until_state(env, h, m.ClusterState.RUNNING)
+        await env.sleep(timedelta(hours=WATCH_HOURS))
+        n = count_actions((await h.fetch_history()).events)
+        await h.terminate("measured")
+        return n
+
+    return await run_guarded(env, GuardCloud(busy=[(0, 100_000)]), cfg, body)
+
+
+async def watching_cost_per_hour(env) -> float:
+    """Actions per cluster-hour that idle watching (N = 60) adds to the same cluster unwatched."""
+    watched = await actions_of_a_day(env, config(auto_stop_idle_minutes=60))
+    plain = await actions_of_a_day(env, config())
+    return (watched - plain) / WATCH_HOURS
+
+
+async def test_watching_a_busy_cluster_costs_at_most_4_actions_per_cluster_hour(ts_env):
+    per_hour = await watching_cost_per_hour(ts_env)
+    print(f"watching: {per_hour:.2f} actions per cluster-hour")
+    assert 0 < per_hour <= 4, per_hour  # docs/benchmarks.md: <= 4 per cluster-hour
+
+
+async def test_twin_reading_every_five_minutes_costs_more_than_4(ts_env, monkeypatch):
+    monkeypatch.setattr(
+        rules, "next_idle_check", lambda now, since, window, floor, reading: now + floor
+    )
+    assert await watching_cost_per_hour(ts_env) > 4
