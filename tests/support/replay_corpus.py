@@ -3,7 +3,7 @@ which paths it holds, and the one way to store a history into it.
 
 Coverage is read from the histories themselves (never from file names): an encrypted payload, a
 continue-as-new (ending in one, or starting as one), a resize, a failed stack, a cancel, an
-offboarding, and both drop-box workflows.
+offboarding, both drop-box workflows, a cluster's guard rails and the meter's budget stop.
 
 Storing refuses to overwrite a history that no longer replays against today's code: re-recording
 would hide the non-determinism the corpus exists to catch. Guard the change with
@@ -95,6 +95,19 @@ FEATURES: dict[str, Callable[[WorkflowHistory], bool]] = {
         and _result_state(h) == "CANCELLED"
     ),
     "offboarding": lambda h: _type(h) == "OnboardOrganization" and "offboard" in _updates(h),
+    # Issue 21: guard rails (an automatic stop announced, kept, carried out; start; protection).
+    "guard-rails": lambda h: (
+        _type(h) == "ClusterLifecycle"
+        and {"keep", "start", "delete"} <= _signals(h)
+        and "set_deletion_protection" in _updates(h)
+    ),
+    "budget-stop": lambda h: (
+        _type(h) == "BillingMeter"
+        and any(
+            e.event_type == EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED
+            for e in h.events
+        )
+    ),
     "dropbox-request": lambda h: _type(h) == "DropboxRequest",
     "dropbox-watch": lambda h: _type(h) == "DropboxWatch",
 }
