@@ -252,7 +252,7 @@ class ClusterGuardrails:
             f"auto-{rt.auto_seq}-{action}",
             f"Cluster {self._in.name} will be {what} at {due:%H:%M} UTC",
             f"Cluster {self._in.name} in {self._in.region} will be {what} at {due:%Y-%m-%d %H:%M} UTC "
-            f"because {why}. To keep it, send the signal keep (starter cluster keep {self._in.org_id} {self._in.name}) before then.",
+            f"because {why}. To keep it, send the signal keep (starter cluster keep --org {self._in.org_id} --name {self._in.name}) before then.",
         )
 
     async def _carry_out(self) -> None:

@@ -8,6 +8,7 @@ from starter.commands import (
     cluster,
     completion,
     dropbox,
+    guardrails,
     marketplace,
     onboard,
     stack,
@@ -15,4 +16,14 @@ from starter.commands import (
 )
 
 #: In the order ``--help`` lists them.
-FAMILIES = (stack, workflows, onboard, cluster, dropbox, billing, marketplace, completion)
+FAMILIES = (
+    stack,
+    workflows,
+    onboard,
+    guardrails,
+    cluster,
+    dropbox,
+    billing,
+    marketplace,
+    completion,
+)

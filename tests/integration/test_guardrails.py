@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -22,6 +23,7 @@ import pytest_asyncio
 from bridgehead import models as m
 from starter.local import customer_admin
 from tests.integration.helpers import onboard_ready, wait_for
+from tests.integration.test_starter_cli import starter
 
 pytestmark = pytest.mark.integration
 ORG, ACCOUNT, REGION = "idler", "292929292929", "us-east-1"
@@ -140,7 +142,12 @@ async def watched(client, stack) -> dict[str, Any]:
             if e.HasField("activity_task_scheduled_event_attributes")
             and e.activity_task_scheduled_event_attributes.activity_type.name == "head_cpu"
         )
-        await quiet.signal("start")
+        # through the CLI: starter cluster start
+        started = await asyncio.to_thread(
+            starter, stack, "cluster", "start", "--org", ORG, "--name", "quiet", "--json"
+        )
+        assert started.returncode == 0, started.stderr
+        out["cli_start"] = json.loads(started.stdout)
         await wait_for(
             quiet, "status", m.ClusterStatus, lambda s: s.state == m.ClusterState.RUNNING, 60
         )
@@ -173,6 +180,7 @@ async def test_an_idle_cluster_is_announced_by_email_then_stopped_keeping_storag
     assert watched["quiet_desired_stopped"] == 0
     assert watched["quiet_head_started"] in ("pending", "running")
     assert watched["quiet_desired_started"] == 1
+    assert watched["cli_start"] == {"signalled": "start", "workflow_id": f"cluster-{ORG}-quiet"}
     res = watched["results"]["quiet"]
     assert res.state == m.ClusterState.DELETED
     assert len(res.segments) == 2
@@ -211,7 +219,7 @@ async def set_budget(client: Any, amount: str | None) -> m.UpdateResult:
 
 
 async def test_a_cluster_that_would_exceed_the_budget_is_refused_and_the_dry_run_says_why(
-    client, watched
+    client, stack, watched
 ):
     from temporalio.client import WorkflowFailureError
 
@@ -232,6 +240,9 @@ async def test_a_cluster_that_would_exceed_the_budget_is_refused_and_the_dry_run
     assert Decimal(100000) - res.price.budget_left_usd < 10  # what the test's clusters cost
     expected = budget.rest_of_month(res.price.hourly_usd, datetime.now(UTC))
     assert abs(res.price.rest_of_month_usd - expected) <= res.price.hourly_usd / 30  # 2 minutes
-    r = await set_budget(client, None)
-    assert r.message == "monthly budget removed"
+    removed = await asyncio.to_thread(
+        starter, stack, "org", "set-budget", "--org", ORG, "--remove", "--json"
+    )
+    assert removed.returncode == 0, removed.stderr
+    assert json.loads(removed.stdout)["message"] == "monthly budget removed"
     assert (await dry_run(client, "nobudget")).price.rest_of_month_usd is None
