@@ -541,3 +541,17 @@ async def test_twin_reading_every_five_minutes_costs_more_than_4(ts_env, monkeyp
         rules, "next_idle_check", lambda now, since, window, floor, reading: now + floor
     )
     assert await watching_cost_per_hour(ts_env) > 4
+
+
+def test_auto_action_stops_when_storage_is_kept_or_deletion_is_protected():
+    got = {
+        (keeps, protected): rules.auto_action(config(stop_keeps_storage=keeps), protected)
+        for keeps in (False, True)
+        for protected in (False, True)
+    }
+    assert got == {
+        (False, False): "delete",
+        (False, True): "stop",
+        (True, False): "stop",
+        (True, True): "stop",
+    }
