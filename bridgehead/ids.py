@@ -29,6 +29,17 @@ CLUSTER_NAME_RE = r"^[A-Za-z][-A-Za-z0-9]{0,59}$"
 DROPBOX_WATCH_SCHEDULE = "dropbox-watch"
 
 
+def hyphen_prefixes(org_id: str) -> list[str]:
+    """The shorter organisation ids that ``org_id`` extends at a hyphen (``a-b-c``: ``a``,
+    ``a-b``). Organisation ids are kept free of each other's hyphen prefixes (registration refuses
+    ``acme-prod`` once ``acme`` exists, and the other way round), because workflow ids join ids
+    with single hyphens: ``cluster-{org}-{name}`` for org ``acme`` and cluster ``prod-db`` equals
+    org ``acme-prod``'s cluster ``db``, and ``org-{org}-images`` of ``acme`` is ``org-{org}`` of
+    ``acme-images``."""
+    parts = org_id.split("-")
+    return ["-".join(parts[:i]) for i in range(1, len(parts))]
+
+
 class WorkflowIdMismatch(ValueError):
     """A workflow was started under an id that its input does not produce."""
 

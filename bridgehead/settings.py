@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     rates: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_RATES))
     vcpus: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_VCPUS))
     max_compute_nodes: int = 64
+    #: How long the head node has to signal readiness (``cfn-signal`` in its user data) before its
+    #: ``CreationPolicy`` fails the stack: the cluster template's ``ResourceSignal`` timeout.
+    head_bootstrap_minutes: int = Field(default=20, ge=5, le=120)
     min_head_volume_gb: int = 20
     max_head_volume_gb: int = 16384
     #: Shortest ``auto_stop_idle_minutes`` accepted: watching costs at most 240 / N Temporal

@@ -1,7 +1,7 @@
 """Pure checks of a customer role: its trust policy, what its policies grant beyond what Bridgehead
 needs, and the retry rule for a role IAM has not propagated yet.
 
-No AWS calls: ``activities/verification.py`` reads the documents and calls these functions; tests
+No AWS calls: ``activities/verification/`` reads the documents and calls these functions; tests
 call them directly with adversarial documents. Every failed check carries its fix.
 """
 

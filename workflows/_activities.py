@@ -20,6 +20,8 @@ with workflow.unsafe.imports_passed_through():
         CloseBillingPeriodsInput,
         CloseBillingPeriodsResult,
         ClusterPlan,
+        ConsoleTail,
+        ConsoleTailInput,
         CopyImageInput,
         CorrectResult,
         CpuQuery,
@@ -34,6 +36,8 @@ with workflow.unsafe.imports_passed_through():
         FindImageInput,
         FindImageResult,
         FoundationRecord,
+        FoundationStates,
+        FoundationStatesInput,
         FoundationTemplateInput,
         ImageInRegion,
         Leftovers,
@@ -115,6 +119,9 @@ set_org_budget: ActivityStub[SetOrgBudgetInput, None] = ActivityStub(
 )
 
 # --- ClusterActivities -------------------------------------------------------------------------
+head_console_tail: ActivityStub[ConsoleTailInput, ConsoleTail] = ActivityStub(
+    "head_console_tail", ConsoleTailInput, ConsoleTail, "ClusterActivities"
+)
 notify: ActivityStub[NotifyInput, bool] = ActivityStub(
     "notify", NotifyInput, bool, "ClusterActivities"
 )
@@ -210,6 +217,9 @@ begin_foundation_delete: ActivityStub[RegionClustersInput, RegionClusters] = Act
 check_vcpu_quota: ActivityStub[QuotaCheckInput, QuotaReport] = ActivityStub(
     "check_vcpu_quota", QuotaCheckInput, QuotaReport, "RegionActivities"
 )
+foundation_states: ActivityStub[FoundationStatesInput, FoundationStates] = ActivityStub(
+    "foundation_states", FoundationStatesInput, FoundationStates, "RegionActivities"
+)
 find_leftovers: ActivityStub[LeftoversInput, Leftovers] = ActivityStub(
     "find_leftovers", LeftoversInput, Leftovers, "RegionActivities"
 )
@@ -264,6 +274,8 @@ ALL: list[ActivityStub[Any, Any]] = [
     ensure_reverify_schedule,
     find_leftovers,
     find_platform_image,
+    foundation_states,
+    head_console_tail,
     head_cpu,
     load_dropbox_request,
     meter_usage,

@@ -39,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import _activities as acts
 from workflows._budget import act_on_budget
-from workflows._common import require_payload, root_message, upsert
+from workflows._common import bind_input, require_payload, root_message, upsert
 from workflows._options import AWS_CALL, NOTIFY, REGISTRY
 
 TICKS_PER_RUN = 100
@@ -124,19 +124,10 @@ class BillingMeterWorkflow:
     @workflow.run
     async def run(self, input: BillingMeterInput) -> UsageTotals:
         if workflow.patched("billing-input-checks"):
-            try:
-                ids.check_workflow_id(
-                    workflow.info().workflow_id, ids.billing_workflow_id(input.org_id)
-                )
-            except ids.WorkflowIdMismatch as e:
-                raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
-            carried = [f for f in ("cursor", "totals", "stopping") if getattr(input, f)]
-            if carried and not workflow.info().continued_run_id:
-                raise ApplicationError(
-                    f"{', '.join(carried)}: internal state, accepted only by a run continued from a previous run; "
-                    'start BillingMeter with {"org_id": ...} only',
-                    type="BadInput",
-                )
+            bind_input(
+                ids.billing_workflow_id(input.org_id),
+                carried={f: getattr(input, f) for f in ("cursor", "totals", "stopping")},
+            )
         upsert(org_id=input.org_id)
         t = self._totals
         tick = timedelta(minutes=input.tick_minutes)
@@ -294,13 +285,7 @@ class BillingReportWorkflow:
 
     @workflow.run
     async def run(self, input: BillingReportInput) -> BillingReport:
-        try:
-            ids.check_workflow_id(
-                workflow.info().workflow_id,
-                ids.billing_report_workflow_id(input.org_id, input.month),
-            )
-        except ids.WorkflowIdMismatch as e:
-            raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
+        bind_input(ids.billing_report_workflow_id(input.org_id, input.month))
         req = input.model_copy(update={"now": input.now or workflow.now()})
         return await acts.billing_report(
             req, summary=f"billing report of {input.org_id}", **REGISTRY

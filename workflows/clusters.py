@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
 
     from bridgehead import ids, metrics
+    from bridgehead.capacity import connect_info
     from bridgehead.models import (
         ClusterConfig,
         ClusterLifecycleRun,
@@ -42,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import _activities as acts
 from workflows import _guardrails as guard
+from workflows._capacity import FailsOverCapacity
 from workflows._common import (
     ReportsUnknownRequests,
     bind_input,
@@ -72,7 +74,9 @@ _DROPBOX_SUFFIX: dict[str, DropboxSuffix] = {
 
 
 @workflow.defn(name="ClusterLifecycle", failure_exception_types=[ValidationError])
-class ClusterLifecycleWorkflow(guard.ClusterGuardrails, ReportsUnknownRequests):
+class ClusterLifecycleWorkflow(
+    guard.ClusterGuardrails, FailsOverCapacity, ReportsUnknownRequests
+):
     KNOWN_SIGNALS = _SIGNALS
     KNOWN_UPDATES = _UPDATES
 
@@ -92,6 +96,7 @@ class ClusterLifecycleWorkflow(guard.ClusterGuardrails, ReportsUnknownRequests):
             self._rt.stack_name = ids.cluster_stack(input.org_id, input.name)
         self._lock = asyncio.Lock()
         self._unknown: list[str] = []
+        self._plan: ClusterPlan | None = None
 
     # --- interface ------------------------------------------------------------------------------
     def _log_subject(self) -> dict[str, str]:
@@ -113,6 +118,11 @@ class ClusterLifecycleWorkflow(guard.ClusterGuardrails, ReportsUnknownRequests):
             failure_resource=rt.failure_resource,
             failure_reason=rt.failure_reason,
             ignored_requests=self._unknown[-20:],
+            compute_instance_type=self._compute_type if rt.attempts or rt.segments else None,
+            attempts=rt.attempts,
+            connect=connect_info(rt.outputs, self._in.region, self._in.config)
+            if rt.state == ClusterState.RUNNING
+            else None,
             deletion_protection=self._protected,
             pending_action=rt.pending,
             stopped_at=rt.stopped_at,
@@ -208,15 +218,12 @@ class ClusterLifecycleWorkflow(guard.ClusterGuardrails, ReportsUnknownRequests):
         require_input(input, "ClusterLifecycle", _EXAMPLE)
         assert input is not None
         parent = workflow.info().parent
-        bind_input(
-            ids.cluster_workflow_id(input.org_id, input.name), carried={"runtime": input.runtime}
-        )
         # Only a DropboxRequest (ids bound to the request file it read) starts clusters as a child.
         from_dropbox = parent is not None and parent.workflow_id.startswith("dropbox-")
         bind_input(
             ids.cluster_workflow_id(input.org_id, input.name),
-            carried={"dropbox": input.dropbox},
-            carried_allowed=from_dropbox,
+            carried={"runtime": input.runtime, "dropbox": input.dropbox},
+            fresh_allowed=("dropbox",) if from_dropbox else (),
         )
         rt = self._rt
         upsert(org_id=input.org_id, cluster=input.name, region=input.region, status=rt.state.value)
@@ -241,7 +248,7 @@ class ClusterLifecycleWorkflow(guard.ClusterGuardrails, ReportsUnknownRequests):
                         region=input.region,
                         stack_name=rt.stack_name,
                         template_body=plan.template_body,
-                        parameters=plan.parameters,
+                        parameters=self._first_attempt(plan),
                         tags=plan.tags,
                         client_request_token=request_token("cluster-create"),
                         keep_on_failure=input.keep_failed_stack,
@@ -252,7 +259,7 @@ class ClusterLifecycleWorkflow(guard.ClusterGuardrails, ReportsUnknownRequests):
             except ActivityError as e:
                 rt.failure_reason = root_message(e)
                 await self._fail(delete_stack=False)
-        if rt.state == ClusterState.CREATING:
+        while rt.state == ClusterState.CREATING:  # again after a capacity failover
             await self._wait_creation()
         if rt.state in (ClusterState.RUNNING, ClusterState.STOPPED):
             await self._run_until_deleted()
@@ -278,7 +285,8 @@ class ClusterLifecycleWorkflow(guard.ClusterGuardrails, ReportsUnknownRequests):
         self._rt.admin_email = plan.admin_email
         c = i.config
         nodes = {c.head_instance_type: 1}
-        nodes[c.compute_instance_type] = nodes.get(c.compute_instance_type, 0) + c.compute_max_nodes
+        first = c.compute_types[0]
+        nodes[first] = nodes.get(first, 0) + c.compute_max_nodes
         quota: QuotaReport = await acts.check_vcpu_quota(
             QuotaCheckInput(org_id=i.org_id, region=i.region, nodes=nodes),
             summary="check EC2 vCPU quota",
@@ -308,6 +316,8 @@ class ClusterLifecycleWorkflow(guard.ClusterGuardrails, ReportsUnknownRequests):
             ref, self._progress, f"wait for stack {rt.stack_name}", interrupt=self._stop_creating
         )
         if self._stop_creating():
+            if rt.attempts:
+                rt.attempts[-1].outcome = "cancelled"
             self._set(ClusterState.DELETING)
             await self._delete(final=ClusterState.CANCELLED)
             return
@@ -320,6 +330,8 @@ class ClusterLifecycleWorkflow(guard.ClusterGuardrails, ReportsUnknownRequests):
                 else workflow.now()
             )
             rt.segments = [self._segment(started, rt.compute_nodes)]
+            if rt.attempts:
+                rt.attempts[-1].outcome = "running"
             self._set(ClusterState.RUNNING)
             await self._register(ClusterState.RUNNING)
             await self._notify(
@@ -332,6 +344,9 @@ class ClusterLifecycleWorkflow(guard.ClusterGuardrails, ReportsUnknownRequests):
                 poll.failure_resource,
                 poll.failure_reason or poll.status,
             )
+            await self._explain_bootstrap_failure(poll)
+            if await self._next_attempt(poll):
+                return  # still CREATING: the run waits for the next attempt
             await self._fail(delete_stack=not self._in.keep_failed_stack)
 
     async def _run_until_deleted(self) -> None:
@@ -456,6 +471,8 @@ class ClusterLifecycleWorkflow(guard.ClusterGuardrails, ReportsUnknownRequests):
             failure_resource=rt.failure_resource,
             failure_reason=rt.failure_reason,
             segments=rt.segments,
+            compute_instance_type=self._compute_type if rt.attempts or rt.segments else None,
+            attempts=rt.attempts,
         )
 
     @property
@@ -490,7 +507,7 @@ class ClusterLifecycleWorkflow(guard.ClusterGuardrails, ReportsUnknownRequests):
         return UsageSegment(
             start=start,
             head_instance_type=c.head_instance_type,
-            compute_instance_type=c.compute_instance_type,
+            compute_instance_type=self._compute_type,
             compute_nodes=nodes,
         )
 
@@ -531,7 +548,7 @@ class ClusterLifecycleWorkflow(guard.ClusterGuardrails, ReportsUnknownRequests):
                 failure_reason=rt.failure_reason,
                 segments=rt.segments,
                 head_instance_type=i.config.head_instance_type,
-                compute_instance_type=i.config.compute_instance_type,
+                compute_instance_type=self._compute_type,
             ),
             summary=f"registry: {state.value}",
             **REGISTRY,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
@@ -33,6 +33,7 @@ from workflows import _activities as acts
 from workflows._common import bind_input, require_input, root_message, upsert
 from workflows._options import AWS_CALL, REGISTRY
 from workflows._waiting import wait_for_stack
+from workflows.foundations import FOUNDATION_CHANGED
 
 
 def request_token(step: str) -> str:
@@ -42,6 +43,24 @@ def request_token(step: str) -> str:
         f"{info.workflow_id}/{info.first_execution_run_id}/{step}".encode()
     ).hexdigest()[:40]
     return f"bh-{step[:20]}-{digest}".replace("_", "-")
+
+
+async def tell_org(org_id: str) -> None:
+    """Signal ``org-{org_id}`` that a foundation changed (it reads the registry), unless the
+    organisation workflow started this one (it records the outcome itself). Best effort: an
+    organisation whose workflow has ended (offboarded) or never ran has nothing to update."""
+    org_wf = ids.org_workflow_id(org_id)
+    parent = workflow.info().parent
+    if parent is not None and parent.workflow_id == org_wf:
+        return
+    if not workflow.patched("tell-org-foundation"):
+        return
+    try:
+        await workflow.get_external_workflow_handle(org_wf).signal(FOUNDATION_CHANGED)
+    except FailureError as e:
+        workflow.logger.info(
+            f"{org_wf} not told of the foundation change: {e.message}", extra={"org_id": org_id}
+        )
 
 
 @workflow.defn(name="ProvisionRegion", failure_exception_types=[ValidationError])
@@ -137,6 +156,8 @@ class ProvisionRegionWorkflow:
             ),
             **REGISTRY,
         )
+        if state in ("READY", "FAILED"):
+            await tell_org(st.org_id)
 
 
 @workflow.defn(name="CleanupRegion", failure_exception_types=[ValidationError])
@@ -181,6 +202,7 @@ class CleanupRegionWorkflow:
                 ),
                 **REGISTRY,
             )
+            await tell_org(input.org_id)
             raise ApplicationError(
                 f"deleting {name} failed: {poll.failure_resource or ''} {poll.failure_reason or poll.status}".strip(),
                 type="CleanupFailed",
@@ -210,6 +232,7 @@ class CleanupRegionWorkflow:
             ),
             **REGISTRY,
         )
+        await tell_org(input.org_id)
         if left.resources:
             raise ApplicationError(
                 f"foundation stack deleted, but resources tagged for {input.org_id} remain in {input.region}: "

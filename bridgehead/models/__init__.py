@@ -31,6 +31,7 @@ from bridgehead.models.budget import (
 )
 from bridgehead.models.clusters import (
     TERMINAL_CLUSTER_STATES,
+    CapacityAttempt,
     ClusterConfig,
     ClusterLifecycleInput,
     ClusterLifecycleRun,
@@ -40,8 +41,12 @@ from bridgehead.models.clusters import (
     ClusterRuntime,
     ClusterState,
     ClusterStatus,
+    ConnectInfo,
+    ConsoleTail,
+    ConsoleTailInput,
     DropboxTarget,
     NotifyInput,
+    Placement,
     RegisterClusterInput,
     ResizeInput,
     ResizeResult,
@@ -144,6 +149,8 @@ from bridgehead.models.stacks import (
     CleanupResult,
     ClusterSummary,
     FoundationRecord,
+    FoundationStates,
+    FoundationStatesInput,
     FoundationStatus,
     FoundationTemplateInput,
     Leftovers,
@@ -161,6 +168,11 @@ from bridgehead.models.stacks import (
 )
 
 __all__ = [
+    "CapacityAttempt",
+    "ConnectInfo",
+    "ConsoleTail",
+    "ConsoleTailInput",
+    "Placement",
     "BillingReport",
     "BillingReportInput",
     "CorrectInput",
@@ -241,6 +253,8 @@ __all__ = [
     "ProvisionRegionInput",
     "FoundationStatus",
     "FoundationRecord",
+    "FoundationStates",
+    "FoundationStatesInput",
     "FoundationTemplateInput",
     "RenderedTemplate",
     "CleanupRegionInput",

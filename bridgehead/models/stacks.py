@@ -156,6 +156,16 @@ class RegionClusters(Model):
     stack_name: str | None = None
 
 
+class FoundationStatesInput(Model):
+    org_id: OrgId
+
+
+class FoundationStates(Model):
+    """Each regional foundation's state as the registry records it (region -> state)."""
+
+    states: dict[str, str]
+
+
 class LeftoversInput(Model):
     org_id: OrgId
     region: str

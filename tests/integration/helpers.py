@@ -5,8 +5,12 @@ import json
 import time
 from typing import Any
 
+from bridgehead import ids
 from bridgehead import models as m
 from starter.local import LocalStack
+
+#: Where verification (and what follows it) settles: the organisation needs nothing more from us.
+SETTLED = (m.OrgState.READY, m.OrgState.ACTION_REQUIRED)
 
 
 async def wait_for(handle: Any, qname: str, rtype: type, pred: Any, timeout: float = 120) -> Any:
@@ -118,22 +122,46 @@ def create_node_roles(iam: Any, artifacts: m.OrgArtifacts) -> None:
         iam.add_role_to_instance_profile(InstanceProfileName=node["name"], RoleName=node["name"])
 
 
+async def submit_role_and_settle(handle: Any, role_arn: str, timeout: float = 300) -> m.OrgStatus:
+    """Submit the role and wait until the organisation settles (READY or ACTION_REQUIRED)."""
+    await handle.execute_update(
+        "submit_role", m.SubmitRoleInput(role_arn=role_arn), result_type=m.UpdateResult
+    )
+    return await wait_for(handle, "status", m.OrgStatus, lambda s: s.state in SETTLED, timeout)
+
+
 async def onboard_ready(
     client: Any, stack: LocalStack, org_id: str, account: str, regions: list[str] | None = None
 ) -> m.OrgStatus:
     h = await start_org(client, org_id, account, regions)
     s = await h.query("status", result_type=m.OrgStatus)
     arn = launch_role_template(stack, account, s, f"bridgehead-access-{org_id}")
-    await h.execute_update(
-        "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
+    return await submit_role_and_settle(h, arn, 300)
+
+
+async def start_cluster(
+    client: Any,
+    inp: m.ClusterLifecycleInput,
+    timeout: float = 180,
+) -> tuple[Any, m.ClusterStatus]:
+    """Start ``ClusterLifecycle`` under its contract id and wait until it is RUNNING or FAILED;
+    returns the handle and that status (the caller asserts which)."""
+    handle = await client.start_workflow(
+        "ClusterLifecycle",
+        inp,
+        id=ids.cluster_workflow_id(inp.org_id, inp.name),
+        task_queue="bridgehead",
+        result_type=m.ClusterResult,
     )
-    return await wait_for(
-        h,
-        "status",
-        m.OrgStatus,
-        lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
-        300,
-    )
+    done = (m.ClusterState.RUNNING, m.ClusterState.FAILED)
+    status = await wait_for(handle, "status", m.ClusterStatus, lambda s: s.state in done, timeout)
+    return handle, status
+
+
+async def delete_cluster(handle: Any) -> m.ClusterResult:
+    """Send ``delete`` and return the cluster's result."""
+    await handle.signal("delete")
+    return await handle.result()
 
 
 async def history_json(client: Any, wf_id: str) -> str:

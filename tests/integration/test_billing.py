@@ -120,6 +120,8 @@ def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_ho
             compute_nodes=2,
         )
         reg.update(f"ORG#{org}", "CLUSTER#c1", {"segments": [seg.model_dump(mode="json")]})
+        if until is not None:  # a final close happens only when offboarding
+            reg.update(f"ORG#{org}", "META", {"state": "OFFBOARDING"})
         env.run(
             acts.close_billing_periods,
             m.CloseBillingPeriodsInput(
@@ -304,3 +306,40 @@ async def test_meter_crash_between_ledger_write_and_ack_bills_once(ts_env, stack
     assert abs(usage.cost_usd - expected) <= Decimal("0.01") * len(
         entries
     )  # hourly entries round to the cent
+
+
+def _final_close_of(org: str, state: str) -> str | None:
+    """The refusal of a final close for an org in ``state`` (None when it closed)."""
+    from temporalio.exceptions import ApplicationError
+
+    aws, reg = ledger_org(org, "212121219999")
+    reg.update(f"ORG#{org}", "META", {"state": state})
+    acts = BillingActivities(aws, reg)
+    until = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+    try:
+        ActivityEnvironment().run(
+            acts.close_billing_periods,
+            m.CloseBillingPeriodsInput(org_id=org, until=until, final=True),
+        )
+    except ApplicationError as e:
+        return f"{e.type}: {e.message}"
+    return None
+
+
+def test_only_offboarding_ends_the_meter(stack):
+    """The ``stop`` signal is not authenticated: a forged one on a READY org's meter must not end
+    billing for good. The final close is refused unless the registry says the org is
+    offboarding (the meter then ticks on: tests/workflows/test_billing_timeskip.py)."""
+    refused = _final_close_of("stopready", "READY")
+    assert refused is not None and refused.startswith("BillingStopRefused") and "READY" in refused
+    assert _final_close_of("stopoff", "OFFBOARDING") is None
+
+
+def test_twin_a_final_close_without_the_state_check_ends_a_ready_orgs_meter(stack, monkeypatch):
+    from activities.registry import Registry
+
+    real = Registry.org_item
+    monkeypatch.setattr(
+        Registry, "org_item", lambda self, o: {**(real(self, o) or {}), "state": "OFFBOARDING"}
+    )
+    assert _final_close_of("stoptwin", "READY") is None, "planted: the READY org's meter would stop"

@@ -20,7 +20,13 @@ import pytest
 from bridgehead import ids
 from bridgehead import models as m
 from starter.local import PLATFORM_ACCOUNT
-from tests.integration.helpers import create_role_directly, start_org, wait_for
+from tests.integration.helpers import (
+    create_role_directly,
+    delete_cluster,
+    start_cluster,
+    start_org,
+    submit_role_and_settle,
+)
 from tests.support.snapshot import creations, snapshot, snapshot_async
 
 pytestmark = pytest.mark.integration
@@ -89,34 +95,15 @@ async def test_lost_responses_on_mutating_calls_create_nothing_twice(
     proxy.fail_next_after.update(FORCED)
     proxy.after_rate = RATE
     try:
-        await h.execute_update(
-            "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
-        )
-        s = await wait_for(
-            h,
-            "status",
-            m.OrgStatus,
-            lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
-            300,
-        )
+        s = await submit_role_and_settle(h, arn, 300)
         assert s.state == m.OrgState.READY, s
-        ch = await client.start_workflow(
-            "ClusterLifecycle",
+        ch, cs = await start_cluster(
+            client,
             m.ClusterLifecycleInput(org_id="enf6", name="k1", region=REGION, config=CFG),
-            id=ids.cluster_workflow_id("enf6", "k1"),
-            task_queue="bridgehead",
-            result_type=m.ClusterResult,
-        )
-        cs = await wait_for(
-            ch,
-            "status",
-            m.ClusterStatus,
-            lambda s: s.state in (m.ClusterState.RUNNING, m.ClusterState.FAILED),
             300,
         )
         assert cs.state == m.ClusterState.RUNNING, cs
-        await ch.signal("delete")
-        assert (await ch.result()).state == m.ClusterState.DELETED
+        assert (await delete_cluster(ch)).state == m.ClusterState.DELETED
     finally:
         proxy.after_rate = 0.0
         leftover = {k: v for k, v in proxy.fail_next_after.items() if v}

@@ -13,14 +13,16 @@ from bridgehead import ids
 from bridgehead import models as m
 from starter.local import customer_admin
 from tests.integration.helpers import (
+    SETTLED,
+    delete_cluster,
     launch_role_template,
+    start_cluster,
     start_org,
     temporary_admin_keys,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
-SETTLED = (m.OrgState.READY, m.OrgState.ACTION_REQUIRED)
 
 
 def add_trust_statement(st: dict):  # noqa: ANN201
@@ -257,23 +259,13 @@ async def test_ongoing_policy_keeps_clusters_working_and_says_what_needs_the_set
         compute_initial_nodes=1,
         compute_max_nodes=2,
     )
-    ch = await client.start_workflow(
-        "ClusterLifecycle",
+    ch, cs = await start_cluster(
+        client,
         m.ClusterLifecycleInput(org_id=org, name="o1", region="us-east-1", config=cfg),
-        id=ids.cluster_workflow_id(org, "o1"),
-        task_queue="bridgehead",
-        result_type=m.ClusterResult,
-    )
-    cs = await wait_for(
-        ch,
-        "status",
-        m.ClusterStatus,
-        lambda x: x.state in (m.ClusterState.RUNNING, m.ClusterState.FAILED),
         180,
     )
     assert cs.state == m.ClusterState.RUNNING, cs.failure_reason
-    await ch.signal("delete")
-    assert (await ch.result()).state == m.ClusterState.DELETED
+    assert (await delete_cluster(ch)).state == m.ClusterState.DELETED
 
 
 async def test_bad_verification_level_updates_are_refused_and_change_nothing(client, stack):

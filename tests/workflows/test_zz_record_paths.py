@@ -138,6 +138,58 @@ async def test_record_billing_continue_as_new(ts_env):
     await store(second, "BillingMeter--continuation")
 
 
+async def test_record_foundation_follow(ts_env):
+    """A direct CleanupRegion that signals the organisation (``tell-org-foundation``) and the
+    organisation that reads the registry and follows (``org-follows-foundations``)."""
+    from tests.workflows.test_foundation_follow_timeskip import REGIONS, registry_fakes
+    from tests.workflows.test_offboard_timeskip import SeedOrganization, ready_org, seeded
+
+    registry = dict.fromkeys(REGIONS, "READY")
+    tq, org = f"tq-{uuid.uuid4()}", "acme"
+    cleanup_id = ids.cleanup_workflow_id(org, "us-west-1")
+    with ThreadPoolExecutor(4) as ex:
+        async with Worker(
+            ts_env.client,
+            task_queue=tq,
+            workflows=[*WORKFLOWS, SeedOrganization],
+            activities=registry_fakes(registry, []),
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
+            h = await seeded(ts_env.client, ready_org(org), tq)
+            await ts_env.client.execute_workflow(
+                "CleanupRegion",
+                m.CleanupRegionInput(org_id=org, region="us-west-1"),
+                id=cleanup_id,
+                task_queue=tq,
+            )
+            for _ in range(100):
+                s = await h.query("status", result_type=m.OrgStatus)
+                if s.regions["us-west-1"].foundation == "DELETED":
+                    break
+                await ts_env.sleep(1)
+            assert s.regions["us-west-1"].foundation == "DELETED"
+            org_history = await h.fetch_history()
+            cleanup = await ts_env.client.get_workflow_handle(cleanup_id).fetch_history()
+            await h.terminate("recorded")
+    assert "foundation-followed" in features(org_history), features(org_history)
+    assert "cleanup-tells-org" in features(cleanup), features(cleanup)
+    await store(org_history, "OnboardOrganization--foundation-followed")
+    await store(cleanup, "CleanupRegion--tells-org")
+
+
+async def test_record_capacity_failover(ts_env):
+    """A cluster whose first two attempts find no capacity and whose third runs (issue 21)."""
+    from tests.workflows.test_capacity_timeskip import CapacityCloud, fail_over
+
+    cloud = CapacityCloud()
+    _, res = await fail_over(ts_env, cloud)
+    wf_id = ids.cluster_workflow_id("acme", res.name)
+    hist = await ts_env.client.get_workflow_handle(wf_id).fetch_history()
+    assert "capacity-failover" in features(hist), features(hist)
+    await store(hist, "ClusterLifecycle--capacity-failover")
+
+
 async def test_record_guard_rails_and_budget(ts_env):
     """Issue 21: a guarded cluster (an idle stop announced, kept, announced again and carried out;
     start; a delete refused by deletion protection, protection off, delete) and a meter whose
