@@ -126,7 +126,9 @@ class ClusterActivities:
         spend = budget_status(self.registry, Ledger(self.registry), req.org_id, now, org_item)
         if spend is not None and known_types:
             hourly = self._price(c).hourly_usd
-            refusal = budget.creation_refusal(spend.monthly_budget_usd, spend.spent_usd, hourly, now)
+            refusal = budget.creation_refusal(
+                spend.monthly_budget_usd, spend.spent_usd, hourly, now
+            )
             if refusal:
                 errors.append(refusal)
         existing = self.registry.cluster(req.org_id, req.name)

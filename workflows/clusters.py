@@ -74,9 +74,7 @@ _DROPBOX_SUFFIX: dict[str, DropboxSuffix] = {
 
 
 @workflow.defn(name="ClusterLifecycle", failure_exception_types=[ValidationError])
-class ClusterLifecycleWorkflow(
-    guard.ClusterGuardrails, FailsOverCapacity, ReportsUnknownRequests
-):
+class ClusterLifecycleWorkflow(guard.ClusterGuardrails, FailsOverCapacity, ReportsUnknownRequests):
     KNOWN_SIGNALS = _SIGNALS
     KNOWN_UPDATES = _UPDATES
 
