@@ -153,7 +153,7 @@ class BillingActivities(MeteringActivities):
             ledger_node_minutes=int(totals.get("node_minutes", 0)),
             ledger_cost_usd=Decimal(str(totals.get("cost_usd", 0))),
             ledger_entries=int(totals.get("entries", 0)),
-            budget=budget_status(self.registry, self.ledger, req.org_id, until),
+            budget=budget_status(self.registry, req.org_id, until, ledger=self.ledger),
         )
 
     def _org_or_reason(self, org_id: str) -> OrgRecord | str:

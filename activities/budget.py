@@ -35,15 +35,17 @@ def month_spent(ledger: Ledger, org_id: str, month: str) -> Decimal:
 
 def budget_status(
     registry: Registry,
-    ledger: Ledger,
     org_id: str,
     now: datetime,
     org: dict[str, Any] | None = None,
+    ledger: Ledger | None = None,
 ) -> BudgetStatus | None:
-    """The month's spend against the organisation's budget, or None when it has none."""
+    """The month's spend against the organisation's budget, or None when it has none (then the
+    ledger is not read at all)."""
     org = org if org is not None else registry.org_item(org_id)
     if not org or org.get("monthly_budget_usd") is None:
         return None
+    ledger = ledger or Ledger(registry)
     limit = Decimal(str(org["monthly_budget_usd"]))
     month = budget.month_of(now)
     spent = month_spent(ledger, org_id, month)

@@ -13,7 +13,6 @@ from temporalio.exceptions import ApplicationError
 from activities.aws import Aws
 from activities.budget import budget_status
 from activities.errors import CustomerActionRequired, aws_errors, error_code
-from activities.ledger import Ledger
 from activities.registry import Registry
 from bridgehead import billing, budget, policies
 from bridgehead.capacity import console_tail
@@ -123,7 +122,7 @@ class ClusterActivities:
                 f"region: the regional foundation in {req.region} is {foundation.get('state', 'missing')}, not READY (run ProvisionRegion)"
             )
         known_types = all(t in s.rates for t in (c.head_instance_type, *c.compute_types))
-        spend = budget_status(self.registry, Ledger(self.registry), req.org_id, now, org_item)
+        spend = budget_status(self.registry, req.org_id, now, org_item)
         if spend is not None and known_types:
             hourly = self._price(c).hourly_usd
             refusal = budget.creation_refusal(

@@ -1,6 +1,7 @@
 """Validation of the guard-rail config: ``auto_stop_idle_minutes`` below the deployment's minimum
 is refused by ``validate_cluster`` (exact errors), the minimum itself is accepted (the twin: the
-same check passes at the boundary, so it is the minimum and not the field that is refused)."""
+same check passes at the boundary, so it is the minimum and not the field that is refused). And a
+customer role from before the CloudWatch grant stays READY (a later-permissions warning)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,26 @@ def test_idle_minutes_below_the_minimum_are_refused():
 
 def test_twin_the_minimum_itself_is_accepted():
     assert errors(15) == ["org_id: organisation 'acme' is not registered"]
+
+
+def test_a_role_from_before_the_cloudwatch_grant_stays_ready_with_a_warning(monkeypatch):
+    from tests.test_capacity_units import permission_checks
+
+    checks = permission_checks(monkeypatch, {"cloudwatch:GetMetricStatistics"})
+    assert checks == [("permissions", True, False), ("later-permissions", True, True)]
+
+
+def test_twin_without_the_later_action_an_old_role_fails_permissions(monkeypatch):
+    """Planted defect: the CloudWatch grant not listed as later-added. Every organisation that
+    onboarded before guard rails would turn ACTION_REQUIRED at its next re-verification."""
+    from bridgehead import policies
+    from tests.test_capacity_units import permission_checks
+
+    monkeypatch.setattr(
+        policies,
+        "LATER_ACTIONS",
+        {k: v for k, v in policies.LATER_ACTIONS.items() if k != "cloudwatch:GetMetricStatistics"},
+    )
+    assert permission_checks(monkeypatch, {"cloudwatch:GetMetricStatistics"}) == [
+        ("permissions", False, False)
+    ]
