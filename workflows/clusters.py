@@ -1,6 +1,7 @@
 """``ClusterLifecycle``: one entity workflow per cluster, from validation to deletion.
 
-States: VALIDATING -> CREATING -> RUNNING -> DELETING -> DELETED, or FAILED / CANCELLED.
+States: VALIDATING -> CREATING -> RUNNING (<-> STOPPED) -> DELETING -> DELETED, or FAILED /
+CANCELLED. RUNNING and STOPPED, with the cost guard rails, live in workflows/_guardrails.py.
 A FAILED cluster stays open (it blocks regional cleanup) until it receives ``delete``.
 """
 
