@@ -208,8 +208,11 @@ class ClusterGuardrails:
         window = timedelta(minutes=c.auto_stop_idle_minutes)
         now = workflow.now()
         head = rt.outputs.get("HeadInstanceId")
-        reading: CpuReading | None = None
-        if head and now - rt.idle_from >= window:
+        reading: CpuReading | None = None  # None: the window is not full yet
+        if now - rt.idle_from >= window:
+            # No head node known, or a reading that failed: no evidence (read again a window later).
+            reading = CpuReading(datapoints=0)
+        if reading is not None and head:
             try:
                 reading = await acts.head_cpu(
                     CpuQuery(

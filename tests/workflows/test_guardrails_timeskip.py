@@ -555,3 +555,65 @@ def test_auto_action_stops_when_storage_is_kept_or_deletion_is_protected():
         (True, False): "stop",
         (True, True): "stop",
     }
+
+
+# --- CPU that cannot be read ------------------------------------------------------------------------
+@dataclass
+class DeniedCloud(GuardCloud):
+    """A customer role without ``cloudwatch:GetMetricStatistics``: every reading is refused."""
+
+    def activities(self) -> list[Any]:
+        from temporalio.exceptions import ApplicationError
+
+        acts = [a for a in super().activities() if a.__name__ != "head_cpu"]
+        cloud = self
+
+        @activity.defn(name="head_cpu")
+        def head_cpu(req: m.CpuQuery) -> m.CpuReading:
+            cloud.cpu_reads.append((req.start, req.end))
+            raise ApplicationError(
+                "cloudwatch:GetMetricStatistics: AccessDenied",
+                type="AwsPermissionError",
+                non_retryable=True,
+            )
+
+        return [*acts, head_cpu]
+
+
+async def denied_scenario(env, runner=None) -> list[str]:
+    """Idle CPU that cannot be read for 4 hours: never taken for idle, each failure recorded."""
+    cloud = DeniedCloud()
+    bad: list[str] = []
+
+    async def body(h):
+        await until_state(env, h, m.ClusterState.RUNNING)
+        await env.sleep(timedelta(hours=4))
+        s = await status(h)
+        if (await h.describe()).status.name == "RUNNING":  # (the twin deleted it already)
+            await h.signal("delete")
+        await h.result()
+        return s
+
+    s = await run_guarded(env, cloud, config(auto_stop_idle_minutes=60), body, runner)
+    if s.state != m.ClusterState.RUNNING or cloud.announcements():
+        bad.append(f"taken for idle: {s.state}, {[n.subject for _, n in cloud.announcements()]}")
+    failures = [d for d in s.decisions if "CPU not read" in d]
+    if not cloud.cpu_reads or len(failures) != len(cloud.cpu_reads):
+        bad.append(f"{len(cloud.cpu_reads)} readings, {len(failures)} recorded: {s.decisions}")
+    return bad
+
+
+async def test_cpu_that_cannot_be_read_is_never_taken_for_idle(ts_env):
+    assert await denied_scenario(ts_env) == []
+
+
+async def test_twin_a_failed_reading_taken_for_idle_is_caught(ts_env, monkeypatch):
+    original = ClusterGuardrails._read_idle
+
+    async def failure_is_idle(self):
+        idle = await original(self)
+        return idle or any("CPU not read" in d for d in self._rt.decisions)
+
+    monkeypatch.setattr(ClusterGuardrails, "_read_idle", failure_is_idle)
+    bad = await denied_scenario(ts_env, UnsandboxedWorkflowRunner())
+    assert any(b.startswith("taken for idle") for b in bad), bad
