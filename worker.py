@@ -28,9 +28,11 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 
 from activities.aws import Aws
 from activities.billing import BillingActivities
+from activities.budget import BudgetActivities
 from activities.cloudformation import StackActivities
 from activities.clusters import ClusterActivities
 from activities.dropbox import DropboxActivities
+from activities.guardrails import GuardrailActivities
 from activities.heartbeat import HeartbeatInterceptor
 from activities.image_release import ImageReleaseActivities
 from activities.images import ImageActivities
@@ -88,6 +90,8 @@ def build_activities(
         ClusterActivities(aws, registry),
         BillingActivities(aws, registry),
         DropboxActivities(aws, registry),
+        GuardrailActivities(aws, registry),
+        BudgetActivities(aws, registry),
     ]
     instances.append(MarketplaceActivities(aws, registry))
     if client is not None:

@@ -11,9 +11,10 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws
+from activities.budget import budget_status
 from activities.errors import CustomerActionRequired, aws_errors, error_code
 from activities.registry import Registry
-from bridgehead import billing, policies
+from bridgehead import billing, budget, policies
 from bridgehead.capacity import console_tail
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
@@ -30,7 +31,7 @@ from bridgehead.models import (
 )
 
 log = get_logger("bridgehead.activities.clusters")
-LIVE_STATES = ("VALIDATING", "CREATING", "RUNNING", "DELETING", "FAILED")
+LIVE_STATES = ("VALIDATING", "CREATING", "RUNNING", "STOPPED", "DELETING", "FAILED")
 OPTIONAL_PARAMETERS = ("SpotPrice", "SshCidr", "SshKeyName")
 
 
@@ -86,6 +87,12 @@ class ClusterActivities:
                 warnings.append(
                     f"config.spot_price {c.spot_price} is above the on-demand rate of {t}"
                 )
+        idle = c.auto_stop_idle_minutes
+        if idle is not None and idle < s.min_auto_stop_idle_minutes:
+            errors.append(
+                f"config.auto_stop_idle_minutes: {idle} is below the minimum of {s.min_auto_stop_idle_minutes} minutes"
+            )
+        now = datetime.now(UTC)
         org_item = self.registry.org_item(req.org_id)
         if org_item is None:
             errors.append(f"org_id: organisation {req.org_id!r} is not registered")
@@ -114,6 +121,15 @@ class ClusterActivities:
             errors.append(
                 f"region: the regional foundation in {req.region} is {foundation.get('state', 'missing')}, not READY (run ProvisionRegion)"
             )
+        known_types = all(t in s.rates for t in (c.head_instance_type, *c.compute_types))
+        spend = budget_status(self.registry, req.org_id, now, org_item)
+        if spend is not None and known_types:
+            hourly = self._price(c).hourly_usd
+            refusal = budget.creation_refusal(
+                spend.monthly_budget_usd, spend.spent_usd, hourly, now
+            )
+            if refusal:
+                errors.append(refusal)
         existing = self.registry.cluster(req.org_id, req.name)
         wf = activity.info().workflow_id or ""
         if (
@@ -162,9 +178,13 @@ class ClusterActivities:
                     f"region: the foundation in {req.region} lacks outputs {', '.join(missing)}; re-run ProvisionRegion"
                 ]
             )
+        price = self._price(c)
+        if spend is not None:
+            price.rest_of_month_usd = budget.rest_of_month(price.hourly_usd, now)
+            price.budget_left_usd = spend.monthly_budget_usd - spend.spent_usd
         return ClusterPlan(
             warnings=warnings,
-            price=self._price(c),
+            price=price,
             template_body=policies.cluster_template(
                 req.org_id, req.name, tags, bootstrap_minutes=s.head_bootstrap_minutes
             ),

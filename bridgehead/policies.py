@@ -157,6 +157,7 @@ def customer_role_template(
 #: names the feature and the action, until the customer attaches the current policy.
 LATER_ACTIONS: dict[str, str] = {
     "ec2:GetConsoleOutput": "the head node's console output in the reason of a failed bootstrap",
+    "cloudwatch:GetMetricStatistics": "idle detection (auto_stop_idle_minutes): the head node's CPU",
 }
 
 

@@ -116,6 +116,9 @@ class Settings(BaseSettings):
     head_bootstrap_minutes: int = Field(default=20, ge=5, le=120)
     min_head_volume_gb: int = 20
     max_head_volume_gb: int = 16384
+    #: Shortest ``auto_stop_idle_minutes`` accepted: watching costs at most 240 / N Temporal
+    #: actions per cluster-hour (bridgehead/guardrails.py), 16 at 15. Tests lower it to 1.
+    min_auto_stop_idle_minutes: int = 15
     marketplace_product_code: str = "bridgehead-local"
     #: SQS queue (platform account) subscribed to the product's AWS Marketplace subscription SNS
     #: topic; the worker consumes it and signals ``MarketplaceSubscription``. Empty: no consumer.

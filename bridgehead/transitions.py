@@ -33,9 +33,11 @@ ORG: dict[str, frozenset[str | None]] = {
 CLUSTER: dict[str, frozenset[str | None]] = {
     # A name is reusable once its previous cluster is gone.
     "CREATING": frozenset({None, "CREATING", "DELETED", "CANCELLED"}),
-    "RUNNING": frozenset({"CREATING", "RUNNING"}),
+    "RUNNING": frozenset({"CREATING", "RUNNING", "STOPPED"}),
+    # Instances stopped, storage kept; started again (RUNNING) or deleted.
+    "STOPPED": frozenset({"RUNNING", "STOPPED"}),
     "FAILED": frozenset({"CREATING", "DELETING", "FAILED"}),
-    "DELETING": frozenset({"CREATING", "RUNNING", "FAILED", "DELETING"}),
+    "DELETING": frozenset({"CREATING", "RUNNING", "STOPPED", "FAILED", "DELETING"}),
     "DELETED": frozenset({"DELETING", "DELETED"}),
     # Cancelled before or during creation (nothing registered yet, or CREATING).
     "CANCELLED": frozenset({None, "CREATING", "DELETING", "CANCELLED"}),

@@ -54,7 +54,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
         temporal_port=free_port(),
         ui_port=free_port(),
         moto_port=free_port(),
-        worker_env={**codec, **metrics},
+        # Guard-rail tests watch a cluster idle for 1 minute (15 is the least in production).
+        worker_env={**codec, **metrics, "BRIDGEHEAD_MIN_AUTO_STOP_IDLE_MINUTES": "1"},
     )
     st.start()
     saved = dict(os.environ)

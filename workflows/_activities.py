@@ -25,6 +25,8 @@ with workflow.unsafe.imports_passed_through():
         ConsoleTailInput,
         CopyImageInput,
         CorrectResult,
+        CpuQuery,
+        CpuReading,
         CreateRoleRequest,
         CreateRoleResult,
         DropboxParsed,
@@ -49,6 +51,8 @@ with workflow.unsafe.imports_passed_through():
         OrgClustersInput,
         OrgRegions,
         OrgRegionsInput,
+        PowerInput,
+        PowerResult,
         QuotaCheckInput,
         QuotaReport,
         RecordCorrectionInput,
@@ -69,6 +73,7 @@ with workflow.unsafe.imports_passed_through():
         ReverifyInput,
         RevokeReplacedInput,
         RevokeReplacedResult,
+        SetOrgBudgetInput,
         SetOrgStateInput,
         SharedImages,
         ShareImageInput,
@@ -114,6 +119,11 @@ meter_usage: ActivityStub[MeterUsageInput, MeterUsageResult] = ActivityStub(
 )
 record_correction: ActivityStub[RecordCorrectionInput, CorrectResult] = ActivityStub(
     "record_correction", RecordCorrectionInput, CorrectResult, "BillingActivities"
+)
+
+# --- BudgetActivities --------------------------------------------------------------------------
+set_org_budget: ActivityStub[SetOrgBudgetInput, None] = ActivityStub(
+    "set_org_budget", SetOrgBudgetInput, None, "BudgetActivities"
 )
 
 # --- ClusterActivities -------------------------------------------------------------------------
@@ -162,6 +172,18 @@ release_orgs: ActivityStub[ReleaseOrgsInput, ReleaseOrgs] = ActivityStub(
 )
 revoke_replaced_image: ActivityStub[RevokeReplacedInput, RevokeReplacedResult] = ActivityStub(
     "revoke_replaced_image", RevokeReplacedInput, RevokeReplacedResult, "ImageReleaseActivities"
+)
+
+
+# --- GuardrailActivities -----------------------------------------------------------------------
+head_cpu: ActivityStub[CpuQuery, CpuReading] = ActivityStub(
+    "head_cpu", CpuQuery, CpuReading, "GuardrailActivities"
+)
+start_cluster_nodes: ActivityStub[PowerInput, PowerResult] = ActivityStub(
+    "start_cluster_nodes", PowerInput, PowerResult, "GuardrailActivities"
+)
+stop_cluster_nodes: ActivityStub[PowerInput, PowerResult] = ActivityStub(
+    "stop_cluster_nodes", PowerInput, PowerResult, "GuardrailActivities"
 )
 
 # --- ImageActivities ---------------------------------------------------------------------------
@@ -289,6 +311,7 @@ ALL: list[ActivityStub[Any, Any]] = [
     find_platform_image,
     foundation_states,
     head_console_tail,
+    head_cpu,
     load_dropbox_request,
     meter_usage,
     notify,
@@ -306,8 +329,11 @@ ALL: list[ActivityStub[Any, Any]] = [
     resolve_marketplace_customer,
     revoke_image,
     scan_inbox,
+    set_org_budget,
     set_org_state,
     share_image,
+    start_cluster_nodes,
+    stop_cluster_nodes,
     sweep_foundation_leftovers,
     validate_cluster,
     verify_role,

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
+from workflows._budget import act_on_budget
 from workflows._common import bind_input, require_input, require_payload, root_message, upsert
 from workflows._options import AWS_CALL, LEDGER_WORK, NOTIFY, REGISTRY
 
@@ -204,6 +205,8 @@ class BillingMeterWorkflow:
                 t.ledger_entries += closed.entries_written
             t.periods_closed += 1
             t.last_tick = workflow.now()
+            if closed.budget is not None and not final and workflow.patched("budget-thresholds"):
+                await act_on_budget(input.org_id, t, closed.budget)
             try:
                 metered: MeterUsageResult = await acts.meter_usage(
                     MeterUsageInput(org_id=input.org_id),

@@ -1,6 +1,7 @@
 """``ClusterLifecycle``: one entity workflow per cluster, from validation to deletion.
 
-States: VALIDATING -> CREATING -> RUNNING -> DELETING -> DELETED, or FAILED / CANCELLED.
+States: VALIDATING -> CREATING -> RUNNING (<-> STOPPED) -> DELETING -> DELETED, or FAILED /
+CANCELLED. RUNNING and STOPPED, with the cost guard rails, live in workflows/_guardrails.py.
 A FAILED cluster stays open (it blocks regional cleanup) until it receives ``delete``.
 """
 
@@ -43,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
+from workflows import _guardrails as guard
 from workflows._capacity import FailsOverCapacity
 from workflows._common import (
     ReportsUnknownRequests,
@@ -59,8 +61,8 @@ from workflows.regions import request_token
 #: DELETE_FAILED is retried this many times (with a growing pause) before it is reported.
 DELETE_ATTEMPTS = 3
 DropboxSuffix = Literal["cf-created", "cf-failed", "cf-deleted", "cf-rejected"]
-_SIGNALS = ("cancel", "delete", "stack_event")
-_UPDATES = ("resize",)
+_SIGNALS = ("cancel", "delete", "stack_event", *guard.SIGNALS)
+_UPDATES = ("resize", *guard.UPDATES)
 _EXAMPLE = (
     '{"org_id": "acme", "name": "c1", "region": "us-east-2", "config": {"head_instance_type": "t3.medium", '
     '"compute_instance_type": "c5.xlarge", "compute_initial_nodes": 2, "compute_max_nodes": 4}}'
@@ -74,7 +76,7 @@ _DROPBOX_SUFFIX: dict[str, DropboxSuffix] = {
 
 
 @workflow.defn(name="ClusterLifecycle", failure_exception_types=[ValidationError])
-class ClusterLifecycleWorkflow(FailsOverCapacity, ReportsUnknownRequests):
+class ClusterLifecycleWorkflow(guard.ClusterGuardrails, FailsOverCapacity, ReportsUnknownRequests):
     KNOWN_SIGNALS = _SIGNALS
     KNOWN_UPDATES = _UPDATES
 
@@ -122,6 +124,10 @@ class ClusterLifecycleWorkflow(FailsOverCapacity, ReportsUnknownRequests):
             connect=connect_info(rt.outputs, self._in.region, self._in.config)
             if rt.state == ClusterState.RUNNING
             else None,
+            deletion_protection=self._protected,
+            pending_action=rt.pending,
+            stopped_at=rt.stopped_at,
+            decisions=rt.decisions,
         )
 
     @workflow.signal
@@ -139,8 +145,11 @@ class ClusterLifecycleWorkflow(FailsOverCapacity, ReportsUnknownRequests):
 
     @workflow.signal
     def delete(self) -> None:
-        """Delete the cluster. Billing stops at the moment this signal is received."""
+        """Delete the cluster. Billing stops at the moment this signal is received. Refused (and
+        recorded in ``status``) while deletion protection is on."""
         rt = self._rt
+        if self._refuse_delete():
+            return
         # Recorded whatever the state (see ``cancel``): before RUNNING the main flow treats it as a
         # cancel (nothing billable exists yet); while RUNNING or FAILED it starts the deletion.
         if rt.delete_requested_at is None:
@@ -260,7 +269,7 @@ class ClusterLifecycleWorkflow(FailsOverCapacity, ReportsUnknownRequests):
                 await self._fail(delete_stack=False)
         while rt.state == ClusterState.CREATING:  # again after a capacity failover
             await self._wait_creation()
-        if rt.state == ClusterState.RUNNING:
+        if rt.state in (ClusterState.RUNNING, ClusterState.STOPPED):
             await self._run_until_deleted()
         if rt.state == ClusterState.FAILED:
             await self._wait_failed_removed()
@@ -353,6 +362,9 @@ class ClusterLifecycleWorkflow(FailsOverCapacity, ReportsUnknownRequests):
             await self._fail(delete_stack=not self._in.keep_failed_stack)
 
     async def _run_until_deleted(self) -> None:
+        if workflow.patched("guardrails"):
+            await self._guarded_run()  # workflows/_guardrails.py
+            return
         rt = self._rt
         while True:
             await workflow.wait_condition(

@@ -50,6 +50,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
+from workflows._budget import UPDATES, SetsBudget
 from workflows._common import (
     ReportsUnknownRequests,
     bind_input,
@@ -72,7 +73,7 @@ _ROLE_STATES = {OrgState.AWAITING_ROLE, OrgState.ACTION_REQUIRED, OrgState.READY
 #: States from which ``offboard`` is accepted (not in the middle of verifying or provisioning).
 _SETTLED_STATES = _ROLE_STATES
 _SIGNALS = ("reverify",)
-_UPDATES = ("submit_role", "create_role_for_me", "offboard")
+_UPDATES = ("submit_role", "create_role_for_me", "offboard", "set_verification_level", *UPDATES)
 _EXAMPLE = '{"org_id": "acme", "display_name": "Acme", "admin_email": "admin@acme.example", "aws_account_id": "222222222222"}'
 
 
@@ -100,7 +101,7 @@ def _decode_keys(
 
 @workflow.defn(name="OnboardOrganization", failure_exception_types=[ValidationError])
 class OnboardOrganizationWorkflow(
-    ReportsUnknownRequests, OffboardsOrganization, FollowsFoundations
+    ReportsUnknownRequests, OffboardsOrganization, FollowsFoundations, SetsBudget
 ):
     """Long-lived entity for one organisation: register, get a role, verify, share images,
     provision every region, then stay READY and re-verify daily."""
@@ -140,6 +141,8 @@ class OnboardOrganizationWorkflow(
             ignored_requests=self._unknown[-20:],
             warnings=s.last_report.warnings() if s.last_report else [],
             verification_level=s.verification_level,
+            monthly_budget_usd=s.monthly_budget_usd,
+            budget_action=s.budget_action,
         )
 
     def _check_can_take_role(self, role_arn: str | None = None) -> None:

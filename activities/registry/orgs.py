@@ -132,6 +132,11 @@ class OrgRecords(RegistryStore):
         uses :meth:`register_org`)."""
         self.put({"pk": org_pk(org_id), "sk": "META", "org_id": org_id, **fields})
 
+    def set_org_budget(self, org_id: str, fields: dict[str, Any]) -> None:
+        """Set the organisation's budget fields (``monthly_budget_usd``, ``budget_action``) on its
+        existing record."""
+        self.update(org_pk(org_id), "META", fields, condition="attribute_exists(pk)")
+
     def record_org_role(
         self, org_id: str, role_arn: str, changed_at: str, *, only_in: list[str]
     ) -> bool:

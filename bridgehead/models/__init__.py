@@ -23,6 +23,12 @@ from bridgehead.models.billing import (
     UsageLine,
     UsageTotals,
 )
+from bridgehead.models.budget import (
+    BudgetAction,
+    BudgetStatus,
+    SetBudgetInput,
+    SetOrgBudgetInput,
+)
 from bridgehead.models.clusters import (
     TERMINAL_CLUSTER_STATES,
     CapacityAttempt,
@@ -71,6 +77,16 @@ from bridgehead.models.dropbox import (
     DropboxResultInput,
     DropboxScan,
     DropboxWatchInput,
+)
+from bridgehead.models.guardrails import (
+    AutoAction,
+    CpuQuery,
+    CpuReading,
+    DeletionProtectionResult,
+    PendingAction,
+    PowerInput,
+    PowerResult,
+    SetDeletionProtectionInput,
 )
 from bridgehead.models.images import (
     BeginReleaseInput,
@@ -300,6 +316,18 @@ __all__ = [
     "RegisterClusterInput",
     "ResizeStackInput",
     "NotifyInput",
+    "AutoAction",
+    "BudgetAction",
+    "BudgetStatus",
+    "SetBudgetInput",
+    "SetOrgBudgetInput",
+    "CpuQuery",
+    "CpuReading",
+    "DeletionProtectionResult",
+    "PendingAction",
+    "PowerInput",
+    "PowerResult",
+    "SetDeletionProtectionInput",
     "BillingMeterInput",
     "UsageLine",
     "UsageTotals",

@@ -12,6 +12,7 @@ from pydantic import (
     field_validator,
 )
 
+from bridgehead.models.budget import BudgetStatus
 from bridgehead.models.common import Model, OrgId
 
 
@@ -66,6 +67,9 @@ class UsageTotals(Model):
     metering_defects: int = 0
     #: Corrections recorded through the update ``correct``.
     corrections: int = 0
+    #: The month whose budget thresholds were acted on, and the highest level acted on (80, 100).
+    budget_month: str | None = None
+    budget_level: int = 0
 
 
 class CloseBillingPeriodsInput(Model):
@@ -91,6 +95,8 @@ class CloseBillingPeriodsResult(Model):
     ledger_node_minutes: int | None = None
     ledger_cost_usd: Decimal | None = None
     ledger_entries: int | None = None
+    #: The month's spend against the organisation's budget (None: no budget set).
+    budget: BudgetStatus | None = None
 
 
 class MeterUsageInput(Model):

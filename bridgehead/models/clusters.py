@@ -15,6 +15,7 @@ from pydantic import (
 from pydantic.json_schema import SkipJsonSchema
 
 from bridgehead.models.common import ClusterName, Model, OrgId, Region
+from bridgehead.models.guardrails import PendingAction
 from bridgehead.models.stacks import StackEvent
 
 
@@ -22,6 +23,8 @@ class ClusterState(StrEnum):
     VALIDATING = "VALIDATING"
     CREATING = "CREATING"
     RUNNING = "RUNNING"
+    #: Instances stopped, storage kept (signal ``stop`` or an automatic stop); nothing is billed.
+    STOPPED = "STOPPED"
     DELETING = "DELETING"
     DELETED = "DELETED"
     FAILED = "FAILED"
@@ -53,6 +56,19 @@ class ClusterConfig(Model):
         spot_price: Optional maximum spot price (USD/hour) for compute nodes; positive.
         autoscaling: Let the compute group scale between 0 and ``compute_max_nodes``.
         head_volume_gb: Root volume of the head node in GiB.
+        auto_stop_idle_minutes: Stop or delete the cluster once the head node's CPU
+            (CloudWatch ``CPUUtilization``) stayed below ``idle_cpu_percent`` this long (at most
+            10080; at least the deployment's minimum, 15 by default). None: never.
+        idle_cpu_percent: Threshold of ``auto_stop_idle_minutes`` (default 5).
+        stop_keeps_storage: Automatic actions stop the cluster (instances stopped, storage kept)
+            instead of deleting it.
+        max_lifetime_hours: Stop or delete the cluster this long after it became RUNNING or was
+            last started (a ``keep`` during the grace period restarts the count). None: never.
+        deletion_protection: Refuse the ``delete`` signal until the update
+            ``set_deletion_protection {"enabled": false}``; automatic actions stop instead.
+        auto_action_grace_minutes: Every automatic stop or delete is emailed to the admin this long
+            before it happens; a ``keep`` signal in between cancels it.
+        idle_check_minutes: Least time between two CPU readings (one activity each).
         ssh_cidr: Optional IPv4 CIDR (at most a /8, never 0.0.0.0/0) allowed to SSH to the head
             node; needs ``ssh_key_name``. Default none: access through SSM Session Manager.
         ssh_key_name: EC2 key pair for the head node; needs ``ssh_cidr``.
@@ -68,6 +84,13 @@ class ClusterConfig(Model):
     spot_price: Annotated[Decimal, Field(gt=0)] | None = None
     autoscaling: bool = False
     head_volume_gb: Annotated[int, Field(ge=1, strict=True)] = 50
+    auto_stop_idle_minutes: Annotated[int, Field(ge=1, le=10080, strict=True)] | None = None
+    idle_cpu_percent: Annotated[float, Field(gt=0, le=100)] = 5.0
+    stop_keeps_storage: bool = False
+    max_lifetime_hours: Annotated[int, Field(ge=1, le=8760, strict=True)] | None = None
+    deletion_protection: bool = False
+    auto_action_grace_minutes: Annotated[int, Field(ge=0, le=1440, strict=True)] = 30
+    idle_check_minutes: Annotated[int, Field(ge=1, le=60, strict=True)] = 5
     ssh_cidr: Annotated[str, StringConstraints(pattern=SSH_CIDR_PATTERN)] | None = None
     ssh_key_name: (
         Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9 ._+=@-]{1,255}$")] | None
@@ -178,6 +201,20 @@ class ClusterRuntime(Model):
     delete_requested_at: datetime | None = None
     resize_generation: int = 0
     admin_email: str = ""
+    #: Guard rails (workflows/_guardrails.py); None: as the config says.
+    deletion_protection: bool | None = None
+    power_request: Literal["stop", "start"] | None = None
+    keep_requested: bool = False
+    budget_requested: bool = False
+    #: The idle window and the lifetime count from here (RUNNING, a start, a ``keep``).
+    idle_from: datetime | None = None
+    lifetime_from: datetime | None = None
+    next_idle_check: datetime | None = None
+    pending: PendingAction | None = None
+    auto_seq: int = 0
+    stopped_at: datetime | None = None
+    #: Guard-rail decisions and refusals, most recent last (shown by ``status``).
+    decisions: list[str] = Field(default_factory=list)
     #: Capacity failover: every creation attempt, in order (empty for runs before the patch).
     attempts: list[CapacityAttempt] = Field(default_factory=list)
     #: The compute type the running stack uses (billing follows it); "" means the config's first.
@@ -250,6 +287,12 @@ class ClusterStatus(Model):
     failure_reason: str | None
     #: Signals and updates this workflow does not know (misspelled names), most recent last.
     ignored_requests: list[str] = Field(default_factory=list)
+    deletion_protection: bool = False
+    #: An announced automatic stop or delete (a ``keep`` signal cancels it).
+    pending_action: PendingAction | None = None
+    stopped_at: datetime | None = None
+    #: Guard-rail decisions and refused requests (a refused ``delete``), most recent last.
+    decisions: list[str] = Field(default_factory=list)
     #: The compute type in use (after capacity failover, maybe not the config's first).
     compute_instance_type: str | None = None
     #: Every creation attempt (type, zone, outcome and reason), in order.
@@ -292,6 +335,9 @@ class ClusterPrice(Model):
     #: With every compute node up (``compute_max_nodes``): the ceiling autoscaling can reach.
     hourly_usd_at_max: Decimal
     monthly_usd_at_max: Decimal
+    #: With an organisation budget: ``hourly_usd`` until the end of the month, and what is left.
+    rest_of_month_usd: Decimal | None = None
+    budget_left_usd: Decimal | None = None
 
 
 class ClusterPlan(Model):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -15,6 +16,7 @@ from pydantic import (
 )
 from pydantic.json_schema import SkipJsonSchema
 
+from bridgehead.models.budget import BudgetAction
 from bridgehead.models.common import (
     DEFAULT_REGIONS,
     EMAIL_RE,
@@ -270,6 +272,9 @@ class OnboardingState(Model):
     verification_level: VerificationLevel = "strict"
     #: E-mails sent to the admin so far (makes each one's idempotency key unique across runs).
     notifications: int = 0
+    #: Set by update ``set_budget`` (also recorded on the registry record).
+    monthly_budget_usd: Decimal | None = None
+    budget_action: BudgetAction = "notify"
 
 
 class ReverifyInput(Model):
@@ -297,6 +302,8 @@ class OrgStatus(Model):
     #: Findings that did not block READY because the verification level is ``warn``.
     warnings: list[CheckResult] = Field(default_factory=list)
     verification_level: VerificationLevel = "strict"
+    monthly_budget_usd: Decimal | None = None
+    budget_action: BudgetAction = "notify"
 
 
 class RegisterOrgInput(Model):

@@ -8,6 +8,7 @@ from starter.commands import (
     cluster,
     completion,
     dropbox,
+    guardrails,
     image,
     marketplace,
     onboard,
@@ -16,4 +17,15 @@ from starter.commands import (
 )
 
 #: In the order ``--help`` lists them.
-FAMILIES = (stack, workflows, onboard, cluster, image, dropbox, billing, marketplace, completion)
+FAMILIES = (
+    stack,
+    workflows,
+    onboard,
+    guardrails,
+    cluster,
+    image,
+    dropbox,
+    billing,
+    marketplace,
+    completion,
+)

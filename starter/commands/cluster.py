@@ -45,7 +45,12 @@ async def cmd_cluster_create(args: argparse.Namespace) -> int:
             print(
                 f"# price (rates {p.rate_version}): ${p.hourly_usd}/hour, ${p.monthly_usd}/month at "
                 f"{inp.config.compute_initial_nodes} compute nodes; up to ${p.hourly_usd_at_max}/hour "
-                f"(${p.monthly_usd_at_max}/month) at {inp.config.compute_max_nodes}",
+                f"(${p.monthly_usd_at_max}/month) at {inp.config.compute_max_nodes}"
+                + (
+                    f"; ${p.rest_of_month_usd} for the rest of the month, ${p.budget_left_usd} of the budget left"
+                    if p.rest_of_month_usd is not None
+                    else ""
+                ),
                 file=sys.stderr,
             )
         if args.json:
@@ -77,7 +82,9 @@ async def cmd_cluster_delete(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    cls = group(sub, "cluster", "create and delete clusters")
+    from starter.commands.guardrails import register_cluster
+
+    cls = group(sub, "cluster", "create, delete, stop and start clusters")
     c = leaf(cls, "create", "create a cluster (ClusterLifecycle)", cmd_cluster_create)
     c.add_argument("--org", required=True, help="organisation id")
     c.add_argument("--name", required=True, help="cluster name ([A-Za-z][-A-Za-z0-9]{0,59})")
@@ -101,3 +108,4 @@ def register(sub: Any) -> None:
     c.add_argument(
         "--timeout", type=float, default=THREE_HOURS, help="seconds to wait (default 3 h)"
     )
+    register_cluster(cls)

@@ -4,7 +4,7 @@ which paths it holds, and the one way to store a history into it.
 Coverage is read from the histories themselves (never from file names): an encrypted payload, a
 continue-as-new (ending in one, or starting as one), a resize, a failed stack, a cancel, an
 offboarding, an organisation following a foundation changed behind its back and the cleanup that
-told it, and both drop-box workflows.
+told it, both drop-box workflows, a cluster's guard rails and the meter's budget stop.
 
 Storing refuses to overwrite a history that no longer replays against today's code: re-recording
 would hide the non-determinism the corpus exists to catch. Guard the change with
@@ -119,6 +119,19 @@ FEATURES: dict[str, Callable[[WorkflowHistory], bool]] = {
     ),
     "capacity-failover": _capacity_failover,
     "offboarding": lambda h: _type(h) == "OnboardOrganization" and "offboard" in _updates(h),
+    # Issue 21: guard rails (an automatic stop announced, kept, carried out; start; protection).
+    "guard-rails": lambda h: (
+        _type(h) == "ClusterLifecycle"
+        and {"keep", "start", "delete"} <= _signals(h)
+        and "set_deletion_protection" in _updates(h)
+    ),
+    "budget-stop": lambda h: (
+        _type(h) == "BillingMeter"
+        and any(
+            e.event_type == EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED
+            for e in h.events
+        )
+    ),
     "foundation-followed": lambda h: (
         _type(h) == "OnboardOrganization" and "foundation_changed" in _signals(h)
     ),

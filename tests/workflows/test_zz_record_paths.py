@@ -245,3 +245,86 @@ async def test_record_image_release_pages_and_grace(ts_env):
     assert "continuation" in features(last), features(last)
     await store(first, "ImageRelease--continued-as-new")
     await store(last, "ImageRelease--grace-and-revoke")
+
+
+async def test_record_guard_rails_and_budget(ts_env):
+    """Issue 21: a guarded cluster (an idle stop announced, kept, announced again and carried out;
+    start; a delete refused by deletion protection, protection off, delete) and a meter whose
+    budget reaches 80 % then 100 % with budget_action stop (an external signal)."""
+    from tests.workflows.test_guardrails_timeskip import GuardCloud, config, run_guarded, until
+
+    cfg = config(auto_stop_idle_minutes=60, stop_keeps_storage=True, deletion_protection=True)
+
+    async def body(h):  # type: ignore[no-untyped-def]
+        await until_state(ts_env, h, m.ClusterState.RUNNING)
+        await until(ts_env, h, lambda s: s.pending_action is not None, timedelta(minutes=5))
+        await h.signal("keep")
+        await until_state(ts_env, h, m.ClusterState.STOPPED, step=timedelta(minutes=10))
+        await h.signal("start")
+        await until_state(ts_env, h, m.ClusterState.RUNNING, step=timedelta(seconds=10))
+        await h.signal("delete")
+        await ts_env.sleep(timedelta(minutes=1))
+        await h.execute_update(
+            "set_deletion_protection",
+            m.SetDeletionProtectionInput(enabled=False),
+            result_type=m.DeletionProtectionResult,
+        )
+        await h.signal("delete")
+        await h.result()
+        return await h.fetch_history()
+
+    hist = await run_guarded(ts_env, GuardCloud(), cfg, body)
+    assert "guard-rails" in features(hist), features(hist)
+    await store(hist, "ClusterLifecycle--guard-rails")
+
+    ticks: list[int] = []
+
+    @activity.defn(name="close_billing_periods")
+    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
+        ticks.append(1)
+        spent = Decimal(10 * len(ticks))
+        return m.CloseBillingPeriodsResult(
+            entries_written=1,
+            entries_existing=0,
+            node_minutes=60,
+            cost_usd=Decimal(10),
+            closed_until=req.until,
+            budget=m.BudgetStatus(
+                month=f"{req.until:%Y-%m}",
+                spent_usd=spent,
+                monthly_budget_usd=Decimal(30),
+                budget_action="stop",
+                level=100 if spent >= 30 else 80 if spent >= 24 else 0,
+                admin_email="admin@acme.example",
+                running=["c1"],
+            ),
+        )
+
+    @activity.defn(name="meter_usage")
+    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
+        return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
+
+    @activity.defn(name="notify")
+    def notify(req: m.NotifyInput) -> bool:
+        return True
+
+    tq = f"tq-{uuid.uuid4()}"
+    wf_id = ids.billing_workflow_id("acme")
+    with ThreadPoolExecutor(4) as ex:
+        async with Worker(
+            ts_env.client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=[close_billing_periods, meter_usage, notify],
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
+            h = await ts_env.client.start_workflow(
+                "BillingMeter", m.BillingMeterInput(org_id="acme"), id=wf_id, task_queue=tq
+            )
+            await ts_env.sleep(timedelta(hours=4, minutes=15))
+            await h.signal("stop")
+            await h.result()
+            meter = await h.fetch_history()
+    assert "budget-stop" in features(meter), features(meter)
+    await store(meter, "BillingMeter--budget-stop")
