@@ -25,6 +25,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws
 from activities.errors import aws_errors, error_code
+from activities.queue_consumer import QueueConsumer
 from activities.registry import Registry
 from bridgehead import ids
 from bridgehead.logging import bind_subject, get_logger
@@ -219,7 +220,7 @@ def parse_notification(body: str) -> MarketplaceNotification:
     )
 
 
-class NotificationConsumer:
+class NotificationConsumer(QueueConsumer):
     """Reads the subscription notification queue and signals ``MarketplaceSubscription`` workflows.
 
     Not an activity: a long-poll loop of the worker process (no Temporal action while idle). Each
@@ -228,50 +229,18 @@ class NotificationConsumer:
     again after the queue's visibility timeout.
     """
 
+    WHAT = "Marketplace notification queue"
+
     def __init__(
         self, aws: Aws, registry: Registry, client: Any, queue_name: str | None = None
     ) -> None:
-        self.aws = aws
+        super().__init__(aws, queue_name or aws.settings.marketplace_notification_queue)
         self.registry = registry
         self.client = client
-        self.queue_name = queue_name or aws.settings.marketplace_notification_queue
-        self._url: str | None = None
 
-    @property
-    def sqs(self) -> Any:
-        return self.aws.platform("sqs")
-
-    def queue_url(self) -> str:
-        if self._url is None:
-            try:
-                self._url = self.sqs.get_queue_url(QueueName=self.queue_name)["QueueUrl"]
-            except ClientError as e:
-                if "NonExistent" not in error_code(e) or not self.aws.settings.create_tables:
-                    raise
-                # Local/dev convenience, like the registry tables: in production the queue (and its
-                # subscription to the Marketplace topic) is provisioned with the platform.
-                self._url = self.sqs.create_queue(QueueName=self.queue_name)["QueueUrl"]
-        return self._url
-
-    async def poll_once(self, wait_seconds: int = 10) -> int:
-        """Handle the messages one receive returns; the number signalled."""
-        url = await asyncio.to_thread(self.queue_url)
-        resp = await asyncio.to_thread(
-            self.sqs.receive_message,
-            QueueUrl=url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=wait_seconds,
-        )
-        delivered = 0
-        for msg in resp.get("Messages", []):
-            if await self._handle(msg):
-                delivered += 1
-        return delivered
-
-    async def _handle(self, msg: dict[str, Any]) -> bool:
+    async def _handle(self, url: str, msg: dict[str, Any]) -> bool:
         from temporalio.service import RPCError, RPCStatusCode
 
-        url = self.queue_url()
         try:
             n = parse_notification(msg["Body"])
         except (ValueError, KeyError, TypeError, ValidationError) as e:
@@ -280,9 +249,7 @@ class NotificationConsumer:
                 error=str(e)[:300],
                 sqs_message_id=msg.get("MessageId"),
             )
-            await asyncio.to_thread(
-                self.sqs.delete_message, QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"]
-            )
+            await self.delete(url, msg)
             return False
         n.message_id = n.message_id or msg.get("MessageId")
         if n.product_code != self.aws.settings.marketplace_product_code:
@@ -291,9 +258,7 @@ class NotificationConsumer:
                 product_code=n.product_code,
                 action=n.action,
             )
-            await asyncio.to_thread(
-                self.sqs.delete_message, QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"]
-            )
+            await self.delete(url, msg)
             return False
         org_id = await asyncio.to_thread(self.registry.marketplace_org, n.customer_identifier)
         if org_id is None:
@@ -327,24 +292,8 @@ class NotificationConsumer:
                 org_id=org_id,
                 action=n.action,
             )
-            await asyncio.to_thread(
-                self.sqs.delete_message, QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"]
-            )
+            await self.delete(url, msg)
             return False
-        await asyncio.to_thread(
-            self.sqs.delete_message, QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"]
-        )
+        await self.delete(url, msg)
         log.info("Marketplace notification delivered", org_id=org_id, action=n.action)
         return True
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Poll until ``stop``; errors are logged and retried after a pause."""
-        while not stop.is_set():
-            try:
-                await self.poll_once()
-            except Exception as e:  # noqa: BLE001 - the consumer must outlive a bad message or an outage
-                log.warning("Marketplace notification queue poll failed", error=str(e)[:300])
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=10)
-                except TimeoutError:
-                    pass

@@ -22,16 +22,13 @@ hint only for its own stack id, and then merely checks the stack through the org
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from activities.aws import Aws
-from activities.errors import error_code
+from activities.queue_consumer import QueueConsumer
 from bridgehead import ids
 from bridgehead.logging import get_logger
 from bridgehead.models import StackEventNotice
@@ -89,44 +86,14 @@ def parse_stack_notification(body: str) -> StackHint | None:
     return StackHint(waiter, StackEventNotice(stack_id=fields["StackId"], status=status))
 
 
-class StackEventConsumer:
+class StackEventConsumer(QueueConsumer):
     """Reads ``stack_events_queue`` and signals ``stack_event`` (see module doc)."""
 
+    WHAT = "stack event queue"
+
     def __init__(self, aws: Aws, client: Any, queue_name: str | None = None) -> None:
-        self.aws = aws
+        super().__init__(aws, queue_name or aws.settings.stack_events_queue)
         self.client = client
-        self.queue_name = queue_name or aws.settings.stack_events_queue
-        self._url: str | None = None
-
-    @property
-    def sqs(self) -> Any:
-        return self.aws.platform("sqs")
-
-    def queue_url(self) -> str:
-        if self._url is None:
-            try:
-                self._url = self.sqs.get_queue_url(QueueName=self.queue_name)["QueueUrl"]
-            except ClientError as e:
-                if "NonExistent" not in error_code(e) or not self.aws.settings.create_tables:
-                    raise
-                # Local/dev convenience, like the registry tables: in production the queue and its
-                # subscriptions are provisioned with the platform (policies/stack-events-*.json).
-                self._url = self.sqs.create_queue(QueueName=self.queue_name)["QueueUrl"]
-        return self._url
-
-    async def poll_once(self, wait_seconds: int = 10) -> int:
-        """Handle the messages one receive returns; the number of hints delivered."""
-        url = await asyncio.to_thread(self.queue_url)
-        resp = await asyncio.to_thread(
-            self.sqs.receive_message,
-            QueueUrl=url,
-            MaxNumberOfMessages=10,
-            WaitTimeSeconds=wait_seconds,
-        )
-        delivered = 0
-        for msg in resp.get("Messages", []):
-            delivered += await self._handle(url, msg)
-        return delivered
 
     async def _handle(self, url: str, msg: dict[str, Any]) -> bool:
         from temporalio.service import RPCError, RPCStatusCode
@@ -145,19 +112,5 @@ class StackEventConsumer:
                 if e.status != RPCStatusCode.NOT_FOUND:
                     raise  # kept in the queue: seen again after its visibility timeout
                 log.info("stack event for a workflow that has ended", workflow_id=hint.workflow_id)
-        await asyncio.to_thread(
-            self.sqs.delete_message, QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"]
-        )
+        await self.delete(url, msg)
         return delivered
-
-    async def run(self, stop: asyncio.Event) -> None:
-        """Poll until ``stop``; errors are logged and retried after a pause."""
-        while not stop.is_set():
-            try:
-                await self.poll_once()
-            except Exception as e:  # noqa: BLE001 - the consumer must outlive a bad message or an outage
-                log.warning("stack event queue poll failed", error=str(e)[:300])
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=10)
-                except TimeoutError:
-                    pass

@@ -1,0 +1,80 @@
+"""A long-poll loop over one platform SQS queue, run by the worker process beside its workers
+(not an activity: no Temporal action while idle). The queue is what makes it durable: a message
+is deleted only once it was handled, so one whose handling failed is seen again after the queue's
+visibility timeout. Subclasses say how a message is handled: the Marketplace subscription
+notifications (:mod:`activities.marketplace`) and the stack events (:mod:`activities.stack_events`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from activities.aws import Aws
+from activities.errors import error_code
+from bridgehead.logging import get_logger
+
+log = get_logger("bridgehead.activities.queue_consumer")
+
+
+class QueueConsumer:
+    #: Words for the log when a poll fails ("stack event queue").
+    WHAT = "queue"
+
+    def __init__(self, aws: Aws, queue_name: str) -> None:
+        self.aws = aws
+        self.queue_name = queue_name
+        self._url: str | None = None
+
+    @property
+    def sqs(self) -> Any:
+        return self.aws.platform("sqs")
+
+    def queue_url(self) -> str:
+        if self._url is None:
+            try:
+                self._url = self.sqs.get_queue_url(QueueName=self.queue_name)["QueueUrl"]
+            except ClientError as e:
+                if "NonExistent" not in error_code(e) or not self.aws.settings.create_tables:
+                    raise
+                # Local/dev convenience, like the registry tables: in production the queue (and its
+                # subscriptions) is provisioned with the platform.
+                self._url = self.sqs.create_queue(QueueName=self.queue_name)["QueueUrl"]
+        return self._url
+
+    async def delete(self, url: str, msg: dict[str, Any]) -> None:
+        await asyncio.to_thread(
+            self.sqs.delete_message, QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"]
+        )
+
+    async def poll_once(self, wait_seconds: int = 10) -> int:
+        """Handle the messages one receive returns; the number delivered."""
+        url = await asyncio.to_thread(self.queue_url)
+        resp = await asyncio.to_thread(
+            self.sqs.receive_message,
+            QueueUrl=url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=wait_seconds,
+        )
+        delivered = 0
+        for msg in resp.get("Messages", []):
+            delivered += await self._handle(url, msg)
+        return delivered
+
+    async def _handle(self, url: str, msg: dict[str, Any]) -> bool:
+        """Handle one message (delete it when done with it); True when it was delivered."""
+        raise NotImplementedError
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll until ``stop``; errors are logged and retried after a pause."""
+        while not stop.is_set():
+            try:
+                await self.poll_once()
+            except Exception as e:  # noqa: BLE001 - the consumer must outlive a bad message or an outage
+                log.warning(f"{self.WHAT} poll failed", error=str(e)[:300])
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=10)
+                except TimeoutError:
+                    pass
