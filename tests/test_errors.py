@@ -70,3 +70,43 @@ def test_idempotency_mismatch_is_never_retried():
 def test_timeouts_and_tls_errors_are_transient(exc):
     e = raised(exc)
     assert e.type == "AwsUnreachable" and not e.non_retryable
+
+
+#: (error code, HTTP status, retried?) as the brief requires: throttling and 5xx retry;
+#: permission, validation and must-exist-not-found fail at once.
+CLASSES = [
+    ("Throttling", 400, True),
+    ("ThrottlingException", 400, True),
+    ("RequestLimitExceeded", 503, True),
+    ("InternalError", 500, True),
+    ("ServiceUnavailable", 503, True),
+    ("AccessDenied", 403, False),
+    ("UnauthorizedOperation", 403, False),
+    ("ValidationError", 400, False),
+    ("InvalidParameterValue", 400, False),
+    ("InvalidAMIID.NotFound", 400, False),
+]
+
+
+def classification_problems(classify_fn) -> list[str]:  # type: ignore[no-untyped-def]
+    out = []
+    for code, status, retried in CLASSES:
+        e = classify_fn(err(code, status), "ec2:X")
+        got = isinstance(e, ApplicationError) and not e.non_retryable
+        if got != retried:
+            out.append(f"{code}: {'retried' if got else 'not retried'}")
+        if not retried and (not isinstance(e, ApplicationError) or "ec2:X" not in e.message):
+            out.append(f"{code}: no message naming the call")
+    return out
+
+
+def test_throttling_and_5xx_retry_permission_and_validation_fail_at_once():
+    assert classification_problems(classify) == []
+
+
+def test_twin_a_classifier_that_retries_everything_is_caught():
+    def retries_all(exc, action):  # type: ignore[no-untyped-def]
+        return ApplicationError(f"{action}: {exc}", type="AwsTransient")
+
+    problems = classification_problems(retries_all)
+    assert len(problems) == 5 and all("retried" in p for p in problems), problems

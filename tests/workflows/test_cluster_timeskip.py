@@ -216,7 +216,7 @@ CFG = m.ClusterConfig(
 )
 
 
-async def run_cluster(env, cloud: FakeCloud, body):
+async def run_cluster(env, cloud: FakeCloud, body, runner=None):
     tq = f"tq-{uuid.uuid4()}"
     from concurrent.futures import ThreadPoolExecutor
 
@@ -227,7 +227,7 @@ async def run_cluster(env, cloud: FakeCloud, body):
             workflows=WORKFLOWS,
             activities=cloud.activities(),
             activity_executor=ex,
-            workflow_runner=sandbox_runner(),
+            workflow_runner=runner or sandbox_runner(),
         ):
             name = (
                 f"c1x{uuid.uuid4().hex[:6]}"  # one workflow per test: the id is bound to the name
@@ -295,6 +295,31 @@ async def events_to_running(env, takes: timedelta) -> int:
         return n
 
     return await run_cluster(env, FakeCloud(create_takes=takes), body)
+
+
+async def test_twin_a_wait_that_looks_every_minute_exceeds_the_history_bound(ts_env, monkeypatch):
+    """Planted defect: the safety net looks every minute (no growth). The bound the test above
+    derives from the shipped schedule (``safety_net_offsets()``, taken before the plant) is
+    exceeded, so that test would fail."""
+    from temporalio.worker import UnsandboxedWorkflowRunner
+
+    import workflows._waiting as waiting
+
+    takes = timedelta(minutes=40)
+    setup = await events_to_running(ts_env, timedelta(0))
+    bound = setup + EVENTS_PER_CHECK * (checks_until(takes) - 1) + 3
+    monkeypatch.setattr(waiting, "SAFETY_NET_GROWTH", 1)
+
+    async def body(h):
+        await until_state(ts_env, h, m.ClusterState.RUNNING, step=timedelta(minutes=5))
+        n = await history_len(h)
+        await h.terminate("measured")
+        return n
+
+    events = await run_cluster(
+        ts_env, FakeCloud(create_takes=takes), body, runner=UnsandboxedWorkflowRunner()
+    )
+    assert events > bound, (events, bound)
 
 
 @pytest.mark.parametrize("takes", [timedelta(minutes=40), timedelta(hours=3)])
