@@ -16,7 +16,6 @@ helper.
 from __future__ import annotations
 
 import asyncio
-import os
 import uuid
 from typing import Any
 
@@ -169,17 +168,22 @@ async def test_release_to_two_orgs_in_two_regions_then_offboarding_revokes_older
     assert grant_problems(await snapshot_async(stack, [A, B], REGIONS), expected) == []
 
     # --- 2. offboarding org A -----------------------------------------------------------------
-    # Twin: the previous mechanism (ShareImages revoke: the newest released image per region).
-    old_way = await client.execute_workflow(
-        "ShareImages",
-        m.ShareImagesInput(org_id=org_a, regions=REGIONS, revoke=True),
-        id=ids.images_workflow_id(org_a),
-        task_queue="bridgehead",
-        result_type=m.ShareImagesResult,
-    )
-    assert {r: s.state for r, s in old_way.regions.items()} == {
-        r: m.ImageShareState.REVOKED for r in REGIONS
-    }
+    # Twin: the previous mechanism (ShareImages revoke: the newest released image per region),
+    # run in process with the same activities (ShareImages no longer revokes unless offboarding
+    # starts it).
+    from temporalio.testing import ActivityEnvironment
+
+    from activities.images import ImageActivities
+
+    images = ImageActivities(Aws(get_settings()), reg)
+    for region in REGIONS:
+        env = ActivityEnvironment()
+        found = env.run(images.find_platform_image, m.FindImageInput(region=region))
+        assert found.image_id is not None
+        env.run(
+            images.revoke_image,
+            m.ShareImageInput(org_id=org_a, region=region, image_id=found.image_id),
+        )
     left = account_grants(await snapshot_async(stack, [A, B], REGIONS), A)
     assert left == [f"{PLATFORM_ACCOUNT}/us-east-2/{v1['us-east-2']}"]
 
@@ -217,18 +221,3 @@ async def test_release_to_two_orgs_in_two_regions_then_offboarding_revokes_older
         )
         == []
     )
-
-
-@pytest.mark.skipif(
-    not os.environ.get("BRIDGEHEAD_RECORD_HISTORIES"),
-    reason="set BRIDGEHEAD_RECORD_HISTORIES=1 to refresh tests/histories",
-)
-async def test_record_release_and_offboarding_histories(client):
-    """Store the release above (copy, KEPT refusal, revocations on the real worker) and the
-    offboarding that revoked every recorded image (the ``offboard-revoke-recorded-images`` path),
-    beside the older offboarding history (which keeps the pre-patch path in the corpus)."""
-    from tests.support.replay_corpus import store
-
-    assert RECORDED, "run the test above first (same session)"
-    for wf_id, name in RECORDED:
-        await store(await client.get_workflow_handle(wf_id).fetch_history(), name)

@@ -40,3 +40,19 @@ async def test_record_histories_by_path(client):
     for t, h in richest.items():
         stored.append(await store(h, t))  # type: ignore[arg-type]
     assert stored, "nothing recorded"
+
+
+@pytest.mark.skipif(
+    not os.environ.get("BRIDGEHEAD_RECORD_HISTORIES"),
+    reason="set BRIDGEHEAD_RECORD_HISTORIES=1 to refresh tests/histories",
+)
+async def test_record_release_and_offboarding_histories(client):
+    """Store the release of tests/integration/test_image_release.py (copy, KEPT refusal,
+    revocations on the real worker) and the offboarding that revoked every recorded image (the
+    ``offboard-revoke-recorded-images`` path), beside the older offboarding history (which keeps
+    the pre-patch path in the corpus). Run that module first, in the same session."""
+    from tests.integration.test_image_release import RECORDED
+
+    assert RECORDED, "run tests/integration/test_image_release.py first (same session)"
+    for wf_id, name in RECORDED:
+        await store(await client.get_workflow_handle(wf_id).fetch_history(), name)
