@@ -254,7 +254,7 @@ def _meters_a_legacy_ledger(org: str, plant: Callable[[Ledger], None] | None = N
 def test_a_ledger_written_before_the_indexes_is_indexed_once_and_metered_exactly(stack):
     # The pending batch (30) is resent, identical, and counted once; the unbatched entry (15) is
     # batched; the sent one (60) is left alone.
-    assert _meters_a_legacy_ledger("legacyco") == {"node-minutes.t3.medium": 105}
+    assert _meters_a_legacy_ledger("legacyidx") == {"node-minutes.t3.medium": 105}
 
 
 def test_twin_an_index_that_forgets_pending_batches_is_caught(stack):
@@ -266,6 +266,6 @@ def test_twin_an_index_that_forgets_pending_batches_is_caught(stack):
 
         ledger.registry.put = put_but_open  # type: ignore[method-assign]
 
-    assert _meters_a_legacy_ledger("forgetco", plant=no_open_batches) == {
+    assert _meters_a_legacy_ledger("forgetidx", plant=no_open_batches) == {
         "node-minutes.t3.medium": 135
     }, "the forgotten batch's entry is batched again under a new timestamp: billed twice"

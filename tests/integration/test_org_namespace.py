@@ -20,7 +20,7 @@ from bridgehead.settings import get_settings
 
 pytestmark = pytest.mark.integration
 
-_accounts = itertools.count(281000000001)
+_accounts = itertools.count(287000000001)
 
 
 def _register(acts: OnboardingActivities, org_id: str) -> str | None:
@@ -88,12 +88,12 @@ def test_the_registry_transaction_itself_refuses_a_racing_prefix(stack):
     transaction's condition checks refuse the second, writing nothing."""
     reg = Registry(Aws(get_settings()))
     reg.ensure_tables()
-    fields = {"aws_account_id": "281999999991", "external_id": "bh-race-1"}
+    fields = {"aws_account_id": "287999999991", "external_id": "bh-race-1"}
     assert reg.register_org("raceco", fields, shared_account=False) is None
-    fields = {"aws_account_id": "281999999992", "external_id": "bh-race-2"}
+    fields = {"aws_account_id": "287999999992", "external_id": "bh-race-2"}
     assert reg.register_org("raceco-prod", fields, shared_account=False) is not None
-    assert reg.org_item("raceco-prod") is None and reg.account_claim("281999999992") is None
-    fields = {"aws_account_id": "281999999993", "external_id": "bh-race-3"}
+    assert reg.org_item("raceco-prod") is None and reg.account_claim("287999999992") is None
+    fields = {"aws_account_id": "287999999993", "external_id": "bh-race-3"}
     assert reg.register_org("racec", fields, shared_account=False) is None, "not a hyphen prefix"
 
 
