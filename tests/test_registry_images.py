@@ -10,7 +10,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from moto import mock_aws
 
 from activities.aws import Aws
 from activities.registry import Registry
@@ -18,22 +17,22 @@ from bridgehead.settings import Settings
 
 
 @pytest.fixture
-def images() -> Iterator[Registry]:
-    with mock_aws():
-        reg = Registry(Aws(Settings(environment="local")))
-        reg.ensure_tables()
-        for i in range(45):
-            state = "READY" if i % 3 else "ACTION_REQUIRED"
-            reg.put_org(
-                f"org-{i:03d}",
-                {
-                    "aws_account_id": f"{400000000000 + i}",
-                    "external_id": f"x-{i}",
-                    "regions": ["us-east-1"],
-                    "state": state,
-                },
-            )
-        yield reg
+def images(in_process_aws: None) -> Iterator[Registry]:
+    # moto in process: tests/conftest.py::in_process_aws
+    reg = Registry(Aws(Settings(environment="local")))
+    reg.ensure_tables()
+    for i in range(45):
+        state = "READY" if i % 3 else "ACTION_REQUIRED"
+        reg.put_org(
+            f"org-{i:03d}",
+            {
+                "aws_account_id": f"{400000000000 + i}",
+                "external_id": f"x-{i}",
+                "regions": ["us-east-1"],
+                "state": state,
+            },
+        )
+    yield reg
 
 
 def walk(images: Any, ready_only: bool, limit: int = 20) -> tuple[list[str], int]:

@@ -9,7 +9,6 @@ import json
 from typing import Any
 
 import pytest
-from moto import mock_aws
 
 from activities.aws import Aws
 from activities.stack_events import StackEventConsumer, parse_stack_notification
@@ -53,17 +52,17 @@ def cfn_message(
 
 
 @pytest.fixture
-def moto_queue() -> Any:
-    with mock_aws():
-        aws = Aws(get_settings())
-        sqs, sns = aws.platform("sqs", REGION), aws.platform("sns", REGION)
-        url = sqs.create_queue(QueueName="bridgehead-stack-events")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-            "QueueArn"
-        ]
-        topic = sns.create_topic(Name="bridgehead-stack-events")["TopicArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
-        yield aws, topic, url
+def moto_queue(in_process_aws: None) -> Any:
+    # moto in process: tests/conftest.py::in_process_aws
+    aws = Aws(get_settings())
+    sqs, sns = aws.platform("sqs", REGION), aws.platform("sns", REGION)
+    url = sqs.create_queue(QueueName="bridgehead-stack-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    topic = sns.create_topic(Name="bridgehead-stack-events")["TopicArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=arn)
+    yield aws, topic, url
 
 
 async def drain(consumer: StackEventConsumer) -> None:

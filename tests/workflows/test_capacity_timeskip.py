@@ -8,11 +8,13 @@ names it."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 import pytest
+import pytest_asyncio
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
@@ -20,7 +22,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 import bridgehead.capacity
 from bridgehead import ids
 from bridgehead import models as m
-from tests.workflows.test_cluster_timeskip import until_state
+from tests.workflows.test_cluster_timeskip import body_then_end, skip, until_state
 from worker import WORKFLOWS, sandbox_runner
 from workflows._capacity import FailsOverCapacity
 
@@ -213,7 +215,19 @@ async def run(env, cloud: CapacityCloud, config: m.ClusterConfig, body, sandboxe
                 task_queue=tq,
                 result_type=m.ClusterResult,
             )
-            return await body(h)
+            return await body_then_end(h, body)
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def ts_env() -> AsyncIterator[object]:
+    """A time-skipping server of each test's own (overrides the session's): these waits keep
+    safety-net timers, and on the shared server what one test leaves behind has stopped time
+    skipping for the next (seen as ``unlock_time_skipping_with_sleep`` timing out)."""
+    from tests.conftest import new_ts_env
+
+    env = await new_ts_env()
+    yield env
+    await env.shutdown()  # type: ignore[attr-defined]
 
 
 async def failed_then_deleted(env, h) -> m.ClusterResult:
@@ -417,7 +431,7 @@ async def test_cancel_during_the_second_attempt_ends_cancelled_and_bills_nothing
             s = await h.query("status", result_type=m.ClusterStatus)
             if len(s.attempts) == 2:
                 break
-            await ts_env.sleep(timedelta(seconds=30))
+            await skip(ts_env, timedelta(seconds=30))
         await h.signal("cancel")
         return await h.result()
 

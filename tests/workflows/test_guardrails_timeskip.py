@@ -23,7 +23,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 from bridgehead import billing, ids
 from bridgehead import guardrails as rules
 from bridgehead import models as m
-from tests.workflows.test_cluster_timeskip import FakeCloud, until_state
+from tests.workflows.test_cluster_timeskip import FakeCloud, body_then_end, until_state
 from worker import WORKFLOWS, sandbox_runner
 from workflows._guardrails import ClusterGuardrails
 
@@ -151,7 +151,7 @@ async def run_guarded(env, cloud: GuardCloud, cfg: m.ClusterConfig, body: Body, 
                 task_queue=tq,
                 result_type=m.ClusterResult,
             )
-            return await body(h)
+            return await body_then_end(h, body)
 
 
 async def status(h) -> m.ClusterStatus:
