@@ -336,10 +336,16 @@ class OnboardOrganizationWorkflow(
         elif state == OrgState.READY:
             self._s.last_error = None
         previous = self._s.state
-        self._set(state, text)
-        await acts.set_org_state(
-            SetOrgStateInput(org_id=self._input.org_id, state=state, detail=text), **REGISTRY
-        )
+        record = SetOrgStateInput(org_id=self._input.org_id, state=state, detail=text)
+        if workflow.patched("org-state-after-registry"):
+            # ``status`` says READY only once the registry does: a cluster started on the word
+            # of ``status`` is validated against the registry (seen under injected faults, where
+            # the write was still being retried).
+            await acts.set_org_state(record, **REGISTRY)
+            self._set(state, text)
+        else:
+            self._set(state, text)
+            await acts.set_org_state(record, **REGISTRY)
         if state in (OrgState.READY, OrgState.ACTION_REQUIRED) and workflow.patched(
             "org-notifications"
         ):

@@ -278,3 +278,64 @@ async def test_offboard_before_any_role_touches_no_account(ts_env):
             final = await h.result()
     assert final.state == m.OrgState.OFFBOARDED
     assert not [c for c in calls if c.startswith(("delete:", "revoke:"))], calls
+
+
+async def _status_while_the_registry_write_waits(env, runner=None) -> list[str]:  # type: ignore[no-untyped-def]
+    """Offboard a READY org while its registry write (``set_org_state``) is held; returns the
+    states ``status`` said meanwhile (must not run ahead of the registry), then after it."""
+    import threading
+
+    release = threading.Event()
+    calls: list[str] = []
+    held = [a for a in fakes(calls, [], role_gone=False) if a.__name__ != "set_org_state"]
+
+    @activity.defn(name="set_org_state")
+    def set_org_state(req: m.SetOrgStateInput) -> None:
+        if req.state == m.OrgState.OFFBOARDING:
+            release.wait(20)
+        calls.append(f"state:{req.state.value}")
+
+    tq, org = f"tq-{uuid.uuid4()}", f"reg{uuid.uuid4().hex[:6]}"
+    seen: list[str] = []
+    with ThreadPoolExecutor(4) as ex:
+        async with Worker(
+            env.client,
+            task_queue=tq,
+            workflows=[*WORKFLOWS, SeedOrganization],
+            activities=[*held, set_org_state],
+            activity_executor=ex,
+            workflow_runner=runner or sandbox_runner(),
+        ):
+            h = await seeded(env.client, ready_org(org), tq)
+            update = asyncio.ensure_future(
+                h.execute_update(
+                    "offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult
+                )
+            )
+            for _ in range(5):
+                await asyncio.sleep(0.3)
+                seen.append((await h.query("status", result_type=m.OrgStatus)).state.value)
+            release.set()
+            await update
+            seen.append((await h.query("status", result_type=m.OrgStatus)).state.value)
+            await h.terminate("test over")
+    return seen
+
+
+async def test_status_never_runs_ahead_of_the_registry(ts_env):
+    """``status`` says OFFBOARDING (or READY) only once the registry does: a caller acting on the
+    word of ``status`` is checked against the registry (a cluster refused "AWAITING_ROLE, not
+    READY" right after ``status`` said READY, under injected faults; patch org-state-after-registry)."""
+    seen = await _status_while_the_registry_write_waits(ts_env)
+    assert seen[:-1] == ["READY"] * 5 and seen[-1] == "OFFBOARDING", seen
+
+
+async def test_twin_the_old_order_says_offboarding_before_the_registry(ts_env, monkeypatch):
+    from temporalio.worker import UnsandboxedWorkflowRunner
+
+    real = workflow.patched
+    monkeypatch.setattr(
+        workflow, "patched", lambda pid: False if pid == "org-state-after-registry" else real(pid)
+    )
+    seen = await _status_while_the_registry_write_waits(ts_env, UnsandboxedWorkflowRunner())
+    assert "OFFBOARDING" in seen[:-1], seen
