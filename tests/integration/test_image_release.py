@@ -98,8 +98,14 @@ async def test_release_to_two_orgs_in_two_regions_then_offboarding_revokes_older
     assert v1 == {r: reg.image_share(org_b, r)["image_id"] for r in REGIONS}  # type: ignore[index]
 
     # --- 1. release v1 (already shared: idempotent), then v2 -----------------------------------
+    # Other READY organisations of the session's stack get the release too: what is asserted is
+    # ours (the registry's records and the grants on moto's side), never the totals.
+    mine = (org_a, org_b)
     first = await release(client, f"v1-{suffix}", v1)
-    assert first.totals == {"SHARED": 4} and first.previous_images == {}
+    assert first.previous_images == {} and not [p for p in first.problems if p.startswith(mine)]
+    assert {(o, r): reg.shared_image(o, r, v1[r])["state"] for o in mine for r in REGIONS} == {  # type: ignore[index]
+        (o, r): "SHARED" for o in mine for r in REGIONS
+    }
     # Org A runs a cluster in us-east-2 from the v1 image.
     reg.put_cluster(
         org_a,
@@ -126,11 +132,9 @@ async def test_release_to_two_orgs_in_two_regions_then_offboarding_revokes_older
     assert set(v2) == set(REGIONS) and v2["us-east-2"] not in (v1["us-east-2"], v2_east1)
     assert second.previous_version == f"v1-{suffix}" and second.previous_images == v1
     assert second.phase == m.ReleasePhase.DONE
-    assert second.totals == {"SHARED": 4, "REVOKED": 3, "KEPT": 1}
-    assert second.orgs[org_a]["us-east-2"] == m.ReleaseRegion(
-        state=m.ReleaseStep.KEPT, image_id=v1["us-east-2"], reason="still used by cluster(s) pinned"
-    )
-    assert second.problems == [f"{org_a}/us-east-2: KEPT: still used by cluster(s) pinned"]
+    assert [p for p in second.problems if p.startswith(mine)] == [
+        f"{org_a}/us-east-2: KEPT: still used by cluster(s) pinned"
+    ]
     expected = {
         ("us-east-1", v2["us-east-1"]): {A, B},
         ("us-east-2", v2["us-east-2"]): {A, B},
