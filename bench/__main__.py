@@ -38,10 +38,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import TUNINGS, Bench  # noqa: E402 - after the path insert
+from bench.harness import TUNINGS, Bench, load_average  # noqa: E402 - after the path insert
 from bench.report import table  # noqa: E402
 from bench.scenarios.billing import billing  # noqa: E402
 from bench.scenarios.overhead import overhead  # noqa: E402
+from bench.scenarios.scaleout import scaleout  # noqa: E402
 from bench.scenarios.throughput import throughput  # noqa: E402
 from bench.scenarios.waiting import waiting  # noqa: E402
 
@@ -51,31 +52,43 @@ SIZES: dict[str, dict[str, Any]] = {
         "clusters": 3,
         "waiting": 20,
         "wait_seconds": 3,
+        "wait_caches": [20],
         "hour_sample": 3,
         "billing_clusters": 3,
         "billing_hours": 12,
         "tunings": ["default"],
         "overhead_runners": ["sandboxed"],
+        "scale_workers": [2],
+        "scale_clusters": 2,
+        "reps": 1,
     },
     "small": {
         "overhead_runners": list(RUNNERS_ALL),
         "clusters": 40,
         "waiting": 300,
-        "wait_seconds": 30,
+        "wait_seconds": 60,
+        "wait_caches": [300, 30],
         "hour_sample": 20,
         "billing_clusters": 10,
         "billing_hours": 72,
         "tunings": ["default", "narrow"],
+        "scale_workers": [1, 2, 4],
+        "scale_clusters": 40,
+        "reps": 5,
     },
     "full": {
         "overhead_runners": list(RUNNERS_ALL),
         "clusters": 200,
-        "waiting": 2000,
-        "wait_seconds": 90,
+        "waiting": 10000,
+        "wait_seconds": 120,
+        "wait_caches": [10000, 1000],
         "hour_sample": 50,
         "billing_clusters": 10,
         "billing_hours": 72,
         "tunings": ["default", "narrow", "wide"],
+        "scale_workers": [1, 2, 4],
+        "scale_clusters": 200,
+        "reps": 5,
     },
 }
 
@@ -92,6 +105,9 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "platform": platform.platform(),
         },
         "worker_tunings": {t: TUNINGS[t] for t in args.tunings},
+        "reps": args.reps,
+        # The machine is shared: every figure is read next to the load it was measured under.
+        "load_average_start": load_average(),
     }
 
     def save() -> None:
@@ -101,11 +117,21 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     async with Bench(args) as b:
         steps: list[tuple[str, Any]] = [("overhead", lambda: overhead(b, args.overhead_runners))]
         steps += [
-            (f"throughput:{t}", lambda t=t: throughput(b, args.clusters, t)) for t in args.tunings
+            (f"throughput:{t}", lambda t=t: throughput(b, args.clusters, t, args.reps))
+            for t in args.tunings
         ]
         steps += [
-            ("waiting", lambda: waiting(b, args.waiting, args.wait_seconds, args.hour_sample)),
+            (
+                "waiting",
+                lambda: waiting(
+                    b, args.waiting, args.wait_seconds, args.hour_sample, args.wait_caches
+                ),
+            ),
             ("billing", lambda: billing(b, args.billing_clusters, args.billing_hours)),
+            (
+                "scaleout",
+                lambda: scaleout(b, args.scale_clusters, args.scale_workers, args.reps),
+            ),
         ]
         for name, step in steps:
             if args.only and name.split(":")[0] not in args.only:
@@ -117,6 +143,7 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             except Exception as e:  # noqa: BLE001 - report the failure, keep the other figures
                 value = {"error": f"{type(e).__name__}: {e}"[:500]}
             value["scenario_seconds"] = round(time.perf_counter() - t0, 1)
+            value["load_average_after"] = load_average()
             if name.startswith("throughput:"):
                 result.setdefault("throughput", []).append(value)
             else:
@@ -131,18 +158,29 @@ def main(argv: list[str] | None = None) -> int:
         "--size", choices=sorted(SIZES), default="small", help="preset counts (default small)"
     )
     p.add_argument("--clusters", type=int, help="concurrent lifecycles in the throughput scenario")
+    p.add_argument("--scale-workers", nargs="+", type=int, help="worker process counts to compare")
+    p.add_argument("--scale-clusters", type=int, help="lifecycles per scale-out repetition")
     p.add_argument("--waiting", type=int, help="clusters held waiting")
     p.add_argument("--wait-seconds", type=float, help="how long to sample the waiting clusters")
+    p.add_argument(
+        "--wait-caches",
+        nargs="+",
+        type=int,
+        help="workflow cache sizes (max_cached_workflows) to compare while clusters wait",
+    )
     p.add_argument("--hour-sample", type=int, help="clusters waiting one time-skipped hour")
     p.add_argument("--billing-clusters", type=int, help="running clusters in the billing scenario")
     p.add_argument("--billing-hours", type=int, help="time-skipped hours in the billing scenario")
+    p.add_argument(
+        "--reps", type=int, help="repetitions per arm, interleaved (figures need at least 5)"
+    )
     p.add_argument(
         "--tunings", nargs="+", choices=sorted(TUNINGS), help="worker tunings to compare"
     )
     p.add_argument(
         "--only",
         nargs="+",
-        choices=["overhead", "throughput", "waiting", "billing"],
+        choices=["overhead", "throughput", "waiting", "billing", "scaleout"],
         help="run only these scenarios",
     )
     p.add_argument("--out", type=Path, help="JSON file (default bench/results/<size>-<time>.json)")

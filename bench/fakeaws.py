@@ -28,7 +28,7 @@ same region:
   100 ms (p99 400), DescribeStackEvents 120 ms (p99 500): the control plane answers a synchronous
   "accepted" in a few hundred milliseconds; describes are light reads.
 * STS AssumeRole 150 ms (p99 600), GetCallerIdentity 40 ms (p99 150); SES SendEmail 80 ms
-  (p99 300).
+  (p99 300); Service Quotas GetServiceQuota 80 ms (p99 300); EC2 DescribeInstances 150 ms (p99 600).
 
 An unlisted call gets :data:`DEFAULT_LATENCY` (50 ms, p99 200). Stacks complete after the world's
 ``create_seconds`` (0 in the throughput scenario, like moto; long in the waiting scenario).
@@ -63,6 +63,8 @@ LATENCY_MS: dict[str, tuple[float, float]] = {
     "sts:AssumeRole": (150, 600),
     "sts:GetCallerIdentity": (40, 150),
     "ses:SendEmail": (80, 300),
+    "service-quotas:GetServiceQuota": (80, 300),
+    "ec2:DescribeInstances": (150, 600),
 }
 DEFAULT_LATENCY = (50.0, 200.0)
 

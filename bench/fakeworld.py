@@ -15,7 +15,8 @@ Scope, on purpose:
   attribute values), keyed by table and ``pk``/``sk``. Writes apply ``SET``/``REMOVE``/``ADD``;
   **conditions are not evaluated** (every conditional write succeeds): the benchmark has exactly one
   writer per item, and conditional semantics are tested against moto by the integration tests.
-* STS AssumeRole / GetCallerIdentity and SES SendEmail: fixed answers.
+* STS AssumeRole / GetCallerIdentity, SES SendEmail, Service Quotas GetServiceQuota (1,000 vCPUs)
+  and EC2 DescribeInstances (none running): fixed answers.
 
 Anything else raises ``NotImplementedError`` naming the call, so a new AWS call on the lifecycle's
 path shows up as a failed activity in the benchmark rather than a silent success.
@@ -192,6 +193,13 @@ class FakeWorld:
     def _sts_GetCallerIdentity(self, region: str, p: dict[str, Any]) -> Answer:
         arn = f"arn:aws:iam::{PLATFORM_ACCOUNT}:user/bench"
         return 200, {"Account": PLATFORM_ACCOUNT, "Arn": arn, "UserId": "AIDAFAKE"}
+
+    def _service_quotas_GetServiceQuota(self, region: str, p: dict[str, Any]) -> Answer:
+        quota = {"ServiceCode": p["ServiceCode"], "QuotaCode": p["QuotaCode"], "Value": 1000.0}
+        return 200, {"Quota": quota}
+
+    def _ec2_DescribeInstances(self, region: str, p: dict[str, Any]) -> Answer:
+        return 200, {"Reservations": []}  # no instances run in the fake accounts
 
     def _ses_SendEmail(self, region: str, p: dict[str, Any]) -> Answer:
         return 200, {"MessageId": f"fake-{time.time_ns()}"}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.stats import spread
+
 
 def table(result: dict[str, Any]) -> str:
     from collections import defaultdict
@@ -30,25 +32,32 @@ def table(result: dict[str, Any]) -> str:
         ),
     ]
     for t in map(safe, result.get("throughput", [])):
-        rows.append(
-            (
-                f"throughput [{t['tuning']}]: lifecycles / ceiling",
-                f"{t['ratio_to_ceiling']}",
-                f"{t['clusters']} clusters, {t['clusters_per_second']}/s vs {t['ceiling_per_second']}/s",
+        for arm in ("fake", "moto"):
+            if f"{arm}_ratio_to_ceiling" not in t:
+                continue
+            rows.append(
+                (
+                    f"throughput [{t['tuning']}]: lifecycles on {arm} AWS / ceiling",
+                    spread(t[f"{arm}_ratio_to_ceiling"]),
+                    f"{t['clusters']} clusters; {spread(t[f'{arm}_per_second'], '/s')} vs "
+                    f"{spread(t['ceiling_per_second'], '/s')}; load {t['load_average_before']}",
+                )
             )
-        )
-        rows.append(
-            (
-                f"throughput [{t['tuning']}]: AWS stubbed / ceiling",
-                f"{t['stubbed_ratio_to_ceiling']}",
-                f"{t['stubbed_aws_seconds']} s vs {t['ceiling_seconds']} s (Bridgehead's workflow logic alone)",
-            )
-        )
     rows += [
         (
             "waiting: activities in flight (max / mean)",
             f"{w['activities_in_flight_max']} / {w['activities_in_flight_mean']}",
-            f"{w['clusters_waiting']} clusters held in CREATE_IN_PROGRESS for {w['sampled_seconds']} s",
+            f"{w['clusters_waiting']} clusters in CREATE_IN_PROGRESS (fake AWS) for {w['sampled_seconds']} s",
+        ),
+        (
+            "waiting: activity slots busy",
+            f"{w['slots_busy_fraction']}",
+            f"{w['polls_per_second']} polls/s, {w['activity_seconds_per_poll']} s per poll",
+        ),
+        (
+            "waiting: dev server CPU / SQLite growth",
+            f"{w['server_cpu_percent']} %",
+            f"{w['sqlite_kib_per_cluster']} KiB per cluster to reach waiting",
         ),
         (
             "waiting: worker memory",
