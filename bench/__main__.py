@@ -115,7 +115,9 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         out.write_text(json.dumps(result, indent=2) + "\n")
 
     async with Bench(args) as b:
-        steps: list[tuple[str, Any]] = [("overhead", lambda: overhead(b, args.overhead_runners))]
+        steps: list[tuple[str, Any]] = [
+            ("overhead", lambda: overhead(b, args.overhead_runners, args.reps))
+        ]
         steps += [
             (f"throughput:{t}", lambda t=t: throughput(b, args.clusters, t, args.reps))
             for t in args.tunings

@@ -22,13 +22,14 @@ def table(result: dict[str, Any]) -> str:
     rows = [
         (
             "overhead: Bridgehead / plain script",
-            f"{o['ratio']}x",
-            f"{o['bridgehead_seconds']} s vs {o['script_seconds']} s, {o['activities']} activities",
+            _spread(o["ratio"], "x"),
+            f"{_spread(o['bridgehead_seconds'], ' s')} vs {_spread(o['script_seconds'], ' s')}, "
+            f"{o['activities']} activities",
         ),
         (
             "overhead without the workflow sandbox",
-            f"{o.get('unsandboxed_ratio', 'not run')}x",
-            f"{o.get('unsandboxed_seconds', '-')} s",
+            _spread(o.get("unsandboxed_ratio", "not run"), "x"),
+            _spread(o.get("unsandboxed_seconds", "-"), " s"),
         ),
     ]
     for t in map(safe, result.get("throughput", [])):
@@ -93,3 +94,8 @@ def table(result: dict[str, Any]) -> str:
     ]
     lines += [f"{a.ljust(w1)}  {b.ljust(w2)}  {c}" for a, b, c in rows]
     return "\n".join(lines)
+
+
+def _spread(summary: Any, unit: str = "") -> str:
+    """A summary as ``median (min–max, n)``; a placeholder (failed, not run) as it is."""
+    return spread(summary, unit) if isinstance(summary, dict) else f"{summary}"

@@ -53,6 +53,19 @@ def test_ratios_are_per_repetition() -> None:
         stats.ratios([1.0, 2.0], [1.0])
 
 
+def test_unfinished_repetitions_are_counted_not_dropped() -> None:
+    assert stats.summarise([2.0, None, 1.0, 3.0]) == {
+        "median": 2.0,
+        "min": 1.0,
+        "max": 3.0,
+        "n": 3,
+        "samples": [2.0, None, 1.0, 3.0],
+        "failed": 1,
+    }
+    assert stats.ratios([2.0, None, 3.0], [1.0, 1.0, None]) == [2.0, None, None]
+    assert stats.spread(stats.summarise([2.0, None])) == "2.0 (2.0–2.0, n=1, 1 failed)"
+
+
 def test_spread_reads_median_then_range() -> None:
     assert stats.spread(stats.summarise(SAMPLES), "x") == "1.2x (1.1–4.1, n=5)"
 
