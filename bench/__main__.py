@@ -1,22 +1,27 @@
 """``python -m bench``: what Temporal's durability costs and buys, measured side by side in one run.
 
-Sizes: ``--size smoke`` (CI, a minute or two), ``small`` (default, a quick look), ``full`` (the
-figures in docs/benchmarks.md: 200 concurrent lifecycles, 2,000 waiting clusters). Every count can
-be overridden by a flag. Prints one table and writes it as JSON (``bench/results/`` by default).
+Sizes: ``--size smoke`` (CI, one repetition, under a minute on a quiet machine), ``small``
+(default), ``full`` (the target sizes: 200 lifecycles per repetition, 10,000 waiting clusters;
+for a quiet machine). Every count can be overridden by a flag. Every comparison runs its arms
+interleaved ``--reps`` times (5 at small and full) and reports median (min–max) through
+``bench/stats.py``; the JSON keeps every sample and the load average. Prints one table and writes
+it as JSON (``bench/results/`` by default); ``python -m bench.plots`` draws it.
 
-Scenarios (all on the embedded stack: Temporal dev server + moto server, worker in this process):
+Scenarios (on the embedded stack: Temporal dev server + moto server; the worker in this process,
+or in worker processes for scale-out; "fake" is the latency-faithful fake AWS, bench/fakeaws.py):
 
 1. overhead   -- one organisation onboarded and one cluster created and deleted through Bridgehead,
                  against a plain script making the same AWS calls (the same activity code, called in
-                 the order Bridgehead called it, with no Temporal). Ratio Bridgehead / script.
-2. throughput -- N concurrent cluster lifecycles against N no-op workflows of the same shape (same
-                 number of activities, same wait for ``delete``): the orchestration ceiling of this
-                 server, worker and machine. Ratio and clusters per second, per worker tuning.
-3. waiting    -- W clusters whose stacks stay CREATE_IN_PROGRESS (a controllable CloudFormation):
-                 worker memory, activity executions in flight while waiting, history events per
-                 cluster; events after one hour measured on the time-skipping server.
+                 the order Bridgehead called it, with no Temporal). Ratio Bridgehead / script (moto).
+2. throughput -- N concurrent cluster lifecycles on the fake and on moto against N no-op workflows
+                 of the same shape (same number of activities, same wait for ``delete``): the
+                 orchestration ceiling of this server, worker and machine. Ratios per worker tuning.
+3. waiting    -- W clusters waiting at once on the fake, real poll I/O, per workflow-cache size:
+                 worker RSS, slots busy, dev-server CPU, SQLite growth, cache hit vs miss; history
+                 events after one hour measured on the time-skipping server.
 4. billing    -- the real BillingMeter and ledger activities (DynamoDB on moto) under time skipping:
                  cluster-hours metered per wall second, actions and events per cluster-hour.
+5. scaleout   -- N lifecycles with 1, 2, 4 worker processes on one task queue (fake shared by all).
 
 One module per scenario in ``bench/scenarios/``, the stack and helpers they share in
 ``bench/harness.py``, the table in ``bench/report.py``; this module runs them in turn.

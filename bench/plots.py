@@ -71,19 +71,29 @@ def waiting(results: list[dict[str, Any]], out: Path) -> Path | None:
         return None
     plt = _plt()
     fig, (mem, busy) = plt.subplots(1, 2, figsize=(10, 4))
+    colours = {True: "tab:blue", False: "tab:orange"}
     for run in runs:
         n, cached = run["clusters_waiting"], run["max_cached_workflows"]
-        label = f"cache {cached}"
-        mem.scatter(n, run["worker_rss_mib_waiting"], s=24, label=label)
-        busy.scatter(n, 100 * run["slots_busy_fraction"], s=24, label=label)
+        every = cached >= n
+        label = "cache holds every cluster" if every else "cache < clusters (label: size)"
+        mem.scatter(n, run["worker_rss_mib_waiting"], s=24, color=colours[every], label=label)
+        busy.scatter(n, 100 * run["slots_busy_fraction"], s=24, color=colours[every], label=label)
+        if not every:
+            mem.annotate(f"cache {cached}", (n, run["worker_rss_mib_waiting"]), fontsize=7)
     mem.axhline(1024, color="tab:red", linestyle="--", label="1 GiB target")
     busy.axhline(2, color="tab:red", linestyle="--", label="2 % target")
     mem.set(xlabel="clusters waiting", ylabel="worker RSS (MiB)", title="Worker memory")
     busy.set(xlabel="clusters waiting", ylabel="activity slots busy (%)", title="Slots busy")
     for ax in (mem, busy):
-        ax.legend(fontsize=8)
-    loads = sorted({tuple(run["load_average_before"]) for run in runs})
-    fig.suptitle(f"Waiting on the fake AWS, 30 s polls (load {list(loads[0])})")
+        handles, labels = ax.get_legend_handles_labels()
+        unique = dict(zip(labels, handles, strict=True))
+        ax.legend(unique.values(), unique.keys(), fontsize=8)
+        ax.set_xlim(left=0)
+        ax.set_ylim(bottom=0)
+    loads = [run["load_average_before"][0] for run in runs]
+    fig.suptitle(
+        f"Waiting on the fake AWS, 30 s polls (1-min load {min(loads)}–{max(loads)} on 2 cores)"
+    )
     return _save(fig, plt, out / "waiting.png")
 
 

@@ -86,6 +86,19 @@ def table(result: dict[str, Any]) -> str:
             f"ledger {bl['node_minutes_ledger']} = expected {bl['node_minutes_expected']} node-min",
         ),
     ]
+    sc = result.get("scaleout")
+    if sc is not None and "error" not in sc:
+        for k, cps in sc["clusters_per_second"].items():
+            rows.append(
+                (
+                    f"scale-out: {k} worker process(es), lifecycles/s",
+                    spread(cps, "/s"),
+                    f"{sc['clusters']} clusters on the fake AWS; dev server CPU "
+                    f"{spread(sc['server_cpu_percent'][k], ' %')}",
+                )
+            )
+    elif sc is not None:
+        rows.append(("scale-out", "failed", str(sc["error"])[:80]))
     w1 = max(len(r[0]) for r in rows)
     w2 = max(len(r[1]) for r in rows)
     lines = [
