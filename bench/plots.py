@@ -39,7 +39,7 @@ def throughput(results: list[dict[str, Any]], out: Path) -> Path | None:
     if not rows:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     labels, x = [], 0
     for t in rows:
         for arm in ("fake", "moto"):
@@ -48,7 +48,8 @@ def throughput(results: list[dict[str, Any]], out: Path) -> Path | None:
                 continue
             ax.scatter([x] * len(s["samples"]), s["samples"], color="tab:blue", s=14, zorder=3)
             ax.hlines(s["median"], x - 0.3, x + 0.3, color="black", zorder=4)
-            labels.append(f"{arm} AWS\n[{t['tuning']}, {t['clusters']} clusters]")
+            load = t["load_average_before"][0]
+            labels.append(f"{arm} AWS\n{t['clusters']} clusters [{t['tuning']}]\nload {load}")
             x += 1
     ax.axhline(0.8, color="tab:green", linestyle="--", label="target 0.8")
     ax.axhline(1.0, color="grey", linestyle=":", label="ceiling (no-op workflows)")
@@ -56,7 +57,7 @@ def throughput(results: list[dict[str, Any]], out: Path) -> Path | None:
     ax.set_ylabel("lifecycles/s ÷ ceiling/s (per repetition)")
     ax.set_ylim(0, 1.3)
     ax.legend(loc="upper right", fontsize=8)
-    ax.set_title(f"Throughput vs the orchestration ceiling (load {rows[0]['load_average_before']})")
+    ax.set_title("Throughput vs the orchestration ceiling (each dot a repetition; 2 cores, shared)")
     return _save(fig, plt, out / "throughput.png")
 
 
