@@ -31,18 +31,22 @@ from activities.billing import BillingActivities
 from activities.cloudformation import StackActivities
 from activities.clusters import ClusterActivities
 from activities.dropbox import DropboxActivities
+from activities.heartbeat import HeartbeatInterceptor
+from activities.image_release import ImageReleaseActivities
 from activities.images import ImageActivities
 from activities.marketplace import MarketplaceActivities, NotificationConsumer
 from activities.onboarding import OnboardingActivities
 from activities.regions import RegionActivities
 from activities.registry import Registry
 from activities.schedules import ScheduleActivities
+from activities.stack_events import StackEventConsumer
 from bridgehead.client import make_client
 from bridgehead.logging import configure_logging, get_logger
 from bridgehead.settings import Settings, get_settings
 from workflows.billing import BillingMeterWorkflow, BillingReportWorkflow
 from workflows.clusters import ClusterLifecycleWorkflow
 from workflows.dropbox import DropboxRequestWorkflow, DropboxWatchWorkflow
+from workflows.image_release import ImageReleaseWorkflow
 from workflows.images import ShareImagesWorkflow
 from workflows.marketplace import MarketplaceSubscriptionWorkflow
 from workflows.onboarding import OnboardOrganizationWorkflow
@@ -62,6 +66,7 @@ WORKFLOWS = [
     DropboxRequestWorkflow,
     MarketplaceSubscriptionWorkflow,
     BillingReportWorkflow,
+    ImageReleaseWorkflow,
 ]
 
 log = get_logger("bridgehead.worker")
@@ -77,6 +82,7 @@ def build_activities(
     instances: list[Any] = [
         OnboardingActivities(aws, registry),
         ImageActivities(aws, registry),
+        ImageReleaseActivities(aws, registry),
         RegionActivities(aws, registry),
         StackActivities(aws, registry),
         ClusterActivities(aws, registry),
@@ -123,6 +129,12 @@ def build_worker(
         # Bad JSON input fails the run with pydantic's message instead of retrying forever.
         workflow_failure_exception_types=[ValidationError],
         graceful_shutdown_timeout=timedelta(seconds=20),
+        # Failover (issue 19): heartbeats for every running activity that has a heartbeat timeout,
+        # so a dead worker's attempts are retried elsewhere within ~10 s (activities/heartbeat.py).
+        interceptors=[HeartbeatInterceptor()],
+        # A workflow cached on a worker that died gets its next task on the normal queue after
+        # this (default 10 s); a live worker polls its sticky queue continuously.
+        sticky_queue_schedule_to_start_timeout=timedelta(seconds=5),
     )
     options.update(overrides)
     return Worker(client, **options)
@@ -259,12 +271,18 @@ async def main() -> None:
             consumer = asyncio.create_task(
                 NotificationConsumer(aws, Registry(aws), client).run(stop)
             )
+        # CloudFormation stack notifications (SNS -> SQS) become stack_event hints.
+        stack_events = None
+        if settings.stack_events_queue:
+            stack_events = asyncio.create_task(StackEventConsumer(aws, client).run(stop))
         async with worker:
             await stop.wait()
             if gauge is not None:
                 await gauge
             if consumer is not None:
                 await consumer
+            if stack_events is not None:
+                await stack_events
             log.info("shutting down worker")
     log.info("worker stopped")
 

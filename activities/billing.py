@@ -26,6 +26,7 @@ from bridgehead.models import (
     CloseBillingPeriodsInput,
     CloseBillingPeriodsResult,
     CorrectResult,
+    OrgState,
     RecordCorrectionInput,
     UsageSegment,
 )
@@ -60,6 +61,16 @@ class BillingActivities(MeteringActivities):
         until = req.until.astimezone(UTC)
         clusters = self.registry.clusters(req.org_id)
         if req.final:
+            # Only offboarding ends the meter: a ``stop`` signal from anyone else (the signal is
+            # not authenticated) would otherwise end billing for good while clusters come later.
+            state = (self.registry.org_item(req.org_id) or {}).get("state")
+            if state not in (OrgState.OFFBOARDING.value, OrgState.OFFBOARDED.value):
+                raise ApplicationError(
+                    f"cannot close the final billing period: organisation {req.org_id} is {state}, not offboarding "
+                    "(the meter stops only when the organisation is offboarded)",
+                    type="BillingStopRefused",
+                    non_retryable=True,
+                )
             running = [
                 c["name"] for c in clusters for x in c.get("segments") or [] if x.get("end") is None
             ]

@@ -7,18 +7,20 @@ Waiting uses the infrequent-polling pattern (see workflows/_options.py: POLL).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws
 from activities.errors import CustomerActionRequired, aws_errors, error_code
 from activities.registry import Registry
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import ResizeStackInput, StackEvent, StackPoll, StackRef, StackRequest
+from bridgehead.polling import still_waiting
 
 log = get_logger("bridgehead.activities.cloudformation")
 
@@ -43,6 +45,10 @@ FAILED = {
 _WINDOW_MARGIN = timedelta(seconds=90)
 
 
+def stack_events_topic_arn(region: str, account: str, topic: str) -> str:
+    return f"arn:aws:sns:{region}:{account}:{topic}"
+
+
 def _not_exists(e: ClientError) -> bool:
     return error_code(e) == "ValidationError" and "does not exist" in str(e)
 
@@ -61,11 +67,7 @@ def last_attempt_in_window() -> bool:
 
 def still_in_progress(stack_name: str, status: str) -> ApplicationError:
     """The benign, retryable error that makes Temporal poll again after ``POLL_INTERVAL``."""
-    return ApplicationError(
-        f"stack {stack_name} is {status}",
-        type="StackInProgress",
-        category=ApplicationErrorCategory.BENIGN,
-    )
+    return still_waiting(f"stack {stack_name} is {status}", "StackInProgress")
 
 
 class StackActivities:
@@ -82,9 +84,11 @@ class StackActivities:
         bind_subject(org_id=req.org_id, region=req.region)
         cfn = self._cfn(req.org_id, req.region)
         tags = {**req.tags, TOKEN_TAG: req.client_request_token}
+        notify = self._notification_arns(req.region)
         with aws_errors(f"cloudformation:CreateStack {req.stack_name}"):
             try:
                 resp = cfn.create_stack(
+                    **notify,
                     StackName=req.stack_name,
                     TemplateBody=req.template_body,
                     Parameters=[
@@ -119,6 +123,16 @@ class StackActivities:
             succeeded=False,
         )
 
+    def _notification_arns(self, region: str) -> dict[str, list[str]]:
+        """``NotificationARNs``: the platform's stack-event topic in the stack's region, when one is
+        configured (workflows/_waiting.py turns its events into prompt checks)."""
+        topic = self.aws.settings.stack_events_topic
+        if not topic:
+            return {}
+        return {
+            "NotificationARNs": [stack_events_topic_arn(region, self.aws.platform_account(), topic)]
+        }
+
     @staticmethod
     def _ours(stack: dict[str, Any], req: StackRequest) -> bool:
         """Created by this request (token), or a healthy stack with the same identifying tags."""
@@ -143,6 +157,15 @@ class StackActivities:
         """One describe per attempt. In progress: fail benignly so Temporal retries after the poll
         interval (no slot held, nothing in history), except on the window's last attempt, which
         returns the in-progress state and the latest events for the workflow's status."""
+        return self._describe(ref, give_up=last_attempt_in_window)
+
+    @activity.defn
+    def check_stack(self, ref: StackRef) -> StackPoll:
+        """One look at the stack, in progress or not (the event-driven wait's check, see
+        workflows/_waiting.py): the workflow decides when to look again."""
+        return self._describe(ref, give_up=lambda: True)
+
+    def _describe(self, ref: StackRef, give_up: Callable[[], bool]) -> StackPoll:
         bind_subject(org_id=ref.org_id, region=ref.region)
         cfn = self._cfn(ref.org_id, ref.region)
         with aws_errors(f"cloudformation:DescribeStacks {ref.stack_name}"):
@@ -185,7 +208,7 @@ class StackActivities:
                 completed_at=done,
             )
         if status.endswith("_IN_PROGRESS"):
-            if last_attempt_in_window():
+            if give_up():
                 return StackPoll(
                     stack_name=ref.stack_name,
                     stack_id=stack["StackId"],

@@ -2,29 +2,52 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import UTC, datetime
 from typing import Any
 
+from botocore.exceptions import ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws
-from activities.errors import CustomerActionRequired, aws_errors
+from activities.errors import CustomerActionRequired, aws_errors, error_code
 from activities.registry import Registry
 from bridgehead import billing, policies
+from bridgehead.capacity import console_tail
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
     NO_NEW_CLUSTERS_STATES,
     ClusterConfig,
     ClusterPlan,
     ClusterPrice,
+    ConsoleTail,
+    ConsoleTailInput,
     NotifyInput,
+    Placement,
     RegisterClusterInput,
     ValidateClusterInput,
 )
 
 log = get_logger("bridgehead.activities.clusters")
 LIVE_STATES = ("VALIDATING", "CREATING", "RUNNING", "DELETING", "FAILED")
+OPTIONAL_PARAMETERS = ("SpotPrice", "SshCidr", "SshKeyName")
+
+
+def placements(outputs: dict[str, str]) -> list[Placement]:
+    """The foundation's private subnets in order (``PrivateSubnet{N}Id`` / ``PrivateSubnet{N}Az``);
+    a foundation from before multi-AZ has only ``PrivateSubnetId``."""
+    out = []
+    for n in range(1, 7):
+        subnet = outputs.get(f"PrivateSubnet{n}Id")
+        if not subnet:
+            break
+        out.append(
+            Placement(subnet_id=subnet, availability_zone=outputs.get(f"PrivateSubnet{n}Az", ""))
+        )
+    if not out and outputs.get("PrivateSubnetId"):
+        out.append(Placement(subnet_id=outputs["PrivateSubnetId"], availability_zone=""))
+    return out
 
 
 class ClusterActivities:
@@ -42,8 +65,10 @@ class ClusterActivities:
         errors: list[str] = []
         warnings: list[str] = []
         known = ", ".join(sorted(s.rates))
-        for field in ("head_instance_type", "compute_instance_type"):
-            value = getattr(c, field)
+        field = "compute_instance_types" if c.compute_instance_types else "compute_instance_type"
+        for field, value in [("head_instance_type", c.head_instance_type)] + [
+            (field, t) for t in c.compute_types
+        ]:
             if value not in s.rates:
                 errors.append(
                     f"config.{field}: {value!r} is not an offered instance type (rate table {s.rate_version}: {known})"
@@ -56,14 +81,11 @@ class ClusterActivities:
             errors.append(
                 f"config.head_volume_gb: {c.head_volume_gb} must be between {s.min_head_volume_gb} and {s.max_head_volume_gb} GiB"
             )
-        if (
-            c.spot_price is not None
-            and c.compute_instance_type in s.rates
-            and c.spot_price > s.rates[c.compute_instance_type]
-        ):
-            warnings.append(
-                f"config.spot_price {c.spot_price} is above the on-demand rate of {c.compute_instance_type}"
-            )
+        for t in c.compute_types:
+            if c.spot_price is not None and t in s.rates and c.spot_price > s.rates[t]:
+                warnings.append(
+                    f"config.spot_price {c.spot_price} is above the on-demand rate of {t}"
+                )
         org_item = self.registry.org_item(req.org_id)
         if org_item is None:
             errors.append(f"org_id: organisation {req.org_id!r} is not registered")
@@ -116,20 +138,24 @@ class ClusterActivities:
         params = {
             "ImageId": image["image_id"],
             "HeadInstanceType": c.head_instance_type,
-            "ComputeInstanceType": c.compute_instance_type,
+            "ComputeInstanceType": c.compute_types[0],
             "ComputeNodes": str(c.compute_initial_nodes),
             "ComputeMaxNodes": str(c.compute_max_nodes),
             "ComputeMinNodes": "0" if c.autoscaling else str(c.compute_initial_nodes),
             "SpotPrice": str(c.spot_price) if c.spot_price is not None else "",
             "HeadVolumeGb": str(c.head_volume_gb),
+            "VpcId": out.get("VpcId", ""),
             "PublicSubnetId": out.get("PublicSubnetId", ""),
-            "PrivateSubnetId": out.get("PrivateSubnetId", ""),
+            "PrivateSubnetId": out.get("PrivateSubnet1Id") or out.get("PrivateSubnetId", ""),
             "HeadSecurityGroupId": out.get("HeadSecurityGroupId", ""),
             "ComputeSecurityGroupId": out.get("ComputeSecurityGroupId", ""),
             "InstanceProfileName": out.get("InstanceProfileName", ""),
             "FileSystemId": out.get("FileSystemId", ""),
+            # Passed through since the template has the rule; the config validated the CIDR.
+            "SshCidr": c.ssh_cidr or "",
+            "SshKeyName": c.ssh_key_name or "",
         }
-        missing = [k for k, v in params.items() if v == "" and k != "SpotPrice"]
+        missing = [k for k, v in params.items() if v == "" and k not in OPTIONAL_PARAMETERS]
         if missing:
             return ClusterPlan(
                 errors=[
@@ -139,20 +165,21 @@ class ClusterActivities:
         return ClusterPlan(
             warnings=warnings,
             price=self._price(c),
-            template_body=policies.cluster_template(req.org_id, req.name, tags),
+            template_body=policies.cluster_template(
+                req.org_id, req.name, tags, bootstrap_minutes=s.head_bootstrap_minutes
+            ),
             parameters=params,
             tags=tags,
             admin_email=org_item.get("admin_email", ""),
+            placements=placements(out),
         )
 
     def _price(self, c: ClusterConfig) -> ClusterPrice:
         s = self.aws.settings
-        now = billing.hourly_price(
-            c.head_instance_type, c.compute_instance_type, c.compute_initial_nodes, s.rates
-        )
-        top = billing.hourly_price(
-            c.head_instance_type, c.compute_instance_type, c.compute_max_nodes, s.rates
-        )
+        # The first compute type: the one tried first (a failover is reported in ``status``).
+        first = c.compute_types[0]
+        now = billing.hourly_price(c.head_instance_type, first, c.compute_initial_nodes, s.rates)
+        top = billing.hourly_price(c.head_instance_type, first, c.compute_max_nodes, s.rates)
         return ClusterPrice(
             rate_version=s.rate_version,
             hourly_usd=now,
@@ -184,6 +211,12 @@ class ClusterActivities:
         if req.segments is not None:
             fields["segments"] = [s.model_dump(mode="json") for s in req.segments]
         fields = {k: v for k, v in fields.items() if v is not None}
+        if req.state.value == "CREATING":
+            # Which image the stack launches from (the one validation just read), so a release
+            # never revokes an image a running cluster still uses.
+            fields["image_id"] = (self.registry.image_share(req.org_id, req.region) or {}).get(
+                "image_id"
+            )
         if req.state.value != "CREATING":
             # Only the cluster's own workflow moves its record, and only forwards.
             fields.pop("state")
@@ -224,3 +257,50 @@ class ClusterActivities:
             req.idempotency_key, req.to, req.subject, datetime.now(UTC).isoformat()
         )
         return True
+
+    @activity.defn
+    def head_console_tail(self, req: ConsoleTailInput) -> ConsoleTail:
+        """The last lines of the head node's console output (EC2 GetConsoleOutput, decoded and
+        bounded: see :func:`bridgehead.capacity.console_tail`), for a bootstrap that never
+        signalled readiness. The instance id comes from the stack's own events, never from input."""
+        bind_subject(org_id=req.org_id, region=req.region)
+        org = self.registry.org(req.org_id)
+        cfn = self.aws.customer(org, "cloudformation", req.region)
+        with aws_errors(f"cloudformation:DescribeStackEvents {req.stack_name}"):
+            events = cfn.describe_stack_events(StackName=req.stack_name).get("StackEvents", [])
+        instance = next(
+            (
+                e["PhysicalResourceId"]
+                for e in events
+                if e.get("LogicalResourceId") == "HeadNode"
+                and str(e.get("PhysicalResourceId", "")).startswith("i-")
+            ),
+            None,
+        )
+        if instance is None:  # no resource events (moto records stack-level events only)
+            with aws_errors(f"cloudformation:DescribeStackResource {req.stack_name}"):
+                try:
+                    res = cfn.describe_stack_resource(
+                        StackName=req.stack_name, LogicalResourceId="HeadNode"
+                    )["StackResourceDetail"]
+                except ClientError as e:
+                    if error_code(e) != "ValidationError":
+                        raise
+                    return ConsoleTail()  # the stack or its head node is gone
+            physical = str(res.get("PhysicalResourceId") or "")
+            instance = physical if physical.startswith("i-") else None
+        if instance is None:
+            return ConsoleTail()
+        ec2 = self.aws.customer(org, "ec2", req.region)
+        with aws_errors(f"ec2:GetConsoleOutput {instance}"):
+            try:
+                raw = ec2.get_console_output(InstanceId=instance, Latest=True).get("Output") or ""
+            except ClientError as e:
+                if error_code(e) != "InvalidInstanceID.NotFound":
+                    raise
+                return ConsoleTail(instance_id=instance)  # terminated and gone
+        try:
+            text = base64.b64decode(raw).decode("utf-8", errors="replace")
+        except ValueError:
+            text = raw  # some SDK versions hand it over decoded
+        return ConsoleTail(instance_id=instance, lines=console_tail(text))

@@ -10,7 +10,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
+from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws, not_found
 from activities.errors import aws_errors, error_code
@@ -26,6 +26,7 @@ from bridgehead.models import (
     ShareImageInput,
     ShareImageResult,
 )
+from bridgehead.polling import still_waiting
 
 log = get_logger("bridgehead.activities.images")
 COPIED_FROM_TAG = "bridgehead:copied-from"
@@ -132,11 +133,7 @@ class ImageActivities:
         if state == "available":
             return req
         if state in ("pending", "transient"):
-            raise ApplicationError(
-                f"image {req.image_id} is {state}",
-                type="ImagePending",
-                category=ApplicationErrorCategory.BENIGN,
-            )
+            raise still_waiting(f"image {req.image_id} is {state}", "ImagePending")
         reason = images[0].get("StateReason", {}).get("Message", "") if images else "it disappeared"
         raise ApplicationError(
             f"image copy {req.image_id} in {req.region} ended {state}: {reason}",
@@ -177,6 +174,20 @@ class ImageActivities:
                     OperationType="add",
                     UserIds=[org.aws_account_id],
                 )
+        previous = self.registry.image_share(req.org_id, req.region) or {}
+        if (
+            previous.get("state") == "SHARED"
+            and previous.get("image_id") not in (None, req.image_id)
+            and self.registry.shared_image(req.org_id, req.region, previous["image_id"]) is None
+        ):
+            # Shared before every share was recorded: remember it before the record moves on.
+            self.registry.record_shared_image(
+                req.org_id,
+                req.region,
+                previous["image_id"],
+                list(previous.get("snapshot_ids") or []),
+                org.aws_account_id,
+            )
         self.registry.put_image_share(
             req.org_id,
             req.region,
@@ -188,17 +199,29 @@ class ImageActivities:
                 "updated_at": datetime.now(UTC).isoformat(),
             },
         )
+        # Every image ever shared is remembered, so offboarding revokes old releases too.
+        self.registry.record_shared_image(
+            req.org_id, req.region, req.image_id, snapshots, org.aws_account_id
+        )
         log.info("image shared", image_id=req.image_id, snapshots=snapshots)
         return ShareImageResult(image_id=req.image_id, snapshot_ids=snapshots)
 
     @activity.defn
     def revoke_image(self, req: ShareImageInput) -> ShareImageResult:
-        """Remove every permission :meth:`share_image` granted (offboarding)."""
+        """Remove every permission :meth:`share_image` granted on ``req.image_id`` (offboarding,
+        and a replaced release). The current-image record moves to REVOKED only if it names this
+        image: revoking an older release leaves the image new clusters launch from alone."""
         bind_subject(org_id=req.org_id, region=req.region)
         org = self.registry.org(req.org_id)
+        current = self.registry.image_share(req.org_id, req.region) or {}
+        recorded = self.registry.shared_image(req.org_id, req.region, req.image_id) or {}
+        if current.get("image_id") == req.image_id and current.get("snapshot_ids"):
+            snapshots = list(current["snapshot_ids"])
+        elif recorded.get("snapshot_ids"):
+            snapshots = list(recorded["snapshot_ids"])
+        else:
+            snapshots = self._snapshots_if_any(req.region, req.image_id)
         ec2 = self._ec2(req.region)
-        record = self.registry.image_share(req.org_id, req.region) or {}
-        snapshots = list(record.get("snapshot_ids") or self._snapshots(req.region, req.image_id))
         with aws_errors(f"ec2:ModifyImageAttribute (remove) {req.image_id} in {req.region}"):
             try:
                 ec2.modify_image_attribute(
@@ -215,7 +238,19 @@ class ImageActivities:
             except ClientError as e:
                 if not error_code(e).endswith(".NotFound"):
                     raise
-        self.registry.update_image_share(
-            req.org_id, req.region, {"state": "REVOKED", "image_id": req.image_id}
-        )
+        if recorded:
+            self.registry.mark_image_revoked(req.org_id, req.region, req.image_id)
+        if not current or current.get("image_id") in (None, req.image_id):
+            self.registry.update_image_share(
+                req.org_id, req.region, {"state": "REVOKED", "image_id": req.image_id}
+            )
         return ShareImageResult(image_id=req.image_id, snapshot_ids=snapshots)
+
+    def _snapshots_if_any(self, region: str, image_id: str) -> list[str]:
+        """The image's snapshots; none if the image is gone (deregistered: nothing to revoke)."""
+        try:
+            return self._snapshots(region, image_id)
+        except ApplicationError as e:
+            if not e.non_retryable:
+                raise
+            return []

@@ -75,7 +75,10 @@ class MeteringActivities:
             return tally
         now = self.clock()
         with self._lease(req.org_id):
-            batches = self.ledger.batches(req.org_id)
+            # Only the ledger's two small indexes are read (activities/ledger.py): a tick costs the
+            # same after years of usage as after an hour.
+            self.ledger.index_once(req.org_id)
+            batches = self._open_batches(req.org_id)
             for batch in [b for b in batches if b.get("status") == "PENDING"]:
                 age = now - _batch_time(batch)
                 if age < MARKETPLACE_LIMIT:
@@ -84,7 +87,7 @@ class MeteringActivities:
                         return tally
                 if batch["status"] == "PENDING" and age >= RESEND_WINDOW:
                     self._expire(req.org_id, batch, tally)
-            new = self._new_batch(req.org_id, link, now, batches)
+            new = self._new_batch(req.org_id, link, now, batches, tally)
             if new is not None:
                 self._send(req.org_id, link, new, tally)
         return tally
@@ -110,22 +113,42 @@ class MeteringActivities:
         finally:
             self.ledger.release_lease(org_id, me)
 
+    def _open_batches(self, org_id: str) -> list[dict[str, Any]]:
+        """The open batches; a batch a crash left in the open index after it was settled (sent,
+        flagged, or its expired rest carried by a batch written since) is dropped from it now."""
+        opened = self.ledger.open_batches(org_id)
+        claimed = {sk for b in opened for sk in b.get("carries", [])}
+        keep = []
+        for b in opened:
+            carrying = b.get("status") == "EXPIRED" and b.get("carry") and b["sk"] not in claimed
+            if b.get("status") == "PENDING" or carrying:
+                keep.append(b)
+            else:
+                self.ledger.close_batch(org_id, b["sk"])
+        return keep
+
     def _new_batch(
-        self, org_id: str, link: dict[str, Any], now: datetime, batches: list[dict[str, Any]]
+        self,
+        org_id: str,
+        link: dict[str, Any],
+        now: datetime,
+        batches: list[dict[str, Any]],
+        tally: MeterUsageResult,
     ) -> dict[str, Any] | None:
-        """The batch for every entry and carry no batch holds yet, written before it is sent.
+        """The batch for every entry and carry no batch holds yet (from the open ``batches`` and
+        the unmetered index), written before it is sent; the carries it takes leave the index.
 
         Entries of periods before the organisation was linked are never metered (the buyer had
-        not subscribed then); the report lists them as not metered."""
-        unsent = [b for b in batches if b.get("status") != "SENT"]
-        held = {sk for b in unsent for sk in b.get("entries", [])}
+        not subscribed then); they leave the index, and the report lists them as not metered."""
+        held = {sk for b in batches for sk in b.get("entries", [])}
         claimed = {sk for b in batches for sk in b.get("carries", [])}
         linked_hour = billing.floor_hour(datetime.fromisoformat(link["linked_at"])).isoformat()
-        entries = [
-            e
-            for e in self.ledger.entries(org_id)
-            if not e.get("metered") and e["sk"] not in held and e["period_start"] >= linked_hour
-        ]
+        entries = []
+        for e in self.ledger.unmetered(org_id):
+            if e["period_start"] < linked_hour:
+                self.ledger.forget_unmetered(org_id, e["entry"])
+            elif e["entry"] not in held:
+                entries.append(e)
         carries = [
             b
             for b in batches
@@ -141,20 +164,24 @@ class MeteringActivities:
         if not qty:
             return None
         stamp = now.astimezone(UTC).replace(microsecond=0)
-        if stamp.isoformat() in {_batch_time(b).isoformat() for b in batches}:
-            return (
-                None  # another attempt made a batch this very second; it is sent on the next call
-            )
         batch = {
             "hour": stamp.isoformat(),
             "status": "PENDING",
             "quantities": dict(qty),
-            "entries": [e["sk"] for e in entries],
+            "entries": [e["entry"] for e in entries],
             "carries": [b["sk"] for b in carries],
             "acked": [],
             "customer_aws_account_id": link["customer_aws_account_id"],
         }
-        return self.ledger.add_batch(org_id, stamp, batch)
+        written = self.ledger.add_batch(org_id, stamp, batch)
+        if written is None:
+            # This clock hour has its batch: the rest waits for the next hour, never a second
+            # record for the same hour (Marketplace would refuse it as DuplicateRecord).
+            tally.deferred = sum(qty.values())
+            return None
+        for b in carries:
+            self.ledger.close_batch(org_id, b["sk"])
+        return written
 
     def _send(
         self, org_id: str, link: dict[str, Any], batch: dict[str, Any], tally: MeterUsageResult
@@ -232,14 +259,17 @@ class MeteringActivities:
         dims = {_dimension(t) for t, q in batch["quantities"].items() if int(q) > 0}
         if dims <= acked | set(defects):
             status = "DEFECT" if defects else "SENT"
+            # Entries first, the batch last: a batch leaves PENDING only once no entry of its is
+            # left in the unmetered index (a crash in between resends, which AWS counts once).
             for sk in batch.get("entries", []):
                 flags: dict[str, Any] = {"metered": not defects, "metered_in": batch["sk"]}
                 if defects:
                     flags["metering_defects"] = sorted(defects)
-                self.ledger.update_entry(org_id, sk, flags)
+                self.ledger.settle_entry(org_id, sk, flags)
             self.ledger.update_batch(
                 org_id, batch["sk"], {"status": status, "sent_at": self.clock().isoformat()}
             )
+            self.ledger.close_batch(org_id, batch["sk"])
             batch["status"] = status
 
     def _stop_metering(self, org_id: str, link: dict[str, Any], tally: MeterUsageResult) -> None:
@@ -278,12 +308,15 @@ class MeteringActivities:
             for t, q in batch["quantities"].items()
             if _dimension(t) not in acked and int(q) > 0
         }
-        # One write: the status and the carry together, so a crash cannot carry it twice or lose it.
+        # Entries first (as in _send), then one write: the status and the carry together, so a
+        # crash cannot carry it twice or lose it. The batch stays open until a batch carries it.
+        for sk in batch.get("entries", []):
+            self.ledger.settle_entry(org_id, sk, {"metered": True, "metered_in": batch["sk"]})
         expired = {"status": "EXPIRED", "carry": carry, "expired_at": self.clock().isoformat()}
         self.ledger.update_batch(org_id, batch["sk"], expired)
         batch.update(status="EXPIRED", carry=carry)
-        for sk in batch.get("entries", []):
-            self.ledger.update_entry(org_id, sk, {"metered": True, "metered_in": batch["sk"]})
+        if not carry:
+            self.ledger.close_batch(org_id, batch["sk"])
         tally.expired += 1
         log.warning(
             "usage batch past the Marketplace window, carried into the next batch",

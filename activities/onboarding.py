@@ -132,6 +132,14 @@ class OnboardingActivities:
                 f"organisation id {req.org_id!r} is already registered (account {existing['aws_account_id']}); "
                 "choose another org_id"
             )
+        conflict = self.registry.org_id_conflict(req.org_id)
+        if conflict is not None:
+            short, long = sorted((conflict, req.org_id), key=len)
+            raise _customer_action(
+                f"organisation id {req.org_id!r} cannot be registered next to {conflict!r}: {long!r} starts with "
+                f"{short + '-'!r}, so workflow ids would be ambiguous (cluster-{long}-db would name a cluster of "
+                f"both); choose an id that neither starts with {short + '-'!r} nor is a hyphen prefix of a registered id"
+            )
         external_id = new_external_id()
         now = datetime.now(UTC).isoformat()
         fields = {
@@ -159,8 +167,9 @@ class OnboardingActivities:
         refused = self.registry.register_org(req.org_id, fields, shared_account=req.shared_account)
         if refused is not None:
             raise _customer_action(
-                f"organisation id {req.org_id!r} is already registered, or account {req.aws_account_id} was "
-                "claimed by another organisation at the same moment; nothing was registered"
+                f"organisation id {req.org_id!r} is already registered, or account {req.aws_account_id} (or an "
+                "organisation id that is a hyphen prefix of this one, or extends it) was claimed by another "
+                "organisation at the same moment; nothing was registered"
             ) from refused
         log.info("organisation registered", org_id=req.org_id, account=req.aws_account_id)
         return RegisterOrgResult(
@@ -376,7 +385,7 @@ class OnboardingActivities:
     @activity.defn
     def verify_role(self, req: VerifyRoleInput) -> VerificationReport:
         """Prove the role is usable and safe; every failed check names its fix (see
-        ``activities/verification.py``, one function per check)."""
+        ``activities/verification/``, one function per check)."""
         bind_subject(org_id=req.org_id)
         item = self.registry.org_item(req.org_id) or {}
         changed = item.get("role_changed_at")

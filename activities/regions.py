@@ -16,6 +16,8 @@ from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
     ClusterSummary,
     FoundationRecord,
+    FoundationStates,
+    FoundationStatesInput,
     FoundationTemplateInput,
     Leftovers,
     LeftoversInput,
@@ -126,6 +128,19 @@ class RegionActivities:
             fields["outputs"] = rec.outputs
         fields.pop("state")
         self.registry.transition_foundation(rec.org_id, rec.region, rec.state, fields)
+
+    @activity.defn
+    def foundation_states(self, req: FoundationStatesInput) -> FoundationStates:
+        """Each foundation's state as the registry records it (consistent read): what the
+        organisation's ``status`` follows after a ``CleanupRegion`` it did not start."""
+        bind_subject(org_id=req.org_id)
+        return FoundationStates(
+            states={
+                f["region"]: f.get("state", "PENDING")
+                for f in self.registry.foundations(req.org_id)
+                if f.get("region")
+            }
+        )
 
     @activity.defn
     def begin_foundation_delete(self, req: RegionClustersInput) -> RegionClusters:

@@ -1,6 +1,7 @@
 """A controllable CloudFormation for the waiting benchmark: every stack stays CREATE_IN_PROGRESS
-until released. The poll activity behaves as the real one (a benign retryable error while in
-progress, the in-progress state on the last attempt of a polling window) and counts how many
+until released. The poll activities behave as the real ones (``poll_stack``: a benign retryable
+error while in progress, the in-progress state on the last attempt of a polling window;
+``check_stack``: one look, in progress or not) and count how many
 activity executions are in flight at any moment: the worker slots the waiting holds."""
 
 from __future__ import annotations
@@ -73,6 +74,14 @@ class HeldStacks:
 
         @activity.defn(name="poll_stack")
         def poll_stack(ref: m.StackRef) -> m.StackPoll:
+            return look(ref, last_attempt_in_window)
+
+        @activity.defn(name="check_stack")
+        def check_stack(ref: m.StackRef) -> m.StackPoll:
+            """The event-driven wait's one look (workflows/_waiting.py)."""
+            return look(ref, lambda: True)
+
+        def look(ref: m.StackRef, give_up: Any) -> m.StackPoll:
             held._enter()
             try:
                 with held._lock:
@@ -95,7 +104,7 @@ class HeldStacks:
                         succeeded=True,
                         outputs={"LoginAddress": "203.0.113.7"},
                     )
-                if last_attempt_in_window():
+                if give_up():
                     return m.StackPoll(
                         stack_name=ref.stack_name,
                         stack_id=ref.stack_name,
@@ -115,4 +124,5 @@ class HeldStacks:
             create_stack,
             delete_stack,
             poll_stack,
+            check_stack,
         ]

@@ -29,6 +29,17 @@ CLUSTER_NAME_RE = r"^[A-Za-z][-A-Za-z0-9]{0,59}$"
 DROPBOX_WATCH_SCHEDULE = "dropbox-watch"
 
 
+def hyphen_prefixes(org_id: str) -> list[str]:
+    """The shorter organisation ids that ``org_id`` extends at a hyphen (``a-b-c``: ``a``,
+    ``a-b``). Organisation ids are kept free of each other's hyphen prefixes (registration refuses
+    ``acme-prod`` once ``acme`` exists, and the other way round), because workflow ids join ids
+    with single hyphens: ``cluster-{org}-{name}`` for org ``acme`` and cluster ``prod-db`` equals
+    org ``acme-prod``'s cluster ``db``, and ``org-{org}-images`` of ``acme`` is ``org-{org}`` of
+    ``acme-images``."""
+    parts = org_id.split("-")
+    return ["-".join(parts[:i]) for i in range(1, len(parts))]
+
+
 class WorkflowIdMismatch(ValueError):
     """A workflow was started under an id that its input does not produce."""
 
@@ -159,3 +170,29 @@ def foundation_bucket(org_id: str, region: str, account_id: str) -> str:
 def session_name(org_id: str) -> str:
     """RoleSessionName used when Bridgehead assumes an organisation's role (CloudTrail shows it)."""
     return f"bridgehead-{org_id}"[:64]
+
+
+# --- stack events ---------------------------------------------------------------------------------
+#: A CloudFormation stack id: ``arn:aws:cloudformation:{region}:{account}:stack/{name}/{uuid}``.
+STACK_ID_RE = re.compile(
+    r"^arn:aws[-a-z]*:cloudformation:([a-z]{2}(?:-[a-z]+)+-[0-9]):[0-9]{12}:stack/([A-Za-z][-A-Za-z0-9]{0,127})/[-0-9a-f]{1,64}$"
+)
+
+
+def stack_of_id(stack_id: str) -> tuple[str, str] | None:
+    """``(region, stack name)`` of a well-formed stack id, else None."""
+    m = STACK_ID_RE.fullmatch(stack_id)
+    return (m.group(1), m.group(2)) if m else None
+
+
+def stack_waiter(stack_name: str, region: str) -> str | None:
+    """The workflow that waits on a Bridgehead stack (the inverse of :func:`cluster_stack` and
+    :func:`foundation_stack`): the consumer of stack events signals it. None for any other name."""
+    m = re.fullmatch(r"bridgehead-([a-z](?:-?[a-z0-9])+)--(cluster|foundation)-(.+)", stack_name)
+    if m is None:
+        return None
+    org, kind, rest = m.groups()
+    if kind == "cluster":
+        ok = re.fullmatch(CLUSTER_NAME_RE, rest) is not None
+        return cluster_workflow_id(org, rest) if ok else None
+    return region_workflow_id(org, region) if rest == region else None

@@ -152,6 +152,20 @@ def customer_role_template(
     return json.dumps(tpl, indent=2)
 
 
+#: Actions granted since organisations first onboarded, for a feature that degrades without them:
+#: a role that lacks one still passes ``permissions`` (the organisation stays READY) and a warning
+#: names the feature and the action, until the customer attaches the current policy.
+LATER_ACTIONS: dict[str, str] = {
+    "ec2:GetConsoleOutput": "the head node's console output in the reason of a failed bootstrap",
+}
+
+
+def split_missing(missing: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Missing actions as (required ones, later-added ones of :data:`LATER_ACTIONS`)."""
+    later = {a: why for a, why in missing.items() if a in LATER_ACTIONS}
+    return {a: why for a, why in missing.items() if a not in later}, later
+
+
 def setup_only_actions() -> dict[str, str]:
     """``{action: what it is needed for}`` for the actions only foundation building needs."""
     return {
@@ -289,13 +303,20 @@ def foundation_template(
     return json.dumps(tpl, indent=1, sort_keys=True)
 
 
-def cluster_template(org_id: str, name: str, tags: dict[str, str]) -> str:
+def cluster_template(
+    org_id: str, name: str, tags: dict[str, str], bootstrap_minutes: int = 20
+) -> str:
+    """``bootstrap_minutes``: the head node's ``CreationPolicy`` timeout (readiness signal)."""
     tpl = _substitute(
-        copy.deepcopy(load("cluster.template.json")), {"ORG_ID": org_id, "CLUSTER_NAME": name}
+        copy.deepcopy(load("cluster.template.json")),
+        {"ORG_ID": org_id, "CLUSTER_NAME": name, "BOOTSTRAP_MINUTES": str(bootstrap_minutes)},
     )
     res = tpl["Resources"]
     res["HeadNode"]["Properties"]["Tags"] = _tags(
         {**tags, "bridgehead:node": "head", "Name": f"{name}-head"}
+    )
+    res["HeadSshSecurityGroup"]["Properties"]["Tags"] = _tags(
+        {**tags, "bridgehead:node": "head", "Name": f"{name}-head-ssh"}
     )
     spec = res["ComputeLaunchTemplate"]["Properties"]["LaunchTemplateData"]["TagSpecifications"][0]
     spec["Tags"] = _tags({**tags, "bridgehead:node": "compute", "Name": f"{name}-compute"})

@@ -93,6 +93,10 @@ class Settings(BaseSettings):
     #: Tag key/value marking a released platform image.
     image_tag_key: str = "bridgehead:release"
     image_tag_value: str = "current"
+    #: ``ImageRelease``: how many (organisation, region) shares or revocations run at once.
+    image_release_concurrency: int = Field(default=4, ge=1, le=16)
+    #: ``ImageRelease``: how long the replaced release stays shared before it is revoked (hours).
+    image_release_grace_hours: float = Field(default=72.0, ge=0)
     supported_regions: list[str] = Field(default_factory=lambda: list(SUPPORTED_REGIONS))
     default_regions: list[str] = Field(default_factory=lambda: list(DEFAULT_REGIONS))
 
@@ -107,12 +111,22 @@ class Settings(BaseSettings):
     rates: dict[str, Decimal] = Field(default_factory=lambda: dict(DEFAULT_RATES))
     vcpus: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_VCPUS))
     max_compute_nodes: int = 64
+    #: How long the head node has to signal readiness (``cfn-signal`` in its user data) before its
+    #: ``CreationPolicy`` fails the stack: the cluster template's ``ResourceSignal`` timeout.
+    head_bootstrap_minutes: int = Field(default=20, ge=5, le=120)
     min_head_volume_gb: int = 20
     max_head_volume_gb: int = 16384
     marketplace_product_code: str = "bridgehead-local"
     #: SQS queue (platform account) subscribed to the product's AWS Marketplace subscription SNS
     #: topic; the worker consumes it and signals ``MarketplaceSubscription``. Empty: no consumer.
     marketplace_notification_queue: str = "bridgehead-marketplace-notifications"
+    #: SQS queue (platform account) fed by the regional stack-event topics; the worker consumes it
+    #: and signals ``stack_event`` to waiting workflows (activities/stack_events.py). Empty: none.
+    stack_events_queue: str = "bridgehead-stack-events"
+    #: SNS topic (platform account, one per region, this name) that every stack notifies
+    #: (``NotificationARNs``). Empty: stacks notify nobody and the waits' safety net alone sees
+    #: them. Empty on the embedded stack: moto cannot notify a topic of another account.
+    stack_events_topic: str = ""
     notify_sender: str = "noreply@bridgehead.example.com"
     #: Platform-account bucket of the self-service drop-box (``home/<user>/<CLUSTER>.cf-create``).
     inbox_bucket: str = "bridgehead-inbox"

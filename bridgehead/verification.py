@@ -1,7 +1,7 @@
 """Pure checks of a customer role: its trust policy, what its policies grant beyond what Bridgehead
 needs, and the retry rule for a role IAM has not propagated yet.
 
-No AWS calls: ``activities/verification.py`` reads the documents and calls these functions; tests
+No AWS calls: ``activities/verification/`` reads the documents and calls these functions; tests
 call them directly with adversarial documents. Every failed check carries its fix.
 """
 
@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from bridgehead import policies
 from bridgehead.models import CheckResult
+from bridgehead.policy_scope import widened_grants as widened_grants
 
 Level = Literal["strict", "warn"]
 T = TypeVar("T")
@@ -250,55 +251,12 @@ def excess_grants(
     return out
 
 
-#: Actions whose *scope* matters as much as the action: granted more widely than the published
-#: policy (another resource, or without its condition) they are an escalation path.
-SCOPE_SENSITIVE = ("iam:PassRole", "iam:CreateServiceLinkedRole")
-
-
-def widened_grants(
-    documents: list[tuple[str, dict[str, Any]]], published: dict[str, Any]
-) -> dict[str, str]:
-    """Scope-sensitive actions granted beyond the published resources or without the published
-    conditions (``iam:PassRole`` on ``*`` lets the role hand any role to EC2):
-    ``{"<action> on <resource>": where}``."""
-    allowed: dict[str, list[tuple[set[str], dict[str, Any]]]] = {}
-    for st in _as_list(published.get("Statement")):
-        for a in _as_list(st.get("Action")):
-            if a in SCOPE_SENSITIVE:
-                allowed.setdefault(a, []).append(
-                    (set(_as_list(st.get("Resource"))), st.get("Condition") or {})
-                )
-    out: dict[str, str] = {}
-    for source, doc in documents:
-        for i, st in enumerate(_as_list(doc.get("Statement"))):
-            if st.get("Effect") != "Allow" or "NotAction" in st:
-                continue  # NotAction statements are reported whole by excess_grants
-            for action in SCOPE_SENSITIVE:
-                if not statement_allows(st, action):
-                    continue
-                resources = _as_list(st.get("NotResource") and ["*"] or st.get("Resource"))
-                cond = st.get("Condition") or {}
-                ok = any(
-                    set(resources) <= res
-                    and all(
-                        cond.get(op, {}).get(k) == val
-                        for op, block in pcond.items()
-                        for k, val in block.items()
-                    )
-                    for res, pcond in allowed.get(action, [])
-                )
-                if not ok:
-                    out[f"{action} on {', '.join(map(str, resources))}"] = (
-                        f"{source} {_label(st, i)} (published: only "
-                        + "; ".join(", ".join(sorted(r)) for r, _ in allowed.get(action, []))
-                        + ", with its conditions)"
-                    )
-    return out
-
-
 def excess_check(excess: dict[str, str], level: Level, max_listed: int = 60) -> CheckResult:
     """``strict``: excess grants fail the check (ACTION_REQUIRED); ``warn``: the check passes
-    with ``warning`` set and the same detail (READY, shown in ``status``)."""
+    with ``warning`` set and the same detail (READY, shown in ``status``).
+
+    ``excess`` holds :func:`excess_grants` (actions beyond the policy) and :func:`widened_grants`
+    (``"<action> on <resource>"``: a published action granted wider than published)."""
     if not excess:
         return CheckResult(
             name=EXCESS_GRANTS,
@@ -312,9 +270,15 @@ def excess_check(excess: dict[str, str], level: Level, max_listed: int = 60) -> 
     listed = "; ".join(f"{a} (by {w})" for a, w in items[:max_listed])
     more = f"; and {len(items) - max_listed} more" if len(items) > max_listed else ""
     detail = f"{len(items)} action(s) granted beyond what Bridgehead needs: {listed}{more}"
+    narrow = (
+        "narrow each statement named for '<action> on <resource>' to the Resource and Condition "
+        "of the published statement shown; "
+        if any(" on " in a for a in excess)
+        else ""
+    )
     remedy = (
         "Detach the extra policies (e.g. AdministratorAccess) and keep only the permission policy from this "
-        "organisation's status; or set the organisation's verification level to warn to accept them."
+        f"organisation's status; {narrow}or set the organisation's verification level to warn to accept them."
     )
     if level == "warn":
         return CheckResult(

@@ -80,6 +80,12 @@ WORKFLOWS: dict[str, Spec] = {
         "status",
         m.MarketplaceStatus,
     ),
+    "ImageRelease": (
+        m.ImageReleaseInput,
+        lambda i: ids.image_release_workflow_id(i.version),
+        "status",
+        m.ImageReleaseStatus,
+    ),
 }
 
 #: One-line summaries the Web UI shows for workflows started here (default: "<type> <org_id>").
@@ -88,6 +94,7 @@ SUMMARIES = {
     "OnboardOrganization": "onboard {org_id} (account {aws_account_id})",
     "ProvisionRegion": "foundation of {org_id} in {region}",
     "CleanupRegion": "clean up {org_id} in {region}",
+    "ImageRelease": "image release {version}",
 }
 
 
@@ -162,16 +169,24 @@ async def start(wf_type: str, inp: BaseModel, wf_id: str | None = None) -> Any:
 
 
 async def query(wf_id: str, wf_type: str | None = None) -> Any:
+    """The workflow's status query. For an organisation whose latest run did not succeed, the
+    registry's record instead, with the run's failure (:mod:`starter.org_status`)."""
+    from starter.org_status import org_status
+
     c = await client()
-    h = c.get_workflow_handle(wf_id)
-    if wf_type is None:
-        wf_type = (await h.describe()).workflow_type
+    desc = await c.get_workflow_handle(wf_id).describe()
+    # Pinned to the run described, so the status and the failure read belong to the same run.
+    h = c.get_workflow_handle(wf_id, run_id=desc.run_id)
+    wf_type = wf_type or desc.workflow_type
     _, _, qname, qtype = WORKFLOWS.get(wf_type, (None, None, None, None))
     if qname is None:
         raise CliError(
             f"{wf_type} has no status query; use `temporal workflow show --workflow-id {wf_id}`"
         )
-    return await h.query(qname, result_type=qtype)
+    s = await h.query(qname, result_type=qtype)
+    if wf_type == "OnboardOrganization" and desc.status is not None:
+        return await org_status(h, desc.status.name, s)
+    return s
 
 
 async def wait_state(
@@ -190,6 +205,9 @@ async def wait_state(
             last = marker
         if s.state.value in done:
             return s
+        if wf_type == "OnboardOrganization" and s.state == m.OrgState.FAILED:
+            # The run ended unsuccessfully (starter.org_status): waiting longer changes nothing.
+            raise CliError(f"{wf_id}: {s.last_error}")
         if time.monotonic() > deadline:
             raise CliError(
                 f"timed out waiting for {wf_id} to reach {sorted(done)}; it is {s.state.value}"

@@ -6,7 +6,6 @@ PyPI, both installed into the virtualenv. Used by ``python -m starter up`` and b
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -20,19 +19,38 @@ from pathlib import Path
 from typing import Any
 
 from bridgehead.settings import REPO_ROOT
+from starter.emulator import (
+    DEFAULT_KEYS,
+    DEMO_CUSTOMER_ACCOUNT,
+    PLATFORM_ACCOUNT,
+    PLATFORM_ADMIN,
+    PLATFORM_ROLE,
+    SEED_REGIONS,
+    _client,
+    bootstrap_enforcement,
+    bootstrap_request_count,
+    customer_admin,
+    platform_role_session,
+    seed_emulator,
+)
 
-PLATFORM_ACCOUNT = "123456789012"  # moto's default account
-DEFAULT_KEYS = {"aws_access_key_id": "testing", "aws_secret_access_key": "testing"}
-PLATFORM_ADMIN = "bridgehead-platform"  # the platform's IAM user when moto enforces IAM
-#: The dedicated platform role the worker runs as (customers trust it, never the account root).
-PLATFORM_ROLE = "bridgehead-platform"
-DEMO_CUSTOMER_ACCOUNT = "211111111111"
+#: Re-exported: the emulator's accounts and seed live in :mod:`starter.emulator`.
+__all__ = [
+    "DEMO_CUSTOMER_ACCOUNT",
+    "PLATFORM_ACCOUNT",
+    "PLATFORM_ROLE",
+    "SEARCH_ATTRIBUTES",
+    "SEED_REGIONS",
+    "LocalStack",
+    "bin_path",
+    "customer_admin",
+    "free_port",
+    "port_open",
+    "port_owner",
+    "seed_emulator",
+]
+
 SEARCH_ATTRIBUTES = ("OrgId", "ClusterName", "ClusterStatus", "Region")
-SEED_REGIONS = (
-    "us-east-1",
-    "us-east-2",
-    "us-west-2",
-)  # us-west-1 is left without an image: it gets copied
 
 
 def free_port() -> int:
@@ -235,7 +253,8 @@ class LocalStack:
         )
         return r.returncode == 0 and all(sa in r.stdout for sa in SEARCH_ATTRIBUTES)
 
-    def start_worker(self) -> None:
+    def start_worker(self, name: str = "worker") -> None:
+        """Start a worker process (``name`` tells several apart: processes and log files)."""
         keys: dict[str, str] = {}
         if self.worker_keys:
             keys = {
@@ -244,13 +263,13 @@ class LocalStack:
                 "AWS_SESSION_TOKEN": self.worker_keys["aws_session_token"],
             }
         self._spawn(
-            "worker",
+            name,
             [sys.executable, str(REPO_ROOT / "worker.py")],
             {**self.env(), **keys, **self.worker_env},
         )
         time.sleep(0.5)
-        if self.procs["worker"].poll() is not None:
-            raise RuntimeError(f"worker exited at start; see {self.state_dir / 'worker.log'}")
+        if self.procs[name].poll() is not None:
+            raise RuntimeError(f"worker exited at start; see {self.state_dir / f'{name}.log'}")
 
     def stop_worker(self, sig: int = signal.SIGTERM) -> None:
         self._stop("worker", sig)
@@ -267,7 +286,8 @@ class LocalStack:
             p.wait()
 
     def stop(self) -> None:
-        for name in ("worker", "temporal", "moto"):
+        workers = sorted(n for n in self.procs if n.startswith("worker"))
+        for name in (*workers, "temporal", "moto"):
             self._stop(name)
 
     @staticmethod
@@ -335,147 +355,3 @@ class LocalStack:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-# ------------------------------------------------------------------------------------------------------
-# Seeding the emulator
-# ------------------------------------------------------------------------------------------------------
-def _client(endpoint: str, service: str, region: str = "us-east-1", **creds: str | None) -> Any:
-    import boto3
-
-    return boto3.session.Session(
-        aws_access_key_id=creds.get("aws_access_key_id") or "testing",
-        aws_secret_access_key=creds.get("aws_secret_access_key") or "testing",
-        aws_session_token=creds.get("aws_session_token"),
-    ).client(service, region_name=region, endpoint_url=endpoint)
-
-
-def platform_role_session(endpoint: str, creds: dict[str, str] | None = None) -> dict[str, str]:
-    """Create the dedicated platform role in the platform account (idempotent) and return keys of
-    a session of it: the embedded stack's worker runs as that role, as a production worker runs
-    with its instance or task role."""
-    iam = _client(endpoint, "iam", **(creds or {}))
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": "sts:AssumeRole",
-                "Principal": {"AWS": f"arn:aws:iam::{PLATFORM_ACCOUNT}:root"},
-            }
-        ],
-    }
-    try:
-        iam.create_role(
-            RoleName=PLATFORM_ROLE,
-            AssumeRolePolicyDocument=json.dumps(trust),
-            Description="Bridgehead platform: the worker runs as this role; customers trust it",
-        )
-        iam.put_role_policy(RoleName=PLATFORM_ROLE, PolicyName="platform", PolicyDocument=ALLOW_ALL)
-    except iam.exceptions.EntityAlreadyExistsException:
-        pass
-    sts = _client(endpoint, "sts", **(creds or {}))
-    c = sts.assume_role(
-        RoleArn=f"arn:aws:iam::{PLATFORM_ACCOUNT}:role/{PLATFORM_ROLE}",
-        RoleSessionName="worker",
-        DurationSeconds=43200,
-    )["Credentials"]
-    return {
-        "aws_access_key_id": c["AccessKeyId"],
-        "aws_secret_access_key": c["SecretAccessKey"],
-        "aws_session_token": c["SessionToken"],
-    }
-
-
-def _assume(endpoint: str, account: str, creds: dict[str, str] | None = None) -> dict[str, str]:
-    sts = _client(endpoint, "sts", **(creds or {}))
-    c = sts.assume_role(
-        RoleArn=f"arn:aws:iam::{account}:role/OrganizationAccountAccessRole",
-        RoleSessionName="customer-admin",
-    )["Credentials"]
-    return {
-        "aws_access_key_id": c["AccessKeyId"],
-        "aws_secret_access_key": c["SecretAccessKey"],
-        "aws_session_token": c["SessionToken"],
-    }
-
-
-def customer_admin(
-    endpoint: str,
-    account: str,
-    service: str,
-    region: str = "us-east-1",
-    creds: dict[str, str] | None = None,
-) -> Any:
-    """A client acting as the customer's administrator (moto maps the assumed role to ``account``)."""
-    return _client(endpoint, service, region, **_assume(endpoint, account, creds))
-
-
-ALLOW_ALL = json.dumps(
-    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
-)
-
-
-def bootstrap_request_count(accounts: tuple[str, ...]) -> int:
-    """Requests :func:`bootstrap_enforcement` makes before moto starts checking every call."""
-    return 3 + 3 * len(accounts)
-
-
-def bootstrap_enforcement(endpoint: str, accounts: tuple[str, ...]) -> dict[str, str]:
-    """With moto enforcing IAM after the first few requests: create the platform's admin user (its
-    keys are returned) and, in each customer account, the ``OrganizationAccountAccessRole`` a
-    customer administrator acts through. Exactly :func:`bootstrap_request_count` requests."""
-    iam = _client(endpoint, "iam")
-    iam.create_user(UserName=PLATFORM_ADMIN)
-    iam.put_user_policy(UserName=PLATFORM_ADMIN, PolicyName="admin", PolicyDocument=ALLOW_ALL)
-    k = iam.create_access_key(UserName=PLATFORM_ADMIN)["AccessKey"]
-    keys = {"aws_access_key_id": k["AccessKeyId"], "aws_secret_access_key": k["SecretAccessKey"]}
-    trust = json.dumps(
-        {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Action": "sts:AssumeRole",
-                    "Principal": {"AWS": f"arn:aws:iam::{PLATFORM_ACCOUNT}:user/{PLATFORM_ADMIN}"},
-                }
-            ],
-        }
-    )
-    for account in accounts:
-        admin = _client(endpoint, "iam", **_assume(endpoint, account))
-        admin.create_role(RoleName="OrganizationAccountAccessRole", AssumeRolePolicyDocument=trust)
-        admin.put_role_policy(
-            RoleName="OrganizationAccountAccessRole", PolicyName="admin", PolicyDocument=ALLOW_ALL
-        )
-    return keys
-
-
-def seed_emulator(
-    endpoint: str,
-    regions: tuple[str, ...] = SEED_REGIONS,
-    sender: str = "noreply@bridgehead.example.com",
-    creds: dict[str, str] | None = None,
-) -> dict[str, str]:
-    """Released platform images (tagged) in ``regions`` of the platform account, and a verified
-    SES sender. Idempotent. Returns region -> image id."""
-    images: dict[str, str] = {}
-    creds = creds or {}
-    for region in regions:
-        ec2 = _client(endpoint, "ec2", region, **creds)
-        existing = ec2.describe_images(
-            Owners=["self"], Filters=[{"Name": "tag:bridgehead:release", "Values": ["current"]}]
-        )["Images"]
-        if existing:
-            images[region] = existing[0]["ImageId"]
-            continue
-        base = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
-        inst = ec2.run_instances(ImageId=base, MinCount=1, MaxCount=1, InstanceType="t3.micro")[
-            "Instances"
-        ][0]["InstanceId"]
-        image = ec2.create_image(InstanceId=inst, Name="bridgehead-node-2026.11")["ImageId"]
-        ec2.create_tags(Resources=[image], Tags=[{"Key": "bridgehead:release", "Value": "current"}])
-        ec2.terminate_instances(InstanceIds=[inst])
-        images[region] = image
-    _client(endpoint, "ses", **creds).verify_email_identity(EmailAddress=sender)
-    return images

@@ -9,8 +9,11 @@ from datetime import UTC, datetime, timedelta
 
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
+from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityConfig
 
-from tests.integration.test_crash import land, phase_of, spans
+from tests.integration.test_crash import Span, failover, land, phase_of, spans
+from workflows import _options as options
 
 T0 = datetime(2026, 11, 26, 0, 0, tzinfo=UTC)
 
@@ -26,13 +29,19 @@ def event(event_id: int, kind: EventType.ValueType, seconds: float) -> HistoryEv
 
 
 def activity(
-    first_id: int, name: str, scheduled: float, started: float, attempt: int, timed_out: bool
+    first_id: int,
+    name: str,
+    scheduled: float,
+    started: float,
+    attempt: int,
+    timed_out: bool,
+    identity: str = "2@host",
 ) -> list[HistoryEvent]:
     sched = event(first_id, EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED, scheduled)
     sched.activity_task_scheduled_event_attributes.activity_type.name = name
     start = event(first_id + 1, EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED, started)
     a = start.activity_task_started_event_attributes
-    a.scheduled_event_id, a.attempt = first_id, attempt
+    a.scheduled_event_id, a.attempt, a.identity = first_id, attempt, identity
     if timed_out:
         a.last_failure.timeout_failure_info.SetInParent()
     elif attempt > 1:
@@ -57,23 +66,29 @@ def test_only_attempts_cut_short_by_a_timeout_count():
     wt_out.workflow_task_timed_out_event_attributes.scheduled_event_id = (
         14  # schedule-to-start: never started
     )
-    got = spans("cluster-crash0-k0", [*cluster, wt_sched, wt_out])
+    wt_again = event(16, EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED, 405)
+    wt_started = event(17, EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED, 406.5)
+    wt_started.workflow_task_started_event_attributes.identity = "2@host"
+    got = spans("cluster-crash0-k0", [*cluster, wt_sched, wt_out, wt_again, wt_started])
     assert got == [
-        (at(10), at(75), "cluster-crash0-k0", "create_stack"),
-        (at(400), at(405), "cluster-crash0-k0", ""),
+        Span(at(10), at(75), "cluster-crash0-k0", "create_stack", at(75), "2@host"),
+        Span(at(400), at(405), "cluster-crash0-k0", "", at(406.5), "2@host"),
     ]
 
 
 def test_each_kill_gets_the_phase_it_landed_in():
+    def sp(began: float, ended: float, wf_id: str, what: str, resumed: float) -> Span:
+        return Span(at(began), at(ended), wf_id, what, at(resumed), "2@host")
+
     all_spans = [
-        (at(10), at(75), "cluster-crash0-k0", "create_stack"),
-        (at(100), at(160), "cluster-crash0-k1", "poll_stack"),
-        (at(300), at(360), "cluster-crash0-k1", "poll_stack"),
-        (at(400), at(405), "billing-crash0", ""),
-        (at(500), at(560), "org-crash0-cleanup-us-east-1", "delete_stack"),
-        (at(600), at(660), "org-crash0-images", "share_image"),
+        sp(10, 75, "cluster-crash0-k0", "create_stack", 75),
+        sp(100, 160, "cluster-crash0-k1", "poll_stack", 160),
+        sp(300, 360, "cluster-crash0-k1", "poll_stack", 360),
+        sp(400, 405, "billing-crash0", "", 405.5),
+        sp(500, 560, "org-crash0-cleanup-us-east-1", "delete_stack", 560),
+        sp(600, 660, "org-crash0-images", "share_image", 660),
     ]
-    kills = [{"at": at(s)} for s in (12, 101, 301, 402, 501, 601, 700)]
+    kills = [{"at": at(s), "victim": "1@host"} for s in (12, 101, 301, 402, 501, 601, 700)]
     land(kills, all_spans, {"cluster-crash0-k1": at(250)})
     assert [k["landing_phases"] for k in kills] == [
         ["create"],
@@ -85,13 +100,86 @@ def test_each_kill_gets_the_phase_it_landed_in():
         [],
     ]
     assert kills[3]["landed_on"] == ["billing-crash0 workflow task"] and kills[6]["landed_on"] == []
-    assert [k["resumed_after_s"] for k in kills] == [63.0, 59.0, 59.0, 3.0, 59.0, 59.0, None]
+    assert [k["resumed_after_s"] for k in kills] == [63.0, 59.0, 59.0, 3.5, 59.0, 59.0, None]
 
 
 def test_phase_of():
     assert phase_of("cluster-o-k0", "poll_stack") == "wait"
+    assert phase_of("cluster-o-k0", "check_stack") == "wait"  # the event-driven wait's look
     assert phase_of("cluster-o-k0", "poll_stack", cluster_deleting=True) == "delete"
     assert phase_of("cluster-o-k0", "delete_stack") == "delete"
     assert phase_of("org-o-region-us-east-1", "create_stack") == "onboarding"
     assert phase_of("billing-o", "meter_usage") == "billing"
     assert phase_of("org-o-cleanup-us-east-1", "") == "offboarding"
+
+
+def killed_attempt(opts: ActivityConfig, started: float, killed: float) -> list[HistoryEvent]:
+    """The history the server writes for an activity whose attempt (started at ``started``) died
+    with its worker at ``killed``, worst case: the server notices at the heartbeat timeout after
+    the last heartbeat that reached it (sent just before the kill), or at the start-to-close
+    timeout without heartbeats; it retries after the retry policy's initial interval, and the
+    survivor starts the retry at once (it is long-polling the queue)."""
+    s2c = opts["start_to_close_timeout"].total_seconds()
+    hb = opts.get("heartbeat_timeout")
+    noticed = started + s2c
+    if hb:
+        noticed = min(noticed, killed + hb.total_seconds())
+    retry = opts["retry_policy"]
+    again = noticed + (retry.initial_interval.total_seconds() if retry.maximum_attempts != 1 else 0)
+    return activity(5, "delete_stack", started - 0.1, again, attempt=2, timed_out=True)
+
+
+def measured_failover(opts: ActivityConfig) -> dict:
+    kills = [{"at": at(12), "victim": "1@host"}, {"at": at(112), "victim": "1@host"}]
+    hist = killed_attempt(opts, 10, 12)
+    second = killed_attempt(opts, 110, 112)
+    for e in second:
+        e.event_id += 10
+    second[1].activity_task_started_event_attributes.scheduled_event_id += 10
+    all_spans = spans("cluster-crash0-k0", hist) + spans("cluster-crash0-k1", second)
+    land(kills, all_spans, {})
+    return failover(kills)
+
+
+def test_every_option_set_fails_over_within_bounds():
+    sets = {name: v for name, v in vars(options).items() if name.isupper() and isinstance(v, dict)}
+    assert set(sets) == {
+        "AWS_CALL",
+        "REGISTRY",
+        "LEDGER_WORK",
+        "ONE_SHOT",
+        "VERIFY",
+        "POLL",
+        "CHECK",
+        "NOTIFY",
+        "IMAGE_WAIT",
+    }
+    for name, opts in sets.items():
+        got = measured_failover(opts)
+        assert got["within_bounds"], (name, got)
+        assert got["max_s"] <= 11.0, (name, got)  # heartbeat timeout + initial interval
+
+
+def test_twin_a_long_start_to_close_without_heartbeat_fails_the_failover_check(monkeypatch):
+    """Planted defect: AWS_CALL as it was (60 s start-to-close, no heartbeat timeout)."""
+    monkeypatch.setattr(
+        options,
+        "AWS_CALL",
+        ActivityConfig(
+            start_to_close_timeout=timedelta(seconds=60),
+            retry_policy=RetryPolicy(initial_interval=timedelta(seconds=1)),
+        ),
+    )
+    got = measured_failover(options.AWS_CALL)
+    assert got == {
+        "resume_times_s": [59.0, 59.0],
+        "p95_s": 59.0,
+        "max_s": 59.0,
+        "within_bounds": False,
+    }
+
+
+def test_work_resumed_only_by_the_killed_worker_is_not_failover():
+    kills = [{"at": at(12), "victim": "2@host"}]  # the retry ran on the killed worker's identity
+    land(kills, spans("w", activity(5, "delete_stack", 10, 21, attempt=2, timed_out=True)), {})
+    assert kills[0]["resumed_after_s"] == float("inf")

@@ -1,7 +1,7 @@
-"""Only the registry (``activities/registry.py``) and the ledger (``activities/ledger.py``) know
-storage keys; every other module calls their typed methods.
+"""Only the registry (the package ``activities/registry/``) and the ledger
+(``activities/ledger.py``) know storage keys; every other module calls their typed methods.
 
-The scan parses every Python module of the project outside those two and ``tests/`` and reports,
+The scan parses every Python module of the project outside those and ``tests/`` and reports,
 as ``file:line``:
 
 * a key spelled in a string: an upper-case word followed by ``#`` (``ORG#``, ``PERIOD#``, …,
@@ -13,8 +13,11 @@ as ``file:line``:
   ``self.registry.update(...)``, ``registry.ddb``).
 
 Docstrings and comments may describe the layout (they are not code). Twins: each planted defect in a
-temporary module is reported at its line, and harmless look-alikes are not. A second check keeps the
-layout docstrings of both modules true: every key their code spells is listed there.
+temporary module is reported at its line, and harmless look-alikes are not; a key planted in a
+module next to the registry package (or in any other module) is reported, the same key inside the
+package is not. A second check keeps the layout docstrings true: every key a registry module spells
+is listed in the package's docstring (``activities/registry/__init__.py``), every key the ledger
+spells in the ledger's.
 """
 
 from __future__ import annotations
@@ -26,11 +29,25 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-OWNERS = {Path("activities/registry.py"), Path("activities/ledger.py")}
+REGISTRY_PACKAGE = Path("activities/registry")
+LEDGER = Path("activities/ledger.py")
+
+
+def owns_keys(rel: Path) -> bool:
+    """The registry package's own modules (not a subpackage, not a sibling) and the ledger."""
+    return rel == LEDGER or rel.parent == REGISTRY_PACKAGE
+
+
 #: Emulators of the DynamoDB API (the benchmark's fake AWS) must read a request's parameters; they
 #: are still checked for spelled keys, private helpers and registry primitives.
 EMULATORS = {Path("bench/fakeworld.py")}
 RAW_PARAMETER_FINDING = "raw DynamoDB request: '"
+
+
+def layout_home(rel: Path) -> Path:
+    """The module whose docstring documents the layout of the keys ``rel`` spells."""
+    return LEDGER if rel == LEDGER else REGISTRY_PACKAGE / "__init__.py"
+
 
 KEY_PREFIX = re.compile(r"(?<![A-Za-z0-9_])[A-Z][A-Z0-9_-]+#")
 FIXED_KEYS = {"META", "TOTALS", "MARKETPLACE", "METER-LEASE"}
@@ -148,21 +165,53 @@ def test_modules_are_found() -> None:
     assert {Path(p) for p in expected} <= modules
     assert any(p.parts[0] == "starter" for p in modules)
     assert any(p.parts[0] == "bench" for p in modules)
-    assert OWNERS <= modules
+    owners = {p for p in modules if owns_keys(p)}
+    assert owners == {
+        LEDGER,
+        *(
+            REGISTRY_PACKAGE / f
+            for f in ("__init__.py", "store.py", "orgs.py", "clusters.py", "links.py", "images.py")
+        ),
+    }
 
 
-def test_only_the_registry_and_the_ledger_know_storage_keys() -> None:
+def violations(sources: dict[Path, str]) -> list[str]:
+    """Findings in every module of ``sources`` (path -> text) that neither owns keys nor is a test."""
     problems = []
-    for rel in project_modules():
-        if rel in OWNERS or rel.parts[0] == "tests":
+    for rel, text in sorted(sources.items()):
+        if owns_keys(rel) or rel.parts[0] == "tests":
             continue
-        found = findings((ROOT / rel).read_text(), str(rel))
+        found = findings(text, str(rel))
         if rel in EMULATORS:
             found = [f for f in found if RAW_PARAMETER_FINDING not in f]
         problems += found
+    return problems
+
+
+def test_only_the_registry_and_the_ledger_know_storage_keys() -> None:
+    problems = violations({rel: (ROOT / rel).read_text() for rel in project_modules()})
     assert problems == [], "storage keys outside the registry and the ledger:\n" + "\n".join(
         problems
     )
+
+
+def test_twin_a_key_outside_the_registry_package_is_reported() -> None:
+    key = '"""A module."""\n\nx = f"ORG#{org_id}"\n'
+    sources = {
+        Path("activities/registry/orgs.py"): key,
+        Path("activities/ledger.py"): key,
+        Path("activities/registry_extra.py"): key,
+        Path("activities/registry/more/deep.py"): key,
+        Path("activities/regions.py"): key,
+        Path("starter/commands/onboard.py"): key,
+        Path("tests/test_x.py"): key,
+    }
+    assert violations(sources) == [
+        "activities/regions.py:3: key spelled: 'ORG#'",
+        "activities/registry/more/deep.py:3: key spelled: 'ORG#'",
+        "activities/registry_extra.py:3: key spelled: 'ORG#'",
+        "starter/commands/onboard.py:3: key spelled: 'ORG#'",
+    ]
 
 
 PLANTED = [
@@ -226,19 +275,35 @@ def _spelled(rel: Path) -> set[str]:
     return out
 
 
-@pytest.mark.parametrize("rel", sorted(OWNERS))
+def _undocumented(spelled: set[str], layout: str) -> list[str]:
+    return sorted(k for k in spelled if not re.search(rf"(?<![A-Za-z0-9_-]){re.escape(k)}", layout))
+
+
+@pytest.mark.parametrize(
+    "rel",
+    [
+        LEDGER,
+        *(REGISTRY_PACKAGE / f for f in ("orgs.py", "clusters.py", "links.py")),
+    ],
+)
 def test_layout_docstring_lists_every_key_the_module_spells(rel: Path) -> None:
-    layout = ast.get_docstring(ast.parse((ROOT / rel).read_text())) or ""
+    home = layout_home(rel)
+    layout = ast.get_docstring(ast.parse((ROOT / home).read_text())) or ""
     spelled = _spelled(rel)
     assert spelled, f"{rel} spells no key: the scan is looking at the wrong module"
-    missing = sorted(
-        k for k in spelled if not re.search(rf"(?<![A-Za-z0-9_-]){re.escape(k)}", layout)
-    )
-    assert missing == [], f"{rel}: keys missing from the layout in its docstring: {missing}"
+    missing = _undocumented(spelled, layout)
+    assert missing == [], f"{rel}: keys missing from the layout in {home}: {missing}"
+
+
+def test_twin_an_undocumented_key_is_caught() -> None:
+    assert _undocumented({"ORG#", "RELEASE#", "META"}, "ORG#<org>  META  the organisation") == [
+        "RELEASE#"
+    ]
 
 
 def test_emulator_exemption_is_narrow() -> None:
     """An emulator may read request parameters, but a key it spelled would still be reported."""
     source = '"""An emulator."""\n\nexpr = p["UpdateExpression"]\npk = "ORG#" + org\n'
-    found = [f for f in findings(source, "emu.py") if RAW_PARAMETER_FINDING not in f]
-    assert found == ["emu.py:4: key spelled: 'ORG#'"]
+    assert violations({Path("bench/fakeworld.py"): source}) == [
+        "bench/fakeworld.py:4: key spelled: 'ORG#'"
+    ]

@@ -403,9 +403,10 @@ def test_trust_fix_is_the_exact_published_policy():
 
 
 def test_verify_role_wiring_retries_a_fresh_role_then_reports_the_attempts(monkeypatch):
-    """activities/verification.check_assume: a role submitted seconds ago that STS refuses twice
+    """activities/verification/identity.check_assume: a role submitted seconds ago that STS refuses twice
     (not propagated yet) passes assume-role on the third attempt; a role recorded an hour ago that
     STS refuses fails at once, naming the fix."""
+    import boto3
     from botocore.exceptions import ClientError
 
     import activities.verification as av
@@ -445,7 +446,7 @@ def test_verify_role_wiring_retries_a_fresh_role_then_reports_the_attempts(monke
                 "aws_session_token": "t",
             }
 
-    monkeypatch.setattr(av.boto3.session, "Session", FakeSession)
+    monkeypatch.setattr(boto3.session, "Session", FakeSession)
     org = OrgRecord("acme", "222222222222", EXT, None, "", "", ["us-east-1"], "VERIFYING")
     req = m_verify_input()
     slept: list[float] = []

@@ -15,11 +15,14 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from bridgehead.models import (
+        BeginReleaseInput,
         BillingReport,
         BillingReportInput,
         CloseBillingPeriodsInput,
         CloseBillingPeriodsResult,
         ClusterPlan,
+        ConsoleTail,
+        ConsoleTailInput,
         CopyImageInput,
         CorrectResult,
         CreateRoleRequest,
@@ -32,6 +35,8 @@ with workflow.unsafe.imports_passed_through():
         FindImageInput,
         FindImageResult,
         FoundationRecord,
+        FoundationStates,
+        FoundationStatesInput,
         FoundationTemplateInput,
         ImageInRegion,
         Leftovers,
@@ -54,11 +59,18 @@ with workflow.unsafe.imports_passed_through():
         RegisterClusterInput,
         RegisterOrgInput,
         RegisterOrgResult,
+        ReleaseImageInput,
+        ReleaseOrgs,
+        ReleaseOrgsInput,
+        ReleasePlan,
         RenderedTemplate,
         ResizeStackInput,
         ResolveCustomerInput,
         ReverifyInput,
+        RevokeReplacedInput,
+        RevokeReplacedResult,
         SetOrgStateInput,
+        SharedImages,
         ShareImageInput,
         ShareImageResult,
         StackPoll,
@@ -105,6 +117,9 @@ record_correction: ActivityStub[RecordCorrectionInput, CorrectResult] = Activity
 )
 
 # --- ClusterActivities -------------------------------------------------------------------------
+head_console_tail: ActivityStub[ConsoleTailInput, ConsoleTail] = ActivityStub(
+    "head_console_tail", ConsoleTailInput, ConsoleTail, "ClusterActivities"
+)
 notify: ActivityStub[NotifyInput, bool] = ActivityStub(
     "notify", NotifyInput, bool, "ClusterActivities"
 )
@@ -130,6 +145,23 @@ scan_inbox: ActivityStub[DropboxWatchInput, DropboxScan] = ActivityStub(
 )
 write_dropbox_result: ActivityStub[DropboxResultInput, None] = ActivityStub(
     "write_dropbox_result", DropboxResultInput, None, "DropboxActivities"
+)
+
+# --- ImageReleaseActivities --------------------------------------------------------------------
+begin_image_release: ActivityStub[BeginReleaseInput, ReleasePlan] = ActivityStub(
+    "begin_image_release", BeginReleaseInput, ReleasePlan, "ImageReleaseActivities"
+)
+org_shared_images: ActivityStub[OrgRegionsInput, SharedImages] = ActivityStub(
+    "org_shared_images", OrgRegionsInput, SharedImages, "ImageReleaseActivities"
+)
+record_release_image: ActivityStub[ReleaseImageInput, None] = ActivityStub(
+    "record_release_image", ReleaseImageInput, None, "ImageReleaseActivities"
+)
+release_orgs: ActivityStub[ReleaseOrgsInput, ReleaseOrgs] = ActivityStub(
+    "release_orgs", ReleaseOrgsInput, ReleaseOrgs, "ImageReleaseActivities"
+)
+revoke_replaced_image: ActivityStub[RevokeReplacedInput, RevokeReplacedResult] = ActivityStub(
+    "revoke_replaced_image", RevokeReplacedInput, RevokeReplacedResult, "ImageReleaseActivities"
 )
 
 # --- ImageActivities ---------------------------------------------------------------------------
@@ -189,6 +221,9 @@ begin_foundation_delete: ActivityStub[RegionClustersInput, RegionClusters] = Act
 check_vcpu_quota: ActivityStub[QuotaCheckInput, QuotaReport] = ActivityStub(
     "check_vcpu_quota", QuotaCheckInput, QuotaReport, "RegionActivities"
 )
+foundation_states: ActivityStub[FoundationStatesInput, FoundationStates] = ActivityStub(
+    "foundation_states", FoundationStatesInput, FoundationStates, "RegionActivities"
+)
 find_leftovers: ActivityStub[LeftoversInput, Leftovers] = ActivityStub(
     "find_leftovers", LeftoversInput, Leftovers, "RegionActivities"
 )
@@ -214,6 +249,9 @@ ensure_reverify_schedule: ActivityStub[ReverifyInput, str] = ActivityStub(
 )
 
 # --- StackActivities ---------------------------------------------------------------------------
+check_stack: ActivityStub[StackRef, StackPoll] = ActivityStub(
+    "check_stack", StackRef, StackPoll, "StackActivities"
+)
 create_stack: ActivityStub[StackRequest, StackPoll] = ActivityStub(
     "create_stack", StackRequest, StackPoll, "StackActivities"
 )
@@ -229,8 +267,14 @@ resize_stack: ActivityStub[ResizeStackInput, StackPoll] = ActivityStub(
 
 #: Every stub, for the registration test.
 ALL: list[ActivityStub[Any, Any]] = [
+    begin_image_release,
+    org_shared_images,
+    record_release_image,
+    release_orgs,
+    revoke_replaced_image,
     begin_foundation_delete,
     billing_report,
+    check_stack,
     check_vcpu_quota,
     close_billing_periods,
     cluster_owner,
@@ -243,6 +287,8 @@ ALL: list[ActivityStub[Any, Any]] = [
     ensure_reverify_schedule,
     find_leftovers,
     find_platform_image,
+    foundation_states,
+    head_console_tail,
     load_dropbox_request,
     meter_usage,
     notify,

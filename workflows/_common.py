@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from temporalio import workflow
 from temporalio.common import (
@@ -14,7 +14,7 @@ from temporalio.common import (
 from temporalio.exceptions import ActivityError, ApplicationError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
-    from bridgehead import ids
+    from bridgehead import ids, runs
 
 ORG_ID = SearchAttributeKey.for_keyword("OrgId")
 CLUSTER_NAME = SearchAttributeKey.for_keyword("ClusterName")
@@ -69,6 +69,7 @@ def require_input(value: object, workflow_type: str, example: str) -> None:
             f"{workflow_type} needs a JSON input, for example {example} "
             f"(`python -m starter schema {workflow_type}` prints every field)",
             type="BadInput",
+            non_retryable=True,
         )
 
 
@@ -77,28 +78,48 @@ def bind_input(
     *,
     scheduled: bool = False,
     carried: dict[str, object] | None = None,
-    carried_allowed: bool = False,
+    fresh_allowed: Collection[str] = (),
 ) -> None:
     """Refuse a run whose input does not belong to it: the workflow id must be the one computed
     from the input (``bridgehead.ids``), and internal state (``carried``: field name -> value) is
-    accepted only by a run continued from a previous run of the same workflow (or where the
-    caller proved otherwise that it is the platform itself: ``carried_allowed``).
+    accepted only by a run continued from a previous run of the same workflow (or, for the fields
+    in ``fresh_allowed``, where the caller proved otherwise that it is the platform itself).
 
     Checks only, no command: a legitimate run, running or replayed, passes without a trace in
     its history, so running workflows need no ``workflow.patched`` for it.
     """
     info = workflow.info()
+    refuse_cron()
     try:
         ids.check_workflow_id(info.workflow_id, expected_id, scheduled=scheduled)
     except ids.WorkflowIdMismatch as e:
-        raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
-    sent = sorted(k for k, v in (carried or {}).items() if v not in (None, False, [], {}))
-    if sent and info.continued_run_id is None and not carried_allowed:
+        raise ApplicationError(str(e), type="WorkflowIdMismatch", non_retryable=True) from None
+    sent = sorted(
+        k
+        for k, v in (carried or {}).items()
+        if v not in (None, False, [], {}) and k not in fresh_allowed
+    )
+    if sent and not continued_by_itself():
         raise ApplicationError(
             f"{', '.join(sent)}: internal state that only continue-as-new carries; a new start cannot set it. "
             "Remove it from the input.",
             type="BadInput",
+            non_retryable=True,
         )
+
+
+def continued_by_itself() -> bool:
+    """This run was continued as new by the previous run of this workflow (not a cron run or a
+    retry, which carry the caller's input again): :func:`bridgehead.runs.continued_by_itself`."""
+    info = workflow.info()
+    return runs.continued_by_itself(info.continued_run_id, info.cron_schedule, info.attempt)
+
+
+def refuse_cron() -> None:
+    """Refuse a run started with a cron schedule (:func:`bridgehead.runs.cron_refusal`)."""
+    why = runs.cron_refusal(workflow.info().cron_schedule)
+    if why:
+        raise ApplicationError(why, type="BadInput", non_retryable=True)
 
 
 def unknown_request(name: str, kind: str, known: tuple[str, ...]) -> str:

@@ -38,8 +38,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
-from workflows._common import require_payload, root_message, upsert
-from workflows._options import AWS_CALL, NOTIFY, REGISTRY
+from workflows._common import bind_input, require_payload, root_message, upsert
+from workflows._options import AWS_CALL, LEDGER_WORK, NOTIFY, REGISTRY
 
 TICKS_PER_RUN = 100
 #: After the final close, ticks spent resending usage Marketplace left unprocessed (throttling).
@@ -123,19 +123,10 @@ class BillingMeterWorkflow:
     @workflow.run
     async def run(self, input: BillingMeterInput) -> UsageTotals:
         if workflow.patched("billing-input-checks"):
-            try:
-                ids.check_workflow_id(
-                    workflow.info().workflow_id, ids.billing_workflow_id(input.org_id)
-                )
-            except ids.WorkflowIdMismatch as e:
-                raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
-            carried = [f for f in ("cursor", "totals", "stopping") if getattr(input, f)]
-            if carried and not workflow.info().continued_run_id:
-                raise ApplicationError(
-                    f"{', '.join(carried)}: internal state, accepted only by a run continued from a previous run; "
-                    'start BillingMeter with {"org_id": ...} only',
-                    type="BadInput",
-                )
+            bind_input(
+                ids.billing_workflow_id(input.org_id),
+                carried={f: getattr(input, f) for f in ("cursor", "totals", "stopping")},
+            )
         upsert(org_id=input.org_id)
         t = self._totals
         tick = timedelta(minutes=input.tick_minutes)
@@ -180,7 +171,7 @@ class BillingMeterWorkflow:
                         org_id=input.org_id, until=until, final=final, partial=partial
                     ),
                     summary=what,
-                    **REGISTRY,
+                    **LEDGER_WORK,
                 )
             except ActivityError as e:
                 if not final:
@@ -247,6 +238,23 @@ class BillingMeterWorkflow:
                         )
                 if (
                     final
+                    and metered.deferred
+                    and final_retries < FINAL_METER_RETRIES
+                    and workflow.patched("hourly-batches")
+                ):
+                    # This hour already has its batch (one record per customer, dimension and
+                    # hour): the last usage goes out in the next hour, still in AWS's window.
+                    final_retries += 1
+                    now = workflow.now()
+                    next_hour = now.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+                    workflow.logger.info(
+                        f"{metered.deferred} node-minutes wait for the next hour's batch before the meter stops",
+                        extra={"org_id": input.org_id},
+                    )
+                    await workflow.sleep(next_hour + timedelta(minutes=1) - now)
+                    continue
+                if (
+                    final
                     and metered.transient
                     and final_retries < FINAL_METER_RETRIES
                     and workflow.patched("billing-final-meter")
@@ -291,14 +299,8 @@ class BillingReportWorkflow:
 
     @workflow.run
     async def run(self, input: BillingReportInput) -> BillingReport:
-        try:
-            ids.check_workflow_id(
-                workflow.info().workflow_id,
-                ids.billing_report_workflow_id(input.org_id, input.month),
-            )
-        except ids.WorkflowIdMismatch as e:
-            raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
+        bind_input(ids.billing_report_workflow_id(input.org_id, input.month))
         req = input.model_copy(update={"now": input.now or workflow.now()})
         return await acts.billing_report(
-            req, summary=f"billing report of {input.org_id}", **REGISTRY
+            req, summary=f"billing report of {input.org_id}", **LEDGER_WORK
         )

@@ -17,6 +17,7 @@ with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
 
     from bridgehead import ids, metrics
+    from bridgehead.capacity import connect_info
     from bridgehead.models import (
         ClusterConfig,
         ClusterLifecycleRun,
@@ -33,6 +34,7 @@ with workflow.unsafe.imports_passed_through():
         ResizeInput,
         ResizeResult,
         ResizeStackInput,
+        StackEventNotice,
         StackPoll,
         StackRef,
         StackRequest,
@@ -41,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
+from workflows._capacity import FailsOverCapacity
 from workflows._common import (
     ReportsUnknownRequests,
     bind_input,
@@ -50,13 +53,13 @@ from workflows._common import (
     upsert,
 )
 from workflows._options import AWS_CALL, NOTIFY, REGISTRY
-from workflows._waiting import wait_for_stack
+from workflows._waiting import StackHints, wait_for_stack
 from workflows.regions import request_token
 
 #: DELETE_FAILED is retried this many times (with a growing pause) before it is reported.
 DELETE_ATTEMPTS = 3
 DropboxSuffix = Literal["cf-created", "cf-failed", "cf-deleted", "cf-rejected"]
-_SIGNALS = ("cancel", "delete")
+_SIGNALS = ("cancel", "delete", "stack_event")
 _UPDATES = ("resize",)
 _EXAMPLE = (
     '{"org_id": "acme", "name": "c1", "region": "us-east-2", "config": {"head_instance_type": "t3.medium", '
@@ -71,7 +74,7 @@ _DROPBOX_SUFFIX: dict[str, DropboxSuffix] = {
 
 
 @workflow.defn(name="ClusterLifecycle", failure_exception_types=[ValidationError])
-class ClusterLifecycleWorkflow(ReportsUnknownRequests):
+class ClusterLifecycleWorkflow(FailsOverCapacity, ReportsUnknownRequests):
     KNOWN_SIGNALS = _SIGNALS
     KNOWN_UPDATES = _UPDATES
 
@@ -91,6 +94,8 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
             self._rt.stack_name = ids.cluster_stack(input.org_id, input.name)
         self._lock = asyncio.Lock()
         self._unknown: list[str] = []
+        self._plan: ClusterPlan | None = None
+        self._hints = StackHints()
 
     # --- interface ------------------------------------------------------------------------------
     def _log_subject(self) -> dict[str, str]:
@@ -112,6 +117,11 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
             failure_resource=rt.failure_resource,
             failure_reason=rt.failure_reason,
             ignored_requests=self._unknown[-20:],
+            compute_instance_type=self._compute_type if rt.attempts or rt.segments else None,
+            attempts=rt.attempts,
+            connect=connect_info(rt.outputs, self._in.region, self._in.config)
+            if rt.state == ClusterState.RUNNING
+            else None,
         )
 
     @workflow.signal
@@ -137,6 +147,12 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
             rt.delete_requested_at = workflow.now()
         if rt.state in (ClusterState.DELETING, ClusterState.DELETED, ClusterState.CANCELLED):
             self._ignored("delete")
+
+    @workflow.signal
+    def stack_event(self, notice: StackEventNotice | None = None) -> None:
+        """A hint from the stack-event consumer: look at the stack now (workflows/_waiting.py)."""
+        if not self._hints.receive(notice, self._rt.stack_name, self._in.region):
+            self._ignored("stack_event")
 
     @workflow.update
     async def resize(self, req: ResizeInput | None = None) -> ResizeResult:
@@ -167,6 +183,7 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
                 ),
                 self._progress,
                 "wait for resize",
+                events=self._hints,
             )
             if not poll.succeeded and poll.status != "CREATE_COMPLETE":
                 raise ApplicationError(
@@ -200,15 +217,12 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
         require_input(input, "ClusterLifecycle", _EXAMPLE)
         assert input is not None
         parent = workflow.info().parent
-        bind_input(
-            ids.cluster_workflow_id(input.org_id, input.name), carried={"runtime": input.runtime}
-        )
         # Only a DropboxRequest (ids bound to the request file it read) starts clusters as a child.
         from_dropbox = parent is not None and parent.workflow_id.startswith("dropbox-")
         bind_input(
             ids.cluster_workflow_id(input.org_id, input.name),
-            carried={"dropbox": input.dropbox},
-            carried_allowed=from_dropbox,
+            carried={"runtime": input.runtime, "dropbox": input.dropbox},
+            fresh_allowed=("dropbox",) if from_dropbox else (),
         )
         rt = self._rt
         upsert(org_id=input.org_id, cluster=input.name, region=input.region, status=rt.state.value)
@@ -233,7 +247,7 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
                         region=input.region,
                         stack_name=rt.stack_name,
                         template_body=plan.template_body,
-                        parameters=plan.parameters,
+                        parameters=self._first_attempt(plan),
                         tags=plan.tags,
                         client_request_token=request_token("cluster-create"),
                         keep_on_failure=input.keep_failed_stack,
@@ -244,7 +258,7 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
             except ActivityError as e:
                 rt.failure_reason = root_message(e)
                 await self._fail(delete_stack=False)
-        if rt.state == ClusterState.CREATING:
+        while rt.state == ClusterState.CREATING:  # again after a capacity failover
             await self._wait_creation()
         if rt.state == ClusterState.RUNNING:
             await self._run_until_deleted()
@@ -270,7 +284,8 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
         self._rt.admin_email = plan.admin_email
         c = i.config
         nodes = {c.head_instance_type: 1}
-        nodes[c.compute_instance_type] = nodes.get(c.compute_instance_type, 0) + c.compute_max_nodes
+        first = c.compute_types[0]
+        nodes[first] = nodes.get(first, 0) + c.compute_max_nodes
         quota: QuotaReport = await acts.check_vcpu_quota(
             QuotaCheckInput(org_id=i.org_id, region=i.region, nodes=nodes),
             summary="check EC2 vCPU quota",
@@ -297,9 +312,15 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
         rt = self._rt
         ref = StackRef(org_id=self._in.org_id, region=self._in.region, stack_name=rt.stack_name)
         poll = await wait_for_stack(
-            ref, self._progress, f"wait for stack {rt.stack_name}", interrupt=self._stop_creating
+            ref,
+            self._progress,
+            f"wait for stack {rt.stack_name}",
+            interrupt=self._stop_creating,
+            events=self._hints,
         )
         if self._stop_creating():
+            if rt.attempts:
+                rt.attempts[-1].outcome = "cancelled"
             self._set(ClusterState.DELETING)
             await self._delete(final=ClusterState.CANCELLED)
             return
@@ -312,6 +333,8 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
                 else workflow.now()
             )
             rt.segments = [self._segment(started, rt.compute_nodes)]
+            if rt.attempts:
+                rt.attempts[-1].outcome = "running"
             self._set(ClusterState.RUNNING)
             await self._register(ClusterState.RUNNING)
             await self._notify(
@@ -324,6 +347,9 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
                 poll.failure_resource,
                 poll.failure_reason or poll.status,
             )
+            await self._explain_bootstrap_failure(poll)
+            if await self._next_attempt(poll):
+                return  # still CREATING: the run waits for the next attempt
             await self._fail(delete_stack=not self._in.keep_failed_stack)
 
     async def _run_until_deleted(self) -> None:
@@ -370,7 +396,7 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
                 **AWS_CALL,
             )
             poll = await wait_for_stack(
-                ref, self._progress, f"wait for deletion of {rt.stack_name}"
+                ref, self._progress, f"wait for deletion of {rt.stack_name}", events=self._hints
             )
             if poll.succeeded:
                 break
@@ -403,7 +429,7 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
                 client_request_token=request_token("cleanup-failed"),
             )
             await acts.delete_stack(ref, summary="delete the failed stack", **AWS_CALL)
-            await wait_for_stack(ref, None, "wait for failed stack deletion")
+            await wait_for_stack(ref, None, "wait for failed stack deletion", events=self._hints)
         await self._register(ClusterState.FAILED)
         await self._notify(
             "failed",
@@ -445,6 +471,8 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
             failure_resource=rt.failure_resource,
             failure_reason=rt.failure_reason,
             segments=rt.segments,
+            compute_instance_type=self._compute_type if rt.attempts or rt.segments else None,
+            attempts=rt.attempts,
         )
 
     @property
@@ -479,7 +507,7 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
         return UsageSegment(
             start=start,
             head_instance_type=c.head_instance_type,
-            compute_instance_type=c.compute_instance_type,
+            compute_instance_type=self._compute_type,
             compute_nodes=nodes,
         )
 
@@ -520,7 +548,7 @@ class ClusterLifecycleWorkflow(ReportsUnknownRequests):
                 failure_reason=rt.failure_reason,
                 segments=rt.segments,
                 head_instance_type=i.config.head_instance_type,
-                compute_instance_type=i.config.compute_instance_type,
+                compute_instance_type=self._compute_type,
             ),
             summary=f"registry: {state.value}",
             **REGISTRY,

@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
-from workflows._common import root_message, root_type, upsert
+from workflows._common import bind_input, root_message, root_type, upsert
 from workflows._options import AWS_CALL, NOTIFY, REGISTRY
 
 #: SNS message ids remembered to ignore redelivered notifications.
@@ -66,17 +66,7 @@ class MarketplaceSubscriptionWorkflow:
 
     @workflow.run
     async def run(self, input: MarketplaceSubscriptionInput) -> MarketplaceStatus:
-        try:
-            ids.check_workflow_id(
-                workflow.info().workflow_id, ids.marketplace_workflow_id(input.org_id)
-            )
-        except ids.WorkflowIdMismatch as e:
-            raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
-        if input.carried is not None and not workflow.info().continued_run_id:
-            raise ApplicationError(
-                "carried: internal state, accepted only by a run continued from a previous run",
-                type="BadInput",
-            )
+        bind_input(ids.marketplace_workflow_id(input.org_id), carried={"carried": input.carried})
         upsert(org_id=input.org_id)
         s = self._status
         if input.carried is None:

@@ -25,11 +25,14 @@ with workflow.unsafe.imports_passed_through():
         OnboardingState,
         OnboardOrganizationRun,
         OrgClustersInput,
+        OrgRegionsInput,
         OrgState,
         RegionClusters,
         RegionProgress,
         ReverifyInput,
         SetOrgStateInput,
+        SharedImages,
+        ShareImageInput,
         ShareImagesInput,
         ShareImagesResult,
         UpdateResult,
@@ -40,7 +43,11 @@ from workflows._common import (
     require_payload,
     root_message,
 )
-from workflows._options import REGISTRY
+from workflows._options import AWS_CALL, REGISTRY
+
+#: Offboarding revokes every image the registry recorded for the org (older releases too), not
+#: only the newest released image; runs that offboarded before keep the ShareImages child.
+REVOKE_RECORDED_IMAGES = "offboard-revoke-recorded-images"
 
 _SETTLED_STATES = {OrgState.AWAITING_ROLE, OrgState.ACTION_REQUIRED, OrgState.READY}
 
@@ -158,7 +165,10 @@ class OffboardsOrganization:
                 + " (fix and send offboard again, or send it with abandon_foundations=true)",
             )
             return False
-        if shared and not await self._revoke_images(org, shared):
+        if workflow.patched(REVOKE_RECORDED_IMAGES):
+            if not await self._revoke_recorded_images(org):
+                return False
+        elif shared and not await self._revoke_images(org, shared):
             return False
         await acts.delete_reverify_schedule(
             ReverifyInput(org_id=org),
@@ -219,6 +229,47 @@ class OffboardsOrganization:
                 OrgState.ACTION_REQUIRED,
                 "offboarding incomplete, image grants not revoked in "
                 + "; ".join(not_revoked)
+                + " (send offboard again)",
+            )
+            return False
+        return True
+
+    async def _revoke_recorded_images(self, org: str) -> bool:
+        """Revoke every image the registry recorded as shared with the org, in every region."""
+        recorded: SharedImages = await acts.org_shared_images(
+            OrgRegionsInput(org_id=org), summary="images shared with the organisation", **REGISTRY
+        )
+        regions = sorted({i.region for i in recorded.images})
+        self._step(
+            f"revoking {len(recorded.images)} image grant(s) in {', '.join(regions) or 'no region'}"
+        )
+        results = await asyncio.gather(
+            *(
+                acts.revoke_image(
+                    ShareImageInput(org_id=org, region=i.region, image_id=i.image_id),
+                    summary=f"revoke {i.image_id} in {i.region}",
+                    **AWS_CALL,
+                )
+                for i in recorded.images
+            ),
+            return_exceptions=True,
+        )
+        failed = {
+            f"{i.region} {i.image_id}: {root_message(res)}"
+            for i, res in zip(recorded.images, results, strict=True)
+            if isinstance(res, BaseException)
+        }
+        touched = {r for r, p in self._s.regions.items() if p.images != "PENDING"}
+        for region in sorted(touched | set(regions)):
+            bad = any(r.startswith(f"{region} ") for r in failed)
+            self._s.regions.setdefault(region, RegionProgress()).images = (
+                "FAILED" if bad else "REVOKED"
+            )
+        if failed:
+            await self._persist(
+                OrgState.ACTION_REQUIRED,
+                "offboarding incomplete, image grants not revoked: "
+                + "; ".join(sorted(failed))
                 + " (send offboard again)",
             )
             return False

@@ -59,6 +59,7 @@ from workflows._common import (
     upsert,
 )
 from workflows._options import NOTIFY, ONE_SHOT, REGISTRY
+from workflows.foundations import FollowsFoundations
 from workflows.offboarding import OffboardsOrganization
 from workflows.verification import VerifyRoleWorkflow
 
@@ -98,7 +99,9 @@ def _decode_keys(
 
 
 @workflow.defn(name="OnboardOrganization", failure_exception_types=[ValidationError])
-class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization):
+class OnboardOrganizationWorkflow(
+    ReportsUnknownRequests, OffboardsOrganization, FollowsFoundations
+):
     """Long-lived entity for one organisation: register, get a role, verify, share images,
     provision every region, then stay READY and re-verify daily."""
 
@@ -327,6 +330,10 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
                         return self.status()
                     s.offboard = None
                 continue
+            if self._foundations_changed and workflow.patched("org-follows-foundations"):
+                await self._follow_foundations(input.org_id)
+                if not (self._role_changed or self._wants_reverify()):
+                    continue
             self._role_changed = self._reverify = False
             if workflow.info().is_continue_as_new_suggested() and not self._busy.locked():
                 await workflow.wait_condition(workflow.all_handlers_finished)
@@ -343,6 +350,7 @@ class OnboardOrganizationWorkflow(ReportsUnknownRequests, OffboardsOrganization)
                 lambda: (
                     cond()
                     or self._s.offboard is not None
+                    or self._foundations_changed
                     or workflow.info().is_continue_as_new_suggested()
                 ),
                 timeout=timeout,

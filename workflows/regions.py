@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic_core import ValidationError
@@ -24,6 +24,7 @@ with workflow.unsafe.imports_passed_through():
         RegionClusters,
         RegionClustersInput,
         RenderedTemplate,
+        StackEventNotice,
         StackPoll,
         StackRef,
         StackRequest,
@@ -32,7 +33,8 @@ with workflow.unsafe.imports_passed_through():
 from workflows import _activities as acts
 from workflows._common import bind_input, require_input, root_message, upsert
 from workflows._options import AWS_CALL, REGISTRY
-from workflows._waiting import wait_for_stack
+from workflows._waiting import StackHints, wait_for_stack
+from workflows.foundations import FOUNDATION_CHANGED
 
 
 def request_token(step: str) -> str:
@@ -42,6 +44,24 @@ def request_token(step: str) -> str:
         f"{info.workflow_id}/{info.first_execution_run_id}/{step}".encode()
     ).hexdigest()[:40]
     return f"bh-{step[:20]}-{digest}".replace("_", "-")
+
+
+async def tell_org(org_id: str) -> None:
+    """Signal ``org-{org_id}`` that a foundation changed (it reads the registry), unless the
+    organisation workflow started this one (it records the outcome itself). Best effort: an
+    organisation whose workflow has ended (offboarded) or never ran has nothing to update."""
+    org_wf = ids.org_workflow_id(org_id)
+    parent = workflow.info().parent
+    if parent is not None and parent.workflow_id == org_wf:
+        return
+    if not workflow.patched("tell-org-foundation"):
+        return
+    try:
+        await workflow.get_external_workflow_handle(org_wf).signal(FOUNDATION_CHANGED)
+    except FailureError as e:
+        workflow.logger.info(
+            f"{org_wf} not told of the foundation change: {e.message}", extra={"org_id": org_id}
+        )
 
 
 @workflow.defn(name="ProvisionRegion", failure_exception_types=[ValidationError])
@@ -54,6 +74,12 @@ class ProvisionRegionWorkflow:
         self._status = FoundationStatus(
             org_id=org, region=region, stack_name=ids.foundation_stack(org, region)
         )
+        self._hints = StackHints()
+
+    @workflow.signal
+    def stack_event(self, notice: StackEventNotice | None = None) -> None:
+        """A hint from the stack-event consumer: look at the stack now (workflows/_waiting.py)."""
+        self._hints.receive(notice, self._status.stack_name, self._status.region)
 
     @workflow.query
     def status(self) -> FoundationStatus:
@@ -102,6 +128,7 @@ class ProvisionRegionWorkflow:
             StackRef(org_id=input.org_id, region=input.region, stack_name=st.stack_name),
             self._progress,
             f"wait for foundation in {input.region}",
+            events=self._hints,
         )
         if poll.succeeded:
             st.state, st.outputs, st.reason = "READY", poll.outputs, ""
@@ -118,7 +145,9 @@ class ProvisionRegionWorkflow:
             client_request_token=request_token("foundation-rollback"),
         )
         await acts.delete_stack(ref, summary="delete failed foundation stack", **AWS_CALL)
-        await wait_for_stack(ref, None, "wait for failed foundation to be deleted")
+        await wait_for_stack(
+            ref, None, "wait for failed foundation to be deleted", events=self._hints
+        )
         await self._record("FAILED")
         return st
 
@@ -137,6 +166,8 @@ class ProvisionRegionWorkflow:
             ),
             **REGISTRY,
         )
+        if state in ("READY", "FAILED"):
+            await tell_org(st.org_id)
 
 
 @workflow.defn(name="CleanupRegion", failure_exception_types=[ValidationError])
@@ -181,6 +212,7 @@ class CleanupRegionWorkflow:
                 ),
                 **REGISTRY,
             )
+            await tell_org(input.org_id)
             raise ApplicationError(
                 f"deleting {name} failed: {poll.failure_resource or ''} {poll.failure_reason or poll.status}".strip(),
                 type="CleanupFailed",
@@ -210,6 +242,7 @@ class CleanupRegionWorkflow:
             ),
             **REGISTRY,
         )
+        await tell_org(input.org_id)
         if left.resources:
             raise ApplicationError(
                 f"foundation stack deleted, but resources tagged for {input.org_id} remain in {input.region}: "

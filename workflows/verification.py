@@ -13,7 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from bridgehead.models import ReverifyInput, VerificationReport, VerifyRoleInput
 
 from workflows import _activities as acts
-from workflows._common import bind_input, require_input, upsert
+from workflows._common import bind_input, refuse_cron, require_input, upsert
 from workflows._options import VERIFY
 
 
@@ -29,10 +29,11 @@ class VerifyRoleWorkflow:
             '{"org_id": "acme", "role_arn": "arn:aws:iam::<account>:role/<name>"}',
         )
         assert input is not None
+        refuse_cron()
         try:
             ids.check_verify_workflow_id(workflow.info().workflow_id, input.org_id)
         except ids.WorkflowIdMismatch as e:
-            raise ApplicationError(str(e), type="WorkflowIdMismatch") from None
+            raise ApplicationError(str(e), type="WorkflowIdMismatch", non_retryable=True) from None
         upsert(org_id=input.org_id)
         report = await acts.verify_role(input, summary=f"verify {input.role_arn}", **VERIFY)
         for check in report.failed():

@@ -112,6 +112,10 @@ class MeterUsageResult(Model):
     not_subscribed: bool = False
     #: An email for the organisation's admin, sent by the workflow (once per key).
     notice: MeteringNotice | None = None
+    #: Node-minutes waiting for the next clock hour: this hour already has a batch, and
+    #: Marketplace keeps one record per customer, dimension and hour (a second one, with another
+    #: quantity, would be refused as ``DuplicateRecord``).
+    deferred: int = 0
 
 
 class CorrectInput(Model):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import (
     Field,
@@ -33,28 +33,70 @@ TERMINAL_CLUSTER_STATES = frozenset(
 )
 
 
+InstanceType = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
+#: The cluster template's ``SshCidr`` pattern: an IPv4 CIDR of prefix /8 to /32 (so never 0.0.0.0/0).
+SSH_CIDR_PATTERN = r"^([0-9]{1,3}\.){3}[0-9]{1,3}/(8|9|[12][0-9]|3[0-2])$"
+
+
 class ClusterConfig(Model):
     """The short cluster configuration (after Alces Flight).
 
     Attributes:
         head_instance_type: EC2 type of the head (login) node; must be in the rate table.
-        compute_instance_type: EC2 type of compute nodes; must be in the rate table.
+        compute_instance_type: EC2 type of compute nodes; must be in the rate table. Give either
+            this or ``compute_instance_types``, not both.
+        compute_instance_types: Ordered fallback list of compute types (1 to 4, no repeats): on
+            ``InsufficientInstanceCapacity`` / ``Unsupported`` / ``InstanceLimitExceeded`` the
+            cluster retries in the foundation's next Availability Zone, then with the next type.
         compute_initial_nodes: Compute nodes at creation (0 allowed).
         compute_max_nodes: Upper bound for resizes and autoscaling.
         spot_price: Optional maximum spot price (USD/hour) for compute nodes; positive.
         autoscaling: Let the compute group scale between 0 and ``compute_max_nodes``.
         head_volume_gb: Root volume of the head node in GiB.
+        ssh_cidr: Optional IPv4 CIDR (at most a /8, never 0.0.0.0/0) allowed to SSH to the head
+            node; needs ``ssh_key_name``. Default none: access through SSM Session Manager.
+        ssh_key_name: EC2 key pair for the head node; needs ``ssh_cidr``.
     """
 
-    head_instance_type: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")]
-    compute_instance_type: Annotated[
-        str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
-    ]
+    head_instance_type: InstanceType
+    compute_instance_type: InstanceType | None = None
+    compute_instance_types: (
+        Annotated[list[InstanceType], Field(min_length=1, max_length=4)] | None
+    ) = None
     compute_initial_nodes: Annotated[int, Field(ge=0, strict=True)] = 1
     compute_max_nodes: Annotated[int, Field(ge=0, strict=True)] = 4
     spot_price: Annotated[Decimal, Field(gt=0)] | None = None
     autoscaling: bool = False
     head_volume_gb: Annotated[int, Field(ge=1, strict=True)] = 50
+    ssh_cidr: Annotated[str, StringConstraints(pattern=SSH_CIDR_PATTERN)] | None = None
+    ssh_key_name: (
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9 ._+=@-]{1,255}$")] | None
+    ) = None
+
+    @property
+    def compute_types(self) -> list[str]:
+        """The compute instance types in the order they are tried (one when the single field is used)."""
+        if self.compute_instance_types:
+            return list(self.compute_instance_types)
+        return [self.compute_instance_type] if self.compute_instance_type else []
+
+    @model_validator(mode="after")
+    def _one_compute_type_field(self) -> ClusterConfig:
+        if (self.compute_instance_type is None) == (self.compute_instance_types is None):
+            raise ValueError(
+                "give exactly one of compute_instance_type (one type) and compute_instance_types "
+                '(an ordered fallback list), e.g. "compute_instance_types": ["c5.xlarge", "c6i.xlarge"]'
+            )
+        if self.compute_instance_types and len(set(self.compute_instance_types)) != len(
+            self.compute_instance_types
+        ):
+            raise ValueError("compute_instance_types: each type may appear only once")
+        if (self.ssh_cidr is None) != (self.ssh_key_name is None):
+            raise ValueError(
+                "ssh_cidr and ssh_key_name go together: SSH needs both a source CIDR and a key pair "
+                "(without them the head node is reached through SSM Session Manager)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _initial_le_max(self) -> ClusterConfig:
@@ -75,6 +117,51 @@ class UsageSegment(Model):
     compute_nodes: int
 
 
+class Placement(Model):
+    """One private subnet of the regional foundation and its Availability Zone."""
+
+    subnet_id: str
+    availability_zone: str
+
+
+class CapacityAttempt(Model):
+    """One try at creating the cluster's stack: which compute type, in which zone, and how it ended.
+
+    ``outcome`` is ``creating`` while it runs, ``running`` when it succeeded, ``capacity`` when
+    EC2 had no capacity for it (``error_code`` names which error) so the next one was tried, and
+    ``failed`` / ``cancelled`` otherwise.
+    """
+
+    number: int
+    compute_instance_type: str
+    availability_zone: str
+    subnet_id: str
+    outcome: Literal["creating", "running", "capacity", "failed", "cancelled"] = "creating"
+    error_code: str | None = None
+    reason: str = ""
+
+
+class ConnectInfo(Model):
+    """How to reach the head node: SSM Session Manager always; SSH only where the config allows it."""
+
+    head_instance_id: str
+    ssm_command: str
+    ssh_command: str | None = None
+
+
+class ConsoleTailInput(Model):
+    org_id: OrgId
+    region: str
+    stack_name: str
+
+
+class ConsoleTail(Model):
+    """The last lines of the head node's console output (decoded, bounded)."""
+
+    instance_id: str | None = None
+    lines: list[str] = Field(default_factory=list)
+
+
 class ClusterRuntime(Model):
     """State of ``ClusterLifecycle`` carried across continue-as-new."""
 
@@ -91,6 +178,10 @@ class ClusterRuntime(Model):
     delete_requested_at: datetime | None = None
     resize_generation: int = 0
     admin_email: str = ""
+    #: Capacity failover: every creation attempt, in order (empty for runs before the patch).
+    attempts: list[CapacityAttempt] = Field(default_factory=list)
+    #: The compute type the running stack uses (billing follows it); "" means the config's first.
+    compute_instance_type: str = ""
 
 
 class DropboxTarget(Model):
@@ -159,6 +250,12 @@ class ClusterStatus(Model):
     failure_reason: str | None
     #: Signals and updates this workflow does not know (misspelled names), most recent last.
     ignored_requests: list[str] = Field(default_factory=list)
+    #: The compute type in use (after capacity failover, maybe not the config's first).
+    compute_instance_type: str | None = None
+    #: Every creation attempt (type, zone, outcome and reason), in order.
+    attempts: list[CapacityAttempt] = Field(default_factory=list)
+    #: How to connect once RUNNING (SSM Session Manager command; SSH command if configured).
+    connect: ConnectInfo | None = None
 
 
 class ClusterResult(Model):
@@ -174,6 +271,8 @@ class ClusterResult(Model):
     segments: list[UsageSegment] = Field(default_factory=list)
     #: ``dry_run``: what the configuration would cost.
     price: ClusterPrice | None = None
+    compute_instance_type: str | None = None
+    attempts: list[CapacityAttempt] = Field(default_factory=list)
 
 
 class ValidateClusterInput(Model):
@@ -205,6 +304,8 @@ class ClusterPlan(Model):
     parameters: dict[str, str] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
     admin_email: str = ""
+    #: The foundation's private subnets in order of preference (one per Availability Zone).
+    placements: list[Placement] = Field(default_factory=list)
 
 
 class RegisterClusterInput(Model):

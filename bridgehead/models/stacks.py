@@ -45,6 +45,15 @@ class StackRef(Model):
     expect: Literal["create", "update", "delete"] = "create"
 
 
+class StackEventNotice(Model):
+    """Payload of the ``stack_event`` signal (sent by the stack-event consumer): a hint that the
+    stack may have reached a terminal state. Untrusted: the workflow only checks the stack at once
+    (and only if ``stack_id`` names its own stack); the check's answer is the truth."""
+
+    stack_id: str = Field(max_length=300)
+    status: str = Field(max_length=40, pattern=r"^[A-Z_]+$")
+
+
 class StackPoll(Model):
     """A stack's state as seen by one poll.
 
@@ -154,6 +163,16 @@ class RegionClusters(Model):
     #: The foundation stack the registry recorded (stacks created before the ``--`` naming keep
     #: their old names); None when none was recorded.
     stack_name: str | None = None
+
+
+class FoundationStatesInput(Model):
+    org_id: OrgId
+
+
+class FoundationStates(Model):
+    """Each regional foundation's state as the registry records it (region -> state)."""
+
+    states: dict[str, str]
 
 
 class LeftoversInput(Model):

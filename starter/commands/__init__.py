@@ -8,6 +8,7 @@ from starter.commands import (
     cluster,
     completion,
     dropbox,
+    image,
     marketplace,
     onboard,
     stack,
@@ -15,4 +16,4 @@ from starter.commands import (
 )
 
 #: In the order ``--help`` lists them.
-FAMILIES = (stack, workflows, onboard, cluster, dropbox, billing, marketplace, completion)
+FAMILIES = (stack, workflows, onboard, cluster, image, dropbox, billing, marketplace, completion)

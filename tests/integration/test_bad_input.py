@@ -107,6 +107,24 @@ STARTS = [
     ("ClusterLifecycle", "unknown config field", {**CLUSTER, "config": {**CFG, "gpus": 4}}, "gpus"),
     (
         "ClusterLifecycle",
+        "both compute type fields",
+        {**CLUSTER, "config": {**CFG, "compute_instance_types": ["c5.xlarge"]}},
+        "exactly one of compute_instance_type",
+    ),
+    (
+        "ClusterLifecycle",
+        "ssh_cidr without a key",
+        {**CLUSTER, "config": {**CFG, "ssh_cidr": "203.0.113.0/24"}},
+        "ssh_key_name",
+    ),
+    (
+        "ClusterLifecycle",
+        "ssh from anywhere",
+        {**CLUSTER, "config": {**CFG, "ssh_cidr": "0.0.0.0/0", "ssh_key_name": "k"}},
+        "never 0.0.0.0/0",
+    ),
+    (
+        "ClusterLifecycle",
         "missing config",
         {k: v for k, v in CLUSTER.items() if k != "config"},
         "config",

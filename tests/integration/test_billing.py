@@ -120,6 +120,8 @@ def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_ho
             compute_nodes=2,
         )
         reg.update(f"ORG#{org}", "CLUSTER#c1", {"segments": [seg.model_dump(mode="json")]})
+        if until is not None:  # a final close happens only when offboarding
+            reg.update(f"ORG#{org}", "META", {"state": "OFFBOARDING"})
         env.run(
             acts.close_billing_periods,
             m.CloseBillingPeriodsInput(
@@ -154,10 +156,14 @@ def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_ho
     assert [(r["Dimension"], r["Timestamp"]) for r in market.calls[-1]] == [
         ("node-minutes.c5.xlarge", t.replace(hour=22, minute=30))
     ]
-    # The cluster is deleted at 22:40; the close and metering in the same hour are not lost.
+    # The cluster is deleted at 22:40; the close in the same hour is not lost: this hour already
+    # has its batch (one record per customer, dimension and hour), so it goes out at 23:10.
     last = run(
         t.replace(hour=22, minute=40), t.replace(hour=22, minute=45), until=t.replace(hour=23)
     )
+    # Deferred: everything after the first two hours (2460 owed - 2 x 180 metered at 10:10, 11:10).
+    assert last.sent == 0 and last.deferred == 2100, last
+    last = meter(t.replace(hour=23, minute=10))
     assert last.sent == 2, last
     ledger = ledger_entries(reg, org)
     owed: dict[str, int] = {}
@@ -169,7 +175,7 @@ def test_metering_resends_only_what_was_not_taken_and_carries_it_past_the_six_ho
         "every node-minute of the ledger reached Marketplace, exactly once"
     )
     assert all(e["metered"] for e in ledger)
-    again = meter(t.replace(hour=22, minute=50))
+    again = meter(t.replace(hour=23, minute=20))
     assert (again.sent, again.already_sent, again.unprocessed) == (0, 0, 0)
     statuses = sorted(b["status"] for b in reg.query(f"ORG#{org}", "METER#", table=reg.ledger))
     assert statuses == ["EXPIRED"] * 3 + ["SENT"] * 2, statuses
@@ -304,3 +310,40 @@ async def test_meter_crash_between_ledger_write_and_ack_bills_once(ts_env, stack
     assert abs(usage.cost_usd - expected) <= Decimal("0.01") * len(
         entries
     )  # hourly entries round to the cent
+
+
+def _final_close_of(org: str, state: str) -> str | None:
+    """The refusal of a final close for an org in ``state`` (None when it closed)."""
+    from temporalio.exceptions import ApplicationError
+
+    aws, reg = ledger_org(org, "212121219999")
+    reg.update(f"ORG#{org}", "META", {"state": state})
+    acts = BillingActivities(aws, reg)
+    until = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+    try:
+        ActivityEnvironment().run(
+            acts.close_billing_periods,
+            m.CloseBillingPeriodsInput(org_id=org, until=until, final=True),
+        )
+    except ApplicationError as e:
+        return f"{e.type}: {e.message}"
+    return None
+
+
+def test_only_offboarding_ends_the_meter(stack):
+    """The ``stop`` signal is not authenticated: a forged one on a READY org's meter must not end
+    billing for good. The final close is refused unless the registry says the org is
+    offboarding (the meter then ticks on: tests/workflows/test_billing_timeskip.py)."""
+    refused = _final_close_of("stopready", "READY")
+    assert refused is not None and refused.startswith("BillingStopRefused") and "READY" in refused
+    assert _final_close_of("stopoff", "OFFBOARDING") is None
+
+
+def test_twin_a_final_close_without_the_state_check_ends_a_ready_orgs_meter(stack, monkeypatch):
+    from activities.registry import Registry
+
+    real = Registry.org_item
+    monkeypatch.setattr(
+        Registry, "org_item", lambda self, o: {**(real(self, o) or {}), "state": "OFFBOARDING"}
+    )
+    assert _final_close_of("stoptwin", "READY") is None, "planted: the READY org's meter would stop"

@@ -19,9 +19,21 @@ Targeting is possible because the test proxy holds the AWS calls of those activi
 moment (moto answers in milliseconds). Planted-defect twin: a cluster stack left behind, as a
 worker killed between creating a stack and recording it would, is reported by the same check.
 
+Failover: two worker processes poll the task queue. Each kill SIGKILLs the worker running the
+targeted activity; the other one survives, and the killed one is replaced only once nothing is
+left running on it (or after ``REPLACE_AFTER``), so the work it held resumes on the survivor. Per
+kill the suite reads from history when the interrupted work started again, on which worker: the
+retry's ActivityTaskStarted (an activity attempt cut short), or the first WorkflowTaskStarted /
+Completed after a workflow task timed out, by a worker other than the killed one. The resume
+times are in the artifact; their p95 must be at most ``FAILOVER_P95`` (15 s) and the largest at
+most ``FAILOVER_MAX`` (20 s). Twins: the same measurement over a history shaped by a long
+start-to-close and no heartbeat timeout reports more than 15 s and fails the same check
+(tests/test_crash_landing.py), and so it does on a real dev server with probe workers whose
+options are planted that way (tests/integration/test_failover.py).
+
 Sizes: BRIDGEHEAD_CRASH_CLUSTERS (2), BRIDGEHEAD_CRASH_HOLD_SECONDS (32: at least a minute per
-node). A run takes several minutes: each kill costs the interrupted activity's start-to-close
-timeout (60 s for AWS calls) before Temporal retries it on the new worker.
+node). Each kill costs about the heartbeat timeout (10 s, workflows/_options.py) before Temporal
+retries the interrupted activity on the survivor.
 """
 
 from __future__ import annotations
@@ -31,9 +43,12 @@ import json
 import os
 import random
 import signal
+import socket
+import statistics
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -69,6 +84,21 @@ DELAYS = {
 PHASES = ("onboarding", "create", "wait", "delete", "offboarding", "billing")
 #: The driver's observation step (seconds between status queries).
 STEP = 0.5
+#: Two worker processes on the task queue: one is killed, the other survives.
+WORKERS = ("worker", "worker2")
+#: A killed worker is replaced once nothing runs on it any more, or after this long at most.
+REPLACE_AFTER = 25.0
+#: Failover bounds (issue 19). The p95 is the target. The largest resume time may exceed it by
+#: what a single kill can add on this shared 2-core machine and not on a fleet: the kill that also
+#: SIGKILLs the dev server waits for the server's restart (its SQLite recovery and namespace
+#: check, several seconds under load) before any timeout can fire; 20 s bounds that.
+FAILOVER_P95 = 15.0
+FAILOVER_MAX = 20.0
+
+
+def identity(pid: int) -> str:
+    """The SDK's default worker identity (``make_client`` sets none): ``pid@host``."""
+    return f"{pid}@{socket.gethostname()}"
 
 
 def phase_of(wf_id: str, activity: str, cluster_deleting: bool = False) -> str:
@@ -82,7 +112,7 @@ def phase_of(wf_id: str, activity: str, cluster_deleting: bool = False) -> str:
             return "create"
         if activity in ("delete_stack",) or cluster_deleting:
             return "delete"
-        if activity == "poll_stack":
+        if activity in ("poll_stack", "check_stack"):
             return "wait"
         return "create"
     return "onboarding"
@@ -125,8 +155,9 @@ async def retrying(fn, tries: int = 240):  # noqa: ANN001, ANN201
             await asyncio.sleep(0.5)
 
 
-async def in_flight(client, wf_ids: list[str]) -> list[tuple[str, str]]:  # noqa: ANN001
-    """(workflow id, activity type) of every activity a worker is running now."""
+async def in_flight(client, wf_ids: list[str]) -> list[tuple[str, str, str]]:  # noqa: ANN001
+    """(workflow id, activity type, worker identity) of every activity a worker is running now
+    (or ran when it died, until the attempt times out)."""
     from temporalio.api.enums.v1 import PendingActivityState
 
     out = []
@@ -137,15 +168,28 @@ async def in_flight(client, wf_ids: list[str]) -> list[tuple[str, str]]:  # noqa
             continue
         for pa in desc.raw_description.pending_activities:
             if pa.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED:
-                out.append((wf_id, pa.activity_type.name))
+                out.append((wf_id, pa.activity_type.name, pa.last_worker_identity))
     return out
 
 
-def spans(wf_id: str, events: list) -> list[tuple[float, float, str, str]]:  # noqa: ANN001
-    """Stretches of a history during which a kill would have cut work short: (from, to, workflow
-    id, activity type or "" for a workflow task). An activity counts from its scheduling to the
-    start of its final attempt when an earlier attempt timed out (the attempt that died with the
-    worker); a workflow task from its start (or scheduling) to its time-out."""
+class Span(NamedTuple):
+    """A stretch of history during which a kill would have cut work short, and its resumption."""
+
+    began: float  # the activity's scheduling, or the workflow task's start (or scheduling)
+    ended: float  # the retry's start (activity), or the workflow task's time-out
+    wf_id: str
+    what: str  # activity type, or "" for a workflow task
+    resumed: float | None  # when the work started again (None: never, in this history)
+    resumed_by: str  # the worker identity that took it up
+
+
+def spans(wf_id: str, events: list) -> list[Span]:  # noqa: ANN001
+    """Stretches of a history during which a kill would have cut work short. An activity counts
+    from its scheduling to the start of its final attempt when an earlier attempt timed out (the
+    attempt that died with the worker); that start, and the final attempt's worker, are its
+    resumption (the server writes a retried activity's ActivityTaskStarted when the activity
+    closes, stamped with the final attempt's start). A workflow task counts from its start (or
+    scheduling) to its time-out; it resumed at the next WorkflowTaskStarted (else Completed)."""
     from temporalio.api.enums.v1 import EventType
 
     def ts(e) -> float:  # noqa: ANN001
@@ -153,49 +197,89 @@ def spans(wf_id: str, events: list) -> list[tuple[float, float, str, str]]:  # n
 
     ev = {e.event_id: e for e in events}
     out = []
-    for e in events:
+    for i, e in enumerate(events):
         if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED:
             a = e.activity_task_started_event_attributes
             if a.attempt > 1 and a.last_failure.HasField("timeout_failure_info"):
                 sched = ev[a.scheduled_event_id]
-                out.append(
-                    (
-                        ts(sched),
-                        ts(e),
-                        wf_id,
-                        sched.activity_task_scheduled_event_attributes.activity_type.name,
-                    )
-                )
+                name = sched.activity_task_scheduled_event_attributes.activity_type.name
+                out.append(Span(ts(sched), ts(e), wf_id, name, ts(e), a.identity))
         elif e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT:
             a = e.workflow_task_timed_out_event_attributes
             began = (
                 ev.get(a.started_event_id) or ev[a.scheduled_event_id]
             )  # schedule-to-start: never started
-            out.append((ts(began), ts(e), wf_id, ""))
+            nxt = next(
+                (
+                    n
+                    for n in events[i + 1 :]
+                    if n.event_type
+                    in (
+                        EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+                        EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+                    )
+                ),
+                None,
+            )
+            who = ""
+            if nxt is not None:
+                who = (
+                    nxt.workflow_task_started_event_attributes.identity
+                    if nxt.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED
+                    else nxt.workflow_task_completed_event_attributes.identity
+                )
+            out.append(Span(ts(began), ts(e), wf_id, "", ts(nxt) if nxt else None, who))
     return out
 
 
-def land(
-    kills: list[dict],
-    all_spans: list[tuple[float, float, str, str]],
-    deleting_since: dict[str, float],
-) -> None:
-    """Record on each kill (wall time ``at``) the work it cut short and the phases of that work."""
+def land(kills: list[dict], all_spans: list[Span], deleting_since: dict[str, float]) -> None:
+    """Record on each kill (wall time ``at``, killed worker ``victim``) the work it cut short, the
+    phases of that work, and how long until all of it resumed on another worker."""
     for k in kills:
-        hits = [(wf, what) for a, b, wf, what in all_spans if a <= k["at"] < b]
-        k["landed_on"] = [f"{wf} {what or 'workflow task'}" for wf, what in hits]
-        # Failover as measured: from the kill to the first retry of the work it cut short.
-        k["resumed_after_s"] = (
-            round(min(b for a, b, _, _ in all_spans if a <= k["at"] < b) - k["at"], 1)
-            if hits
+        hits = [sp for sp in all_spans if sp.began <= k["at"] < sp.ended]
+        k["landed_on"] = [f"{sp.wf_id} {sp.what or 'workflow task'}" for sp in hits]
+        # Failover as measured: from the kill until every piece of work it cut short started
+        # again on a worker other than the killed one (None: it never did -- a failure).
+        resumes = [
+            sp.resumed - k["at"]
+            if sp.resumed is not None and sp.resumed_by != k.get("victim")
             else None
+            for sp in hits
+        ]
+        k["resumed_by"] = sorted({sp.resumed_by for sp in hits})
+        k["resumed_after_s"] = (
+            None
+            if not hits
+            else float("inf")
+            if None in resumes
+            else round(max(r for r in resumes if r is not None), 1)
         )
         k["landing_phases"] = sorted(
             {
-                phase_of(wf, what, k["at"] >= deleting_since.get(wf, float("inf")))
-                for wf, what in hits
+                phase_of(sp.wf_id, sp.what, k["at"] >= deleting_since.get(sp.wf_id, float("inf")))
+                for sp in hits
             }
         )
+
+
+def failover(kills: list[dict]) -> dict:
+    """The resume times of the kills that cut work short, their p95 (inclusive quantiles) and
+    largest, and whether they meet the bounds."""
+    times = sorted(k["resumed_after_s"] for k in kills if k.get("resumed_after_s") is not None)
+    p95 = statistics.quantiles(times, n=20, method="inclusive")[18] if len(times) > 1 else None
+    if len(times) == 1:
+        p95 = times[0]
+    worst = times[-1] if times else None
+    return {
+        "resume_times_s": times,
+        "p95_s": None if p95 is None else round(p95, 1),
+        "max_s": worst,
+        "within_bounds": bool(times)
+        and p95 is not None
+        and p95 <= FAILOVER_P95
+        and worst is not None
+        and worst <= FAILOVER_MAX,
+    }
 
 
 async def landing(
@@ -215,8 +299,8 @@ async def landing(
 
 
 @pytest.mark.timeout(
-    1500
-)  # each of the six kills costs up to a minute (start-to-close) before the retry
+    900
+)  # a healthy run takes a few minutes; a failover regression must not hang CI
 async def test_kills_and_a_server_kill_lose_and_duplicate_nothing(tmp_path):
     from tests.support.emulator_proxy import EmulatorProxy
     from tests.support.snapshot import creations, leftovers, snapshot_async
@@ -244,7 +328,10 @@ async def test_kills_and_a_server_kill_lose_and_duplicate_nothing(tmp_path):
         st.endpoint_override = proxy.endpoint  # the worker's AWS calls go through the proxy
         seed_emulator(st.moto_endpoint)
         st.start_temporal()
-        st.start_worker()
+        for name in WORKERS:  # one after the other: each creates the tables if missing
+            st.start_worker(name)
+        identities = {name: identity(st.procs[name].pid) for name in WORKERS}
+        report["workers"] = {name: [who] for name, who in identities.items()}
         os.environ.update({**st.env(), "BRIDGEHEAD_CODEC_KEY": TEST_KEY_B64})
         from bridgehead.settings import get_settings
 
@@ -262,9 +349,13 @@ async def test_kills_and_a_server_kill_lose_and_duplicate_nothing(tmp_path):
                 deadline = time.monotonic() + 240
                 caught = None
                 while time.monotonic() < deadline and not flow_done.is_set():
-                    for wf_id, act in await in_flight(client, wf_ids):
-                        if phase_of(wf_id, act, wf_id in deleting_since) == step["target"]:
-                            caught = (wf_id, act)
+                    live = set(
+                        identities.values()
+                    )  # not a dead worker's attempt awaiting its time-out
+                    for wf_id, act, who in await in_flight(client, wf_ids):
+                        in_phase = phase_of(wf_id, act, wf_id in deleting_since) == step["target"]
+                        if in_phase and who in live:
+                            caught = (wf_id, act, who)
                             break
                     if caught:
                         break
@@ -272,15 +363,18 @@ async def test_kills_and_a_server_kill_lose_and_duplicate_nothing(tmp_path):
                 if not caught:
                     kills.append({"target": step["target"], "caught": None})
                     continue
+                victim = next(n for n, who in identities.items() if who == caught[2])
                 await asyncio.sleep(step["delay"])
                 at = time.time()
-                st.procs["worker"].send_signal(signal.SIGKILL)
-                st.procs["worker"].wait()
+                st.procs[victim].send_signal(signal.SIGKILL)
+                st.procs[victim].wait()
                 kill = {
                     "target": step["target"],
                     "caught": f"{caught[0]} {caught[1]}",
                     "at": at,
                     "at_utc": datetime.fromtimestamp(at, UTC).isoformat(),
+                    "victim": caught[2],
+                    "survivor": next(w for n, w in identities.items() if n != victim),
                     "server_killed": i == server_kill_at,
                 }
                 if i == server_kill_at:  # the dev server too, mid-flight, keeping its SQLite file
@@ -290,7 +384,17 @@ async def test_kills_and_a_server_kill_lose_and_duplicate_nothing(tmp_path):
                     await asyncio.to_thread(
                         st.start_temporal
                     )  # the driver's clock keeps running meanwhile
-                await asyncio.to_thread(st.start_worker)
+                # Replace the killed worker only once nothing runs on it any more (its attempts
+                # timed out and went to the survivor), so the work resumes on the survivor.
+                until = time.monotonic() + REPLACE_AFTER
+                while time.monotonic() < until:
+                    if all(who != caught[2] for _, _, who in await in_flight(client, wf_ids)):
+                        break
+                    await asyncio.sleep(0.5)
+                kill["replaced_after_s"] = round(time.time() - at, 1)
+                await asyncio.to_thread(st.start_worker, victim)
+                identities[victim] = identity(st.procs[victim].pid)
+                report["workers"][victim].append(identities[victim])
                 kills.append(kill)
 
         async def poll(h, q, t, pred, timeout: float = 420):  # noqa: ANN001, ANN202
@@ -467,10 +571,12 @@ async def test_kills_and_a_server_kill_lose_and_duplicate_nothing(tmp_path):
             before, {**after, "stacks": {**mid["stacks"], **after["stacks"]}}
         )  # every stack id ever seen
         landed = sorted({p for k in kills for p in k.get("landing_phases", [])})
+        fo = failover(kills)
         report.update(
             {
                 "kills": kills,
                 "distinct_landing_phases": landed,
+                "failover": fo,
                 "clock": clock,
                 "expected_node_minutes": [low, high],
                 "ledger_node_minutes": ledger,
@@ -498,6 +604,9 @@ async def test_kills_and_a_server_kill_lose_and_duplicate_nothing(tmp_path):
         # Where the kills landed.
         assert sum(1 for k in kills if k.get("server_killed")) == 1
         assert len(landed) >= 5, kills
+        # Failover: every kill that cut work short saw it resume on another worker, fast.
+        assert all(k["resumed_after_s"] != float("inf") for k in kills if k.get("at")), kills
+        assert fo["within_bounds"], fo
 
         # Twin: a cluster stack a killed worker left behind is reported by the same check.
         cfn = st.customer_admin(ACCOUNT, "cloudformation", REGION)

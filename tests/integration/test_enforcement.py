@@ -14,7 +14,15 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from bridgehead import ids
 from bridgehead import models as m
-from tests.integration.helpers import create_role_directly, start_org, wait_for
+from tests.integration.helpers import (
+    accept_moto_widening,
+    create_role_directly,
+    delete_cluster,
+    start_cluster,
+    start_org,
+    submit_role_and_settle,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 CFG = m.ClusterConfig(
@@ -34,18 +42,10 @@ async def report_of(client, org: str, n: int = 1) -> m.VerificationReport:
 async def test_whole_lifecycle_with_exactly_the_granted_policy(enforcing_client, enforcing_stack):
     client, stack, account = enforcing_client, enforcing_stack, "310000000001"
     h = await start_org(client, "enf1", account, ["us-east-2"])
+    await accept_moto_widening(h, stack)  # READY at warn: the widening moto needs
     s = await h.query("status", result_type=m.OrgStatus)
     arn = create_role_directly(stack, account, s)
-    await h.execute_update(
-        "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
-    )
-    s = await wait_for(
-        h,
-        "status",
-        m.OrgStatus,
-        lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
-        180,
-    )
+    s = await submit_role_and_settle(h, arn, 180)
     assert s.state == m.OrgState.READY, s
     probe = {c.name: c for c in (await report_of(client, "enf1")).checks}["external-id-required"]
     assert probe.passed and probe.method == "probe" and "refused" in probe.detail
@@ -61,23 +61,13 @@ async def test_whole_lifecycle_with_exactly_the_granted_policy(enforcing_client,
         )
     assert denied.value.response["Error"]["Code"] == "AccessDenied"
 
-    ch = await client.start_workflow(
-        "ClusterLifecycle",
+    ch, cs = await start_cluster(
+        client,
         m.ClusterLifecycleInput(org_id="enf1", name="e1", region="us-east-2", config=CFG),
-        id="cluster-enf1-e1",
-        task_queue="bridgehead",
-        result_type=m.ClusterResult,
-    )
-    cs = await wait_for(
-        ch,
-        "status",
-        m.ClusterStatus,
-        lambda s: s.state in (m.ClusterState.RUNNING, m.ClusterState.FAILED),
         180,
     )
     assert cs.state == m.ClusterState.RUNNING, cs
-    await ch.signal("delete")
-    assert (await ch.result()).state == m.ClusterState.DELETED
+    assert (await delete_cluster(ch)).state == m.ClusterState.DELETED
 
 
 async def test_keys_without_create_role_get_a_clear_error_and_the_org_keeps_waiting(
@@ -204,16 +194,7 @@ async def test_confused_deputy_probe_catches_a_trust_policy_without_external_id(
     arn = create_role_directly(
         stack, account, s, trust=lambda t: t["Statement"][0].pop("Condition")
     )
-    await h.execute_update(
-        "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
-    )
-    s = await wait_for(
-        h,
-        "status",
-        m.OrgStatus,
-        lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
-        120,
-    )
+    s = await submit_role_and_settle(h, arn, 120)
     assert s.state == m.OrgState.ACTION_REQUIRED
     failed = {c.name: c for c in s.failed_checks}
     probe = failed["external-id-required"]
@@ -235,16 +216,7 @@ async def test_one_action_removed_is_named(enforcing_client, enforcing_stack):
                 st["Action"].remove("cloudformation:CreateStack")
 
     arn = create_role_directly(stack, account, s, perms=drop)
-    await h.execute_update(
-        "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
-    )
-    s = await wait_for(
-        h,
-        "status",
-        m.OrgStatus,
-        lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
-        120,
-    )
+    s = await submit_role_and_settle(h, arn, 120)
     assert s.state == m.OrgState.ACTION_REQUIRED
     perms = {c.name: c for c in s.failed_checks}["permissions"]
     assert (
@@ -276,39 +248,21 @@ async def test_faults_injected_on_a_quarter_of_aws_calls_still_complete(
     client, stack, account = enforcing_client, enforcing_stack, "310000000005"
     proxy = stack.proxy
     h = await start_org(client, "enf5", account, ["us-east-1"])
+    await accept_moto_widening(h, stack)  # READY at warn: the widening moto needs
     s = await h.query("status", result_type=m.OrgStatus)
     arn = create_role_directly(stack, account, s)
     before, calls_before = sum(proxy.faults.values()), sum(proxy.requests.values())
     proxy.fault_rate = 0.25
     try:
-        await h.execute_update(
-            "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
-        )
-        s = await wait_for(
-            h,
-            "status",
-            m.OrgStatus,
-            lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
-            240,
-        )
+        s = await submit_role_and_settle(h, arn, 240)
         assert s.state == m.OrgState.READY, s
-        ch = await client.start_workflow(
-            "ClusterLifecycle",
+        ch, cs = await start_cluster(
+            client,
             m.ClusterLifecycleInput(org_id="enf5", name="f1", region="us-east-1", config=CFG),
-            id="cluster-enf5-f1",
-            task_queue="bridgehead",
-            result_type=m.ClusterResult,
-        )
-        cs = await wait_for(
-            ch,
-            "status",
-            m.ClusterStatus,
-            lambda s: s.state in (m.ClusterState.RUNNING, m.ClusterState.FAILED),
             240,
         )
         assert cs.state == m.ClusterState.RUNNING, cs
-        await ch.signal("delete")
-        assert (await ch.result()).state == m.ClusterState.DELETED
+        assert (await delete_cluster(ch)).state == m.ClusterState.DELETED
     finally:
         proxy.fault_rate = 0.0
     injected = sum(proxy.faults.values()) - before

@@ -13,6 +13,7 @@ import json
 import os
 import random
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,14 @@ import pytest
 from bridgehead import ids
 from bridgehead import models as m
 from starter.local import PLATFORM_ACCOUNT
-from tests.integration.helpers import create_role_directly, start_org, wait_for
+from tests.integration.helpers import (
+    accept_moto_widening,
+    create_role_directly,
+    delete_cluster,
+    start_cluster,
+    start_org,
+    submit_role_and_settle,
+)
 from tests.support.snapshot import creations, snapshot, snapshot_async
 
 pytestmark = pytest.mark.integration
@@ -81,6 +89,7 @@ async def test_lost_responses_on_mutating_calls_create_nothing_twice(
     client, stack = enforcing_client, enforcing_stack
     proxy = stack.proxy
     h = await start_org(client, "enf6", ACCOUNT, [REGION])
+    await accept_moto_widening(h, stack)  # READY at warn: the widening moto needs
     s = await h.query("status", result_type=m.OrgStatus)
     arn = create_role_directly(stack, ACCOUNT, s)
     before = await snapshot_async(stack, accounts=[ACCOUNT], regions=[REGION])
@@ -89,34 +98,15 @@ async def test_lost_responses_on_mutating_calls_create_nothing_twice(
     proxy.fail_next_after.update(FORCED)
     proxy.after_rate = RATE
     try:
-        await h.execute_update(
-            "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
-        )
-        s = await wait_for(
-            h,
-            "status",
-            m.OrgStatus,
-            lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
-            300,
-        )
+        s = await submit_role_and_settle(h, arn, 300)
         assert s.state == m.OrgState.READY, s
-        ch = await client.start_workflow(
-            "ClusterLifecycle",
+        ch, cs = await start_cluster(
+            client,
             m.ClusterLifecycleInput(org_id="enf6", name="k1", region=REGION, config=CFG),
-            id=ids.cluster_workflow_id("enf6", "k1"),
-            task_queue="bridgehead",
-            result_type=m.ClusterResult,
-        )
-        cs = await wait_for(
-            ch,
-            "status",
-            m.ClusterStatus,
-            lambda s: s.state in (m.ClusterState.RUNNING, m.ClusterState.FAILED),
             300,
         )
         assert cs.state == m.ClusterState.RUNNING, cs
-        await ch.signal("delete")
-        assert (await ch.result()).state == m.ClusterState.DELETED
+        assert (await delete_cluster(ch)).state == m.ClusterState.DELETED
     finally:
         proxy.after_rate = 0.0
         leftover = {k: v for k, v in proxy.fail_next_after.items() if v}
@@ -213,3 +203,188 @@ def test_twin_without_idempotency_a_lost_copy_response_makes_a_second_image(
     assert copy_with_lost_answer("eu-north-1", idempotent=False) == {
         f"image {PLATFORM_ACCOUNT}/eu-north-1/{name}": 2
     }
+
+
+BILL_ACCOUNT = "310000000008"
+BILL_T0 = datetime(2026, 11, 4, 9, 0, tzinfo=UTC)
+
+
+def _billing_org(stack, monkeypatch, org: str):  # noqa: ANN001, ANN202
+    """An organisation with a cluster that ran two whole hours (head t3.medium, two c5.xlarge),
+    linked to a Marketplace buyer, its platform calls going through the test proxy; Marketplace
+    is the fake (moto cannot meter by account id), which loses answers after the fact on request."""
+    from activities.billing import BillingActivities
+    from bridgehead.settings import get_settings
+    from tests.integration.helpers import ledger_org
+    from tests.support.fake_marketplace import FakeMarketplace, install, link_org
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL", stack.aws_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", stack.platform_keys["aws_access_key_id"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", stack.platform_keys["aws_secret_access_key"])
+    get_settings.cache_clear()
+    aws, reg = ledger_org(org, BILL_ACCOUNT)
+    link_org(reg, org, BILL_ACCOUNT)
+    seg = m.UsageSegment(
+        start=BILL_T0,
+        end=BILL_T0 + timedelta(hours=2),
+        head_instance_type="t3.medium",
+        compute_instance_type="c5.xlarge",
+        compute_nodes=2,
+    )
+    reg.put(
+        {
+            "pk": f"ORG#{org}",
+            "sk": "CLUSTER#c1",
+            "name": "c1",
+            "region": "us-east-1",
+            "state": "DELETED",
+            "segments": [seg.model_dump(mode="json")],
+        }
+    )
+    now = [BILL_T0 + timedelta(hours=2, minutes=5)]
+    market = FakeMarketplace(subscribed={BILL_ACCOUNT}, clock=lambda: now[0])
+    install(aws, market)
+    return BillingActivities(aws, reg, clock=lambda: now[0]), market, aws, now
+
+
+def _as_temporal_retries(fn, now: list[datetime]):  # noqa: ANN001, ANN202
+    """Run an activity the way Temporal would after failures: again, an hour later (a long
+    outage: a resend then falls in another clock hour, where Marketplace would take a record
+    stamped anew as a new one), up to five attempts. Returns the result and the failures seen."""
+    from temporalio.testing import ActivityEnvironment
+
+    errors = []
+    for _ in range(5):
+        try:
+            return ActivityEnvironment().run(fn), errors
+        except Exception as e:  # noqa: BLE001 - the lost answer, as the activity sees it
+            errors.append(getattr(e, "type", None) or type(e).__name__)
+            now[0] += timedelta(hours=1)
+    raise AssertionError(f"still failing after five attempts: {errors}")
+
+
+def _ledger_on_moto(stack, org: str) -> dict[str, object]:  # noqa: ANN001
+    """The ledger as the emulator holds it (the snapshot helper's full scan, straight from moto,
+    not through the proxy): the organisation's period entries and its totals' counters."""
+    from bridgehead.settings import get_settings
+    from tests.support.snapshot import _Accounts, _scan
+
+    items = _scan(_Accounts(stack), get_settings().ledger_table)
+    mine = {k.split("/", 1)[1]: v for k, v in items.items() if k.startswith(f"ORG#{org}/")}
+    totals = mine.get("TOTALS", {})
+    return {
+        "period_entries": sorted(k for k in mine if k.startswith("PERIOD#")),
+        "totals_entries": int(totals.get("entries", 0)),
+        "totals_node_minutes": int(totals.get("node_minutes", 0)),
+    }
+
+
+def _billing_with_lost_answers(stack, monkeypatch, org: str, plant=None) -> dict[str, object]:  # noqa: ANN001
+    """Close the two hours and meter them with answers lost after the fact, then read what the
+    emulator and the Marketplace fake hold. ``plant(now)`` plants a defect (the twin).
+
+    * The first ledger write's answer is lost: botocore's in-call retry meets the conditional put
+      (``attribute_not_exists``) and the entry is found written.
+    * Every botocore attempt of the ``billed_through`` update after the entries fails (503, before
+      the fact): the activity fails after its ledger writes took effect, as a worker dying there
+      would, and Temporal runs it again (here: the driver), which must find them instead of
+      writing them again.
+    * The first two BatchMeterUsage calls are honored and their answers lost (a 500, then a
+      dropped connection): the resend must be the very same records.
+    """
+    acts, market, aws, now = _billing_org(stack, monkeypatch, org)
+    if plant:
+        plant(now)
+    proxy = stack.proxy
+    attempts = aws.platform("dynamodb").meta.config.retries["total_max_attempts"]
+    faults0 = Counter(proxy.after_faults)
+    forced = {"TransactWriteItems": 1}
+    proxy.fail_next_after.update(forced)
+    proxy.fail_next_before["UpdateItem"] = attempts
+    market.lose_answers = 2
+    try:
+        _, close_errors = _as_temporal_retries(
+            lambda: acts.close_billing_periods(
+                m.CloseBillingPeriodsInput(org_id=org, until=BILL_T0 + timedelta(hours=2))
+            ),
+            now,
+        )
+        _, meter_errors = _as_temporal_retries(
+            lambda: acts.meter_usage(m.MeterUsageInput(org_id=org)), now
+        )
+    finally:
+        leftover = {a: proxy.fail_next_after.pop(a, 0) for a in forced}
+        leftover["UpdateItem"] = proxy.fail_next_before.pop("UpdateItem", 0)
+    lost = Counter()
+    for (_, action), n in (Counter(proxy.after_faults) - faults0).items():
+        lost[action] += n
+    assert leftover == {"TransactWriteItems": 0, "UpdateItem": 0}, leftover
+    assert dict(lost) == forced, lost
+    assert close_errors == ["AwsTransient"], close_errors  # the failed billed_through update
+    assert meter_errors == ["AwsTransient", "AwsUnreachable"], meter_errors
+    assert market.lost == ["500", "drop"]
+    return {
+        **_ledger_on_moto(stack, org),
+        "marketplace_records": sorted(
+            (r["Dimension"], r["Quantity"], r["Timestamp"].isoformat()) for r in market.accepted
+        ),
+        "marketplace_calls": len(market.calls),
+    }
+
+
+def _intended_billing() -> dict[str, object]:
+    hours = [BILL_T0, BILL_T0 + timedelta(hours=1)]
+    return {
+        "period_entries": [f"PERIOD#{h.isoformat()}#c1" for h in hours],
+        "totals_entries": 2,
+        "totals_node_minutes": 2 * 60 * 3,  # two hours, three nodes
+    }
+
+
+def test_lost_answers_on_ledger_writes_and_meter_usage_count_exactly(enforcing_stack, monkeypatch):
+    got = _billing_with_lost_answers(enforcing_stack, monkeypatch, "fbill1")
+    stamp = got["marketplace_records"][0][2]  # the batch's own time, the same on every resend
+    assert {k: v for k, v in got.items() if not k.startswith("marketplace")} == _intended_billing()
+    assert got["marketplace_records"] == [
+        ("node-minutes.c5.xlarge", 240, stamp),
+        ("node-minutes.t3.medium", 120, stamp),
+    ]
+    assert got["marketplace_calls"] == 3  # two lost answers, one acknowledged resend
+
+
+def test_twin_a_non_idempotent_ledger_write_and_send_make_the_counts_exceed(
+    enforcing_stack, monkeypatch
+):
+    """Planted defects: each ledger write keys its entry by the call (as an entry keyed by the
+    attempt's clock would be), so the conditional put cannot stop the retried activity; and records
+    are stamped at send time instead of with their batch's time, so a resend is a new record to
+    Marketplace. Both counts exceed what was intended."""
+    import itertools
+
+    import activities.metering as metering
+    from activities.registry import Registry
+
+    call = itertools.count()
+    real_put = Registry.put_new_and_add
+
+    def keyed_by_call(self, item, totals_key, add, *, table, also=()):  # noqa: ANN001, ANN202
+        keyed = {**item, "sk": f"{item['sk']}#{next(call)}"}
+        # The ledger's index entry names the entry it indexes: keyed the same way.
+        also = [
+            {**x, "sk": f"UNMETERED#{keyed['sk']}", "entry": keyed["sk"]} if "entry" in x else x
+            for x in also
+        ]
+        return real_put(self, keyed, totals_key, add, table=table, also=also)
+
+    monkeypatch.setattr(Registry, "put_new_and_add", keyed_by_call)
+
+    def stamp_at_send(now: list[datetime]) -> None:
+        monkeypatch.setattr(metering, "_batch_time", lambda b: now[0].replace(microsecond=0))
+
+    got = _billing_with_lost_answers(enforcing_stack, monkeypatch, "fbill2", plant=stamp_at_send)
+    hours = [BILL_T0, BILL_T0 + timedelta(hours=1)]
+    assert got["period_entries"] == sorted(
+        f"PERIOD#{h.isoformat()}#c1#{n}" for n, h in zip(range(4), hours * 2, strict=True)
+    ), got  # each hour written again by the retried activity
+    assert got["totals_entries"] == 4 and got["totals_node_minutes"] == 2 * 360, got
+    assert len(got["marketplace_records"]) == 6, got  # each dimension at three send times

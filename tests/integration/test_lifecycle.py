@@ -10,7 +10,7 @@ from temporalio.client import WorkflowFailureError
 
 from bridgehead import models as m
 from starter.local import customer_admin
-from tests.integration.helpers import onboard_ready, wait_for
+from tests.integration.helpers import onboard_ready, start_cluster, wait_for
 
 pytestmark = pytest.mark.integration
 ACCOUNT = "222222222222"
@@ -106,20 +106,11 @@ async def test_onboarding_shares_images_and_builds_foundations(client, stack):
 async def test_cluster_created_in_customer_account_then_deleted(client, stack):
     ses = __import__("boto3").client("ses", region_name="us-east-1")
     sent_before = ses.get_send_quota()["SentLast24Hours"]
-    h = await client.start_workflow(
-        "ClusterLifecycle",
+    h, s = await start_cluster(
+        client,
         m.ClusterLifecycleInput(
             org_id="acme", name="c1", region="us-east-2", config=CFG, owner="alice"
         ),
-        id="cluster-acme-c1",
-        task_queue="bridgehead",
-        result_type=m.ClusterResult,
-    )
-    s = await wait_for(
-        h,
-        "status",
-        m.ClusterStatus,
-        lambda s: s.state in (m.ClusterState.RUNNING, m.ClusterState.FAILED),
         120,
     )
     assert s.state == m.ClusterState.RUNNING, s

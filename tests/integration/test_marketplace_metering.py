@@ -54,12 +54,22 @@ def test_an_identical_resend_is_a_success_counted_once(stack):
     acts, market, reg = _org(org, now)
     _entry(reg, org, T0, {"t3.medium": 60, "c5.xlarge": 240})
     env = ActivityEnvironment()
-    first = env.run(acts.meter_usage, m.MeterUsageInput(org_id=org))
-    assert first.sent == 2 and first.defects == 0
+    # The crash: the worker dies right after Marketplace answered, before the ledger recorded it.
+    update_batch = acts.ledger.update_batch
+
+    def crash(*args: object, **kwargs: object) -> None:
+        raise SystemExit("worker killed")
+
+    acts.ledger.update_batch = crash  # type: ignore[method-assign]
+    with pytest.raises(SystemExit):
+        env.run(acts.meter_usage, m.MeterUsageInput(org_id=org))
+    acts.ledger.update_batch = update_batch  # type: ignore[method-assign]
+    assert len(market.calls) == 1 and market.totals() == {
+        "node-minutes.t3.medium": 60,
+        "node-minutes.c5.xlarge": 240,
+    }
     (batch,) = reg.query(f"ORG#{org}", "METER#", table=reg.ledger)  # type: ignore[attr-defined]
-    # The crash: the acknowledgement never reached the ledger.
-    reg.update(f"ORG#{org}", batch["sk"], {"acked": [], "status": "PENDING"}, table=reg.ledger)  # type: ignore[attr-defined]
-    reg.update(f"ORG#{org}", f"PERIOD#{T0.isoformat()}#c1", {"metered": False}, table=reg.ledger)  # type: ignore[attr-defined]
+    assert batch["status"] == "PENDING" and batch["acked"] == [], "nothing recorded"
     now[0] += timedelta(minutes=50)
     again = env.run(acts.meter_usage, m.MeterUsageInput(org_id=org))
     assert again.sent == 2 and again.defects == 0, again

@@ -20,7 +20,14 @@ from activities.registry import Registry
 from bridgehead import models as m
 from bridgehead.settings import get_settings
 from starter.local import free_port
-from tests.integration.helpers import launch_role_template, onboard_ready, start_org, wait_for
+from tests.integration.helpers import (
+    delete_cluster,
+    launch_role_template,
+    onboard_ready,
+    start_cluster,
+    start_org,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+([-+0-9.eE]+|NaN)$")
@@ -95,14 +102,12 @@ async def test_worker_metrics_move_with_the_lifecycle(client, stack):
         compute_initial_nodes=1,
         compute_max_nodes=2,
     )
-    c = await client.start_workflow(
-        "ClusterLifecycle",
+    c, cs = await start_cluster(
+        client,
         m.ClusterLifecycleInput(org_id="metrics", name="m1", region="us-east-1", config=cfg),
-        id="cluster-metrics-m1",
-        task_queue="bridgehead",
-        result_type=m.ClusterResult,
+        120,
     )
-    await wait_for(c, "status", m.ClusterStatus, lambda s: s.state == m.ClusterState.RUNNING, 120)
+    assert cs.state == m.ClusterState.RUNNING, cs
     running = None
     for _ in range(60):  # the gauge is refreshed from visibility every second in this stack
         running = scrape(port)
@@ -117,8 +122,7 @@ async def test_worker_metrics_move_with_the_lifecycle(client, stack):
         value(running, "bridgehead_clusters", state="RUNNING")
         == value(before, "bridgehead_clusters", state="RUNNING") + 1
     )
-    await c.signal("delete")
-    assert (await c.result()).state == m.ClusterState.DELETED
+    assert (await delete_cluster(c)).state == m.ClusterState.DELETED
     after = scrape(port)
 
     def moved(name: str, **labels: str) -> float:

@@ -17,7 +17,13 @@ from bridgehead import models as m
 from bridgehead.converter import make_data_converter
 from starter.local import customer_admin
 from tests.conftest import TEST_KEY
-from tests.integration.helpers import launch_role_template, start_org, wait_for
+from tests.integration.helpers import (
+    SETTLED,
+    launch_role_template,
+    start_org,
+    submit_role_and_settle,
+    wait_for,
+)
 from tests.support.secret_scan import log_files, scan_client, scan_logs
 
 pytestmark = pytest.mark.integration
@@ -83,13 +89,7 @@ async def test_create_role_for_me_happy_path_and_invalid_keys(client, stack):
     keys = customer_keys(stack, "333333333333", "admin-beta")
     res = await h.execute_update("create_role_for_me", keys, result_type=m.UpdateResult)
     assert res.accepted
-    s = await wait_for(
-        h,
-        "status",
-        m.OrgStatus,
-        lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
-        120,
-    )
+    s = await wait_for(h, "status", m.OrgStatus, lambda s: s.state in SETTLED, 120)
     assert s.state == m.OrgState.READY, s
     role = customer_admin(stack.aws_endpoint, "333333333333", "iam").get_role(
         RoleName="BridgeheadAccess"
@@ -156,16 +156,7 @@ async def test_unsafe_or_insufficient_role_needs_action(
     h = await start_org(client, org, account, ["us-east-1"])
     s = await h.query("status", result_type=m.OrgStatus)
     arn = launch_role_template(stack, account, s, f"access-{org}", mutate)
-    await h.execute_update(
-        "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
-    )
-    s = await wait_for(
-        h,
-        "status",
-        m.OrgStatus,
-        lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
-        60,
-    )
+    s = await submit_role_and_settle(h, arn, 60)
     assert s.state == m.OrgState.ACTION_REQUIRED
     failed = {c.name: c for c in s.failed_checks}
     assert check in failed, failed

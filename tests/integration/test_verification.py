@@ -13,14 +13,16 @@ from bridgehead import ids
 from bridgehead import models as m
 from starter.local import customer_admin
 from tests.integration.helpers import (
+    SETTLED,
+    delete_cluster,
     launch_role_template,
+    start_cluster,
     start_org,
     temporary_admin_keys,
     wait_for,
 )
 
 pytestmark = pytest.mark.integration
-SETTLED = (m.OrgState.READY, m.OrgState.ACTION_REQUIRED)
 
 
 def add_trust_statement(st: dict):  # noqa: ANN201
@@ -199,10 +201,16 @@ async def test_ongoing_policy_keeps_clusters_working_and_says_what_needs_the_set
     """Under moto's IAM enforcement: READY with the setup policy; the customer swaps in the
     ongoing policy (no network/storage/key creation); re-verification stays READY with a
     `setup-policy` warning naming what needs the setup policy again; a cluster still runs."""
-    from tests.integration.helpers import create_role_directly, widen_resources_for_moto
+    from tests.integration.helpers import (
+        accept_moto_widening,
+        create_role_directly,
+        moto_widening,
+        widen_resources_for_moto,
+    )
 
     client, stack, account, org = enforcing_client, enforcing_stack, "310000000006", "vongo"
     h = await start_org(client, org, account, ["us-east-1"])
+    await accept_moto_widening(h, stack)
     s = await h.query("status", result_type=m.OrgStatus)
     arn = create_role_directly(stack, account, s)
     await h.execute_update(
@@ -210,7 +218,15 @@ async def test_ongoing_policy_keeps_clusters_working_and_says_what_needs_the_set
     )
     s = await wait_for(h, "status", m.OrgStatus, lambda s: s.state in SETTLED, 180)
     assert s.state == m.OrgState.READY, s.failed_checks
-    assert s.warnings == []
+    # moto needs the scoped actions on "*": exactly that widening is reported (a warning at warn).
+    assert [c.name for c in s.warnings] == ["excess-grants"], s.warnings
+    widened, detail = moto_widening(s), s.warnings[0].detail
+    assert "cloudformation:DeleteStack on *" in widened
+    assert detail.startswith(f"{len(widened)} action(s) granted"), detail[:200]
+    assert (
+        "cloudformation:DeleteStack on * (by inline policy bridgehead-permissions statement "
+        "BridgeheadStacksOnly, beyond the published resources" in detail
+    ), detail[:2000]
 
     ongoing = json.loads(json.dumps(s.artifacts.ongoing_permission_policy))
     assert "ec2:CreateVpc" not in json.dumps(ongoing) and "kms:CreateKey" not in json.dumps(ongoing)
@@ -257,23 +273,13 @@ async def test_ongoing_policy_keeps_clusters_working_and_says_what_needs_the_set
         compute_initial_nodes=1,
         compute_max_nodes=2,
     )
-    ch = await client.start_workflow(
-        "ClusterLifecycle",
+    ch, cs = await start_cluster(
+        client,
         m.ClusterLifecycleInput(org_id=org, name="o1", region="us-east-1", config=cfg),
-        id=ids.cluster_workflow_id(org, "o1"),
-        task_queue="bridgehead",
-        result_type=m.ClusterResult,
-    )
-    cs = await wait_for(
-        ch,
-        "status",
-        m.ClusterStatus,
-        lambda x: x.state in (m.ClusterState.RUNNING, m.ClusterState.FAILED),
         180,
     )
     assert cs.state == m.ClusterState.RUNNING, cs.failure_reason
-    await ch.signal("delete")
-    assert (await ch.result()).state == m.ClusterState.DELETED
+    assert (await delete_cluster(ch)).state == m.ClusterState.DELETED
 
 
 async def test_bad_verification_level_updates_are_refused_and_change_nothing(client, stack):

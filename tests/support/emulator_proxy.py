@@ -22,15 +22,25 @@
    The proxy answers a repeated (credentials, region, token) with the first response, as EC2
    does, so an in-call botocore retry after a lost response behaves as on AWS.
 
+6. **Capacity errors** (``no_capacity``: a set of (instance type, subnet id)). moto completes
+   every stack at once and never fails one on EC2 capacity. A ``CreateStack`` whose
+   ``ComputeInstanceType`` and ``PrivateSubnetId`` parameters are in the set is carried out by
+   moto, and then the stack is *shown* as AWS shows such a stack: ``DescribeStacks`` answers
+   ``ROLLBACK_COMPLETE`` (no outputs) and ``DescribeStackEvents`` starts with the compute group's
+   ``CREATE_FAILED`` event quoting EC2's ``InsufficientInstanceCapacity`` message, until the
+   stack is deleted. Each such creation is listed in ``capacity_failures``.
+
 Never put this in front of real AWS: it forwards requests verbatim (signatures included) to one
 fixed upstream.
 """
 
 from __future__ import annotations
 
+import html
 import http.client
 import json
 import random
+import re
 import socket
 import threading
 import time
@@ -44,6 +54,13 @@ from starter.local import customer_admin
 _STS_DENIED = (
     '<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/"><Error><Type>Sender</Type>'
     "<Code>AccessDenied</Code><Message>{msg}</Message></Error><RequestId>emulator-proxy</RequestId></ErrorResponse>"
+)
+_CAPACITY_ACTIONS = ("CreateStack", "DeleteStack", "DescribeStacks", "DescribeStackEvents")
+#: What CloudFormation reports for an auto scaling group EC2 could not fill.
+_ICE = (
+    "Group did not stabilize. Failed Scaling Activity: We currently do not have sufficient {itype} "
+    "capacity in the Availability Zone you requested. Our system will be working on provisioning "
+    "additional capacity. Launching EC2 instance failed. (Error Code: InsufficientInstanceCapacity)"
 )
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
 #: Action names (or their prefixes) that change something; S3 by HTTP method.
@@ -121,6 +138,8 @@ class EmulatorProxy:
         self.after_kinds = after_kinds
         #: action -> how many of its next calls get a fault after the fact, whatever the rate.
         self.fail_next_after: Counter[str] = Counter()
+        #: action -> how many of its next calls get a 503 *before* reaching moto (nothing done).
+        self.fail_next_before: Counter[str] = Counter()
         #: action name -> seconds to hold the request before forwarding it.
         self.delays: dict[str, float] = {}
         self.after_faults: Counter[tuple[str, str]] = Counter()
@@ -134,6 +153,11 @@ class EmulatorProxy:
         self._last_body: dict[int, bytes] = {}
         self._copy_tokens: dict[tuple[str, str], bytes] = {}
         self._last_headers: dict[int, dict[str, str]] = {}
+        #: (ComputeInstanceType, PrivateSubnetId) pairs whose stacks fail for lack of capacity.
+        self.no_capacity: set[tuple[str, str]] = set()
+        #: Stack name -> EC2's message, while a stack made to fail is not deleted.
+        self._failing: dict[str, str] = {}
+        self.capacity_failures: list[tuple[str, str]] = []
         proxy = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -185,6 +209,10 @@ class EmulatorProxy:
                 and not h.path.startswith("/moto-api")
             )
             kind = self._rng.choice(["throttle", "503"]) if inject else None
+            short = action.rsplit(".", 1)[-1]
+            if self.fail_next_before[short] > 0:  # forced: never reaches moto
+                self.fail_next_before[short] -= 1
+                kind = "503"
         if kind:
             with self._lock:
                 self.faults[kind] += 1
@@ -221,6 +249,8 @@ class EmulatorProxy:
         if mutating:
             with self._lock:
                 self.mutations[action.rsplit(".", 1)[-1]] += 1
+        if form.get("Action", [""])[0] in _CAPACITY_ACTIONS and (self.no_capacity or self._failing):
+            return self._capacity(h, body, form)
         status = self._forward(h, body, reply=after is None and token_key is None)
         data = self._last_body.pop(threading.get_ident(), b"")
         headers = self._last_headers.pop(threading.get_ident(), {})
@@ -234,6 +264,69 @@ class EmulatorProxy:
         if status >= 400:  # moto refused it: nothing took effect, pass its answer on unchanged
             return self._reply(h, status, data, None, headers)
         return self._after_fault(h, after, target, form)
+
+    def _capacity(self, h: BaseHTTPRequestHandler, body: bytes, form: dict[str, list[str]]) -> None:
+        """Extension 6: CloudFormation calls of a stack made to fail on EC2 capacity."""
+        action, name = form["Action"][0], (form.get("StackName") or [""])[0].split("/")
+        stack = name[1] if len(name) > 2 else name[0]  # a stack id: arn:...:stack/<name>/<uuid>
+        status = self._forward(h, body, reply=False)
+        data = self._last_body.pop(threading.get_ident(), b"")
+        headers = self._last_headers.pop(threading.get_ident(), {})
+        if status < 400 and action == "CreateStack":
+            params = {
+                form[k][0]: (form.get(k.replace("ParameterKey", "ParameterValue")) or [""])[0]
+                for k in form
+                if k.endswith(".ParameterKey")
+            }
+            key = (params.get("ComputeInstanceType", ""), params.get("PrivateSubnetId", ""))
+            if key in self.no_capacity:
+                with self._lock:
+                    self._failing[stack] = _ICE.format(itype=key[0])
+                    self.capacity_failures.append(key)
+        elif status < 400 and action == "DeleteStack":
+            with self._lock:
+                self._failing.pop(stack, None)
+        elif status < 400 and stack in self._failing:
+            text = data.decode()
+            if action == "DescribeStacks":
+                text = re.sub(
+                    r"<StackStatus>[A-Z_]+</StackStatus>",
+                    "<StackStatus>ROLLBACK_COMPLETE</StackStatus>",
+                    text,
+                )
+                text = re.sub(r"<Outputs>.*?</Outputs>", "", text, flags=re.S)
+            elif action == "DescribeStackEvents":
+                now = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+                event = (
+                    "<member><StackName>{s}</StackName><LogicalResourceId>{lid}</LogicalResourceId>"
+                    "<ResourceType>{rt}</ResourceType><ResourceStatus>{st}</ResourceStatus>"
+                    "<ResourceStatusReason>{why}</ResourceStatusReason><Timestamp>{now}</Timestamp>"
+                    "<EventId>{lid}-{st}</EventId><StackId>{s}</StackId></member>"
+                )
+                added = event.format(
+                    s=stack,
+                    lid=stack,
+                    rt="AWS::CloudFormation::Stack",
+                    st="ROLLBACK_COMPLETE",
+                    why="",
+                    now=now,
+                ) + event.format(
+                    s=stack,
+                    lid="ComputeGroup",
+                    rt="AWS::AutoScaling::AutoScalingGroup",
+                    st="CREATE_FAILED",
+                    why=html.escape(self._failing[stack]),
+                    now=now,
+                )
+                text = text.replace("<StackEvents>", "<StackEvents>" + added, 1)
+            data = text.encode()
+        return self._reply(
+            h,
+            status,
+            data,
+            None,
+            {k: v for k, v in headers.items() if k.lower() != "content-length"},
+        )
 
     def _after_fault(
         self, h: BaseHTTPRequestHandler, after: str, target: str | None, form: dict[str, list[str]]

@@ -30,6 +30,14 @@ B7. ``DuplicateRecord``: "A previously metered UsageRecord had the same customer
     time, but a different quantity" -- not honored.
 B8. ``UnprocessedRecords``: errors on the service side that should be retried (the fake returns the
     records of the dimensions listed in ``unprocessed`` there, as throttling would).
+B9. "Same time" in B6 and B7 is the same hour: a record's ``Timestamp`` is "of the hour" and its
+    finer parts are ignored (API_UsageRecord), and records are deduplicated per customer,
+    dimension and hour, so a second record in the same hour with another quantity is a
+    ``DuplicateRecord``.
+
+Faults after the fact (``lose_answers``): the next calls are carried out in full (records
+honored) and then the answer is lost, as a 500 (``InternalServiceErrorException``) or a dropped
+connection, alternately (``lost`` counts them): what a resend must survive without billing twice.
 
 ResolveCustomer (API_ResolveCustomer): a registration token resolves to ``CustomerIdentifier``,
 ``CustomerAWSAccountId`` and ``ProductCode``; an unknown token is ``InvalidTokenException``, an
@@ -42,7 +50,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ConnectionClosedError
 
 MAX_RECORDS = 25
 WINDOW = timedelta(hours=6)
@@ -77,6 +85,9 @@ class FakeMarketplace:
         self.accepted: list[dict[str, Any]] = []
         #: registration token -> ResolveCustomer answer, or the error code to raise.
         self.tokens: dict[str, dict[str, str] | str] = {}
+        #: Answers still to lose after carrying the call out, and the kinds lost so far.
+        self.lose_answers = 0
+        self.lost: list[str] = []
 
     # --- BatchMeterUsage ------------------------------------------------------------------------
     def batch_meter_usage(
@@ -131,6 +142,19 @@ class FakeMarketplace:
                     "MeteringRecordId": f"mr-{len(self.accepted)}",
                 }
             )
+        if self.lose_answers > 0:  # the call took effect; its answer never arrives
+            self.lose_answers -= 1
+            kind = "500" if len(self.lost) % 2 == 0 else "drop"
+            self.lost.append(kind)
+            if kind == "500":
+                raise ClientError(
+                    {
+                        "Error": {"Code": "InternalServiceErrorException", "Message": "lost"},
+                        "ResponseMetadata": {"HTTPStatusCode": 500},
+                    },
+                    op,
+                )
+            raise ConnectionClosedError(endpoint_url="https://metering.marketplace.amazonaws.com")
         return {"Results": results, "UnprocessedRecords": unprocessed}
 
     def totals(self) -> dict[str, int]:
@@ -156,10 +180,11 @@ class FakeMarketplace:
 
 
 def _key(r: dict[str, Any]) -> tuple[Any, ...]:
+    """What Marketplace deduplicates by (B6, B7, B9): customer, dimension and the hour."""
     return (
         r.get("CustomerAWSAccountId") or r.get("CustomerIdentifier"),
         r["Dimension"],
-        r["Timestamp"],
+        r["Timestamp"].replace(minute=0, second=0, microsecond=0),
     )
 
 

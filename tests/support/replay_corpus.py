@@ -3,7 +3,8 @@ which paths it holds, and the one way to store a history into it.
 
 Coverage is read from the histories themselves (never from file names): an encrypted payload, a
 continue-as-new (ending in one, or starting as one), a resize, a failed stack, a cancel, an
-offboarding, and both drop-box workflows.
+offboarding, an organisation following a foundation changed behind its back and the cleanup that
+told it, and both drop-box workflows.
 
 Storing refuses to overwrite a history that no longer replays against today's code: re-recording
 would hide the non-determinism the corpus exists to catch. Guard the change with
@@ -78,6 +79,28 @@ def _failed_stack(h: WorkflowHistory) -> bool:
     return False
 
 
+def _capacity_failover(h: WorkflowHistory) -> bool:
+    """A ClusterLifecycle that created its stack again after a capacity error (patch marker
+    ``capacity-failover`` and more than one ``create_stack``)."""
+    if _type(h) != "ClusterLifecycle":
+        return False
+    creates = sum(
+        1
+        for e in h.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "create_stack"
+    )
+    marker = any(
+        e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and b"capacity-failover"
+        in e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+        for e in h.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and "patch-data" in e.marker_recorded_event_attributes.details
+    )
+    return marker and creates > 1
+
+
 #: Path name -> test on a history. Every one must be covered by at least one stored history.
 FEATURES: dict[str, Callable[[WorkflowHistory], bool]] = {
     "encrypted-payload": _encrypted,
@@ -94,7 +117,20 @@ FEATURES: dict[str, Callable[[WorkflowHistory], bool]] = {
         and "cancel" in _signals(h)
         and _result_state(h) == "CANCELLED"
     ),
+    "capacity-failover": _capacity_failover,
     "offboarding": lambda h: _type(h) == "OnboardOrganization" and "offboard" in _updates(h),
+    "foundation-followed": lambda h: (
+        _type(h) == "OnboardOrganization" and "foundation_changed" in _signals(h)
+    ),
+    "cleanup-tells-org": lambda h: (
+        _type(h) == "CleanupRegion"
+        and any(
+            e.event_type == EventType.EVENT_TYPE_SIGNAL_EXTERNAL_WORKFLOW_EXECUTION_INITIATED
+            for e in h.events
+        )
+    ),
+    # The event-driven wait (patch event-waits): a stack_event hint, then the stack seen RUNNING.
+    "event-wait": lambda h: _type(h) == "ClusterLifecycle" and "stack_event" in _signals(h),
     "dropbox-request": lambda h: _type(h) == "DropboxRequest",
     "dropbox-watch": lambda h: _type(h) == "DropboxWatch",
 }

@@ -446,3 +446,37 @@ async def test_not_subscribed_notice_is_emailed_once_and_metering_state_is_shown
         await h.terminate("test finished")
     assert [x.idempotency_key for x in mails] == ["k1"]
     assert usage.metering_skipped and "NOT_SUBSCRIBED" in usage.metering_skipped
+
+
+async def test_final_stop_waits_for_the_next_hour_when_this_hour_has_its_batch(ts_env):
+    """Marketplace keeps one record per customer, dimension and hour: when the hour of the final
+    stop already has its batch, ``meter_usage`` defers the rest, and the meter sends it in the
+    next clock hour before it ends (never a second record in the same hour)."""
+
+    @activity.defn(name="close_billing_periods")
+    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
+        return m.CloseBillingPeriodsResult(
+            entries_written=1,
+            entries_existing=0,
+            node_minutes=30,
+            cost_usd=Decimal("0.02"),
+            closed_until=req.until,
+        )
+
+    hours_metered: list[str] = []
+
+    @activity.defn(name="meter_usage")
+    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
+        at = activity.info().current_attempt_scheduled_time
+        hour = at.replace(minute=0, second=0, microsecond=0).isoformat()
+        if not hours_metered:  # the hour of the stop already had its batch
+            hours_metered.append(hour)
+            return m.MeterUsageResult(sent=0, already_sent=0, unprocessed=0, deferred=30)
+        hours_metered.append(hour)
+        return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
+
+    async with running_meter(ts_env, "defer", close_billing_periods, meter_usage) as h:
+        await h.signal("stop")
+        usage = await h.result()
+    assert len(hours_metered) == 2 and hours_metered[0] != hours_metered[1], hours_metered
+    assert usage.metered_records == 1

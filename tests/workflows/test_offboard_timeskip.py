@@ -19,7 +19,9 @@ from tests.integration.helpers import wait_for
 from worker import WORKFLOWS, sandbox_runner
 
 
-def fakes(calls: list[str], live: list[m.ClusterSummary], role_gone: bool) -> list:
+def fakes(
+    calls: list[str], live: list[m.ClusterSummary], role_gone: bool, recorded: bool = True
+) -> list:
     @activity.defn(name="org_live_clusters")
     def org_live_clusters(req: m.OrgClustersInput) -> m.RegionClusters:
         calls.append("live-clusters")
@@ -77,9 +79,24 @@ def fakes(calls: list[str], live: list[m.ClusterSummary], role_gone: bool) -> li
     def find_platform_image(req: m.FindImageInput) -> m.FindImageResult:
         return m.FindImageResult(image_id=f"ami-{req.region}")
 
+    @activity.defn(name="org_shared_images")
+    def org_shared_images(req: m.OrgRegionsInput) -> m.SharedImages:
+        # The current image in each region, and an older release still shared in us-west-1
+        # (none for an organisation that never got that far).
+        if not recorded:
+            return m.SharedImages(images=[])
+        return m.SharedImages(
+            images=[
+                m.ImageInRegion(region="us-east-1", image_id="ami-us-east-1"),
+                m.ImageInRegion(region="us-west-1", image_id="ami-us-west-1"),
+                m.ImageInRegion(region="us-west-1", image_id="ami-us-west-1-older"),
+            ]
+        )
+
     @activity.defn(name="revoke_image")
     def revoke_image(req: m.ShareImageInput) -> m.ShareImageResult:
         calls.append(f"revoke:{req.region}")
+        calls.append(f"revoked:{req.image_id}")
         return m.ShareImageResult(image_id=req.image_id, snapshot_ids=["snap-1"])
 
     @activity.defn(name="notify")
@@ -103,6 +120,7 @@ def fakes(calls: list[str], live: list[m.ClusterSummary], role_gone: bool) -> li
         record_foundation,
         org_regions,
         find_platform_image,
+        org_shared_images,
         revoke_image,
         delete_reverify_schedule,
         notify,
@@ -223,6 +241,12 @@ async def test_offboard_refusal_role_gone_and_abandon(ts_env):
         calls.index("revoke:us-east-1"), calls.index("revoke:us-west-1")
     )
     assert calls[-1] == "state:OFFBOARDED", calls
+    # Every recorded image is revoked, the older release too (patch offboard-revoke-recorded-images).
+    assert sorted(c for c in calls if c.startswith("revoked:")) == [
+        "revoked:ami-us-east-1",
+        "revoked:ami-us-west-1",
+        "revoked:ami-us-west-1-older",
+    ]
 
 
 async def test_offboard_before_any_role_touches_no_account(ts_env):
@@ -243,7 +267,7 @@ async def test_offboard_before_any_role_touches_no_account(ts_env):
             ts_env.client,
             task_queue=tq,
             workflows=[*WORKFLOWS, SeedOrganization],
-            activities=fakes(calls, [], role_gone=False),
+            activities=fakes(calls, [], role_gone=False, recorded=False),
             activity_executor=ex,
             workflow_runner=sandbox_runner(),
         ):

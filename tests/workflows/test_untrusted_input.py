@@ -198,6 +198,39 @@ CASES = [
         ["org-victim-reverify"],
     ),
     (
+        "release id of another version",
+        "ImageRelease",
+        {"version": "v9", "images": {"us-east-1": "ami-0123456789abcdef0"}},
+        "image-release-v1",
+        ["image-release-v1", "image-release-v9"],
+    ),
+    (
+        "release progress from a direct start",
+        "ImageRelease",
+        {
+            "version": "v1",
+            "images": {"us-east-1": "ami-0123456789abcdef0"},
+            "carried": {
+                "phase": "REVOKING",
+                "source_region": "us-east-1",
+                "images": {"us-east-1": "ami-0123456789abcdef0"},
+                "previous_images": {"us-east-1": "ami-0fedcba987654321f"},
+                "concurrency": 16,
+                "grace_seconds": 0,
+            },
+        },
+        "image-release-v1",
+        ["carried", "internal"],
+    ),
+    (
+        "release image that is not an image id",
+        "ImageRelease",
+        {"version": "v1", "images": {"us-east-1": "snap-0123456789abcdef0"}},
+        "image-release-v1",
+        ["images.us-east-1"],
+    ),
+    ("no input", "ImageRelease", None, "image-release-v1", ["needs a JSON input", '"version"']),
+    (
         "org id with the name delimiter",
         "OnboardOrganization",
         {**ORG, "org_id": "acme--prod"},
@@ -297,12 +330,16 @@ async def test_misspelled_signal_is_recorded_and_unknown_update_refused(own_env)
             succeeded=False,
         )
 
+    @activity.defn(name="check_stack")
+    def check(ref: m.StackRef) -> m.StackPoll:
+        return poll(ref)
+
     with ThreadPoolExecutor(2) as ex:
         async with Worker(
             ts_env.client,
             task_queue=tq,
             workflows=WORKFLOWS,
-            activities=[validate, quota, register, create, poll],
+            activities=[validate, quota, register, create, poll, check],
             activity_executor=ex,
             workflow_runner=sandbox_runner(),
         ):
@@ -368,3 +405,75 @@ async def test_a_rejected_request_ends_failed_with_its_reason_everywhere(ts_env)
     assert "not READY" in str(e.value.cause)
     assert s.state == m.ClusterState.FAILED and "not READY" in (s.failure_reason or ""), s
     assert (await h.describe()).typed_search_attributes.get(CLUSTER_STATUS) == "FAILED"
+
+
+#: The attack of the security review: internal state naming another stack (the org's foundation)
+#: in a start that Temporal itself would re-run as if continued (cron, or a retry policy).
+_FOUNDATION_DELETE = cluster(
+    name="zz1",
+    runtime={"state": "DELETING", "stack_name": ids.foundation_stack("acme", "us-east-1")},
+)
+
+
+first_run: list[str | None] = []
+
+
+async def _run_re_started(env, calls: list[str], **start: object) -> str:  # type: ignore[no-untyped-def]
+    """Start the crafted cluster with ``start`` options (cron or retry policy), let Temporal make
+    its later runs (three minutes of skipped time), and return the first run's failure."""
+    from temporalio.client import WorkflowExecutionStatus
+
+    tq = f"tq-{uuid.uuid4()}"
+    with ThreadPoolExecutor(2) as ex:
+        async with Worker(
+            env.client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=recorder(calls),
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
+            wid = ids.cluster_workflow_id("acme", "zz1")
+            h = await env.client.start_workflow(
+                "ClusterLifecycle", _FOUNDATION_DELETE, id=wid, task_queue=tq, **start
+            )
+            first = env.client.get_workflow_handle(wid, run_id=h.result_run_id)
+            first_run[:] = [h.result_run_id]
+            with pytest.raises(WorkflowFailureError) as e:
+                await first.result(follow_runs=False)
+            await env.sleep(180)
+            await asyncio.sleep(1)
+            if (await h.describe()).status == WorkflowExecutionStatus.RUNNING:
+                await env.client.get_workflow_handle(wid).terminate("test over")
+    cause = e.value.cause
+    return f"{getattr(cause, 'type', '')}: {getattr(cause, 'message', cause)}"
+
+
+async def test_a_retry_policy_cannot_smuggle_internal_state_into_a_retry(ts_env):
+    from datetime import timedelta
+
+    from temporalio.common import RetryPolicy
+
+    calls: list[str] = []
+    retry = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3)
+    text = await _run_re_started(ts_env, calls, retry_policy=retry)
+    assert "BadInput" in text and "runtime" in text, text
+    assert calls == [], f"activities were called: {calls}"
+    # The refusal is non-retryable: Temporal made no second run to carry the input again.
+    wid = ids.cluster_workflow_id("acme", "zz1")
+    latest = await ts_env.client.get_workflow_handle(wid).describe()
+    assert latest.run_id == first_run[0], "a retry run was made"
+
+
+def test_only_a_run_continued_by_itself_carries_state():
+    """The rule over ``workflow.info()``: a continued run (first attempt, no cron) carries state;
+    a cron run and a retry (Temporal sets ``continued_run_id`` on both) do not; nor a fresh start.
+    The cron and retry cases are seen on a real server in
+    ``tests/integration/test_cron_and_retry.py``."""
+    from bridgehead import runs
+
+    assert runs.continued_by_itself("r1", None, 1)
+    assert not runs.continued_by_itself(None, None, 1)
+    assert not runs.continued_by_itself("r1", "* * * * *", 1)
+    assert not runs.continued_by_itself("r1", None, 2)
+    assert runs.cron_refusal("@every 5s") and runs.cron_refusal(None) is None

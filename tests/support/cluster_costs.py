@@ -1,0 +1,257 @@
+"""Temporal actions and history events per cluster-hour of a RUNNING cluster, worst case.
+
+Every recurring piece is measured from real histories on the time-skipping server with fake
+activities (bridgehead/history_stats.billable_actions), then combined by one pure function,
+:func:`per_cluster_hour`, for ``clusters_per_org`` clusters in each of ``orgs`` organisations:
+
+* per cluster: ``ClusterLifecycle`` while RUNNING (it waits on a condition: no timer);
+* per organisation: ``BillingMeter`` (hourly tick, continue-as-new every ``TICKS_PER_RUN`` ticks)
+  and the daily re-verification (Schedule action + ``ReverifyOrganization`` + ``VerifyRole``, and
+  in ``OnboardOrganization`` the signal it receives and one ``set_org_state``: those two counted
+  from the code, the organisation workflow needing a whole onboarding to run);
+* per platform: the ``dropbox-watch`` Schedule (every ``dropbox_every_seconds``: a Schedule action
+  + ``DropboxWatch``), shared by every cluster of every organisation.
+
+``python -m tests.support.cluster_costs`` prints the table of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from temporalio import activity
+from temporalio.worker import Worker
+
+from bridgehead import ids
+from bridgehead import models as m
+from bridgehead.history_stats import Actions, billable_actions
+from worker import WORKFLOWS, sandbox_runner
+
+#: ``OnboardOrganization``'s share of a re-verification, from workflows/onboarding.py (_converge on
+#: a READY organisation): the ``reverify`` signal it receives and one ``set_org_state`` activity
+#: (no e-mail: "re-verified" says nothing new; the VerifyRole child is measured on its own).
+ORG_SIDE_OF_REVERIFY = 2
+SCHEDULE_ACTION = 1
+
+
+@dataclass(frozen=True)
+class Recurring:
+    """Measured cost of the recurring pieces (actions and events per hour or per run)."""
+
+    meter_actions_per_hour: float
+    meter_events_per_hour: float
+    running_cluster_actions_per_hour: float
+    running_cluster_events_per_hour: float
+    reverify_actions_per_run: int
+    reverify_events_per_run: int
+    reverify_every_hours: float
+    dropbox_actions_per_run: int
+    dropbox_events_per_run: int
+    dropbox_every_seconds: float
+
+
+def per_cluster_hour(r: Recurring, clusters_per_org: int, orgs: int) -> dict[str, float]:
+    """Actions and events per cluster-hour, by piece and in total (the one place this is summed)."""
+    clusters = clusters_per_org * orgs
+    dropbox_runs = 3600 / r.dropbox_every_seconds
+    parts = {
+        "cluster (RUNNING)": r.running_cluster_actions_per_hour,
+        "billing meter": r.meter_actions_per_hour / clusters_per_org,
+        "re-verification": r.reverify_actions_per_run / r.reverify_every_hours / clusters_per_org,
+        "drop-box watch": r.dropbox_actions_per_run * dropbox_runs / clusters,
+    }
+    events = (
+        r.running_cluster_events_per_hour
+        + r.meter_events_per_hour / clusters_per_org
+        + r.reverify_events_per_run / r.reverify_every_hours / clusters_per_org
+        + r.dropbox_events_per_run * dropbox_runs / clusters
+    )
+    return {**parts, "actions": sum(parts.values()), "events": events}
+
+
+async def _run(env: Any, activities: list[Any], body: Any) -> Any:
+    tq = f"tq-{uuid.uuid4()}"
+    with ThreadPoolExecutor(4) as ex:
+        async with Worker(
+            env.client,
+            task_queue=tq,
+            workflows=WORKFLOWS,
+            activities=activities,
+            activity_executor=ex,
+            workflow_runner=sandbox_runner(),
+        ):
+            return await body(tq)
+
+
+def meter_fakes(failures_per_tick: int = 0) -> list[Any]:
+    """``close_billing_periods`` / ``meter_usage`` fakes; ``failures_per_tick`` transient failures
+    of the close before it succeeds (a planted defect for the twin)."""
+    failed: dict[str, int] = {}
+
+    @activity.defn(name="close_billing_periods")
+    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
+        key = req.until.isoformat()
+        if failed.get(key, 0) < failures_per_tick:
+            failed[key] = failed.get(key, 0) + 1
+            raise RuntimeError("planted transient failure")
+        return m.CloseBillingPeriodsResult(
+            entries_written=1,
+            entries_existing=0,
+            node_minutes=60,
+            cost_usd=Decimal("0.04"),
+            closed_until=req.until,
+        )
+
+    @activity.defn(name="meter_usage")
+    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
+        return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
+
+    return [close_billing_periods, meter_usage]
+
+
+async def measure_meter(env: Any, hours: int = 24, failures_per_tick: int = 0) -> Actions:
+    """``BillingMeter`` over ``hours`` hourly ticks (its start excluded: paid once per org)."""
+
+    async def body(tq: str) -> Actions:
+        org = f"cost{uuid.uuid4().hex[:6]}"
+        h = await env.client.start_workflow(
+            "BillingMeter",
+            m.BillingMeterInput(org_id=org),
+            id=ids.billing_workflow_id(org),
+            task_queue=tq,
+        )
+        await env.sleep(timedelta(hours=hours, minutes=15))
+        hist = await h.fetch_history()
+        await h.terminate("measured")
+        return billable_actions(hist.events)
+
+    return await _run(env, meter_fakes(failures_per_tick), body)
+
+
+async def measure_running_cluster(env: Any, hours: int = 24) -> tuple[Actions, Actions]:
+    """``ClusterLifecycle``: what it cost until RUNNING, and after ``hours`` more of RUNNING."""
+    from tests.workflows.test_cluster_timeskip import CFG, FakeCloud, until_state
+
+    cloud = FakeCloud(create_takes=timedelta(0))
+
+    async def body(tq: str) -> tuple[Actions, Actions]:
+        name = f"cost{uuid.uuid4().hex[:6]}"
+        h = await env.client.start_workflow(
+            "ClusterLifecycle",
+            m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
+            id=ids.cluster_workflow_id("acme", name),
+            task_queue=tq,
+        )
+        await until_state(env, h, m.ClusterState.RUNNING)
+        at_running = billable_actions((await h.fetch_history()).events)
+        await env.sleep(timedelta(hours=hours))
+        later = billable_actions((await h.fetch_history()).events)
+        await h.terminate("measured")
+        return at_running, later
+
+    return await _run(env, cloud.activities(), body)
+
+
+async def measure_reverify(env: Any) -> Actions:
+    """One ``ReverifyOrganization`` run (as its Schedule starts it) and the ``VerifyRole`` run it
+    leads to (started here as the organisation workflow would)."""
+
+    @activity.defn(name="verify_role")
+    def verify_role(req: m.VerifyRoleInput) -> m.VerificationReport:
+        return m.VerificationReport(
+            org_id=req.org_id, role_arn=req.role_arn, passed=True, checks=[]
+        )
+
+    async def body(tq: str) -> Actions:
+        org = f"cost{uuid.uuid4().hex[:6]}"
+        total = Actions()
+        h = await env.client.start_workflow(
+            "ReverifyOrganization",
+            m.ReverifyInput(org_id=org),
+            id=ids.reverify_schedule_id(org) + "-2026-11-26T00:00:00Z",
+            task_queue=tq,
+        )
+        await h.result()
+        total += billable_actions((await h.fetch_history()).events)
+        v = await env.client.start_workflow(
+            "VerifyRole",
+            m.VerifyRoleInput(
+                org_id=org, role_arn="arn:aws:iam::222222222222:role/BridgeheadAccess"
+            ),
+            id=ids.verify_workflow_id(org, 2),
+            task_queue=tq,
+        )
+        await v.result()
+        return total + billable_actions((await v.fetch_history()).events)
+
+    return await _run(env, [verify_role], body)
+
+
+async def measure_dropbox_watch(env: Any) -> Actions:
+    """One ``DropboxWatch`` run that finds no request (the steady state)."""
+
+    @activity.defn(name="scan_inbox")
+    def scan_inbox(req: m.DropboxWatchInput) -> m.DropboxScan:
+        return m.DropboxScan(bucket="bridgehead-inbox")
+
+    async def body(tq: str) -> Actions:
+        h = await env.client.start_workflow(
+            "DropboxWatch",
+            m.DropboxWatchInput(),
+            id=ids.DROPBOX_WATCH_SCHEDULE + f"-{uuid.uuid4().hex[:8]}",
+            task_queue=tq,
+        )
+        await h.result()
+        return billable_actions((await h.fetch_history()).events)
+
+    return await _run(env, [scan_inbox], body)
+
+
+async def measure_all(env: Any, hours: int = 24, failures_per_tick: int = 0) -> Recurring:
+    from bridgehead.settings import Settings
+    from workflows.billing import TICKS_PER_RUN
+
+    meter = await measure_meter(env, hours, failures_per_tick)
+    at_running, later = await measure_running_cluster(env, hours)
+    reverify = await measure_reverify(env)
+    dropbox = await measure_dropbox_watch(env)
+    # The meter's own start is paid once per continue-as-new: 1 per TICKS_PER_RUN hours.
+    meter_per_hour = (meter.total - meter.starts) / hours + 1 / TICKS_PER_RUN
+    return Recurring(
+        meter_actions_per_hour=meter_per_hour,
+        meter_events_per_hour=meter.events / hours,
+        running_cluster_actions_per_hour=(later.total - at_running.total) / hours,
+        running_cluster_events_per_hour=(later.events - at_running.events) / hours,
+        reverify_actions_per_run=reverify.total + SCHEDULE_ACTION + ORG_SIDE_OF_REVERIFY,
+        reverify_events_per_run=reverify.events,
+        reverify_every_hours=m.ReverifyInput(org_id="any").every_hours,
+        dropbox_actions_per_run=dropbox.total + SCHEDULE_ACTION,
+        dropbox_events_per_run=dropbox.events,
+        dropbox_every_seconds=Settings.model_fields["dropbox_every_seconds"].default,
+    )
+
+
+async def _main() -> None:
+    from tests.support.wait_costs import time_skipping_env
+
+    env = await time_skipping_env()
+    async with env:
+        r = await measure_all(env)
+    print(r)
+    for per_org, orgs in ((1, 1), (1, 100), (1, 1000), (10, 1), (10, 100)):
+        c = per_cluster_hour(r, per_org, orgs)
+        print(
+            f"| {per_org} | {orgs} | "
+            + " | ".join(f"{c[k]:.2f}" for k in c if k not in ("actions", "events"))
+            + f" | **{c['actions']:.2f}** | {c['events']:.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    asyncio.run(_main())
