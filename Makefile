@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 
 # Re-resolve requirements.lock after changing dependencies in pyproject.toml.
 lock: install
-	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --python-version 3.11.7 \
+	$(VENV)/bin/uv pip compile pyproject.toml --extra dev --extra bench --python-version 3.11.7 \
 	  --python-platform x86_64-manylinux_2_28 --no-header -q -o requirements.lock
 
 install: $(VENV)/.installed

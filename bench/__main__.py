@@ -1,22 +1,27 @@
 """``python -m bench``: what Temporal's durability costs and buys, measured side by side in one run.
 
-Sizes: ``--size smoke`` (CI, a minute or two), ``small`` (default, a quick look), ``full`` (the
-figures in docs/benchmarks.md: 200 concurrent lifecycles, 2,000 waiting clusters). Every count can
-be overridden by a flag. Prints one table and writes it as JSON (``bench/results/`` by default).
+Sizes: ``--size smoke`` (CI, one repetition, under a minute on a quiet machine), ``small``
+(default), ``full`` (the target sizes: 200 lifecycles per repetition, 10,000 waiting clusters;
+for a quiet machine). Every count can be overridden by a flag. Every comparison runs its arms
+interleaved ``--reps`` times (5 at small and full) and reports median (min–max) through
+``bench/stats.py``; the JSON keeps every sample and the load average. Prints one table and writes
+it as JSON (``bench/results/`` by default); ``python -m bench.plots`` draws it.
 
-Scenarios (all on the embedded stack: Temporal dev server + moto server, worker in this process):
+Scenarios (on the embedded stack: Temporal dev server + moto server; the worker in this process,
+or in worker processes for scale-out; "fake" is the latency-faithful fake AWS, bench/fakeaws.py):
 
 1. overhead   -- one organisation onboarded and one cluster created and deleted through Bridgehead,
                  against a plain script making the same AWS calls (the same activity code, called in
-                 the order Bridgehead called it, with no Temporal). Ratio Bridgehead / script.
-2. throughput -- N concurrent cluster lifecycles against N no-op workflows of the same shape (same
-                 number of activities, same wait for ``delete``): the orchestration ceiling of this
-                 server, worker and machine. Ratio and clusters per second, per worker tuning.
-3. waiting    -- W clusters whose stacks stay CREATE_IN_PROGRESS (a controllable CloudFormation):
-                 worker memory, activity executions in flight while waiting, history events per
-                 cluster; events after one hour measured on the time-skipping server.
+                 the order Bridgehead called it, with no Temporal). Ratio Bridgehead / script (moto).
+2. throughput -- N concurrent cluster lifecycles on the fake and on moto against N no-op workflows
+                 of the same shape (same number of activities, same wait for ``delete``): the
+                 orchestration ceiling of this server, worker and machine. Ratios per worker tuning.
+3. waiting    -- W clusters waiting at once on the fake, real poll I/O, per workflow-cache size:
+                 worker RSS, slots busy, dev-server CPU, SQLite growth, cache hit vs miss; history
+                 events after one hour measured on the time-skipping server.
 4. billing    -- the real BillingMeter and ledger activities (DynamoDB on moto) under time skipping:
                  cluster-hours metered per wall second, actions and events per cluster-hour.
+5. scaleout   -- N lifecycles with 1, 2, 4 worker processes on one task queue (fake shared by all).
 
 One module per scenario in ``bench/scenarios/``, the stack and helpers they share in
 ``bench/harness.py``, the table in ``bench/report.py``; this module runs them in turn.
@@ -38,10 +43,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import TUNINGS, Bench  # noqa: E402 - after the path insert
+from bench.harness import TUNINGS, Bench, load_average  # noqa: E402 - after the path insert
 from bench.report import table  # noqa: E402
 from bench.scenarios.billing import billing  # noqa: E402
 from bench.scenarios.overhead import overhead  # noqa: E402
+from bench.scenarios.scaleout import scaleout  # noqa: E402
 from bench.scenarios.throughput import throughput  # noqa: E402
 from bench.scenarios.waiting import waiting  # noqa: E402
 
@@ -51,31 +57,43 @@ SIZES: dict[str, dict[str, Any]] = {
         "clusters": 3,
         "waiting": 20,
         "wait_seconds": 3,
+        "wait_caches": [20],
         "hour_sample": 3,
         "billing_clusters": 3,
         "billing_hours": 12,
         "tunings": ["default"],
         "overhead_runners": ["sandboxed"],
+        "scale_workers": [2],
+        "scale_clusters": 2,
+        "reps": 1,
     },
     "small": {
         "overhead_runners": list(RUNNERS_ALL),
         "clusters": 40,
         "waiting": 300,
-        "wait_seconds": 30,
+        "wait_seconds": 60,
+        "wait_caches": [300, 30],
         "hour_sample": 20,
         "billing_clusters": 10,
         "billing_hours": 72,
         "tunings": ["default", "narrow"],
+        "scale_workers": [1, 2, 4],
+        "scale_clusters": 40,
+        "reps": 5,
     },
     "full": {
         "overhead_runners": list(RUNNERS_ALL),
         "clusters": 200,
-        "waiting": 2000,
-        "wait_seconds": 90,
+        "waiting": 10000,
+        "wait_seconds": 120,
+        "wait_caches": [10000, 1000],
         "hour_sample": 50,
         "billing_clusters": 10,
         "billing_hours": 72,
         "tunings": ["default", "narrow", "wide"],
+        "scale_workers": [1, 2, 4],
+        "scale_clusters": 200,
+        "reps": 5,
     },
 }
 
@@ -92,6 +110,9 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             "platform": platform.platform(),
         },
         "worker_tunings": {t: TUNINGS[t] for t in args.tunings},
+        "reps": args.reps,
+        # The machine is shared: every figure is read next to the load it was measured under.
+        "load_average_start": load_average(),
     }
 
     def save() -> None:
@@ -99,13 +120,25 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         out.write_text(json.dumps(result, indent=2) + "\n")
 
     async with Bench(args) as b:
-        steps: list[tuple[str, Any]] = [("overhead", lambda: overhead(b, args.overhead_runners))]
-        steps += [
-            (f"throughput:{t}", lambda t=t: throughput(b, args.clusters, t)) for t in args.tunings
+        steps: list[tuple[str, Any]] = [
+            ("overhead", lambda: overhead(b, args.overhead_runners, args.reps))
         ]
         steps += [
-            ("waiting", lambda: waiting(b, args.waiting, args.wait_seconds, args.hour_sample)),
+            (f"throughput:{t}", lambda t=t: throughput(b, args.clusters, t, args.reps))
+            for t in args.tunings
+        ]
+        steps += [
+            (
+                "waiting",
+                lambda: waiting(
+                    b, args.waiting, args.wait_seconds, args.hour_sample, args.wait_caches
+                ),
+            ),
             ("billing", lambda: billing(b, args.billing_clusters, args.billing_hours)),
+            (
+                "scaleout",
+                lambda: scaleout(b, args.scale_clusters, args.scale_workers, args.reps),
+            ),
         ]
         for name, step in steps:
             if args.only and name.split(":")[0] not in args.only:
@@ -117,6 +150,7 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             except Exception as e:  # noqa: BLE001 - report the failure, keep the other figures
                 value = {"error": f"{type(e).__name__}: {e}"[:500]}
             value["scenario_seconds"] = round(time.perf_counter() - t0, 1)
+            value["load_average_after"] = load_average()
             if name.startswith("throughput:"):
                 result.setdefault("throughput", []).append(value)
             else:
@@ -131,18 +165,29 @@ def main(argv: list[str] | None = None) -> int:
         "--size", choices=sorted(SIZES), default="small", help="preset counts (default small)"
     )
     p.add_argument("--clusters", type=int, help="concurrent lifecycles in the throughput scenario")
+    p.add_argument("--scale-workers", nargs="+", type=int, help="worker process counts to compare")
+    p.add_argument("--scale-clusters", type=int, help="lifecycles per scale-out repetition")
     p.add_argument("--waiting", type=int, help="clusters held waiting")
     p.add_argument("--wait-seconds", type=float, help="how long to sample the waiting clusters")
+    p.add_argument(
+        "--wait-caches",
+        nargs="+",
+        type=int,
+        help="workflow cache sizes (max_cached_workflows) to compare while clusters wait",
+    )
     p.add_argument("--hour-sample", type=int, help="clusters waiting one time-skipped hour")
     p.add_argument("--billing-clusters", type=int, help="running clusters in the billing scenario")
     p.add_argument("--billing-hours", type=int, help="time-skipped hours in the billing scenario")
+    p.add_argument(
+        "--reps", type=int, help="repetitions per arm, interleaved (figures need at least 5)"
+    )
     p.add_argument(
         "--tunings", nargs="+", choices=sorted(TUNINGS), help="worker tunings to compare"
     )
     p.add_argument(
         "--only",
         nargs="+",
-        choices=["overhead", "throughput", "waiting", "billing"],
+        choices=["overhead", "throughput", "waiting", "billing", "scaleout"],
         help="run only these scenarios",
     )
     p.add_argument("--out", type=Path, help="JSON file (default bench/results/<size>-<time>.json)")

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+ROOT_DIR = Path(__file__).resolve().parent.parent
+
 #: Worker settings compared in the throughput scenario (threads = max concurrent activities).
 TUNINGS: dict[str, dict[str, int]] = {
     "default": {
@@ -66,6 +68,8 @@ class Recorder:
     def __init__(self) -> None:
         self.calls: list[tuple[float, str, tuple[Any, ...], Any]] = []
         self.busy_seconds = 0.0  # time spent inside activities (the AWS work), successful or not
+        self.in_flight = 0  # activity executions running now: the slots they hold
+        self.started = 0  # executions (attempts) started
         self.enabled = False
 
     def intercept_activity(self, next: Any) -> Any:
@@ -77,9 +81,12 @@ class Recorder:
         class _Inbound(ActivityInboundInterceptor):
             async def execute_activity(self, input: Any) -> Any:
                 started = time.monotonic()
+                rec.in_flight += 1
+                rec.started += 1
                 try:
                     result = await super().execute_activity(input)
                 finally:
+                    rec.in_flight -= 1
                     rec.busy_seconds += time.monotonic() - started
                 if rec.enabled:
                     rec.calls.append(
@@ -149,12 +156,13 @@ class Bench:
         workflows: list[Any] | None = None,
         interceptors: list[Any] | None = None,
         sandboxed: bool = True,
+        overrides: dict[str, int] | None = None,
     ) -> tuple[Any, ThreadPoolExecutor]:
         from temporalio.worker import UnsandboxedWorkflowRunner
 
         from worker import WORKFLOWS, build_worker
 
-        t = TUNINGS[tuning]
+        t = {**TUNINGS[tuning], **(overrides or {})}
         ex = ThreadPoolExecutor(
             max_workers=t["max_concurrent_activities"], thread_name_prefix="bench-activity"
         )
@@ -232,3 +240,20 @@ async def time_skipping_env() -> Any:
         )
     )
     return env
+
+
+def load_average() -> list[float]:
+    """The machine's 1-, 5- and 15-minute load averages (what ``uptime`` prints): recorded with
+    every figure, because this machine is shared and the figures move with its load."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far, from /proc (Linux)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def sqlite_bytes(db: Path) -> int:
+    """Bytes on disk of a SQLite database with its write-ahead log and shared memory files."""
+    return sum(p.stat().st_size for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists())

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.stats import spread
+
 
 def table(result: dict[str, Any]) -> str:
     from collections import defaultdict
@@ -20,35 +22,43 @@ def table(result: dict[str, Any]) -> str:
     rows = [
         (
             "overhead: Bridgehead / plain script",
-            f"{o['ratio']}x",
-            f"{o['bridgehead_seconds']} s vs {o['script_seconds']} s, {o['activities']} activities",
+            _spread(o["ratio"], "x"),
+            f"{_spread(o['bridgehead_seconds'], ' s')} vs {_spread(o['script_seconds'], ' s')}, "
+            f"{o['activities']} activities",
         ),
         (
             "overhead without the workflow sandbox",
-            f"{o.get('unsandboxed_ratio', 'not run')}x",
-            f"{o.get('unsandboxed_seconds', '-')} s",
+            _spread(o.get("unsandboxed_ratio", "not run"), "x"),
+            _spread(o.get("unsandboxed_seconds", "-"), " s"),
         ),
     ]
     for t in map(safe, result.get("throughput", [])):
-        rows.append(
-            (
-                f"throughput [{t['tuning']}]: lifecycles / ceiling",
-                f"{t['ratio_to_ceiling']}",
-                f"{t['clusters']} clusters, {t['clusters_per_second']}/s vs {t['ceiling_per_second']}/s",
+        for arm in ("fake", "moto"):
+            if f"{arm}_ratio_to_ceiling" not in t:
+                continue
+            rows.append(
+                (
+                    f"throughput [{t['tuning']}]: lifecycles on {arm} AWS / ceiling",
+                    spread(t[f"{arm}_ratio_to_ceiling"]),
+                    f"{t['clusters']} clusters; {spread(t[f'{arm}_per_second'], '/s')} vs "
+                    f"{spread(t['ceiling_per_second'], '/s')}; load {t['load_average_before']}",
+                )
             )
-        )
-        rows.append(
-            (
-                f"throughput [{t['tuning']}]: AWS stubbed / ceiling",
-                f"{t['stubbed_ratio_to_ceiling']}",
-                f"{t['stubbed_aws_seconds']} s vs {t['ceiling_seconds']} s (Bridgehead's workflow logic alone)",
-            )
-        )
     rows += [
         (
             "waiting: activities in flight (max / mean)",
             f"{w['activities_in_flight_max']} / {w['activities_in_flight_mean']}",
-            f"{w['clusters_waiting']} clusters held in CREATE_IN_PROGRESS for {w['sampled_seconds']} s",
+            f"{w['clusters_waiting']} clusters in CREATE_IN_PROGRESS (fake AWS) for {w['sampled_seconds']} s",
+        ),
+        (
+            "waiting: activity slots busy",
+            f"{w['slots_busy_fraction']}",
+            f"{w['polls_per_second']} polls/s, {w['activity_seconds_per_poll']} s per poll",
+        ),
+        (
+            "waiting: dev server CPU / SQLite growth",
+            f"{w['server_cpu_percent']} %",
+            f"{w['sqlite_kib_per_cluster']} KiB per cluster to reach waiting",
         ),
         (
             "waiting: worker memory",
@@ -76,6 +86,19 @@ def table(result: dict[str, Any]) -> str:
             f"ledger {bl['node_minutes_ledger']} = expected {bl['node_minutes_expected']} node-min",
         ),
     ]
+    sc = result.get("scaleout")
+    if sc is not None and "error" not in sc:
+        for k, cps in sc["clusters_per_second"].items():
+            rows.append(
+                (
+                    f"scale-out: {k} worker process(es), lifecycles/s",
+                    spread(cps, "/s"),
+                    f"{sc['clusters']} clusters on the fake AWS; dev server CPU "
+                    f"{spread(sc['server_cpu_percent'][k], ' %')}",
+                )
+            )
+    elif sc is not None:
+        rows.append(("scale-out", "failed", str(sc["error"])[:80]))
     w1 = max(len(r[0]) for r in rows)
     w2 = max(len(r[1]) for r in rows)
     lines = [
@@ -84,3 +107,8 @@ def table(result: dict[str, Any]) -> str:
     ]
     lines += [f"{a.ljust(w1)}  {b.ljust(w2)}  {c}" for a, b, c in rows]
     return "\n".join(lines)
+
+
+def _spread(summary: Any, unit: str = "") -> str:
+    """A summary as ``median (min–max, n)``; a placeholder (failed, not run) as it is."""
+    return spread(summary, unit) if isinstance(summary, dict) else f"{summary}"

@@ -27,12 +27,17 @@ def test_bench_smoke(tmp_path):
     assert "overhead: Bridgehead / plain script" in r.stdout
     res = json.loads(out.read_text())
     o = res["overhead"]
-    assert o["aws_activity_calls_replayed"] >= 10 and o["ratio"] > 0
+    assert o["aws_activity_calls_replayed"] >= 10 and o["ratio"]["median"] > 0
+    assert o["ratio"]["n"] == res["reps"] == len(o["ratio"]["samples"])
     for t in res["throughput"]:
-        assert t["deleted"] == t["clusters"], t  # every lifecycle ended DELETED
+        assert set(t["seconds"]) == {"ceiling", "fake", "moto"}, t
+        assert all(s["n"] == res["reps"] for s in t["seconds"].values()), t
         assert t["activities_before_running"] >= 4 and t["activities_after_delete"] >= 2
+        # every lifecycle on the fake (warm-up + repetitions) created its stack there
+        assert t["fake_calls"]["cloudformation:CreateStack"] == t["clusters"] * res["reps"] + 1
     w = res["waiting"]
-    assert w["polls"] >= w["clusters_waiting"]  # every stack was polled while it was held
+    assert [r["clusters_waiting"] for r in w["by_cache_size"]] == [20]
+    assert w["history_events_per_cluster_now"] > 0
     # The bound of workflows/_waiting.py: EVENTS_PER_CHECK per look of the safety net in the hour
     # (no stack event in this benchmark), over about 40 events of set-up.
     from workflows._waiting import EVENTS_PER_CHECK, safety_net_offsets
@@ -42,3 +47,6 @@ def test_bench_smoke(tmp_path):
     b = res["billing"]
     assert b["node_minutes_ledger"] == b["node_minutes_expected"]
     assert b["actions_per_cluster_hour"] <= 4
+    s = res["scaleout"]
+    assert s["clusters_per_second"]["2"]["n"] == res["reps"]
+    assert all("load_average_after" in res[k] for k in ("overhead", "waiting", "scaleout"))

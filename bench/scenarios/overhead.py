@@ -22,40 +22,52 @@ from bench.harness import (
     make_interceptor,
     until,
 )
+from bench.stats import ratios, summarise
 
 
-async def overhead(b: Bench, runners: list[str]) -> dict[str, Any]:
-    """Bridgehead with each workflow runner, then the plain script once (same AWS calls)."""
-    runs = {}
-    calls: list[Any] = []
+async def overhead(b: Bench, runners: list[str], reps: int = 1) -> dict[str, Any]:
+    """Bridgehead (with each workflow runner) and the plain script, interleaved ``reps`` times:
+    Bridgehead, script, Bridgehead without the sandbox, Bridgehead, script, … Each repetition
+    onboards its own organisation in its own account; its script replays that repetition's calls
+    for another organisation. Ratios are per repetition (see :mod:`bench.stats`)."""
     # Warm-up (not timed): first imports, first sandbox, first clients, moto's first requests.
-    if len(runners) > 1:
+    if len(runners) > 1 or reps > 1:
         await bridgehead_run(b, f"{ORG}w", "250000000019", sandboxed=True)
-    for i, runner in enumerate(runners):
-        org, account = (ORG, ACCOUNT) if i == 0 else (f"{ORG}u", f"25000000001{i}")
-        runs[runner], recorded = await bridgehead_run(
-            b, org, account, sandboxed=runner == "sandboxed"
+    seconds: dict[str, list[float]] = {"bridgehead": [], "script": [], "unsandboxed": []}
+    first: dict[str, Any] = {}
+    aws_calls = 0
+    for i in range(reps):
+        org, account = (ORG, ACCOUNT) if i == 0 else (f"{ORG}r{i}", f"2500000002{i:02d}")
+        run, calls = await bridgehead_run(b, org, account, sandboxed=True)
+        first = first or run
+        seconds["bridgehead"].append(run["seconds"])
+        script_org, script_account = (
+            (SCRIPT_ORG, SCRIPT_ACCOUNT) if i == 0 else (f"{SCRIPT_ORG}r{i}", f"2500000003{i:02d}")
         )
-        calls = calls or recorded
-    script_s, aws_calls = await asyncio.to_thread(plain_script, b, calls)
-    main = runs["sandboxed"]
-    return {
-        "bridgehead_seconds": main["seconds"],
-        "script_seconds": round(script_s, 2),
-        "ratio": round(main["seconds"] / script_s, 2),
-        "onboarding_seconds": main["onboarding_seconds"],
-        "activities": main["activities"],
-        **(
-            {
-                "unsandboxed_seconds": runs["unsandboxed"]["seconds"],
-                "unsandboxed_ratio": round(runs["unsandboxed"]["seconds"] / script_s, 2),
-            }
-            if "unsandboxed" in runs
-            else {}
-        ),
-        "activity_seconds": main["activity_seconds"],
+        script_s, aws_calls = await asyncio.to_thread(
+            plain_script, b, calls, {org: script_org, account: script_account}
+        )
+        seconds["script"].append(script_s)
+        if "unsandboxed" in runners:
+            u, _ = await bridgehead_run(b, f"{ORG}u{i}", f"2500000004{i:02d}", sandboxed=False)
+            seconds["unsandboxed"].append(u["seconds"])
+    out: dict[str, Any] = {
+        "reps": reps,
+        "order": "interleaved: bridgehead script"
+        + (" unsandboxed" if seconds["unsandboxed"] else "")
+        + " ...",
+        "ratio": summarise(ratios(seconds["bridgehead"], seconds["script"]), 3),
+        "bridgehead_seconds": summarise(seconds["bridgehead"], 2),
+        "script_seconds": summarise(seconds["script"], 2),
+        "onboarding_seconds": first["onboarding_seconds"],
+        "activities": first["activities"],
+        "activity_seconds": first["activity_seconds"],
         "aws_activity_calls_replayed": aws_calls,
     }
+    if seconds["unsandboxed"]:
+        out["unsandboxed_seconds"] = summarise(seconds["unsandboxed"], 2)
+        out["unsandboxed_ratio"] = summarise(ratios(seconds["unsandboxed"], seconds["script"]), 3)
+    return out
 
 
 async def bridgehead_run(
@@ -143,7 +155,7 @@ def _leaves(value: Any, path: str = "") -> dict[str, str]:
 
 
 def plain_script(
-    b: Bench, calls: list[tuple[float, str, tuple[Any, ...], Any]]
+    b: Bench, calls: list[tuple[float, str, tuple[Any, ...], Any]], swap: dict[str, str]
 ) -> tuple[float, int]:
     """The same AWS work as a plain script: each activity Bridgehead ran, in the same order, called
     directly (no Temporal) for another organisation in another account; the customer launches the
@@ -156,7 +168,8 @@ def plain_script(
     by_name = {getattr(fn, "__temporal_activity_definition").name: fn for fn in b.real_activities()}
     env = ActivityEnvironment()
     replayed = 0
-    swap: dict[str, str] = {ORG: SCRIPT_ORG, ACCOUNT: SCRIPT_ACCOUNT}
+    script_org, script_account = swap.values()
+    swap = dict(swap)  # grows with the identifiers learned along the way
     t0 = time.perf_counter()
     for _, name, args, recorded in calls:
         if name in NOT_AWS:
@@ -184,8 +197,8 @@ def plain_script(
         if name == "register_organization":
             launch_customer_role(
                 b.stack,
-                SCRIPT_ACCOUNT,
+                script_account,
                 result.artifacts.cloudformation_template,
-                f"bridgehead-access-{SCRIPT_ORG}",
+                f"bridgehead-access-{script_org}",
             )
     return time.perf_counter() - t0, replayed

@@ -1,130 +1,182 @@
 """Scenario 2, throughput: N concurrent cluster lifecycles against N no-op workflows of the same
 shape (same number of activities, same wait for ``delete``): the orchestration ceiling of this
-server, worker and machine. Ratio and clusters per second, per worker tuning."""
+server, worker and machine. Three arms, run interleaved ``reps`` times (ceiling, fake, moto, ceiling,
+…, see :mod:`bench.stats`):
+
+* ``ceiling``: the no-op workflows;
+* ``fake``: the real lifecycles and activities against the latency-faithful fake AWS
+  (:mod:`bench.fakeaws`): what Bridgehead adds on top of Temporal when AWS answers like AWS;
+* ``moto``: the same against moto's server, bounded by moto's CPU on the shared cores.
+
+Each ratio is computed per repetition (ceiling seconds / arm seconds) and reported as median with
+min–max; every sample is kept."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from typing import Any
 
 from bench.harness import (
+    ACCOUNT,
     CLUSTER_CONFIG,
     ORG,
     REGION,
     TUNINGS,
     Bench,
     Recorder,
+    load_average,
     make_interceptor,
     status_attr,
     until,
 )
+from bench.stats import interleaved, ratios, summarise
 
 
-async def throughput(b: Bench, n: int, tuning: str) -> dict[str, Any]:
-    from bench.heldstacks import HeldStacks
-    from bench.noop import NoopInput, NoopLifecycle, bench_noop
+async def lifecycles(
+    b: Bench, tq: str, n: int, prefix: str, deadline: float = 900
+) -> tuple[float, list[Any]]:
+    """``n`` clusters at once, each deleted as soon as it runs; wall seconds and the handles.
+    Past ``deadline`` seconds the clusters still running are terminated and TimeoutError raised."""
     from bridgehead import models as m
 
-    tq = f"bench-{tuning}"
-    acts = [*b.real_activities(), bench_noop]
-    rec = Recorder()
-    w, ex = b.worker(
-        tq, tuning, acts, workflows=[NoopLifecycle], interceptors=[make_interceptor(rec)]
-    )
-    held = HeldStacks()
-    held.released = True
-    tq_stub = f"bench-stub-{tuning}"
-    w_stub, ex_stub = b.worker(tq_stub, tuning, held.activities())
+    async def one(i: int) -> Any:
+        name = f"{prefix}-{i}"
+        h = await b.client.start_workflow(
+            "ClusterLifecycle",
+            m.ClusterLifecycleInput(
+                org_id=ORG, name=name, region=REGION, config=m.ClusterConfig(**CLUSTER_CONFIG)
+            ),
+            id=f"cluster-{ORG}-{name}",
+            task_queue=tq,
+            result_type=m.ClusterResult,
+        )
+        await until(lambda: status_attr(h), lambda s: s in ("RUNNING", "FAILED"), 900, 1.0)
+        await h.signal("delete")
+        r = await asyncio.wait_for(h.result(), 900)
+        if r.state != m.ClusterState.DELETED:
+            raise RuntimeError(f"{h.id} ended {r.state.value}, not DELETED")
+        return h
+
+    t0 = time.perf_counter()
+    try:
+        handles = await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(n))), deadline)
+    except TimeoutError:
+        for i in range(n):
+            with contextlib.suppress(Exception):
+                await b.client.get_workflow_handle(f"cluster-{ORG}-{prefix}-{i}").terminate(
+                    "benchmark repetition past its deadline"
+                )
+        raise
+    return time.perf_counter() - t0, handles
+
+
+#: Seconds a repetition may take. moto, starved of CPU, answers HTTP 500 and can leave a stack
+#: CREATE_IN_PROGRESS for ever (its 30 s polls would then run out the 10-minute window): such a
+#: repetition is terminated and counted as failed instead of stalling the benchmark.
+MOTO_DEADLINE = {"moto": 240.0, "fake": 900.0}
+
+
+async def noops(b: Bench, tq: str, n: int, prefix: str, before: int, after: int) -> float:
+    from bench.noop import NoopInput
+
+    async def one(i: int) -> Any:
+        h = await b.client.start_workflow(
+            "BenchNoopLifecycle",
+            NoopInput(before=before, after=after),
+            id=f"noop-{prefix}-{i}",
+            task_queue=tq,
+        )
+        await until(lambda: status_attr(h), lambda s: s == "RUNNING", 900, 1.0)
+        await h.signal("delete")
+        return await asyncio.wait_for(h.result(), 900)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return time.perf_counter() - t0
+
+
+async def ensure_org(b: Bench) -> None:
+    """The lifecycles validate against an onboarded organisation (onboarded for real, on moto)."""
+    from activities.registry import Registry
+    from bench.scenarios.overhead import bridgehead_run
+
+    if Registry(b.aws).org_item(ORG) is None:
+        await bridgehead_run(b, ORG, ACCOUNT, sandboxed=True)
+
+
+async def throughput(
+    b: Bench, n: int, tuning: str, reps: int, arms: tuple[str, ...] = ("fake", "moto")
+) -> dict[str, Any]:
+    from bench.fakeaws import FakeAws, seed_from
+    from bench.noop import NoopLifecycle, bench_noop
+    from worker import build_activities
+
+    await ensure_org(b)
+    fake_aws = FakeAws(b.settings)
+    seeded = seed_from(b.aws, fake_aws.world)
+    load_before = load_average()
+    recs = {arm: Recorder() for arm in arms}
+    workers, executors = [], []
+    for arm in arms:
+        acts = b.real_activities() if arm == "moto" else build_activities(b.settings, fake_aws)
+        w, ex = b.worker(f"bench-{arm}-{tuning}", tuning, acts, [], [make_interceptor(recs[arm])])
+        workers.append(w)
+        executors.append(ex)
+    w_noop, ex_noop = b.worker(f"bench-noop-{tuning}", tuning, [bench_noop], [NoopLifecycle])
     tag = uuid.uuid4().hex[:4]
-    async with w, w_stub:
-        # Bridgehead: n clusters at once, each deleted as soon as it runs.
-        async def one_cluster(i: int) -> Any:
-            h = await b.client.start_workflow(
-                "ClusterLifecycle",
-                m.ClusterLifecycleInput(
-                    org_id=ORG,
-                    name=f"t{tag}-{i}",
-                    region=REGION,
-                    config=m.ClusterConfig(**CLUSTER_CONFIG),
-                ),
-                id=f"cluster-{ORG}-t{tag}-{i}",
-                task_queue=tq,
-                result_type=m.ClusterResult,
-            )
-            await until(lambda: status_attr(h), lambda s: s in ("RUNNING", "FAILED"), 900, 1.0)
-            await h.signal("delete")
-            return h, await asyncio.wait_for(h.result(), 900)
+    shape: dict[str, int] = {}
+    async with contextlib.AsyncExitStack() as running:
+        for w in [*workers, w_noop]:
+            await running.enter_async_context(w)
+        # Warm-up (not timed), and the shape of a lifecycle from one real history.
+        _, hs = await lifecycles(b, f"bench-{arms[0]}-{tuning}", 1, f"t{tag}w")
+        shape["before"], shape["after"] = await lifecycle_shape(hs[0])
 
-        t0 = time.perf_counter()
-        done = await asyncio.gather(*(one_cluster(i) for i in range(n)))
-        real_s = time.perf_counter() - t0
-        aws_s = rec.busy_seconds
-        states = [r.state.value for _, r in done]
-        # The shape of a lifecycle, from one real history: activities before RUNNING and after.
-        before, after = await lifecycle_shape(done[0][0])
+        def arm_fn(arm: str) -> Any:
+            async def run(i: int) -> float | None:
+                if arm == "ceiling":
+                    tq = f"bench-noop-{tuning}"
+                    return await noops(b, tq, n, f"{tag}{i}", shape["before"], shape["after"])
+                tq, prefix = f"bench-{arm}-{tuning}", f"t{tag}{arm[0]}{i}"
+                try:
+                    seconds, _ = await lifecycles(b, tq, n, prefix, MOTO_DEADLINE[arm])
+                except TimeoutError:
+                    if arm != "moto":
+                        raise
+                    return None  # reported as a failed repetition (see MOTO_DEADLINE)
+                return seconds
 
-        # The same lifecycles with AWS stubbed (stacks complete at the first poll): Bridgehead's own
-        # workflow logic against the ceiling, without the emulator's cost.
-        async def one_stubbed(i: int) -> Any:
-            h = await b.client.start_workflow(
-                "ClusterLifecycle",
-                m.ClusterLifecycleInput(
-                    org_id="bhstub",
-                    name=f"s{tag}-{i}",
-                    region=REGION,
-                    config=m.ClusterConfig(**CLUSTER_CONFIG),
-                ),
-                id=f"cluster-bhstub-s{tag}-{i}",
-                task_queue=tq_stub,
-                result_type=m.ClusterResult,
-            )
-            await until(lambda: status_attr(h), lambda s: s in ("RUNNING", "FAILED"), 900, 1.0)
-            await h.signal("delete")
-            return await asyncio.wait_for(h.result(), 900)
+            return run
 
-        t0 = time.perf_counter()
-        stubbed = await asyncio.gather(*(one_stubbed(i) for i in range(n)))
-        stub_s = time.perf_counter() - t0
-
-        async def one_noop(i: int) -> Any:
-            h = await b.client.start_workflow(
-                "BenchNoopLifecycle",
-                NoopInput(before=before, after=after),
-                id=f"noop-{tag}-{i}",
-                task_queue=tq,
-            )
-            await until(lambda: status_attr(h), lambda s: s == "RUNNING", 900, 1.0)
-            await h.signal("delete")
-            return await asyncio.wait_for(h.result(), 900)
-
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one_noop(i) for i in range(n)))
-        noop_s = time.perf_counter() - t0
-    ex.shutdown()
-    ex_stub.shutdown()
-    return {
+        samples = await interleaved({a: arm_fn(a) for a in ("ceiling", *arms)}, reps)
+    for ex in [*executors, ex_noop]:
+        ex.shutdown()
+    out: dict[str, Any] = {
         "tuning": tuning,
         **TUNINGS[tuning],
         "clusters": n,
-        "deleted": states.count("DELETED"),
-        "bridgehead_seconds": round(real_s, 2),
-        "ceiling_seconds": round(noop_s, 2),
-        "clusters_per_second": round(n / real_s, 2),
-        "ceiling_per_second": round(n / noop_s, 2),
-        "ratio_to_ceiling": round((n / real_s) / (n / noop_s), 2),
-        "activities_before_running": before,
-        "activities_after_delete": after,
-        "stubbed_aws_seconds": round(stub_s, 2),
-        "stubbed_deleted": sum(r.state == m.ClusterState.DELETED for r in stubbed),
-        "stubbed_ratio_to_ceiling": round(noop_s / stub_s, 2),
-        # Time inside the real activities (the emulated AWS work) and the wall time it needs at
-        # best with this many activity threads: when this approaches bridgehead_seconds, the
-        # emulator, not orchestration, is the bottleneck.
-        "activity_seconds": round(aws_s, 1),
-        "activity_bound_seconds": round(aws_s / TUNINGS[tuning]["max_concurrent_activities"], 1),
+        "reps": reps,
+        "order": "interleaved: " + " ".join(("ceiling", *arms)) + " ...",
+        "activities_before_running": shape["before"],
+        "activities_after_delete": shape["after"],
+        "registry_items_seeded_into_fake": seeded,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "seconds": {arm: summarise(s, 2) for arm, s in samples.items()},
+        "ceiling_per_second": summarise([n / s for s in samples["ceiling"]], 2),
     }
+    for arm in arms:
+        out[f"{arm}_per_second"] = summarise(
+            [None if s is None else n / s for s in samples[arm]], 2
+        )
+        out[f"{arm}_ratio_to_ceiling"] = summarise(ratios(samples["ceiling"], samples[arm]), 3)
+        # Time inside the activities: near wall time x threads means the backend is the bound.
+        out[f"{arm}_activity_seconds"] = round(recs[arm].busy_seconds, 1)
+    out["fake_calls"] = fake_aws.world.counts()
+    return out
 
 
 async def lifecycle_shape(handle: Any) -> tuple[int, int]:

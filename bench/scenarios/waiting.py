@@ -1,59 +1,133 @@
-"""Scenario 3, waiting: W clusters whose stacks stay CREATE_IN_PROGRESS (a controllable
-CloudFormation): worker memory, activity executions in flight while waiting, history events per
-cluster; events after one hour measured on the time-skipping server."""
+"""Scenario 3, waiting at scale: W clusters waiting at once on one worker process, their stacks
+``CREATE_IN_PROGRESS`` in the latency-faithful fake AWS (:mod:`bench.fakeaws`), so every poll is
+the real ``poll_stack`` activity making its real calls (DescribeStacks, DescribeStackEvents, the
+registry read) with AWS-like latency. Measured over a sampling window, once per workflow-cache size:
+
+* worker RSS (this process: the worker, the fake's bookkeeping and the driver) before and while
+  waiting, and per waiting cluster;
+* activity slots busy on average (executions in flight / ``max_concurrent_activities``, sampled
+  every 0.1 s) and the polls made;
+* the dev server's CPU (its process, from /proc) and the growth of its SQLite files;
+* what a workflow-cache miss costs: the latency of a ``status`` query (a workflow task on the
+  worker) on clusters that are cached against clusters that were evicted and must be replayed.
+
+History events per cluster after one hour are measured on the time-skipping server (a controllable
+CloudFormation, :mod:`bench.heldstacks`)."""
 
 from __future__ import annotations
 
 import asyncio
+import statistics
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Any
 
-from bench.harness import CLUSTER_CONFIG, REGION, Bench, rss_mib, time_skipping_env
+from bench.harness import (
+    CLUSTER_CONFIG,
+    ORG,
+    REGION,
+    TUNINGS,
+    Bench,
+    Recorder,
+    cpu_seconds,
+    load_average,
+    make_interceptor,
+    rss_mib,
+    sqlite_bytes,
+    time_skipping_env,
+)
+from bench.stats import summarise
+
+#: Stacks stay in progress far longer than any run: the clusters wait for the whole window.
+HELD_SECONDS = 24 * 3600
 
 
-async def waiting(b: Bench, n: int, seconds: float, hour_sample: int) -> dict[str, Any]:
-    from bench.heldstacks import HeldStacks
+async def waiting(
+    b: Bench, n: int, seconds: float, hour_sample: int, caches: list[int] | None = None
+) -> dict[str, Any]:
+    from bench.scenarios.throughput import ensure_org
+
+    await ensure_org(b)
+    runs = [await wait_once(b, n, seconds, cache) for cache in caches or [n]]
+    hour = await waiting_one_hour(hour_sample)
+    first = runs[0]
+    return {
+        # The first run (the cache holds every waiting cluster) gives the headline figures.
+        **{k: v for k, v in first.items() if not isinstance(v, dict)},
+        "by_cache_size": runs,
+        **hour,
+    }
+
+
+async def wait_once(b: Bench, n: int, seconds: float, cache: int) -> dict[str, Any]:
+    from bench.fakeaws import FakeAws, seed_from
+    from bench.fakeworld import FakeWorld
     from bridgehead import models as m
+    from worker import build_activities
 
-    held = HeldStacks()
-    tq = "bench-wait"
-    w, ex = b.worker(tq, "default", held.activities())
-    rss_before = rss_mib()
+    fake = FakeAws(b.settings, FakeWorld(create_seconds=HELD_SECONDS))
+    seed_from(b.aws, fake.world)
+    rec = Recorder()
+    tq = f"bench-wait-{cache}-{uuid.uuid4().hex[:4]}"
+    slots = TUNINGS["default"]["max_concurrent_activities"]
+    w, ex = b.worker(
+        tq,
+        "default",
+        build_activities(b.settings, fake),
+        interceptors=[make_interceptor(rec)],
+        overrides={"max_cached_workflows": cache},
+    )
+    temporal_pid = b.stack.procs["temporal"].pid
+    db = b.stack.state_dir / "temporal.db"
     cfg = m.ClusterConfig(**CLUSTER_CONFIG)
-    # A fresh name per run: the workflow id must be the one its input computes (cluster-<org>-<name>).
-    tag = uuid.uuid4().hex[:4]
+    tag = uuid.uuid4().hex[:4]  # the workflow id must be the one its input computes
     async with w:
+        # Before: the worker polling, nothing started (its fixed start-up costs come later, with
+        # the first workflow; read the per-cluster figure at large n).
+        rss_before, db_before, load_before = rss_mib(), sqlite_bytes(db), load_average()
         t0 = time.perf_counter()
-        handles = []
+        handles: list[Any] = []
         for batch in range(0, n, 100):
             handles += await asyncio.gather(
                 *(
                     b.client.start_workflow(
                         "ClusterLifecycle",
                         m.ClusterLifecycleInput(
-                            org_id="bhwait", name=f"w{tag}-{i}", region=REGION, config=cfg
+                            org_id=ORG, name=f"w{tag}-{i}", region=REGION, config=cfg
                         ),
-                        id=f"cluster-bhwait-w{tag}-{i}",
+                        id=f"cluster-{ORG}-w{tag}-{i}",
                         task_queue=tq,
                     )
                     for i in range(batch, min(n, batch + 100))
                 )
             )
-        while len(held.created) < n:
-            # A lifecycle that fails before its stack (bad input) would leave this loop waiting.
-            first = await handles[0].describe()
+        while fake.world.stacks_in_progress() < n:
+            first = await handles[0].describe()  # a lifecycle failing early would hang this loop
             if first.status is not None and first.status.name == "FAILED":
                 raise RuntimeError(f"{handles[0].id} failed before creating its stack")
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(0.5)
         all_waiting_s = time.perf_counter() - t0
-        samples, t_end = [], time.monotonic() + seconds
-        while time.monotonic() < t_end:
-            samples.append(held.in_flight)
-            await asyncio.sleep(0.05)
+        db_waiting = sqlite_bytes(db)
+        # The sampling window: nothing but waiting happens.
+        polls0 = fake.world.counts().get("cloudformation:DescribeStacks", 0)
+        busy0, srv0, me0 = rec.busy_seconds, cpu_seconds(temporal_pid), time.process_time()
+        samples, t_start = [], time.monotonic()
+        while time.monotonic() < t_start + seconds:
+            samples.append(rec.in_flight)
+            await asyncio.sleep(0.1)
+        window = time.monotonic() - t_start
+        polls = fake.world.counts().get("cloudformation:DescribeStacks", 0) - polls0
+        server_cpu = cpu_seconds(temporal_pid) - srv0
+        worker_cpu = time.process_time() - me0
+        busy = rec.busy_seconds - busy0
         rss_waiting = rss_mib()
+        # Cache hit against miss: the newest-started clusters are the likeliest still cached,
+        # the oldest the likeliest evicted when the cache is smaller than n.
+        k = min(30, n // 2)
+        newest = await query_latencies(handles[-k:])
+        oldest = await query_latencies(handles[:k])
         sample = handles[:: max(1, n // 20)]
         events = [len((await h.fetch_history()).events) for h in sample]
         for chunk in range(0, n, 200):
@@ -62,20 +136,43 @@ async def waiting(b: Bench, n: int, seconds: float, hour_sample: int) -> dict[st
                 return_exceptions=True,
             )
     ex.shutdown()
-    hour = await waiting_one_hour(hour_sample)
     return {
         "clusters_waiting": n,
+        "max_cached_workflows": cache,
+        "max_concurrent_activities": slots,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
         "seconds_to_all_waiting": round(all_waiting_s, 1),
-        "sampled_seconds": seconds,
-        "polls": held.polls,
+        "sampled_seconds": round(window, 1),
+        "polls_in_window": polls,
+        "polls_per_second": round(polls / window, 2),
         "activities_in_flight_max": max(samples),
-        "activities_in_flight_mean": round(sum(samples) / len(samples), 3),
+        "activities_in_flight_mean": round(statistics.fmean(samples), 3),
+        "slots_busy_fraction": round(busy / (window * slots), 4),
+        "activity_seconds_per_poll": round(busy / polls, 3) if polls else None,
         "worker_rss_mib_before": round(rss_before),
         "worker_rss_mib_waiting": round(rss_waiting),
         "rss_kib_per_waiting_cluster": round((rss_waiting - rss_before) * 1024 / n, 1),
-        "history_events_per_cluster_now": round(sum(events) / len(events), 1),
-        **hour,
+        "worker_cpu_percent": round(100 * worker_cpu / window, 1),
+        "server_cpu_percent": round(100 * server_cpu / window, 1),
+        "sqlite_mib_growth_to_all_waiting": round((db_waiting - db_before) / 2**20, 1),
+        "sqlite_kib_per_cluster": round((db_waiting - db_before) / 1024 / n, 1),
+        "sqlite_mib_growth_in_window": round((sqlite_bytes(db) - db_waiting) / 2**20, 2),
+        "query_ms_newest": summarise(newest, 1),
+        "query_ms_oldest": summarise(oldest, 1),
+        "history_events_per_cluster_now": round(statistics.fmean(events), 1),
     }
+
+
+async def query_latencies(handles: list[Any]) -> list[float]:
+    """Milliseconds to answer the ``status`` query, one cluster at a time (a workflow task each:
+    a cached workflow answers from memory, an evicted one is replayed from its history first)."""
+    out = []
+    for h in handles:
+        t0 = time.perf_counter()
+        await h.query("status")
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
 
 
 async def waiting_one_hour(n: int) -> dict[str, Any]:

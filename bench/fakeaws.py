@@ -1,0 +1,154 @@
+"""A latency-faithful fake AWS for the benchmark: an AWS that behaves like AWS *for throughput*.
+
+Why it exists: moto is a CPU-bound Python emulator (it parses templates, builds resources, answers
+XML) and, on this 2-core machine, it competes with the worker and the Temporal server for the same
+cores. A lifecycle against moto measures moto. Real AWS costs the worker almost no CPU per call: the
+calling thread waits on the network for tens to hundreds of milliseconds.
+
+How: an injected boto3 stub at the client layer. :class:`FakeAws` is Bridgehead's own
+:class:`activities.aws.Aws` whose clients get two botocore event handlers: ``before-parameter-build``
+keeps the caller's arguments, and ``before-call`` sleeps for a latency drawn from the call's
+distribution (in the activity's own thread, GIL released, exactly as a blocking HTTPS call holds
+it), then answers from :class:`bench.fakeworld.FakeWorld` instead of sending the request. What
+still runs is everything Bridgehead runs with real AWS: the activity code, the registry's request
+building, botocore's parameter validation and serialisation, error classification; what is skipped
+is signing, the socket and response parsing (tens of microseconds per call here, far below the
+latencies drawn). Chosen over an HTTP fake because such a server would be one more Python process
+parsing and writing XML on the same two cores: the thing being removed.
+
+Latency model: lognormal per API, given as (median, p99) in milliseconds, so
+``sigma = ln(p99 / median) / 2.326`` (2.326 is the standard normal's 99th percentile). These are
+**assumptions, not measurements**, of the order of magnitude of real calls from a worker in the
+same region:
+
+* DynamoDB GetItem / Query 6 ms (p99 25), PutItem / UpdateItem 8 ms (p99 30), TransactWriteItems
+  15 ms (p99 60): AWS documents single-digit-millisecond latency for item reads and writes;
+  transactions do two-phase writes (about twice a single write).
+* CloudFormation CreateStack 300 ms (p99 1,000), DeleteStack 200 ms (p99 800), DescribeStacks
+  100 ms (p99 400), DescribeStackEvents 120 ms (p99 500): the control plane answers a synchronous
+  "accepted" in a few hundred milliseconds; describes are light reads.
+* STS AssumeRole 150 ms (p99 600), GetCallerIdentity 40 ms (p99 150); SES SendEmail 80 ms
+  (p99 300); Service Quotas GetServiceQuota 80 ms (p99 300); EC2 DescribeInstances 150 ms (p99 600).
+
+An unlisted call gets :data:`DEFAULT_LATENCY` (50 ms, p99 200). Stacks complete after the world's
+``create_seconds`` (0 in the throughput scenario, like moto; long in the waiting scenario).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+import time
+from typing import Any
+
+from botocore.awsrequest import AWSResponse
+from botocore.compat import HTTPHeaders
+
+from activities.aws import Aws
+from bench.fakeworld import FakeWorld
+
+Z99 = 2.326  # the standard normal's 99th percentile
+LATENCY_MS: dict[str, tuple[float, float]] = {
+    "dynamodb:GetItem": (6, 25),
+    "dynamodb:Query": (6, 25),
+    "dynamodb:PutItem": (8, 30),
+    "dynamodb:UpdateItem": (8, 30),
+    "dynamodb:DeleteItem": (8, 30),
+    "dynamodb:TransactWriteItems": (15, 60),
+    "cloudformation:CreateStack": (300, 1000),
+    "cloudformation:DeleteStack": (200, 800),
+    "cloudformation:DescribeStacks": (100, 400),
+    "cloudformation:DescribeStackEvents": (120, 500),
+    "sts:AssumeRole": (150, 600),
+    "sts:GetCallerIdentity": (40, 150),
+    "ses:SendEmail": (80, 300),
+    "service-quotas:GetServiceQuota": (80, 300),
+    "ec2:DescribeInstances": (150, 600),
+}
+DEFAULT_LATENCY = (50.0, 200.0)
+
+
+class Latency:
+    """Draws per-call latencies (seconds) from the lognormal of each API; ``scale=0`` turns them
+    off (the unit tests of the world), ``seed`` makes a run reproducible."""
+
+    def __init__(self, scale: float = 1.0, seed: int | None = None) -> None:
+        self.scale = scale
+        self._rng = random.Random(seed)
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def params(call: str) -> tuple[float, float]:
+        """(mu, sigma) of the lognormal of ``call``, from its (median, p99) in milliseconds."""
+        median, p99 = LATENCY_MS.get(call, DEFAULT_LATENCY)
+        return math.log(median / 1000), math.log(p99 / median) / Z99
+
+    def draw(self, call: str) -> float:
+        mu, sigma = self.params(call)
+        with self._lock:
+            return self.scale * self._rng.lognormvariate(mu, sigma)
+
+
+def _service(client: Any) -> str:
+    name = client.meta.service_model.service_name
+    return "ses" if name == "email" else str(name)
+
+
+def install(client: Any, world: Any, latency: Latency) -> Any:
+    """Make ``client`` answer from ``world`` after a drawn latency, without sending anything."""
+    service = _service(client)
+    region = client.meta.region_name or ""
+
+    def keep_params(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+        context["fake_params"] = dict(params)
+
+    def answer(model: Any, context: dict[str, Any], **_: Any) -> tuple[AWSResponse, Any]:
+        call = f"{service}:{model.name}"
+        time.sleep(latency.draw(call))  # the network round trip: the thread waits, CPU stays free
+        status, parsed = world.call(service, model.name, region, context.get("fake_params", {}))
+        parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": status, "RetryAttempts": 0})
+        return AWSResponse("https://fake.invalid/", status, HTTPHeaders(), None), parsed
+
+    events = client.meta.events
+    events.register("before-parameter-build.*.*", keep_params, unique_id="fakeaws-params")
+    events.register("before-call.*.*", answer, unique_id="fakeaws-answer")
+    return client
+
+
+class FakeAws(Aws):
+    """Bridgehead's AWS factory whose every client answers from the fake world."""
+
+    def __init__(self, settings: Any, world: Any | None = None, latency: Latency | None = None):
+        super().__init__(settings)
+        self.world = world if world is not None else FakeWorld()
+        self.latency = latency or Latency()
+        self._installed: set[int] = set()
+
+    def _fake(self, client: Any) -> Any:
+        if id(client) not in self._installed:
+            install(client, self.world, self.latency)
+            self._installed.add(id(client))
+        return client
+
+    def platform(self, service: str, region: str | None = None) -> Any:
+        return self._fake(super().platform(service, region))
+
+    def customer(self, org: Any, service: str, region: str) -> Any:
+        return self._fake(super().customer(org, service, region))
+
+
+def seed_from(aws: Aws, world: Any) -> int:
+    """Copy the platform registry (as onboarded for real, against moto) into ``world``: the fake
+    then knows the organisations, foundations and image shares the lifecycle validates against."""
+    table = aws.settings.registry_table
+    client = aws.platform("dynamodb")
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": table}
+    while True:
+        page = client.scan(**kwargs)
+        items += page.get("Items", [])
+        if "LastEvaluatedKey" not in page:
+            break
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    return int(world.load_items(table, items))
