@@ -440,7 +440,12 @@ _FOUNDATION_DELETE = cluster(
 first_run: list[str | None] = []
 
 
-async def _run_re_started(env, calls: list[str], **start: object) -> str:  # type: ignore[no-untyped-def]
+async def _run_re_started(env, calls: list[str], **start: object) -> str:
+    from datetime import timedelta
+
+    from tests.workflows.test_cluster_timeskip import skip
+
+    # type: ignore[no-untyped-def]
     """Start the crafted cluster with ``start`` options (cron or retry policy), let Temporal make
     its later runs (three minutes of skipped time), and return the first run's failure."""
     from temporalio.client import WorkflowExecutionStatus
@@ -463,7 +468,7 @@ async def _run_re_started(env, calls: list[str], **start: object) -> str:  # typ
             first_run[:] = [h.result_run_id]
             with pytest.raises(WorkflowFailureError) as e:
                 await first.result(follow_runs=False)
-            await env.sleep(180)
+            await skip(env, timedelta(seconds=10))  # past the retry policy's 1 s interval
             await asyncio.sleep(1)
             if (await h.describe()).status == WorkflowExecutionStatus.RUNNING:
                 await env.client.get_workflow_handle(wid).terminate("test over")
