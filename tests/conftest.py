@@ -166,9 +166,11 @@ async def new_ts_env() -> object:
     return env
 
 
-@pytest_asyncio.fixture(loop_scope="session", scope="session")
+@pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def ts_env() -> AsyncIterator[object]:
-    """The session's time-skipping test server."""
+    """A time-skipping test server per test module: the Java test server shared by a whole session
+    gathered enough workflows and timers to fail an activation ("invalid history builder state for
+    action") and stop skipping time; a module's own server starts in about a second."""
     env = await new_ts_env()
     yield env
     await env.shutdown()  # type: ignore[attr-defined]
