@@ -47,8 +47,12 @@ browser:
 run: install
 	$(PY) -m starter up --demo
 
+# Two processes (pytest-xdist), whole modules to each: most integration time is waiting on the stack,
+# so a second process with its own embedded stack halves the wall time on 2 cores. Recording
+# histories needs one process (the recorders read what earlier tests of the same session ran).
+TEST_WORKERS ?= $(if $(BRIDGEHEAD_RECORD_HISTORIES),0,2)
 test: install browser checkov
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 # Benchmarks (docs/benchmarks.md): make bench SIZE=small|full|smoke
 SIZE ?= small

@@ -68,8 +68,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     os.environ.clear()
     os.environ.update(saved)
     get_settings.cache_clear()
-    artifacts = ROOT / "test-artifacts"
-    artifacts.mkdir(exist_ok=True)
+    # One folder per test process (pytest-xdist names them gw0, gw1...).
+    artifacts = ROOT / "test-artifacts" / os.environ.get("PYTEST_XDIST_WORKER", "")
+    artifacts.mkdir(parents=True, exist_ok=True)
     for log in state.glob("*.log"):
         shutil.copy(log, artifacts / log.name)
 
@@ -125,7 +126,7 @@ def enforcing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS
         st.stop()
         if proxy:
             proxy.stop()
-        artifacts = ROOT / "test-artifacts" / "enforcing"
+        artifacts = ROOT / "test-artifacts" / "enforcing" / os.environ.get("PYTEST_XDIST_WORKER", "")
         artifacts.mkdir(parents=True, exist_ok=True)
         for log in state.glob("*.log"):
             shutil.copy(log, artifacts / log.name)
