@@ -217,13 +217,13 @@ async def sync_dropbox(client: Client, settings: Settings, aws: Aws) -> None:
     inbox really sends its events to the queue. Never stops the worker from starting."""
     try:
         events = await asyncio.to_thread(dropbox_events_configured, aws)
-        if settings.dropbox_events_queue and not events:
+        synced = await sync_dropbox_schedule(client, settings, events)
+        if synced and settings.dropbox_events_queue and not events:
             log.warning(
                 "drop-box events are not set up on the inbox; dropbox-watch keeps polling "
                 "(run `python -m starter dropbox setup`)",
                 queue=settings.dropbox_events_queue,
             )
-        await sync_dropbox_schedule(client, settings, events)
     except Exception as e:  # noqa: BLE001 - the drop-box must not keep the worker down
         log.warning("drop-box schedule not brought up to date", error=str(e)[:300])
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -186,3 +189,22 @@ async def test_worker_start_brings_the_schedule_to_the_events_state(client, stac
         assert await interval(client) == timedelta(seconds=1200)
     finally:
         await dropbox_setup(client)
+
+
+def test_setup_through_the_cli_says_how_requests_are_found(stack):
+    env = {**os.environ, **stack.env()}
+    cmd = [sys.executable, "-m", "starter", "dropbox", "setup"]
+    r = subprocess.run([*cmd, "--json"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    settings = get_settings()
+    # The starter leaves structlog unconfigured: its log lines (e.g. "schedule created") go to
+    # stdout before the document.
+    doc = r.stdout[r.stdout.index("\n{") + 1 :] if not r.stdout.startswith("{") else r.stdout
+    assert json.loads(doc) == {
+        "bucket": settings.inbox_bucket,
+        "schedule": "dropbox-watch",
+        "every_seconds": settings.dropbox_safety_net_seconds,
+        "queue": settings.dropbox_events_queue,
+    }
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert f"S3 events to queue {settings.dropbox_events_queue}" in r.stdout, r.stdout + r.stderr
