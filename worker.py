@@ -32,15 +32,17 @@ from activities.budget import BudgetActivities
 from activities.cloudformation import StackActivities
 from activities.clusters import ClusterActivities
 from activities.dropbox import DropboxActivities
+from activities.dropbox_events import DropboxEventConsumer, dropbox_events_configured
 from activities.guardrails import GuardrailActivities
 from activities.heartbeat import HeartbeatInterceptor
 from activities.image_release import ImageReleaseActivities
 from activities.images import ImageActivities
 from activities.marketplace import MarketplaceActivities, NotificationConsumer
 from activities.onboarding import OnboardingActivities
+from activities.queue_consumer import QueueConsumer
 from activities.regions import RegionActivities
 from activities.registry import Registry
-from activities.schedules import ScheduleActivities
+from activities.schedules import ScheduleActivities, sync_dropbox_schedule
 from activities.stack_events import StackEventConsumer
 from bridgehead.client import make_client
 from bridgehead.logging import configure_logging, get_logger
@@ -195,6 +197,37 @@ async def publish_cluster_gauge(
             pass
 
 
+def queue_consumers(settings: Settings, aws: Aws, client: Client) -> list[QueueConsumer]:
+    """The SQS long-poll loops the settings turn on (each off when its queue name is empty)."""
+    consumers: list[QueueConsumer] = []
+    # AWS Marketplace subscription notifications (SNS -> SQS) become signals to MarketplaceSubscription.
+    if settings.marketplace_notification_queue:
+        consumers.append(NotificationConsumer(aws, Registry(aws), client))
+    # CloudFormation stack notifications (SNS -> SQS) become stack_event hints.
+    if settings.stack_events_queue:
+        consumers.append(StackEventConsumer(aws, client))
+    # The drop-box inbox's S3 events (S3 -> SQS) start DropboxRequest at once.
+    if settings.dropbox_events_queue:
+        consumers.append(DropboxEventConsumer(aws, client))
+    return consumers
+
+
+async def sync_dropbox(client: Client, settings: Settings, aws: Aws) -> None:
+    """Bring ``dropbox-watch`` (if set up) to the settings: the safety-net interval only while the
+    inbox really sends its events to the queue. Never stops the worker from starting."""
+    try:
+        events = await asyncio.to_thread(dropbox_events_configured, aws)
+        synced = await sync_dropbox_schedule(client, settings, events)
+        if synced and settings.dropbox_events_queue and not events:
+            log.warning(
+                "drop-box events are not set up on the inbox; dropbox-watch keeps polling "
+                "(run `python -m starter dropbox setup`)",
+                queue=settings.dropbox_events_queue,
+            )
+    except Exception as e:  # noqa: BLE001 - the drop-box must not keep the worker down
+        log.warning("drop-box schedule not brought up to date", error=str(e)[:300])
+
+
 REQUIRED_SEARCH_ATTRIBUTES = ("OrgId", "ClusterName", "ClusterStatus", "Region")
 
 
@@ -250,6 +283,7 @@ async def main() -> None:
             "missing search attributes", detail=search_attribute_help(missing, client.namespace)
         )
         raise SystemExit(2)
+    await sync_dropbox(client, settings, aws)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -269,24 +303,14 @@ async def main() -> None:
             if settings.metrics_port
             else None
         )
-        # AWS Marketplace subscription notifications (SNS -> SQS) become signals to MarketplaceSubscription.
-        consumer = None
-        if settings.marketplace_notification_queue:
-            consumer = asyncio.create_task(
-                NotificationConsumer(aws, Registry(aws), client).run(stop)
-            )
-        # CloudFormation stack notifications (SNS -> SQS) become stack_event hints.
-        stack_events = None
-        if settings.stack_events_queue:
-            stack_events = asyncio.create_task(StackEventConsumer(aws, client).run(stop))
+        consumers = [
+            asyncio.create_task(c.run(stop)) for c in queue_consumers(settings, aws, client)
+        ]
         async with worker:
             await stop.wait()
             if gauge is not None:
                 await gauge
-            if consumer is not None:
-                await consumer
-            if stack_events is not None:
-                await stack_events
+            await asyncio.gather(*consumers)
             log.info("shutting down worker")
     log.info("worker stopped")
 

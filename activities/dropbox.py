@@ -50,6 +50,7 @@ REQUEST_RE = re.compile(
 )
 MAX_REQUEST_BYTES = 64 * 1024
 RESULT_SUFFIXES = ("cf-created", "cf-failed", "cf-deleted", "cf-rejected")
+REQUEST_SUFFIXES = (".cf-create", ".cf-delete")
 
 
 class UntrustedResourceName(Exception):
@@ -72,6 +73,29 @@ def parse_version(version: str) -> tuple[str, datetime | None, str | None]:
         except ValueError:
             uploaded = None
     return parts[0], uploaded, (parts[2] if len(parts) > 2 and parts[2] else None)
+
+
+def is_request_key(key: str) -> bool:
+    """Whether ``key`` is a request file to hand to ``DropboxRequest`` (which checks the rest of
+    the path itself, rejecting misplaced files with a reason)."""
+    return key.startswith("home/") and key.endswith(REQUEST_SUFFIXES)
+
+
+def pending_requests(s3: Any, bucket: str, prefix: str, limit: int = 500) -> list[DropboxFile]:
+    """The current version of each request file under ``prefix`` (older versions are being handled
+    or were handled). One function for the scan and the event consumer
+    (:mod:`activities.dropbox_events`), so both derive the same ``DropboxRequest`` id from a file."""
+    files: list[DropboxFile] = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix):
+        for obj in page.get("Versions", []):
+            if obj["IsLatest"] and is_request_key(obj["Key"]):
+                # The version of a file is its ETag, upload time and S3 version: dropping the same
+                # content again later is a new request.
+                version = version_string(obj["ETag"], obj["LastModified"], obj.get("VersionId"))
+                files.append(DropboxFile(key=obj["Key"], etag=version))
+                if len(files) >= limit:
+                    return files
+    return files
 
 
 class DropboxActivities:
@@ -99,25 +123,12 @@ class DropboxActivities:
         """List pending request files (``*.cf-create`` / ``*.cf-delete`` under ``home/<user>/``),
         the current version of each (older versions are being handled or were handled)."""
         bucket = self._inbox(req.bucket, "DropboxWatchInput.bucket")
-        files: list[DropboxFile] = []
         with aws_errors(
             f"s3:ListBucket {bucket}",
             hint="Create the inbox with `python -m starter dropbox setup`.",
         ):
-            for page in (
-                self._s3()
-                .get_paginator("list_object_versions")
-                .paginate(Bucket=bucket, Prefix="home/")
-            ):
-                for obj in page.get("Versions", []):
-                    if obj["IsLatest"] and obj["Key"].endswith((".cf-create", ".cf-delete")):
-                        # The version of a file is its ETag, upload time and S3 version: dropping the
-                        # same content again later is a new request.
-                        version = version_string(
-                            obj["ETag"], obj["LastModified"], obj.get("VersionId")
-                        )
-                        files.append(DropboxFile(key=obj["Key"], etag=version))
-        return DropboxScan(bucket=bucket, files=files[:500])
+            files = pending_requests(self._s3(), bucket, "home/", limit=500)
+        return DropboxScan(bucket=bucket, files=files)
 
     def _remove_request(self, bucket: str, key: str, version: str) -> bool:
         """Remove exactly the version of the request that was handled; a newer upload stays for

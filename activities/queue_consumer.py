@@ -2,7 +2,8 @@
 (not an activity: no Temporal action while idle). The queue is what makes it durable: a message
 is deleted only once it was handled, so one whose handling failed is seen again after the queue's
 visibility timeout. Subclasses say how a message is handled: the Marketplace subscription
-notifications (:mod:`activities.marketplace`) and the stack events (:mod:`activities.stack_events`).
+notifications (:mod:`activities.marketplace`), the stack events (:mod:`activities.stack_events`)
+and the drop-box inbox's S3 events (:mod:`activities.dropbox_events`).
 """
 
 from __future__ import annotations

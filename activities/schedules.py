@@ -48,8 +48,16 @@ def reverify_schedule(org_id: str, every_hours: int, settings: Settings) -> Sche
     )
 
 
-def dropbox_schedule(settings: Settings) -> Schedule:
-    """The drop-box watcher's Schedule (``dropbox-watch``), every ``dropbox_every_seconds``."""
+def dropbox_watch_every(settings: Settings, events: bool) -> timedelta:
+    """How often ``dropbox-watch`` looks: ``dropbox_every_seconds`` while it alone finds requests,
+    ``dropbox_safety_net_seconds`` once the inbox's S3 events start them (it is then only the
+    safety net for an event that never arrived)."""
+    seconds = settings.dropbox_safety_net_seconds if events else settings.dropbox_every_seconds
+    return timedelta(seconds=seconds)
+
+
+def dropbox_schedule(settings: Settings, events: bool = False) -> Schedule:
+    """The drop-box watcher's Schedule (``dropbox-watch``), every :func:`dropbox_watch_every`."""
     action = ScheduleActionStartWorkflow(
         "DropboxWatch",
         DropboxWatchInput(bucket=settings.inbox_bucket),
@@ -57,12 +65,29 @@ def dropbox_schedule(settings: Settings) -> Schedule:
         task_queue=settings.task_queue,
         static_summary="look for drop-box requests",
     )
-    every = timedelta(seconds=settings.dropbox_every_seconds)
+    every = dropbox_watch_every(settings, events)
     return Schedule(
         action=action,
         spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=every)]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
     )
+
+
+async def sync_dropbox_schedule(client: Client, settings: Settings, events: bool) -> str | None:
+    """At worker start: bring an existing ``dropbox-watch`` to the settings (a changed interval,
+    or events switched on or off, takes effect without running setup again); an inbox that was
+    never set up gets no Schedule. Returns ``updated`` or None (no Schedule)."""
+    sid = ids.DROPBOX_WATCH_SCHEDULE
+    try:
+        await client.get_schedule_handle(sid).describe()
+    except RPCError as e:
+        if e.status == RPCStatusCode.NOT_FOUND:
+            return None
+        raise
+    outcome = await ensure_schedule(client, sid, dropbox_schedule(settings, events))
+    every = dropbox_watch_every(settings, events).total_seconds()
+    log.info(f"drop-box schedule {outcome}", schedule_id=sid, every_seconds=every, events=events)
+    return outcome
 
 
 async def ensure_schedule(

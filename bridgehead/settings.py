@@ -133,8 +133,17 @@ class Settings(BaseSettings):
     notify_sender: str = "noreply@bridgehead.example.com"
     #: Platform-account bucket of the self-service drop-box (``home/<user>/<CLUSTER>.cf-create``).
     inbox_bucket: str = "bridgehead-inbox"
-    #: How often the Schedule ``dropbox-watch`` looks for new request files.
-    dropbox_every_seconds: int = 30
+    #: How often the Schedule ``dropbox-watch`` looks for new request files while the inbox sends
+    #: no events (``dropbox_events_queue`` empty, or not set up on the bucket).
+    dropbox_every_seconds: int = Field(default=30, ge=1)
+    #: SQS queue (platform account and region: S3 notifies only a queue of the bucket's region)
+    #: fed by the inbox's S3 event notifications, set up by ``starter dropbox setup``; the worker
+    #: consumes it and starts ``DropboxRequest`` at once (activities/dropbox_events.py). Empty:
+    #: no events, the Schedule alone finds requests, every ``dropbox_every_seconds``.
+    dropbox_events_queue: str = "bridgehead-dropbox-events"
+    #: How often ``dropbox-watch`` looks when the events are set up: a safety net for an event
+    #: that never arrived (each look costs 3 Temporal actions: 18 an hour at 600).
+    dropbox_safety_net_seconds: int = Field(default=600, ge=1)
 
     # --- payload encryption -----------------------------------------------------------------------
     #: 32-byte AES key, base64. Encrypts sensitive payloads (customer access keys). Locally a key

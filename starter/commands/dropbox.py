@@ -1,5 +1,5 @@
-"""``dropbox``: the S3 inbox for users without AWS rights (bucket and watching Schedule; users
-mapped to organisations)."""
+"""``dropbox``: the S3 inbox for users without AWS rights (bucket, its S3 events to the platform
+queue, the watching Schedule; users mapped to organisations)."""
 
 from __future__ import annotations
 
@@ -16,13 +16,24 @@ from starter.output import BAD_INPUT, CliError, emit
 
 
 async def dropbox_setup(c: Any) -> str:
-    """Create the inbox bucket (platform account) and the Schedule that watches it. Idempotent."""
+    """Create the inbox bucket (platform account), its event notifications and the Schedule that
+    watches it; returns the bucket. Idempotent (see :func:`dropbox_setup_events`)."""
+    return (await dropbox_setup_events(c))[0]
+
+
+async def dropbox_setup_events(c: Any) -> tuple[str, bool]:
+    """:func:`dropbox_setup`, also saying whether the inbox's S3 events now start requests: with
+    ``BRIDGEHEAD_DROPBOX_EVENTS_QUEUE`` set, uploads notify that queue (created, with a policy that
+    lets only the inbox send) and the Schedule becomes the slow safety net; with it empty the
+    Schedule polls every ``dropbox_every_seconds``."""
     from activities.aws import Aws
+    from activities.dropbox_events import ensure_dropbox_events
     from activities.schedules import dropbox_schedule, ensure_schedule
     from bridgehead.settings import get_settings
 
     settings = get_settings()
-    s3 = Aws(settings).platform("s3", settings.platform_region)
+    aws = Aws(settings)
+    s3 = aws.platform("s3", settings.platform_region)
     try:
         kwargs: dict[str, Any] = {"Bucket": settings.inbox_bucket}
         if settings.platform_region != "us-east-1":
@@ -52,8 +63,9 @@ async def dropbox_setup(c: Any) -> str:
     s3.put_bucket_lifecycle_configuration(
         Bucket=settings.inbox_bucket, LifecycleConfiguration={"Rules": [expire]}
     )
-    await ensure_schedule(c, ids.DROPBOX_WATCH_SCHEDULE, dropbox_schedule(settings))
-    return settings.inbox_bucket
+    events = ensure_dropbox_events(aws)
+    await ensure_schedule(c, ids.DROPBOX_WATCH_SCHEDULE, dropbox_schedule(settings, events))
+    return settings.inbox_bucket, events
 
 
 def dropbox_add_user(user: str, org_id: str, owner: str | None = None) -> None:
@@ -69,10 +81,20 @@ def dropbox_add_user(user: str, org_id: str, owner: str | None = None) -> None:
 
 
 async def cmd_dropbox_setup(args: argparse.Namespace) -> int:
-    bucket = await dropbox_setup(await client())
+    from activities.schedules import dropbox_watch_every
+    from bridgehead.settings import get_settings
+
+    bucket, events = await dropbox_setup_events(await client())
+    settings = get_settings()
+    every = int(dropbox_watch_every(settings, events).total_seconds())
+    queue = settings.dropbox_events_queue if events else None
     where = f"s3://{bucket}/home/<user>/<CLUSTER>.cf-create"
-    ready = f"drop-box ready: {where} (watched by schedule dropbox-watch)"
-    emit(args, {"bucket": bucket, "schedule": "dropbox-watch"}, ready)
+    how = f"S3 events to queue {queue}, schedule dropbox-watch every {every} s as safety net"
+    ready = (
+        f"drop-box ready: {where} ({how if events else f'schedule dropbox-watch every {every} s'})"
+    )
+    out = {"bucket": bucket, "schedule": "dropbox-watch", "every_seconds": every, "queue": queue}
+    emit(args, out, ready)
     return 0
 
 
@@ -88,7 +110,12 @@ async def cmd_dropbox_add_user(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     ds = group(sub, "dropbox", "the S3 drop-box for users without AWS rights")
-    leaf(ds, "setup", "create the inbox bucket and the watching schedule", cmd_dropbox_setup)
+    leaf(
+        ds,
+        "setup",
+        "create the inbox bucket, its event queue and the watching schedule",
+        cmd_dropbox_setup,
+    )
     x = leaf(ds, "add-user", "map a user to an organisation", cmd_dropbox_add_user)
     x.add_argument("--user", required=True, help="IAM user name (${aws:username})")
     x.add_argument("--org", required=True, help="organisation id")

@@ -62,7 +62,10 @@ async def test_dropbox_create_reject_and_delete(client, stack, inbox):
     assert s.state == m.OrgState.READY, s
     assert await dropbox_setup(client) == inbox
     desc = await client.get_schedule_handle("dropbox-watch").describe()
-    assert desc.schedule.spec.intervals[0].every.total_seconds() <= 60  # picked up within a minute
+    # S3 events start requests at once (tests/integration/test_dropbox_events.py): the Schedule is
+    # the safety net.
+    every = desc.schedule.spec.intervals[0].every.total_seconds()
+    assert every == get_settings().dropbox_safety_net_seconds
     dropbox_add_user("alice", "drop")
     dropbox_add_user("bob", "drop")
 
@@ -212,16 +215,21 @@ def activities(bucket: str | None = None):  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 async def watcher_paused(client, inbox):
-    """The scheduled watcher held still, so the test alone decides when a file is listed."""
+    """The scheduled watcher held still and the inbox's S3 events off, so the test alone decides
+    when a file is listed."""
+    from activities.aws import Aws
+    from activities.dropbox_events import ensure_dropbox_events
     from starter.commands.dropbox import dropbox_setup
 
     assert await dropbox_setup(client) == inbox
     sched = client.get_schedule_handle("dropbox-watch")
     await sched.pause(note="test in progress")
+    ensure_dropbox_events(Aws(get_settings().model_copy(update={"dropbox_events_queue": ""})))
     try:
         yield
     finally:
         await sched.unpause()
+        await dropbox_setup(client)  # events on again
 
 
 async def run_watcher(client, inbox) -> int:

@@ -9,8 +9,14 @@ activities (bridgehead/history_stats.billable_actions), then combined by one pur
   and the daily re-verification (Schedule action + ``ReverifyOrganization`` + ``VerifyRole``, and
   in ``OnboardOrganization`` the signal it receives and one ``set_org_state``: those two counted
   from the code, the organisation workflow needing a whole onboarding to run);
-* per platform: the ``dropbox-watch`` Schedule (every ``dropbox_every_seconds``: a Schedule action
-  + ``DropboxWatch``), shared by every cluster of every organisation.
+* per platform: the ``dropbox-watch`` Schedule (a Schedule action + ``DropboxWatch``), shared by
+  every cluster of every organisation: every ``dropbox_every_seconds`` while it alone finds
+  requests, every ``dropbox_safety_net_seconds`` once the inbox's S3 events start them (the event
+  consumer is a loop of the worker process: no Temporal action while idle).
+
+Not hourly: a drop-box request costs its own ``DropboxRequest`` run (:func:`measure_dropbox_request`),
+the same whether its event or the Schedule started it (a child's start is counted in its own
+history).
 
 ``python -m tests.support.cluster_costs`` prints the table of docs/benchmarks.md.
 """
@@ -25,13 +31,14 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from temporalio import activity
+from temporalio import activity, workflow
 from temporalio.worker import Worker
 
 from bridgehead import ids
 from bridgehead import models as m
 from bridgehead.history_stats import Actions, billable_actions
 from worker import WORKFLOWS, sandbox_runner
+from workflows.dropbox import DropboxRequestWorkflow
 
 #: ``OnboardOrganization``'s share of a re-verification, from workflows/onboarding.py (_converge on
 #: a READY organisation): the ``reverify`` signal it receives and one ``set_org_state`` activity
@@ -54,12 +61,17 @@ class Recurring:
     dropbox_actions_per_run: int
     dropbox_events_per_run: int
     dropbox_every_seconds: float
+    dropbox_safety_net_seconds: float
 
 
-def per_cluster_hour(r: Recurring, clusters_per_org: int, orgs: int) -> dict[str, float]:
-    """Actions and events per cluster-hour, by piece and in total (the one place this is summed)."""
+def per_cluster_hour(
+    r: Recurring, clusters_per_org: int, orgs: int, events: bool = True
+) -> dict[str, float]:
+    """Actions and events per cluster-hour, by piece and in total (the one place this is summed);
+    ``events``: the drop-box's S3 events are set up (the Schedule is the safety net)."""
     clusters = clusters_per_org * orgs
-    dropbox_runs = 3600 / r.dropbox_every_seconds
+    every = r.dropbox_safety_net_seconds if events else r.dropbox_every_seconds
+    dropbox_runs = 3600 / every
     parts = {
         "cluster (RUNNING)": r.running_cluster_actions_per_hour,
         "billing meter": r.meter_actions_per_hour / clusters_per_org,
@@ -75,13 +87,13 @@ def per_cluster_hour(r: Recurring, clusters_per_org: int, orgs: int) -> dict[str
     return {**parts, "actions": sum(parts.values()), "events": events}
 
 
-async def _run(env: Any, activities: list[Any], body: Any) -> Any:
+async def _run(env: Any, activities: list[Any], body: Any, workflows: Any = None) -> Any:
     tq = f"tq-{uuid.uuid4()}"
     with ThreadPoolExecutor(4) as ex:
         async with Worker(
             env.client,
             task_queue=tq,
-            workflows=WORKFLOWS,
+            workflows=workflows or WORKFLOWS,
             activities=activities,
             activity_executor=ex,
             workflow_runner=sandbox_runner(),
@@ -213,6 +225,70 @@ async def measure_dropbox_watch(env: Any) -> Actions:
     return await _run(env, [scan_inbox], body)
 
 
+async def measure_dropbox_request(env: Any, outcome: str) -> Actions:
+    """One ``DropboxRequest`` run as the event consumer starts it: ``rejected`` (an unregistered
+    user: read, answer) or ``created`` (read, owner look-up, validation, the cluster's start, the
+    request removed; the ``ClusterLifecycle`` it starts is the cluster's own cost)."""
+    parsed = m.DropboxParsed(kind="create", user="alice", cluster="c1")
+    if outcome == "created":
+        from tests.workflows.test_cluster_timeskip import CFG
+
+        parsed = parsed.model_copy(
+            update={"org_id": "acme", "owner": "alice", "region": "us-east-1", "config": CFG}
+        )
+    else:
+        parsed = parsed.model_copy(update={"error": "user alice is not registered"})
+
+    @activity.defn(name="load_dropbox_request")
+    def load_dropbox_request(req: m.DropboxRequestInput) -> m.DropboxParsed:
+        return parsed
+
+    @activity.defn(name="cluster_owner")
+    def cluster_owner(req: m.DropboxParsed) -> str | None:
+        return None
+
+    @activity.defn(name="validate_cluster")
+    def validate_cluster(req: m.ValidateClusterInput) -> m.ClusterPlan:
+        return m.ClusterPlan()
+
+    @activity.defn(name="write_dropbox_result")
+    def write_dropbox_result(req: m.DropboxResultInput) -> None:
+        return None
+
+    @activity.defn(name="delete_dropbox_request")
+    def delete_dropbox_request(req: m.DropboxRequestInput) -> None:
+        return None
+
+    async def body(tq: str) -> Actions:
+        key, version = f"home/alice/c{uuid.uuid4().hex[:6]}.cf-create", "e@2026-11-26T00:00:00"
+        h = await env.client.start_workflow(
+            "DropboxRequest",
+            m.DropboxRequestInput(bucket="bridgehead-inbox", key=key, etag=version),
+            id=ids.dropbox_request_id(key, version),
+            task_queue=tq,
+        )
+        await h.result()
+        return billable_actions((await h.fetch_history()).events)
+
+    fakes = [
+        load_dropbox_request,
+        cluster_owner,
+        validate_cluster,
+        write_dropbox_result,
+        delete_dropbox_request,
+    ]
+    return await _run(env, fakes, body, [DropboxRequestWorkflow, StartedCluster])
+
+
+@workflow.defn(name="ClusterLifecycle", sandboxed=False)
+class StartedCluster:
+    """Stands in for the cluster a drop-box request starts (its cost is the cluster's own)."""
+
+    @workflow.run
+    async def run(self, input: m.ClusterLifecycleRun) -> None:
+        return None
+
+
 async def measure_all(env: Any, hours: int = 24, failures_per_tick: int = 0) -> Recurring:
     from bridgehead.settings import Settings
     from workflows.billing import TICKS_PER_RUN
@@ -234,6 +310,7 @@ async def measure_all(env: Any, hours: int = 24, failures_per_tick: int = 0) -> 
         dropbox_actions_per_run=dropbox.total + SCHEDULE_ACTION,
         dropbox_events_per_run=dropbox.events,
         dropbox_every_seconds=Settings.model_fields["dropbox_every_seconds"].default,
+        dropbox_safety_net_seconds=Settings.model_fields["dropbox_safety_net_seconds"].default,
     )
 
 
@@ -243,14 +320,18 @@ async def _main() -> None:
     env = await time_skipping_env()
     async with env:
         r = await measure_all(env)
+        requests = {o: await measure_dropbox_request(env, o) for o in ("rejected", "created")}
     print(r)
-    for per_org, orgs in ((1, 1), (1, 100), (1, 1000), (10, 1), (10, 100)):
-        c = per_cluster_hour(r, per_org, orgs)
-        print(
-            f"| {per_org} | {orgs} | "
-            + " | ".join(f"{c[k]:.2f}" for k in c if k not in ("actions", "events"))
-            + f" | **{c['actions']:.2f}** | {c['events']:.1f} |"
-        )
+    print({o: (a.total, dict(a.activities), a.upserts) for o, a in requests.items()})
+    for events in (True, False):
+        print("drop-box events set up" if events else "drop-box Schedule alone (no events)")
+        for per_org, orgs in ((1, 1), (1, 100), (1, 1000), (10, 1), (10, 100)):
+            c = per_cluster_hour(r, per_org, orgs, events)
+            print(
+                f"| {per_org} | {orgs} | "
+                + " | ".join(f"{c[k]:.2f}" for k in c if k not in ("actions", "events"))
+                + f" | **{c['actions']:.2f}** | {c['events']:.1f} |"
+            )
 
 
 if __name__ == "__main__":
