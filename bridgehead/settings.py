@@ -142,8 +142,13 @@ class Settings(BaseSettings):
     #: no events, the Schedule alone finds requests, every ``dropbox_every_seconds``.
     dropbox_events_queue: str = "bridgehead-dropbox-events"
     #: How often ``dropbox-watch`` looks when the events are set up: a safety net for an event
-    #: that never arrived (each look costs 3 Temporal actions: 18 an hour at 600).
-    dropbox_safety_net_seconds: int = Field(default=600, ge=1)
+    #: that never arrived. Each look costs 3 Temporal actions: 0.5 an hour at 6 hours, which keeps
+    #: a platform with a single one-cluster organisation at 3.93 actions per cluster-hour (≤ 4;
+    #: 21.43 at 10 minutes). Events are not lost while the worker is down (the queue keeps them
+    #: for its retention period) and the worker checks the inbox's notification rules at start, so
+    #: the safety net covers only an event S3 never sent. Lower it where a lost request must be
+    #: seen sooner than 6 hours.
+    dropbox_safety_net_seconds: int = Field(default=21600, ge=1)
 
     # --- payload encryption -----------------------------------------------------------------------
     #: 32-byte AES key, base64. Encrypts sensitive payloads (customer access keys). Locally a key

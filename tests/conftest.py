@@ -126,7 +126,9 @@ def enforcing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS
         st.stop()
         if proxy:
             proxy.stop()
-        artifacts = ROOT / "test-artifacts" / "enforcing" / os.environ.get("PYTEST_XDIST_WORKER", "")
+        artifacts = (
+            ROOT / "test-artifacts" / "enforcing" / os.environ.get("PYTEST_XDIST_WORKER", "")
+        )
         artifacts.mkdir(parents=True, exist_ok=True)
         for log in state.glob("*.log"):
             shutil.copy(log, artifacts / log.name)

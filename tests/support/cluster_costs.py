@@ -131,6 +131,11 @@ async def measure_meter(env: Any, hours: int = 24, failures_per_tick: int = 0) -
     """``BillingMeter`` over ``hours`` hourly ticks (its start excluded: paid once per org)."""
 
     async def body(tq: str) -> Actions:
+        # Start at 20 past the hour, so ``hours`` + 15 minutes hold exactly ``hours`` clock-hour
+        # ticks whatever the wall clock says (started at 05:59, a 25th tick fell in the window).
+        now = await env.get_current_time()
+        start = now.replace(minute=20, second=0, microsecond=0)
+        await env.sleep(start - now if start > now else start + timedelta(hours=1) - now)
         org = f"cost{uuid.uuid4().hex[:6]}"
         h = await env.client.start_workflow(
             "BillingMeter",
