@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -17,13 +16,13 @@ import pytest
 import pytest_asyncio
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import UnsandboxedWorkflowRunner
 
 import bridgehead.capacity
-from bridgehead import ids
 from bridgehead import models as m
-from tests.workflows.test_cluster_timeskip import body_then_end, skip, until_state
-from worker import WORKFLOWS, sandbox_runner
+from tests.support.timeskip import serve
+from tests.workflows.test_cluster_timeskip import skip, until_state
+from worker import sandbox_runner
 from workflows._capacity import FailsOverCapacity
 
 SUBNETS = [
@@ -195,27 +194,9 @@ class CapacityCloud:
 
 
 async def run(env, cloud: CapacityCloud, config: m.ClusterConfig, body, sandboxed: bool = True):
-    tq = f"tq-{uuid.uuid4()}"
-    with ThreadPoolExecutor(8) as ex:
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=cloud.activities(),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner() if sandboxed else UnsandboxedWorkflowRunner(),
-        ):
-            name = f"cap{uuid.uuid4().hex[:6]}"
-            h = await env.client.start_workflow(
-                "ClusterLifecycle",
-                m.ClusterLifecycleInput(
-                    org_id="acme", name=name, region="us-east-1", config=config
-                ),
-                id=ids.cluster_workflow_id("acme", name),
-                task_queue=tq,
-                result_type=m.ClusterResult,
-            )
-            return await body_then_end(h, body)
+    runner = sandbox_runner() if sandboxed else UnsandboxedWorkflowRunner()
+    async with serve(env, cloud.activities(), runner=runner, threads=8) as w:
+        return await body(await w.start_cluster(config, f"cap{uuid.uuid4().hex[:6]}"))
 
 
 @pytest_asyncio.fixture(loop_scope="session")
