@@ -38,7 +38,7 @@ class Served:
     handles: list[WorkflowHandle[Any, Any]] = field(default_factory=list)
 
     def track(self, h: WorkflowHandle[Any, Any]) -> WorkflowHandle[Any, Any]:
-        """End ``h`` (its latest run) with the block too; returns it."""
+        """End ``h``'s workflow with the block too; returns ``h``."""
         self.handles.append(h)
         return h
 
@@ -73,10 +73,13 @@ class Served:
         )
 
     async def end_leftovers(self) -> None:
-        for h in self.handles:
+        """Terminate the latest run of every tracked workflow id that still runs (a retry, a
+        cron run or a continue-as-new included)."""
+        for wf_id in dict.fromkeys(h.id for h in self.handles):
+            latest = self.client.get_workflow_handle(wf_id)
             try:
-                if (await h.describe()).status == WorkflowExecutionStatus.RUNNING:
-                    await h.terminate("test over")
+                if (await latest.describe()).status == WorkflowExecutionStatus.RUNNING:
+                    await latest.terminate("test over")
             except RPCError:
                 pass
 
