@@ -20,6 +20,7 @@ from temporalio.worker import UnsandboxedWorkflowRunner
 
 import bridgehead.capacity
 from bridgehead import models as m
+from tests.support.stack_fakes import stack_poll
 from tests.support.timeskip import serve
 from tests.workflows.test_cluster_timeskip import skip, until_state
 from worker import sandbox_runner
@@ -89,13 +90,7 @@ class CapacityCloud:
                 "status": "CREATE_IN_PROGRESS",
                 "key": (t, sn),
             }
-            return m.StackPoll(
-                stack_name=req.stack_name,
-                stack_id="id",
-                status="CREATE_IN_PROGRESS",
-                terminal=False,
-                succeeded=False,
-            )
+            return stack_poll(req.stack_name)
 
         @activity.defn(name="delete_stack")
         def delete_stack(ref: m.StackRef) -> None:
@@ -126,21 +121,9 @@ class CapacityCloud:
             now = activity.info().current_attempt_scheduled_time
             st = cloud.stack
             if ref.expect == "delete":
-                return m.StackPoll(
-                    stack_name=ref.stack_name,
-                    stack_id="id",
-                    status="DELETE_COMPLETE",
-                    terminal=True,
-                    succeeded=True,
-                )
+                return stack_poll(ref.stack_name, "DELETE_COMPLETE", terminal=True, succeeded=True)
             if now - st["created"] < timedelta(minutes=5):
-                return m.StackPoll(
-                    stack_name=ref.stack_name,
-                    stack_id="id",
-                    status="CREATE_IN_PROGRESS",
-                    terminal=False,
-                    succeeded=False,
-                )
+                return stack_poll(ref.stack_name)
             t, sn = st["key"]
             az = next(p.availability_zone for p in SUBNETS if p.subnet_id == sn)
             if st["key"] in cloud.no_capacity:
@@ -152,21 +135,18 @@ class CapacityCloud:
                 resource, reason = "HeadNode (AWS::EC2::Instance)", BOOT
             else:
                 st["status"] = "CREATE_COMPLETE"
-                return m.StackPoll(
-                    stack_name=ref.stack_name,
-                    stack_id="id",
-                    status="CREATE_COMPLETE",
+                return stack_poll(
+                    ref.stack_name,
+                    "CREATE_COMPLETE",
                     terminal=True,
                     succeeded=True,
                     outputs={"HeadInstanceId": "i-0head", "LoginAddress": "203.0.113.10"},
                 )
             st["status"] = "ROLLBACK_COMPLETE"
-            return m.StackPoll(
-                stack_name=ref.stack_name,
-                stack_id="id",
-                status="ROLLBACK_COMPLETE",
+            return stack_poll(
+                ref.stack_name,
+                "ROLLBACK_COMPLETE",
                 terminal=True,
-                succeeded=False,
                 events=[
                     m.StackEvent(
                         timestamp=now,

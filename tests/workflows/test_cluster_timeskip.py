@@ -14,6 +14,7 @@ from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
 from bridgehead import models as m
 from bridgehead.polling import still_waiting
+from tests.support.stack_fakes import stack_poll
 from tests.support.timeskip import serve
 from workflows._waiting import EVENTS_PER_CHECK, safety_net_offsets
 
@@ -86,13 +87,7 @@ class FakeCloud:
                     "status": "CREATE_IN_PROGRESS",
                 },
             )
-            return m.StackPoll(
-                stack_name=req.stack_name,
-                stack_id="id",
-                status="CREATE_IN_PROGRESS",
-                terminal=False,
-                succeeded=False,
-            )
+            return stack_poll(req.stack_name)
 
         @activity.defn(name="delete_stack")
         def delete_stack(ref: m.StackRef) -> None:
@@ -108,13 +103,7 @@ class FakeCloud:
         def resize_stack(req: m.ResizeStackInput) -> m.StackPoll:
             cloud.calls.append(f"resize:{req.compute_nodes}")
             cloud.stacks[req.stack_name]["status"] = "UPDATE_COMPLETE"
-            return m.StackPoll(
-                stack_name=req.stack_name,
-                stack_id="id",
-                status="UPDATE_IN_PROGRESS",
-                terminal=False,
-                succeeded=False,
-            )
+            return stack_poll(req.stack_name, "UPDATE_IN_PROGRESS")
 
         @activity.defn(name="poll_stack")
         def poll_stack(ref: m.StackRef) -> m.StackPoll:
@@ -156,14 +145,7 @@ class FakeCloud:
                     info.current_attempt_scheduled_time + WINDOW_MARGIN
                     >= info.scheduled_time + info.schedule_to_close_timeout
                 ):
-                    return m.StackPoll(
-                        stack_name=ref.stack_name,
-                        stack_id="id",
-                        status=status,
-                        terminal=False,
-                        succeeded=False,
-                        events=events,
-                    )
+                    return stack_poll(ref.stack_name, status, events=events)
                 raise still_waiting("in progress", "StackInProgress")  # as poll_stack does
             ok = (
                 status
@@ -173,10 +155,9 @@ class FakeCloud:
                     "delete": "DELETE_COMPLETE",
                 }[ref.expect]
             )
-            return m.StackPoll(
-                stack_name=ref.stack_name,
-                stack_id="id",
-                status=status,
+            return stack_poll(
+                ref.stack_name,
+                status,
                 terminal=True,
                 succeeded=ok,
                 outputs={"LoginAddress": "203.0.113.10"} if ok else {},

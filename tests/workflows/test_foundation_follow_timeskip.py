@@ -17,6 +17,7 @@ from temporalio import activity
 from bridgehead import ids
 from bridgehead import models as m
 from tests.integration.helpers import wait_for
+from tests.support.stack_fakes import stack_poll
 from tests.support.timeskip import serve
 from tests.workflows.test_offboard_timeskip import ORG_WORKFLOWS, fakes, ready_org, seeded
 
@@ -152,22 +153,12 @@ async def test_a_direct_provision_is_followed_too(ts_env):
 
     @activity.defn(name="create_stack")
     def create_stack(req: m.StackRequest) -> m.StackPoll:
-        return m.StackPoll(
-            stack_name=req.stack_name,
-            stack_id="s-1",
-            status="CREATE_IN_PROGRESS",
-            terminal=False,
-            succeeded=False,
-        )
+        return stack_poll(req.stack_name, stack_id="s-1")
 
     @activity.defn(name="check_stack")
     def check_stack(ref: m.StackRef) -> m.StackPoll:
-        return m.StackPoll(
-            stack_name=ref.stack_name,
-            stack_id="s-1",
-            status="CREATE_COMPLETE",
-            terminal=True,
-            succeeded=True,
+        return stack_poll(
+            ref.stack_name, "CREATE_COMPLETE", terminal=True, succeeded=True, stack_id="s-1"
         )
 
     org = f"pro{uuid.uuid4().hex[:6]}"

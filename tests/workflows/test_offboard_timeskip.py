@@ -14,6 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 from bridgehead import models as m
 from tests.integration.helpers import wait_for
+from tests.support.stack_fakes import stack_poll
 from tests.support.timeskip import Served, serve
 from worker import WORKFLOWS
 
@@ -45,12 +46,8 @@ def fakes(
 
     @activity.defn(name="poll_stack")
     def poll_stack(ref: m.StackRef) -> m.StackPoll:
-        return m.StackPoll(
-            stack_name=ref.stack_name,
-            stack_id=None,
-            status="DELETE_COMPLETE",
-            terminal=True,
-            succeeded=True,
+        return stack_poll(
+            ref.stack_name, "DELETE_COMPLETE", terminal=True, succeeded=True, stack_id=None
         )
 
     @activity.defn(name="sweep_foundation_leftovers")

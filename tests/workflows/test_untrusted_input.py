@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 
 from bridgehead import ids
 from bridgehead import models as m
+from tests.support.stack_fakes import stack_poll
 from tests.support.timeskip import serve
 
 CFG = {
@@ -302,23 +303,11 @@ async def test_misspelled_signal_is_recorded_and_unknown_update_refused(own_env)
 
     @activity.defn(name="create_stack")
     def create(req: m.StackRequest) -> m.StackPoll:
-        return m.StackPoll(
-            stack_name=req.stack_name,
-            stack_id="id",
-            status="CREATE_IN_PROGRESS",
-            terminal=False,
-            succeeded=False,
-        )
+        return stack_poll(req.stack_name)
 
     @activity.defn(name="poll_stack")
     def poll(ref: m.StackRef) -> m.StackPoll:
-        return m.StackPoll(
-            stack_name=ref.stack_name,
-            stack_id="id",
-            status="CREATE_IN_PROGRESS",
-            terminal=False,
-            succeeded=False,
-        )
+        return stack_poll(ref.stack_name)
 
     @activity.defn(name="check_stack")
     def check(ref: m.StackRef) -> m.StackPoll:
