@@ -1,6 +1,7 @@
 """Fakes of the BillingMeter's activities (``close_billing_periods``, ``meter_usage``) shared by the
 meter's time-skipping tests and the cost measurements; a test with its own behaviour (recording,
-refusing, a budget) writes its own fake and builds the answer with :func:`closed`."""
+refusing, a budget) writes its own fake and builds the answer with :func:`closed` (or
+:func:`corrected` for ``record_correction``)."""
 
 from __future__ import annotations
 
@@ -28,6 +29,23 @@ def closed(
         cost_usd=Decimal(cost),
         closed_until=req.until,
         budget=budget,
+    )
+
+
+def corrected(req: m.RecordCorrectionInput, *, original: int, net: int) -> m.CorrectResult:
+    """The answer of a ``record_correction`` on a period of ``original`` c5.xlarge node-minutes,
+    ``net`` after it (a credit of $0.17)."""
+    c = req.correction
+    return m.CorrectResult(
+        correction_id=req.correction_id,
+        cluster=c.cluster,
+        period=c.period,
+        instance_type="c5.xlarge",
+        node_minutes_delta=c.node_minutes_delta,
+        cost_usd_delta=Decimal("-0.17"),
+        original_node_minutes=original,
+        net_node_minutes=net,
+        metered=True,
     )
 
 

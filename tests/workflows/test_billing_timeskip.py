@@ -6,7 +6,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from tests.support.meter_fakes import (
     close_an_hour,
     close_nothing,
     closed,
+    corrected,
     meter_nothing,
     meter_sent,
     steady_meter,
@@ -248,18 +248,7 @@ async def test_correct_records_a_correction_and_is_audited_in_history(ts_env):
     @activity.defn(name="record_correction")
     def record_correction(req: m.RecordCorrectionInput) -> m.CorrectResult:
         got.append(req)
-        c = req.correction
-        return m.CorrectResult(
-            correction_id=req.correction_id,
-            cluster=c.cluster,
-            period=c.period,
-            instance_type="c5.xlarge",
-            node_minutes_delta=c.node_minutes_delta,
-            cost_usd_delta=Decimal("-0.17"),
-            original_node_minutes=120,
-            net_node_minutes=120 + c.node_minutes_delta,
-            metered=True,
-        )
+        return corrected(req, original=120, net=120 + req.correction.node_minutes_delta)
 
     from temporalio.client import WorkflowUpdateFailedError
 
@@ -395,17 +384,7 @@ def _net_checking_correction(net: dict[str, int], running: list[int], overlaps: 
             if seen + c.node_minutes_delta < 0:
                 raise ApplicationError("credit beyond the period's net", non_retryable=True)
             net["c1"] = seen + c.node_minutes_delta
-            return m.CorrectResult(
-                correction_id=req.correction_id,
-                cluster=c.cluster,
-                period=c.period,
-                instance_type="c5.xlarge",
-                node_minutes_delta=c.node_minutes_delta,
-                cost_usd_delta=Decimal("-0.17"),
-                original_node_minutes=60,
-                net_node_minutes=net["c1"],
-                metered=True,
-            )
+            return corrected(req, original=60, net=net["c1"])
         finally:
             with lock:
                 running.pop()
