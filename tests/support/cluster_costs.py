@@ -25,19 +25,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 from temporalio import activity, workflow
-from temporalio.worker import Worker
 
 from bridgehead import ids
 from bridgehead import models as m
 from bridgehead.history_stats import Actions, billable_actions
-from worker import WORKFLOWS, sandbox_runner
+from tests.support.meter_fakes import closed, meter_sent
+from tests.support.timeskip import serve
 from workflows.dropbox import DropboxRequestWorkflow
 
 #: ``OnboardOrganization``'s share of a re-verification, from workflows/onboarding.py (_converge on
@@ -87,20 +85,6 @@ def per_cluster_hour(
     return {**parts, "actions": sum(parts.values()), "events": events}
 
 
-async def _run(env: Any, activities: list[Any], body: Any, workflows: Any = None) -> Any:
-    tq = f"tq-{uuid.uuid4()}"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=workflows or WORKFLOWS,
-            activities=activities,
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            return await body(tq)
-
-
 def meter_fakes(failures_per_tick: int = 0) -> list[Any]:
     """``close_billing_periods`` / ``meter_usage`` fakes; ``failures_per_tick`` transient failures
     of the close before it succeeds (a planted defect for the twin)."""
@@ -112,43 +96,25 @@ def meter_fakes(failures_per_tick: int = 0) -> list[Any]:
         if failed.get(key, 0) < failures_per_tick:
             failed[key] = failed.get(key, 0) + 1
             raise RuntimeError("planted transient failure")
-        return m.CloseBillingPeriodsResult(
-            entries_written=1,
-            entries_existing=0,
-            node_minutes=60,
-            cost_usd=Decimal("0.04"),
-            closed_until=req.until,
-        )
+        return closed(req)
 
-    @activity.defn(name="meter_usage")
-    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
-        return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
-
-    return [close_billing_periods, meter_usage]
+    return [close_billing_periods, meter_sent]
 
 
 async def measure_meter(env: Any, hours: int = 24, failures_per_tick: int = 0) -> Actions:
     """``BillingMeter`` over ``hours`` hourly ticks (its start excluded: paid once per org)."""
 
-    async def body(tq: str) -> Actions:
+    async with serve(env, meter_fakes(failures_per_tick)) as w:
         # Start at 20 past the hour, so ``hours`` + 15 minutes hold exactly ``hours`` clock-hour
         # ticks whatever the wall clock says (started at 05:59, a 25th tick fell in the window).
         now = await env.get_current_time()
         start = now.replace(minute=20, second=0, microsecond=0)
         await env.sleep(start - now if start > now else start + timedelta(hours=1) - now)
-        org = f"cost{uuid.uuid4().hex[:6]}"
-        h = await env.client.start_workflow(
-            "BillingMeter",
-            m.BillingMeterInput(org_id=org),
-            id=ids.billing_workflow_id(org),
-            task_queue=tq,
-        )
+        h = await w.start_meter(f"cost{uuid.uuid4().hex[:6]}")
         await env.sleep(timedelta(hours=hours, minutes=15))
         hist = await h.fetch_history()
         await h.terminate("measured")
-        return billable_actions(hist.events)
-
-    return await _run(env, meter_fakes(failures_per_tick), body)
+    return billable_actions(hist.events)
 
 
 async def measure_running_cluster(env: Any, hours: int = 24) -> tuple[Actions, Actions]:
@@ -157,22 +123,14 @@ async def measure_running_cluster(env: Any, hours: int = 24) -> tuple[Actions, A
 
     cloud = FakeCloud(create_takes=timedelta(0))
 
-    async def body(tq: str) -> tuple[Actions, Actions]:
-        name = f"cost{uuid.uuid4().hex[:6]}"
-        h = await env.client.start_workflow(
-            "ClusterLifecycle",
-            m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
-            id=ids.cluster_workflow_id("acme", name),
-            task_queue=tq,
-        )
+    async with serve(env, cloud.activities()) as w:
+        h = await w.start_cluster(CFG, f"cost{uuid.uuid4().hex[:6]}")
         await until_state(env, h, m.ClusterState.RUNNING)
         at_running = billable_actions((await h.fetch_history()).events)
         await env.sleep(timedelta(hours=hours))
         later = billable_actions((await h.fetch_history()).events)
         await h.terminate("measured")
-        return at_running, later
-
-    return await _run(env, cloud.activities(), body)
+    return at_running, later
 
 
 async def measure_reverify(env: Any) -> Actions:
@@ -185,29 +143,24 @@ async def measure_reverify(env: Any) -> Actions:
             org_id=req.org_id, role_arn=req.role_arn, passed=True, checks=[]
         )
 
-    async def body(tq: str) -> Actions:
-        org = f"cost{uuid.uuid4().hex[:6]}"
-        total = Actions()
-        h = await env.client.start_workflow(
+    org = f"cost{uuid.uuid4().hex[:6]}"
+    async with serve(env, [verify_role]) as w:
+        h = await w.start(
             "ReverifyOrganization",
             m.ReverifyInput(org_id=org),
             id=ids.reverify_schedule_id(org) + "-2026-11-26T00:00:00Z",
-            task_queue=tq,
         )
         await h.result()
-        total += billable_actions((await h.fetch_history()).events)
-        v = await env.client.start_workflow(
+        total = billable_actions((await h.fetch_history()).events)
+        v = await w.start(
             "VerifyRole",
             m.VerifyRoleInput(
                 org_id=org, role_arn="arn:aws:iam::222222222222:role/BridgeheadAccess"
             ),
             id=ids.verify_workflow_id(org, 2),
-            task_queue=tq,
         )
         await v.result()
         return total + billable_actions((await v.fetch_history()).events)
-
-    return await _run(env, [verify_role], body)
 
 
 async def measure_dropbox_watch(env: Any) -> Actions:
@@ -217,17 +170,14 @@ async def measure_dropbox_watch(env: Any) -> Actions:
     def scan_inbox(req: m.DropboxWatchInput) -> m.DropboxScan:
         return m.DropboxScan(bucket="bridgehead-inbox")
 
-    async def body(tq: str) -> Actions:
-        h = await env.client.start_workflow(
+    async with serve(env, [scan_inbox]) as w:
+        h = await w.start(
             "DropboxWatch",
             m.DropboxWatchInput(),
             id=ids.DROPBOX_WATCH_SCHEDULE + f"-{uuid.uuid4().hex[:8]}",
-            task_queue=tq,
         )
         await h.result()
         return billable_actions((await h.fetch_history()).events)
-
-    return await _run(env, [scan_inbox], body)
 
 
 async def measure_dropbox_request(env: Any, outcome: str) -> Actions:
@@ -264,17 +214,6 @@ async def measure_dropbox_request(env: Any, outcome: str) -> Actions:
     def delete_dropbox_request(req: m.DropboxRequestInput) -> None:
         return None
 
-    async def body(tq: str) -> Actions:
-        key, version = f"home/alice/c{uuid.uuid4().hex[:6]}.cf-create", "e@2026-11-26T00:00:00"
-        h = await env.client.start_workflow(
-            "DropboxRequest",
-            m.DropboxRequestInput(bucket="bridgehead-inbox", key=key, etag=version),
-            id=ids.dropbox_request_id(key, version),
-            task_queue=tq,
-        )
-        await h.result()
-        return billable_actions((await h.fetch_history()).events)
-
     fakes = [
         load_dropbox_request,
         cluster_owner,
@@ -282,7 +221,15 @@ async def measure_dropbox_request(env: Any, outcome: str) -> Actions:
         write_dropbox_result,
         delete_dropbox_request,
     ]
-    return await _run(env, fakes, body, [DropboxRequestWorkflow, StartedCluster])
+    key, version = f"home/alice/c{uuid.uuid4().hex[:6]}.cf-create", "e@2026-11-26T00:00:00"
+    async with serve(env, fakes, workflows=[DropboxRequestWorkflow, StartedCluster]) as w:
+        h = await w.start(
+            "DropboxRequest",
+            m.DropboxRequestInput(bucket="bridgehead-inbox", key=key, etag=version),
+            id=ids.dropbox_request_id(key, version),
+        )
+        await h.result()
+        return billable_actions((await h.fetch_history()).events)
 
 
 @workflow.defn(name="ClusterLifecycle", sandboxed=False)
@@ -320,9 +267,9 @@ async def measure_all(env: Any, hours: int = 24, failures_per_tick: int = 0) -> 
 
 
 async def _main() -> None:
-    from tests.support.wait_costs import time_skipping_env
+    from tests.conftest import new_ts_env
 
-    env = await time_skipping_env()
+    env = await new_ts_env()
     async with env:
         r = await measure_all(env)
         requests = {o: await measure_dropbox_request(env, o) for o in ("rejected", "created")}

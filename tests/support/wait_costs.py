@@ -21,19 +21,16 @@ import asyncio
 import json
 import sys
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from temporalio.worker import Worker
-
 from bridgehead import ids
 from bridgehead import models as m
 from bridgehead.history_stats import billable_actions
+from tests.support.timeskip import serve
 from tests.workflows.test_cluster_timeskip import CFG, FakeCloud, until_state
-from worker import WORKFLOWS, sandbox_runner
 
 #: CloudFormation -> SNS -> SQS -> the consumer's long poll -> signal: seconds on AWS; 5 s here.
 DELIVERY = timedelta(seconds=5)
@@ -67,37 +64,22 @@ async def measure_wait(
 ) -> WaitCost:
     """One creation of ``takes``; see the module doc for what is measured."""
     cloud = FakeCloud(create_takes=takes)
-    tq = f"tq-{uuid.uuid4()}"
     name = f"w{uuid.uuid4().hex[:8]}"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=cloud.activities(),
-            activity_executor=ex,
-            workflow_runner=runner or sandbox_runner(),
-        ):
-            h = await env.client.start_workflow(
-                "ClusterLifecycle",
-                m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
-                id=ids.cluster_workflow_id("acme", name),
-                task_queue=tq,
-                result_type=m.ClusterResult,
-            )
-            stack = ids.cluster_stack("acme", name)
-            for _ in range(600):  # real time: the create_stack activity runs at once
-                if stack in cloud.stacks:
-                    break
-                await asyncio.sleep(0.05)
-            terminal = cloud.terminal_at(stack)
-            await env.sleep(terminal + delivery - await env.get_current_time())
-            if send_event:
-                notice = m.StackEventNotice(stack_id=stack_id(stack), status="CREATE_COMPLETE")
-                await h.signal("stack_event", notice)
-            await until_state(env, h, m.ClusterState.RUNNING, step=timedelta(seconds=5), limit=720)
-            history = await h.fetch_history()
-            await h.terminate("measured")
+    async with serve(env, cloud.activities(), runner=runner) as w:
+        h = await w.start_cluster(CFG, name)
+        stack = ids.cluster_stack("acme", name)
+        for _ in range(600):  # real time: the create_stack activity runs at once
+            if stack in cloud.stacks:
+                break
+            await asyncio.sleep(0.05)
+        terminal = cloud.terminal_at(stack)
+        await env.sleep(terminal + delivery - await env.get_current_time())
+        if send_event:
+            notice = m.StackEventNotice(stack_id=stack_id(stack), status="CREATE_COMPLETE")
+            await h.signal("stack_event", notice)
+        await until_state(env, h, m.ClusterState.RUNNING, step=timedelta(seconds=5), limit=720)
+        history = await h.fetch_history()
+        await h.terminate("measured")
     seen = next(at for at, st in cloud.checks + cloud.poll_log if st == "CREATE_COMPLETE")
     a = billable_actions(history.events)
     checks = a.activities["check_stack"] + a.activities["poll_stack"]
@@ -115,37 +97,14 @@ async def measure_wait(
     )
 
 
-async def time_skipping_env() -> Any:
-    """The time-skipping server as tests/conftest.py starts it (search attributes registered)."""
-    from temporalio.api.enums.v1 import IndexedValueType
-    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-    from temporalio.testing import WorkflowEnvironment
-
-    from bridgehead.converter import make_data_converter
-    from starter.local import bin_path
-    from tests.conftest import TEST_KEY
-
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=make_data_converter(TEST_KEY),
-        test_server_existing_path=bin_path("temporal-test-server"),
-    )
-    kw = IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={k: kw for k in ("OrgId", "ClusterName", "ClusterStatus", "Region")},
-        )
-    )
-    return env
-
-
 async def _main() -> None:
     from temporalio import workflow as wf
     from temporalio.worker import UnsandboxedWorkflowRunner
 
+    from tests.conftest import new_ts_env
     from workflows import _waiting
 
-    env = await time_skipping_env()
+    env = await new_ts_env()
     rows: dict[str, list[dict[str, Any]]] = {"events": [], "safety net only": [], "30 s poll": []}
     async with env:
         for minutes in (10, 40, 180):

@@ -4,43 +4,33 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from datetime import timedelta
-from decimal import Decimal
 from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.worker import Worker
 
 from bridgehead import models as m
 from bridgehead.history_stats import count_actions
-from worker import WORKFLOWS, sandbox_runner
+from tests.support.meter_fakes import (
+    close_an_hour,
+    close_nothing,
+    closed,
+    corrected,
+    meter_nothing,
+    meter_sent,
+    steady_meter,
+)
+from tests.support.timeskip import serve
 
 
 @asynccontextmanager
 async def running_meter(ts_env: Any, prefix: str, *activities: Any) -> AsyncIterator[Any]:
     """A ``BillingMeter`` for a new org ``{prefix}{random}`` (workflow id ``billing-{org}``) on its
     own task queue, served by a worker with these fake activities for as long as the block runs."""
-    tq = f"tq-{uuid.uuid4()}"
-    org = f"{prefix}{uuid.uuid4().hex[:6]}"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=list(activities),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            yield await ts_env.client.start_workflow(
-                "BillingMeter",
-                m.BillingMeterInput(org_id=org),
-                id=f"billing-{org}",
-                task_queue=tq,
-                result_type=m.UsageTotals,
-            )
+    async with serve(ts_env, activities) as w:
+        yield await w.start_meter(f"{prefix}{uuid.uuid4().hex[:6]}")
 
 
 async def _record(h: Any, variant: str) -> None:
@@ -62,19 +52,9 @@ async def test_billing_ticks_cost_at_most_4_actions_per_hour(ts_env):
     @activity.defn(name="close_billing_periods")
     def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
         ticks.append(req.until.isoformat())
-        return m.CloseBillingPeriodsResult(
-            entries_written=3,
-            entries_existing=0,
-            node_minutes=300,
-            cost_usd=Decimal("1.5"),
-            closed_until=req.until,
-        )
+        return closed(req, written=3, node_minutes=300, cost="1.5")
 
-    @activity.defn(name="meter_usage")
-    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
-        return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
-
-    async with running_meter(ts_env, "tick", close_billing_periods, meter_usage) as h:
+    async with running_meter(ts_env, "tick", close_billing_periods, meter_sent) as h:
         hours = 24
         await ts_env.sleep(timedelta(hours=hours, minutes=15))
         usage = await h.query("usage", result_type=m.UsageTotals)
@@ -103,21 +83,7 @@ async def test_a_year_of_ticks_keeps_every_run_under_the_continue_as_new_bound(t
     # state). The full year: BRIDGEHEAD_TEST_BILLING_DAYS=365 (about 2.5 min on a 2-core machine).
     days = int(os.environ.get("BRIDGEHEAD_TEST_BILLING_DAYS", "60"))
 
-    @activity.defn(name="close_billing_periods")
-    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
-        return m.CloseBillingPeriodsResult(
-            entries_written=1,
-            entries_existing=0,
-            node_minutes=60,
-            cost_usd=Decimal("0.04"),
-            closed_until=req.until,
-        )
-
-    @activity.defn(name="meter_usage")
-    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
-        return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
-
-    async with running_meter(ts_env, "year", close_billing_periods, meter_usage) as h:
+    async with running_meter(ts_env, "year", *steady_meter()) as h:
         wf_id = h.id
         for _ in range(days):  # one long sleep would outlast the test server's RPC deadline
             await ts_env.sleep(timedelta(days=1))
@@ -159,19 +125,9 @@ async def test_stop_is_refused_while_a_cluster_runs_then_closes_the_last_hour(ts
             raise ApplicationError(
                 "cannot close the final billing period: c1 still running", non_retryable=True
             )
-        return m.CloseBillingPeriodsResult(
-            entries_written=1,
-            entries_existing=0,
-            node_minutes=60,
-            cost_usd=Decimal("0.04"),
-            closed_until=req.until,
-        )
+        return closed(req)
 
-    @activity.defn(name="meter_usage")
-    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
-        return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
-
-    async with running_meter(ts_env, "stop", close_billing_periods, meter_usage) as h:
+    async with running_meter(ts_env, "stop", close_billing_periods, meter_sent) as h:
         await ts_env.sleep(timedelta(hours=2))
         await h.signal("stop")
         await ts_env.sleep(timedelta(hours=2))
@@ -198,16 +154,6 @@ async def test_final_stop_resends_usage_marketplace_left_unprocessed(ts_env):
     per retry, until Marketplace takes it, and at most ``FINAL_METER_RETRIES`` ticks."""
     from workflows.billing import FINAL_METER_RETRIES
 
-    @activity.defn(name="close_billing_periods")
-    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
-        return m.CloseBillingPeriodsResult(
-            entries_written=1,
-            entries_existing=0,
-            node_minutes=60,
-            cost_usd=Decimal("0.04"),
-            closed_until=req.until,
-        )
-
     async def stop_with(throttled_calls: int) -> tuple[m.UsageTotals, list[bool], int]:
         meters: list[bool] = []
 
@@ -224,20 +170,13 @@ async def test_final_stop_resends_usage_marketplace_left_unprocessed(ts_env):
                 )
             return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
 
-        async with running_meter(ts_env, "final", close_billing_periods, meter_usage) as h:
+        async with running_meter(ts_env, "final", close_an_hour, meter_usage) as h:
             await h.signal("stop")
             usage = await h.result()
             desc = await h.describe()
             took = desc.close_time - desc.start_time
-            if throttled_calls == 2 and __import__("os").environ.get(
-                "BRIDGEHEAD_RECORD_HISTORIES"
-            ):  # replay corpus
-                from tests.test_replay import HISTORIES
-
-                (HISTORIES / "BillingMeter--final-retry.json").write_text(
-                    (await h.fetch_history()).to_json()
-                )
-                (HISTORIES / "BillingMeter--final-retry.id").write_text(h.id + "\n")
+            if throttled_calls == 2:
+                await _record(h, "final-retry")
         return usage, meters, int(took / timedelta(hours=1))
 
     usage, meters, hours = await stop_with(2)
@@ -254,25 +193,15 @@ async def test_final_stop_resends_usage_marketplace_left_unprocessed(ts_env):
 async def test_meter_refuses_a_foreign_id_and_carried_state_on_a_fresh_start(ts_env):
     from temporalio.client import WorkflowFailureError
 
-    tq = f"tq-{uuid.uuid4()}"
-    async with Worker(
-        ts_env.client,
-        task_queue=tq,
-        workflows=WORKFLOWS,
-        activities=[],
-        workflow_runner=sandbox_runner(),
-    ):
-        bad_id = await ts_env.client.start_workflow(
+    async with serve(ts_env) as w:
+        bad_id = await w.start(
             "BillingMeter",
             m.BillingMeterInput(org_id="acme"),
             id=f"billing-other-{uuid.uuid4().hex[:6]}",
-            task_queue=tq,
         )
         org = f"carry{uuid.uuid4().hex[:6]}"
         forged = m.BillingMeterInput(org_id=org, totals=m.UsageTotals(node_minutes=10**6))
-        carried = await ts_env.client.start_workflow(
-            "BillingMeter", forged, id=f"billing-{org}", task_queue=tq
-        )
+        carried = await w.start("BillingMeter", forged, id=f"billing-{org}")
         for h, what in ((bad_id, "does not match its input"), (carried, "internal state")):
             with pytest.raises(WorkflowFailureError) as e:
                 await h.result()
@@ -288,13 +217,7 @@ async def test_meter_now_closes_the_open_hour_up_to_now_and_meters_it(ts_env):
     @activity.defn(name="close_billing_periods")
     def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
         calls.append(req)
-        return m.CloseBillingPeriodsResult(
-            entries_written=1,
-            entries_existing=0,
-            node_minutes=10,
-            cost_usd=Decimal("0.01"),
-            closed_until=req.until,
-        )
+        return closed(req, node_minutes=10, cost="0.01")
 
     @activity.defn(name="meter_usage")
     def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
@@ -322,41 +245,14 @@ async def test_meter_now_closes_the_open_hour_up_to_now_and_meters_it(ts_env):
 async def test_correct_records_a_correction_and_is_audited_in_history(ts_env):
     got: list[m.RecordCorrectionInput] = []
 
-    @activity.defn(name="close_billing_periods")
-    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
-        return m.CloseBillingPeriodsResult(
-            entries_written=0,
-            entries_existing=0,
-            node_minutes=0,
-            cost_usd=Decimal(0),
-            closed_until=req.until,
-        )
-
-    @activity.defn(name="meter_usage")
-    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
-        return m.MeterUsageResult(sent=0, already_sent=0, unprocessed=0)
-
     @activity.defn(name="record_correction")
     def record_correction(req: m.RecordCorrectionInput) -> m.CorrectResult:
         got.append(req)
-        c = req.correction
-        return m.CorrectResult(
-            correction_id=req.correction_id,
-            cluster=c.cluster,
-            period=c.period,
-            instance_type="c5.xlarge",
-            node_minutes_delta=c.node_minutes_delta,
-            cost_usd_delta=Decimal("-0.17"),
-            original_node_minutes=120,
-            net_node_minutes=120 + c.node_minutes_delta,
-            metered=True,
-        )
+        return corrected(req, original=120, net=120 + req.correction.node_minutes_delta)
 
     from temporalio.client import WorkflowUpdateFailedError
 
-    async with running_meter(
-        ts_env, "corr", close_billing_periods, meter_usage, record_correction
-    ) as h:
+    async with running_meter(ts_env, "corr", close_nothing, meter_nothing, record_correction) as h:
         period = "2026-11-02T09:00:00Z"
         fix = m.CorrectInput(
             cluster="c1",
@@ -413,16 +309,6 @@ async def test_not_subscribed_notice_is_emailed_once_and_metering_state_is_shown
         ]
     )
 
-    @activity.defn(name="close_billing_periods")
-    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
-        return m.CloseBillingPeriodsResult(
-            entries_written=0,
-            entries_existing=0,
-            node_minutes=0,
-            cost_usd=Decimal(0),
-            closed_until=req.until,
-        )
-
     @activity.defn(name="meter_usage")
     def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
         return next(
@@ -440,7 +326,7 @@ async def test_not_subscribed_notice_is_emailed_once_and_metering_state_is_shown
         mails.append(req)
         return True
 
-    async with running_meter(ts_env, "notice", close_billing_periods, meter_usage, notify) as h:
+    async with running_meter(ts_env, "notice", close_nothing, meter_usage, notify) as h:
         await ts_env.sleep(timedelta(hours=3))
         usage = await h.query("usage", result_type=m.UsageTotals)
         await h.terminate("test finished")
@@ -455,13 +341,7 @@ async def test_final_stop_waits_for_the_next_hour_when_this_hour_has_its_batch(t
 
     @activity.defn(name="close_billing_periods")
     def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
-        return m.CloseBillingPeriodsResult(
-            entries_written=1,
-            entries_existing=0,
-            node_minutes=30,
-            cost_usd=Decimal("0.02"),
-            closed_until=req.until,
-        )
+        return closed(req, node_minutes=30, cost="0.02")
 
     hours_metered: list[str] = []
 
@@ -504,17 +384,7 @@ def _net_checking_correction(net: dict[str, int], running: list[int], overlaps: 
             if seen + c.node_minutes_delta < 0:
                 raise ApplicationError("credit beyond the period's net", non_retryable=True)
             net["c1"] = seen + c.node_minutes_delta
-            return m.CorrectResult(
-                correction_id=req.correction_id,
-                cluster=c.cluster,
-                period=c.period,
-                instance_type="c5.xlarge",
-                node_minutes_delta=c.node_minutes_delta,
-                cost_usd_delta=Decimal("-0.17"),
-                original_node_minutes=60,
-                net_node_minutes=net["c1"],
-                metered=True,
-            )
+            return corrected(req, original=60, net=net["c1"])
         finally:
             with lock:
                 running.pop()
@@ -529,23 +399,9 @@ async def test_concurrent_corrections_never_credit_beyond_the_net(ts_env):
 
     from temporalio.client import WorkflowUpdateFailedError
 
-    @activity.defn(name="close_billing_periods")
-    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
-        return m.CloseBillingPeriodsResult(
-            entries_written=0,
-            entries_existing=0,
-            node_minutes=0,
-            cost_usd=Decimal(0),
-            closed_until=req.until,
-        )
-
-    @activity.defn(name="meter_usage")
-    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
-        return m.MeterUsageResult(sent=0, already_sent=0, unprocessed=0)
-
     net, running, overlaps = {"c1": 60}, [], []
     correction = _net_checking_correction(net, running, overlaps)
-    async with running_meter(ts_env, "conc", close_billing_periods, meter_usage, correction) as h:
+    async with running_meter(ts_env, "conc", close_nothing, meter_nothing, correction) as h:
         fix = m.CorrectInput(
             cluster="c1",
             period="2026-11-02T09:00:00Z",

@@ -5,18 +5,18 @@ time-skipping server with fake activities. Each claim has a planted-defect twin.
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 from temporalio import activity
 from temporalio.api.enums.v1 import EventType
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import UnsandboxedWorkflowRunner
 
 from bridgehead import budget
 from bridgehead import models as m
-from worker import WORKFLOWS, sandbox_runner
+from tests.support.meter_fakes import closed, meter_sent
+from tests.support.timeskip import serve
 
 # --- pure rules ------------------------------------------------------------------------------------
 NOV_28_NOON = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)  # 60 hours left in November
@@ -102,54 +102,29 @@ async def meter_scenario(env, runner=None) -> list[str]:
     def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
         since = max(start, datetime(req.until.year, req.until.month, 1, tzinfo=UTC))
         spent = Decimal(int((req.until - since).total_seconds() // 3600))
-        return m.CloseBillingPeriodsResult(
-            entries_written=1,
-            entries_existing=0,
-            node_minutes=60,
-            cost_usd=Decimal(1),
-            closed_until=req.until,
-            budget=m.BudgetStatus(
-                month=budget.month_of(req.until),
-                spent_usd=spent,
-                monthly_budget_usd=BUDGET,
-                budget_action="stop",
-                level=budget.level(spent, BUDGET),
-                admin_email="admin@x.io",
-                running=["c1"],
-            ),
+        budget_status = m.BudgetStatus(
+            month=budget.month_of(req.until),
+            spent_usd=spent,
+            monthly_budget_usd=BUDGET,
+            budget_action="stop",
+            level=budget.level(spent, BUDGET),
+            admin_email="admin@x.io",
+            running=["c1"],
         )
-
-    @activity.defn(name="meter_usage")
-    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
-        return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
+        return closed(req, cost=1, budget=budget_status)
 
     @activity.defn(name="notify")
     def notify(req: m.NotifyInput) -> bool:
         keys.append(req.idempotency_key)
         return True
 
-    tq = f"tq-{uuid.uuid4()}"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=[close_billing_periods, meter_usage, notify],
-            activity_executor=ex,
-            workflow_runner=runner or sandbox_runner(),
-        ):
-            h = await env.client.start_workflow(
-                "BillingMeter",
-                m.BillingMeterInput(org_id=org),
-                id=f"billing-{org}",
-                task_queue=tq,
-                result_type=m.UsageTotals,
-            )
-            end = budget.month_end(start) + timedelta(hours=50)
-            await env.sleep(end - await env.get_current_time())
-            usage = await h.query("usage", result_type=m.UsageTotals)
-            events = await chain_events(env.client, h.id, h.result_run_id)
-            await h.terminate("test finished")
+    async with serve(env, [close_billing_periods, meter_sent, notify], runner=runner) as w:
+        h = await w.start_meter(org)
+        end = budget.month_end(start) + timedelta(hours=50)
+        await env.sleep(end - await env.get_current_time())
+        usage = await h.query("usage", result_type=m.UsageTotals)
+        events = await chain_events(env.client, h.id, h.result_run_id)
+        await h.terminate("test finished")
     bad = []
     want = [f"billing-{org}/budget/{mo}/{lv}" for mo in (m1, m2) for lv in (80, 100)]
     if keys != want:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -17,13 +16,14 @@ import pytest
 import pytest_asyncio
 from temporalio import activity
 from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import UnsandboxedWorkflowRunner
 
 import bridgehead.capacity
-from bridgehead import ids
 from bridgehead import models as m
-from tests.workflows.test_cluster_timeskip import body_then_end, skip, until_state
-from worker import WORKFLOWS, sandbox_runner
+from tests.support.stack_fakes import stack_poll
+from tests.support.timeskip import serve
+from tests.workflows.test_cluster_timeskip import skip, until_state
+from worker import sandbox_runner
 from workflows._capacity import FailsOverCapacity
 
 SUBNETS = [
@@ -90,13 +90,7 @@ class CapacityCloud:
                 "status": "CREATE_IN_PROGRESS",
                 "key": (t, sn),
             }
-            return m.StackPoll(
-                stack_name=req.stack_name,
-                stack_id="id",
-                status="CREATE_IN_PROGRESS",
-                terminal=False,
-                succeeded=False,
-            )
+            return stack_poll(req.stack_name)
 
         @activity.defn(name="delete_stack")
         def delete_stack(ref: m.StackRef) -> None:
@@ -127,21 +121,9 @@ class CapacityCloud:
             now = activity.info().current_attempt_scheduled_time
             st = cloud.stack
             if ref.expect == "delete":
-                return m.StackPoll(
-                    stack_name=ref.stack_name,
-                    stack_id="id",
-                    status="DELETE_COMPLETE",
-                    terminal=True,
-                    succeeded=True,
-                )
+                return stack_poll(ref.stack_name, "DELETE_COMPLETE", terminal=True, succeeded=True)
             if now - st["created"] < timedelta(minutes=5):
-                return m.StackPoll(
-                    stack_name=ref.stack_name,
-                    stack_id="id",
-                    status="CREATE_IN_PROGRESS",
-                    terminal=False,
-                    succeeded=False,
-                )
+                return stack_poll(ref.stack_name)
             t, sn = st["key"]
             az = next(p.availability_zone for p in SUBNETS if p.subnet_id == sn)
             if st["key"] in cloud.no_capacity:
@@ -153,21 +135,18 @@ class CapacityCloud:
                 resource, reason = "HeadNode (AWS::EC2::Instance)", BOOT
             else:
                 st["status"] = "CREATE_COMPLETE"
-                return m.StackPoll(
-                    stack_name=ref.stack_name,
-                    stack_id="id",
-                    status="CREATE_COMPLETE",
+                return stack_poll(
+                    ref.stack_name,
+                    "CREATE_COMPLETE",
                     terminal=True,
                     succeeded=True,
                     outputs={"HeadInstanceId": "i-0head", "LoginAddress": "203.0.113.10"},
                 )
             st["status"] = "ROLLBACK_COMPLETE"
-            return m.StackPoll(
-                stack_name=ref.stack_name,
-                stack_id="id",
-                status="ROLLBACK_COMPLETE",
+            return stack_poll(
+                ref.stack_name,
+                "ROLLBACK_COMPLETE",
                 terminal=True,
-                succeeded=False,
                 events=[
                     m.StackEvent(
                         timestamp=now,
@@ -195,27 +174,9 @@ class CapacityCloud:
 
 
 async def run(env, cloud: CapacityCloud, config: m.ClusterConfig, body, sandboxed: bool = True):
-    tq = f"tq-{uuid.uuid4()}"
-    with ThreadPoolExecutor(8) as ex:
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=cloud.activities(),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner() if sandboxed else UnsandboxedWorkflowRunner(),
-        ):
-            name = f"cap{uuid.uuid4().hex[:6]}"
-            h = await env.client.start_workflow(
-                "ClusterLifecycle",
-                m.ClusterLifecycleInput(
-                    org_id="acme", name=name, region="us-east-1", config=config
-                ),
-                id=ids.cluster_workflow_id("acme", name),
-                task_queue=tq,
-                result_type=m.ClusterResult,
-            )
-            return await body_then_end(h, body)
+    runner = sandbox_runner() if sandboxed else UnsandboxedWorkflowRunner()
+    async with serve(env, cloud.activities(), runner=runner, threads=8) as w:
+        return await body(await w.start_cluster(config, f"cap{uuid.uuid4().hex[:6]}"))
 
 
 @pytest_asyncio.fixture(loop_scope="session")

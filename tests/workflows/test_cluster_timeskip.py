@@ -11,12 +11,11 @@ from datetime import datetime, timedelta
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
-from temporalio.worker import Worker
 
-from bridgehead import ids
 from bridgehead import models as m
 from bridgehead.polling import still_waiting
-from worker import WORKFLOWS, sandbox_runner
+from tests.support.stack_fakes import stack_poll
+from tests.support.timeskip import serve
 from workflows._waiting import EVENTS_PER_CHECK, safety_net_offsets
 
 WINDOW_MARGIN = timedelta(seconds=90)
@@ -88,13 +87,7 @@ class FakeCloud:
                     "status": "CREATE_IN_PROGRESS",
                 },
             )
-            return m.StackPoll(
-                stack_name=req.stack_name,
-                stack_id="id",
-                status="CREATE_IN_PROGRESS",
-                terminal=False,
-                succeeded=False,
-            )
+            return stack_poll(req.stack_name)
 
         @activity.defn(name="delete_stack")
         def delete_stack(ref: m.StackRef) -> None:
@@ -110,13 +103,7 @@ class FakeCloud:
         def resize_stack(req: m.ResizeStackInput) -> m.StackPoll:
             cloud.calls.append(f"resize:{req.compute_nodes}")
             cloud.stacks[req.stack_name]["status"] = "UPDATE_COMPLETE"
-            return m.StackPoll(
-                stack_name=req.stack_name,
-                stack_id="id",
-                status="UPDATE_IN_PROGRESS",
-                terminal=False,
-                succeeded=False,
-            )
+            return stack_poll(req.stack_name, "UPDATE_IN_PROGRESS")
 
         @activity.defn(name="poll_stack")
         def poll_stack(ref: m.StackRef) -> m.StackPoll:
@@ -158,14 +145,7 @@ class FakeCloud:
                     info.current_attempt_scheduled_time + WINDOW_MARGIN
                     >= info.scheduled_time + info.schedule_to_close_timeout
                 ):
-                    return m.StackPoll(
-                        stack_name=ref.stack_name,
-                        stack_id="id",
-                        status=status,
-                        terminal=False,
-                        succeeded=False,
-                        events=events,
-                    )
+                    return stack_poll(ref.stack_name, status, events=events)
                 raise still_waiting("in progress", "StackInProgress")  # as poll_stack does
             ok = (
                 status
@@ -175,10 +155,9 @@ class FakeCloud:
                     "delete": "DELETE_COMPLETE",
                 }[ref.expect]
             )
-            return m.StackPoll(
-                stack_name=ref.stack_name,
-                stack_id="id",
-                status=status,
+            return stack_poll(
+                ref.stack_name,
+                status,
                 terminal=True,
                 succeeded=ok,
                 outputs={"LoginAddress": "203.0.113.10"} if ok else {},
@@ -217,29 +196,10 @@ CFG = m.ClusterConfig(
 
 
 async def run_cluster(env, cloud: FakeCloud, body, runner=None):
-    tq = f"tq-{uuid.uuid4()}"
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(8) as ex:
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=cloud.activities(),
-            activity_executor=ex,
-            workflow_runner=runner or sandbox_runner(),
-        ):
-            name = (
-                f"c1x{uuid.uuid4().hex[:6]}"  # one workflow per test: the id is bound to the name
-            )
-            h = await env.client.start_workflow(
-                "ClusterLifecycle",
-                m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
-                id=ids.cluster_workflow_id("acme", name),
-                task_queue=tq,
-                result_type=m.ClusterResult,
-            )
-            return await body_then_end(h, body)
+    async with serve(env, cloud.activities(), runner=runner, threads=8) as w:
+        # one workflow per test: the id is bound to the name
+        h = await w.start_cluster(CFG, f"c1x{uuid.uuid4().hex[:6]}")
+        return await body(h)
 
 
 async def until_state(
@@ -259,23 +219,6 @@ async def until_state(
             return s
         await skip(env, step)
     raise AssertionError(f"never reached {state}; last {s.state}")
-
-
-async def body_then_end(h, body):  # type: ignore[no-untyped-def]
-    """Run ``body`` and leave nothing running: a workflow left behind on the shared test server
-    keeps its timers (the safety-net checks), whose tasks no worker will take once this test's
-    worker is gone, and the server then cannot skip time for the tests after this one."""
-    from temporalio.client import WorkflowExecutionStatus
-    from temporalio.service import RPCError
-
-    try:
-        return await body(h)
-    finally:
-        try:
-            if (await h.describe()).status == WorkflowExecutionStatus.RUNNING:
-                await h.terminate("test over")
-        except RPCError:
-            pass
 
 
 async def skip(env, step: timedelta) -> None:  # type: ignore[no-untyped-def]
@@ -540,51 +483,26 @@ async def test_delete_failed_every_time_reports_the_blocking_resource_then_a_new
 async def test_worker_restarted_during_the_wait(ts_env):
     """The worker goes away at minute 12 of a 40-minute creation and a new one (fresh process
     state, same task queue) takes over: one stack, RUNNING on time, history still bounded."""
-    from concurrent.futures import ThreadPoolExecutor
-
     cloud = FakeCloud(create_takes=timedelta(minutes=40))
-    tq = f"tq-{uuid.uuid4()}"
-    name = f"c1x{uuid.uuid4().hex[:6]}"
-    wf_id = ids.cluster_workflow_id("acme", name)
     # Both workers run without a workflow cache (no sticky queue): every task is replayed from
     # history as in a fresh process, and the time-skipping server, which does not move sticky
     # tasks to a new worker, hands them to whichever worker polls.
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=cloud.activities(),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-            max_cached_workflows=0,
-        ):
-            h = await ts_env.client.start_workflow(
-                "ClusterLifecycle",
-                m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
-                id=wf_id,
-                task_queue=tq,
-                result_type=m.ClusterResult,
-            )
-            await until_state(ts_env, h, m.ClusterState.CREATING)
-            await ts_env.sleep(timedelta(minutes=12))
+    first = serve(ts_env, cloud.activities(), max_cached_workflows=0, end_leftovers=False)
+    async with first as w:
+        h = await w.start_cluster(CFG, f"c1x{uuid.uuid4().hex[:6]}")
+        await until_state(ts_env, h, m.ClusterState.CREATING)
+        await ts_env.sleep(timedelta(minutes=12))
     # No worker: the workflow is not lost, it waits.
     assert (await h.describe()).status.name == "RUNNING"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=cloud.activities(),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-            max_cached_workflows=0,
-        ):
-            s = await until_state(ts_env, h, m.ClusterState.RUNNING, step=timedelta(minutes=2))
-            assert s.login_address == "203.0.113.10"
-            events = await history_len(h)
-            await h.signal("delete")
-            res = await h.result()
+    async with serve(
+        ts_env, cloud.activities(), task_queue=w.task_queue, max_cached_workflows=0
+    ) as second:
+        second.track(h)
+        s = await until_state(ts_env, h, m.ClusterState.RUNNING, step=timedelta(minutes=2))
+        assert s.login_address == "203.0.113.10"
+        events = await history_len(h)
+        await h.signal("delete")
+        res = await h.result()
     assert res.state == m.ClusterState.DELETED
     assert cloud.calls.count("create_stack") == 1
     # The usual bound (set-up measured as above, 40-minute stack: its safety-net checks), plus up to

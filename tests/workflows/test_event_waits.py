@@ -5,19 +5,18 @@ and the ``stack_event`` signal treated as an untrusted hint."""
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
 from temporalio import workflow as wf
 from temporalio.api.enums.v1 import EventType
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import UnsandboxedWorkflowRunner
 
 from bridgehead import ids
 from bridgehead import models as m
+from tests.support.timeskip import serve
 from tests.support.wait_costs import DELIVERY, measure_wait, stack_id
 from tests.workflows.test_cluster_timeskip import CFG, FakeCloud, until_state
-from worker import WORKFLOWS, sandbox_runner
 from workflows import _waiting
 from workflows._waiting import safety_net_offsets
 
@@ -70,43 +69,28 @@ async def test_twin_ignored_events_make_the_lag_exceed_20_s(ts_env, monkeypatch)
 async def _hint_at_minute_20(env, notice: m.StackEventNotice | None, own: bool) -> list[str]:
     """Send one hint 20 minutes into a 40-minute creation; the checks made within the next minute."""
     cloud = FakeCloud(create_takes=timedelta(minutes=40))
-    tq = f"tq-{uuid.uuid4()}"
     name = f"h{uuid.uuid4().hex[:8]}"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=cloud.activities(),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            h = await env.client.start_workflow(
-                "ClusterLifecycle",
-                m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
-                id=ids.cluster_workflow_id("acme", name),
-                task_queue=tq,
-                result_type=m.ClusterResult,
+    async with serve(env, cloud.activities()) as w:
+        h = await w.start_cluster(CFG, name)
+        await until_state(env, h, m.ClusterState.CREATING)
+        await env.sleep(timedelta(minutes=20))
+        hinted_at = await env.get_current_time()
+        if notice is None:
+            notice = m.StackEventNotice(
+                stack_id=stack_id(
+                    ids.cluster_stack("acme", name) if own else "bridgehead-acme--cluster-other"
+                ),
+                status="CREATE_COMPLETE",
             )
-            await until_state(env, h, m.ClusterState.CREATING)
-            await env.sleep(timedelta(minutes=20))
-            hinted_at = await env.get_current_time()
-            if notice is None:
-                notice = m.StackEventNotice(
-                    stack_id=stack_id(
-                        ids.cluster_stack("acme", name) if own else "bridgehead-acme--cluster-other"
-                    ),
-                    status="CREATE_COMPLETE",
-                )
-            await h.signal("stack_event", notice)
-            await env.sleep(timedelta(seconds=30))
-            status = await h.query("status", result_type=m.ClusterStatus)
-            failed_tasks = [
-                e
-                for e in (await h.fetch_history()).events
-                if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
-            ]
-            await h.terminate("measured")
+        await h.signal("stack_event", notice)
+        await env.sleep(timedelta(seconds=30))
+        status = await h.query("status", result_type=m.ClusterStatus)
+        failed_tasks = [
+            e
+            for e in (await h.fetch_history()).events
+            if e.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED
+        ]
+        await h.terminate("measured")
     assert failed_tasks == []  # a bad hint never wedges the workflow
     assert status.state == m.ClusterState.CREATING  # a hint is never the truth
     return [st for at, st in cloud.checks if hinted_at <= at <= hinted_at + timedelta(minutes=1)]
@@ -130,35 +114,20 @@ async def _two_hints_a_second_apart(env, runner=None) -> list[float]:
     """Two hints for its own stack at minute 20 and 20 m 01 s; seconds from the first hint to each
     look that followed."""
     cloud = FakeCloud(create_takes=timedelta(minutes=40))
-    tq = f"tq-{uuid.uuid4()}"
     name = f"f{uuid.uuid4().hex[:8]}"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=cloud.activities(),
-            activity_executor=ex,
-            workflow_runner=runner or sandbox_runner(),
-        ):
-            h = await env.client.start_workflow(
-                "ClusterLifecycle",
-                m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
-                id=ids.cluster_workflow_id("acme", name),
-                task_queue=tq,
-                result_type=m.ClusterResult,
-            )
-            await until_state(env, h, m.ClusterState.CREATING)
-            await env.sleep(timedelta(minutes=20))
-            notice = m.StackEventNotice(
-                stack_id=stack_id(ids.cluster_stack("acme", name)), status="CREATE_COMPLETE"
-            )
-            first = await env.get_current_time()
-            await h.signal("stack_event", notice)
-            await env.sleep(timedelta(seconds=1))
-            await h.signal("stack_event", notice)
-            await env.sleep(timedelta(seconds=30))
-            await h.terminate("measured")
+    async with serve(env, cloud.activities(), runner=runner) as w:
+        h = await w.start_cluster(CFG, name)
+        await until_state(env, h, m.ClusterState.CREATING)
+        await env.sleep(timedelta(minutes=20))
+        notice = m.StackEventNotice(
+            stack_id=stack_id(ids.cluster_stack("acme", name)), status="CREATE_COMPLETE"
+        )
+        first = await env.get_current_time()
+        await h.signal("stack_event", notice)
+        await env.sleep(timedelta(seconds=1))
+        await h.signal("stack_event", notice)
+        await env.sleep(timedelta(seconds=30))
+        await h.terminate("measured")
     return [
         round((at - first).total_seconds())
         for at, _ in cloud.checks

@@ -11,16 +11,15 @@ completes, and one started by ``offboard`` does not signal its parent.
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 from temporalio import activity
-from temporalio.worker import Worker
 
 from bridgehead import ids
 from bridgehead import models as m
 from tests.integration.helpers import wait_for
-from tests.workflows.test_offboard_timeskip import SeedOrganization, fakes, ready_org, seeded
-from worker import WORKFLOWS, sandbox_runner
+from tests.support.stack_fakes import stack_poll
+from tests.support.timeskip import serve
+from tests.workflows.test_offboard_timeskip import ORG_WORKFLOWS, fakes, ready_org, seeded
 
 REGIONS = ("us-east-1", "us-west-1")
 
@@ -63,109 +62,75 @@ def problems(status: m.OrgStatus, registry: dict[str, str]) -> list[str]:
 async def test_a_direct_cleanup_is_followed_by_the_organisation_status(ts_env):
     registry = dict.fromkeys(REGIONS, "READY")
     calls: list[str] = []
-    tq, org = f"tq-{uuid.uuid4()}", f"fol{uuid.uuid4().hex[:6]}"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=[*WORKFLOWS, SeedOrganization],
-            activities=registry_fakes(registry, calls),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            h = await seeded(ts_env.client, ready_org(org), tq)
-            result = await ts_env.client.execute_workflow(
-                "CleanupRegion",
-                m.CleanupRegionInput(org_id=org, region="us-west-1"),
-                id=ids.cleanup_workflow_id(org, "us-west-1"),
-                task_queue=tq,
-                result_type=m.CleanupResult,
-            )
-            assert result.deleted and registry == {"us-east-1": "READY", "us-west-1": "DELETED"}
-            s = await wait_for(
-                h,
-                "status",
-                m.OrgStatus,
-                lambda s: s.regions["us-west-1"].foundation != "READY",
-                30,
-            )
-            assert problems(s, registry) == []
-            assert s.state == m.OrgState.READY  # the other region still serves clusters
-            assert s.regions["us-west-1"] == m.RegionProgress(
-                images="SHARED", foundation="DELETED", detail="changed outside onboarding"
-            )
-            assert s.steps[-1].endswith("foundation in us-west-1 is DELETED (registry)")
-            assert calls == [f"read:{org}"]
+    org = f"fol{uuid.uuid4().hex[:6]}"
+    async with serve(ts_env, registry_fakes(registry, calls), workflows=ORG_WORKFLOWS) as w:
+        h = await seeded(w, ready_org(org))
+        result = await w.execute(
+            "CleanupRegion",
+            m.CleanupRegionInput(org_id=org, region="us-west-1"),
+            id=ids.cleanup_workflow_id(org, "us-west-1"),
+            result_type=m.CleanupResult,
+        )
+        assert result.deleted and registry == {"us-east-1": "READY", "us-west-1": "DELETED"}
+        s = await wait_for(
+            h,
+            "status",
+            m.OrgStatus,
+            lambda s: s.regions["us-west-1"].foundation != "READY",
+            30,
+        )
+        assert problems(s, registry) == []
+        assert s.state == m.OrgState.READY  # the other region still serves clusters
+        assert s.regions["us-west-1"] == m.RegionProgress(
+            images="SHARED", foundation="DELETED", detail="changed outside onboarding"
+        )
+        assert s.steps[-1].endswith("foundation in us-west-1 is DELETED (registry)")
+        assert calls == [f"read:{org}"]
 
 
 async def test_twin_an_untold_change_is_reported_until_the_signal_makes_it_follow(ts_env):
     registry = dict.fromkeys(REGIONS, "READY")
     calls: list[str] = []
-    tq, org = f"tq-{uuid.uuid4()}", f"unt{uuid.uuid4().hex[:6]}"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=[*WORKFLOWS, SeedOrganization],
-            activities=registry_fakes(registry, calls),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            h = await seeded(ts_env.client, ready_org(org), tq)
-            # What a cleanup did before it told the organisation: the registry moves, nobody says.
-            registry["us-east-1"] = "DELETED"
-            await ts_env.sleep(60)
-            s = await h.query("status", result_type=m.OrgStatus)
-            assert problems(s, registry) == ["us-east-1: status says READY, the registry DELETED"]
-            assert calls == []
-            # The signal carries nothing; the organisation reads the registry and follows it.
-            await h.signal("foundation_changed")
-            s = await wait_for(h, "status", m.OrgStatus, lambda s: not problems(s, registry), 30)
-            assert s.regions["us-east-1"].foundation == "DELETED"
-            assert calls == [f"read:{org}"]
+    org = f"unt{uuid.uuid4().hex[:6]}"
+    async with serve(ts_env, registry_fakes(registry, calls), workflows=ORG_WORKFLOWS) as w:
+        h = await seeded(w, ready_org(org))
+        # What a cleanup did before it told the organisation: the registry moves, nobody says.
+        registry["us-east-1"] = "DELETED"
+        await ts_env.sleep(60)
+        s = await h.query("status", result_type=m.OrgStatus)
+        assert problems(s, registry) == ["us-east-1: status says READY, the registry DELETED"]
+        assert calls == []
+        # The signal carries nothing; the organisation reads the registry and follows it.
+        await h.signal("foundation_changed")
+        s = await wait_for(h, "status", m.OrgStatus, lambda s: not problems(s, registry), 30)
+        assert s.regions["us-east-1"].foundation == "DELETED"
+        assert calls == [f"read:{org}"]
 
 
 async def test_a_cleanup_without_an_organisation_workflow_still_completes(ts_env):
     registry = {"us-east-1": "READY"}
-    tq, org = f"tq-{uuid.uuid4()}", f"none{uuid.uuid4().hex[:6]}"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=list(WORKFLOWS),
-            activities=registry_fakes(registry, []),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            result = await ts_env.client.execute_workflow(
-                "CleanupRegion",
-                m.CleanupRegionInput(org_id=org, region="us-east-1"),
-                id=ids.cleanup_workflow_id(org, "us-east-1"),
-                task_queue=tq,
-                result_type=m.CleanupResult,
-            )
+    org = f"none{uuid.uuid4().hex[:6]}"
+    async with serve(ts_env, registry_fakes(registry, [])) as w:
+        result = await w.execute(
+            "CleanupRegion",
+            m.CleanupRegionInput(org_id=org, region="us-east-1"),
+            id=ids.cleanup_workflow_id(org, "us-east-1"),
+            result_type=m.CleanupResult,
+        )
     assert result.deleted and registry == {"us-east-1": "DELETED"}
 
 
 async def test_offboarding_cleanups_do_not_signal_their_parent(ts_env):
     registry = dict.fromkeys(REGIONS, "READY")
     calls: list[str] = []
-    tq, org = f"tq-{uuid.uuid4()}", f"off{uuid.uuid4().hex[:6]}"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=[*WORKFLOWS, SeedOrganization],
-            activities=registry_fakes(registry, calls),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            h = await seeded(ts_env.client, ready_org(org), tq)
-            await h.execute_update(
-                "offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult
-            )
-            final = await h.result()
-            history = await h.fetch_history()
+    org = f"off{uuid.uuid4().hex[:6]}"
+    async with serve(ts_env, registry_fakes(registry, calls), workflows=ORG_WORKFLOWS) as w:
+        h = await seeded(w, ready_org(org))
+        await h.execute_update(
+            "offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult
+        )
+        final = await h.result()
+        history = await h.fetch_history()
     assert final.state == m.OrgState.OFFBOARDED
     assert registry == dict.fromkeys(REGIONS, "DELETED")
     signals = [
@@ -188,53 +153,29 @@ async def test_a_direct_provision_is_followed_too(ts_env):
 
     @activity.defn(name="create_stack")
     def create_stack(req: m.StackRequest) -> m.StackPoll:
-        return m.StackPoll(
-            stack_name=req.stack_name,
-            stack_id="s-1",
-            status="CREATE_IN_PROGRESS",
-            terminal=False,
-            succeeded=False,
-        )
+        return stack_poll(req.stack_name, stack_id="s-1")
 
     @activity.defn(name="check_stack")
     def check_stack(ref: m.StackRef) -> m.StackPoll:
-        return m.StackPoll(
-            stack_name=ref.stack_name,
-            stack_id="s-1",
-            status="CREATE_COMPLETE",
-            terminal=True,
-            succeeded=True,
+        return stack_poll(
+            ref.stack_name, "CREATE_COMPLETE", terminal=True, succeeded=True, stack_id="s-1"
         )
 
-    tq, org = f"tq-{uuid.uuid4()}", f"pro{uuid.uuid4().hex[:6]}"
+    org = f"pro{uuid.uuid4().hex[:6]}"
     seed = ready_org(org)
     assert seed.resume is not None
     seed.resume.regions["us-west-1"].foundation = "DELETED"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=[*WORKFLOWS, SeedOrganization],
-            activities=[
-                *registry_fakes(registry, calls),
-                check_vcpu_quota,
-                render,
-                create_stack,
-                check_stack,
-            ],
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            h = await seeded(ts_env.client, seed, tq)
-            done = await ts_env.client.execute_workflow(
-                "ProvisionRegion",
-                m.ProvisionRegionInput(org_id=org, region="us-west-1"),
-                id=ids.region_workflow_id(org, "us-west-1"),
-                task_queue=tq,
-                result_type=m.FoundationStatus,
-            )
-            assert done.state == "READY" and registry["us-west-1"] == "READY"
-            s = await wait_for(
-                h, "status", m.OrgStatus, lambda s: s.regions["us-west-1"].foundation == "READY", 30
-            )
-            assert problems(s, registry) == [] and calls == [f"read:{org}"]
+    acts = [*registry_fakes(registry, calls), check_vcpu_quota, render, create_stack, check_stack]
+    async with serve(ts_env, acts, workflows=ORG_WORKFLOWS) as w:
+        h = await seeded(w, seed)
+        done = await w.execute(
+            "ProvisionRegion",
+            m.ProvisionRegionInput(org_id=org, region="us-west-1"),
+            id=ids.region_workflow_id(org, "us-west-1"),
+            result_type=m.FoundationStatus,
+        )
+        assert done.state == "READY" and registry["us-west-1"] == "READY"
+        s = await wait_for(
+            h, "status", m.OrgStatus, lambda s: s.regions["us-west-1"].foundation == "READY", 30
+        )
+        assert problems(s, registry) == [] and calls == [f"read:{org}"]

@@ -11,20 +11,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
 from temporalio import activity
-from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import UnsandboxedWorkflowRunner
 
-from bridgehead import billing, ids
+from bridgehead import billing
 from bridgehead import guardrails as rules
 from bridgehead import models as m
-from tests.workflows.test_cluster_timeskip import FakeCloud, body_then_end, until_state
-from worker import WORKFLOWS, sandbox_runner
+from tests.support.timeskip import serve
+from tests.workflows.test_cluster_timeskip import FakeCloud, until_state
 from workflows._guardrails import ClusterGuardrails
 
 CREATE = timedelta(minutes=10)
@@ -133,25 +132,8 @@ Body = Callable[[Any], Awaitable[Any]]
 
 
 async def run_guarded(env, cloud: GuardCloud, cfg: m.ClusterConfig, body: Body, runner=None) -> Any:
-    tq = f"tq-{uuid.uuid4()}"
-    with ThreadPoolExecutor(8) as ex:
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=cloud.activities(),
-            activity_executor=ex,
-            workflow_runner=runner or sandbox_runner(),
-        ):
-            name = f"g{uuid.uuid4().hex[:8]}"
-            h = await env.client.start_workflow(
-                "ClusterLifecycle",
-                m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=cfg),
-                id=ids.cluster_workflow_id("acme", name),
-                task_queue=tq,
-                result_type=m.ClusterResult,
-            )
-            return await body_then_end(h, body)
+    async with serve(env, cloud.activities(), runner=runner, threads=8) as w:
+        return await body(await w.start_cluster(cfg, f"g{uuid.uuid4().hex[:8]}"))
 
 
 async def status(h) -> m.ClusterStatus:

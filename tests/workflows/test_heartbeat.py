@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 import pytest
@@ -17,9 +16,10 @@ from temporalio import activity, workflow
 from temporalio.client import WorkflowFailureError
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, TimeoutError, TimeoutType
-from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner, Worker
+from temporalio.worker import Interceptor, UnsandboxedWorkflowRunner
 
 from activities.heartbeat import HeartbeatInterceptor, beat_interval, heartbeating
+from tests.support.timeskip import serve
 
 #: A blocking call 2.5x the heartbeat timeout, well inside start-to-close.
 BLOCK_SECONDS = 2.5
@@ -46,22 +46,18 @@ class HeartbeatProbe:
 
 
 async def run_probe(env, interceptors: list[Interceptor]) -> str:  # noqa: ANN001
-    tq = f"tq-{uuid.uuid4()}"
-    with ThreadPoolExecutor(2) as ex:
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=[HeartbeatProbe],
-            activities=[blocking_call],
-            activity_executor=ex,
-            workflow_runner=UnsandboxedWorkflowRunner(),
-            interceptors=interceptors,
-        ):
-            # Real time: the heartbeat timeout must be able to fire while the call blocks.
-            with env.auto_time_skipping_disabled():
-                return await env.client.execute_workflow(
-                    HeartbeatProbe.run, BLOCK_SECONDS, id=f"hb-{uuid.uuid4()}", task_queue=tq
-                )
+    probe = serve(
+        env,
+        [blocking_call],
+        workflows=[HeartbeatProbe],
+        runner=UnsandboxedWorkflowRunner(),
+        threads=2,
+        interceptors=interceptors,
+    )
+    async with probe as w:
+        # Real time: the heartbeat timeout must be able to fire while the call blocks.
+        with env.auto_time_skipping_disabled():
+            return await w.execute(HeartbeatProbe.run, BLOCK_SECONDS, id=f"hb-{uuid.uuid4()}")
 
 
 async def test_a_blocking_call_longer_than_the_heartbeat_timeout_survives(ts_env):

@@ -9,20 +9,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 
 from temporalio import activity, workflow
 from temporalio.client import WorkflowHandle
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
 
 from bridgehead import ids
 from bridgehead import models as m
 from bridgehead.models import ImageReleaseRun, ImageReleaseStatus
-from worker import WORKFLOWS, sandbox_runner
+from tests.support.timeskip import Served, serve
+from worker import WORKFLOWS
 from workflows.image_release import ImageReleaseWorkflow
 
 GRACE = timedelta(hours=48)
@@ -119,12 +117,11 @@ def release_input(concurrency: int = 2) -> m.ImageReleaseRun:
     return m.ImageReleaseRun(version="v2", images=NEW, concurrency=concurrency)
 
 
-async def start(env, tq: str, inp: m.ImageReleaseRun) -> WorkflowHandle:  # type: ignore[no-untyped-def, type-arg]
-    return await env.client.start_workflow(
+async def start(w: Served, inp: m.ImageReleaseRun) -> WorkflowHandle:  # type: ignore[type-arg]
+    return await w.start(
         "ImageRelease",
         inp,
         id=ids.image_release_workflow_id(inp.version),
-        task_queue=tq,
         result_type=m.ImageReleaseStatus,
     )
 
@@ -184,28 +181,19 @@ def others(defect: type) -> list[type]:  # type: ignore[type-arg]
 async def run_release(env, cloud: FakeCloud, workflows: list, concurrency: int = 2):  # type: ignore[no-untyped-def, type-arg]
     """Run a release to its end; returns (status during the grace period, result, the server
     time when the grace period began)."""
-    tq = f"tq-{uuid.uuid4()}"
-    with ThreadPoolExecutor(16) as ex:
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=workflows,
-            activities=cloud.activities(),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-            max_concurrent_activities=16,
-        ):
-            h = await start(env, tq, release_input(concurrency))
-            # The phase after sharing (a defect may go straight on: the checks report it).
-            after = await until_phase(
-                h, m.ReleasePhase.GRACE, m.ReleasePhase.REVOKING, m.ReleasePhase.DONE
-            )
-            grace = after if after.phase == m.ReleasePhase.GRACE else None
+    acts = cloud.activities()
+    async with serve(env, acts, workflows=workflows, threads=16, max_concurrent_activities=16) as w:
+        h = await start(w, release_input(concurrency))
+        # The phase after sharing (a defect may go straight on: the checks report it).
+        after = await until_phase(
+            h, m.ReleasePhase.GRACE, m.ReleasePhase.REVOKING, m.ReleasePhase.DONE
+        )
+        grace = after if after.phase == m.ReleasePhase.GRACE else None
+        revoked_during_grace = list(cloud.revoked)
+        if grace is not None:
+            await env.sleep(GRACE - timedelta(minutes=1))
             revoked_during_grace = list(cloud.revoked)
-            if grace is not None:
-                await env.sleep(GRACE - timedelta(minutes=1))
-                revoked_during_grace = list(cloud.revoked)
-            result: m.ImageReleaseStatus = await h.result()
+        result: m.ImageReleaseStatus = await h.result()
     return grace, result, revoked_during_grace
 
 
@@ -286,37 +274,21 @@ async def crash_and_resume(
     orgs = [f"org-{i:03d}" for i in range(45)]
     cloud = FakeCloud(orgs, ["us-east-1"], share_seconds=0.05)
     cloud.kept = {}
-    tq = f"tq-{uuid.uuid4()}"
-    with ThreadPoolExecutor(16) as ex:
-        first = Worker(
-            env.client,
-            task_queue=tq,
-            workflows=workflows,
-            activities=cloud.activities(),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-            # No sticky queue: the test server never times out a dead worker's sticky task (a
-            # real server hands it to another worker after 10 s), so the crash is not masked.
-            max_cached_workflows=0,
-        )
-        async with first:
-            h = await start(env, tq, release_input(concurrency=4))
-            for _ in range(400):
-                if sum(cloud.shared.values()) >= 12:
-                    break
-                await asyncio.sleep(0.02)
-            cloud.dead = True
-        cloud.dead = False
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=workflows,
-            activities=cloud.activities(),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-            max_cached_workflows=0,  # every task replays the history from the start
-        ):
-            result: m.ImageReleaseStatus = await h.result()
+    # No sticky queue: the test server never times out a dead worker's sticky task (a real server
+    # hands it to another worker after 10 s), so the crash is not masked; and the second worker
+    # replays every task's history from the start.
+    options = {"workflows": workflows, "threads": 16, "max_cached_workflows": 0}
+    async with serve(env, cloud.activities(), end_leftovers=False, **options) as first:
+        h = await start(first, release_input(concurrency=4))
+        for _ in range(400):
+            if sum(cloud.shared.values()) >= 12:
+                break
+            await asyncio.sleep(0.02)
+        cloud.dead = True
+    cloud.dead = False
+    async with serve(env, cloud.activities(), task_queue=first.task_queue, **options) as second:
+        second.track(h)
+        result: m.ImageReleaseStatus = await h.result()
     return cloud, orgs, result
 
 
@@ -336,35 +308,24 @@ async def test_twin_a_release_that_forgets_its_progress_is_caught(ts_env):
 
 
 async def test_start_under_another_id_or_with_carried_state_is_refused(ts_env):
-    tq = f"tq-{uuid.uuid4()}"
     cloud = FakeCloud(["org-a"], ["us-east-1"])
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=cloud.activities(),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            wrong = await ts_env.client.start_workflow(
-                "ImageRelease", release_input(), id="image-release-v3", task_queue=tq
-            )
-            carried = release_input().model_copy(
-                update={
-                    "carried": m.ImageReleaseState(
-                        source_region="us-east-1", images=NEW, concurrency=1, grace_seconds=0
-                    )
-                }
-            )
-            smuggled = await start(ts_env, tq, carried)
-            errors = []
-            for h in (wrong, smuggled):
-                try:
-                    await h.result()
-                except Exception as e:  # noqa: BLE001 - the cause is asserted below
-                    cause = e.__cause__
-                    assert isinstance(cause, ApplicationError)
-                    errors.append(cause.type)
+    async with serve(ts_env, cloud.activities()) as w:
+        wrong = await w.start("ImageRelease", release_input(), id="image-release-v3")
+        carried = release_input().model_copy(
+            update={
+                "carried": m.ImageReleaseState(
+                    source_region="us-east-1", images=NEW, concurrency=1, grace_seconds=0
+                )
+            }
+        )
+        smuggled = await start(w, carried)
+        errors = []
+        for h in (wrong, smuggled):
+            try:
+                await h.result()
+            except Exception as e:  # noqa: BLE001 - the cause is asserted below
+                cause = e.__cause__
+                assert isinstance(cause, ApplicationError)
+                errors.append(cause.type)
     assert errors == ["WorkflowIdMismatch", "BadInput"]
     assert cloud.calls == []

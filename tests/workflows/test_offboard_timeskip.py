@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from temporalio import activity, workflow
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
 
 from bridgehead import models as m
 from tests.integration.helpers import wait_for
-from worker import WORKFLOWS, sandbox_runner
+from tests.support.stack_fakes import stack_poll
+from tests.support.timeskip import Served, serve
+from worker import WORKFLOWS
 
 
 def fakes(
@@ -46,12 +46,8 @@ def fakes(
 
     @activity.defn(name="poll_stack")
     def poll_stack(ref: m.StackRef) -> m.StackPoll:
-        return m.StackPoll(
-            stack_name=ref.stack_name,
-            stack_id=None,
-            status="DELETE_COMPLETE",
-            terminal=True,
-            succeeded=True,
+        return stack_poll(
+            ref.stack_name, "DELETE_COMPLETE", terminal=True, succeeded=True, stack_id=None
         )
 
     @activity.defn(name="sweep_foundation_leftovers")
@@ -137,16 +133,15 @@ class SeedOrganization:
         workflow.continue_as_new(inp, workflow="OnboardOrganization")
 
 
-async def seeded(client, inp: m.OnboardOrganizationRun, tq: str):  # type: ignore[no-untyped-def]
-    """Start ``SeedOrganization`` and return the handle once ``OnboardOrganization`` runs."""
-    h = client.get_workflow_handle(
-        (
-            await client.start_workflow(
-                "SeedOrganization", inp, id=f"org-{inp.org_id}", task_queue=tq
-            )
-        ).id,
-        result_type=m.OrgStatus,
-    )
+#: What a worker of these tests registers: the platform's workflows and the seed.
+ORG_WORKFLOWS = [*WORKFLOWS, SeedOrganization]
+
+
+async def seeded(w: Served, inp: m.OnboardOrganizationRun):  # type: ignore[no-untyped-def]
+    """Start ``SeedOrganization`` on ``w``'s task queue (ended with ``w``'s block) and return the
+    handle once ``OnboardOrganization`` runs."""
+    start = await w.start("SeedOrganization", inp, id=f"org-{inp.org_id}")
+    h = w.client.get_workflow_handle(start.id, result_type=m.OrgStatus)
     for _ in range(200):
         if (await h.describe()).workflow_type == "OnboardOrganization":
             return h
@@ -179,55 +174,47 @@ def ready_org(org: str) -> m.OnboardOrganizationRun:
 async def test_offboard_refusal_role_gone_and_abandon(ts_env):
     calls: list[str] = []
     live = [m.ClusterSummary(name="c1", region="us-west-1", state="FAILED")]
-    tq, org = f"tq-{uuid.uuid4()}", f"off{uuid.uuid4().hex[:6]}"
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=[*WORKFLOWS, SeedOrganization],
-            activities=fakes(calls, live, role_gone=True),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            h = await seeded(ts_env.client, ready_org(org), tq)
-            # 1. A cluster remains: refused, and the org is put back exactly as it was.
-            with pytest.raises(WorkflowUpdateFailedError) as e:
-                await h.execute_update(
-                    "offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult
-                )
-            assert "c1 in us-west-1 (FAILED)" in str(e.value.cause)
-            assert calls == ["state:OFFBOARDING", "live-clusters", "state:READY"], calls
-            assert (await h.query("status", result_type=m.OrgStatus)).state == m.OrgState.READY
-            # 2. The customer deleted the role first: the foundations cannot be deleted through it.
-            live.clear()
-            calls.clear()
+    org = f"off{uuid.uuid4().hex[:6]}"
+    async with serve(ts_env, fakes(calls, live, role_gone=True), workflows=ORG_WORKFLOWS) as w:
+        h = await seeded(w, ready_org(org))
+        # 1. A cluster remains: refused, and the org is put back exactly as it was.
+        with pytest.raises(WorkflowUpdateFailedError) as e:
             await h.execute_update(
                 "offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult
             )
-            s = await wait_for(
-                h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.ACTION_REQUIRED, 30
-            )
-            assert "abandon_foundations" in s.last_error and "AccessDenied" in s.last_error, (
-                s.last_error
-            )
-            assert not [c for c in calls if c.startswith(("revoke", "delete-schedule"))], (
-                "nothing past the failed step"
-            )
-            # The admin is told, once, that the organisation needs action.
-            for _ in range(100):
-                if any(c.startswith("notify:") for c in calls):
-                    break
-                await asyncio.sleep(0.05)
-            notices = [c for c in calls if c.startswith("notify:")]
-            assert notices == [f"notify:{org} needs action"], calls
-            # 3. Sent again with abandon_foundations: it finishes and names the stacks left to the customer.
-            calls.clear()
-            await h.execute_update(
-                "offboard",
-                m.OffboardInput(confirm_org_id=org, abandon_foundations=True),
-                result_type=m.UpdateResult,
-            )
-            final = await h.result()
+        assert "c1 in us-west-1 (FAILED)" in str(e.value.cause)
+        assert calls == ["state:OFFBOARDING", "live-clusters", "state:READY"], calls
+        assert (await h.query("status", result_type=m.OrgStatus)).state == m.OrgState.READY
+        # 2. The customer deleted the role first: the foundations cannot be deleted through it.
+        live.clear()
+        calls.clear()
+        await h.execute_update(
+            "offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult
+        )
+        s = await wait_for(
+            h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.ACTION_REQUIRED, 30
+        )
+        assert "abandon_foundations" in s.last_error and "AccessDenied" in s.last_error, (
+            s.last_error
+        )
+        assert not [c for c in calls if c.startswith(("revoke", "delete-schedule"))], (
+            "nothing past the failed step"
+        )
+        # The admin is told, once, that the organisation needs action.
+        for _ in range(100):
+            if any(c.startswith("notify:") for c in calls):
+                break
+            await asyncio.sleep(0.05)
+        notices = [c for c in calls if c.startswith("notify:")]
+        assert notices == [f"notify:{org} needs action"], calls
+        # 3. Sent again with abandon_foundations: it finishes and names the stacks left to the customer.
+        calls.clear()
+        await h.execute_update(
+            "offboard",
+            m.OffboardInput(confirm_org_id=org, abandon_foundations=True),
+            result_type=m.UpdateResult,
+        )
+        final = await h.result()
     assert final.state == m.OrgState.OFFBOARDED
     assert (
         "customer must delete" in final.steps[-1]
@@ -253,7 +240,7 @@ async def test_offboard_before_any_role_touches_no_account(ts_env):
     """An org that never got a role has nothing in the customer's account: offboarding deletes no
     stack and revokes nothing, and still ends OFFBOARDED."""
     calls: list[str] = []
-    tq, org = f"tq-{uuid.uuid4()}", f"nor{uuid.uuid4().hex[:6]}"
+    org = f"nor{uuid.uuid4().hex[:6]}"
     inp = ready_org(org)
     assert inp.resume is not None
     inp.resume.state, inp.resume.role_arn, inp.resume.reverify_scheduled = (
@@ -262,20 +249,13 @@ async def test_offboard_before_any_role_touches_no_account(ts_env):
         False,
     )
     inp.resume.regions = {r: m.RegionProgress() for r in inp.regions}
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=[*WORKFLOWS, SeedOrganization],
-            activities=fakes(calls, [], role_gone=False, recorded=False),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            h = await seeded(ts_env.client, inp, tq)
-            await h.execute_update(
-                "offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult
-            )
-            final = await h.result()
+    acts = fakes(calls, [], role_gone=False, recorded=False)
+    async with serve(ts_env, acts, workflows=ORG_WORKFLOWS) as w:
+        h = await seeded(w, inp)
+        await h.execute_update(
+            "offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult
+        )
+        final = await h.result()
     assert final.state == m.OrgState.OFFBOARDED
     assert not [c for c in calls if c.startswith(("delete:", "revoke:"))], calls
 
@@ -295,30 +275,22 @@ async def _status_while_the_registry_write_waits(env, runner=None) -> list[str]:
             release.wait(20)
         calls.append(f"state:{req.state.value}")
 
-    tq, org = f"tq-{uuid.uuid4()}", f"reg{uuid.uuid4().hex[:6]}"
+    org = f"reg{uuid.uuid4().hex[:6]}"
     seen: list[str] = []
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=[*WORKFLOWS, SeedOrganization],
-            activities=[*held, set_org_state],
-            activity_executor=ex,
-            workflow_runner=runner or sandbox_runner(),
-        ):
-            h = await seeded(env.client, ready_org(org), tq)
-            update = asyncio.ensure_future(
-                h.execute_update(
-                    "offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult
-                )
+    async with serve(env, [*held, set_org_state], workflows=ORG_WORKFLOWS, runner=runner) as w:
+        h = await seeded(w, ready_org(org))
+        update = asyncio.ensure_future(
+            h.execute_update(
+                "offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult
             )
-            for _ in range(5):
-                await asyncio.sleep(0.3)
-                seen.append((await h.query("status", result_type=m.OrgStatus)).state.value)
-            release.set()
-            await update
+        )
+        for _ in range(5):
+            await asyncio.sleep(0.3)
             seen.append((await h.query("status", result_type=m.OrgStatus)).state.value)
-            await h.terminate("test over")
+        release.set()
+        await update
+        seen.append((await h.query("status", result_type=m.OrgStatus)).state.value)
+        await h.terminate("test over")
     return seen
 
 

@@ -5,16 +5,14 @@ starts and runs and their activities, and they reach the installed exporter."""
 from __future__ import annotations
 
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 from temporalio import activity
 from temporalio.client import Client
-from temporalio.worker import Worker
 
 from bridgehead import models as m
 from bridgehead.settings import Settings
 from bridgehead.tracing import tracing_plugins
-from worker import WORKFLOWS, sandbox_runner
+from tests.support.timeskip import serve
 
 
 def test_tracing_is_off_by_default():
@@ -37,26 +35,16 @@ async def test_tracing_emits_workflow_and_activity_spans_to_the_exporter(ts_env)
     # As make_client does with BRIDGEHEAD_TRACING=true: the client carries the plugin and the
     # worker built on it inherits it, so a start from a traced client links to the worker's spans.
     client = Client(**{**ts_env.client.config(), "plugins": plugins})
-    tq = f"tq-{uuid.uuid4()}"
-    with ThreadPoolExecutor(2) as ex:
-        async with Worker(
-            client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=[verify_role],
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            inp = m.VerifyRoleInput(
-                org_id="acme", role_arn="arn:aws:iam::222222222222:role/BridgeheadAccess"
-            )
-            report = await client.execute_workflow(
-                "VerifyRole",
-                inp,
-                id=f"org-acme-verify-{uuid.uuid4().int % 10**9 + 1}",
-                task_queue=tq,
-                result_type=m.VerificationReport,
-            )
+    async with serve(ts_env, [verify_role], client=client, threads=2) as w:
+        inp = m.VerifyRoleInput(
+            org_id="acme", role_arn="arn:aws:iam::222222222222:role/BridgeheadAccess"
+        )
+        report = await w.execute(
+            "VerifyRole",
+            inp,
+            id=f"org-acme-verify-{uuid.uuid4().int % 10**9 + 1}",
+            result_type=m.VerificationReport,
+        )
     assert report.passed
     spans = exporter.get_finished_spans()
     names = {s.name for s in spans}

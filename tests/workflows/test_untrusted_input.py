@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
 from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
-from temporalio.worker import Worker
 
 from bridgehead import ids
 from bridgehead import models as m
-from worker import WORKFLOWS, sandbox_runner
+from tests.support.stack_fakes import stack_poll
+from tests.support.timeskip import serve
 
 CFG = {
     "head_instance_type": "t3.medium",
@@ -62,20 +61,10 @@ def recorder(calls: list[str]) -> list:
 
 
 async def failure_of(env, wf_type: str, payload: object, wf_id: str, calls: list[str]) -> str:  # type: ignore[no-untyped-def]
-    tq = f"tq-{uuid.uuid4()}"
-    with ThreadPoolExecutor(2) as ex:
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=recorder(calls),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            args = [] if payload is None else [payload]
-            h = await env.client.start_workflow(wf_type, args=args, id=wf_id, task_queue=tq)
-            with pytest.raises(WorkflowFailureError) as e:
-                await h.result()
+    async with serve(env, recorder(calls), threads=2) as w:
+        h = await w.start(wf_type, args=[] if payload is None else [payload], id=wf_id)
+        with pytest.raises(WorkflowFailureError) as e:
+            await h.result()
     cause = e.value.cause
     return f"{getattr(cause, 'type', '')}: {getattr(cause, 'message', cause)}"
 
@@ -289,28 +278,9 @@ async def test_twin_the_matrix_catches_an_unchecked_start(ts_env, monkeypatch):
 async def own_env():  # type: ignore[no-untyped-def]
     """A time-skipping server of its own: a rejected update leaves the shared server's time
     skipping locked, which would stall the tests after this one."""
-    from temporalio.testing import WorkflowEnvironment
+    from tests.conftest import new_ts_env
 
-    from bridgehead.converter import make_data_converter
-    from starter.local import bin_path
-    from tests.conftest import TEST_KEY
-
-    env = await WorkflowEnvironment.start_time_skipping(
-        data_converter=make_data_converter(TEST_KEY),
-        test_server_existing_path=bin_path("temporal-test-server"),
-    )
-    from temporalio.api.enums.v1 import IndexedValueType
-    from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
-
-    await env.client.operator_service.add_search_attributes(
-        AddSearchAttributesRequest(
-            namespace=env.client.namespace,
-            search_attributes={
-                n: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD
-                for n in ("OrgId", "ClusterName", "ClusterStatus", "Region")
-            },
-        )
-    )
+    env = await new_ts_env()
     yield env
     await env.shutdown()
 
@@ -318,7 +288,6 @@ async def own_env():  # type: ignore[no-untyped-def]
 async def test_misspelled_signal_is_recorded_and_unknown_update_refused(own_env):
     ts_env = own_env
     calls: list[str] = []
-    tq = f"tq-{uuid.uuid4()}"
 
     @activity.defn(name="validate_cluster")
     def validate(req: m.ValidateClusterInput) -> m.ClusterPlan:
@@ -334,62 +303,36 @@ async def test_misspelled_signal_is_recorded_and_unknown_update_refused(own_env)
 
     @activity.defn(name="create_stack")
     def create(req: m.StackRequest) -> m.StackPoll:
-        return m.StackPoll(
-            stack_name=req.stack_name,
-            stack_id="id",
-            status="CREATE_IN_PROGRESS",
-            terminal=False,
-            succeeded=False,
-        )
+        return stack_poll(req.stack_name)
 
     @activity.defn(name="poll_stack")
     def poll(ref: m.StackRef) -> m.StackPoll:
-        return m.StackPoll(
-            stack_name=ref.stack_name,
-            stack_id="id",
-            status="CREATE_IN_PROGRESS",
-            terminal=False,
-            succeeded=False,
-        )
+        return stack_poll(ref.stack_name)
 
     @activity.defn(name="check_stack")
     def check(ref: m.StackRef) -> m.StackPoll:
         return poll(ref)
 
-    with ThreadPoolExecutor(2) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=[validate, quota, register, create, poll, check],
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            name = f"u{uuid.uuid4().hex[:6]}"
-            h = await ts_env.client.start_workflow(
-                "ClusterLifecycle",
-                m.ClusterLifecycleInput.model_validate(cluster(name=name)),
-                id=ids.cluster_workflow_id("acme", name),
-                task_queue=tq,
-            )
-            for _ in range(100):
-                if calls:
-                    break
-                await asyncio.sleep(0.05)
-            await h.signal("Delete")
-            with pytest.raises(WorkflowUpdateFailedError) as e:
-                await h.execute_update("Resize", {"compute_nodes": 2})
-            assert "unknown update 'Resize' refused" in str(e.value.cause) and "'resize'" in str(
-                e.value.cause
-            )
-            s = await h.query("status", result_type=m.ClusterStatus)
-            assert (
-                len(s.ignored_requests) == 1
-                and "'Delete'" in s.ignored_requests[0]
-                and "'delete'" in s.ignored_requests[0]
-            )
-            assert s.state == m.ClusterState.CREATING  # the misspelled delete did not act
-            await h.terminate("test over")
+    async with serve(ts_env, [validate, quota, register, create, poll, check], threads=2) as w:
+        h = await w.start_cluster(m.ClusterConfig(**CFG), f"u{uuid.uuid4().hex[:6]}")
+        for _ in range(100):
+            if calls:
+                break
+            await asyncio.sleep(0.05)
+        await h.signal("Delete")
+        with pytest.raises(WorkflowUpdateFailedError) as e:
+            await h.execute_update("Resize", {"compute_nodes": 2})
+        assert "unknown update 'Resize' refused" in str(e.value.cause) and "'resize'" in str(
+            e.value.cause
+        )
+        s = await h.query("status", result_type=m.ClusterStatus)
+        assert (
+            len(s.ignored_requests) == 1
+            and "'Delete'" in s.ignored_requests[0]
+            and "'delete'" in s.ignored_requests[0]
+        )
+        assert s.state == m.ClusterState.CREATING  # the misspelled delete did not act
+        await h.terminate("test over")
 
 
 async def test_a_rejected_request_ends_failed_with_its_reason_everywhere(ts_env):
@@ -405,25 +348,11 @@ async def test_a_rejected_request_ends_failed_with_its_reason_everywhere(ts_env)
             ]
         )
 
-    tq, name = f"tq-{uuid.uuid4()}", f"r{uuid.uuid4().hex[:6]}"
-    with ThreadPoolExecutor(2) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=[validate],
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            h = await ts_env.client.start_workflow(
-                "ClusterLifecycle",
-                m.ClusterLifecycleInput.model_validate(cluster(name=name)),
-                id=ids.cluster_workflow_id("acme", name),
-                task_queue=tq,
-            )
-            with pytest.raises(WorkflowFailureError) as e:
-                await h.result()
-            s = await h.query("status", result_type=m.ClusterStatus)
+    async with serve(ts_env, [validate], threads=2) as w:
+        h = await w.start_cluster(m.ClusterConfig(**CFG), f"r{uuid.uuid4().hex[:6]}")
+        with pytest.raises(WorkflowFailureError) as e:
+            await h.result()
+        s = await h.query("status", result_type=m.ClusterStatus)
     assert "not READY" in str(e.value.cause)
     assert s.state == m.ClusterState.FAILED and "not READY" in (s.failure_reason or ""), s
     assert (await h.describe()).typed_search_attributes.get(CLUSTER_STATUS) == "FAILED"
@@ -448,30 +377,15 @@ async def _run_re_started(env, calls: list[str], **start: object) -> str:
     # type: ignore[no-untyped-def]
     """Start the crafted cluster with ``start`` options (cron or retry policy), let Temporal make
     its later runs (three minutes of skipped time), and return the first run's failure."""
-    from temporalio.client import WorkflowExecutionStatus
-
-    tq = f"tq-{uuid.uuid4()}"
-    with ThreadPoolExecutor(2) as ex:
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=recorder(calls),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            wid = ids.cluster_workflow_id("acme", "zz1")
-            h = await env.client.start_workflow(
-                "ClusterLifecycle", _FOUNDATION_DELETE, id=wid, task_queue=tq, **start
-            )
-            first = env.client.get_workflow_handle(wid, run_id=h.result_run_id)
-            first_run[:] = [h.result_run_id]
-            with pytest.raises(WorkflowFailureError) as e:
-                await first.result(follow_runs=False)
-            await skip(env, timedelta(seconds=10))  # past the retry policy's 1 s interval
-            await asyncio.sleep(1)
-            if (await h.describe()).status == WorkflowExecutionStatus.RUNNING:
-                await env.client.get_workflow_handle(wid).terminate("test over")
+    async with serve(env, recorder(calls), threads=2) as w:
+        wid = ids.cluster_workflow_id("acme", "zz1")
+        h = await w.start("ClusterLifecycle", _FOUNDATION_DELETE, id=wid, **start)
+        first = env.client.get_workflow_handle(wid, run_id=h.result_run_id)
+        first_run[:] = [h.result_run_id]
+        with pytest.raises(WorkflowFailureError) as e:
+            await first.result(follow_runs=False)
+        await skip(env, timedelta(seconds=10))  # past the retry policy's 1 s interval
+        await asyncio.sleep(1)
     cause = e.value.cause
     return f"{getattr(cause, 'type', '')}: {getattr(cause, 'message', cause)}"
 

@@ -10,20 +10,18 @@ tests/support/replay_corpus.py, which refuses to overwrite a history that no lon
 from __future__ import annotations
 
 import os
-import uuid
-from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from temporalio import activity
-from temporalio.worker import Worker
 
 from bridgehead import ids
 from bridgehead import models as m
+from tests.support.meter_fakes import closed, meter_sent, notify_ok, steady_meter
 from tests.support.replay_corpus import features, store
+from tests.support.timeskip import serve
 from tests.workflows.test_cluster_timeskip import CFG, FakeCloud, until_state
-from worker import WORKFLOWS, sandbox_runner
 
 pytestmark = pytest.mark.skipif(
     not os.environ.get("BRIDGEHEAD_RECORD_HISTORIES"),
@@ -32,26 +30,11 @@ pytestmark = pytest.mark.skipif(
 
 
 async def cluster_history(env, name: str, cloud: FakeCloud, body):  # type: ignore[no-untyped-def]
-    tq = f"tq-{uuid.uuid4()}"
-    with ThreadPoolExecutor(8) as ex:
-        async with Worker(
-            env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=cloud.activities(),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            h = await env.client.start_workflow(
-                "ClusterLifecycle",
-                m.ClusterLifecycleInput(org_id="acme", name=name, region="us-east-1", config=CFG),
-                id=ids.cluster_workflow_id("acme", name),
-                task_queue=tq,
-                result_type=m.ClusterResult,
-            )
-            await body(h)
-            await h.result()
-            return await h.fetch_history()
+    async with serve(env, cloud.activities(), threads=8) as w:
+        h = await w.start_cluster(CFG, name)
+        await body(h)
+        await h.result()
+        return await h.fetch_history()
 
 
 async def test_record_resize_failed_stack_and_cancel(ts_env):
@@ -112,46 +95,17 @@ async def test_record_billing_continue_as_new(ts_env):
     run that continues it (starts from carried state)."""
     from workflows.billing import TICKS_PER_RUN
 
-    @activity.defn(name="close_billing_periods")
-    def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
-        return m.CloseBillingPeriodsResult(
-            entries_written=1,
-            entries_existing=0,
-            node_minutes=60,
-            cost_usd=Decimal("0.04"),
-            closed_until=req.until,
-        )
-
-    @activity.defn(name="meter_usage")
-    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
-        return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
-
-    tq = f"tq-{uuid.uuid4()}"
     wf_id = ids.billing_workflow_id("acme")
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=[close_billing_periods, meter_usage],
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            h = await ts_env.client.start_workflow(
-                "BillingMeter", m.BillingMeterInput(org_id="acme"), id=wf_id, task_queue=tq
-            )
-            first_run = (await h.describe()).run_id
-            for _ in range(
-                TICKS_PER_RUN // 24 + 2
-            ):  # past the first continue-as-new, a day at a time
-                await ts_env.sleep(timedelta(days=1))
-            first = await ts_env.client.get_workflow_handle(wf_id, run_id=first_run).fetch_history()
-            second_run = (await ts_env.client.get_workflow_handle(wf_id).describe()).run_id
-            await ts_env.client.get_workflow_handle(wf_id).signal("stop")
-            await ts_env.client.get_workflow_handle(wf_id).result()
-            second = await ts_env.client.get_workflow_handle(
-                wf_id, run_id=second_run
-            ).fetch_history()
+    async with serve(ts_env, steady_meter()) as w:
+        h = await w.start_meter("acme")
+        first_run = (await h.describe()).run_id
+        for _ in range(TICKS_PER_RUN // 24 + 2):  # past the first continue-as-new, a day at a time
+            await ts_env.sleep(timedelta(days=1))
+        first = await ts_env.client.get_workflow_handle(wf_id, run_id=first_run).fetch_history()
+        second_run = (await ts_env.client.get_workflow_handle(wf_id).describe()).run_id
+        await ts_env.client.get_workflow_handle(wf_id).signal("stop")
+        await ts_env.client.get_workflow_handle(wf_id).result()
+        second = await ts_env.client.get_workflow_handle(wf_id, run_id=second_run).fetch_history()
     assert "continued-as-new" in features(first), features(first)
     assert "continuation" in features(second), features(second)
     await store(first, "BillingMeter--continued-as-new")
@@ -162,36 +116,25 @@ async def test_record_foundation_follow(ts_env):
     """A direct CleanupRegion that signals the organisation (``tell-org-foundation``) and the
     organisation that reads the registry and follows (``org-follows-foundations``)."""
     from tests.workflows.test_foundation_follow_timeskip import REGIONS, registry_fakes
-    from tests.workflows.test_offboard_timeskip import SeedOrganization, ready_org, seeded
+    from tests.workflows.test_offboard_timeskip import ORG_WORKFLOWS, ready_org, seeded
 
     registry = dict.fromkeys(REGIONS, "READY")
-    tq, org = f"tq-{uuid.uuid4()}", "acme"
+    org = "acme"
     cleanup_id = ids.cleanup_workflow_id(org, "us-west-1")
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=[*WORKFLOWS, SeedOrganization],
-            activities=registry_fakes(registry, []),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            h = await seeded(ts_env.client, ready_org(org), tq)
-            await ts_env.client.execute_workflow(
-                "CleanupRegion",
-                m.CleanupRegionInput(org_id=org, region="us-west-1"),
-                id=cleanup_id,
-                task_queue=tq,
-            )
-            for _ in range(100):
-                s = await h.query("status", result_type=m.OrgStatus)
-                if s.regions["us-west-1"].foundation == "DELETED":
-                    break
-                await ts_env.sleep(1)
-            assert s.regions["us-west-1"].foundation == "DELETED"
-            org_history = await h.fetch_history()
-            cleanup = await ts_env.client.get_workflow_handle(cleanup_id).fetch_history()
-            await h.terminate("recorded")
+    async with serve(ts_env, registry_fakes(registry, []), workflows=ORG_WORKFLOWS) as w:
+        h = await seeded(w, ready_org(org))
+        await w.execute(
+            "CleanupRegion", m.CleanupRegionInput(org_id=org, region="us-west-1"), id=cleanup_id
+        )
+        for _ in range(100):
+            s = await h.query("status", result_type=m.OrgStatus)
+            if s.regions["us-west-1"].foundation == "DELETED":
+                break
+            await ts_env.sleep(1)
+        assert s.regions["us-west-1"].foundation == "DELETED"
+        org_history = await h.fetch_history()
+        cleanup = await ts_env.client.get_workflow_handle(cleanup_id).fetch_history()
+        await h.terminate("recorded")
     assert "foundation-followed" in features(org_history), features(org_history)
     assert "cleanup-tells-org" in features(cleanup), features(cleanup)
     await store(org_history, "OnboardOrganization--foundation-followed")
@@ -223,24 +166,13 @@ async def test_record_image_release_pages_and_grace(ts_env):
     orgs = [f"org-{i:03d}" for i in range(45)]
     cloud = ReleaseCloud(orgs, ["us-east-1", "us-west-2"])
     cloud.kept = {("org-001", "us-east-1"): ["c1"]}
-    tq = f"tq-{uuid.uuid4()}"
     wf_id = ids.image_release_workflow_id("v2")
-    with ThreadPoolExecutor(8) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=cloud.activities(),
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            h = await ts_env.client.start_workflow(
-                "ImageRelease", release_input(4), id=wf_id, task_queue=tq
-            )
-            first_run = h.first_execution_run_id
-            await h.result()
-            first = await ts_env.client.get_workflow_handle(wf_id, run_id=first_run).fetch_history()
-            last = await ts_env.client.get_workflow_handle(wf_id).fetch_history()
+    async with serve(ts_env, cloud.activities(), threads=8) as w:
+        h = await w.start("ImageRelease", release_input(4), id=wf_id)
+        first_run = h.first_execution_run_id
+        await h.result()
+        first = await ts_env.client.get_workflow_handle(wf_id, run_id=first_run).fetch_history()
+        last = await ts_env.client.get_workflow_handle(wf_id).fetch_history()
     assert "continued-as-new" in features(first), features(first)
     assert "continuation" in features(last), features(last)
     await store(first, "ImageRelease--continued-as-new")
@@ -283,48 +215,22 @@ async def test_record_guard_rails_and_budget(ts_env):
     def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
         ticks.append(1)
         spent = Decimal(10 * len(ticks))
-        return m.CloseBillingPeriodsResult(
-            entries_written=1,
-            entries_existing=0,
-            node_minutes=60,
-            cost_usd=Decimal(10),
-            closed_until=req.until,
-            budget=m.BudgetStatus(
-                month=f"{req.until:%Y-%m}",
-                spent_usd=spent,
-                monthly_budget_usd=Decimal(30),
-                budget_action="stop",
-                level=100 if spent >= 30 else 80 if spent >= 24 else 0,
-                admin_email="admin@acme.example",
-                running=["c1"],
-            ),
+        budget = m.BudgetStatus(
+            month=f"{req.until:%Y-%m}",
+            spent_usd=spent,
+            monthly_budget_usd=Decimal(30),
+            budget_action="stop",
+            level=100 if spent >= 30 else 80 if spent >= 24 else 0,
+            admin_email="admin@acme.example",
+            running=["c1"],
         )
+        return closed(req, cost=10, budget=budget)
 
-    @activity.defn(name="meter_usage")
-    def meter_usage(req: m.MeterUsageInput) -> m.MeterUsageResult:
-        return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
-
-    @activity.defn(name="notify")
-    def notify(req: m.NotifyInput) -> bool:
-        return True
-
-    tq = f"tq-{uuid.uuid4()}"
-    wf_id = ids.billing_workflow_id("acme")
-    with ThreadPoolExecutor(4) as ex:
-        async with Worker(
-            ts_env.client,
-            task_queue=tq,
-            workflows=WORKFLOWS,
-            activities=[close_billing_periods, meter_usage, notify],
-            activity_executor=ex,
-            workflow_runner=sandbox_runner(),
-        ):
-            h = await ts_env.client.start_workflow(
-                "BillingMeter", m.BillingMeterInput(org_id="acme"), id=wf_id, task_queue=tq
-            )
-            await ts_env.sleep(timedelta(hours=4, minutes=15))
-            await h.signal("stop")
-            await h.result()
-            meter = await h.fetch_history()
+    async with serve(ts_env, [close_billing_periods, meter_sent, notify_ok]) as w:
+        h = await w.start_meter("acme")
+        await ts_env.sleep(timedelta(hours=4, minutes=15))
+        await h.signal("stop")
+        await h.result()
+        meter = await h.fetch_history()
     assert "budget-stop" in features(meter), features(meter)
     await store(meter, "BillingMeter--budget-stop")
