@@ -19,6 +19,7 @@ from datetime import timedelta
 from typing import Any
 
 import botocore.loaders
+import botocore.session
 import pytest
 import temporalio.activity
 from botocore.awsrequest import AWSResponse
@@ -89,16 +90,48 @@ def admin(service: str, account: str = CUSTOMER, region: str = REGION) -> Any:
     return customer_admin(None, account, service, region)  # type: ignore[arg-type]
 
 
-def refuse(client: Any, operation: str, code: str, status: int = 400) -> None:
-    """Make ``client`` answer ``operation`` with the AWS error ``code`` (other operations still
-    reach moto): botocore Stubber's own mechanism, a ``before-call`` answer."""
-    service = client.meta.service_model.service_id.hyphenize()
+def aws_error(code: str, status: int = 400) -> tuple[AWSResponse, dict[str, Any]]:
+    """An AWS error answer, as botocore parses it."""
     parsed = {
         "Error": {"Code": code, "Message": f"planted {code}"},
         "ResponseMetadata": {"HTTPStatusCode": status},
     }
-    answer = (AWSResponse("https://planted", status, {}, None), parsed)
+    return AWSResponse("https://planted", status, {}, None), parsed
+
+
+def refuse(client: Any, operation: str, code: str, status: int = 400) -> None:
+    """Make ``client`` answer ``operation`` with the AWS error ``code`` (other operations still
+    reach moto): botocore Stubber's own mechanism, a ``before-call`` answer."""
+    service = client.meta.service_model.service_id.hyphenize()
+    answer = aws_error(code, status)
     client.meta.events.register_first(f"before-call.{service}.{operation}", lambda **_: answer)
+
+
+#: (service, operation) -> answer(params) for clients created from now on (None: moto answers).
+Planter = Callable[[str, str, Callable[[dict[str, Any]], Any]], None]
+
+
+@pytest.fixture
+def new_clients(monkeypatch: pytest.MonkeyPatch) -> Planter:
+    """Plant answers on the clients an activity builds itself (from customer keys or an assumed
+    session, never cached where a test could reach them): ``new_clients(service, operation,
+    answer)``, where ``answer(params)`` returns botocore's (response, parsed) or None."""
+    planted: dict[tuple[str, str], Callable[[dict[str, Any]], Any]] = {}
+    real = botocore.session.Session.create_client
+
+    def create_client(self: Any, service_name: str, *args: Any, **kwargs: Any) -> Any:
+        client = real(self, service_name, *args, **kwargs)
+        hyphenized = client.meta.service_model.service_id.hyphenize()
+        for (service, operation), answer in planted.items():
+            if service == service_name:
+                client.meta.events.register_first(
+                    f"before-call.{hyphenized}.{operation}",
+                    lambda params, _answer=answer, **_: _answer(params),
+                )
+        return client
+
+    monkeypatch.setattr(botocore.session.Session, "create_client", create_client)
+    return lambda service, operation, answer: planted.__setitem__((service, operation), answer)
 
 
 def customer_client(platform: Platform, org_id: str, service: str, region: str = REGION) -> Any:
