@@ -27,7 +27,6 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.aws import Aws, OrgRecord
 from activities.registry import Registry
-from bridgehead import policies
 from starter.emulator import PLATFORM_ACCOUNT, customer_admin
 
 CUSTOMER = "222222222222"
@@ -155,10 +154,6 @@ EARLY_IN_WINDOW = {"schedule_to_close_timeout": timedelta(hours=1)}
 def trust_of(account: str, role: str) -> dict[str, Any]:
     doc = admin("iam", account).get_role(RoleName=role)["Role"]["AssumeRolePolicyDocument"]
     return json.loads(doc) if isinstance(doc, str) else dict(doc)
-
-
-def tagged_org(org_id: str) -> dict[str, str]:
-    return {policies.TAG_ORG: org_id}
 
 
 # --- fixtures ---------------------------------------------------------------------------------
