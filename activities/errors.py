@@ -107,6 +107,8 @@ VALIDATION_CODES = frozenset(
         "ResourceNotFoundException",
         "InvalidSnapshot.NotFound",
         "InvalidSnapshotID.Malformed",
+        # A configured bucket (the drop-box inbox) that does not exist: retrying cannot create it.
+        "NoSuchBucket",
     }
 )
 

@@ -294,8 +294,7 @@ class OnboardingActivities:
         created_nodes: list[str] = []
         try:
             for node in artifacts.node_roles:
-                if self._create_node_role(iam, node, req.org_id):
-                    created_nodes.append(node["name"])
+                self._create_node_role(iam, node, req.org_id, created_nodes)
         except ClientError as e:
             for name in created_nodes:
                 self._delete_node_role(iam, name)
@@ -311,9 +310,12 @@ class OnboardingActivities:
         log.info("customer role ready", org_id=req.org_id, role_arn=role_arn, adopted=adopted)
         return CreateRoleResult(role_arn=role_arn, adopted=adopted)
 
-    def _create_node_role(self, iam: Any, node: dict[str, Any], org_id: str) -> bool:
+    def _create_node_role(
+        self, iam: Any, node: dict[str, Any], org_id: str, created: list[str]
+    ) -> None:
         """Create one cluster node role with its policy and instance profile; adopt an existing one
-        only when it trusts exactly EC2. Returns whether the role was created (not adopted)."""
+        only when it trusts exactly EC2. A role it creates joins ``created`` at once, so a failure
+        later (its policy, its instance profile) removes it too."""
         name = node["name"]
         try:
             iam.create_role(
@@ -322,7 +324,7 @@ class OnboardingActivities:
                 Description=f"Bridgehead cluster nodes of {org_id} in {node['region']}",
                 Tags=[{"Key": policies.TAG_ORG, "Value": org_id}],
             )
-            created = True
+            created.append(name)
         except ClientError as e:
             if error_code(e) != "EntityAlreadyExists":
                 raise
@@ -331,7 +333,6 @@ class OnboardingActivities:
                     f"a role named {name} already exists with a trust policy other than EC2's; Bridgehead will not "
                     "take it over. Delete or rename it and try again."
                 ) from None
-            created = False
         iam.put_role_policy(
             RoleName=name, PolicyName=node["policy_name"], PolicyDocument=json.dumps(node["policy"])
         )
@@ -347,7 +348,6 @@ class OnboardingActivities:
         )
         if not any(r["RoleName"] == name for r in roles):
             iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
-        return created
 
     @staticmethod
     def _delete_node_role(iam: Any, name: str) -> None:

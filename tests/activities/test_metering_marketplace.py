@@ -1,5 +1,5 @@
 """Marketplace metering by AWS's documented rules (tests/support/fake_marketplace.py), with the real
-ledger on the moto server: what the fake received is what is asserted."""
+ledger (moto in process): what the fake received is what is asserted."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from bridgehead import models as m
 from tests.integration.helpers import ledger_org
 from tests.support.fake_marketplace import FakeMarketplace, install, link_org
 
-pytestmark = pytest.mark.integration
+ACTIVITIES = ("meter_usage",)
 
 ACCOUNT = "232323232323"
 T0 = datetime(2026, 11, 5, 9, 0, tzinfo=UTC)
@@ -47,7 +47,7 @@ def _entry(
     )  # type: ignore[attr-defined]
 
 
-def test_an_identical_resend_is_a_success_counted_once(stack):
+def test_an_identical_resend_is_a_success_counted_once(in_process_aws):
     """A crash after Marketplace took a batch but before the ledger recorded it: the resend carries
     the very same records (AWS: identical requests are idempotent) and nothing is billed twice."""
     org, now = "idemco", [T0 + timedelta(hours=2, minutes=10)]
@@ -80,7 +80,7 @@ def test_an_identical_resend_is_a_success_counted_once(stack):
     assert all(e["metered"] for e in ledger_entries(reg, org))  # type: ignore[arg-type]
 
 
-def test_duplicate_record_is_a_defect_flagged_never_acknowledged_nor_resent(stack):
+def test_duplicate_record_is_a_defect_flagged_never_acknowledged_nor_resent(in_process_aws):
     """Marketplace already holds a different quantity for this customer, dimension and second:
     ``DuplicateRecord`` is surfaced (result, ledger flags) and never counted as acknowledged."""
     org, now = "dupco", [T0 + timedelta(hours=1, minutes=10)]
@@ -120,7 +120,7 @@ def test_duplicate_record_is_a_defect_flagged_never_acknowledged_nor_resent(stac
     )
 
 
-def test_customer_not_subscribed_stops_metering_and_tells_the_admin(stack):
+def test_customer_not_subscribed_stops_metering_and_tells_the_admin(in_process_aws):
     org, now = "unsubco", [T0 + timedelta(hours=1, minutes=10)]
     acts, market, reg = _org(org, now)
     market.subscribed.clear()
@@ -141,7 +141,7 @@ def test_customer_not_subscribed_stops_metering_and_tells_the_admin(stack):
     assert resumed.sent == 1 and market.totals() == {"node-minutes.t3.medium": 60}
 
 
-def test_at_most_25_records_per_call(stack):
+def test_at_most_25_records_per_call(in_process_aws):
     org, now = "wideco", [T0 + timedelta(hours=1, minutes=10)]
     acts, market, reg = _org(org, now)
     types = [f"x{i}.large" for i in range(30)]
@@ -152,7 +152,7 @@ def test_at_most_25_records_per_call(stack):
     assert market.totals() == {f"node-minutes.{t}": i + 1 for i, t in enumerate(types)}
 
 
-def test_usage_from_before_the_link_is_never_metered(stack):
+def test_usage_from_before_the_link_is_never_metered(in_process_aws):
     org, now = "lateco", [T0 + timedelta(hours=3, minutes=10)]
     aws, reg = ledger_org(org, ACCOUNT)
     link_org(reg, org, ACCOUNT, linked_at=T0 + timedelta(hours=1, minutes=30))

@@ -1,24 +1,19 @@
 """Launch permissions are granted to an AWS account, not to an organisation: in an account shared
 by two organisations, offboarding one must not revoke the image the other still launches from
-(the security review's finding 4). Against moto, with ``ImageActivities`` in process."""
+(the security review's finding 4). Against moto in process."""
 
 from __future__ import annotations
 
 from typing import Any
 
-import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.aws import Aws
 from activities.images import ImageActivities
 from activities.registry import Registry
 from bridgehead import models as m
-from bridgehead.settings import get_settings
-from tests.integration.test_image_release import new_platform_image
+from tests.activities.conftest import REGION, Platform
 
-pytestmark = pytest.mark.integration
-
-REGION = "us-east-1"
+ACTIVITIES = ("share_image", "revoke_image")
 
 
 def _shared_orgs(reg: Registry, account: str, orgs: list[str]) -> None:
@@ -28,21 +23,15 @@ def _shared_orgs(reg: Registry, account: str, orgs: list[str]) -> None:
         reg.update(f"ORG#{org}", "META", {"state": "READY", "regions": [REGION]})
 
 
-def _launchers(stack: Any, image: str) -> set[str]:
-    ec2 = stack.platform("ec2", REGION)
-    perms = ec2.describe_image_attribute(ImageId=image, Attribute="launchPermission")
-    return {p["UserId"] for p in perms.get("LaunchPermissions", []) if "UserId" in p}
-
-
-def _offboard_first_of_two(stack: Any, prefix: str, account: str, plant: Any = None) -> set[str]:
+def _offboard_first_of_two(
+    platform: Platform, prefix: str, account: str, plant: Any = None
+) -> set[str]:
     """Two READY orgs of one shared account hold the same image; the first is offboarded (its
     images revoked): who can still launch the image."""
-    aws = Aws(get_settings())
-    reg = Registry(aws)
-    reg.ensure_tables()
+    aws, reg = platform.aws, platform.registry
     one, two = f"{prefix}one", f"{prefix}two"
     _shared_orgs(reg, account, [one, two])
-    image = new_platform_image(stack, REGION)
+    image = platform.released_image(REGION)
     acts = ImageActivities(aws, reg)
     if plant:
         plant(acts)
@@ -51,23 +40,23 @@ def _offboard_first_of_two(stack: Any, prefix: str, account: str, plant: Any = N
         req = m.ShareImageInput(org_id=org, region=REGION, image_id=image)
         env.run(acts.share_image, req)
         reg.put_image_share(org, REGION, {"image_id": image, "state": "SHARED"})
-    assert _launchers(stack, image) == {account}
+    assert platform.launchers(image, REGION) == {account}
     reg.update(f"ORG#{one}", "META", {"state": "OFFBOARDING"})
     env.run(acts.revoke_image, m.ShareImageInput(org_id=one, region=REGION, image_id=image))
-    kept = _launchers(stack, image)
+    kept = platform.launchers(image, REGION)
     # Once the second organisation goes too, the grant goes.
     reg.update(f"ORG#{one}", "META", {"state": "OFFBOARDED"})
     env.run(acts.revoke_image, m.ShareImageInput(org_id=two, region=REGION, image_id=image))
-    assert _launchers(stack, image) == set()
+    assert platform.launchers(image, REGION) == set()
     return kept
 
 
-def test_offboarding_one_org_of_a_shared_account_keeps_the_image_of_the_other(stack):
-    assert _offboard_first_of_two(stack, "shacc", "291000000001") == {"291000000001"}
+def test_offboarding_one_org_of_a_shared_account_keeps_the_image_of_the_other(platform):
+    assert _offboard_first_of_two(platform, "shacc", "291000000001") == {"291000000001"}
 
 
-def test_twin_revoking_per_account_without_looking_at_siblings_is_caught(stack):
+def test_twin_revoking_per_account_without_looking_at_siblings_is_caught(platform):
     def no_siblings(acts: ImageActivities) -> None:
         acts.sharing_siblings = lambda *a: []  # type: ignore[method-assign]
 
-    assert _offboard_first_of_two(stack, "shtwin", "291000000002", plant=no_siblings) == set()
+    assert _offboard_first_of_two(platform, "shtwin", "291000000002", plant=no_siblings) == set()

@@ -1,6 +1,6 @@
 """A metering tick reads only the ledger's two small indexes (activities/ledger.py), and a crash at
-any of its writes bills nothing twice and loses nothing: both shown against the real ledger on the
-moto server, with the Marketplace fake counting what it received. Each claim has its twin."""
+any of its writes bills nothing twice and loses nothing: both shown against the real ledger (moto
+in process), with the Marketplace fake counting what it received. Each claim has its twin."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.billing import BillingActivities
@@ -19,7 +18,7 @@ from bridgehead import models as m
 from tests.integration.helpers import ledger_org
 from tests.support.fake_marketplace import FakeMarketplace, install, link_org
 
-pytestmark = pytest.mark.integration
+ACTIVITIES = ("meter_usage",)
 
 ACCOUNT = "242424242424"
 T0 = datetime(2026, 11, 5, 9, 0, tzinfo=UTC)
@@ -97,14 +96,14 @@ def _reads_do_not_grow(reads: list[int]) -> bool:
     return max(reads[2:]) == min(reads[2:])
 
 
-def test_a_metering_tick_reads_the_same_after_a_day_as_after_an_hour(stack):
+def test_a_metering_tick_reads_the_same_after_a_day_as_after_an_hour(in_process_aws):
     reads = _reads_per_tick("indexco")
     # After the first tick (which builds the index): the org, link, lease, the index item, one
     # unmetered marker, and the batch it writes, whatever the ledger holds.
     assert _reads_do_not_grow(reads), reads
 
 
-def test_twin_a_tick_that_reads_the_whole_ledger_is_caught(stack):
+def test_twin_a_tick_that_reads_the_whole_ledger_is_caught(in_process_aws):
     def whole_ledger(acts: BillingActivities) -> None:
         ledger = acts.ledger
 
@@ -185,7 +184,7 @@ def _bills_exactly_once_whatever_the_kill_point(
     raise AssertionError(f"a tick made more than 20 ledger writes: {tried}")
 
 
-def test_a_kill_at_any_ledger_write_of_a_tick_bills_every_minute_exactly_once(stack):
+def test_a_kill_at_any_ledger_write_of_a_tick_bills_every_minute_exactly_once(in_process_aws):
     tried, wrong = _bills_exactly_once_whatever_the_kill_point("killco")
     # The batch written, its acknowledgements, two entries settled, its status, its removal from
     # the open index.
@@ -193,7 +192,7 @@ def test_a_kill_at_any_ledger_write_of_a_tick_bills_every_minute_exactly_once(st
     assert wrong == []
 
 
-def test_twin_markers_removed_after_the_batch_settles_bill_twice(stack):
+def test_twin_markers_removed_after_the_batch_settles_bill_twice(in_process_aws):
     """Planted: an entry leaves the unmetered index only after its batch left PENDING (the wrong
     order); a kill between the two bills it twice, and the test above says so."""
 
@@ -251,13 +250,13 @@ def _meters_a_legacy_ledger(org: str, plant: Callable[[Ledger], None] | None = N
     return market.totals()
 
 
-def test_a_ledger_written_before_the_indexes_is_indexed_once_and_metered_exactly(stack):
+def test_a_ledger_written_before_the_indexes_is_indexed_once_and_metered_exactly(in_process_aws):
     # The pending batch (30) is resent, identical, and counted once; the unbatched entry (15) is
     # batched; the sent one (60) is left alone.
     assert _meters_a_legacy_ledger("legacyidx") == {"node-minutes.t3.medium": 105}
 
 
-def test_twin_an_index_that_forgets_pending_batches_is_caught(stack):
+def test_twin_an_index_that_forgets_pending_batches_is_caught(in_process_aws):
     def no_open_batches(ledger: Ledger) -> None:
         put = ledger.registry.put
 

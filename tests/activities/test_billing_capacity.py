@@ -1,5 +1,5 @@
 """Billing what ran: the ledger reconciles a cluster's requested compute nodes with its Auto Scaling
-group's in-service instances in the customer account (moto server), so a shortfall is not billed
+group's in-service instances in the customer account (moto in process), so a shortfall is not billed
 and a replacement is."""
 
 from __future__ import annotations
@@ -8,23 +8,23 @@ import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
-import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.billing import BillingActivities, ledger_entries
 from bridgehead import ids
 from bridgehead import models as m
+from tests.activities.conftest import admin
 from tests.integration.helpers import ledger_org
 
-pytestmark = pytest.mark.integration
+ACTIVITIES = ("close_billing_periods",)
 
 ACCOUNT = "353535353535"
 
 
-def _group(stack, org: str, name: str, desired: int) -> tuple[str, object, object]:  # type: ignore[no-untyped-def]
-    ec2 = stack.customer_admin(ACCOUNT, "ec2")
-    auto = stack.customer_admin(ACCOUNT, "autoscaling")
-    image = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+def _group(org: str, name: str, desired: int) -> tuple[str, object, object]:  # type: ignore[no-untyped-def]
+    ec2 = admin("ec2", ACCOUNT)
+    auto = admin("autoscaling", ACCOUNT)
+    image = "ami-12345678"  # moto launches from any id (its public images are not loaded)
     group = f"{ids.org_prefix(org)}{name}-compute"
     ec2.create_launch_template(
         LaunchTemplateName=group, LaunchTemplateData={"ImageId": image, "InstanceType": "c5.xlarge"}
@@ -45,7 +45,9 @@ def _in_service(auto, group: str) -> list[str]:  # type: ignore[no-untyped-def]
     return [i["InstanceId"] for i in g["Instances"] if i["LifecycleState"] == "InService"]
 
 
-def test_a_group_short_of_the_request_is_billed_for_what_ran_and_a_replacement_is_billed(stack):
+def test_a_group_short_of_the_request_is_billed_for_what_ran_and_a_replacement_is_billed(
+    in_process_aws,
+):
     """Two compute nodes requested for an hour; the group runs one, launched half-way through;
     it is interrupted and replaced. Billed: the head for the hour, one compute node from its
     launch (the replacement from its own), never the missing node."""
@@ -53,7 +55,7 @@ def test_a_group_short_of_the_request_is_billed_for_what_ran_and_a_replacement_i
     aws, reg = ledger_org(
         org, ACCOUNT, role_arn=f"arn:aws:iam::{ACCOUNT}:role/OrganizationAccountAccessRole"
     )
-    group, ec2, auto = _group(stack, org, "c1", desired=1)
+    group, ec2, auto = _group(org, "c1", desired=1)
     (first,) = _in_service(auto, group)
     launched = ec2.describe_instances(InstanceIds=[first])["Reservations"][0]["Instances"][0][
         "LaunchTime"
@@ -113,7 +115,7 @@ def test_a_group_short_of_the_request_is_billed_for_what_ran_and_a_replacement_i
     assert 29 <= lines["c5.xlarge"] <= 31, lines
 
 
-def test_without_an_observable_group_the_request_is_billed_and_said_so(stack):
+def test_without_an_observable_group_the_request_is_billed_and_said_so(in_process_aws):
     org = f"nog{uuid.uuid4().hex[:6]}"
     aws, reg = ledger_org(
         org, ACCOUNT, role_arn=f"arn:aws:iam::{ACCOUNT}:role/OrganizationAccountAccessRole"

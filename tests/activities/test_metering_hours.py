@@ -1,14 +1,13 @@
 """One Marketplace record per customer, dimension and hour (the fake's rule B9: AWS deduplicates
 by the hour of a record's timestamp, so a second record of another quantity in the same hour is a
 ``DuplicateRecord``, never billed). Usage that arrives after this hour's batch waits for the next
-hour. Against the real ledger on the moto server; twin: batches keyed by the second."""
+hour. Against the real ledger (moto in process); twin: batches keyed by the second."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.billing import BillingActivities
@@ -18,7 +17,7 @@ from bridgehead import models as m
 from tests.integration.helpers import ledger_org
 from tests.support.fake_marketplace import FakeMarketplace, install, link_org
 
-pytestmark = pytest.mark.integration
+ACTIVITIES = ("meter_usage",)
 
 ACCOUNT = "252525252525"
 T0 = datetime(2026, 11, 5, 14, 0, tzinfo=UTC)
@@ -57,7 +56,7 @@ def _two_ticks_in_one_hour(org: str, plant: Any = None) -> tuple[list[Any], Fake
     return results, market
 
 
-def test_usage_after_this_hours_batch_waits_for_the_next_hour(stack):
+def test_usage_after_this_hours_batch_waits_for_the_next_hour(in_process_aws):
     (first, second, third), market = _two_ticks_in_one_hour("hourco")
     assert (first.sent, second.sent, second.deferred, third.sent) == (1, 0, 25, 1)
     assert [r.defects for r in (first, second, third)] == [0, 0, 0]
@@ -66,7 +65,7 @@ def test_usage_after_this_hours_batch_waits_for_the_next_hour(stack):
     assert len(hours) == len(set(hours)) == 2, "one record per dimension and hour"
 
 
-def test_twin_batches_keyed_by_the_second_lose_usage_as_duplicate_records(stack):
+def test_twin_batches_keyed_by_the_second_lose_usage_as_duplicate_records(in_process_aws):
     """Planted defect: the ledger keys batches by the second (as before), so the 14:40 usage is a
     second 14:xx record of another quantity: refused as DuplicateRecord, and never billed."""
 

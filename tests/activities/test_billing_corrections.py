@@ -1,4 +1,4 @@
-"""Corrections and the report on the real ledger (moto server): a correction is an entry of its own,
+"""Corrections and the report on the real ledger (moto in process): a correction is an entry of its own,
 never an edit; accepted Marketplace usage is never re-sent; the report's totals are the ledger's
 to the cent."""
 
@@ -11,12 +11,12 @@ import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities.billing import BillingActivities, billing_report, ledger_entries
+from activities.billing import BillingActivities, ledger_entries
 from bridgehead import models as m
 from tests.integration.helpers import ledger_org
 from tests.support.fake_marketplace import FakeMarketplace, install, link_org
 
-pytestmark = pytest.mark.integration
+ACTIVITIES = ("record_correction", "billing_report", "close_billing_periods", "meter_usage")
 
 ACCOUNT = "242424242424"
 T0 = datetime(2026, 11, 6, 9, 0, tzinfo=UTC)
@@ -50,7 +50,7 @@ def _totals(reg, org: str) -> dict:  # type: ignore[no-untyped-def]
     return reg.get(f"ORG#{org}", "TOTALS", table=reg.ledger)
 
 
-def test_a_credit_is_a_ledger_entry_of_its_own_and_is_never_metered(stack):
+def test_a_credit_is_a_ledger_entry_of_its_own_and_is_never_metered(in_process_aws):
     org, now = "credco", [T0 + timedelta(hours=3, minutes=10)]
     aws, reg = ledger_org(org, ACCOUNT)
     link_org(reg, org, ACCOUNT)
@@ -100,7 +100,9 @@ def test_a_credit_is_a_ledger_entry_of_its_own_and_is_never_metered(stack):
     now[0] += timedelta(hours=1)
     env.run(acts.meter_usage, m.MeterUsageInput(org_id=org))
     assert len(market.calls) == calls
-    report = billing_report(reg, org, "2026-11", now[0])
+    report = env.run(
+        acts.billing_report, m.BillingReportInput(org_id=org, month="2026-11", now=now[0])
+    )
     (line,) = [x for x in report.lines if x.instance_type == "c5.xlarge"]
     assert (line.node_minutes, line.corrections_node_minutes, line.net_node_minutes) == (
         240,
@@ -116,7 +118,7 @@ def test_a_credit_is_a_ledger_entry_of_its_own_and_is_never_metered(stack):
     assert report.net_usd == Decimal(str(after["cost_usd"])), "the report's net is the ledger's"
 
 
-def test_report_totals_equal_the_ledger_to_the_cent_and_show_the_open_hour(stack):
+def test_report_totals_equal_the_ledger_to_the_cent_and_show_the_open_hour(in_process_aws):
     """Many short periods whose cents round differently one by one than summed: the report adds
     the ledger's own line costs, so its total is the ledger's exactly; the open hour is in progress."""
     org = "centco"
@@ -137,7 +139,7 @@ def test_report_totals_equal_the_ledger_to_the_cent_and_show_the_open_hour(stack
         acts.close_billing_periods,
         m.CloseBillingPeriodsInput(org_id=org, until=now - timedelta(minutes=10)),
     )
-    report = billing_report(reg, org, None, now)
+    report = env.run(acts.billing_report, m.BillingReportInput(org_id=org, now=now))
     ledger = ledger_entries(reg, org)
     ledger_total = sum((Decimal(str(e["cost_usd"])) for e in ledger), Decimal(0))
     assert report.cost_usd == ledger_total == Decimal(str(_totals(reg, org)["cost_usd"]))
@@ -150,7 +152,7 @@ def test_report_totals_equal_the_ledger_to_the_cent_and_show_the_open_hour(stack
     assert report.not_metered and all("no AWS Marketplace link" in x for x in report.not_metered)
 
 
-def test_a_final_metering_closes_part_of_an_hour_and_the_rest_later_exactly_once(stack):
+def test_a_final_metering_closes_part_of_an_hour_and_the_rest_later_exactly_once(in_process_aws):
     """unsubscribe-pending at 11:25: usage up to 11:25 is closed and metered at once; the tick at
     12:10 closes 11:25-12:00; together they are the hour, each minute once."""
     org, now = "partco", [T0 + timedelta(hours=2, minutes=25)]
@@ -189,11 +191,11 @@ def test_a_final_metering_closes_part_of_an_hour_and_the_rest_later_exactly_once
     }
 
 
-def test_entries_written_before_line_costs_still_add_up_to_the_ledger(stack):
+def test_entries_written_before_line_costs_still_add_up_to_the_ledger(in_process_aws):
     """An entry priced by the old rule (the sum rounded once): 1 min of c5.xlarge and 4 of t3.medium
     are $0.0056 -> $0.01, while each line rounds to $0.00. The report keeps the ledger's cent."""
     org = "legacyco"
-    _, reg = ledger_org(org, ACCOUNT)
+    aws, reg = ledger_org(org, ACCOUNT)
     reg.put(
         {
             "pk": f"ORG#{org}",
@@ -208,7 +210,10 @@ def test_entries_written_before_line_costs_still_add_up_to_the_ledger(stack):
         },
         table=reg.ledger,
     )
-    report = billing_report(reg, org, None, T0 + timedelta(hours=2))
+    report = ActivityEnvironment().run(
+        BillingActivities(aws, reg).billing_report,
+        m.BillingReportInput(org_id=org, now=T0 + timedelta(hours=2)),
+    )
     assert report.cost_usd == Decimal("0.01") and sum(x.cost_usd for x in report.lines) == Decimal(
         "0.01"
     )

@@ -1,13 +1,13 @@
 """Organisation ids are free of each other's hyphen prefixes, because workflow ids join ids with
 single hyphens (the security review: ``cluster-acme-prod-db`` is org ``acme``'s cluster
 ``prod-db`` and org ``acme-prod``'s cluster ``db``; ``org-acme-images`` is acme's ShareImages
-and org ``acme-images``'s onboarding). Registration against the registry on the moto server."""
+and org ``acme-images``'s onboarding). Registration against the registry
+(moto in process)."""
 
 from __future__ import annotations
 
 import itertools
 
-import pytest
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
@@ -18,7 +18,7 @@ from bridgehead import ids
 from bridgehead import models as m
 from bridgehead.settings import get_settings
 
-pytestmark = pytest.mark.integration
+ACTIVITIES = ("register_organization",)
 
 _accounts = itertools.count(287000000001)
 
@@ -73,7 +73,7 @@ def _register_all(orgs: list[str]) -> tuple[list[str], dict[str, str]]:
     return registered, refused
 
 
-def test_no_two_registered_orgs_share_a_workflow_id(stack):
+def test_no_two_registered_orgs_share_a_workflow_id(in_process_aws):
     registered, refused = _register_all(
         ["nsco", "nsco-prod", "nsco-images", "nscox", "pfx-a-b", "pfx-a", "pfx", "pfx-b"]
     )
@@ -83,7 +83,7 @@ def test_no_two_registered_orgs_share_a_workflow_id(stack):
     assert _ambiguous_workflow_ids(registered) == []
 
 
-def test_the_registry_transaction_itself_refuses_a_racing_prefix(stack):
+def test_the_registry_transaction_itself_refuses_a_racing_prefix(in_process_aws):
     """Two registrations at the same moment both pass the activity's friendly check: the
     transaction's condition checks refuse the second, writing nothing."""
     reg = Registry(Aws(get_settings()))
@@ -97,7 +97,7 @@ def test_the_registry_transaction_itself_refuses_a_racing_prefix(stack):
     assert reg.register_org("racec", fields, shared_account=False) is None, "not a hyphen prefix"
 
 
-def test_twin_without_the_prefix_rule_two_orgs_share_workflow_ids(stack, monkeypatch):
+def test_twin_without_the_prefix_rule_two_orgs_share_workflow_ids(in_process_aws, monkeypatch):
     monkeypatch.setattr(ids, "hyphen_prefixes", lambda org_id: [])
     registered, _ = _register_all(["twinco", "twinco-prod"])
     assert registered == ["twinco", "twinco-prod"]

@@ -1,0 +1,237 @@
+"""activities/onboarding.py against moto: registration writes the organisation, its External ID
+and its account's claim once (one account, one organisation unless all say shared); a submitted
+role is recorded only in the organisation's account and while it can take one; the
+organisation's state moves only as the state machine allows; create-role-for-me builds the role
+and the node roles in the customer account with the customer's one-time keys, adopts only a role
+that trusts exactly us, and leaves nothing half-created. Verification: test_onboarding_verify.py;
+id namespaces: test_onboarding_namespace.py."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from temporalio.exceptions import ApplicationError
+
+from activities.onboarding import OnboardingActivities
+from bridgehead import models as m
+from bridgehead import policies
+from tests.activities.conftest import (
+    CUSTOMER,
+    REGION,
+    Planter,
+    Platform,
+    admin,
+    aws_error,
+    run,
+    trust_of,
+)
+
+ACTIVITIES = (
+    "register_organization",
+    "record_role",
+    "set_org_state",
+    "create_customer_role",
+)
+
+ORG = "acme"
+NODE = f"bridgehead-{ORG}--node-{REGION}"
+
+
+@pytest.fixture
+def acts(platform: Platform) -> OnboardingActivities:
+    return OnboardingActivities(platform.aws, platform.registry)
+
+
+def register(
+    acts: OnboardingActivities, org: str = ORG, account: str = CUSTOMER, **extra: Any
+) -> m.RegisterOrgResult:
+    req = m.RegisterOrgInput(
+        org_id=org,
+        display_name=org.title(),
+        admin_email=f"admin@{org}.example",
+        aws_account_id=account,
+        regions=[REGION],
+        **extra,
+    )
+    return run(acts.register_organization, req, workflow_id=f"org-{org}")  # type: ignore[no-any-return]
+
+
+def test_registration_writes_the_organisation_its_external_id_and_account_claim_once(
+    acts: OnboardingActivities, platform: Platform
+):
+    first = register(acts)
+    again = register(acts)  # a retry of the same workflow run
+    assert again.external_id == first.external_id and first.external_id.startswith("bh-")
+    org = platform.registry.org_item(ORG)
+    assert (org["state"], org["external_id"], org["aws_account_id"]) == (
+        "AWAITING_ROLE",
+        first.external_id,
+        CUSTOMER,
+    )
+    assert platform.registry.get(f"EXTID#{first.external_id}", "META")["org_id"] == ORG
+    assert platform.registry.account_claim(CUSTOMER)["orgs"] == {ORG}
+    a = first.artifacts
+    principal = platform.aws.platform_principal()
+    assert a.trust_policy == policies.trust_policy(principal, first.external_id)
+    assert a.role_name == "BridgeheadAccess" and [n["name"] for n in a.node_roles] == [NODE]
+    assert json.loads(a.cloudformation_template)["Resources"]
+    with pytest.raises(ApplicationError) as e:  # another workflow run: a second registration
+        req = m.RegisterOrgInput(
+            org_id=ORG,
+            display_name="x",
+            admin_email="x@x.io",
+            aws_account_id="333333333333",
+            regions=[REGION],
+        )
+        run(acts.register_organization, req, workflow_run_id="another-run")
+    assert e.value.type == "CustomerActionRequired" and e.value.non_retryable
+    assert "is already registered (account 222222222222)" in e.value.message
+
+
+def test_an_account_serves_one_organisation_unless_each_says_it_is_shared(
+    acts: OnboardingActivities, platform: Platform
+):
+    register(acts)
+    with pytest.raises(ApplicationError) as e:
+        register(acts, "beta", shared_account=True)  # acme did not say shared
+    assert e.value.type == "CustomerActionRequired" and "already belongs to organisation acme" in (
+        e.value.message
+    )
+    assert platform.registry.org_item("beta") is None
+    one = register(acts, "one", "444444444444", shared_account=True)
+    two = register(acts, "two", "444444444444", shared_account=True)
+    assert platform.registry.account_claim("444444444444")["orgs"] == {"one", "two"}
+    assert one.artifacts.role_name != two.artifacts.role_name, "their roles never collide"
+
+
+def test_a_role_is_recorded_only_in_the_organisations_account_while_it_can_take_one(
+    acts: OnboardingActivities, platform: Platform
+):
+    register(acts)
+    role = f"arn:aws:iam::{CUSTOMER}:role/BridgeheadAccess"
+    run(acts.record_role, m.RecordRoleInput(org_id=ORG, role_arn=role))
+    assert platform.registry.org(ORG).role_arn == role
+    with pytest.raises(ApplicationError) as foreign:
+        other = m.RecordRoleInput(org_id=ORG, role_arn="arn:aws:iam::333333333333:role/X")
+        run(acts.record_role, other)
+    assert foreign.value.type == "CustomerActionRequired" and foreign.value.non_retryable
+    assert "is in account 333333333333, but organisation acme is account 222222222222" in (
+        foreign.value.message
+    )
+    run(acts.set_org_state, m.SetOrgStateInput(org_id=ORG, state=m.OrgState.OFFBOARDING))
+    with pytest.raises(ApplicationError) as late:
+        run(acts.record_role, m.RecordRoleInput(org_id=ORG, role_arn=role + "2"))
+    assert "organisation acme is OFFBOARDING" in late.value.message
+    assert platform.registry.org(ORG).role_arn == role
+
+
+def test_the_organisations_state_moves_only_as_the_state_machine_allows(
+    acts: OnboardingActivities, platform: Platform
+):
+    register(acts)
+    for state in ("READY", "READY", "OFFBOARDING", "OFFBOARDED"):
+        req = m.SetOrgStateInput(org_id=ORG, state=m.OrgState(state), detail=f"now {state}")
+        run(acts.set_org_state, req)
+    assert platform.registry.org_item(ORG)["state_detail"] == "now OFFBOARDED"
+    with pytest.raises(ApplicationError) as e:
+        run(acts.set_org_state, m.SetOrgStateInput(org_id=ORG, state=m.OrgState.READY))
+    assert e.value.type == "IllegalTransition" and e.value.non_retryable
+    assert "org acme is OFFBOARDED; it cannot become READY" in e.value.message
+    assert platform.registry.org_item(ORG)["state"] == "OFFBOARDED"
+
+
+def temporary_keys(account: str = CUSTOMER) -> m.CreateRoleRequest:
+    """Temporary keys of an administrator of ``account`` (an assumed role), as a customer sends."""
+    c = boto3.client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{account}:role/Admin", RoleSessionName="onboarding"
+    )["Credentials"]
+    keys = m.CreateRoleForMeInput(
+        access_key_id=c["AccessKeyId"],
+        secret_access_key=c["SecretAccessKey"],
+        session_token=c["SessionToken"],
+    )
+    return m.CreateRoleRequest(org_id=ORG, credentials=keys)
+
+
+def roles(account: str = CUSTOMER) -> list[str]:
+    return sorted(r["RoleName"] for r in admin("iam", account).list_roles()["Roles"])
+
+
+def test_create_role_for_me_builds_the_role_and_node_roles_in_the_customer_account(
+    acts: OnboardingActivities, platform: Platform
+):
+    reg = register(acts)
+    created = run(acts.create_customer_role, temporary_keys())
+    assert created == m.CreateRoleResult(
+        role_arn=f"arn:aws:iam::{CUSTOMER}:role/BridgeheadAccess", adopted=False
+    )
+    assert roles() == ["BridgeheadAccess", NODE]
+    assert trust_of(CUSTOMER, "BridgeheadAccess") == reg.artifacts.trust_policy
+    iam = admin("iam")
+    policy = iam.get_role_policy(RoleName="BridgeheadAccess", PolicyName="bridgehead-permissions")
+    assert policy["PolicyDocument"] == reg.artifacts.permission_policy
+    profile = iam.get_instance_profile(InstanceProfileName=NODE)["InstanceProfile"]
+    assert [r["RoleName"] for r in profile["Roles"]] == [NODE]
+    assert platform.registry.org(ORG).role_arn == created.role_arn
+    again = run(acts.create_customer_role, temporary_keys())  # our own role: adopted
+    assert again.adopted and roles() == ["BridgeheadAccess", NODE]
+
+
+def test_keys_of_another_account_are_refused_and_nothing_is_created(
+    acts: OnboardingActivities, platform: Platform
+):
+    register(acts)
+    with pytest.raises(ApplicationError) as e:
+        run(acts.create_customer_role, temporary_keys("333333333333"))
+    assert e.value.type == "CustomerActionRequired" and e.value.non_retryable
+    assert "invalid for account 222222222222" in e.value.message
+    assert roles() == [] and roles("333333333333") == []
+    assert platform.registry.org(ORG).role_arn is None
+
+
+def test_a_role_of_the_same_name_trusting_someone_else_is_not_taken_over(
+    acts: OnboardingActivities,
+):
+    register(acts)
+    foreign = {
+        "Version": "2012-10-17",
+        "Statement": [{"Effect": "Allow", "Principal": {"AWS": "*"}, "Action": "sts:AssumeRole"}],
+    }
+    admin("iam").create_role(
+        RoleName="BridgeheadAccess", AssumeRolePolicyDocument=json.dumps(foreign)
+    )
+    with pytest.raises(ApplicationError) as e:
+        run(acts.create_customer_role, temporary_keys())
+    assert e.value.type == "CustomerActionRequired" and "will not take it over" in e.value.message
+    assert trust_of(CUSTOMER, "BridgeheadAccess") == foreign and roles() == ["BridgeheadAccess"]
+
+
+@pytest.mark.parametrize(
+    "operation,says,left",
+    [
+        ("CreateRole", "lack permission to create a role (iam:CreateRole was denied", []),
+        ("PutRolePolicy", "the role was removed again", []),
+        ("CreateInstanceProfile", "everything created was removed again", []),
+    ],
+)
+def test_keys_that_may_not_do_everything_leave_nothing_half_created(
+    acts: OnboardingActivities,
+    platform: Platform,
+    new_clients: Planter,
+    operation: str,
+    says: str,
+    left: list[str],
+):
+    register(acts)
+    new_clients("iam", operation, lambda params: aws_error("AccessDenied", 403))
+    with pytest.raises(ApplicationError) as e:
+        run(acts.create_customer_role, temporary_keys())
+    assert e.value.type == "CustomerActionRequired" and e.value.non_retryable
+    assert says in e.value.message, e.value.message
+    assert roles() == left and platform.registry.org(ORG).role_arn is None
+    with pytest.raises(ClientError):
+        admin("iam").get_instance_profile(InstanceProfileName=NODE)
