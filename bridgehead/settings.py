@@ -162,6 +162,13 @@ class Settings(BaseSettings):
     max_concurrent_activities: int = 32
     max_concurrent_workflow_tasks: int = 64
     max_cached_workflows: int = 2000
+    #: ``isolated``: every workflow run re-imports the ``workflows`` package inside Temporal's
+    #: sandbox, which catches a non-deterministic call at run time (about 400 KiB of memory per
+    #: cached run). ``shared``: the package is imported once and shared by every run (about
+    #: 130 KiB per cached run, measured by ``python -m bench.memory``); determinism is then kept by
+    #: the static check of tests/test_workflow_determinism.py and the replay suite, which run the
+    #: isolated sandbox. For a worker holding thousands of waiting clusters.
+    workflow_sandbox: Literal["isolated", "shared"] = "isolated"
     #: Prometheus endpoint of the worker (SDK metrics and Bridgehead's own, see bridgehead/metrics.py).
     metrics_port: int | None = None
     #: Address the metrics endpoint binds; loopback by default (``0.0.0.0`` to let a Prometheus

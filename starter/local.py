@@ -285,10 +285,12 @@ class LocalStack:
             p.kill()
             p.wait()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 25) -> None:
+        """Workers first (they drain their tasks within their graceful shutdown), then the server
+        and moto; each is killed after ``timeout`` seconds."""
         workers = sorted(n for n in self.procs if n.startswith("worker"))
         for name in (*workers, "temporal", "moto"):
-            self._stop(name)
+            self._stop(name, timeout=timeout)
 
     @staticmethod
     def _http_ok(url: str) -> bool:

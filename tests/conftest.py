@@ -64,7 +64,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
     get_settings.cache_clear()
     yield st
-    st.stop()
+    st.stop(timeout=3)  # nothing left to drain: a graceful worker shutdown took ~30 s
     os.environ.clear()
     os.environ.update(saved)
     get_settings.cache_clear()
@@ -123,7 +123,7 @@ def enforcing_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS
         st.proxy = proxy  # type: ignore[attr-defined]
         yield st
     finally:
-        st.stop()
+        st.stop(timeout=3)
         if proxy:
             proxy.stop()
         artifacts = (

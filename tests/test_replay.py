@@ -38,13 +38,16 @@ async def test_history_replays_without_nondeterminism(path: Path):
     wf_id = (path.with_suffix(".id")).read_text().strip()
     history = WorkflowHistory.from_json(wf_id, path.read_text())
     assert len(history.events) > 5
-    replayer = Replayer(
-        workflows=WORKFLOWS,
-        data_converter=make_data_converter(TEST_KEY),
-        workflow_runner=sandbox_runner(),
-    )
-    result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-    assert result.replay_failure is None
+    # Both sandbox modes a worker can run (setting ``workflow_sandbox``): the isolated one, and the
+    # one sharing the workflows package between runs.
+    for shared in (False, True):
+        replayer = Replayer(
+            workflows=WORKFLOWS,
+            data_converter=make_data_converter(TEST_KEY),
+            workflow_runner=sandbox_runner(shared=shared),
+        )
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+        assert result.replay_failure is None
 
 
 @workflow.defn(name="DropboxRequest", sandboxed=False)
