@@ -37,7 +37,7 @@ async def make_client(
     config.update(overrides)
     return await Client.connect(
         data_converter=make_data_converter(
-            settings.codec_key_bytes(), settings.codec_old_key_bytes()
+            settings.codec_key_bytes(), settings.codec_old_key_bytes(), settings.codec_accept_v1
         ),
         **config,
     )

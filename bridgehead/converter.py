@@ -149,9 +149,13 @@ class SensitivePayloadCodec(PayloadCodec, WithSerializationContext):
     Args:
         key: The 32-byte key that encrypts (and decrypts).
         old_keys: Keys that only decrypt (key rotation).
+        accept_v1: Also decrypt v1 payloads (bound to the key only, recorded before payloads were
+            bound to their workflow): while runs started before that upgrade still run, and for
+            replaying their histories. Off, such a payload is refused: a v1 ciphertext copied
+            from one workflow's history would otherwise decrypt in any other.
     """
 
-    def __init__(self, key: bytes, old_keys: Sequence[bytes] = ()) -> None:
+    def __init__(self, key: bytes, old_keys: Sequence[bytes] = (), accept_v1: bool = False) -> None:
         from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
         for k in (key, *old_keys):
@@ -160,6 +164,7 @@ class SensitivePayloadCodec(PayloadCodec, WithSerializationContext):
         self.key_id = key_id(key)
         self._ring = {key_id(k): AESGCM(k) for k in (*old_keys, key)}
         self._scope: tuple[str, str] | None = None
+        self.accept_v1 = accept_v1
 
     def with_context(self, context: SerializationContext) -> SensitivePayloadCodec:
         if isinstance(context, WorkflowSerializationContext | ActivitySerializationContext):
@@ -230,8 +235,14 @@ class SensitivePayloadCodec(PayloadCodec, WithSerializationContext):
                 return _undecryptable(
                     "this payload can only be decrypted by the workflow it was sent to"
                 )
-        else:
+        elif self.accept_v1:
             aad = kid.encode()  # v1: payloads recorded before the binding (replay only)
+        else:
+            return _undecryptable(
+                "this payload uses the v1 encryption, not bound to its workflow (recorded before "
+                "the binding); it is accepted only while BRIDGEHEAD_CODEC_ACCEPT_V1=true, set until "
+                "the runs started before that upgrade have finished; the payload was refused"
+            )
         try:
             plain = aead.decrypt(p.data[:12], p.data[12:], aad)
         except InvalidTag:
@@ -250,7 +261,9 @@ def _copy(codec: SensitivePayloadCodec) -> SensitivePayloadCodec:
     return clone
 
 
-def make_data_converter(codec_key: bytes | None, old_keys: Sequence[bytes] = ()) -> DataConverter:
+def make_data_converter(
+    codec_key: bytes | None, old_keys: Sequence[bytes] = (), accept_v1: bool = False
+) -> DataConverter:
     """The converter for clients and workers; ``codec_key=None`` only for tools that never see secrets."""
     converter = DataConverter(
         payload_converter_class=BridgeheadPayloadConverter,
@@ -258,4 +271,6 @@ def make_data_converter(codec_key: bytes | None, old_keys: Sequence[bytes] = ())
     )
     if codec_key is None:
         return converter
-    return dataclasses.replace(converter, payload_codec=SensitivePayloadCodec(codec_key, old_keys))
+    return dataclasses.replace(
+        converter, payload_codec=SensitivePayloadCodec(codec_key, old_keys, accept_v1)
+    )

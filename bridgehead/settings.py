@@ -157,6 +157,11 @@ class Settings(BaseSettings):
     #: Older keys (JSON list of base64 keys) that still decrypt but never encrypt: key rotation
     #: (README, "Rotating the payload key").
     codec_old_keys: list[SecretStr] = Field(default_factory=list)
+    #: Decrypt v1 payloads too (bound to the key only, written before payloads were bound to their
+    #: workflow and handler). Off by default: such a ciphertext, copied from one workflow's
+    #: history, would decrypt in any other. Set it only while runs started before that upgrade
+    #: still run (README, "Rotating the payload key").
+    codec_accept_v1: bool = False
 
     # --- worker tuning ------------------------------------------------------------------------------
     max_concurrent_activities: int = 32

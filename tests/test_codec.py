@@ -192,3 +192,58 @@ def test_cli_without_a_key_outside_local_says_what_to_set(tmp_path):
         "BRIDGEHEAD_CODEC_KEY is required" in r.stderr
         and "export BRIDGEHEAD_ENVIRONMENT=local" in r.stderr
     ), r.stderr
+
+
+def v1_payload(key: bytes, value: object) -> Payload:
+    """A payload as the codec wrote it before the binding: AES-GCM with the key id as the only
+    associated data, no scheme mark."""
+    import os
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    inner = run(make_data_converter(None).encode([value]))[0]
+    kid = conv.key_id(key)
+    nonce = os.urandom(12)
+    data = nonce + AESGCM(key).encrypt(nonce, inner.SerializeToString(), kid.encode())
+    return Payload(
+        metadata={"encoding": conv.ENCRYPTED_ENCODING, conv.KEY_ID_META: kid.encode()}, data=data
+    )
+
+
+def v1_problems(accepting: object, refusing: object) -> list[str]:
+    """What is wrong with the v1 gate: ``accepting`` must decrypt a v1 payload, ``refusing`` must
+    refuse it with a message saying how to accept it while old runs finish."""
+    found = []
+    enc = [v1_payload(b"k" * 32, KEYS)]
+    try:
+        got = run(accepting.decode(enc, [m.CreateRoleForMeInput]))[0]  # type: ignore[attr-defined]
+        if got.session_token.get_secret_value() != TOKEN:
+            found.append("v1 decrypted to something else")
+    except Exception as e:  # noqa: BLE001
+        found.append(f"v1 refused where accepted: {e}")
+    err = decode_error(refusing, enc)
+    if err is None:
+        found.append("v1 ciphertext accepted by default (it decrypts in any workflow)")
+    elif "BRIDGEHEAD_CODEC_ACCEPT_V1" not in err:
+        found.append(f"v1 refusal does not say how to accept it: {err}")
+    return found
+
+
+def test_v1_payloads_are_refused_unless_accepted_for_old_runs():
+    accepting = make_data_converter(b"k" * 32, accept_v1=True).with_context(ctx("org-victim"))
+    refusing = make_data_converter(b"k" * 32).with_context(ctx("org-victim"))
+    assert v1_problems(accepting, refusing) == []
+
+
+def test_twin_a_codec_that_always_takes_v1_is_caught(monkeypatch):
+    original = conv.SensitivePayloadCodec.__init__
+
+    def always_v1(self, key, old_keys=(), accept_v1=False):  # type: ignore[no-untyped-def]
+        original(self, key, old_keys, accept_v1=True)
+
+    monkeypatch.setattr(conv.SensitivePayloadCodec, "__init__", always_v1)
+    refusing = make_data_converter(b"k" * 32).with_context(ctx("org-victim"))
+    accepting = make_data_converter(b"k" * 32, accept_v1=True).with_context(ctx("org-victim"))
+    assert v1_problems(accepting, refusing) == [
+        "v1 ciphertext accepted by default (it decrypts in any workflow)"
+    ]

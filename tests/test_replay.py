@@ -40,10 +40,12 @@ async def test_history_replays_without_nondeterminism(path: Path):
     assert len(history.events) > 5
     # Both sandbox modes a worker can run (setting ``workflow_sandbox``): the isolated one, and the
     # one sharing the workflows package between runs.
+    # Old runs hold v1 payloads (written before payloads were bound to their workflow): a worker
+    # replaying them runs with BRIDGEHEAD_CODEC_ACCEPT_V1 until they finish (README).
     for shared in (False, True):
         replayer = Replayer(
             workflows=WORKFLOWS,
-            data_converter=make_data_converter(TEST_KEY),
+            data_converter=make_data_converter(TEST_KEY, accept_v1=True),
             workflow_runner=sandbox_runner(shared=shared),
         )
         result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
@@ -122,3 +124,18 @@ async def test_twin_recorder_refuses_to_overwrite_a_history_that_no_longer_repla
         await store(fresh, "broken", folder=tmp_path)
     assert (tmp_path / "broken.json").read_text() == before
     await store(fresh, "ok", folder=tmp_path)
+
+
+async def test_old_runs_with_v1_payloads_need_the_v1_setting():
+    """The histories recorded before the binding fail to replay without the setting (so the
+    upgrade note is needed, and a default worker refuses a v1 payload)."""
+    path = HISTORIES / "OnboardOrganization--encrypted-payload.json"
+    wf_id = path.with_suffix(".id").read_text().strip()
+    history = WorkflowHistory.from_json(wf_id, path.read_text())
+    replayer = Replayer(
+        workflows=WORKFLOWS,
+        data_converter=make_data_converter(TEST_KEY),
+        workflow_runner=sandbox_runner(),
+    )
+    result = await replayer.replay_workflow(history, raise_on_replay_failure=False)
+    assert result.replay_failure is not None

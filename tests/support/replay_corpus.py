@@ -167,7 +167,7 @@ async def replay_failure(h: WorkflowHistory) -> str | None:
 
     replayer = Replayer(
         workflows=WORKFLOWS,
-        data_converter=make_data_converter(TEST_KEY),
+        data_converter=make_data_converter(TEST_KEY, accept_v1=True),
         workflow_runner=sandbox_runner(),
     )
     result = await replayer.replay_workflow(h, raise_on_replay_failure=False)
