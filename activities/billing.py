@@ -167,7 +167,8 @@ class BillingActivities(MeteringActivities):
     def _observed_capacity(
         self, org_id: str, org: OrgRecord | str, c: dict[str, Any], segments: list[UsageSegment]
     ) -> tuple[list[tuple[datetime, datetime | None]] | None, str]:
-        """The cluster's compute instances over time, as observed in its Auto Scaling group.
+        """The cluster's compute instances over time, as observed in its Auto Scaling group and,
+        for nodes detached from the group that keep running, by their launch tags.
 
         Each call records what it sees on the cluster's registry item (``observed_instances``:
         launch time, end, last seen), so an instance that is gone stays known: it ended when
@@ -204,6 +205,10 @@ class BillingActivities(MeteringActivities):
                         for r in ec2.describe_instances(InstanceIds=ids_now)["Reservations"]:
                             for i in r["Instances"]:
                                 in_service[i["InstanceId"]] = i["LaunchTime"].astimezone(UTC)
+                # Instances detached from the group keep running (and costing) outside it: found
+                # by the tags the launch template gives every compute node of this cluster.
+                for iid, launched in self._tagged_compute(org, c["region"], org_id, name).items():
+                    in_service.setdefault(iid, launched)
                 with aws_errors("autoscaling:DescribeScalingActivities"):
                     for a in auto.describe_scaling_activities(AutoScalingGroupName=group).get(
                         "Activities", []
@@ -244,6 +249,25 @@ class BillingActivities(MeteringActivities):
             for r in known.values()
         ]
         return instances, "observed"
+
+    def _tagged_compute(
+        self, org: OrgRecord, region: str, org_id: str, name: str
+    ) -> dict[str, datetime]:
+        """Running compute nodes of the cluster by their launch tags (``bridgehead:workflow`` is
+        the cluster's workflow id, unique to org and cluster): instance id -> launch time."""
+        ec2 = self.aws.customer(org, "ec2", region)
+        filters = [
+            {"Name": "tag:bridgehead:workflow", "Values": [ids.cluster_workflow_id(org_id, name)]},
+            {"Name": "tag:bridgehead:node", "Values": ["compute"]},
+            {"Name": "instance-state-name", "Values": ["pending", "running"]},
+        ]
+        found: dict[str, datetime] = {}
+        with aws_errors("ec2:DescribeInstances"):
+            for page in ec2.get_paginator("describe_instances").paginate(Filters=filters):
+                for r in page["Reservations"]:
+                    for i in r["Instances"]:
+                        found[i["InstanceId"]] = i["LaunchTime"].astimezone(UTC)
+        return found
 
     @activity.defn
     def billing_report(self, req: BillingReportInput) -> BillingReport:

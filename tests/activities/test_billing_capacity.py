@@ -115,6 +115,103 @@ def test_a_group_short_of_the_request_is_billed_for_what_ran_and_a_replacement_i
     assert 29 <= lines["c5.xlarge"] <= 31, lines
 
 
+def _detached_scenario(monkeypatch=None) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Two compute nodes requested and running for half an hour; one is detached from the group
+    (desired capacity decremented) right after the first tick and keeps running. Returns the
+    ledger's minutes per instance type."""
+    org = f"det{uuid.uuid4().hex[:6]}"
+    aws, reg = ledger_org(
+        org, ACCOUNT, role_arn=f"arn:aws:iam::{ACCOUNT}:role/OrganizationAccountAccessRole"
+    )
+    ec2 = admin("ec2", ACCOUNT)
+    auto = admin("autoscaling", ACCOUNT)
+    group = f"{ids.org_prefix(org)}c1-compute"
+    tags = {"bridgehead:workflow": ids.cluster_workflow_id(org, "c1"), "bridgehead:node": "compute"}
+    ec2.create_launch_template(
+        LaunchTemplateName=group,
+        LaunchTemplateData={
+            "ImageId": "ami-12345678",
+            "InstanceType": "c5.xlarge",
+            "TagSpecifications": [
+                {
+                    "ResourceType": "instance",
+                    "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                }
+            ],
+        },
+    )
+    auto.create_auto_scaling_group(
+        AutoScalingGroupName=group,
+        LaunchTemplate={"LaunchTemplateName": group},
+        MinSize=0,
+        MaxSize=4,
+        DesiredCapacity=2,
+        AvailabilityZones=["us-east-1a"],
+        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in tags.items()],
+    )
+    nodes = _in_service(auto, group)
+    assert len(nodes) == 2
+    launched = min(
+        i["LaunchTime"].astimezone(UTC)
+        for r in ec2.describe_instances(InstanceIds=nodes)["Reservations"]
+        for i in r["Instances"]
+    )
+    start = launched.replace(microsecond=0) - timedelta(minutes=30)
+    seg = m.UsageSegment(
+        start=start,
+        end=None,
+        head_instance_type="t3.medium",
+        compute_instance_type="c5.xlarge",
+        compute_nodes=2,
+    )
+    reg.put(
+        {
+            "pk": f"ORG#{org}",
+            "sk": "CLUSTER#c1",
+            "name": "c1",
+            "region": "us-east-1",
+            "state": "RUNNING",
+            "segments": [seg.model_dump(mode="json")],
+            "outputs": {"ComputeGroupName": group},
+        }
+    )
+    acts = BillingActivities(aws, reg)
+    env = ActivityEnvironment()
+    env.run(
+        acts.close_billing_periods,
+        m.CloseBillingPeriodsInput(org_id=org, until=start + timedelta(minutes=1), partial=True),
+    )
+    time.sleep(1)
+    auto.detach_instances(
+        InstanceIds=[nodes[0]], AutoScalingGroupName=group, ShouldDecrementDesiredCapacity=True
+    )
+    assert _in_service(auto, group) == [nodes[1]]
+    env.run(
+        acts.close_billing_periods,
+        m.CloseBillingPeriodsInput(org_id=org, until=start + timedelta(hours=1), partial=True),
+    )
+    lines: dict[str, int] = {}
+    for e in ledger_entries(reg, org):
+        for t, minutes in e["lines"].items():
+            lines[t] = lines.get(t, 0) + int(minutes)
+    return lines
+
+
+def test_a_node_detached_from_the_group_is_billed_while_it_runs(in_process_aws):
+    """Review finding 12: a compute node detached from the Auto Scaling group keeps running in the
+    customer's account; it is found by its launch tags and billed like the one still in the
+    group (about 30 minutes each from their launch to the end of the hour)."""
+    lines = _detached_scenario()
+    assert lines["t3.medium"] == 60
+    assert 58 <= lines["c5.xlarge"] <= 62, lines
+
+
+def test_twin_observing_only_the_group_leaves_a_detached_node_unbilled(in_process_aws, monkeypatch):
+    monkeypatch.setattr(BillingActivities, "_tagged_compute", lambda self, *a: {})
+    lines = _detached_scenario()
+    assert lines["c5.xlarge"] <= 32, lines
+
+
 def test_without_an_observable_group_the_request_is_billed_and_said_so(in_process_aws):
     org = f"nog{uuid.uuid4().hex[:6]}"
     aws, reg = ledger_org(
