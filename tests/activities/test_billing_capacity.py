@@ -22,12 +22,25 @@ ACCOUNT = "353535353535"
 
 
 def _group(org: str, name: str, desired: int) -> tuple[str, object, object]:  # type: ignore[no-untyped-def]
+    """The cluster's compute group, its nodes tagged as the cluster template's launch template
+    tags them (``bridgehead:workflow``, ``bridgehead:node``)."""
     ec2 = admin("ec2", ACCOUNT)
     auto = admin("autoscaling", ACCOUNT)
     image = "ami-12345678"  # moto launches from any id (its public images are not loaded)
     group = f"{ids.org_prefix(org)}{name}-compute"
+    tags = {"bridgehead:workflow": ids.cluster_workflow_id(org, name), "bridgehead:node": "compute"}
     ec2.create_launch_template(
-        LaunchTemplateName=group, LaunchTemplateData={"ImageId": image, "InstanceType": "c5.xlarge"}
+        LaunchTemplateName=group,
+        LaunchTemplateData={
+            "ImageId": image,
+            "InstanceType": "c5.xlarge",
+            "TagSpecifications": [
+                {
+                    "ResourceType": "instance",
+                    "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+                }
+            ],
+        },
     )
     auto.create_auto_scaling_group(
         AutoScalingGroupName=group,
@@ -40,26 +53,14 @@ def _group(org: str, name: str, desired: int) -> tuple[str, object, object]:  # 
     return group, ec2, auto
 
 
-def _in_service(auto, group: str) -> list[str]:  # type: ignore[no-untyped-def]
-    g = auto.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]
-    return [i["InstanceId"] for i in g["Instances"] if i["LifecycleState"] == "InService"]
-
-
-def test_a_group_short_of_the_request_is_billed_for_what_ran_and_a_replacement_is_billed(
-    in_process_aws,
-):
-    """Two compute nodes requested for an hour; the group runs one, launched half-way through;
-    it is interrupted and replaced. Billed: the head for the hour, one compute node from its
-    launch (the replacement from its own), never the missing node."""
-    org = f"cap{uuid.uuid4().hex[:6]}"
-    aws, reg = ledger_org(
-        org, ACCOUNT, role_arn=f"arn:aws:iam::{ACCOUNT}:role/OrganizationAccountAccessRole"
+def _running_cluster(reg, org: str, group: str, nodes: list[str], ec2) -> datetime:  # type: ignore[no-untyped-def]
+    """Register cluster ``c1`` RUNNING with two compute nodes requested since 30 minutes before
+    its first node's launch; returns that start."""
+    launched = min(
+        i["LaunchTime"].astimezone(UTC)
+        for r in ec2.describe_instances(InstanceIds=nodes)["Reservations"]
+        for i in r["Instances"]
     )
-    group, ec2, auto = _group(org, "c1", desired=1)
-    (first,) = _in_service(auto, group)
-    launched = ec2.describe_instances(InstanceIds=[first])["Reservations"][0]["Instances"][0][
-        "LaunchTime"
-    ].astimezone(UTC)
     start = launched.replace(microsecond=0) - timedelta(minutes=30)
     seg = m.UsageSegment(
         start=start,
@@ -79,6 +80,36 @@ def test_a_group_short_of_the_request_is_billed_for_what_ran_and_a_replacement_i
             "outputs": {"ComputeGroupName": group},
         }
     )
+    return start
+
+
+def _minutes(reg, org: str) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    lines: dict[str, int] = {}
+    for e in ledger_entries(reg, org):
+        assert e["capacity"] == "observed"
+        for t, minutes in e["lines"].items():
+            lines[t] = lines.get(t, 0) + int(minutes)
+    return lines
+
+
+def _in_service(auto, group: str) -> list[str]:  # type: ignore[no-untyped-def]
+    g = auto.describe_auto_scaling_groups(AutoScalingGroupNames=[group])["AutoScalingGroups"][0]
+    return [i["InstanceId"] for i in g["Instances"] if i["LifecycleState"] == "InService"]
+
+
+def test_a_group_short_of_the_request_is_billed_for_what_ran_and_a_replacement_is_billed(
+    in_process_aws,
+):
+    """Two compute nodes requested for an hour; the group runs one, launched half-way through;
+    it is interrupted and replaced. Billed: the head for the hour, one compute node from its
+    launch (the replacement from its own), never the missing node."""
+    org = f"cap{uuid.uuid4().hex[:6]}"
+    aws, reg = ledger_org(
+        org, ACCOUNT, role_arn=f"arn:aws:iam::{ACCOUNT}:role/OrganizationAccountAccessRole"
+    )
+    group, ec2, auto = _group(org, "c1", desired=1)
+    (first,) = _in_service(auto, group)
+    start = _running_cluster(reg, org, group, [first], ec2)
     acts = BillingActivities(aws, reg)
     env = ActivityEnvironment()
     # A tick sees the first instance in service (nothing is closed yet: the window ends before it).
@@ -104,18 +135,14 @@ def test_a_group_short_of_the_request_is_billed_for_what_ran_and_a_replacement_i
         and seen[first].get("ended")
         and not seen[replacement].get("ended")
     )
-    lines: dict[str, int] = {}
-    for e in ledger_entries(reg, org):
-        assert e["capacity"] == "observed"
-        for t, minutes in e["lines"].items():
-            lines[t] = lines.get(t, 0) + int(minutes)
+    lines = _minutes(reg, org)
     # Head: the hour. Compute: the first instance for the seconds it was seen, then its
     # replacement to the end of the hour (about 30 minutes): never the two requested (120).
     assert lines["t3.medium"] == 60
     assert 29 <= lines["c5.xlarge"] <= 31, lines
 
 
-def _detached_scenario(monkeypatch=None) -> dict[str, int]:  # type: ignore[no-untyped-def]
+def _detached_scenario() -> dict[str, int]:
     """Two compute nodes requested and running for half an hour; one is detached from the group
     (desired capacity decremented) right after the first tick and keeps running. Returns the
     ledger's minutes per instance type."""
@@ -123,58 +150,10 @@ def _detached_scenario(monkeypatch=None) -> dict[str, int]:  # type: ignore[no-u
     aws, reg = ledger_org(
         org, ACCOUNT, role_arn=f"arn:aws:iam::{ACCOUNT}:role/OrganizationAccountAccessRole"
     )
-    ec2 = admin("ec2", ACCOUNT)
-    auto = admin("autoscaling", ACCOUNT)
-    group = f"{ids.org_prefix(org)}c1-compute"
-    tags = {"bridgehead:workflow": ids.cluster_workflow_id(org, "c1"), "bridgehead:node": "compute"}
-    ec2.create_launch_template(
-        LaunchTemplateName=group,
-        LaunchTemplateData={
-            "ImageId": "ami-12345678",
-            "InstanceType": "c5.xlarge",
-            "TagSpecifications": [
-                {
-                    "ResourceType": "instance",
-                    "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
-                }
-            ],
-        },
-    )
-    auto.create_auto_scaling_group(
-        AutoScalingGroupName=group,
-        LaunchTemplate={"LaunchTemplateName": group},
-        MinSize=0,
-        MaxSize=4,
-        DesiredCapacity=2,
-        AvailabilityZones=["us-east-1a"],
-        Tags=[{"Key": k, "Value": v, "PropagateAtLaunch": True} for k, v in tags.items()],
-    )
+    group, ec2, auto = _group(org, "c1", desired=2)
     nodes = _in_service(auto, group)
     assert len(nodes) == 2
-    launched = min(
-        i["LaunchTime"].astimezone(UTC)
-        for r in ec2.describe_instances(InstanceIds=nodes)["Reservations"]
-        for i in r["Instances"]
-    )
-    start = launched.replace(microsecond=0) - timedelta(minutes=30)
-    seg = m.UsageSegment(
-        start=start,
-        end=None,
-        head_instance_type="t3.medium",
-        compute_instance_type="c5.xlarge",
-        compute_nodes=2,
-    )
-    reg.put(
-        {
-            "pk": f"ORG#{org}",
-            "sk": "CLUSTER#c1",
-            "name": "c1",
-            "region": "us-east-1",
-            "state": "RUNNING",
-            "segments": [seg.model_dump(mode="json")],
-            "outputs": {"ComputeGroupName": group},
-        }
-    )
+    start = _running_cluster(reg, org, group, nodes, ec2)
     acts = BillingActivities(aws, reg)
     env = ActivityEnvironment()
     env.run(
@@ -190,11 +169,7 @@ def _detached_scenario(monkeypatch=None) -> dict[str, int]:  # type: ignore[no-u
         acts.close_billing_periods,
         m.CloseBillingPeriodsInput(org_id=org, until=start + timedelta(hours=1), partial=True),
     )
-    lines: dict[str, int] = {}
-    for e in ledger_entries(reg, org):
-        for t, minutes in e["lines"].items():
-            lines[t] = lines.get(t, 0) + int(minutes)
-    return lines
+    return _minutes(reg, org)
 
 
 def test_a_node_detached_from_the_group_is_billed_while_it_runs(in_process_aws):
