@@ -1,0 +1,136 @@
+"""The calendar month's boundary (UTC) in billing, on the real ledger and budget activities with
+moto in process: usage that spans the boundary is in both months' reports, each minute exactly
+once (closed or still in progress); a spend that reaches the budget in the month's last hour is
+acted on for that month (its last hour closes only after the month ended), and the next month
+starts from zero. Explicit times throughout: nothing here depends on when the test runs."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from temporalio.testing import ActivityEnvironment
+
+from activities.billing import BillingActivities, billing_report, ledger_entries
+from bridgehead import models as m
+from tests.integration.helpers import ledger_org
+
+DEC_1 = datetime(2026, 12, 1, tzinfo=UTC)
+#: Head (t3.medium, $0.0416/h) and two c5.xlarge ($0.17/h): 3 nodes, $0.38 per closed hour.
+NODES = 3
+
+
+def _running(reg: Any, org: str, start: datetime, end: datetime | None = None) -> None:
+    seg = m.UsageSegment(
+        start=start,
+        end=end,
+        head_instance_type="t3.medium",
+        compute_instance_type="c5.xlarge",
+        compute_nodes=NODES - 1,
+    )
+    reg.put(
+        {
+            "pk": f"ORG#{org}",
+            "sk": "CLUSTER#c1",
+            "name": "c1",
+            "region": "us-east-1",
+            "state": "RUNNING" if end is None else "DELETED",
+            "segments": [seg.model_dump(mode="json")],
+        }
+    )
+
+
+def _close(acts: BillingActivities, org: str, until: datetime, partial: bool = False) -> Any:
+    return ActivityEnvironment().run(
+        acts.close_billing_periods,
+        m.CloseBillingPeriodsInput(org_id=org, until=until, partial=partial),
+    )
+
+
+def test_usage_spanning_the_month_boundary_is_billed_in_both_months_each_minute_once(
+    in_process_aws,
+):
+    """23:30 on 30 November to 00:30 on 1 December, with a final metering at 23:45 (a part of an
+    hour of its own): November holds 30 minutes, December 30, every month together 60."""
+    org = "edgeco"
+    aws, reg = ledger_org(org, "212121212121")
+    _running(reg, org, DEC_1 - timedelta(minutes=30), DEC_1 + timedelta(minutes=30))
+    acts = BillingActivities(aws, reg)
+    _close(acts, org, DEC_1 - timedelta(minutes=15), partial=True)
+    _close(acts, org, DEC_1 + timedelta(hours=1))
+    by_month = {
+        month: sum(int(e["node_minutes"]) for e in ledger_entries(reg, org, month))
+        for month in ("2026-11", "2026-12")
+    }
+    assert by_month == {"2026-11": 30 * NODES, "2026-12": 30 * NODES}, by_month
+    assert sum(int(e["node_minutes"]) for e in ledger_entries(reg, org)) == 60 * NODES
+    at = DEC_1 + timedelta(hours=2)
+    reports = {mo: billing_report(reg, org, mo, at) for mo in ("2026-11", "2026-12", None)}
+    assert [reports[mo].node_minutes for mo in ("2026-11", "2026-12", None)] == [
+        30 * NODES,
+        30 * NODES,
+        60 * NODES,
+    ]
+    assert all(not r.in_progress for r in reports.values()), "everything is closed"
+
+
+def _budget_org(org: str) -> tuple[Any, Any]:
+    return ledger_org(
+        org,
+        "212121212123",
+        monthly_budget_usd=Decimal("1.50"),
+        budget_action="stop",
+        admin_email=f"admin@{org}.example",
+    )
+
+
+def test_a_budget_reached_in_the_months_last_hour_is_acted_on_for_that_month(in_process_aws):
+    """$0.38 an hour from 20:00 on 30 November against $1.50: 80 % is not reached by 23:00 ($1.14),
+    100 % is with the month's last hour ($1.52), which the meter closes at 00:10 on 1 December.
+    That close reports November at 100 % (nothing to stop: November is over); the next one reports
+    December, from zero, with the running cluster."""
+    org = "lasthr"
+    aws, reg = _budget_org(org)
+    _running(reg, org, DEC_1 - timedelta(hours=4))
+    acts = BillingActivities(aws, reg)
+    before = _close(acts, org, DEC_1 - timedelta(hours=1)).budget
+    assert (before.month, before.spent_usd, before.level) == ("2026-11", Decimal("1.14"), 0)
+    last = _close(acts, org, DEC_1).budget
+    assert (last.month, last.spent_usd, last.level, last.running) == (
+        "2026-11",
+        Decimal("1.52"),
+        100,
+        [],
+    ), last
+    nxt = _close(acts, org, DEC_1 + timedelta(hours=1)).budget
+    assert (nxt.month, nxt.spent_usd, nxt.level, nxt.running) == (
+        "2026-12",
+        Decimal("0.38"),
+        0,
+        ["c1"],
+    ), nxt
+
+
+def test_twin_a_budget_read_at_the_close_instant_never_sees_the_months_last_hour(
+    in_process_aws, monkeypatch
+):
+    """Planted defect: the status of the month of the close's ``until`` (as before): at 00:00 on
+    1 December that is December, so November's 100 % is never reported."""
+    import activities.billing as billing_activities
+    from activities.budget import budget_status
+
+    monkeypatch.setattr(
+        billing_activities,
+        "closed_month_budget",
+        lambda registry, org_id, until, ledger: budget_status(
+            registry, org_id, until, ledger=ledger
+        ),
+    )
+    org = "twinhr"
+    aws, reg = _budget_org(org)
+    _running(reg, org, DEC_1 - timedelta(hours=4))
+    acts = BillingActivities(aws, reg)
+    _close(acts, org, DEC_1 - timedelta(hours=1))
+    last = _close(acts, org, DEC_1).budget
+    assert (last.month, last.level) == ("2026-12", 0), "November's 100 % is lost"
