@@ -75,6 +75,26 @@ def test_usage_spanning_the_month_boundary_is_billed_in_both_months_each_minute_
     assert all(not r.in_progress for r in reports.values()), "everything is closed"
 
 
+def test_an_open_hour_across_the_boundary_is_in_progress_in_its_own_month(in_process_aws):
+    """At 00:05 on 1 December the hour 23:00-00:00 is not closed yet (it closes at 00:10): its
+    60 minutes are in progress in November's report, the 5 minutes since midnight in December's,
+    never the 65 in December's alone; the report of every month shows all 65."""
+    org = "openco"
+    aws, reg = ledger_org(org, "212121212122")
+    _running(reg, org, DEC_1 - timedelta(hours=3))
+    _close(BillingActivities(aws, reg), org, DEC_1 - timedelta(hours=1))
+    at = DEC_1 + timedelta(minutes=5)
+    got = {mo: billing_report(reg, org, mo, at).in_progress for mo in ("2026-11", "2026-12", None)}
+    assert got == {
+        "2026-11": {"c1": 60 * NODES},
+        "2026-12": {"c1": 5 * NODES},
+        None: {"c1": 65 * NODES},
+    }, got
+    # Past and future months see nothing of it.
+    assert billing_report(reg, org, "2026-10", at).in_progress == {}
+    assert billing_report(reg, org, "2027-01", at).in_progress == {}
+
+
 def _budget_org(org: str) -> tuple[Any, Any]:
     return ledger_org(
         org,
