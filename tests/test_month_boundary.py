@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.billing import BillingActivities, billing_report, ledger_entries
@@ -17,6 +18,11 @@ from bridgehead import models as m
 from tests.integration.helpers import ledger_org
 
 DEC_1 = datetime(2026, 12, 1, tzinfo=UTC)
+#: The two sides of the boundaries tested: a month's end, and a year's.
+BOUNDARIES = [
+    (DEC_1, "2026-11", "2026-12"),
+    (datetime(2027, 1, 1, tzinfo=UTC), "2026-12", "2027-01"),
+]
 #: Head (t3.medium, $0.0416/h) and two c5.xlarge ($0.17/h): 3 nodes, $0.38 per closed hour.
 NODES = 3
 
@@ -48,26 +54,27 @@ def _close(acts: BillingActivities, org: str, until: datetime, partial: bool = F
     )
 
 
+@pytest.mark.parametrize(("edge", "old", "new"), BOUNDARIES, ids=["month", "year"])
 def test_usage_spanning_the_month_boundary_is_billed_in_both_months_each_minute_once(
-    in_process_aws,
+    in_process_aws, edge, old, new
 ):
-    """23:30 on 30 November to 00:30 on 1 December, with a final metering at 23:45 (a part of an
-    hour of its own): November holds 30 minutes, December 30, every month together 60."""
-    org = "edgeco"
+    """23:30 on the month's last day to 00:30 on the 1st, with a final metering at 23:45 (a part of
+    an hour of its own): the old month holds 30 minutes, the new one 30, every month together 60."""
+    org = f"edge{new[:4]}"
     aws, reg = ledger_org(org, "212121212121")
-    _running(reg, org, DEC_1 - timedelta(minutes=30), DEC_1 + timedelta(minutes=30))
+    _running(reg, org, edge - timedelta(minutes=30), edge + timedelta(minutes=30))
     acts = BillingActivities(aws, reg)
-    _close(acts, org, DEC_1 - timedelta(minutes=15), partial=True)
-    _close(acts, org, DEC_1 + timedelta(hours=1))
+    _close(acts, org, edge - timedelta(minutes=15), partial=True)
+    _close(acts, org, edge + timedelta(hours=1))
     by_month = {
         month: sum(int(e["node_minutes"]) for e in ledger_entries(reg, org, month))
-        for month in ("2026-11", "2026-12")
+        for month in (old, new)
     }
-    assert by_month == {"2026-11": 30 * NODES, "2026-12": 30 * NODES}, by_month
+    assert by_month == {old: 30 * NODES, new: 30 * NODES}, by_month
     assert sum(int(e["node_minutes"]) for e in ledger_entries(reg, org)) == 60 * NODES
-    at = DEC_1 + timedelta(hours=2)
-    reports = {mo: billing_report(reg, org, mo, at) for mo in ("2026-11", "2026-12", None)}
-    assert [reports[mo].node_minutes for mo in ("2026-11", "2026-12", None)] == [
+    at = edge + timedelta(hours=2)
+    reports = {mo: billing_report(reg, org, mo, at) for mo in (old, new, None)}
+    assert [reports[mo].node_minutes for mo in (old, new, None)] == [
         30 * NODES,
         30 * NODES,
         60 * NODES,
@@ -105,27 +112,30 @@ def _budget_org(org: str) -> tuple[Any, Any]:
     )
 
 
-def test_a_budget_reached_in_the_months_last_hour_is_acted_on_for_that_month(in_process_aws):
-    """$0.38 an hour from 20:00 on 30 November against $1.50: 80 % is not reached by 23:00 ($1.14),
-    100 % is with the month's last hour ($1.52), which the meter closes at 00:10 on 1 December.
-    That close reports November at 100 % (nothing to stop: November is over); the next one reports
-    December, from zero, with the running cluster."""
-    org = "lasthr"
+@pytest.mark.parametrize(("edge", "old", "new"), BOUNDARIES, ids=["month", "year"])
+def test_a_budget_reached_in_the_months_last_hour_is_acted_on_for_that_month(
+    in_process_aws, edge, old, new
+):
+    """$0.38 an hour from 20:00 on the month's last day against $1.50: 80 % is not reached by 23:00
+    ($1.14), 100 % is with the month's last hour ($1.52), which the meter closes at 00:10 on the
+    1st. That close reports the old month at 100 % (nothing to stop: it is over); the next one
+    reports the new month, from zero, with the running cluster."""
+    org = f"lasthr{new[:4]}"
     aws, reg = _budget_org(org)
-    _running(reg, org, DEC_1 - timedelta(hours=4))
+    _running(reg, org, edge - timedelta(hours=4))
     acts = BillingActivities(aws, reg)
-    before = _close(acts, org, DEC_1 - timedelta(hours=1)).budget
-    assert (before.month, before.spent_usd, before.level) == ("2026-11", Decimal("1.14"), 0)
-    last = _close(acts, org, DEC_1).budget
+    before = _close(acts, org, edge - timedelta(hours=1)).budget
+    assert (before.month, before.spent_usd, before.level) == (old, Decimal("1.14"), 0)
+    last = _close(acts, org, edge).budget
     assert (last.month, last.spent_usd, last.level, last.running) == (
-        "2026-11",
+        old,
         Decimal("1.52"),
         100,
         [],
     ), last
-    nxt = _close(acts, org, DEC_1 + timedelta(hours=1)).budget
+    nxt = _close(acts, org, edge + timedelta(hours=1)).budget
     assert (nxt.month, nxt.spent_usd, nxt.level, nxt.running) == (
-        "2026-12",
+        new,
         Decimal("0.38"),
         0,
         ["c1"],
