@@ -14,7 +14,7 @@ from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws, OrgRecord
 from activities.billing_report import billing_report, ledger_entries
-from activities.budget import budget_status
+from activities.budget import closed_month_budget
 from activities.errors import aws_errors
 from activities.ledger import Ledger
 from activities.metering import MeteringActivities
@@ -153,7 +153,7 @@ class BillingActivities(MeteringActivities):
             ledger_node_minutes=int(totals.get("node_minutes", 0)),
             ledger_cost_usd=Decimal(str(totals.get("cost_usd", 0))),
             ledger_entries=int(totals.get("entries", 0)),
-            budget=budget_status(self.registry, req.org_id, until, ledger=self.ledger),
+            budget=closed_month_budget(self.registry, req.org_id, until, self.ledger),
         )
 
     def _org_or_reason(self, org_id: str) -> OrgRecord | str:

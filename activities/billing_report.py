@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 from activities.ledger import Ledger
 from activities.registry import Registry
-from bridgehead import billing
+from bridgehead import billing, budget
 from bridgehead.models import METERING_STATES, BillingReport, ReportLine, UsageSegment
 
 
@@ -95,7 +95,10 @@ def billing_report(
     report.cost_usd = sum((x.cost_usd for x in report.lines), Decimal("0.00"))
     report.corrections_usd = sum((x.corrections_usd for x in report.lines), Decimal("0.00"))
     report.net_usd = report.cost_usd + report.corrections_usd
-    if month is None or now.strftime("%Y-%m") == month:
+    # The open hours so far, within the month asked for: at 00:05 on the 1st the hour before
+    # midnight is not closed yet, and it is the previous month's, not this one's.
+    first = None if month is None else datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    if first is None or first <= now:
         for c in registry.clusters(org_id):
             segments = [UsageSegment.model_validate(x) for x in c.get("segments") or []]
             if not segments:
@@ -116,9 +119,10 @@ def billing_report(
                     for r in c["observed_instances"].values()
                 ]
                 segments = billing.reconcile(segments, seen)
-            so_far = (
-                sum(billing.node_minutes(segments, since, now, now).values()) if now > since else 0
-            )
+            lo, hi = since, now
+            if first is not None:
+                lo, hi = max(lo, first), min(hi, budget.month_end(first))
+            so_far = sum(billing.node_minutes(segments, lo, hi, now).values()) if hi > lo else 0
             if so_far:
                 report.in_progress[c["name"]] = so_far
     return report

@@ -3,7 +3,7 @@ and read against the month's ledger by cluster validation and by the meter's hou
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -58,6 +58,21 @@ def budget_status(
         admin_email=org.get("admin_email", ""),
         running=sorted(c["name"] for c in registry.clusters(org_id) if c.get("state") == "RUNNING"),
     )
+
+
+def closed_month_budget(
+    registry: Registry, org_id: str, until: datetime, ledger: Ledger | None = None
+) -> BudgetStatus | None:
+    """The budget status after a close up to ``until``: of the month of the last hour closed.
+
+    At 00:00 on the 1st that is the month just ended: its last hour is closed only now, after the
+    month, and would otherwise never be held against its budget (a month that reached a threshold
+    in its last hour was never told). Nothing is stopped for a month that is over (``running`` is
+    empty); the next close reads the new month, from zero."""
+    status = budget_status(registry, org_id, until - timedelta(microseconds=1), ledger=ledger)
+    if status is not None and status.month != budget.month_of(until):
+        status.running = []
+    return status
 
 
 class BudgetActivities:

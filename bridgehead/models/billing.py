@@ -212,7 +212,7 @@ class BillingReport(Model):
     cost_usd: Decimal = Decimal("0")
     corrections_usd: Decimal = Decimal("0")
     net_usd: Decimal = Decimal("0")
-    #: Node-minutes of the open hours so far, per cluster (not in the ledger yet).
+    #: Node-minutes of the open hours so far, per cluster (not in the ledger yet), within ``month``.
     in_progress: dict[str, int] = Field(default_factory=dict)
     #: Ledger entries Marketplace did not take and why (no link, DuplicateRecord defects...).
     not_metered: list[str] = Field(default_factory=list)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from datetime import UTC, datetime
-from decimal import Decimal
+from datetime import UTC, datetime, timedelta
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
 import pytest
@@ -225,21 +225,39 @@ async def test_a_cluster_that_would_exceed_the_budget_is_refused_and_the_dry_run
 
     from bridgehead import budget
 
-    r = await set_budget(client, "1")
-    assert r.message == "monthly budget set to $1 (stop at 100 %)"
+    # The refusal is decided by what the cluster costs for the rest of the month, so the budget is
+    # set from that price: a fixed $1 was more than the rest of the month ($0.21/h) after 19:15 on
+    # a month's last day, and the dry run meant to be refused was accepted. In the month's last
+    # minutes the rest is too small to refuse anything: the test waits for the next month.
+    now = datetime.now(UTC)
+    if budget.month_end(now) - now < timedelta(minutes=10):
+        await asyncio.sleep((budget.month_end(now) - now).total_seconds() + 1)
+    # A budget the cluster fits in: accepted, and the dry run shows the month's price.
+    await set_budget(client, "100000")
+    before = datetime.now(UTC)
+    res = await dry_run(client, "fits")
+    after = datetime.now(UTC)
+    p = res.price
+    assert p is not None and p.budget_left_usd is not None and p.rest_of_month_usd is not None
+    spent = Decimal(100000) - p.budget_left_usd
+    assert spent < 10  # what the test's clusters cost
+    two_minutes = p.hourly_usd / 30
+    assert (
+        budget.rest_of_month(p.hourly_usd, after) - two_minutes
+        <= p.rest_of_month_usd
+        <= budget.rest_of_month(p.hourly_usd, before) + two_minutes
+    ), (p, before, after)
+    # Half of that rest of the month left: refused, the refusal naming the figures.
+    limit = spent + (p.rest_of_month_usd / 2).quantize(Decimal("0.01"), rounding=ROUND_DOWN)
+    r = await set_budget(client, str(limit))
+    assert r.message == f"monthly budget set to ${limit} (stop at 100 %)"
     s = await client.get_workflow_handle(f"org-{ORG}").query("status", result_type=m.OrgStatus)
-    assert (s.monthly_budget_usd, s.budget_action) == (Decimal(1), "stop")
+    assert (s.monthly_budget_usd, s.budget_action) == (limit, "stop")
     with pytest.raises(WorkflowFailureError) as e:
         await dry_run(client, "pricey")
     text = str(e.value.cause)
-    assert "budget: this cluster would cost $" in text and "left of the $1 monthly budget" in text
-    # Twin: the same dry run under a budget it fits in is accepted and shows the month's price.
-    await set_budget(client, "100000")
-    res = await dry_run(client, "fits")
-    assert res.price is not None and res.price.budget_left_usd is not None
-    assert Decimal(100000) - res.price.budget_left_usd < 10  # what the test's clusters cost
-    expected = budget.rest_of_month(res.price.hourly_usd, datetime.now(UTC))
-    assert abs(res.price.rest_of_month_usd - expected) <= res.price.hourly_usd / 30  # 2 minutes
+    assert "budget: this cluster would cost $" in text and "monthly budget" in text, text
+    assert "left of the $" in text, text
     removed = await asyncio.to_thread(
         starter, stack, "org", "set-budget", "--org", ORG, "--remove", "--json"
     )

@@ -35,7 +35,7 @@ from bridgehead import ids
 from bridgehead import models as m
 from bridgehead.history_stats import Actions, billable_actions
 from tests.support.meter_fakes import closed, meter_sent
-from tests.support.timeskip import serve
+from tests.support.timeskip import at_minute, serve
 from workflows.dropbox import DropboxRequestWorkflow
 
 #: ``OnboardOrganization``'s share of a re-verification, from workflows/onboarding.py (_converge on
@@ -107,9 +107,7 @@ async def measure_meter(env: Any, hours: int = 24, failures_per_tick: int = 0) -
     async with serve(env, meter_fakes(failures_per_tick)) as w:
         # Start at 20 past the hour, so ``hours`` + 15 minutes hold exactly ``hours`` clock-hour
         # ticks whatever the wall clock says (started at 05:59, a 25th tick fell in the window).
-        now = await env.get_current_time()
-        start = now.replace(minute=20, second=0, microsecond=0)
-        await env.sleep(start - now if start > now else start + timedelta(hours=1) - now)
+        await at_minute(env, 20)
         h = await w.start_meter(f"cost{uuid.uuid4().hex[:6]}")
         await env.sleep(timedelta(hours=hours, minutes=15))
         hist = await h.fetch_history()

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
@@ -82,6 +83,19 @@ class Served:
                     await latest.terminate("test over")
             except RPCError:
                 pass
+
+
+async def at_minute(env: Any, minute: int) -> None:
+    """Skip the test server's clock to the next ``minute`` past the hour (``:mm:00``).
+
+    The time-skipping server starts at the real time, and the meter ticks on clock hours (10 past,
+    GRACE after each hour), so a scenario that counts ticks or looks at the minute of a close must
+    start at a known minute, not wherever the wall clock is."""
+    now = await env.get_current_time()
+    at = now.replace(minute=minute, second=0, microsecond=0)
+    if at <= now:
+        at += timedelta(hours=1)
+    await env.sleep(at - now)
 
 
 @asynccontextmanager

@@ -22,7 +22,7 @@ from tests.support.meter_fakes import (
     meter_sent,
     steady_meter,
 )
-from tests.support.timeskip import serve
+from tests.support.timeskip import at_minute, serve
 
 
 @asynccontextmanager
@@ -224,6 +224,9 @@ async def test_meter_now_closes_the_open_hour_up_to_now_and_meters_it(ts_env):
         meters.append(req.org_id)
         return m.MeterUsageResult(sent=1, already_sent=0, unprocessed=0)
 
+    # Started at 20 past, the signal comes at 55 past: not at the minute of a tick (10 past),
+    # which a start at 35 past would give (the wall clock decided, and the check below failed).
+    await at_minute(ts_env, 20)
     async with running_meter(ts_env, "now", close_billing_periods, meter_usage) as h:
         await ts_env.sleep(timedelta(minutes=95))
         before = len(calls)

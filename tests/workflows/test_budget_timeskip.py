@@ -87,12 +87,14 @@ async def chain_events(client: Any, wf_id: str, run_id: str | None) -> list[Any]
 
 
 async def meter_scenario(env, runner=None) -> list[str]:
-    """Start on the 27th of next month; spend $1/h from the start, then from each month's start.
-    Expected: one email at 80 % and one at 100 % in each month, and at 100 % the running cluster
-    signalled (``budget_action`` ``stop``), once per month."""
+    """Start three days before the end of next month; spend $1/h from the start, then from each
+    month's start. Expected: one email at 80 % and one at 100 % in each month, and at 100 % the
+    running cluster signalled (``budget_action`` ``stop``), once per month.
+
+    Three days (72 h) whatever the month's length: the 27th, as before, left 48 h in a February of
+    28 days, so run in January the 100 % of the first month came only with its last hour."""
     now = await env.get_current_time()
-    first = budget.month_end(now)
-    start = datetime(first.year, first.month, 27, tzinfo=UTC)
+    start = budget.month_end(budget.month_end(now)) - timedelta(days=3)
     await env.sleep(start - now)
     m1, m2 = budget.month_of(start), budget.month_of(budget.month_end(start))
     org = f"bud{uuid.uuid4().hex[:6]}"
@@ -100,16 +102,20 @@ async def meter_scenario(env, runner=None) -> list[str]:
 
     @activity.defn(name="close_billing_periods")
     def close_billing_periods(req: m.CloseBillingPeriodsInput) -> m.CloseBillingPeriodsResult:
-        since = max(start, datetime(req.until.year, req.until.month, 1, tzinfo=UTC))
+        # As activities/budget.py::closed_month_budget: the month of the last hour closed, and
+        # nothing running in a month that is over.
+        last = req.until - timedelta(microseconds=1)
+        since = max(start, datetime(last.year, last.month, 1, tzinfo=UTC))
         spent = Decimal(int((req.until - since).total_seconds() // 3600))
+        month = budget.month_of(last)
         budget_status = m.BudgetStatus(
-            month=budget.month_of(req.until),
+            month=month,
             spent_usd=spent,
             monthly_budget_usd=BUDGET,
             budget_action="stop",
             level=budget.level(spent, BUDGET),
             admin_email="admin@x.io",
-            running=["c1"],
+            running=["c1"] if month == budget.month_of(req.until) else [],
         )
         return closed(req, cost=1, budget=budget_status)
 
