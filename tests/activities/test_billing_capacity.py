@@ -14,7 +14,7 @@ from activities.billing import BillingActivities, ledger_entries
 from bridgehead import ids
 from bridgehead import models as m
 from tests.activities.conftest import admin
-from tests.integration.helpers import ledger_org
+from tests.integration.helpers import billed_cluster, ledger_org
 
 ACTIVITIES = ("close_billing_periods",)
 
@@ -62,24 +62,7 @@ def _running_cluster(reg, org: str, group: str, nodes: list[str], ec2) -> dateti
         for i in r["Instances"]
     )
     start = launched.replace(microsecond=0) - timedelta(minutes=30)
-    seg = m.UsageSegment(
-        start=start,
-        end=None,
-        head_instance_type="t3.medium",
-        compute_instance_type="c5.xlarge",
-        compute_nodes=2,
-    )
-    reg.put(
-        {
-            "pk": f"ORG#{org}",
-            "sk": "CLUSTER#c1",
-            "name": "c1",
-            "region": "us-east-1",
-            "state": "RUNNING",
-            "segments": [seg.model_dump(mode="json")],
-            "outputs": {"ComputeGroupName": group},
-        }
-    )
+    billed_cluster(reg, org, start, None, state="RUNNING", outputs={"ComputeGroupName": group})
     return start
 
 
@@ -193,23 +176,7 @@ def test_without_an_observable_group_the_request_is_billed_and_said_so(in_proces
         org, ACCOUNT, role_arn=f"arn:aws:iam::{ACCOUNT}:role/OrganizationAccountAccessRole"
     )
     start = datetime(2026, 11, 7, 9, 0, tzinfo=UTC)
-    seg = m.UsageSegment(
-        start=start,
-        end=start + timedelta(hours=1),
-        head_instance_type="t3.medium",
-        compute_instance_type="c5.xlarge",
-        compute_nodes=2,
-    )
-    reg.put(
-        {
-            "pk": f"ORG#{org}",
-            "sk": "CLUSTER#c1",
-            "name": "c1",
-            "region": "us-east-1",
-            "state": "DELETED",
-            "segments": [seg.model_dump(mode="json")],
-        }
-    )
+    billed_cluster(reg, org, start, start + timedelta(hours=1), state="DELETED")
     ActivityEnvironment().run(
         BillingActivities(aws, reg).close_billing_periods,
         m.CloseBillingPeriodsInput(org_id=org, until=start + timedelta(hours=2)),

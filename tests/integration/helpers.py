@@ -255,3 +255,39 @@ def temporary_admin_keys(endpoint: str, account: str, name: str) -> dict[str, st
     return sts.assume_role(
         RoleArn=f"arn:aws:iam::{account}:role/{name}", RoleSessionName="onboarding"
     )["Credentials"]
+
+
+def billed_cluster(
+    reg: Any,
+    org_id: str,
+    start: Any,
+    end: Any = None,
+    *,
+    state: str = "DELETED",
+    name: str = "c1",
+    **fields: Any,
+) -> Any:
+    """Write cluster ``name`` (us-east-1) straight into the registry with one usage segment: a
+    t3.medium head and two c5.xlarge compute nodes from ``start`` to ``end`` (None: still
+    running). Returns the segment."""
+    from bridgehead import models as m
+
+    seg = m.UsageSegment(
+        start=start,
+        end=end,
+        head_instance_type="t3.medium",
+        compute_instance_type="c5.xlarge",
+        compute_nodes=2,
+    )
+    reg.put_cluster(
+        org_id,
+        name,
+        {
+            "name": name,
+            "region": "us-east-1",
+            "state": state,
+            "segments": [seg.model_dump(mode="json")],
+            **fields,
+        },
+    )
+    return seg

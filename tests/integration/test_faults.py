@@ -215,7 +215,7 @@ def _billing_org(stack, monkeypatch, org: str):  # noqa: ANN001, ANN202
     is the fake (moto cannot meter by account id), which loses answers after the fact on request."""
     from activities.billing import BillingActivities
     from bridgehead.settings import get_settings
-    from tests.integration.helpers import ledger_org
+    from tests.integration.helpers import billed_cluster, ledger_org
     from tests.support.fake_marketplace import FakeMarketplace, install, link_org
 
     monkeypatch.setenv("AWS_ENDPOINT_URL", stack.aws_endpoint)
@@ -224,23 +224,7 @@ def _billing_org(stack, monkeypatch, org: str):  # noqa: ANN001, ANN202
     get_settings.cache_clear()
     aws, reg = ledger_org(org, BILL_ACCOUNT)
     link_org(reg, org, BILL_ACCOUNT)
-    seg = m.UsageSegment(
-        start=BILL_T0,
-        end=BILL_T0 + timedelta(hours=2),
-        head_instance_type="t3.medium",
-        compute_instance_type="c5.xlarge",
-        compute_nodes=2,
-    )
-    reg.put(
-        {
-            "pk": f"ORG#{org}",
-            "sk": "CLUSTER#c1",
-            "name": "c1",
-            "region": "us-east-1",
-            "state": "DELETED",
-            "segments": [seg.model_dump(mode="json")],
-        }
-    )
+    billed_cluster(reg, org, BILL_T0, BILL_T0 + timedelta(hours=2), state="DELETED")
     now = [BILL_T0 + timedelta(hours=2, minutes=5)]
     market = FakeMarketplace(subscribed={BILL_ACCOUNT}, clock=lambda: now[0])
     install(aws, market)
