@@ -98,6 +98,14 @@ def pending_requests(s3: Any, bucket: str, prefix: str, limit: int = 500) -> lis
     return files
 
 
+def superseded_versions(s3: Any, bucket: str, key: str, version_id: str) -> list[str]:
+    """Versions of ``key`` older than ``version_id`` (S3 lists a key's versions newest first)."""
+    ordered: list[str] = []
+    for page in s3.get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=key):
+        ordered += [v["VersionId"] for v in page.get("Versions", []) if v["Key"] == key]
+    return ordered[ordered.index(version_id) + 1 :] if version_id in ordered else []
+
+
 class DropboxActivities:
     def __init__(self, aws: Aws, registry: Registry) -> None:
         self.aws = aws
@@ -131,11 +139,15 @@ class DropboxActivities:
         return DropboxScan(bucket=bucket, files=files)
 
     def _remove_request(self, bucket: str, key: str, version: str) -> bool:
-        """Remove exactly the version of the request that was handled; a newer upload stays for
-        the next scan. Returns whether something was removed."""
+        """Remove the version of the request that was handled and the older uploads it
+        superseded; a newer upload stays for the next scan. (Removing the handled version alone
+        would make an older, never-handled upload current again: a stale request acted on by
+        the next scan, with no S3 event to announce it.) Returns whether something was removed."""
         etag, uploaded, version_id = parse_version(version)
         s3 = self._s3()
         if version_id:
+            for older in superseded_versions(s3, bucket, key, version_id):
+                s3.delete_object(Bucket=bucket, Key=key, VersionId=older)
             s3.delete_object(Bucket=bucket, Key=key, VersionId=version_id)
             return True
         # Unversioned bucket: delete only if the object is still the upload that was read.

@@ -139,6 +139,30 @@ def test_removing_a_request_takes_only_the_version_handled(
     assert scanned(acts) == {} and keys(platform) == []
 
 
+def _older_upload_after_the_newer_is_handled(acts: DropboxActivities, platform: Platform) -> dict:
+    """Two uploads of the same request before either is handled (a worker restart with both
+    events queued); the newer one is handled and removed. What the next scan finds."""
+    upload(platform, CREATE, CONFIG)
+    upload(platform, CREATE, {**CONFIG, "compute_initial_nodes": 3})
+    newest = scanned(acts)[CREATE]
+    run(acts.delete_dropbox_request, m.DropboxRequestInput(bucket=INBOX, key=CREATE, etag=newest))
+    return scanned(acts)
+
+
+def test_handling_a_request_also_removes_the_older_uploads_it_superseded(
+    acts: DropboxActivities, platform: Platform
+):
+    assert _older_upload_after_the_newer_is_handled(acts, platform) == {}
+    assert keys(platform) == []
+
+
+def test_twin_removing_only_the_handled_version_brings_the_older_upload_back(
+    acts: DropboxActivities, platform: Platform, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr("activities.dropbox.superseded_versions", lambda *a: [])
+    assert list(_older_upload_after_the_newer_is_handled(acts, platform)) == [CREATE]
+
+
 def test_a_result_is_written_beside_the_request_which_goes(
     acts: DropboxActivities, platform: Platform
 ):
