@@ -231,6 +231,18 @@ async def sync_dropbox(client: Client, settings: Settings, aws: Aws) -> None:
         log.warning("drop-box schedule not brought up to date", error=str(e)[:300])
 
 
+async def recheck_dropbox(
+    client: Client, settings: Settings, aws: Aws, stop: asyncio.Event, every: float = 3600
+) -> None:
+    """:func:`sync_dropbox` every ``every`` seconds until ``stop``."""
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+            return
+        except TimeoutError:
+            await sync_dropbox(client, settings, aws)
+
+
 REQUIRED_SEARCH_ATTRIBUTES = ("OrgId", "ClusterName", "ClusterStatus", "Region")
 
 
@@ -309,6 +321,9 @@ async def main() -> None:
         consumers = [
             asyncio.create_task(c.run(stop)) for c in queue_consumers(settings, aws, client)
         ]
+        # The drop-box events are checked again every hour: a queue deleted or rules overwritten
+        # after the start bring the Schedule's 30 s poll back within the hour, not at a restart.
+        consumers.append(asyncio.create_task(recheck_dropbox(client, settings, aws, stop)))
         async with worker:
             await stop.wait()
             if gauge is not None:

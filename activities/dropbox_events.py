@@ -284,8 +284,27 @@ def dropbox_events_configured(aws: Aws) -> bool:
         raise
     ours = [r for r in config.get("QueueConfigurations", []) if r.get("Id") in RULE_IDS.values()]
     arn = str(ours[0].get("QueueArn", "")) if ours else ""
-    # The queue of the setting, in the bucket's region (any account: the ARN is what S3 holds).
-    wanted = arn.split(":")[3:4] == [settings.platform_region] and arn.endswith(
-        ":" + settings.dropbox_events_queue
+    # The queue of the setting, in the bucket's region and the platform account.
+    parts = arn.split(":")
+    wanted = len(parts) == 6 and parts[2:] == [
+        "sqs",
+        settings.platform_region,
+        aws.platform_account(),
+        settings.dropbox_events_queue,
+    ]
+    if not (wanted and rules_in_place(config, arn)):
+        return False
+    # ...and the queue exists and still lets S3 send (a queue deleted, or recreated without its
+    # policy, receives nothing while the rules look right).
+    sqs = aws.platform("sqs", settings.platform_region)
+    try:
+        url = sqs.get_queue_url(QueueName=settings.dropbox_events_queue)["QueueUrl"]
+        attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn", "Policy"])
+    except ClientError as e:
+        if "NonExistentQueue" in error_code(e) or error_code(e) == "QueueDoesNotExist":
+            return False
+        raise
+    policy = json.loads(attrs["Attributes"].get("Policy") or "{}")
+    return attrs["Attributes"].get("QueueArn") == arn and any(
+        st.get("Sid") == POLICY_SID for st in policy.get("Statement", [])
     )
-    return wanted and rules_in_place(config, arn)

@@ -6,6 +6,7 @@ consumed into one start per upload, under the id the watcher's scan gives the sa
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import pytest
@@ -171,6 +172,57 @@ def test_setup_is_idempotent_keeps_other_rules_and_confines_the_policy_to_the_in
     config = s3.get_bucket_notification_configuration(Bucket=INBOX)["QueueConfigurations"]
     assert [r["Id"] for r in config] == ["theirs"]
     assert not dropbox_events_configured(aws)
+
+
+def misconfigurations_seen(aws) -> dict[str, bool]:  # type: ignore[no-untyped-def]
+    """Break a working set-up three ways S3 cannot see; for each, whether the check says the
+    events are still set up (each case restores the set-up first)."""
+    sqs = aws.platform("sqs")
+    seen = {}
+    ensure_dropbox_events(aws)
+    assert dropbox_events_configured(aws)
+    url = sqs.get_queue_url(QueueName="bridgehead-dropbox-events")["QueueUrl"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={"Policy": ""})
+    seen["queue policy removed"] = dropbox_events_configured(aws)
+    ensure_dropbox_events(aws)
+    sqs.delete_queue(QueueUrl=url)
+    seen["queue deleted"] = dropbox_events_configured(aws)
+    ensure_dropbox_events(aws)
+    s3 = aws.platform("s3")
+    config = s3.get_bucket_notification_configuration(Bucket=INBOX)
+    config.pop("ResponseMetadata", None)
+    for rule in config["QueueConfigurations"]:
+        rule["QueueArn"] = rule["QueueArn"].replace(aws.platform_account(), "999999999999")
+    s3.put_bucket_notification_configuration(Bucket=INBOX, NotificationConfiguration=config)
+    seen["rules naming another account's queue"] = dropbox_events_configured(aws)
+    return seen
+
+
+def test_a_set_up_broken_behind_the_rules_is_not_taken_for_events(aws):
+    """The worker slows the Schedule to the 6-hour safety net only while events can arrive."""
+    assert misconfigurations_seen(aws) == {
+        "queue policy removed": False,
+        "queue deleted": False,
+        "rules naming another account's queue": False,
+    }
+
+
+def test_twin_a_check_of_the_rules_alone_misses_them(aws, monkeypatch):
+    """Planted defect: the check looks at the bucket's rules only (the first version)."""
+    import activities.dropbox_events as de
+
+    def rules_only(aws):  # type: ignore[no-untyped-def]
+        config = aws.platform("s3").get_bucket_notification_configuration(Bucket=INBOX)
+        ours = [r for r in config.get("QueueConfigurations", []) if r["Id"] in RULE_IDS.values()]
+        return bool(ours) and ours[0]["QueueArn"].endswith(":bridgehead-dropbox-events")
+
+    monkeypatch.setattr(de, "dropbox_events_configured", rules_only)
+    monkeypatch.setattr(sys.modules[__name__], "dropbox_events_configured", rules_only)
+    assert misconfigurations_seen(aws) == {
+        "queue policy removed": True,
+        "queue deleted": True,
+        "rules naming another account's queue": True,
+    }
 
 
 async def test_an_upload_starts_one_request_under_the_watchers_id(aws):
