@@ -64,6 +64,15 @@ class InboxEvent:
     test: bool = False
 
 
+def _valid_key(key: str) -> bool:
+    """An S3 key: at most 1,024 bytes of UTF-8 (a message from anyone allowed to send to the
+    queue may carry anything; S3 itself never sends such a key)."""
+    try:
+        return len(key.encode("utf-8")) <= 1024
+    except UnicodeEncodeError:
+        return False
+
+
 def parse_s3_event(body: str, inbox: str) -> InboxEvent:
     """The request files an S3 event message names in ``inbox``; ``ValueError`` when the body is
     not an S3 event message at all. S3 URL-encodes keys in events (``+`` for a space)."""
@@ -89,11 +98,11 @@ def parse_s3_event(body: str, inbox: str) -> InboxEvent:
         except (KeyError, TypeError, AttributeError) as e:
             raise ValueError(f"an S3 record without {e}") from None
         if record.get("eventSource", "aws:s3") != "aws:s3" or not name.startswith("ObjectCreated:"):
-            skipped.append(f"{name} is not an upload")
+            skipped.append(f"{name[:80]} is not an upload")
         elif bucket != inbox:
-            skipped.append(f"bucket {bucket!r} is not the inbox")
-        elif not is_request_key(key):
-            skipped.append(f"{key!r} is not a request file")
+            skipped.append(f"bucket {bucket[:80]!r} is not the inbox")
+        elif not _valid_key(key) or not is_request_key(key):
+            skipped.append(f"{key[:200]!r} is not a request file")
         else:
             requests.append((key, etag))
     return InboxEvent(requests=tuple(requests), skipped=tuple(skipped))

@@ -50,18 +50,41 @@ class QueueConsumer:
             self.sqs.delete_message, QueueUrl=url, ReceiptHandle=msg["ReceiptHandle"]
         )
 
+    #: Receives after which a message whose handling keeps failing is dropped (logged), so one
+    #: bad message cannot come back forever (the queues have no dead-letter queue of their own).
+    MAX_RECEIVES = 5
+
     async def poll_once(self, wait_seconds: int = 10) -> int:
-        """Handle the messages one receive returns; the number delivered."""
+        """Handle the messages one receive returns, each on its own (one failing leaves the others
+        handled; it is seen again after the visibility timeout, and dropped after
+        ``MAX_RECEIVES``); the number delivered."""
         url = await asyncio.to_thread(self.queue_url)
         resp = await asyncio.to_thread(
             self.sqs.receive_message,
             QueueUrl=url,
             MaxNumberOfMessages=10,
             WaitTimeSeconds=wait_seconds,
+            AttributeNames=["ApproximateReceiveCount"],
         )
         delivered = 0
         for msg in resp.get("Messages", []):
-            delivered += await self._handle(url, msg)
+            try:
+                delivered += await self._handle(url, msg)
+            except Exception as e:  # noqa: BLE001 - one message must not hold up the others
+                received = int(msg.get("Attributes", {}).get("ApproximateReceiveCount", "1"))
+                if received >= self.MAX_RECEIVES:
+                    log.error(
+                        f"{self.WHAT} message dropped after {received} failed attempts",
+                        error=str(e)[:300],
+                        body=str(msg.get("Body", ""))[:300],
+                    )
+                    await self.delete(url, msg)
+                else:
+                    log.warning(
+                        f"{self.WHAT} message not handled; seen again later",
+                        error=str(e)[:300],
+                        attempt=received,
+                    )
         return delivered
 
     async def _handle(self, url: str, msg: dict[str, Any]) -> bool:

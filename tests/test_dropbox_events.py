@@ -286,3 +286,48 @@ async def test_twin_a_consumer_trusting_the_events_etag_would_let_the_scan_start
     await drain(EventETagConsumer(aws, client))
     (started,) = [i for _, i, _ in client.starts]
     assert started != scanned_id(aws, key)  # the watcher would start a second handler
+
+
+class FailsOnBoom(DropboxEventConsumer):
+    """A consumer whose handling of one message always fails (an outage for that message only)."""
+
+    async def _handle(self, url: str, msg: dict[str, Any]) -> bool:
+        if "boom" in msg["Body"]:
+            raise RuntimeError("this message cannot be handled")
+        return await super()._handle(url, msg)
+
+
+async def poison(aws: Aws, max_receives: int) -> tuple[list[str], int]:  # type: ignore[no-untyped-def]
+    """A failing message queued before an upload's event: (requests started, messages left
+    after ten polls, the failing one seen again at once)."""
+    ensure_dropbox_events(aws)
+    client = FakeClient()
+    consumer = FailsOnBoom(aws, client)
+    consumer.MAX_RECEIVES = max_receives
+    await drain(consumer)
+    url = consumer.queue_url()
+    consumer.sqs.set_queue_attributes(QueueUrl=url, Attributes={"VisibilityTimeout": "0"})
+    consumer.sqs.send_message(QueueUrl=url, MessageBody=json.dumps({"boom": True}))
+    aws.platform("s3").put_object(Bucket=INBOX, Key="home/alice/c1.cf-create", Body=b"{}")
+    for _ in range(10):
+        await consumer.poll_once(wait_seconds=0)
+    left = consumer.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+    return [i for _, i, _ in client.starts], len(left)
+
+
+async def test_a_message_that_keeps_failing_holds_up_nothing_and_is_dropped(aws):
+    started, left = await poison(aws, max_receives=5)
+    assert started == [scanned_id(aws, "home/alice/c1.cf-create")] and left == 0
+
+
+async def test_twin_without_a_receive_limit_the_failing_message_stays_forever(aws):
+    started, left = await poison(aws, max_receives=10**9)
+    assert len(started) == 1 and left == 1
+
+
+def test_keys_that_s3_cannot_hold_are_skipped():
+    huge = "home/alice/" + "x" * 1100 + ".cf-create"
+    lone = "home/alice/\ud800.cf-create"
+    event = parse_s3_event(body(record(huge), record(lone)), INBOX)
+    assert event.requests == () and len(event.skipped) == 2
+    assert all(len(s) < 250 for s in event.skipped)  # logged shortened
