@@ -1,5 +1,6 @@
-"""The drop-box: ``DropboxWatch`` (run by the Schedule ``dropbox-watch``: every 30 s, or every 10
-minutes as a safety net once the inbox's S3 events start requests, see
+"""The drop-box: ``DropboxWatch`` (run by the Schedule ``dropbox-watch``: every
+``dropbox_every_seconds``, or every ``dropbox_safety_net_seconds`` once the inbox's S3 events start
+requests, see
 :mod:`activities.dropbox_events`) lists request files and hands each to its own ``DropboxRequest``
 workflow, whose id is derived from the file's key and ETag. Temporal refuses a second workflow with
 the same id, so each file is handled exactly once even if a watcher run dies between reading and
