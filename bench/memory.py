@@ -16,6 +16,8 @@ import argparse
 import asyncio
 import gc
 import json
+import os
+import signal
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -95,22 +97,33 @@ async def one(mode: str, n: int) -> dict[str, Any]:
     }
 
 
-def run(clusters: int, reps: int, modes: list[str]) -> dict[str, Any]:
+def run(clusters: int, reps: int, modes: list[str], timeout: float = 900) -> dict[str, Any]:
     samples: dict[str, list[float | None]] = {mode: [] for mode in modes}
     runs = []
     for _ in range(reps):
         for mode in modes:
-            p = subprocess.run(
+            # Its own process group: a repetition that runs out of time is killed with the test
+            # server it started.
+            child = subprocess.Popen(
                 [sys.executable, "-m", "bench.memory", "--one", mode, "--clusters", str(clusters)],
                 cwd=ROOT,
-                capture_output=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 text=True,
-                timeout=900,
+                start_new_session=True,
             )
-            line = [x for x in p.stdout.splitlines() if x.startswith("{")]
-            if p.returncode != 0 or not line:
+            try:
+                out, err = child.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.communicate()
                 samples[mode].append(None)
-                runs.append({"mode": mode, "error": p.stderr[-500:]})
+                runs.append({"mode": mode, "error": f"not all waiting within {timeout:.0f} s"})
+                continue
+            line = [x for x in out.splitlines() if x.startswith("{")]
+            if child.returncode != 0 or not line:
+                samples[mode].append(None)
+                runs.append({"mode": mode, "error": err[-500:]})
                 continue
             r = json.loads(line[-1])
             samples[mode].append(r["kib_per_waiting_cluster"])
@@ -132,13 +145,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clusters", type=int, default=1000, help="clusters waiting at once")
     p.add_argument("--reps", type=int, default=3, help="repetitions per mode, interleaved")
     p.add_argument("--modes", nargs="+", default=["isolated", "shared"], help="sandbox modes")
+    p.add_argument("--timeout", type=float, default=900, help="seconds per repetition")
     p.add_argument("--one", help=argparse.SUPPRESS)
     p.add_argument("--out", type=Path, help="JSON file")
     args = p.parse_args(argv)
     if args.one:
         print(json.dumps(asyncio.run(one(args.one, args.clusters))), flush=True)
         return 0
-    res = run(args.clusters, args.reps, args.modes)
+    res = run(args.clusters, args.reps, args.modes, args.timeout)
     for mode, s in res["kib_per_waiting_cluster"].items():
         print(f"{mode}: {s['median']} KiB per waiting cluster ({s['min']}-{s['max']}, n={s['n']})")
     if args.out:
