@@ -132,7 +132,8 @@ async def test_release_to_two_orgs_in_two_regions_then_offboarding_revokes_older
     # The release covers every region a READY organisation of the stack uses: ours at least (the
     # other test modules of the same process may have added regions).
     assert set(v2) >= set(REGIONS) and v2["us-east-2"] not in (v1["us-east-2"], v2_east1)
-    assert second.previous_version == f"v1-{suffix}" and second.previous_images == v1
+    assert second.previous_version == f"v1-{suffix}"
+    assert {r: second.previous_images[r] for r in REGIONS} == v1
     assert second.phase == m.ReleasePhase.DONE
     assert [p for p in second.problems if p.startswith(mine)] == [
         f"{org_a}/us-east-2: KEPT: still used by cluster(s) pinned"
