@@ -63,8 +63,24 @@ def value(samples: dict, name: str, **labels: str) -> float:
     return sum(v for (n, ls), v in samples.items() if n in (name, f"{name}_total") and want <= ls)
 
 
+async def quiet(client, seconds: float = 180) -> None:  # type: ignore[no-untyped-def]
+    """Wait until no cluster of the stack is between states: the counters below are the worker's
+    totals, and an earlier module of the same test process may have left a cluster creating or
+    deleting (which would move them during this test)."""
+    busy = (
+        "WorkflowType = 'ClusterLifecycle' AND ExecutionStatus = 'Running' AND ClusterStatus IN "
+        "('VALIDATING', 'CREATING', 'DELETING')"
+    )
+    for _ in range(int(seconds)):
+        if (await client.count_workflows(busy)).count == 0:
+            return
+        await __import__("asyncio").sleep(1)
+    raise AssertionError(f"clusters still between states after {seconds} s")
+
+
 async def test_worker_metrics_move_with_the_lifecycle(client, stack):
     port = int(stack.worker_env["BRIDGEHEAD_METRICS_PORT"])
+    await quiet(client)
     before = scrape(port)
     for _ in range(60):  # in a fresh stack the SDK's series appear with its first polls
         if any(n.startswith("temporal_") for n, _ in before):
