@@ -80,39 +80,52 @@ def _in_service(auto, group: str) -> list[str]:  # type: ignore[no-untyped-def]
     return [i["InstanceId"] for i in g["Instances"] if i["LifecycleState"] == "InService"]
 
 
+def _observed_hour(prefix: str, desired: int, between) -> tuple[object, str, list[str]]:  # type: ignore[no-untyped-def]
+    """Cluster ``c1`` of a new organisation, two compute nodes requested from 30 minutes before
+    its group's first launch; a tick one minute in sees the group, ``between(auto, group, nodes)``
+    changes it a second later, and the hour is closed. Returns (registry, org, first nodes)."""
+    org = f"{prefix}{uuid.uuid4().hex[:6]}"
+    aws, reg = ledger_org(
+        org, ACCOUNT, role_arn=f"arn:aws:iam::{ACCOUNT}:role/OrganizationAccountAccessRole"
+    )
+    group, ec2, auto = _group(org, "c1", desired=desired)
+    nodes = _in_service(auto, group)
+    assert len(nodes) == desired
+    start = _running_cluster(reg, org, group, nodes, ec2)
+    acts = BillingActivities(aws, reg)
+    env = ActivityEnvironment()
+    # The first tick sees the nodes in service (nothing is closed yet: the window ends before them).
+    env.run(
+        acts.close_billing_periods,
+        m.CloseBillingPeriodsInput(org_id=org, until=start + timedelta(minutes=1), partial=True),
+    )
+    time.sleep(1)
+    between(auto, group, nodes)
+    env.run(
+        acts.close_billing_periods,
+        m.CloseBillingPeriodsInput(org_id=org, until=start + timedelta(hours=1), partial=True),
+    )
+    return reg, org, nodes
+
+
 def test_a_group_short_of_the_request_is_billed_for_what_ran_and_a_replacement_is_billed(
     in_process_aws,
 ):
     """Two compute nodes requested for an hour; the group runs one, launched half-way through;
     it is interrupted and replaced. Billed: the head for the hour, one compute node from its
     launch (the replacement from its own), never the missing node."""
-    org = f"cap{uuid.uuid4().hex[:6]}"
-    aws, reg = ledger_org(
-        org, ACCOUNT, role_arn=f"arn:aws:iam::{ACCOUNT}:role/OrganizationAccountAccessRole"
-    )
-    group, ec2, auto = _group(org, "c1", desired=1)
-    (first,) = _in_service(auto, group)
-    start = _running_cluster(reg, org, group, [first], ec2)
-    acts = BillingActivities(aws, reg)
-    env = ActivityEnvironment()
-    # A tick sees the first instance in service (nothing is closed yet: the window ends before it).
-    env.run(
-        acts.close_billing_periods,
-        m.CloseBillingPeriodsInput(org_id=org, until=start + timedelta(minutes=1), partial=True),
-    )
-    time.sleep(1)
-    # A spot interruption: the group replaces the instance.
-    auto.terminate_instance_in_auto_scaling_group(
-        InstanceId=first, ShouldDecrementDesiredCapacity=False
-    )
-    (replacement,) = _in_service(auto, group)
-    assert replacement != first
-    until = start + timedelta(hours=1)
-    env.run(
-        acts.close_billing_periods,
-        m.CloseBillingPeriodsInput(org_id=org, until=until, partial=True),
-    )
-    seen = reg.cluster(org, "c1")["observed_instances"]
+    replaced: list[str] = []
+
+    def spot_interruption(auto, group, nodes):  # type: ignore[no-untyped-def]
+        auto.terminate_instance_in_auto_scaling_group(
+            InstanceId=nodes[0], ShouldDecrementDesiredCapacity=False
+        )
+        replaced.extend(_in_service(auto, group))
+        assert replaced != nodes
+
+    reg, org, (first,) = _observed_hour("cap", 1, spot_interruption)
+    (replacement,) = replaced
+    seen = reg.cluster(org, "c1")["observed_instances"]  # type: ignore[attr-defined]
     assert (
         set(seen) == {first, replacement}
         and seen[first].get("ended")
@@ -129,29 +142,14 @@ def _detached_scenario() -> dict[str, int]:
     """Two compute nodes requested and running for half an hour; one is detached from the group
     (desired capacity decremented) right after the first tick and keeps running. Returns the
     ledger's minutes per instance type."""
-    org = f"det{uuid.uuid4().hex[:6]}"
-    aws, reg = ledger_org(
-        org, ACCOUNT, role_arn=f"arn:aws:iam::{ACCOUNT}:role/OrganizationAccountAccessRole"
-    )
-    group, ec2, auto = _group(org, "c1", desired=2)
-    nodes = _in_service(auto, group)
-    assert len(nodes) == 2
-    start = _running_cluster(reg, org, group, nodes, ec2)
-    acts = BillingActivities(aws, reg)
-    env = ActivityEnvironment()
-    env.run(
-        acts.close_billing_periods,
-        m.CloseBillingPeriodsInput(org_id=org, until=start + timedelta(minutes=1), partial=True),
-    )
-    time.sleep(1)
-    auto.detach_instances(
-        InstanceIds=[nodes[0]], AutoScalingGroupName=group, ShouldDecrementDesiredCapacity=True
-    )
-    assert _in_service(auto, group) == [nodes[1]]
-    env.run(
-        acts.close_billing_periods,
-        m.CloseBillingPeriodsInput(org_id=org, until=start + timedelta(hours=1), partial=True),
-    )
+
+    def detach(auto, group, nodes):  # type: ignore[no-untyped-def]
+        auto.detach_instances(
+            InstanceIds=[nodes[0]], AutoScalingGroupName=group, ShouldDecrementDesiredCapacity=True
+        )
+        assert _in_service(auto, group) == [nodes[1]]
+
+    reg, org, _ = _observed_hour("det", 2, detach)
     return _minutes(reg, org)
 
 
