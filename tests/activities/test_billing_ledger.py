@@ -11,7 +11,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.billing import BillingActivities, ledger_entries
 from bridgehead import models as m
-from tests.integration.helpers import ledger_org
+from tests.integration.helpers import billed_cluster, ledger_org
 from tests.support.fake_marketplace import FakeMarketplace, install, link_org
 
 ACTIVITIES = ("close_billing_periods", "meter_usage")
@@ -21,13 +21,6 @@ def test_ledger_exactly_once_and_metering_once(in_process_aws):
     org = "billco"
     aws, reg = ledger_org(org, "212121212121")
     start = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
-    seg = m.UsageSegment(
-        start=start,
-        end=start + timedelta(hours=3, minutes=17),
-        head_instance_type="t3.medium",
-        compute_instance_type="c5.xlarge",
-        compute_nodes=4,
-    )
     failed = {
         "pk": f"ORG#{org}",
         "sk": "CLUSTER#broken",
@@ -36,16 +29,7 @@ def test_ledger_exactly_once_and_metering_once(in_process_aws):
         "state": "FAILED",
         "segments": [],
     }
-    reg.put(
-        {
-            "pk": f"ORG#{org}",
-            "sk": "CLUSTER#c1",
-            "name": "c1",
-            "region": "us-east-1",
-            "state": "DELETED",
-            "segments": [seg.model_dump(mode="json")],
-        }
-    )
+    billed_cluster(reg, org, start, start + timedelta(hours=3, minutes=17), nodes=4)
     reg.put(failed)
     acts = BillingActivities(aws, reg)
     env = ActivityEnvironment()

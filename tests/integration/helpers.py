@@ -265,10 +265,11 @@ def billed_cluster(
     *,
     state: str = "DELETED",
     name: str = "c1",
+    nodes: int = 2,
     **fields: Any,
 ) -> Any:
     """Write cluster ``name`` (us-east-1) straight into the registry with one usage segment: a
-    t3.medium head and two c5.xlarge compute nodes from ``start`` to ``end`` (None: still
+    t3.medium head and ``nodes`` c5.xlarge compute nodes from ``start`` to ``end`` (None: still
     running). Returns the segment."""
     from bridgehead import models as m
 
@@ -277,7 +278,7 @@ def billed_cluster(
         end=end,
         head_instance_type="t3.medium",
         compute_instance_type="c5.xlarge",
-        compute_nodes=2,
+        compute_nodes=nodes,
     )
     reg.put_cluster(
         org_id,

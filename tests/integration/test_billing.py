@@ -11,7 +11,7 @@ import pytest
 
 from activities.billing import BillingActivities, ledger_entries
 from bridgehead import models as m
-from tests.integration.helpers import ledger_org
+from tests.integration.helpers import billed_cluster, ledger_org
 
 pytestmark = pytest.mark.integration
 
@@ -33,23 +33,7 @@ async def test_meter_crash_between_ledger_write_and_ack_bills_once(ts_env, stack
     aws, reg = ledger_org(org, "272727272727")
     now = datetime.now(UTC)
     start = billing.floor_hour(now) - timedelta(hours=5) + timedelta(minutes=7, seconds=12)
-    seg = m.UsageSegment(
-        start=start,
-        end=start + timedelta(hours=3, minutes=17),
-        head_instance_type="t3.medium",
-        compute_instance_type="c5.xlarge",
-        compute_nodes=4,
-    )
-    reg.put(
-        {
-            "pk": f"ORG#{org}",
-            "sk": "CLUSTER#c1",
-            "name": "c1",
-            "region": "us-east-1",
-            "state": "DELETED",
-            "segments": [seg.model_dump(mode="json")],
-        }
-    )
+    billed_cluster(reg, org, start, start + timedelta(hours=3, minutes=17), nodes=4)
     real = BillingActivities(aws, reg)
     attempts: list[int] = []
 
