@@ -32,14 +32,14 @@ def s3():
     return boto3.client("s3", region_name="us-east-1")
 
 
-async def wait_object(key: str, timeout: float = 90) -> str:
+async def wait_object(key: str, timeout: float = 90, every: float = 0.5) -> str:
     bucket = get_settings().inbox_bucket
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
             return s3().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
         except s3().exceptions.NoSuchKey:
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(every)
     raise AssertionError(
         f"{key} never appeared; inbox: {[o['Key'] for o in s3().list_objects_v2(Bucket=bucket).get('Contents', [])]}"
     )

@@ -25,6 +25,7 @@ from bridgehead import ids
 from bridgehead import models as m
 from bridgehead.settings import get_settings
 from tests.integration.helpers import onboard_ready
+from tests.integration.test_dropbox import s3, wait_object
 
 pytestmark = pytest.mark.integration
 ACCOUNT = "292929292929"
@@ -36,10 +37,6 @@ CONFIG = {
 }
 #: A request must be picked up within this long of its upload, without the Schedule.
 WINDOW = 5.0
-
-
-def s3():
-    return boto3.client("s3", region_name="us-east-1")
 
 
 def events_off() -> None:
@@ -100,17 +97,6 @@ async def queue_drained(sqs, url: str, timeout: float = 20) -> bool:  # type: ig
     return False
 
 
-async def wait_object(key: str, timeout: float = 90) -> str:
-    bucket = get_settings().inbox_bucket
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return s3().get_object(Bucket=bucket, Key=key)["Body"].read().decode()
-        except s3().exceptions.NoSuchKey:
-            await asyncio.sleep(0.2)
-    raise AssertionError(f"{key} never appeared")
-
-
 async def test_a_dropped_request_is_started_by_its_event_within_seconds(
     client, stack, schedule_paused
 ):
@@ -130,9 +116,9 @@ async def test_a_dropped_request_is_started_by_its_event_within_seconds(
     assert None not in latencies, f"not started within {WINDOW} s of the upload: {latencies}"
     shown = ", ".join(f"{x:.2f}" for x in latencies if x is not None)
     print(f"\ndrop-box event pickup, upload to DropboxRequest seen started (s): {shown}")
-    assert (await wait_object("home/erin/e1.cf-created")).strip()
+    assert (await wait_object("home/erin/e1.cf-created", every=0.2)).strip()
     assert (await client.get_workflow_handle(wid).result()) == "cluster started"
-    assert "not valid JSON" in await wait_object("home/erin/bad4.cf-rejected")
+    assert "not valid JSON" in await wait_object("home/erin/bad4.cf-rejected", every=0.2)
 
     # A duplicate of the event after the request was handled starts nothing more.
     sqs = boto3.client("sqs", region_name="us-east-1")
@@ -155,7 +141,9 @@ async def test_a_dropped_request_is_started_by_its_event_within_seconds(
     # Deleting through the drop-box, also by its event: the cluster is gone again.
     wid_del, at = await drop("home/erin/e1.cf-delete", "")
     assert await started_within(client, wid_del, at, WINDOW) is not None
-    assert "deleted" in (await wait_object("home/erin/e1.cf-deleted", timeout=120)).lower()
+    assert (
+        "deleted" in (await wait_object("home/erin/e1.cf-deleted", timeout=120, every=0.2)).lower()
+    )
 
 
 async def test_twin_without_events_the_request_waits_for_the_schedule(
@@ -168,7 +156,7 @@ async def test_twin_without_events_the_request_waits_for_the_schedule(
     assert await started_within(client, wid, at, WINDOW) is None
     await client.get_schedule_handle(ids.DROPBOX_WATCH_SCHEDULE).trigger()
     assert await started_within(client, wid, time.monotonic(), 30) is not None
-    assert "not registered" in await wait_object("home/nobody/e2.cf-rejected")
+    assert "not registered" in await wait_object("home/nobody/e2.cf-rejected", every=0.2)
 
 
 async def test_worker_start_brings_the_schedule_to_the_events_state(client, stack):
