@@ -38,7 +38,7 @@ from botocore.exceptions import ClientError
 from activities.aws import Aws
 from activities.dropbox import REQUEST_SUFFIXES, is_request_key, pending_requests
 from activities.errors import error_code
-from activities.queue_consumer import QueueConsumer
+from activities.queue_consumer import QueueConsumer, queue_missing
 from bridgehead import ids
 from bridgehead.logging import get_logger
 from bridgehead.models import DropboxRequestInput
@@ -259,7 +259,7 @@ def ensure_dropbox_events(aws: Aws) -> bool:
     try:
         url = sqs.get_queue_url(QueueName=name)["QueueUrl"]
     except ClientError as e:
-        if "NonExistent" not in error_code(e):
+        if not queue_missing(e):
             raise
         url = sqs.create_queue(QueueName=name)["QueueUrl"]
     attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn", "Policy"])[
@@ -310,7 +310,7 @@ def dropbox_events_configured(aws: Aws) -> bool:
         url = sqs.get_queue_url(QueueName=settings.dropbox_events_queue)["QueueUrl"]
         attrs = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn", "Policy"])
     except ClientError as e:
-        if "NonExistentQueue" in error_code(e) or error_code(e) == "QueueDoesNotExist":
+        if queue_missing(e):
             return False
         raise
     policy = json.loads(attrs["Attributes"].get("Policy") or "{}")

@@ -20,6 +20,13 @@ from bridgehead.logging import get_logger
 log = get_logger("bridgehead.activities.queue_consumer")
 
 
+def queue_missing(e: ClientError) -> bool:
+    """Whether SQS answered that the queue does not exist (``AWS.SimpleQueueService.NonExistentQueue``
+    or, in the JSON protocol, ``QueueDoesNotExist``)."""
+    code = error_code(e)
+    return "NonExistent" in code or code == "QueueDoesNotExist"
+
+
 class QueueConsumer:
     #: Words for the log when a poll fails ("stack event queue").
     WHAT = "queue"
@@ -38,7 +45,7 @@ class QueueConsumer:
             try:
                 self._url = self.sqs.get_queue_url(QueueName=self.queue_name)["QueueUrl"]
             except ClientError as e:
-                if "NonExistent" not in error_code(e) or not self.aws.settings.create_tables:
+                if not queue_missing(e) or not self.aws.settings.create_tables:
                     raise
                 # Local/dev convenience, like the registry tables: in production the queue (and its
                 # subscriptions) is provisioned with the platform.
