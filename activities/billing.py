@@ -199,15 +199,19 @@ class BillingActivities(MeteringActivities):
                     for i in groups[0].get("Instances", [])
                     if i.get("LifecycleState") == "InService"
                 ]
-                if ids_now:
+                # Every compute node of this cluster by the tags its launch template gives it:
+                # the group's, with their launch times, and those detached from the group, which
+                # keep running (and costing) outside it.
+                tagged = self._tagged_compute(org, c["region"], org_id, name)
+                in_service.update({i: tagged[i] for i in ids_now if i in tagged})
+                untagged = [i for i in ids_now if i not in tagged]  # (launched before the tags)
+                if untagged:
                     ec2 = self.aws.customer(org, "ec2", c["region"])
                     with aws_errors("ec2:DescribeInstances"):
-                        for r in ec2.describe_instances(InstanceIds=ids_now)["Reservations"]:
+                        for r in ec2.describe_instances(InstanceIds=untagged)["Reservations"]:
                             for i in r["Instances"]:
                                 in_service[i["InstanceId"]] = i["LaunchTime"].astimezone(UTC)
-                # Instances detached from the group keep running (and costing) outside it: found
-                # by the tags the launch template gives every compute node of this cluster.
-                for iid, launched in self._tagged_compute(org, c["region"], org_id, name).items():
+                for iid, launched in tagged.items():
                     in_service.setdefault(iid, launched)
                 with aws_errors("autoscaling:DescribeScalingActivities"):
                     for a in auto.describe_scaling_activities(AutoScalingGroupName=group).get(
