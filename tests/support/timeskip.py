@@ -10,14 +10,17 @@ server then cannot skip time for the tests after it.
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
+from temporalio import client as tc
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.service import RPCError
 from temporalio.worker import Worker
@@ -25,6 +28,104 @@ from temporalio.worker import Worker
 from bridgehead import ids
 from bridgehead import models as m
 from worker import WORKFLOWS, sandbox_runner
+
+#: A signal, update or cancellation goes to a workflow only when none of its timers is due within
+#: this much of the test server's time (which runs at real pace between skips): the workflow task
+#: it causes has that long to cancel a timer before the timer fires.
+TIMER_GUARD = timedelta(seconds=5)
+#: How long the guard goes on skipping past timers (real seconds) before it lets the call through.
+SETTLE_LIMIT_S = 30.0
+
+
+class TimerRaceGuard(tc.Interceptor):
+    """Client interceptor for the time-skipping server that keeps a signal, an update or a
+    cancellation from racing one of the workflow's timers.
+
+    The Java test server strands a run whose workflow task cancels a timer that fired while the
+    task was with the worker: it refuses the completion ("invalid history builder state for
+    action", temporalio/sdk-java#3088) and never times the task out or sends it again, so the test
+    hangs until its timeout. A real server fails such a task and sends it again with the timer's
+    event. Between skips the test server's clock runs at real pace, and a skip ends where a timer
+    of the workflow is often due (a check every few minutes, a skip of whole hours), so a signal
+    sent right after a skip cancelled a timer that fired a moment later (the CI failure of
+    ``test_cpu_that_cannot_be_read_is_never_taken_for_idle`` on a loaded machine).
+
+    Before each of those calls the guard skips past any of the workflow's timers due within
+    :data:`TIMER_GUARD`, and looks again, until none is. It does not wait for a workflow task under
+    way (a second ``delete`` sent while the first is handled must stay possible); a timer that task
+    starts is not seen, which matters only for timers shorter than the guard. ``env`` is set once
+    the environment exists (it needs the client this guard is part of)."""
+
+    def __init__(self) -> None:
+        self.env: Any = None
+
+    def intercept_client(self, next: tc.OutboundInterceptor) -> tc.OutboundInterceptor:
+        return _Guarded(next, self)
+
+    async def settle(self, wf_id: str, run_id: str | None) -> None:
+        """Return once ``wf_id``'s run has no timer due within :data:`TIMER_GUARD` (or is closed,
+        or :data:`SETTLE_LIMIT_S` passed)."""
+        if self.env is None:
+            return
+        h = self.env.client.get_workflow_handle(wf_id, run_id=run_id)
+        deadline = time.monotonic() + SETTLE_LIMIT_S
+        while time.monotonic() < deadline:
+            try:
+                history = await h.fetch_history()
+            except RPCError:
+                return  # no such run: the call itself will say so
+            events = history.events
+            if not events or events[-1].event_type in _CLOSED:
+                return
+            due = pending_timers(events)
+            now = await self.env.get_current_time()
+            soon = [d for d in due if d - now < TIMER_GUARD]
+            if not soon:
+                return
+            await self.env.sleep(max(max(soon) - now, timedelta(0)) + timedelta(milliseconds=200))
+
+
+_CLOSED = {
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED,
+    EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CONTINUED_AS_NEW,
+}
+
+
+def pending_timers(events: Sequence[Any]) -> list[Any]:
+    """When each timer started in ``events`` and neither fired nor cancelled is due (UTC)."""
+    due: dict[str, Any] = {}
+    for e in events:
+        if e.event_type == EventType.EVENT_TYPE_TIMER_STARTED:
+            a = e.timer_started_event_attributes
+            at = e.event_time.ToDatetime(tzinfo=UTC)
+            due[a.timer_id] = at + a.start_to_fire_timeout.ToTimedelta()
+        elif e.event_type == EventType.EVENT_TYPE_TIMER_FIRED:
+            due.pop(e.timer_fired_event_attributes.timer_id, None)
+        elif e.event_type == EventType.EVENT_TYPE_TIMER_CANCELED:
+            due.pop(e.timer_canceled_event_attributes.timer_id, None)
+    return list(due.values())
+
+
+class _Guarded(tc.OutboundInterceptor):
+    def __init__(self, next: tc.OutboundInterceptor, guard: TimerRaceGuard) -> None:
+        super().__init__(next)
+        self._guard = guard
+
+    async def signal_workflow(self, input: tc.SignalWorkflowInput) -> None:
+        await self._guard.settle(input.id, input.run_id)
+        await super().signal_workflow(input)
+
+    async def start_workflow_update(self, input: tc.StartWorkflowUpdateInput) -> Any:
+        await self._guard.settle(input.id, input.run_id)
+        return await super().start_workflow_update(input)
+
+    async def cancel_workflow(self, input: tc.CancelWorkflowInput) -> None:
+        await self._guard.settle(input.id, input.run_id)
+        await super().cancel_workflow(input)
 
 
 @dataclass

@@ -586,12 +586,13 @@ async def denied_scenario(env, runner=None) -> list[str]:
         if (await h.describe()).status.name == "RUNNING":  # (the twin deleted it already)
             await h.signal("delete")
         await h.result()
-        return s
+        # Every decision, read once no reading can be under way any more.
+        return s, await status(h)
 
-    s = await run_guarded(env, cloud, config(auto_stop_idle_minutes=60), body, runner)
+    s, end = await run_guarded(env, cloud, config(auto_stop_idle_minutes=60), body, runner)
     if s.state != m.ClusterState.RUNNING or cloud.announcements():
         bad.append(f"taken for idle: {s.state}, {[n.subject for _, n in cloud.announcements()]}")
-    failures = [d for d in s.decisions if "CPU not read" in d]
+    failures = [d for d in end.decisions if "CPU not read" in d]
     if not cloud.cpu_reads or len(failures) != len(cloud.cpu_reads):
         bad.append(f"{len(cloud.cpu_reads)} readings, {len(failures)} recorded: {s.decisions}")
     return bad
