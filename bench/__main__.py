@@ -131,7 +131,12 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             (
                 "waiting",
                 lambda: waiting(
-                    b, args.waiting, args.wait_seconds, args.hour_sample, args.wait_caches
+                    b,
+                    args.waiting,
+                    args.wait_seconds,
+                    args.hour_sample,
+                    args.wait_caches,
+                    args.wait_slots,
                 ),
             ),
             ("billing", lambda: billing(b, args.billing_clusters, args.billing_hours)),
@@ -174,6 +179,11 @@ def main(argv: list[str] | None = None) -> int:
         nargs="+",
         type=int,
         help="workflow cache sizes (max_cached_workflows) to compare while clusters wait",
+    )
+    p.add_argument(
+        "--wait-slots",
+        type=int,
+        help="activity slots (threads) of the waiting worker (default: the default tuning's 32)",
     )
     p.add_argument("--hour-sample", type=int, help="clusters waiting one time-skipped hour")
     p.add_argument("--billing-clusters", type=int, help="running clusters in the billing scenario")

@@ -45,12 +45,18 @@ HELD_SECONDS = 24 * 3600
 
 
 async def waiting(
-    b: Bench, n: int, seconds: float, hour_sample: int, caches: list[int] | None = None
+    b: Bench,
+    n: int,
+    seconds: float,
+    hour_sample: int,
+    caches: list[int] | None = None,
+    slots: int | None = None,
 ) -> dict[str, Any]:
+    """``slots``: the worker's activity slots (and threads), default the ``default`` tuning's."""
     from bench.scenarios.throughput import ensure_org
 
     await ensure_org(b)
-    runs = [await wait_once(b, n, seconds, cache) for cache in caches or [n]]
+    runs = [await wait_once(b, n, seconds, cache, slots) for cache in caches or [n]]
     hour = await waiting_one_hour(hour_sample)
     first = runs[0]
     return {
@@ -61,7 +67,9 @@ async def waiting(
     }
 
 
-async def wait_once(b: Bench, n: int, seconds: float, cache: int) -> dict[str, Any]:
+async def wait_once(
+    b: Bench, n: int, seconds: float, cache: int, slots: int | None = None
+) -> dict[str, Any]:
     from bench.fakeaws import FakeAws, seed_from
     from bench.fakeworld import FakeWorld
     from bridgehead import models as m
@@ -71,13 +79,13 @@ async def wait_once(b: Bench, n: int, seconds: float, cache: int) -> dict[str, A
     seed_from(b.aws, fake.world)
     rec = Recorder()
     tq = f"bench-wait-{cache}-{uuid.uuid4().hex[:4]}"
-    slots = TUNINGS["default"]["max_concurrent_activities"]
+    slots = slots or TUNINGS["default"]["max_concurrent_activities"]
     w, ex = b.worker(
         tq,
         "default",
         build_activities(b.settings, fake),
         interceptors=[make_interceptor(rec)],
-        overrides={"max_cached_workflows": cache},
+        overrides={"max_cached_workflows": cache, "max_concurrent_activities": slots},
     )
     temporal_pid = b.stack.procs["temporal"].pid
     db = b.stack.state_dir / "temporal.db"

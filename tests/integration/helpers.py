@@ -13,20 +13,54 @@ from starter.local import LocalStack
 SETTLED = (m.OrgState.READY, m.OrgState.ACTION_REQUIRED)
 
 
+#: A run that ended this way never answers differently again: waiting on it fails at once.
+_ENDED = {"FAILED", "TERMINATED", "TIMED_OUT", "CANCELED"}
+
+
+async def ended_with(handle: Any) -> str | None:
+    """Why ``handle``'s run ended, if it failed, was terminated, timed out or was cancelled."""
+    from temporalio.client import WorkflowFailureError
+
+    desc = await handle.describe()
+    if desc.status is None or desc.status.name not in _ENDED:
+        return None
+    try:
+        await handle.result()
+    except WorkflowFailureError as e:
+        cause = e.cause
+        while getattr(cause, "cause", None) is not None:
+            cause = cause.cause
+        return f"{desc.status.name}: {cause or e}"
+    return desc.status.name
+
+
 async def wait_for(handle: Any, qname: str, rtype: type, pred: Any, timeout: float = 120) -> Any:
+    """Query ``qname`` until ``pred`` holds; fails at the timeout with the last status, or as soon
+    as the run has ended without it (with the run's failure: e.g. an AWS account another test
+    module's organisation already holds on the same embedded stack)."""
     deadline = time.monotonic() + timeout
+    next_look = time.monotonic() + 2
     while True:
         s = await handle.query(qname, result_type=rtype)
         if pred(s):
             return s
+        if time.monotonic() > next_look:
+            next_look = time.monotonic() + 2
+            why = await ended_with(handle)
+            if why is not None:
+                raise AssertionError(f"the run ended ({why}); last status: {brief_of(s)}")
         if time.monotonic() > deadline:
-            brief = {
-                k: getattr(s, k)
-                for k in ("state", "last_error", "failure_reason", "steps")
-                if hasattr(s, k)
-            }
-            raise AssertionError(f"timed out; last status: {brief or s}")
+            raise AssertionError(f"timed out; last status: {brief_of(s)}")
         await asyncio.sleep(0.3)
+
+
+def brief_of(s: Any) -> Any:
+    brief = {
+        k: getattr(s, k)
+        for k in ("state", "last_error", "failure_reason", "steps")
+        if hasattr(s, k)
+    }
+    return brief or s
 
 
 async def start_org(
