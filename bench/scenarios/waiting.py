@@ -148,6 +148,7 @@ async def wait_once(
         "clusters_waiting": n,
         "max_cached_workflows": cache,
         "max_concurrent_activities": slots,
+        "workflow_sandbox": b.settings.workflow_sandbox,
         "load_average_before": load_before,
         "load_average_after": load_average(),
         "seconds_to_all_waiting": round(all_waiting_s, 1),
