@@ -39,7 +39,8 @@ def throughput(results: list[dict[str, Any]], out: Path) -> Path | None:
     if not rows:
         return None
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    arms = sum(1 for t in rows for a in ("fake", "moto") if f"{a}_ratio_to_ceiling" in t)
+    fig, ax = plt.subplots(figsize=(max(9, 1.5 * arms), 4.5))  # room for each arm's label
     labels, x = [], 0
     for t in rows:
         for arm in ("fake", "moto"):
@@ -49,7 +50,7 @@ def throughput(results: list[dict[str, Any]], out: Path) -> Path | None:
             ax.scatter([x] * len(s["samples"]), s["samples"], color="tab:blue", s=14, zorder=3)
             ax.hlines(s["median"], x - 0.3, x + 0.3, color="black", zorder=4)
             load = t["load_average_before"][0]
-            labels.append(f"{arm} AWS\n{t['clusters']} clusters [{t['tuning']}]\nload {load}")
+            labels.append(f"{arm} AWS\n{t['clusters']} clusters\n[{t['tuning']}]\nload {load}")
             x += 1
     ax.axhline(0.8, color="tab:green", linestyle="--", label="target 0.8")
     ax.axhline(1.0, color="grey", linestyle=":", label="ceiling (no-op workflows)")
@@ -79,8 +80,12 @@ def waiting(results: list[dict[str, Any]], out: Path) -> Path | None:
         label = "cache holds every cluster" if every else "cache < clusters (label: size)"
         mem.scatter(n, run["worker_rss_mib_waiting"], s=24, color=colours[every], label=label)
         busy.scatter(n, 100 * run["slots_busy_fraction"], s=24, color=colours[every], label=label)
+        own = " (own process)" if run.get("worker") == "own process" else ""
         if not every:
-            mem.annotate(f"cache {cached}", (n, run["worker_rss_mib_waiting"]), fontsize=7)
+            mem.annotate(f"cache {cached}{own}", (n, run["worker_rss_mib_waiting"]), fontsize=7)
+        slots = run.get("max_concurrent_activities")
+        if slots:
+            busy.annotate(f"{slots} slots", (n, 100 * run["slots_busy_fraction"]), fontsize=7)
     mem.axhline(1024, color="tab:red", linestyle="--", label="1 GiB target")
     busy.axhline(2, color="tab:red", linestyle="--", label="2 % target")
     mem.set(xlabel="clusters waiting", ylabel="worker RSS (MiB)", title="Worker memory")
@@ -93,7 +98,8 @@ def waiting(results: list[dict[str, Any]], out: Path) -> Path | None:
         ax.set_ylim(bottom=0)
     loads = [run["load_average_before"][0] for run in runs]
     fig.suptitle(
-        f"Waiting on the fake AWS, 30 s polls (1-min load {min(loads)}–{max(loads)} on 2 cores)"
+        "Waiting on the fake AWS: 30 s polls (up to 1,000), event-driven waits' safety net"
+        f" (10,000); 1-min load {min(loads)}–{max(loads)} on 2 cores"
     )
     return _save(fig, plt, out / "waiting.png")
 

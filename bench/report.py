@@ -1,5 +1,5 @@
 """The benchmark's table: one row per measure, from the result JSON (a failed scenario reads
-"failed", the others still show)."""
+"failed", one not selected "not run", the others still show)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ def table(result: dict[str, Any]) -> str:
     from collections import defaultdict
 
     def safe(d: Any) -> Any:
+        if d is None:  # not selected (--only): says so instead of "failed"
+            return defaultdict(lambda: "not run")
         return (
             defaultdict(lambda: "failed", d) if "error" not in d else defaultdict(lambda: "failed")
         )
 
-    o, w, bl = (
-        safe(result.get(k, {"error": "not run"})) for k in ("overhead", "waiting", "billing")
-    )
+    o, w, bl = (safe(result.get(k)) for k in ("overhead", "waiting", "billing"))
     rows = [
         (
             "overhead: Bridgehead / plain script",

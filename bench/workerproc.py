@@ -3,54 +3,97 @@ activities) on the given task queue, its AWS answered by the shared fake world s
 benchmark (:func:`bench.fakeworld.serve`). Connection settings come from the environment the
 benchmark passes down. Prints ``ready`` once polling, runs until SIGTERM.
 
-``python -m bench.workerproc --task-queue Q --world /path/to/world.sock``
+``python -m bench.workerproc --task-queue Q --world /path/to/world.sock [--cache N] [--slots S]
+[--stats]``: ``--cache`` and ``--slots`` override the default tuning's workflow cache and activity
+slots; ``--stats`` prints, every second, a line ``stats {json}`` with the activity time so far and
+the activity executions in flight sampled every 0.1 s (sum and count so far, the second's most),
+for the waiting scenario.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-async def main(task_queue: str, world_address: str) -> None:
+async def report(rec: Any) -> None:
+    """Sample the executions in flight every 0.1 s; print every second the totals so far (activity
+    seconds, sum and count of the samples) and the most in flight during that second."""
+    total = count = 0
+    while True:
+        peak = 0
+        for _ in range(10):
+            total, count, peak = total + rec.in_flight, count + 1, max(peak, rec.in_flight)
+            await asyncio.sleep(0.1)
+        stats = {"busy": rec.busy_seconds, "sum": total, "count": count, "max": peak}
+        print("stats " + json.dumps(stats), flush=True)
+
+
+async def main(
+    task_queue: str,
+    world_address: str,
+    cache: int | None = None,
+    slots: int | None = None,
+    stats: bool = False,
+) -> None:
     from bench.fakeaws import FakeAws
     from bench.fakeworld import connect
-    from bench.harness import TUNINGS
+    from bench.harness import TUNINGS, Recorder, make_interceptor
     from bridgehead.client import make_client
     from bridgehead.settings import get_settings
-    from worker import build_activities, build_worker, install_runtime
+    from worker import HeartbeatInterceptor, build_activities, build_worker, install_runtime
 
     settings = get_settings()
     install_runtime(settings.model_copy(update={"metrics_port": None}))
     client = await make_client(settings)
     aws = FakeAws(settings, connect(world_address))
-    tuning = TUNINGS["default"]
+    tuning = dict(TUNINGS["default"])
+    if cache:
+        tuning["max_cached_workflows"] = cache
+    if slots:
+        tuning["max_concurrent_activities"] = slots
+    rec = Recorder()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     with ThreadPoolExecutor(tuning["max_concurrent_activities"]) as ex:
         w = build_worker(
-            client, settings, build_activities(settings, aws), ex, task_queue=task_queue, **tuning
+            client,
+            settings,
+            build_activities(settings, aws),
+            ex,
+            task_queue=task_queue,
+            # The worker's own interceptors kept, the recorder added.
+            interceptors=[HeartbeatInterceptor(), *([make_interceptor(rec)] if stats else [])],
+            **tuning,
         )
         async with w:
             print("ready", flush=True)
+            sampler = asyncio.create_task(report(rec)) if stats else None
             await stop.wait()
+            if sampler is not None:
+                sampler.cancel()
 
 
 if __name__ == "__main__":
     p = argparse.ArgumentParser(prog="python -m bench.workerproc")
     p.add_argument("--task-queue", required=True)
     p.add_argument("--world", required=True)
+    p.add_argument("--cache", type=int)
+    p.add_argument("--slots", type=int)
+    p.add_argument("--stats", action="store_true")
     a = p.parse_args()
     from bridgehead.logging import configure_logging
 
     configure_logging("WARNING")
-    asyncio.run(main(a.task_queue, a.world))
+    asyncio.run(main(a.task_queue, a.world, a.cache, a.slots, a.stats))
     sys.stdout.flush()
     os._exit(0)  # the SDK runtime can abort at interpreter exit (sdk-python#300)

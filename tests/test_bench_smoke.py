@@ -50,3 +50,28 @@ def test_bench_smoke(tmp_path):
     s = res["scaleout"]
     assert s["clusters_per_second"]["2"]["n"] == res["reps"]
     assert all("load_average_after" in res[k] for k in ("overhead", "waiting", "scaleout"))
+
+
+@pytest.mark.integration
+def test_bench_waiting_with_the_worker_in_its_own_process(tmp_path):
+    """``--wait-process``: the waiting worker runs in a process of its own, whose memory, CPU and
+    activity slots the figures then describe (not the benchmark process's)."""
+    out = tmp_path / "wait.json"
+    args = ["--only", "waiting", "--waiting", "12", "--wait-caches", "6", "--wait-slots", "16"]
+    r = subprocess.run(
+        [sys.executable, "-m", "bench", "--size", "smoke", *args, "--wait-seconds", "4"]
+        + ["--hour-sample", "1", "--wait-process", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    (w,) = json.loads(out.read_text())["waiting"]["by_cache_size"]
+    assert w["worker"] == "own process" and w["clusters_waiting"] == 12
+    assert (w["max_cached_workflows"], w["max_concurrent_activities"]) == (6, 16)
+    # The worker alone: it starts well below the benchmark process (stack client, moto data).
+    assert 0 < w["worker_rss_mib_before"] < w["worker_rss_mib_waiting"]
+    assert 3.5 <= w["sampled_seconds"] <= 6
+    assert 0 <= w["slots_busy_fraction"] <= 1 and w["activities_in_flight_max"] <= 16
+    assert w["history_events_per_cluster_now"] > 0

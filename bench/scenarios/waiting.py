@@ -51,12 +51,14 @@ async def waiting(
     hour_sample: int,
     caches: list[int] | None = None,
     slots: int | None = None,
+    process: bool = False,
 ) -> dict[str, Any]:
-    """``slots``: the worker's activity slots (and threads), default the ``default`` tuning's."""
+    """``slots``: the worker's activity slots (and threads), default the ``default`` tuning's;
+    ``process``: the worker in a process of its own (:func:`wait_once`)."""
     from bench.scenarios.throughput import ensure_org
 
     await ensure_org(b)
-    runs = [await wait_once(b, n, seconds, cache, slots) for cache in caches or [n]]
+    runs = [await wait_once(b, n, seconds, cache, slots, process) for cache in caches or [n]]
     hour = await waiting_one_hour(hour_sample)
     first = runs[0]
     return {
@@ -68,100 +70,110 @@ async def waiting(
 
 
 async def wait_once(
-    b: Bench, n: int, seconds: float, cache: int, slots: int | None = None
+    b: Bench,
+    n: int,
+    seconds: float,
+    cache: int,
+    slots: int | None = None,
+    process: bool = False,
 ) -> dict[str, Any]:
+    """One sampling window. ``process``: the worker runs in a process of its own
+    (:mod:`bench.workerproc`, the fake world served to it), so its RSS and CPU are the worker's
+    alone, without this driver's handles and the fake's bookkeeping."""
     from bench.fakeaws import FakeAws, seed_from
-    from bench.fakeworld import FakeWorld
+    from bench.fakeworld import FakeWorld, serve
     from bridgehead import models as m
     from worker import build_activities
 
-    fake = FakeAws(b.settings, FakeWorld(create_seconds=HELD_SECONDS))
-    seed_from(b.aws, fake.world)
     rec = Recorder()
     tq = f"bench-wait-{cache}-{uuid.uuid4().hex[:4]}"
     slots = slots or TUNINGS["default"]["max_concurrent_activities"]
-    w, ex = b.worker(
-        tq,
-        "default",
-        build_activities(b.settings, fake),
-        interceptors=[make_interceptor(rec)],
-        overrides={"max_cached_workflows": cache, "max_concurrent_activities": slots},
-    )
+    if process:
+        manager, address, world = serve()
+        world.configure(HELD_SECONDS, 0.0)
+        seed_from(b.aws, world)
+        under_test: Any = WorkerProcess(tq, address, cache, slots)
+    else:
+        manager, fake = None, FakeAws(b.settings, FakeWorld(create_seconds=HELD_SECONDS))
+        world = fake.world
+        seed_from(b.aws, world)
+        under_test = InProcessWorker(b, tq, cache, slots, build_activities(b.settings, fake), rec)
     temporal_pid = b.stack.procs["temporal"].pid
     db = b.stack.state_dir / "temporal.db"
     cfg = m.ClusterConfig(**CLUSTER_CONFIG)
     tag = uuid.uuid4().hex[:4]  # the workflow id must be the one its input computes
-    async with w:
-        # Before: the worker polling, nothing started (its fixed start-up costs come later, with
-        # the first workflow; read the per-cluster figure at large n).
-        rss_before, db_before, load_before = rss_mib(), sqlite_bytes(db), load_average()
-        t0 = time.perf_counter()
-        handles: list[Any] = []
-        for batch in range(0, n, 100):
-            handles += await asyncio.gather(
-                *(
-                    b.client.start_workflow(
-                        "ClusterLifecycle",
-                        m.ClusterLifecycleInput(
-                            org_id=ORG, name=f"w{tag}-{i}", region=REGION, config=cfg
-                        ),
-                        id=f"cluster-{ORG}-w{tag}-{i}",
-                        task_queue=tq,
+    try:
+        async with under_test:
+            # Before: the worker polling, nothing started (its fixed start-up costs come later,
+            # with the first workflow; read the per-cluster figure at large n).
+            rss_before, db_before, load_before = under_test.rss(), sqlite_bytes(db), load_average()
+            t0 = time.perf_counter()
+            handles: list[Any] = []
+            for batch in range(0, n, 100):
+                handles += await asyncio.gather(
+                    *(
+                        b.client.start_workflow(
+                            "ClusterLifecycle",
+                            m.ClusterLifecycleInput(
+                                org_id=ORG, name=f"w{tag}-{i}", region=REGION, config=cfg
+                            ),
+                            id=f"cluster-{ORG}-w{tag}-{i}",
+                            task_queue=tq,
+                        )
+                        for i in range(batch, min(n, batch + 100))
                     )
-                    for i in range(batch, min(n, batch + 100))
                 )
-            )
-        while fake.world.stacks_in_progress() < n:
-            first = await handles[0].describe()  # a lifecycle failing early would hang this loop
-            if first.status is not None and first.status.name == "FAILED":
-                raise RuntimeError(f"{handles[0].id} failed before creating its stack")
-            await asyncio.sleep(0.5)
-        all_waiting_s = time.perf_counter() - t0
-        db_waiting = sqlite_bytes(db)
-        # The sampling window: nothing but waiting happens.
-        polls0 = fake.world.counts().get("cloudformation:DescribeStacks", 0)
-        busy0, srv0, me0 = rec.busy_seconds, cpu_seconds(temporal_pid), time.process_time()
-        samples, t_start = [], time.monotonic()
-        while time.monotonic() < t_start + seconds:
-            samples.append(rec.in_flight)
-            await asyncio.sleep(0.1)
-        window = time.monotonic() - t_start
-        polls = fake.world.counts().get("cloudformation:DescribeStacks", 0) - polls0
-        server_cpu = cpu_seconds(temporal_pid) - srv0
-        worker_cpu = time.process_time() - me0
-        busy = rec.busy_seconds - busy0
-        rss_waiting = rss_mib()
-        # Cache hit against miss: the newest-started clusters are the likeliest still cached,
-        # the oldest the likeliest evicted when the cache is smaller than n.
-        k = min(30, n // 2)
-        newest = await query_latencies(handles[-k:])
-        oldest = await query_latencies(handles[:k])
-        sample = handles[:: max(1, n // 20)]
-        events = [len((await h.fetch_history()).events) for h in sample]
-        for chunk in range(0, n, 200):
-            await asyncio.gather(
-                *(h.terminate("benchmark finished") for h in handles[chunk : chunk + 200]),
-                return_exceptions=True,
-            )
-    ex.shutdown()
+            while world.stacks_in_progress() < n:
+                first = await handles[0].describe()  # a lifecycle failing early would hang here
+                if first.status is not None and first.status.name == "FAILED":
+                    raise RuntimeError(f"{handles[0].id} failed before creating its stack")
+                await asyncio.sleep(0.5)
+            all_waiting_s = time.perf_counter() - t0
+            db_waiting = sqlite_bytes(db)
+            # The sampling window: nothing but waiting happens.
+            polls0 = world.counts().get("cloudformation:DescribeStacks", 0)
+            srv0, me0 = cpu_seconds(temporal_pid), under_test.cpu()
+            window_stats = await under_test.sample(seconds)
+            polls = world.counts().get("cloudformation:DescribeStacks", 0) - polls0
+            server_cpu = cpu_seconds(temporal_pid) - srv0
+            worker_cpu = under_test.cpu() - me0
+            rss_waiting = under_test.rss()
+            # Cache hit against miss: the newest-started clusters are the likeliest still cached,
+            # the oldest the likeliest evicted when the cache is smaller than n.
+            k = min(30, n // 2)
+            newest = await query_latencies(handles[-k:])
+            oldest = await query_latencies(handles[:k])
+            sample = handles[:: max(1, n // 20)]
+            events = [len((await h.fetch_history()).events) for h in sample]
+            for chunk in range(0, n, 200):
+                await asyncio.gather(
+                    *(h.terminate("benchmark finished") for h in handles[chunk : chunk + 200]),
+                    return_exceptions=True,
+                )
+    finally:
+        if manager is not None:
+            manager.shutdown()
+    window, busy, mean_in_flight, max_in_flight = window_stats
     return {
         "clusters_waiting": n,
         "max_cached_workflows": cache,
         "max_concurrent_activities": slots,
         "workflow_sandbox": b.settings.workflow_sandbox,
+        "worker": "own process" if process else "benchmark process",
         "load_average_before": load_before,
         "load_average_after": load_average(),
         "seconds_to_all_waiting": round(all_waiting_s, 1),
         "sampled_seconds": round(window, 1),
         "polls_in_window": polls,
         "polls_per_second": round(polls / window, 2),
-        "activities_in_flight_max": max(samples),
-        "activities_in_flight_mean": round(statistics.fmean(samples), 3),
+        "activities_in_flight_max": max_in_flight,
+        "activities_in_flight_mean": round(mean_in_flight, 3),
         "slots_busy_fraction": round(busy / (window * slots), 4),
         "activity_seconds_per_poll": round(busy / polls, 3) if polls else None,
         "worker_rss_mib_before": round(rss_before),
         "worker_rss_mib_waiting": round(rss_waiting),
         "rss_kib_per_waiting_cluster": round((rss_waiting - rss_before) * 1024 / n, 1),
+        "worker_rss_kib_per_waiting_cluster_all_in": round(rss_waiting * 1024 / n, 1),
         "worker_cpu_percent": round(100 * worker_cpu / window, 1),
         "server_cpu_percent": round(100 * server_cpu / window, 1),
         "sqlite_mib_growth_to_all_waiting": round((db_waiting - db_before) / 2**20, 1),
@@ -171,6 +183,104 @@ async def wait_once(
         "query_ms_oldest": summarise(oldest, 1),
         "history_events_per_cluster_now": round(statistics.fmean(events), 1),
     }
+
+
+class InProcessWorker:
+    """The worker inside this process, its activity executions recorded by ``rec``."""
+
+    def __init__(self, b: Bench, tq: str, cache: int, slots: int, acts: list[Any], rec: Any):
+        self.rec = rec
+        self.w, self.ex = b.worker(
+            tq,
+            "default",
+            acts,
+            interceptors=[make_interceptor(rec)],
+            overrides={"max_cached_workflows": cache, "max_concurrent_activities": slots},
+        )
+
+    async def __aenter__(self) -> InProcessWorker:
+        await self.w.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self.w.__aexit__(*exc)
+        self.ex.shutdown()
+
+    def rss(self) -> float:
+        return rss_mib()
+
+    def cpu(self) -> float:
+        return time.process_time()
+
+    async def sample(self, seconds: float) -> tuple[float, float, float, int]:
+        """(window, activity seconds, mean and max executions in flight), sampled every 0.1 s."""
+        busy0, samples, t_start = self.rec.busy_seconds, [], time.monotonic()
+        while time.monotonic() < t_start + seconds:
+            samples.append(self.rec.in_flight)
+            await asyncio.sleep(0.1)
+        window = time.monotonic() - t_start
+        return window, self.rec.busy_seconds - busy0, statistics.fmean(samples), max(samples)
+
+
+class WorkerProcess:
+    """The worker in a process of its own (:mod:`bench.workerproc` ``--stats``), read through the
+    lines it prints every second and /proc."""
+
+    def __init__(self, tq: str, address: str, cache: int, slots: int) -> None:
+        self.args = [
+            *("--task-queue", tq, "--world", address),
+            *("--cache", str(cache), "--slots", str(slots), "--stats"),
+        ]
+        self.lines: list[tuple[float, dict[str, Any]]] = []
+
+    async def __aenter__(self) -> WorkerProcess:
+        import json
+        import subprocess
+        import sys
+        import threading
+
+        from bench.harness import ROOT_DIR
+
+        self.p = subprocess.Popen(
+            [sys.executable, "-m", "bench.workerproc", *self.args],
+            cwd=ROOT_DIR,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.p.stdout is not None
+        line = await asyncio.to_thread(self.p.stdout.readline)
+        if line.strip() != "ready":
+            raise RuntimeError(f"worker process did not start (exit {self.p.poll()}): {line!r}")
+
+        def read() -> None:
+            assert self.p.stdout is not None
+            for line in self.p.stdout:
+                if line.startswith("stats "):
+                    self.lines.append((time.monotonic(), json.loads(line[6:])))
+
+        threading.Thread(target=read, daemon=True).start()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        self.p.terminate()
+        await asyncio.to_thread(self.p.wait, 60)
+
+    def rss(self) -> float:
+        return rss_mib(self.p.pid)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.p.pid)
+
+    async def sample(self, seconds: float) -> tuple[float, float, float, int]:
+        """As :meth:`InProcessWorker.sample`, from the first and last lines of the window."""
+        while not self.lines:
+            await asyncio.sleep(0.1)
+        (t0, a), first = self.lines[-1], len(self.lines)
+        await asyncio.sleep(seconds)
+        t1, z = self.lines[-1]
+        inside = [s for _, s in self.lines[first:]] or [z]
+        mean = (z["sum"] - a["sum"]) / max(1, z["count"] - a["count"])
+        return t1 - t0, z["busy"] - a["busy"], mean, max(s["max"] for s in inside)
 
 
 async def query_latencies(handles: list[Any]) -> list[float]:
