@@ -8,6 +8,8 @@ import base64
 import os
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -263,3 +265,27 @@ def cpu_seconds(pid: int) -> float:
 def sqlite_bytes(db: Path) -> int:
     """Bytes on disk of a SQLite database with its write-ahead log and shared memory files."""
     return sum(p.stat().st_size for p in (db, Path(f"{db}-wal"), Path(f"{db}-shm")) if p.exists())
+
+
+# --- worker processes (bench/workerproc.py) -----------------------------------------------------
+
+
+def start_worker(task_queue: str, address: str, *options: str) -> subprocess.Popen[str]:
+    """A worker process on ``task_queue`` whose AWS is the fake world served at ``address``;
+    ``options`` pass through (``--cache``, ``--slots``, ``--stats``). Its stdout is a pipe: read
+    ``ready`` with :func:`wait_ready`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.workerproc", "--task-queue", task_queue, "--world", address]
+        + list(options),
+        cwd=ROOT_DIR,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_ready(p: subprocess.Popen[str]) -> None:
+    """Block until the worker process prints ``ready``; raise if it printed anything else."""
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    if line.strip() != "ready":
+        raise RuntimeError(f"worker process {p.pid} did not start (exit {p.poll()}): {line!r}")

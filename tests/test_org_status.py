@@ -158,3 +158,27 @@ async def test_waiting_for_an_organisation_whose_run_failed_ends_at_once(monkeyp
         await client.wait_state("org-acme", "OnboardOrganization", {"AWAITING_ROLE"}, 60)
     assert str(e.value) == f"org-acme: the latest run (run-2) failed: {REFUSAL}"
     assert asked == ["org-acme"]
+
+
+class Described:
+    def __init__(self, status: str) -> None:
+        from temporalio.client import WorkflowExecutionStatus
+
+        self.status = WorkflowExecutionStatus[status]
+
+
+@pytest.mark.parametrize("status", ["FAILED", "TERMINATED", "RUNNING", "COMPLETED"])
+async def test_the_integration_wait_stops_at_a_run_that_ended_unsuccessfully(status):
+    """``tests/integration/helpers.ended_with`` (what ``wait_for`` fails with at once) reads the
+    same outcomes and reason as ``status`` does here; a running or completed run is waited on."""
+    from tests.integration.helpers import ended_with
+
+    class Run(FailedRun):
+        async def describe(self) -> Described:
+            return Described(status)
+
+    said = await ended_with(Run())
+    if status in org_status.UNSUCCESSFUL:
+        assert said == f"{status}: {REFUSAL}"
+    else:
+        assert said is None

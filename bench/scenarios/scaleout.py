@@ -8,12 +8,10 @@ workers stop adding throughput while the server's CPU climbs, the server is the 
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import uuid
 from typing import Any
 
-from bench.harness import ROOT_DIR, Bench, cpu_seconds, load_average
+from bench.harness import Bench, cpu_seconds, load_average, start_worker, wait_ready
 from bench.stats import interleaved, summarise
 
 
@@ -63,19 +61,3 @@ async def scaleout(b: Bench, n: int, workers: list[int], reps: int) -> dict[str,
         "clusters_per_second": {k: summarise(v, 2) for k, v in samples.items()},
         "server_cpu_percent": {str(k): summarise(v, 1) for k, v in cpu.items()},
     }
-
-
-def start_worker(task_queue: str, address: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bench.workerproc", "--task-queue", task_queue, "--world", address],
-        cwd=ROOT_DIR,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-
-
-def wait_ready(p: subprocess.Popen[str]) -> None:
-    assert p.stdout is not None
-    line = p.stdout.readline()
-    if line.strip() != "ready":
-        raise RuntimeError(f"worker process {p.pid} did not start (exit {p.poll()}): {line!r}")

@@ -36,7 +36,9 @@ from bench.harness import (
     make_interceptor,
     rss_mib,
     sqlite_bytes,
+    start_worker,
     time_skipping_env,
+    wait_ready,
 )
 from bench.stats import summarise
 
@@ -227,30 +229,16 @@ class WorkerProcess:
     lines it prints every second and /proc."""
 
     def __init__(self, tq: str, address: str, cache: int, slots: int) -> None:
-        self.args = [
-            *("--task-queue", tq, "--world", address),
-            *("--cache", str(cache), "--slots", str(slots), "--stats"),
-        ]
+        self.tq, self.address = tq, address
+        self.options = ("--cache", str(cache), "--slots", str(slots), "--stats")
         self.lines: list[tuple[float, dict[str, Any]]] = []
 
     async def __aenter__(self) -> WorkerProcess:
         import json
-        import subprocess
-        import sys
         import threading
 
-        from bench.harness import ROOT_DIR
-
-        self.p = subprocess.Popen(
-            [sys.executable, "-m", "bench.workerproc", *self.args],
-            cwd=ROOT_DIR,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.p.stdout is not None
-        line = await asyncio.to_thread(self.p.stdout.readline)
-        if line.strip() != "ready":
-            raise RuntimeError(f"worker process did not start (exit {self.p.poll()}): {line!r}")
+        self.p = start_worker(self.tq, self.address, *self.options)
+        await asyncio.to_thread(wait_ready, self.p)
 
         def read() -> None:
             assert self.p.stdout is not None

@@ -13,25 +13,15 @@ from starter.local import LocalStack
 SETTLED = (m.OrgState.READY, m.OrgState.ACTION_REQUIRED)
 
 
-#: A run that ended this way never answers differently again: waiting on it fails at once.
-_ENDED = {"FAILED", "TERMINATED", "TIMED_OUT", "CANCELED"}
-
-
 async def ended_with(handle: Any) -> str | None:
-    """Why ``handle``'s run ended, if it failed, was terminated, timed out or was cancelled."""
-    from temporalio.client import WorkflowFailureError
+    """Why ``handle``'s run ended, if it failed, was terminated, timed out or was cancelled (such
+    a run never answers differently again)."""
+    from starter.org_status import UNSUCCESSFUL, failure_reason
 
     desc = await handle.describe()
-    if desc.status is None or desc.status.name not in _ENDED:
+    if desc.status is None or desc.status.name not in UNSUCCESSFUL:
         return None
-    try:
-        await handle.result()
-    except WorkflowFailureError as e:
-        cause = e.cause
-        while getattr(cause, "cause", None) is not None:
-            cause = cause.cause
-        return f"{desc.status.name}: {cause or e}"
-    return desc.status.name
+    return f"{desc.status.name}: {await failure_reason(handle)}"
 
 
 async def wait_for(handle: Any, qname: str, rtype: type, pred: Any, timeout: float = 120) -> Any:
