@@ -36,6 +36,9 @@ def test_bench_memory_smoke(tmp_path):
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     res = json.loads(out.read_text())
+    assert [run.get("error") for run in res["runs"]] == [None, None], res[
+        "runs"
+    ]  # (the child's stderr)
     assert set(res["kib_per_waiting_cluster"]) == {"isolated", "shared"}
     assert [x["mode"] for x in res["runs"]] == ["isolated", "shared"]
     for run in res["runs"]:
