@@ -7,10 +7,12 @@ the boto3 chain, Bridgehead settings from BRIDGEHEAD_*). Stops gracefully on SIG
 from __future__ import annotations
 
 import asyncio
+import compileall
 import logging
 import signal
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic_core import ValidationError
@@ -107,6 +109,25 @@ def build_activities(
     return acts
 
 
+#: The package the isolated sandbox imports again for every new workflow run.
+WORKFLOWS_DIR = Path(__file__).resolve().parent / "workflows"
+
+
+def warm_bytecode(package: Path = WORKFLOWS_DIR) -> bool:
+    """Write the ``workflows`` package's bytecode cache (``__pycache__``) if it is missing or stale.
+
+    The isolated sandbox re-imports the package for every new workflow run. Without a cache (an
+    environment with ``PYTHONDONTWRITEBYTECODE``, a fresh image) each import compiles every module
+    from source: a quarter of the worker's CPU per new run in the throughput benchmark
+    (docs/benchmarks.md). Python reads an existing cache even when told not to write one, so
+    writing it once here is enough. A read-only checkout is no error: imports compile as before.
+    Returns whether every module has an up-to-date cache."""
+    try:
+        return bool(compileall.compile_dir(package, quiet=2, workers=1))
+    except OSError:
+        return False
+
+
 def sandbox_runner(shared: bool = False) -> SandboxedWorkflowRunner:
     """Models and pydantic are pure: passed through instead of re-imported per workflow run.
     ``shared`` (setting ``workflow_sandbox``): the ``workflows`` package too, a third of the memory
@@ -126,6 +147,7 @@ def build_worker(
     executor: ThreadPoolExecutor,
     **overrides: Any,
 ) -> Worker:
+    warm_bytecode()
     options: dict[str, Any] = dict(
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,
