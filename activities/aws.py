@@ -132,12 +132,30 @@ class Aws:
         key = (f"org:{org.org_id}:{int(expiry)}", service, region)
         with self._lock:
             client = self._clients.get(key)
-            if client is None:
-                client = boto3.session.Session(**creds).client(
-                    service, region_name=region, config=self._config
-                )
-                self._clients[key] = client
-            return client
+        if client is None:
+            client = self.client_with(creds, service, region)
+            with self._lock:
+                client = self._clients.setdefault(key, client)
+        return client
+
+    def client_with(
+        self, creds: dict[str, str], service: str, region: str, config: Any = None
+    ) -> Any:
+        """A client acting with ``creds``, built from the worker's one shared session.
+
+        A new ``boto3.Session`` per set of credentials would load botocore's endpoint data and the
+        service's model from disk again (about 40 % of the worker's CPU when a new organisation's
+        clients were built: docs/benchmarks.md); the shared session loads each once per process.
+        Sessions are not thread-safe, so clients are built under the lock; the clients themselves
+        are."""
+        with self._lock:
+            return self._platform_session.client(
+                service, region_name=region, config=config or self._config, **creds
+            )
+
+    def session_for(self, creds: dict[str, str]) -> CredentialedSession:
+        """``boto3.Session``-like: ``.client(service, region_name=..., config=...)`` with ``creds``."""
+        return CredentialedSession(self, creds)
 
     def forget(self, org_id: str) -> None:
         """Drop cached credentials of an org (after its role changed)."""
@@ -159,6 +177,18 @@ class Aws:
             aws_secret_access_key=secret_access_key,
             aws_session_token=session_token,
         ).client(service, region_name=region, config=BOTO_CONFIG)
+
+
+class CredentialedSession:
+    """What a check needs of a ``boto3.Session`` holding assumed credentials (``client()``), built
+    on :meth:`Aws.client_with`; the credentials stay in this object, inside the activity."""
+
+    def __init__(self, aws: Aws, creds: dict[str, str]) -> None:
+        self._aws, self._creds = aws, creds
+
+    def client(self, service: str, region_name: str | None = None, config: Any = None) -> Any:
+        region = region_name or self._aws.settings.platform_region
+        return self._aws.client_with(self._creds, service, region, config)
 
 
 def not_found(what: str) -> ApplicationError:

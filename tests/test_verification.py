@@ -406,7 +406,6 @@ def test_verify_role_wiring_retries_a_fresh_role_then_reports_the_attempts(monke
     """activities/verification/identity.check_assume: a role submitted seconds ago that STS refuses twice
     (not propagated yet) passes assume-role on the third attempt; a role recorded an hour ago that
     STS refuses fails at once, naming the fix."""
-    import boto3
     from botocore.exceptions import ClientError
 
     import activities.verification as av
@@ -446,7 +445,9 @@ def test_verify_role_wiring_retries_a_fresh_role_then_reports_the_attempts(monke
                 "aws_session_token": "t",
             }
 
-    monkeypatch.setattr(boto3.session, "Session", FakeSession)
+        def session_for(self, creds: dict[str, str]) -> FakeSession:
+            return FakeSession(**creds)
+
     org = OrgRecord("acme", "222222222222", EXT, None, "", "", ["us-east-1"], "VERIFYING")
     req = m_verify_input()
     slept: list[float] = []

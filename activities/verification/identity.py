@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-import boto3
 from botocore.exceptions import ClientError
 
 from activities.errors import error_code
@@ -70,7 +69,7 @@ def check_assume(ctx: Context, sleep: Any = None) -> bool:
             )
         )
         return False
-    ctx.session = boto3.session.Session(**creds)
+    ctx.session = ctx.aws.session_for(creds)
     del creds
     whoami = ctx.client("sts").get_caller_identity()
     ok = whoami["Account"] == ctx.org.aws_account_id
