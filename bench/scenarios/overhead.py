@@ -20,7 +20,9 @@ from bench.harness import (
     Recorder,
     launch_customer_role,
     make_interceptor,
+    status_attr,
     until,
+    until_settled,
 )
 from bench.stats import ratios, summarise
 
@@ -93,11 +95,8 @@ async def bridgehead_run(
         h = await b.client.start_workflow(
             "OnboardOrganization", inp, id=f"org-{org}", task_queue=tq
         )
-        s = await until(
-            lambda: h.query("status", result_type=m.OrgStatus),
-            lambda s: s and s.state == m.OrgState.AWAITING_ROLE,
-            60,
-            0.05,
+        s = await until_settled(
+            h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.AWAITING_ROLE, 60
         )
         arn = launch_customer_role(
             b.stack, account, s.artifacts.cloudformation_template, f"bridgehead-access-{org}"
@@ -105,11 +104,12 @@ async def bridgehead_run(
         await h.execute_update(
             "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
         )
-        s = await until(
-            lambda: h.query("status", result_type=m.OrgStatus),
+        s = await until_settled(
+            h,
+            "status",
+            m.OrgStatus,
             lambda s: s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED),
             300,
-            0.05,
         )
         if s.state != m.OrgState.READY:
             raise RuntimeError(f"onboarding did not reach READY: {s.last_error}")
@@ -123,12 +123,8 @@ async def bridgehead_run(
             task_queue=tq,
             result_type=m.ClusterResult,
         )
-        await until(
-            lambda: c.query("status", result_type=m.ClusterStatus),
-            lambda s: s.state == m.ClusterState.RUNNING,
-            300,
-            0.05,
-        )
+        # The ClusterStatus search attribute: the server answers, the worker is left alone.
+        await until(lambda: status_attr(c), lambda s: s == "RUNNING", 300, 0.02)
         await c.signal("delete")
         result = await c.result()
         t1 = time.perf_counter()
