@@ -19,6 +19,10 @@ STATUS = SearchAttributeKey.for_keyword("ClusterStatus")
 class NoopInput(BaseModel):
     before: int
     after: int
+    #: The real lifecycle's steps in order, one letter each: ``A`` an activity, ``L`` a local
+    #: activity (registry calls, issue 23). When set, they replace ``before`` and ``after``.
+    steps_before: str = ""
+    steps_after: str = ""
 
 
 @activity.defn(name="bench_noop")
@@ -42,16 +46,17 @@ class NoopLifecycle:
 
     @workflow.run
     async def run(self, input: NoopInput) -> str:
-        for i in range(input.before):
-            await workflow.execute_activity(
-                bench_noop, i, start_to_close_timeout=timedelta(seconds=60)
-            )
+        await steps(input.steps_before or "A" * input.before)
         self._state = "RUNNING"
         workflow.upsert_search_attributes([STATUS.value_set("RUNNING")])  # as ClusterLifecycle does
         await workflow.wait_condition(lambda: self._delete)
-        for i in range(input.after):
-            await workflow.execute_activity(
-                bench_noop, i, start_to_close_timeout=timedelta(seconds=60)
-            )
+        await steps(input.steps_after or "A" * input.after)
         self._state = "DELETED"
         return self._state
+
+
+async def steps(kinds: str) -> None:
+    """One no-op per letter: ``A`` an activity, ``L`` a local activity."""
+    for i, kind in enumerate(kinds):
+        run = workflow.execute_local_activity if kind == "L" else workflow.execute_activity
+        await run(bench_noop, i, start_to_close_timeout=timedelta(seconds=60))

@@ -17,9 +17,11 @@ starts counted by the caller). :func:`billable_actions` is the count as Temporal
   receiver's history, so summing histories counts it once);
 * **search-attribute upserts** (one per command; the ``TemporalChangeVersion`` upserts that
   ``workflow.patched`` makes are exempt);
-* **updates accepted** (rejected updates are billed too but leave no history: not counted).
+* **updates accepted** (rejected updates are billed too but leave no history: not counted);
+* **local activities**: one per local-activity marker, an upper bound (Cloud bills all the local
+  activities of one workflow task as one action; their retries inside it leave no marker).
 
-Not actions: workflow tasks (reported beside, as ``workflow_tasks``), markers, queries by callers
+Not actions: workflow tasks (reported beside, as ``workflow_tasks``), other markers (patches), queries by callers
 (billed, but made by people and tools, not by the workflow), Schedule actions (1 per scheduled
 start, counted by the caller who knows the Schedule), heartbeats (none in our waits).
 """
@@ -43,6 +45,8 @@ ACTION_EVENTS = frozenset(
     }
 )
 _CHANGE_VERSION = "TemporalChangeVersion"
+#: The marker the SDK core records for each local activity's result.
+LOCAL_ACTIVITY_MARKER = "core_local_activity"
 
 
 def count_actions(events: Iterable[Any]) -> int:
@@ -66,6 +70,8 @@ class Actions:
     signals: Counter[str] = field(default_factory=Counter)
     upserts: int = 0
     updates: int = 0
+    #: Local activities (markers), an upper bound of what Cloud bills for them.
+    local_activities: int = 0
     #: Not billed; reported beside the actions.
     workflow_tasks: int = 0
     events: int = 0
@@ -79,6 +85,7 @@ class Actions:
             + sum(self.signals.values())
             + self.upserts
             + self.updates
+            + self.local_activities
         )
 
     def __add__(self, other: Actions) -> Actions:
@@ -89,6 +96,7 @@ class Actions:
             signals=self.signals + other.signals,
             upserts=self.upserts + other.upserts,
             updates=self.updates + other.updates,
+            local_activities=self.local_activities + other.local_activities,
             workflow_tasks=self.workflow_tasks + other.workflow_tasks,
             events=self.events + other.events,
         )
@@ -120,6 +128,9 @@ def billable_actions(events: Iterable[Any]) -> Actions:
                 out.upserts += 1
         elif t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             out.updates += 1
+        elif t == EventType.EVENT_TYPE_MARKER_RECORDED:
+            name = e.marker_recorded_event_attributes.marker_name
+            out.local_activities += name == LOCAL_ACTIVITY_MARKER
         elif t == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
             out.workflow_tasks += 1
     return out

@@ -90,7 +90,9 @@ def test_each_organisation_s_customer_clients_share_the_models(aws, files_read, 
     b = aws.customer(org(2), "cloudformation", REGION)
     assert files_read == []
     assert access_key(a) != access_key(b) == creds(2)["aws_access_key_id"]
-    assert aws.customer(org(2), "cloudformation", REGION) is b  # cached until the credentials expire
+    assert (
+        aws.customer(org(2), "cloudformation", REGION) is b
+    )  # cached until the credentials expire
 
 
 def test_a_verification_session_builds_its_clients_the_same_way(aws, files_read):

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.test_bench_ceiling import LIFECYCLE
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,6 +35,8 @@ def test_bench_smoke(tmp_path):
         assert set(t["seconds"]) == {"ceiling", "fake", "moto"}, t
         assert all(s["n"] == res["reps"] for s in t["seconds"].values()), t
         assert t["activities_before_running"] >= 4 and t["activities_after_delete"] >= 2
+        # the ceiling ran the lifecycle's own steps, local activities included (test_bench_ceiling)
+        assert (t["steps"]["before"], t["steps"]["after"]) == LIFECYCLE, t["steps"]
         # every lifecycle on the fake (warm-up + repetitions) created its stack there
         assert t["fake_calls"]["cloudformation:CreateStack"] == t["clusters"] * res["reps"] + 1
     w = res["waiting"]

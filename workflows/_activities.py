@@ -13,6 +13,8 @@ from typing import Any, Generic, TypeVar
 
 from temporalio import workflow
 
+from workflows._options import REGISTRY, REGISTRY_LOCAL
+
 with workflow.unsafe.imports_passed_through():
     from bridgehead.models import (
         BeginReleaseInput,
@@ -100,6 +102,20 @@ class ActivityStub(Generic[ArgT, ResultT]):
         """Run the activity; ``options`` are ``workflow.execute_activity``'s (``summary``, and an
         option set from ``workflows/_options.py``)."""
         return await workflow.execute_activity(self.name, arg, result_type=self.result, **options)  # type: ignore[no-any-return]
+
+    async def registry(self, arg: ArgT, **options: Any) -> ResultT:
+        """Run a short registry call (or a rendering): a local activity with ``REGISTRY_LOCAL`` on
+        runs that reach it under the patch :data:`LOCAL_REGISTRY`, the activity with ``REGISTRY``
+        it always was on runs recorded before (their histories replay unchanged)."""
+        if workflow.patched(LOCAL_REGISTRY):
+            return await workflow.execute_local_activity(  # type: ignore[no-any-return]
+                self.name, arg, result_type=self.result, **options, **REGISTRY_LOCAL
+            )
+        return await self(arg, **options, **REGISTRY)
+
+
+#: The patch under which registry calls became local activities (issue 23).
+LOCAL_REGISTRY = "local-registry-calls"
 
 
 # --- BillingActivities -------------------------------------------------------------------------

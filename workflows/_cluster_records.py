@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import _activities as acts
 from workflows._common import require_payload, root_message, upsert
-from workflows._options import AWS_CALL, NOTIFY, REGISTRY
+from workflows._options import AWS_CALL, NOTIFY
 from workflows._waiting import StackHints, wait_for_stack
 from workflows.regions import request_token
 
@@ -212,7 +212,7 @@ class RecordsCluster:
 
     async def _register(self, state: ClusterState) -> None:
         i, rt = self._in, self._rt
-        await acts.register_cluster(
+        await acts.register_cluster.registry(
             RegisterClusterInput(
                 org_id=i.org_id,
                 name=i.name,
@@ -227,7 +227,6 @@ class RecordsCluster:
                 compute_instance_type=self._compute_type,
             ),
             summary=f"registry: {state.value}",
-            **REGISTRY,
         )
 
     async def _notify(self, kind: str, subject: str, body: str) -> None:

@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import _activities as acts
 from workflows._common import require_payload, root_message
-from workflows._options import ONE_SHOT, REGISTRY
+from workflows._options import ONE_SHOT
 
 #: States in which the organisation takes a (new) role.
 _ROLE_STATES = {OrgState.AWAITING_ROLE, OrgState.ACTION_REQUIRED, OrgState.READY}
@@ -99,8 +99,8 @@ class TakesRoles:
         """The customer created the role; record it and start verification."""
         assert req is not None  # the validator refused a missing payload
         async with self._busy:
-            await acts.record_role(
-                RecordRoleInput(org_id=self._input.org_id, role_arn=req.role_arn), **REGISTRY
+            await acts.record_role.registry(
+                RecordRoleInput(org_id=self._input.org_id, role_arn=req.role_arn)
             )
             self._s.role_arn = req.role_arn
             self._role_changed = True

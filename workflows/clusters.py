@@ -46,7 +46,7 @@ from workflows._common import (
     root_message,
     upsert,
 )
-from workflows._options import AWS_CALL, REGISTRY
+from workflows._options import AWS_CALL
 from workflows._waiting import StackHints, wait_for_stack
 from workflows.regions import request_token
 
@@ -209,12 +209,11 @@ class ClusterLifecycleWorkflow(
 
     async def _validate(self) -> ClusterPlan:
         i = self._in
-        plan: ClusterPlan = await acts.validate_cluster(
+        plan: ClusterPlan = await acts.validate_cluster.registry(
             ValidateClusterInput(
                 org_id=i.org_id, name=i.name, region=i.region, config=i.config, owner=i.owner
             ),
             summary="validate request and render template",
-            **REGISTRY,
         )
         if plan.errors:
             await self._reject(

@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import _activities as acts
 from workflows._common import bind_input, require_input, root_message, upsert
-from workflows._options import AWS_CALL, IMAGE_WAIT, REGISTRY
+from workflows._options import AWS_CALL, IMAGE_WAIT
 
 
 @workflow.defn(name="ShareImages", failure_exception_types=[ValidationError])
@@ -65,7 +65,7 @@ class ShareImagesWorkflow:
                 non_retryable=True,
             )
         upsert(org_id=input.org_id)
-        org: OrgRegions = await acts.org_regions(OrgRegionsInput(org_id=input.org_id), **REGISTRY)
+        org: OrgRegions = await acts.org_regions.registry(OrgRegionsInput(org_id=input.org_id))
         regions = input.regions or org.regions
         self._regions = {r: RegionShareStatus(region=r) for r in regions}
         one = self._revoke if input.revoke else self._share

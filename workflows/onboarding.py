@@ -341,11 +341,11 @@ class OnboardOrganizationWorkflow(
             # ``status`` says READY only once the registry does: a cluster started on the word
             # of ``status`` is validated against the registry (seen under injected faults, where
             # the write was still being retried).
-            await acts.set_org_state(record, **REGISTRY)
+            await acts.set_org_state.registry(record)
             self._set(state, text)
         else:
             self._set(state, text)
-            await acts.set_org_state(record, **REGISTRY)
+            await acts.set_org_state.registry(record)
         if state in (OrgState.READY, OrgState.ACTION_REQUIRED) and workflow.patched(
             "org-notifications"
         ):

@@ -102,8 +102,8 @@ class ProvisionRegionWorkflow:
             workflow.logger.warning(
                 st.quota.message, extra={"org_id": input.org_id, "region": input.region}
             )
-        tpl: RenderedTemplate = await acts.render_foundation_template(
-            FoundationTemplateInput(org_id=input.org_id, region=input.region), **REGISTRY
+        tpl: RenderedTemplate = await acts.render_foundation_template.registry(
+            FoundationTemplateInput(org_id=input.org_id, region=input.region)
         )
         st.state = "CREATING"
         await self._record("CREATING")
@@ -156,7 +156,7 @@ class ProvisionRegionWorkflow:
 
     async def _record(self, state: str) -> None:
         st = self._status
-        await acts.record_foundation(
+        await acts.record_foundation.registry(
             FoundationRecord(
                 org_id=st.org_id,
                 region=st.region,
@@ -164,7 +164,6 @@ class ProvisionRegionWorkflow:
                 stack_name=st.stack_name,
                 outputs=st.outputs,
             ),
-            **REGISTRY,
         )
         if state in ("READY", "FAILED"):
             await tell_org(st.org_id)
@@ -206,11 +205,10 @@ class CleanupRegionWorkflow:
         )
         poll = await wait_for_stack(ref, None, f"wait for foundation deletion in {input.region}")
         if not poll.succeeded:
-            await acts.record_foundation(
+            await acts.record_foundation.registry(
                 FoundationRecord(
                     org_id=input.org_id, region=input.region, state="DELETE_FAILED", stack_name=name
                 ),
-                **REGISTRY,
             )
             await tell_org(input.org_id)
             raise ApplicationError(
@@ -233,14 +231,13 @@ class CleanupRegionWorkflow:
             summary="verify nothing tagged remains",
             **AWS_CALL,
         )
-        await acts.record_foundation(
+        await acts.record_foundation.registry(
             FoundationRecord(
                 org_id=input.org_id,
                 region=input.region,
                 state="DELETED" if not left.resources else "LEFTOVERS",
                 stack_name=name,
             ),
-            **REGISTRY,
         )
         await tell_org(input.org_id)
         if left.resources:

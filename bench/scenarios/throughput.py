@@ -79,13 +79,14 @@ async def lifecycles(
 MOTO_DEADLINE = {"moto": 240.0, "fake": 900.0}
 
 
-async def noops(b: Bench, tq: str, n: int, prefix: str, before: int, after: int) -> float:
+async def noops(b: Bench, tq: str, n: int, prefix: str, before: str, after: str) -> float:
+    """``n`` no-op lifecycles whose steps are ``before`` and ``after`` (see :func:`lifecycle_shape`)."""
     from bench.noop import NoopInput
 
     async def one(i: int) -> Any:
         h = await b.client.start_workflow(
             "BenchNoopLifecycle",
-            NoopInput(before=before, after=after),
+            NoopInput(before=0, after=0, steps_before=before, steps_after=after),
             id=f"noop-{prefix}-{i}",
             task_queue=tq,
         )
@@ -127,7 +128,7 @@ async def throughput(
         executors.append(ex)
     w_noop, ex_noop = b.worker(f"bench-noop-{tuning}", tuning, [bench_noop], [NoopLifecycle])
     tag = uuid.uuid4().hex[:4]
-    shape: dict[str, int] = {}
+    shape: dict[str, str] = {}
     async with contextlib.AsyncExitStack() as running:
         for w in [*workers, w_noop]:
             await running.enter_async_context(w)
@@ -160,8 +161,11 @@ async def throughput(
         "clusters": n,
         "reps": reps,
         "order": "interleaved: " + " ".join(("ceiling", *arms)) + " ...",
-        "activities_before_running": shape["before"],
-        "activities_after_delete": shape["after"],
+        "activities_before_running": shape["before"].count("A"),
+        "activities_after_delete": shape["after"].count("A"),
+        "local_activities_before_running": shape["before"].count("L"),
+        "local_activities_after_delete": shape["after"].count("L"),
+        "steps": shape,
         "registry_items_seeded_into_fake": seeded,
         "load_average_before": load_before,
         "load_average_after": load_average(),
@@ -179,15 +183,24 @@ async def throughput(
     return out
 
 
-async def lifecycle_shape(handle: Any) -> tuple[int, int]:
+async def lifecycle_shape(handle: Any) -> tuple[str, str]:
+    """The lifecycle's steps before the ``delete`` signal and after it, in order: ``A`` for each
+    activity, ``L`` for each local activity (its marker), so the ceiling has the same shape."""
     from temporalio.api.enums.v1 import EventType
 
-    before = after = 0
+    from bridgehead.history_stats import LOCAL_ACTIVITY_MARKER
+
+    before, after = [], []
     signalled = False
     for e in (await handle.fetch_history()).events:
+        steps = after if signalled else before
         if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             signalled = True
         elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            after += signalled
-            before += not signalled
-    return before, after
+            steps.append("A")
+        elif (
+            e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+            and e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER
+        ):
+            steps.append("L")
+    return "".join(before), "".join(after)
