@@ -44,6 +44,14 @@ def table(result: dict[str, Any]) -> str:
                     f"{spread(t['ceiling_per_second'], '/s')}; load {t['load_average_before']}",
                 )
             )
+        for arm, c in (t.get("cpu_ms_per_lifecycle") or {}).items():
+            rows.append(
+                (
+                    f"throughput [{t['tuning']}]: CPU per lifecycle, {arm}",
+                    f"{c['bench_process'] + c['dev_server']:.0f} ms",
+                    f"{c['bench_process']:.0f} ms worker process, {c['dev_server']:.0f} ms dev server",
+                )
+            )
     rows += [
         (
             "waiting: activities in flight (max / mean)",

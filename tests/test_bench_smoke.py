@@ -37,6 +37,9 @@ def test_bench_smoke(tmp_path):
         assert t["activities_before_running"] >= 4 and t["activities_after_delete"] >= 2
         # the ceiling ran the lifecycle's own steps, local activities included (test_bench_ceiling)
         assert (t["steps"]["before"], t["steps"]["after"]) == LIFECYCLE, t["steps"]
+        cpu = t["cpu_ms_per_lifecycle"]
+        assert set(cpu) == {"ceiling", "fake", "moto"}, cpu
+        assert all(c["bench_process"] > 0 and c["dev_server"] > 0 for c in cpu.values()), cpu
         # every lifecycle on the fake (warm-up + repetitions) created its stack there
         assert t["fake_calls"]["cloudformation:CreateStack"] == t["clusters"] * res["reps"] + 1
     w = res["waiting"]

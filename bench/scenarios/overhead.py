@@ -1,6 +1,7 @@
 """Scenario 1, overhead: one organisation onboarded and one cluster created and deleted through
 Bridgehead, against a plain script making the same AWS calls (the same activity code, called in the
-order Bridgehead called it, with no Temporal). Ratio Bridgehead / script."""
+order Bridgehead called it, with no Temporal). Ratio Bridgehead / script. The customer's own step,
+launching the role template in their account, is timed in neither arm."""
 
 from __future__ import annotations
 
@@ -62,6 +63,7 @@ async def overhead(b: Bench, runners: list[str], reps: int = 1) -> dict[str, Any
         "bridgehead_seconds": summarise(seconds["bridgehead"], 2),
         "script_seconds": summarise(seconds["script"], 2),
         "onboarding_seconds": first["onboarding_seconds"],
+        "customer_launch_seconds_not_timed": first["customer_launch_seconds"],
         "activities": first["activities"],
         "activity_seconds": first["activity_seconds"],
         "aws_activity_calls_replayed": aws_calls,
@@ -98,9 +100,15 @@ async def bridgehead_run(
         s = await until_settled(
             h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.AWAITING_ROLE, 60
         )
-        arn = launch_customer_role(
-            b.stack, account, s.artifacts.cloudformation_template, f"bridgehead-access-{org}"
+        t_launch = time.perf_counter()
+        arn = await asyncio.to_thread(
+            launch_customer_role,
+            b.stack,
+            account,
+            s.artifacts.cloudformation_template,
+            f"bridgehead-access-{org}",
         )
+        customer_s = time.perf_counter() - t_launch
         await h.execute_update(
             "submit_role", m.SubmitRoleInput(role_arn=arn), result_type=m.UpdateResult
         )
@@ -133,8 +141,11 @@ async def bridgehead_run(
     assert result.state == m.ClusterState.DELETED, result
     calls = sorted(rec.calls, key=lambda x: x[0])
     return {
-        "seconds": round(t1 - t0, 2),
-        "onboarding_seconds": round(t_ready - t0, 2),
+        # The customer's own step (launching the role template) is not Bridgehead's work: left
+        # out of both arms, so the ratio compares Bridgehead's calls with the script's alone.
+        "seconds": round(t1 - t0 - customer_s, 2),
+        "customer_launch_seconds": round(customer_s, 2),
+        "onboarding_seconds": round(t_ready - t0 - customer_s, 2),
         "activities": len(calls),
         "activity_seconds": round(rec.busy_seconds, 2),
     }, calls
@@ -166,6 +177,7 @@ def plain_script(
     replayed = 0
     script_org, script_account = swap.values()
     swap = dict(swap)  # grows with the identifiers learned along the way
+    customer_s = 0.0  # the customer's launch of the role template: not timed (as in bridgehead_run)
     t0 = time.perf_counter()
     for _, name, args, recorded in calls:
         if name in NOT_AWS:
@@ -191,10 +203,12 @@ def plain_script(
             if new and new != old and len(old) >= 8 and old not in swap:
                 swap[old] = new
         if name == "register_organization":
+            t_launch = time.perf_counter()
             launch_customer_role(
                 b.stack,
                 script_account,
                 result.artifacts.cloudformation_template,
                 f"bridgehead-access-{script_org}",
             )
-    return time.perf_counter() - t0, replayed
+            customer_s += time.perf_counter() - t_launch
+    return time.perf_counter() - t0 - customer_s, replayed

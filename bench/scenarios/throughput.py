@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 import uuid
 from typing import Any
@@ -27,6 +28,7 @@ from bench.harness import (
     TUNINGS,
     Bench,
     Recorder,
+    cpu_seconds,
     load_average,
     make_interceptor,
     status_attr,
@@ -136,7 +138,22 @@ async def throughput(
         _, hs = await lifecycles(b, f"bench-{arms[0]}-{tuning}", 1, f"t{tag}w")
         shape["before"], shape["after"] = await lifecycle_shape(hs[0])
 
+        # CPU per lifecycle of each arm, summed over its repetitions: this process (worker,
+        # driver and the fake's bookkeeping) and the dev server. On two cores, once both are busy,
+        # the ratio of two arms' throughput is about the inverse ratio of their CPU per lifecycle.
+        cpu: dict[str, dict[str, float]] = {}
+        procs = {"bench_process": os.getpid(), "dev_server": b.stack.procs["temporal"].pid}
+
         def arm_fn(arm: str) -> Any:
+            async def timed(i: int) -> float | None:
+                before = {k: cpu_seconds(pid) for k, pid in procs.items()}
+                seconds = await run(i)
+                if seconds is not None:
+                    spent = cpu.setdefault(arm, dict.fromkeys(procs, 0.0))
+                    for k, pid in procs.items():
+                        spent[k] += cpu_seconds(pid) - before[k]
+                return seconds
+
             async def run(i: int) -> float | None:
                 if arm == "ceiling":
                     tq = f"bench-noop-{tuning}"
@@ -150,7 +167,7 @@ async def throughput(
                     return None  # reported as a failed repetition (see MOTO_DEADLINE)
                 return seconds
 
-            return run
+            return timed
 
         samples = await interleaved({a: arm_fn(a) for a in ("ceiling", *arms)}, reps)
     for ex in [*executors, ex_noop]:
@@ -179,6 +196,13 @@ async def throughput(
         out[f"{arm}_ratio_to_ceiling"] = summarise(ratios(samples["ceiling"], samples[arm]), 3)
         # Time inside the activities: near wall time x threads means the backend is the bound.
         out[f"{arm}_activity_seconds"] = round(recs[arm].busy_seconds, 1)
+    out["cpu_ms_per_lifecycle"] = {
+        arm: {
+            k: round(v * 1000 / (n * sum(x is not None for x in samples[arm])), 1)
+            for k, v in spent.items()
+        }
+        for arm, spent in cpu.items()
+    }
     out["fake_calls"] = fake_aws.world.counts()
     return out
 
