@@ -141,8 +141,16 @@ def measured_failover(opts: ActivityConfig) -> dict:
     return failover(kills)
 
 
+#: Local-activity sets: no heartbeat; they fail over with their workflow task (test below).
+LOCAL_SETS = {"REGISTRY_LOCAL"}
+
+
 def test_every_option_set_fails_over_within_bounds():
-    sets = {name: v for name, v in vars(options).items() if name.isupper() and isinstance(v, dict)}
+    sets = {
+        name: v
+        for name, v in vars(options).items()
+        if name.isupper() and isinstance(v, dict) and name not in LOCAL_SETS
+    }
     assert set(sets) == {
         "AWS_CALL",
         "REGISTRY",
@@ -158,6 +166,18 @@ def test_every_option_set_fails_over_within_bounds():
         got = measured_failover(opts)
         assert got["within_bounds"], (name, got)
         assert got["max_s"] <= 11.0, (name, got)  # heartbeat timeout + initial interval
+
+
+def test_a_local_activity_set_fails_over_with_its_workflow_task():
+    """A local activity runs inside the workflow task that asked for it: when its worker dies, the
+    task times out (the 10 s default; the crash suite measures it as "the first workflow task after
+    a timed-out one") and another worker runs the call again. Its start-to-close is no longer, so a
+    call hung on a live worker is cut as soon; the set has no heartbeat to fail over by."""
+    assert {n for n, v in vars(options).items() if n.endswith("_LOCAL")} == LOCAL_SETS
+    for name in LOCAL_SETS:
+        opts = getattr(options, name)
+        assert "heartbeat_timeout" not in opts, name
+        assert opts["start_to_close_timeout"] <= timedelta(seconds=10), name
 
 
 def test_twin_a_long_start_to_close_without_heartbeat_fails_the_failover_check(monkeypatch):
