@@ -20,6 +20,7 @@ from activities.errors import CustomerActionRequired, aws_errors, error_code
 from activities.registry import Registry
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import ResizeStackInput, StackEvent, StackPoll, StackRef, StackRequest
+from bridgehead.policies import render_cluster_template
 from bridgehead.polling import still_waiting
 
 log = get_logger("bridgehead.activities.cloudformation")
@@ -90,7 +91,7 @@ class StackActivities:
                 resp = cfn.create_stack(
                     **notify,
                     StackName=req.stack_name,
-                    TemplateBody=req.template_body,
+                    TemplateBody=req.template_body or render_cluster_template(req.cluster_template),
                     Parameters=[
                         {"ParameterKey": k, "ParameterValue": v}
                         for k, v in sorted(req.parameters.items())

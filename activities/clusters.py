@@ -22,6 +22,7 @@ from bridgehead.models import (
     ClusterConfig,
     ClusterPlan,
     ClusterPrice,
+    ClusterTemplate,
     ConsoleTail,
     ConsoleTailInput,
     NotifyInput,
@@ -29,6 +30,7 @@ from bridgehead.models import (
     RegisterClusterInput,
     ValidateClusterInput,
 )
+from bridgehead.policies import render_cluster_template
 
 log = get_logger("bridgehead.activities.clusters")
 LIVE_STATES = ("VALIDATING", "CREATING", "RUNNING", "STOPPED", "DELETING", "FAILED")
@@ -182,12 +184,14 @@ class ClusterActivities:
         if spend is not None:
             price.rest_of_month_usd = budget.rest_of_month(price.hourly_usd, now)
             price.budget_left_usd = spend.monthly_budget_usd - spend.spent_usd
+        template = ClusterTemplate(
+            org_id=req.org_id, name=req.name, tags=tags, bootstrap_minutes=s.head_bootstrap_minutes
+        )
         return ClusterPlan(
             warnings=warnings,
             price=price,
-            template_body=policies.cluster_template(
-                req.org_id, req.name, tags, bootstrap_minutes=s.head_bootstrap_minutes
-            ),
+            template_body=render_cluster_template(template) if req.with_body else "",
+            template=template,
             parameters=params,
             tags=tags,
             admin_email=org_item.get("admin_email", ""),

@@ -325,3 +325,8 @@ def cluster_template(
         {**t, "PropagateAtLaunch": True} for t in _tags({**tags, "bridgehead:node": "compute"})
     ]
     return json.dumps(tpl, indent=1, sort_keys=True)
+
+
+def render_cluster_template(ref: Any) -> str:
+    """The template a ``ClusterTemplate`` (bridgehead.models.stacks) stands for."""
+    return cluster_template(ref.org_id, ref.name, ref.tags, bootstrap_minutes=ref.bootstrap_minutes)

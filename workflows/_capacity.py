@@ -184,7 +184,7 @@ class FailsOverCapacity:
                     org_id=self._in.org_id,
                     region=self._in.region,
                     stack_name=rt.stack_name,
-                    template_body=self._plan.template_body,
+                    **self._plan.template_fields(),
                     parameters=self._parameters(itype, place),
                     tags=self._plan.tags,
                     client_request_token=request_token(f"cluster-create-{n + 1}"),

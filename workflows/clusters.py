@@ -185,7 +185,7 @@ class ClusterLifecycleWorkflow(
                         org_id=input.org_id,
                         region=input.region,
                         stack_name=rt.stack_name,
-                        template_body=plan.template_body,
+                        **plan.template_fields(),
                         parameters=self._first_attempt(plan),
                         tags=plan.tags,
                         client_request_token=request_token("cluster-create"),
@@ -209,9 +209,17 @@ class ClusterLifecycleWorkflow(
 
     async def _validate(self) -> ClusterPlan:
         i = self._in
+        # The template's body stays out of history (about 13 KB in each of two events, and in the
+        # cached workflow): create_stack renders it from the plan. A dry run returns the body.
+        with_body = i.dry_run or not workflow.patched("template-by-reference")
         plan: ClusterPlan = await acts.validate_cluster.registry(
             ValidateClusterInput(
-                org_id=i.org_id, name=i.name, region=i.region, config=i.config, owner=i.owner
+                org_id=i.org_id,
+                name=i.name,
+                region=i.region,
+                config=i.config,
+                owner=i.owner,
+                with_body=with_body,
             ),
             summary="validate request and render template",
         )

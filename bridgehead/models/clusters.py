@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     Field,
@@ -16,7 +16,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from bridgehead.models.common import ClusterName, Model, OrgId, Region
 from bridgehead.models.guardrails import PendingAction
-from bridgehead.models.stacks import StackEvent
+from bridgehead.models.stacks import ClusterTemplate, StackEvent
 
 
 class ClusterState(StrEnum):
@@ -324,6 +324,9 @@ class ValidateClusterInput(Model):
     region: str
     config: ClusterConfig
     owner: str | None = None
+    #: False: the plan carries what the template is rendered from (``template``), not its body;
+    #: the stack's creation renders it (issue 23). A dry run asks for the body.
+    with_body: bool = True
 
 
 class ClusterPrice(Model):
@@ -347,11 +350,20 @@ class ClusterPlan(Model):
     price: ClusterPrice | None = None
     warnings: list[str] = Field(default_factory=list)
     template_body: str = ""
+    #: What the template is rendered from (see ``ValidateClusterInput.with_body``).
+    template: ClusterTemplate | None = None
     parameters: dict[str, str] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
     admin_email: str = ""
     #: The foundation's private subnets in order of preference (one per Availability Zone).
     placements: list[Placement] = Field(default_factory=list)
+
+    def template_fields(self) -> dict[str, Any]:
+        """``StackRequest``'s template: the body if the plan carries one (plans recorded before
+        issue 23, dry runs), else what the stack's creation renders it from."""
+        if self.template_body:
+            return {"template_body": self.template_body}
+        return {"cluster_template": self.template}
 
 
 class RegisterClusterInput(Model):

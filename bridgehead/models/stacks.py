@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import (
     Field,
+    model_validator,
 )
 
 from bridgehead.models.common import Model, OrgId, Region
@@ -20,19 +21,38 @@ class StackEvent(Model):
     reason: str = ""
 
 
+class ClusterTemplate(Model):
+    """What a cluster's template is rendered from (``bridgehead.policies.cluster_template``, a pure
+    function of these and the code). The activity that creates the stack renders it, so its body
+    (about 13 KB) enters no workflow history, payload or cached workflow (issue 23)."""
+
+    org_id: OrgId
+    name: str
+    tags: dict[str, str] = Field(default_factory=dict)
+    bootstrap_minutes: int = 20
+
+
 class StackRequest(Model):
-    """Create or update a stack in the customer account (through the org's role)."""
+    """Create or update a stack in the customer account (through the org's role): from
+    ``template_body``, or from ``cluster_template`` rendered by the activity."""
 
     org_id: OrgId
     region: str
     stack_name: str
-    template_body: str
+    template_body: str = ""
+    cluster_template: ClusterTemplate | None = None
     parameters: dict[str, str] = Field(default_factory=dict)
     tags: dict[str, str] = Field(default_factory=dict)
     client_request_token: str
     timeout_minutes: int = 240
     #: Keep the stack on failure (debugging); default: roll back.
     keep_on_failure: bool = False
+
+    @model_validator(mode="after")
+    def _one_template(self) -> StackRequest:
+        if bool(self.template_body) == (self.cluster_template is not None):
+            raise ValueError("a stack request needs template_body or cluster_template (not both)")
+        return self
 
 
 class StackRef(Model):

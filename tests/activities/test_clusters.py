@@ -121,6 +121,46 @@ def test_the_plan_comes_from_the_real_foundation_and_launches(
     assert stack["Stacks"][0]["StackStatus"] == "CREATE_COMPLETE"
 
 
+def test_a_plan_without_the_body_creates_the_stack_the_body_would(
+    acts: ClusterActivities, platform: Platform
+):
+    """Issue 23: the lifecycle asks for the plan without the template's body (keeping it out of
+    history); create_stack renders the same template from the plan."""
+    ready_region(platform)
+    full = validate(acts)
+    req = m.ValidateClusterInput(
+        org_id=ORG, name="c1", region=REGION, config=CONFIG, with_body=False
+    )
+    plan = run(acts.validate_cluster, req, workflow_id="cluster-acme-c1")
+    assert plan.errors == [] and plan.template_body == "" and plan.template is not None
+    assert policies.render_cluster_template(plan.template) == full.template_body
+    request = m.StackRequest(
+        org_id=ORG,
+        region=REGION,
+        stack_name="bridgehead-acme--cluster-c1",
+        **plan.template_fields(),
+        parameters=plan.parameters,
+        tags=plan.tags,
+        client_request_token="c1",
+    )
+    assert request.cluster_template == plan.template and request.template_body == ""
+    customer_node_roles()
+    run(StackActivities(platform.aws, platform.registry).create_stack, request)
+    got = admin("cloudformation").get_template(StackName="bridgehead-acme--cluster-c1")
+    body = got["TemplateBody"]
+    assert (json.loads(body) if isinstance(body, str) else body) == json.loads(full.template_body)
+
+
+def test_twin_a_stack_request_without_a_template_is_refused():
+    base = {"org_id": ORG, "region": REGION, "stack_name": "s", "client_request_token": "t"}
+    with pytest.raises(ValueError, match="template_body or cluster_template"):
+        m.StackRequest(**base)
+    with pytest.raises(ValueError, match="not both"):
+        m.StackRequest(
+            **base, template_body="{}", cluster_template=m.ClusterTemplate(org_id=ORG, name="c1")
+        )
+
+
 def test_what_is_wrong_is_named_field_by_field(acts: ClusterActivities, platform: Platform):
     platform.ready_org(ORG, state="ACTION_REQUIRED", regions=["us-west-2"])
     bad = CONFIG.model_copy(update={"head_instance_type": "x9.huge", "compute_max_nodes": 500})

@@ -202,7 +202,7 @@ async def measure_dropbox_request(env: Any, outcome: str) -> Actions:
 
     @activity.defn(name="validate_cluster")
     def validate_cluster(req: m.ValidateClusterInput) -> m.ClusterPlan:
-        return m.ClusterPlan()
+        return m.ClusterPlan(template_body="{}")
 
     @activity.defn(name="write_dropbox_result")
     def write_dropbox_result(req: m.DropboxResultInput) -> None:

@@ -13,6 +13,7 @@ from temporalio import activity
 from temporalio.client import WorkflowFailureError, WorkflowUpdateFailedError
 
 from bridgehead import models as m
+from bridgehead import policies
 from bridgehead.polling import still_waiting
 from tests.support.stack_fakes import stack_poll
 from tests.support.timeskip import serve
@@ -36,6 +37,10 @@ class FakeCloud:
     checks: list[tuple[datetime, str]] = field(default_factory=list)
     #: The same for the polls ``poll_stack`` returned (its retried attempts raise instead).
     poll_log: list[tuple[datetime, str]] = field(default_factory=list)
+    #: Every ``create_stack`` request, as the activity received it.
+    requests: list[m.StackRequest] = field(default_factory=list)
+    #: Return the template's body whatever the request says (as plans recorded before issue 23).
+    body_always: bool = False
 
     def terminal_at(self, stack_name: str) -> datetime:
         """When the fake stack reaches its terminal state."""
@@ -48,10 +53,14 @@ class FakeCloud:
         @activity.defn(name="validate_cluster")
         def validate_cluster(req: m.ValidateClusterInput) -> m.ClusterPlan:
             cloud.calls.append("validate")
+            tags = {"bridgehead:org": req.org_id}
+            ref = m.ClusterTemplate(org_id=req.org_id, name=req.name, tags=tags)
+            body = req.with_body or cloud.body_always
             return m.ClusterPlan(
-                template_body="{}",
+                template_body=policies.render_cluster_template(ref) if body else "",
+                template=ref,
                 parameters={},
-                tags={"bridgehead:org": req.org_id},
+                tags=tags,
                 admin_email="a@x.io",
             )
 
@@ -80,6 +89,7 @@ class FakeCloud:
         @activity.defn(name="create_stack")
         def create_stack(req: m.StackRequest) -> m.StackPoll:
             cloud.calls.append("create_stack")
+            cloud.requests.append(req)
             cloud.stacks.setdefault(
                 req.stack_name,
                 {
@@ -512,3 +522,36 @@ async def test_worker_restarted_during_the_wait(ts_env):
     setup = await events_to_running(ts_env, timedelta(0))
     bound = setup + EVENTS_PER_CHECK * (checks_until(timedelta(minutes=40)) - 1) + 9
     assert events <= bound, (events, setup, await event_types(h))
+
+
+async def largest_event_to_running(env, cloud: FakeCloud) -> int:
+    """The size of the largest history event up to RUNNING (an encrypted payload is about as large
+    as its plaintext)."""
+
+    async def body(h):
+        await until_state(env, h, m.ClusterState.RUNNING)
+        return max(e.ByteSize() for e in (await h.fetch_history()).events)
+
+    return await run_cluster(env, cloud, body)
+
+
+TEMPLATE_BYTES = len(policies.cluster_template("acme", "c1", {"bridgehead:org": "acme"}))
+
+
+async def test_the_template_body_stays_out_of_the_lifecycle_s_history(ts_env):
+    """Issue 23: the plan carries what the template is rendered from; create_stack renders it. No
+    event up to RUNNING could hold the body."""
+    cloud = FakeCloud(create_takes=timedelta(minutes=10))
+    largest = await largest_event_to_running(ts_env, cloud)
+    (req,) = cloud.requests
+    assert req.template_body == "" and req.cluster_template is not None
+    assert policies.render_cluster_template(req.cluster_template).startswith("{")
+    assert TEMPLATE_BYTES > 5_000 and largest < TEMPLATE_BYTES / 2
+
+
+async def test_twin_a_plan_with_the_body_puts_it_in_history(ts_env):
+    cloud = FakeCloud(create_takes=timedelta(minutes=10), body_always=True)
+    largest = await largest_event_to_running(ts_env, cloud)
+    (req,) = cloud.requests
+    assert req.template_body and req.cluster_template is None
+    assert largest > TEMPLATE_BYTES
