@@ -61,7 +61,10 @@ async def waiting(
 
     await ensure_org(b)
     runs = [await wait_once(b, n, seconds, cache, slots, process) for cache in caches or [n]]
-    hour = await waiting_one_hour(hour_sample)
+    try:
+        hour = await waiting_one_hour(hour_sample)
+    except Exception as e:  # noqa: BLE001 - keep the figures of a 20-minute run whatever happens here
+        hour = {"hour_sample_error": f"{type(e).__name__}: {e}"[:300]}
     first = runs[0]
     return {
         # The first run (the cache holds every waiting cluster) gives the headline figures.
