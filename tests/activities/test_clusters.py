@@ -88,6 +88,19 @@ def validate(acts: ClusterActivities, config: m.ClusterConfig = CONFIG) -> m.Clu
     return run(acts.validate_cluster, req, workflow_id="cluster-acme-c1")
 
 
+def stack_request(plan: m.ClusterPlan) -> m.StackRequest:
+    """The create request the lifecycle makes from ``plan`` (its template as the plan carries it)."""
+    return m.StackRequest(
+        org_id=ORG,
+        region=REGION,
+        stack_name="bridgehead-acme--cluster-c1",
+        **plan.template_fields(),
+        parameters=plan.parameters,
+        tags=plan.tags,
+        client_request_token="c1",
+    )
+
+
 def test_the_plan_comes_from_the_real_foundation_and_launches(
     acts: ClusterActivities, platform: Platform
 ):
@@ -106,15 +119,8 @@ def test_the_plan_comes_from_the_real_foundation_and_launches(
     ]
     assert plan.tags["bridgehead:workflow"] == "cluster-acme-c1"
     assert plan.price is not None and plan.price.hourly_usd > 0
-    request = m.StackRequest(
-        org_id=ORG,
-        region=REGION,
-        stack_name="bridgehead-acme--cluster-c1",
-        template_body=plan.template_body,
-        parameters=plan.parameters,
-        tags=plan.tags,
-        client_request_token="c1",
-    )
+    request = stack_request(plan)
+    assert request.template_body == plan.template_body
     customer_node_roles()
     run(StackActivities(platform.aws, platform.registry).create_stack, request)
     stack = admin("cloudformation").describe_stacks(StackName="bridgehead-acme--cluster-c1")
@@ -134,15 +140,7 @@ def test_a_plan_without_the_body_creates_the_stack_the_body_would(
     plan = run(acts.validate_cluster, req, workflow_id="cluster-acme-c1")
     assert plan.errors == [] and plan.template_body == "" and plan.template is not None
     assert policies.render_cluster_template(plan.template) == full.template_body
-    request = m.StackRequest(
-        org_id=ORG,
-        region=REGION,
-        stack_name="bridgehead-acme--cluster-c1",
-        **plan.template_fields(),
-        parameters=plan.parameters,
-        tags=plan.tags,
-        client_request_token="c1",
-    )
+    request = stack_request(plan)
     assert request.cluster_template == plan.template and request.template_body == ""
     customer_node_roles()
     run(StackActivities(platform.aws, platform.registry).create_stack, request)
