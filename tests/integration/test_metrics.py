@@ -139,10 +139,18 @@ async def test_worker_metrics_move_with_the_lifecycle(client, stack):
         == value(before, "bridgehead_clusters", state="RUNNING") + 1
     )
     assert (await delete_cluster(c)).state == m.ClusterState.DELETED
-    after = scrape(port)
 
     def moved(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
+
+    # The client sees the result once the server has recorded the completion; the SDK counts it
+    # when the server answers the worker's last workflow task, which can come a moment later.
+    after = scrape(port)
+    for _ in range(40):
+        if moved("temporal_workflow_completed", workflow_type="ClusterLifecycle") >= 1:
+            break
+        await __import__("asyncio").sleep(0.25)
+        after = scrape(port)
 
     # Exact: one failed verification, one cluster through each state, one completion. A counter
     # incremented twice (a retried activity, a replayed workflow task) fails here.
