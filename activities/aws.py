@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,7 +140,7 @@ class Aws:
         return client
 
     def client_with(
-        self, creds: dict[str, str], service: str, region: str, config: Any = None
+        self, creds: Mapping[str, str | None], service: str, region: str, config: Any = None
     ) -> Any:
         """A client acting with ``creds``, built from the worker's one shared session.
 
@@ -163,8 +164,8 @@ class Aws:
             for k in [k for k in self._creds if k[0] == org_id]:
                 del self._creds[k]
 
-    @staticmethod
     def with_keys(
+        self,
         access_key_id: str,
         secret_access_key: str,
         session_token: str | None,
@@ -172,11 +173,12 @@ class Aws:
         region: str,
     ) -> Any:
         """A one-off client from customer-supplied keys (create-role-for-me); never cached."""
-        return boto3.session.Session(
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            aws_session_token=session_token,
-        ).client(service, region_name=region, config=BOTO_CONFIG)
+        keys = {
+            "aws_access_key_id": access_key_id,
+            "aws_secret_access_key": secret_access_key,
+            "aws_session_token": session_token,
+        }
+        return self.client_with(keys, service, region, BOTO_CONFIG)
 
 
 class CredentialedSession:

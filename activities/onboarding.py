@@ -224,8 +224,8 @@ class OnboardingActivities:
         secret = keys.secret_access_key.get_secret_value()
         token = keys.session_token.get_secret_value() if keys.session_token else None
         region = self.aws.settings.platform_region
-        sts = Aws.with_keys(keys.access_key_id, secret, token, "sts", region)
-        iam = Aws.with_keys(keys.access_key_id, secret, token, "iam", region)
+        sts = self.aws.with_keys(keys.access_key_id, secret, token, "sts", region)
+        iam = self.aws.with_keys(keys.access_key_id, secret, token, "iam", region)
         del secret, token
         try:
             account = sts.get_caller_identity()["Account"]

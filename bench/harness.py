@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import os
 import resource
 import shutil
@@ -227,20 +226,18 @@ async def until_settled(
     is out: a driver querying every 50 ms added about 30 ms to each step of the lifecycle it timed
     (docs/benchmarks.md). So this polls ``describe`` (answered by the server alone) and queries only
     when the history has grown since the last query and no workflow task is in flight."""
-    deadline = time.monotonic() + timeout
-    seen, value = -1, None
-    while True:
+    seen = -1
+
+    async def settled() -> Any:
+        nonlocal seen
         d = (await handle.describe()).raw_description
         length = d.workflow_execution_info.history_length
-        if length != seen and not d.HasField("pending_workflow_task"):
-            seen = length
-            with contextlib.suppress(Exception):  # before the first workflow task: no answer yet
-                value = await handle.query(query, result_type=result_type)
-                if pred(value):
-                    return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"condition not met in {timeout:.0f} s (last: {value!r})")
-        await asyncio.sleep(every)
+        if length == seen or d.HasField("pending_workflow_task"):
+            return None
+        seen = length
+        return await handle.query(query, result_type=result_type)
+
+    return await until(settled, lambda v: v is not None and pred(v), timeout, every)
 
 
 def launch_customer_role(stack: Any, account: str, template_body: str, name: str) -> str:

@@ -21,9 +21,10 @@ starts counted by the caller). :func:`billable_actions` is the count as Temporal
 * **local activities**: one per local-activity marker, an upper bound (Cloud bills all the local
   activities of one workflow task as one action; their retries inside it leave no marker).
 
-Not actions: workflow tasks (reported beside, as ``workflow_tasks``), other markers (patches), queries by callers
-(billed, but made by people and tools, not by the workflow), Schedule actions (1 per scheduled
-start, counted by the caller who knows the Schedule), heartbeats (none in our waits).
+Not actions: workflow tasks (reported beside, as ``workflow_tasks``), other markers (patches),
+queries by callers (billed, but made by people and tools, not by the workflow), Schedule actions
+(1 per scheduled start, counted by the caller who knows the Schedule), heartbeats (none in our
+waits).
 """
 
 from __future__ import annotations
@@ -47,6 +48,14 @@ ACTION_EVENTS = frozenset(
 _CHANGE_VERSION = "TemporalChangeVersion"
 #: The marker the SDK core records for each local activity's result.
 LOCAL_ACTIVITY_MARKER = "core_local_activity"
+
+
+def is_local_activity(e: Any) -> bool:
+    """Whether history event ``e`` is a local activity's marker."""
+    return bool(
+        e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER
+    )
 
 
 def count_actions(events: Iterable[Any]) -> int:
@@ -128,9 +137,8 @@ def billable_actions(events: Iterable[Any]) -> Actions:
                 out.upserts += 1
         elif t == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_UPDATE_ACCEPTED:
             out.updates += 1
-        elif t == EventType.EVENT_TYPE_MARKER_RECORDED:
-            name = e.marker_recorded_event_attributes.marker_name
-            out.local_activities += name == LOCAL_ACTIVITY_MARKER
+        elif is_local_activity(e):
+            out.local_activities += 1
         elif t == EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED:
             out.workflow_tasks += 1
     return out

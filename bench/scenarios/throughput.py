@@ -212,7 +212,7 @@ async def lifecycle_shape(handle: Any) -> tuple[str, str]:
     activity, ``L`` for each local activity (its marker), so the ceiling has the same shape."""
     from temporalio.api.enums.v1 import EventType
 
-    from bridgehead.history_stats import LOCAL_ACTIVITY_MARKER
+    from bridgehead.history_stats import is_local_activity
 
     before, after = [], []
     signalled = False
@@ -222,9 +222,6 @@ async def lifecycle_shape(handle: Any) -> tuple[str, str]:
             signalled = True
         elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
             steps.append("A")
-        elif (
-            e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-            and e.marker_recorded_event_attributes.marker_name == LOCAL_ACTIVITY_MARKER
-        ):
+        elif is_local_activity(e):
             steps.append("L")
     return "".join(before), "".join(after)
