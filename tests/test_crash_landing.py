@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from temporalio.api.enums.v1 import EventType
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.common import RetryPolicy
-from temporalio.workflow import ActivityConfig
+from temporalio.workflow import ActivityConfig, LocalActivityConfig
 
 from tests.integration.test_crash import Span, failover, land, phase_of, spans
 from workflows import _options as options
@@ -168,16 +168,37 @@ def test_every_option_set_fails_over_within_bounds():
         assert got["max_s"] <= 11.0, (name, got)  # heartbeat timeout + initial interval
 
 
+def local_set_problems() -> list[str]:
+    """What keeps a local-activity set from failing over with its workflow task (10 s)."""
+    problems = []
+    for name in LOCAL_SETS:
+        opts = getattr(options, name)
+        if "heartbeat_timeout" in opts:
+            problems.append(f"{name}: a heartbeat timeout, which local activities do not have")
+        if opts["start_to_close_timeout"] > timedelta(seconds=10):
+            problems.append(f"{name}: start-to-close longer than the workflow task's 10 s")
+    return problems
+
+
 def test_a_local_activity_set_fails_over_with_its_workflow_task():
     """A local activity runs inside the workflow task that asked for it: when its worker dies, the
     task times out (the 10 s default; the crash suite measures it as "the first workflow task after
     a timed-out one") and another worker runs the call again. Its start-to-close is no longer, so a
     call hung on a live worker is cut as soon; the set has no heartbeat to fail over by."""
     assert {n for n, v in vars(options).items() if n.endswith("_LOCAL")} == LOCAL_SETS
-    for name in LOCAL_SETS:
-        opts = getattr(options, name)
-        assert "heartbeat_timeout" not in opts, name
-        assert opts["start_to_close_timeout"] <= timedelta(seconds=10), name
+    assert local_set_problems() == []
+
+
+def test_twin_a_local_set_that_outlives_its_workflow_task_is_reported(monkeypatch):
+    """Planted defect: the local registry set given AWS_CALL's 20 s start-to-close."""
+    monkeypatch.setattr(
+        options,
+        "REGISTRY_LOCAL",
+        LocalActivityConfig(start_to_close_timeout=timedelta(seconds=20)),
+    )
+    assert local_set_problems() == [
+        "REGISTRY_LOCAL: start-to-close longer than the workflow task's 10 s"
+    ]
 
 
 def test_twin_a_long_start_to_close_without_heartbeat_fails_the_failover_check(monkeypatch):
