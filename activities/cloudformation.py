@@ -8,6 +8,7 @@ Waiting uses the infrequent-polling pattern (see workflows/_options.py: POLL).
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -75,6 +76,13 @@ class StackActivities:
     def __init__(self, aws: Aws, registry: Registry) -> None:
         self.aws = aws
         self.registry = registry
+        # A look's DescribeStackEvents runs beside its DescribeStacks (``check_stack``), so the
+        # activity slot is held for the slower of the two calls, not their sum. Threads are
+        # started only when needed; never more than one per activity slot.
+        self._beside = ThreadPoolExecutor(
+            max_workers=max(1, aws.settings.max_concurrent_activities),
+            thread_name_prefix="stack-events",
+        )
 
     def _cfn(self, org_id: str, region: str) -> Any:
         return self.aws.customer(self.registry.org(org_id), "cloudformation", region)
@@ -158,23 +166,32 @@ class StackActivities:
         """One describe per attempt. In progress: fail benignly so Temporal retries after the poll
         interval (no slot held, nothing in history), except on the window's last attempt, which
         returns the in-progress state and the latest events for the workflow's status."""
-        return self._describe(ref, give_up=last_attempt_in_window)
+        return self._describe(ref, give_up=last_attempt_in_window, beside=False)
 
     @activity.defn
     def check_stack(self, ref: StackRef) -> StackPoll:
         """One look at the stack, in progress or not (the event-driven wait's check, see
-        workflows/_waiting.py): the workflow decides when to look again."""
-        return self._describe(ref, give_up=lambda: True)
+        workflows/_waiting.py): the workflow decides when to look again. Its events are read
+        beside the describe (both are needed, whatever the status)."""
+        return self._describe(ref, give_up=lambda: True, beside=True)
 
-    def _describe(self, ref: StackRef, give_up: Callable[[], bool]) -> StackPoll:
+    def _describe(self, ref: StackRef, give_up: Callable[[], bool], beside: bool) -> StackPoll:
+        """``give_up()``: an in-progress stack is answered (else the attempt fails, to be retried).
+        ``beside``: read the stack's events (by name) while describing it, instead of after. A
+        poll that will only be retried reads no events at all (they would be thrown away)."""
         bind_subject(org_id=ref.org_id, region=ref.region)
         cfn = self._cfn(ref.org_id, ref.region)
+        early: Future[list[dict[str, Any]]] | None = (
+            self._beside.submit(self._raw_events, cfn, ref.stack_name) if beside else None
+        )
         with aws_errors(f"cloudformation:DescribeStacks {ref.stack_name}"):
             try:
                 stack = cfn.describe_stacks(StackName=ref.stack_name)["Stacks"][0]
             except ClientError as e:
                 if not _not_exists(e):
                     raise
+                if early is not None:
+                    early.cancel()
                 gone = ref.expect == "delete"
                 return StackPoll(
                     stack_name=ref.stack_name,
@@ -186,8 +203,11 @@ class StackActivities:
                     if gone
                     else f"stack {ref.stack_name} does not exist (deleted outside Bridgehead?)",
                 )
-            status = stack["StackStatus"]
-            events = self._events(cfn, stack["StackId"])
+        status = stack["StackStatus"]
+        in_progress = status.endswith("_IN_PROGRESS")
+        if in_progress and not give_up():
+            raise still_in_progress(ref.stack_name, status)
+        events = self._stack_events(cfn, ref.stack_name, stack["StackId"], early)
         outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stack.get("Outputs", [])}
         if status in SUCCESS[ref.expect]:
             done = next(
@@ -208,17 +228,15 @@ class StackActivities:
                 events=events[:5],
                 completed_at=done,
             )
-        if status.endswith("_IN_PROGRESS"):
-            if give_up():
-                return StackPoll(
-                    stack_name=ref.stack_name,
-                    stack_id=stack["StackId"],
-                    status=status,
-                    terminal=False,
-                    succeeded=False,
-                    events=events[:5],
-                )
-            raise still_in_progress(ref.stack_name, status)
+        if in_progress:
+            return StackPoll(
+                stack_name=ref.stack_name,
+                stack_id=stack["StackId"],
+                status=status,
+                terminal=False,
+                succeeded=False,
+                events=events[:5],
+            )
         resource, reason = self._first_failure(events)
         return StackPoll(
             stack_name=ref.stack_name,
@@ -232,12 +250,34 @@ class StackActivities:
             failure_reason=reason or stack.get("StackStatusReason") or f"stack ended in {status}",
         )
 
+    def _stack_events(
+        self, cfn: Any, stack_name: str, stack_id: str, early: Future[list[dict[str, Any]]] | None
+    ) -> list[StackEvent]:
+        """The events of the stack described (``stack_id``): the ones read beside the describe
+        when they all belong to it, else read now by id (none read yet, or the name had meanwhile
+        passed to another stack)."""
+        with aws_errors(f"cloudformation:DescribeStackEvents {stack_name}"):
+            if early is not None:
+                try:
+                    raw = early.result()
+                except ClientError as e:
+                    if not _not_exists(e):
+                        raise
+                else:
+                    if all(e.get("StackId", stack_id) == stack_id for e in raw):
+                        return self._parse_events(raw)
+            return self._parse_events(self._raw_events(cfn, stack_id))
+
     @staticmethod
-    def _events(cfn: Any, stack_id: str) -> list[StackEvent]:
-        """Events of the stack's latest operation, newest first (first page is enough for status)."""
-        raw = cfn.describe_stack_events(StackName=stack_id).get("StackEvents", [])
+    def _raw_events(cfn: Any, stack: str) -> list[dict[str, Any]]:
+        """The first page of the stack's events, newest first (enough for status). ``stack``: its
+        id, or its name (then the live stack of that name)."""
+        return list(cfn.describe_stack_events(StackName=stack).get("StackEvents", [])[:100])
+
+    @staticmethod
+    def _parse_events(raw: list[dict[str, Any]]) -> list[StackEvent]:
         out = []
-        for e in raw[:100]:
+        for e in raw:
             ts = e["Timestamp"]
             if isinstance(ts, str):
                 ts = datetime.fromisoformat(ts)

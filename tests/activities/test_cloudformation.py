@@ -134,6 +134,154 @@ def test_in_progress_is_polled_again_until_the_windows_last_attempt(acts: StackA
     assert run(acts.check_stack, ref(), **EARLY_IN_WINDOW).succeeded
 
 
+class Calls:
+    """When each CloudFormation call of one client ran (before-call to after-call, each held
+    ``hold`` seconds at its start), by operation."""
+
+    def __init__(self, client: Any, hold: float = 0.0) -> None:
+        import threading
+        import time
+
+        self.spans: dict[str, list[list[float]]] = {}
+        self._lock = threading.Lock()
+
+        def before(model: Any, **_: Any) -> None:
+            with self._lock:
+                self.spans.setdefault(model.name, []).append([time.monotonic(), 0.0])
+            time.sleep(hold)
+
+        def after(model: Any, **_: Any) -> None:
+            with self._lock:
+                open_ = [s for s in self.spans[model.name] if not s[1]]
+                open_[0][1] = time.monotonic()
+
+        client.meta.events.register("before-call.cloudformation", before)
+        client.meta.events.register("after-call.cloudformation", after)
+
+    def count(self, operation: str) -> int:
+        return len(self.spans.get(operation, []))
+
+    def overlapped(self, a: str, b: str) -> bool:
+        """Whether a call of ``a`` and one of ``b`` were in flight at the same time."""
+        return any(
+            x0 < y1 and y0 < x1
+            for x0, x1 in self.spans.get(a, [])
+            for y0, y1 in self.spans.get(b, [])
+        )
+
+
+class EventsAfterDescribe(StackActivities):
+    """The planted defect of the look twins: the former look, whose events are read after the
+    describe (the slot held for the sum of the two calls) and on every attempt, also the ones
+    that only fail to be retried."""
+
+    def _describe(self, ref, give_up, beside):  # type: ignore[no-untyped-def]
+        cfn = self._cfn(ref.org_id, ref.region)
+        stack = cfn.describe_stacks(StackName=ref.stack_name)["Stacks"][0]
+        self._raw_events(cfn, stack["StackId"])
+        return super()._describe(ref, give_up, beside=False)
+
+
+def looks(acts: StackActivities, platform: Platform) -> Calls:
+    """One early poll (to be retried) and one check of a stack in progress, each call held 0.2 s."""
+    run(acts.create_stack, stack_request())
+    moto_stack().status = "CREATE_IN_PROGRESS"
+    calls = Calls(customer_client(platform, ORG, "cloudformation"), hold=0.2)
+    with pytest.raises(ApplicationError):
+        run(acts.poll_stack, ref(), **EARLY_IN_WINDOW)
+    retried = calls.count("DescribeStackEvents")
+    look = run(acts.check_stack, ref(), **EARLY_IN_WINDOW)
+    assert look.status == "CREATE_IN_PROGRESS" and look.events, look
+    calls.retried_poll_events = retried  # type: ignore[attr-defined]
+    return calls
+
+
+def test_a_look_reads_the_events_beside_the_describe_and_a_retried_poll_none(
+    acts: StackActivities, platform: Platform
+):
+    """Issue 23 (activity slots while 10,000 clusters wait): a check holds its slot for the slower
+    of its two calls, not their sum; a poll that is only retried reads no events."""
+    calls = looks(acts, platform)
+    assert calls.retried_poll_events == 0  # type: ignore[attr-defined]
+    assert calls.overlapped("DescribeStacks", "DescribeStackEvents")
+
+
+def test_twin_events_read_after_the_describe_are_caught(platform: Platform):
+    platform.ready_org(ORG)
+    calls = looks(EventsAfterDescribe(platform.aws, platform.registry), platform)
+    assert calls.retried_poll_events == 1  # type: ignore[attr-defined]
+    assert not calls.overlapped("DescribeStacks", "DescribeStackEvents")
+
+
+class TrustsEventsByName(StackActivities):
+    """The planted defect of the twin below: the events read by name are taken as they come."""
+
+    def _stack_events(self, cfn, stack_name, stack_id, early):  # type: ignore[no-untyped-def]
+        assert early is not None
+        return self._parse_events(early.result())
+
+
+def test_events_read_by_name_of_another_stack_are_read_again_by_id(
+    acts: StackActivities, platform: Platform
+):
+    """The events read beside the describe go by the stack's name: if the name meanwhile belongs
+    to another stack (deleted and created again), the look reads the described stack's own."""
+    ids_read, poll = look_with_foreign_events(acts, platform)
+    assert ids_read == [NAME, moto_stack().stack_id]
+    assert poll.failure_reason == "ours", poll
+
+
+def test_twin_events_of_another_stack_taken_by_name_are_caught(platform: Platform):
+    platform.ready_org(ORG)
+    ids_read, poll = look_with_foreign_events(
+        TrustsEventsByName(platform.aws, platform.registry), platform
+    )
+    assert ids_read == [NAME] and poll.failure_reason == "theirs"
+
+
+def look_with_foreign_events(
+    acts: StackActivities, platform: Platform
+) -> tuple[list[str], m.StackPoll]:
+    """A rolled-back stack whose events by name are another stack's (its own by id say "ours")."""
+    from moto.cloudformation.models import Event
+
+    run(acts.create_stack, stack_request())
+    stack = moto_stack()
+    stack.events.append(
+        Event(
+            stack.stack_id, NAME, "Head", "x", "AWS::EC2::Instance", "CREATE_FAILED", "ours", None
+        )
+    )
+    stack.status = "ROLLBACK_COMPLETE"
+    other = "arn:aws:cloudformation:eu-west-1:000000000000:stack/x/other"
+    client = customer_client(platform, ORG, "cloudformation")
+    ids_read: list[str] = []
+
+    def answer(request: dict[str, Any]) -> Any:
+        ids_read.append(request["body"]["StackName"])  # the query protocol's form fields
+        if ids_read[-1] != NAME:
+            return None  # by id: moto answers
+        foreign = {
+            "StackId": other,
+            "StackName": NAME,
+            "EventId": "e",
+            "LogicalResourceId": "Head",
+            "ResourceType": "AWS::EC2::Instance",
+            "ResourceStatus": "CREATE_FAILED",
+            "ResourceStatusReason": "theirs",
+            "Timestamp": "2026-11-26T00:00:00+00:00",
+        }
+        return (
+            type("R", (), {"status_code": 200, "headers": {}})(),
+            {"StackEvents": [foreign], "ResponseMetadata": {"HTTPStatusCode": 200}},
+        )
+
+    client.meta.events.register_first(
+        "before-call.cloudformation.DescribeStackEvents", lambda params, **kw: answer(params)
+    )
+    return ids_read, run(acts.check_stack, ref(), **EARLY_IN_WINDOW)
+
+
 def test_a_failed_stack_names_its_first_failed_resource(acts: StackActivities):
     from moto.cloudformation.models import Event
 
