@@ -56,7 +56,12 @@ def table(result: dict[str, Any]) -> str:
         (
             "waiting: activities in flight (max / mean)",
             f"{w['activities_in_flight_max']} / {w['activities_in_flight_mean']}",
-            f"{w['clusters_waiting']} clusters in CREATE_IN_PROGRESS (fake AWS) for {w['sampled_seconds']} s",
+            f"{w['clusters_waiting']} clusters in CREATE_IN_PROGRESS (fake AWS) for {w['sampled_seconds']} s"
+            + (
+                f", {w['seconds_settled_before_window']:.0f} s after the last started waiting"
+                if w.get("seconds_settled_before_window")
+                else ""
+            ),
         ),
         (
             "waiting: activity slots busy",

@@ -67,7 +67,7 @@ def test_bench_waiting_with_the_worker_in_its_own_process(tmp_path):
     args = ["--only", "waiting", "--waiting", "12", "--wait-caches", "6", "--wait-slots", "16"]
     r = subprocess.run(
         [sys.executable, "-m", "bench", "--size", "smoke", *args, "--wait-seconds", "4"]
-        + ["--hour-sample", "1", "--wait-process", "--out", str(out)],
+        + ["--hour-sample", "1", "--wait-process", "--wait-settle", "2", "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -80,5 +80,7 @@ def test_bench_waiting_with_the_worker_in_its_own_process(tmp_path):
     # The worker alone: it starts well below the benchmark process (stack client, moto data).
     assert 0 < w["worker_rss_mib_before"] < w["worker_rss_mib_waiting"]
     assert 3.5 <= w["sampled_seconds"] <= 6
+    # ``--wait-settle``: the window opened that long (by the clock) after the last cluster waited.
+    assert 2 <= w["seconds_settled_before_window"] < 5
     assert 0 <= w["slots_busy_fraction"] <= 1 and w["activities_in_flight_max"] <= 16
     assert w["history_events_per_cluster_now"] > 0

@@ -54,13 +54,17 @@ async def waiting(
     caches: list[int] | None = None,
     slots: int | None = None,
     process: bool = False,
+    settle: float = 0.0,
 ) -> dict[str, Any]:
     """``slots``: the worker's activity slots (and threads), default the ``default`` tuning's;
-    ``process``: the worker in a process of its own (:func:`wait_once`)."""
+    ``process``: the worker in a process of its own (:func:`wait_once`); ``settle``: seconds
+    between the last cluster waiting and the sampling window."""
     from bench.scenarios.throughput import ensure_org
 
     await ensure_org(b)
-    runs = [await wait_once(b, n, seconds, cache, slots, process) for cache in caches or [n]]
+    runs = [
+        await wait_once(b, n, seconds, cache, slots, process, settle) for cache in caches or [n]
+    ]
     try:
         hour = await waiting_one_hour(hour_sample)
     except Exception as e:  # noqa: BLE001 - keep the figures of a 20-minute run whatever happens here
@@ -81,8 +85,9 @@ async def wait_once(
     cache: int,
     slots: int | None = None,
     process: bool = False,
+    settle: float = 0.0,
 ) -> dict[str, Any]:
-    """One sampling window. ``process``: the worker runs in a process of its own
+    """One sampling window, ``settle`` seconds after the last cluster started waiting. ``process``: the worker runs in a process of its own
     (:mod:`bench.workerproc`, the fake world served to it), so its RSS and CPU are the worker's
     alone, without this driver's handles and the fake's bookkeeping."""
     from bench.fakeaws import FakeAws, seed_from
@@ -135,6 +140,9 @@ async def wait_once(
                 await asyncio.sleep(0.5)
             all_waiting_s = time.perf_counter() - t0
             db_waiting = sqlite_bytes(db)
+            await asyncio.sleep(settle)  # the clusters keep waiting (and looking) meanwhile
+            db_window = sqlite_bytes(db)
+            settled_s = time.perf_counter() - t0 - all_waiting_s
             # The sampling window: nothing but waiting happens.
             polls0 = world.counts().get("cloudformation:DescribeStacks", 0)
             srv0, me0 = cpu_seconds(temporal_pid), under_test.cpu()
@@ -168,6 +176,7 @@ async def wait_once(
         "load_average_before": load_before,
         "load_average_after": load_average(),
         "seconds_to_all_waiting": round(all_waiting_s, 1),
+        "seconds_settled_before_window": round(settled_s, 1),
         "sampled_seconds": round(window, 1),
         "polls_in_window": polls,
         "polls_per_second": round(polls / window, 2),
@@ -183,7 +192,8 @@ async def wait_once(
         "server_cpu_percent": round(100 * server_cpu / window, 1),
         "sqlite_mib_growth_to_all_waiting": round((db_waiting - db_before) / 2**20, 1),
         "sqlite_kib_per_cluster": round((db_waiting - db_before) / 1024 / n, 1),
-        "sqlite_mib_growth_in_window": round((sqlite_bytes(db) - db_waiting) / 2**20, 2),
+        "sqlite_mib_growth_while_settling": round((db_window - db_waiting) / 2**20, 2),
+        "sqlite_mib_growth_in_window": round((sqlite_bytes(db) - db_window) / 2**20, 2),
         "query_ms_newest": summarise(newest, 1),
         "query_ms_oldest": summarise(oldest, 1),
         "history_events_per_cluster_now": round(statistics.fmean(events), 1),
