@@ -1,5 +1,5 @@
 """The offboarding change (every recorded image revoked, not only the newest release) is guarded by
-``workflow.patched("offboard-revoke-recorded-images")``: a history recorded before it (the
+``_patches.patched("offboard-revoke-recorded-images")``: a history recorded before it (the
 ``ShareImages`` child) and one recorded after it (``org_shared_images`` + ``revoke_image``) both
 replay. Twin: the same change without the guard (the new branch taken unconditionally) fails to
 replay the older history."""
@@ -11,7 +11,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from temporalio import workflow
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer, UnsandboxedWorkflowRunner
 
@@ -57,16 +56,15 @@ async def test_histories_before_and_after_the_patch_replay():
 async def test_twin_the_change_without_its_guard_breaks_the_older_history(
     monkeypatch: pytest.MonkeyPatch,
 ):
+    from workflows import _patches
+
     def always_new(patch_id: str) -> bool:
         if patch_id == offboarding.REVOKE_RECORDED_IMAGES:
             return True
-        return workflow.patched(patch_id)
+        return _patches.patched(patch_id)
 
-    unguarded = SimpleNamespace(
-        **{k: getattr(workflow, k) for k in dir(workflow) if not k.startswith("__")}
-    )
-    unguarded.patched = always_new
-    monkeypatch.setattr(offboarding, "workflow", unguarded)
+    unguarded = SimpleNamespace(start=_patches.start, patched=always_new)
+    monkeypatch.setattr(offboarding, "_patches", unguarded)
     failure = await replay_failure(BEFORE)
     assert failure is not None and "nondetermin" in f"{type(failure).__name__} {failure}".lower(), (
         failure

@@ -13,6 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from temporalio import workflow
 
+from workflows import _patches
 from workflows._options import REGISTRY, REGISTRY_LOCAL
 
 with workflow.unsafe.imports_passed_through():
@@ -107,7 +108,7 @@ class ActivityStub(Generic[ArgT, ResultT]):
         """Run a short registry call (or a rendering): a local activity with ``REGISTRY_LOCAL`` on
         runs that reach it under the patch :data:`LOCAL_REGISTRY`, the activity with ``REGISTRY``
         it always was on runs recorded before (their histories replay unchanged)."""
-        if workflow.patched(LOCAL_REGISTRY):
+        if _patches.patched(LOCAL_REGISTRY):
             return await workflow.execute_local_activity(  # type: ignore[no-any-return]
                 self.name, arg, result_type=self.result, **options, **REGISTRY_LOCAL
             )

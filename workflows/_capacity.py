@@ -35,6 +35,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
+from workflows import _patches
 from workflows._common import root_message
 from workflows._options import AWS_CALL
 from workflows._waiting import wait_for_stack
@@ -97,7 +98,7 @@ class FailsOverCapacity:
         rt = self._rt
         if not bootstrap_failed(poll.failure_resource, poll.failure_reason):
             return
-        if not workflow.patched("head-console-on-failure"):
+        if not _patches.patched("head-console-on-failure"):
             return
         try:
             tail: ConsoleTail = await acts.head_console_tail(
@@ -124,7 +125,7 @@ class FailsOverCapacity:
         """After a failed attempt: True if another attempt was started (or a cancel is pending),
         False if the cluster fails with ``failure_reason``."""
         rt = self._rt
-        if self._plan is None or not workflow.patched("capacity-failover"):
+        if self._plan is None or not _patches.patched("capacity-failover"):
             return False
         reasons = [poll.failure_reason or ""] + [
             e.reason for e in poll.events if e.status.endswith("FAILED")

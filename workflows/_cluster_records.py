@@ -30,6 +30,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
+from workflows import _patches
 from workflows._common import require_payload, root_message, upsert
 from workflows._options import AWS_CALL, NOTIFY
 from workflows._waiting import StackHints, wait_for_stack
@@ -114,7 +115,7 @@ class RecordsCluster:
             )
 
     async def _finish(self, state: ClusterState) -> ClusterResult:
-        if workflow.patched("final-state-after-registry"):
+        if _patches.patched("final-state-after-registry"):
             # ``status`` / ``ClusterStatus`` say DELETED (CANCELLED) only once the registry agrees
             # and the admin was told, so ``cluster delete --wait`` never returns early.
             await self._register(state)

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
+from workflows import _patches
 from workflows._common import require_payload, root_message
 from workflows._options import ONE_SHOT
 
@@ -126,7 +127,7 @@ class TakesRoles:
         keys = _decode_keys(
             raw,
             CreateRoleForMeInput
-            if workflow.patched("temporary-keys-only")
+            if _patches.patched("temporary-keys-only")
             else CreateRoleForMeInputV1,
         )
         async with self._busy:

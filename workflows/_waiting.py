@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
     from bridgehead.models import StackEventNotice, StackPoll, StackRef
 
 from workflows import _activities as acts
+from workflows import _patches
 from workflows._options import (
     CHECK,
     HINT_SPACING,
@@ -128,7 +129,7 @@ async def wait_for_stack(
     cancelled at once, not at its end); without it, never returns ``None``. With ``events`` (the
     workflow's ``stack_event`` hints), waits event-driven with a safety net (module doc).
     """
-    if events is not None and workflow.patched(PATCH):
+    if events is not None and _patches.patched(PATCH):
         return await _wait_with_hints(ref, on_progress, what, interrupt, events)
     for _ in range(MAX_WINDOWS):
         if interrupt is not None and interrupt():

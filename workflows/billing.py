@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
+from workflows import _patches
 from workflows._budget import act_on_budget
 from workflows._common import bind_input, require_input, require_payload, root_message, upsert
 from workflows._options import AWS_CALL, LEDGER_WORK, NOTIFY, REGISTRY
@@ -131,7 +132,7 @@ class BillingMeterWorkflow:
     async def run(self, input: BillingMeterInput | None = None) -> UsageTotals:
         require_input(input, "BillingMeter", '{"org_id": "acme"}')
         assert input is not None
-        if workflow.patched("billing-input-checks"):
+        if _patches.patched("billing-input-checks"):
             bind_input(
                 ids.billing_workflow_id(input.org_id),
                 carried={f: getattr(input, f) for f in ("cursor", "totals", "stopping")},
@@ -146,7 +147,7 @@ class BillingMeterWorkflow:
             epoch = int(now.timestamp())
             step = int(tick.total_seconds())
             wake = (epoch // step + 1) * step + int(GRACE.total_seconds())
-            if workflow.patched("billing-stop"):
+            if _patches.patched("billing-stop"):
                 if not (self._stop or self._meter_now):
                     try:
                         await workflow.wait_condition(
@@ -205,7 +206,7 @@ class BillingMeterWorkflow:
                 t.ledger_entries += closed.entries_written
             t.periods_closed += 1
             t.last_tick = workflow.now()
-            if closed.budget is not None and not final and workflow.patched("budget-thresholds"):
+            if closed.budget is not None and not final and _patches.patched("budget-thresholds"):
                 await act_on_budget(input.org_id, t, closed.budget)
             try:
                 metered: MeterUsageResult = await acts.meter_usage(
@@ -251,7 +252,7 @@ class BillingMeterWorkflow:
                     final
                     and metered.deferred
                     and final_retries < FINAL_METER_RETRIES
-                    and workflow.patched("hourly-batches")
+                    and _patches.patched("hourly-batches")
                 ):
                     # This hour already has its batch (one record per customer, dimension and
                     # hour): the last usage goes out in the next hour, still in AWS's window.
@@ -268,7 +269,7 @@ class BillingMeterWorkflow:
                     final
                     and metered.transient
                     and final_retries < FINAL_METER_RETRIES
-                    and workflow.patched("billing-final-meter")
+                    and _patches.patched("billing-final-meter")
                 ):
                     # Marketplace throttled part of the last usage: no later tick will send it, so
                     # stay a little longer (past its window the activity carries it forward).

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import _activities as acts
 from workflows import _guardrails as guard
+from workflows import _patches
 from workflows._capacity import FailsOverCapacity
 from workflows._cluster_records import RecordsCluster
 from workflows._common import (
@@ -153,6 +154,7 @@ class ClusterLifecycleWorkflow(
     # --- lifecycle ----------------------------------------------------------------------------------
     @workflow.run
     async def run(self, input: ClusterLifecycleRun | None = None) -> ClusterResult:
+        _patches.start()  # first: a run decides its patch baseline in its first task
         require_input(input, "ClusterLifecycle", _EXAMPLE)
         assert input is not None
         parent = workflow.info().parent
@@ -211,7 +213,7 @@ class ClusterLifecycleWorkflow(
         i = self._in
         # The template's body stays out of history (about 13 KB in each of two events, and in the
         # cached workflow): create_stack renders it from the plan. A dry run returns the body.
-        with_body = i.dry_run or not workflow.patched("template-by-reference")
+        with_body = i.dry_run or not _patches.patched("template-by-reference")
         plan: ClusterPlan = await acts.validate_cluster.registry(
             ValidateClusterInput(
                 org_id=i.org_id,
@@ -244,7 +246,7 @@ class ClusterLifecycleWorkflow(
     async def _reject(self, reason: str, kind: str) -> None:
         """End a refused request FAILED with its reason where operators look (``status``, the
         ``ClusterStatus`` search attribute, the CLI), not stuck at VALIDATING."""
-        if workflow.patched("rejected-shows-failed"):
+        if _patches.patched("rejected-shows-failed"):
             self._rt.failure_reason = reason
             self._set(ClusterState.FAILED)
         raise ApplicationError(reason, type=kind)
@@ -299,7 +301,7 @@ class ClusterLifecycleWorkflow(
             await self._fail(delete_stack=not self._in.keep_failed_stack)
 
     async def _run_until_deleted(self) -> None:
-        if workflow.patched("guardrails"):
+        if _patches.patched("guardrails"):
             await self._guarded_run()  # workflows/_guardrails.py
             return
         rt = self._rt

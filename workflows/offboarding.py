@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
+from workflows import _patches
 from workflows._common import (
     require_payload,
     root_message,
@@ -165,7 +166,7 @@ class OffboardsOrganization:
                 + " (fix and send offboard again, or send it with abandon_foundations=true)",
             )
             return False
-        if workflow.patched(REVOKE_RECORDED_IMAGES):
+        if _patches.patched(REVOKE_RECORDED_IMAGES):
             if not await self._revoke_recorded_images(org):
                 return False
         elif shared and not await self._revoke_images(org, shared):

@@ -39,6 +39,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
+from workflows import _patches
 from workflows._budget import UPDATES, SetsBudget
 from workflows._common import (
     ReportsUnknownRequests,
@@ -129,6 +130,7 @@ class OnboardOrganizationWorkflow(
     # --- main flow ---------------------------------------------------------------------------------
     @workflow.run
     async def run(self, input: OnboardOrganizationRun | None = None) -> OrgStatus:
+        _patches.start()  # first: a run decides its patch baseline in its first task
         require_input(input, "OnboardOrganization", _EXAMPLE)
         assert input is not None
         bind_input(ids.org_workflow_id(input.org_id), carried={"resume": input.resume})
@@ -154,7 +156,7 @@ class OnboardOrganizationWorkflow(
             self._set(OrgState.AWAITING_ROLE, "registered; waiting for the customer's role")
         self._fresh_role = False
         while True:
-            if s.state == OrgState.READY and workflow.patched("reverify-schedule"):
+            if s.state == OrgState.READY and _patches.patched("reverify-schedule"):
                 if not s.reverify_scheduled:
                     sid = await acts.ensure_reverify_schedule(
                         ReverifyInput(org_id=input.org_id),
@@ -179,7 +181,7 @@ class OnboardOrganizationWorkflow(
                         return self.status()
                     s.offboard = None
                 continue
-            if self._foundations_changed and workflow.patched("org-follows-foundations"):
+            if self._foundations_changed and _patches.patched("org-follows-foundations"):
                 await self._follow_foundations(input.org_id)
                 if not (self._role_changed or self._wants_reverify()):
                     continue
@@ -214,7 +216,7 @@ class OnboardOrganizationWorkflow(
         if self._fresh_role:
             # Newer runs: verify_role itself retries a freshly created role while IAM propagates it
             # (up to 2 minutes, with backoff) instead of this fixed sleep.
-            if not workflow.patched("role-propagation-in-verify"):
+            if not _patches.patched("role-propagation-in-verify"):
                 await workflow.sleep(ROLE_PROPAGATION)
             self._fresh_role = False
         was_ready = s.state == OrgState.READY
@@ -337,7 +339,7 @@ class OnboardOrganizationWorkflow(
             self._s.last_error = None
         previous = self._s.state
         record = SetOrgStateInput(org_id=self._input.org_id, state=state, detail=text)
-        if workflow.patched("org-state-after-registry"):
+        if _patches.patched("org-state-after-registry"):
             # ``status`` says READY only once the registry does: a cluster started on the word
             # of ``status`` is validated against the registry (seen under injected faults, where
             # the write was still being retried).
@@ -346,7 +348,7 @@ class OnboardOrganizationWorkflow(
         else:
             self._set(state, text)
             await acts.set_org_state.registry(record)
-        if state in (OrgState.READY, OrgState.ACTION_REQUIRED) and workflow.patched(
+        if state in (OrgState.READY, OrgState.ACTION_REQUIRED) and _patches.patched(
             "org-notifications"
         ):
             await self._tell_admin(state, previous, text)

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
+from workflows import _patches
 from workflows._common import bind_input, require_input, root_message, upsert
 from workflows._options import AWS_CALL, REGISTRY
 from workflows._waiting import StackHints, wait_for_stack
@@ -54,7 +55,7 @@ async def tell_org(org_id: str) -> None:
     parent = workflow.info().parent
     if parent is not None and parent.workflow_id == org_wf:
         return
-    if not workflow.patched("tell-org-foundation"):
+    if not _patches.patched("tell-org-foundation"):
         return
     try:
         await workflow.get_external_workflow_handle(org_wf).signal(FOUNDATION_CHANGED)
@@ -215,7 +216,7 @@ class CleanupRegionWorkflow:
                 f"deleting {name} failed: {poll.failure_resource or ''} {poll.failure_reason or poll.status}".strip(),
                 type="CleanupFailed",
             )
-        if workflow.patched("cleanup-sweep"):
+        if _patches.patched("cleanup-sweep"):
             swept: Leftovers = await acts.sweep_foundation_leftovers(
                 LeftoversInput(org_id=input.org_id, region=input.region),
                 summary=f"remove what the stack deletion left in {input.region}",

@@ -4,7 +4,8 @@ which paths it holds, and the one way to store a history into it.
 Coverage is read from the histories themselves (never from file names): an encrypted payload, a
 continue-as-new (ending in one, or starting as one), a resize, a failed stack, a cancel, an
 offboarding, an organisation following a foundation changed behind its back and the cleanup that
-told it, both drop-box workflows, a cluster's guard rails and the meter's budget stop.
+told it, both drop-box workflows, a cluster's guard rails, the meter's budget stop, and a lifecycle
+and an organisation that took the patch baseline.
 
 Storing refuses to overwrite a history that no longer replays against today's code: re-recording
 would hide the non-determinism the corpus exists to catch. Guard the change with
@@ -101,6 +102,21 @@ def _capacity_failover(h: WorkflowHistory) -> bool:
     return marker and creates > 1
 
 
+def _patch_baseline(h: WorkflowHistory) -> bool:
+    """A run that took the patch baseline (workflows/_patches.py): its one patch marker."""
+    from workflows._patches import BASELINE
+
+    return any(
+        e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+        and "patch-data" in e.marker_recorded_event_attributes.details
+        and json.loads(
+            e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
+        ).get("id")
+        == BASELINE
+        for e in h.events
+    )
+
+
 #: Path name -> test on a history. Every one must be covered by at least one stored history.
 FEATURES: dict[str, Callable[[WorkflowHistory], bool]] = {
     "encrypted-payload": _encrypted,
@@ -144,6 +160,9 @@ FEATURES: dict[str, Callable[[WorkflowHistory], bool]] = {
     ),
     # The event-driven wait (patch event-waits): a stack_event hint, then the stack seen RUNNING.
     "event-wait": lambda h: _type(h) == "ClusterLifecycle" and "stack_event" in _signals(h),
+    # Issue 23: runs that decided the patch baseline in their first task.
+    "lifecycle-baseline": lambda h: _type(h) == "ClusterLifecycle" and _patch_baseline(h),
+    "org-baseline": lambda h: _type(h) == "OnboardOrganization" and _patch_baseline(h),
     "dropbox-request": lambda h: _type(h) == "DropboxRequest",
     "dropbox-watch": lambda h: _type(h) == "DropboxWatch",
 }

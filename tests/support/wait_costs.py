@@ -98,10 +98,10 @@ async def measure_wait(
 
 
 async def _main() -> None:
-    from temporalio import workflow as wf
     from temporalio.worker import UnsandboxedWorkflowRunner
 
     from tests.conftest import new_ts_env
+    from workflows import _patches as wf
     from workflows import _waiting
 
     env = await new_ts_env()

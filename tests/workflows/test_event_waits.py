@@ -8,7 +8,6 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from temporalio import workflow as wf
 from temporalio.api.enums.v1 import EventType
 from temporalio.worker import UnsandboxedWorkflowRunner
 
@@ -17,7 +16,7 @@ from bridgehead import models as m
 from tests.support.timeskip import serve
 from tests.support.wait_costs import DELIVERY, measure_wait, stack_id
 from tests.workflows.test_cluster_timeskip import CFG, FakeCloud, until_state
-from workflows import _waiting
+from workflows import _patches, _waiting
 from workflows._waiting import safety_net_offsets
 
 LAG_BOUND = timedelta(seconds=20)
@@ -49,7 +48,7 @@ async def test_event_wait_sees_the_stack_within_20_s_and_costs_few_actions(ts_en
 async def test_twin_the_30_s_poll_without_events_exceeds_the_action_bound(ts_env, monkeypatch):
     """Planted defect: the wait of today (patch off: 10-minute windows of 30 s retries). The
     action count sees every retry attempt (not one per window), so the bound catches it."""
-    monkeypatch.setattr(wf, "patched", lambda patch_id: patch_id != _waiting.PATCH)
+    monkeypatch.setattr(_patches, "patched", lambda patch_id: patch_id != _waiting.PATCH)
     cost = await measure_wait(
         ts_env, timedelta(minutes=40), send_event=False, runner=UnsandboxedWorkflowRunner()
     )

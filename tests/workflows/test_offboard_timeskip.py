@@ -305,9 +305,11 @@ async def test_status_never_runs_ahead_of_the_registry(ts_env):
 async def test_twin_the_old_order_says_offboarding_before_the_registry(ts_env, monkeypatch):
     from temporalio.worker import UnsandboxedWorkflowRunner
 
-    real = workflow.patched
+    from workflows import _patches
+
+    real = _patches.patched
     monkeypatch.setattr(
-        workflow, "patched", lambda pid: False if pid == "org-state-after-registry" else real(pid)
+        _patches, "patched", lambda pid: False if pid == "org-state-after-registry" else real(pid)
     )
     seen = await _status_while_the_registry_write_waits(ts_env, UnsandboxedWorkflowRunner())
     assert "OFFBOARDING" in seen[:-1], seen

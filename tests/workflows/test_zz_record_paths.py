@@ -90,6 +90,19 @@ async def test_record_event_wait(ts_env):
     await store(hist, "ClusterLifecycle--event-wait")
 
 
+async def test_record_lifecycle_baseline(ts_env):
+    """A new lifecycle (patch baseline, workflows/_patches.py): created, RUNNING, deleted."""
+
+    async def plain(h):  # type: ignore[no-untyped-def]
+        await until_state(ts_env, h, m.ClusterState.RUNNING)
+        await h.signal("delete")
+
+    cloud = FakeCloud(create_takes=timedelta(minutes=12))
+    hist = await cluster_history(ts_env, "pb1", cloud, plain)
+    assert "lifecycle-baseline" in features(hist), features(hist)
+    await store(hist, "ClusterLifecycle--lifecycle-baseline")
+
+
 async def test_record_billing_continue_as_new(ts_env):
     """The first run of a BillingMeter (ends in continue-as-new after TICKS_PER_RUN ticks) and the
     run that continues it (starts from carried state)."""
