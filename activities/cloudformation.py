@@ -7,6 +7,7 @@ Waiting uses the infrequent-polling pattern (see workflows/_options.py: POLL).
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -76,13 +77,20 @@ class StackActivities:
     def __init__(self, aws: Aws, registry: Registry) -> None:
         self.aws = aws
         self.registry = registry
-        # A look's DescribeStackEvents runs beside its DescribeStacks (``check_stack``), so the
-        # activity slot is held for the slower of the two calls, not their sum. Threads are
-        # started only when needed; never more than one per activity slot.
-        self._beside = ThreadPoolExecutor(
-            max_workers=max(1, aws.settings.max_concurrent_activities),
-            thread_name_prefix="stack-events",
-        )
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+
+    def _beside(self) -> ThreadPoolExecutor:
+        """Where a look's DescribeStackEvents runs beside its DescribeStacks (``check_stack``), so
+        the activity slot is held for the slower of the two calls, not their sum: made at the first
+        look, its threads started only when needed, never more than one per activity slot."""
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(
+                    max_workers=max(1, self.aws.settings.max_concurrent_activities),
+                    thread_name_prefix="stack-events",
+                )
+            return self._pool
 
     def _cfn(self, org_id: str, region: str) -> Any:
         return self.aws.customer(self.registry.org(org_id), "cloudformation", region)
@@ -182,7 +190,7 @@ class StackActivities:
         bind_subject(org_id=ref.org_id, region=ref.region)
         cfn = self._cfn(ref.org_id, ref.region)
         early: Future[list[dict[str, Any]]] | None = (
-            self._beside.submit(self._raw_events, cfn, ref.stack_name) if beside else None
+            self._beside().submit(self._raw_events, cfn, ref.stack_name) if beside else None
         )
         with aws_errors(f"cloudformation:DescribeStacks {ref.stack_name}"):
             try:
