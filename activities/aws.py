@@ -52,10 +52,13 @@ class Aws:
         self._creds: dict[tuple[str, str], tuple[dict[str, str], float]] = {}
         self._platform_session = boto3.session.Session()
         self._platform_account: str | None = None
-        # Clients are shared by every activity thread: one pooled connection per thread, so a busy
-        # worker neither waits for nor discards connections (botocore's default pool is 10).
+        # Clients are shared by every activity thread: two pooled connections per thread (a stack
+        # look makes two calls at once, activities/cloudformation.py), so a busy worker neither
+        # waits for nor discards connections (botocore's default pool is 10).
         self._config = BOTO_CONFIG.merge(
-            botocore.config.Config(max_pool_connections=max(10, settings.max_concurrent_activities))
+            botocore.config.Config(
+                max_pool_connections=max(10, 2 * settings.max_concurrent_activities)
+            )
         )
 
     # --- platform account -------------------------------------------------------------------

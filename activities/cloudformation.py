@@ -198,6 +198,8 @@ class StackActivities:
             except ClientError as e:
                 if not _not_exists(e):
                     raise
+                # The events read beside it (if under way) end on their own; their answer is
+                # not needed. So do they when the describe fails otherwise: the attempt fails.
                 if early is not None:
                     early.cancel()
                 gone = ref.expect == "delete"

@@ -6,23 +6,24 @@ action on Temporal Cloud), once per run and patch. A cluster's lifecycle took fi
 new run: ten of its 71 events and five of its upserts (issue 23).
 
 The baseline is one patch, :data:`BASELINE`, that stands for every patch in :data:`IN_BASELINE`.
-A workflow whose run opens with :func:`start` decides it once, in its first workflow task:
+Every workflow type that can ask a patch (:data:`BASELINE_TYPES`) decides it once, with
+:func:`start` as the first statement of its ``__init__``: the instance is made in the run's first
+activation, before any signal or update handler runs (they run before ``@workflow.run`` starts).
 
-* a new run takes the baseline (one marker, one upsert) and with it every patch it stands for,
+* A new run takes the baseline (one marker, one upsert) and with it every patch it stands for,
   without a marker of its own;
-* a run recorded before the baseline replays its first task without the marker, so the baseline
-  is not taken and every patch is asked as it always was (its own marker decides).
+* a run recorded before the baseline replays its first activation without the marker, so the
+  baseline is not taken and every patch is asked as it always was (its own marker decides).
 
-Deciding in the first task is what makes this safe: a run that started on older code and asks its
-first patch in a later, live task would otherwise take the baseline there, after already having
-answered one of its patches without it. A workflow that never calls :func:`start` asks every patch
-as before (:func:`patched` never takes the baseline lazily).
+Deciding in the first activation is what makes this safe: a run that started on older code and
+asks its first patch in a later, live task would otherwise take the baseline there, after having
+answered one of its patches without it. :func:`patched` never takes the baseline lazily: a
+workflow that never called :func:`start` asks every patch as before.
 
-Cycle (docs/reliability.md): once no run without the baseline is open
-(``TemporalChangeVersion`` of the open runs all hold :data:`BASELINE`), the branches for "not
-patched" of the patches it stands for can be deleted, and their ids with them; the baseline stays
-for as long as runs that took it are open. New patches are asked with :func:`patched` as usual and
-join the next baseline.
+Cycle (docs/reliability.md): once no open run of :data:`BASELINE_TYPES` lacks the baseline, the
+"not patched" branches of the patches it stands for can be deleted; the baseline stays for as long
+as runs that took it are open (older code cannot replay them: no rolling back past it). New
+patches are asked with :func:`patched` as usual and join the next baseline.
 """
 
 from __future__ import annotations
@@ -60,14 +61,28 @@ IN_BASELINE = frozenset(
     }
 )
 
+#: The workflow types whose ``__init__`` opens with :func:`start` (every type that can ask a patch;
+#: tests/workflows/test_patch_baseline.py checks both).
+BASELINE_TYPES = frozenset(
+    {
+        "BillingMeter",
+        "CleanupRegion",
+        "ClusterLifecycle",
+        "OnboardOrganization",
+        "ProvisionRegion",
+        "ShareImages",
+    }
+)
+
 #: Where a run keeps its decision (an attribute of its workflow instance: one per run, in either
 #: sandbox mode).
 _DECIDED = "_bridgehead_patch_baseline"
 
 
-def start() -> None:
-    """Decide the baseline for this run: call it first thing in ``@workflow.run``."""
-    setattr(workflow.instance(), _DECIDED, workflow.patched(BASELINE))
+def start(instance: object) -> None:
+    """Decide the baseline for this run: the first statement of the workflow's ``__init__``
+    (``instance`` is ``self``: ``workflow.instance()`` is not set yet there)."""
+    setattr(instance, _DECIDED, workflow.patched(BASELINE))
 
 
 def baseline() -> bool:

@@ -55,6 +55,7 @@ GRACE = timedelta(minutes=10)
 class BillingMeterWorkflow:
     @workflow.init
     def __init__(self, input: BillingMeterInput | None = None) -> None:
+        _patches.start(self)  # first: the run decides its patch baseline before any handler
         # A start without input fails in ``run``; the placeholder only keeps queries answerable.
         input = input or BillingMeterInput.model_construct(org_id="-")
         self._org_id = input.org_id

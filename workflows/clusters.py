@@ -70,6 +70,7 @@ class ClusterLifecycleWorkflow(
 
     @workflow.init
     def __init__(self, input: ClusterLifecycleRun | None = None) -> None:
+        _patches.start(self)  # first: the run decides its patch baseline before any handler
         # A start without input fails in ``run``; the placeholder only keeps queries answerable.
         self._in = input or ClusterLifecycleRun.model_construct(
             org_id="-",
@@ -154,7 +155,6 @@ class ClusterLifecycleWorkflow(
     # --- lifecycle ----------------------------------------------------------------------------------
     @workflow.run
     async def run(self, input: ClusterLifecycleRun | None = None) -> ClusterResult:
-        _patches.start()  # first: a run decides its patch baseline in its first task
         require_input(input, "ClusterLifecycle", _EXAMPLE)
         assert input is not None
         parent = workflow.info().parent

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
+from workflows import _patches
 from workflows._common import bind_input, require_input, root_message, upsert
 from workflows._options import AWS_CALL, IMAGE_WAIT
 
@@ -39,6 +40,7 @@ class ShareImagesWorkflow:
 
     @workflow.init
     def __init__(self, input: ShareImagesInput | None = None) -> None:
+        _patches.start(self)  # first: the run decides its patch baseline before any handler
         # A start without input fails in ``run``; the placeholder only keeps queries answerable.
         self._input = input or ShareImagesInput.model_construct(org_id="-")
         self._regions: dict[str, RegionShareStatus] = {}

@@ -78,6 +78,7 @@ class OnboardOrganizationWorkflow(
 
     @workflow.init
     def __init__(self, input: OnboardOrganizationRun | None = None) -> None:
+        _patches.start(self)  # first: the run decides its patch baseline before any handler
         # A start without input fails in ``run``; the placeholder only keeps queries answerable.
         self._input = input or OnboardOrganizationRun.model_construct(
             org_id="-", aws_account_id="-", regions=[]
@@ -130,7 +131,6 @@ class OnboardOrganizationWorkflow(
     # --- main flow ---------------------------------------------------------------------------------
     @workflow.run
     async def run(self, input: OnboardOrganizationRun | None = None) -> OrgStatus:
-        _patches.start()  # first: a run decides its patch baseline in its first task
         require_input(input, "OnboardOrganization", _EXAMPLE)
         assert input is not None
         bind_input(ids.org_workflow_id(input.org_id), carried={"resume": input.resume})

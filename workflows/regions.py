@@ -71,6 +71,7 @@ class ProvisionRegionWorkflow:
 
     @workflow.init
     def __init__(self, input: ProvisionRegionInput | None = None) -> None:
+        _patches.start(self)  # first: the run decides its patch baseline before any handler
         org, region = (input.org_id, input.region) if input else ("-", "-")
         self._status = FoundationStatus(
             org_id=org, region=region, stack_name=ids.foundation_stack(org, region)
@@ -174,6 +175,9 @@ class ProvisionRegionWorkflow:
 class CleanupRegionWorkflow:
     """Delete the foundation -- refused, deleting nothing, while any cluster of the organisation in
     that region is not DELETED (FAILED ones included); then verify nothing tagged remains."""
+
+    def __init__(self) -> None:
+        _patches.start(self)  # first: the run decides its patch baseline before any handler
 
     @workflow.run
     async def run(self, input: CleanupRegionInput | None = None) -> CleanupResult:

@@ -309,6 +309,29 @@ def test_a_missing_stack_is_not_found_when_created_and_done_when_deleted(acts: S
     assert (deleted.status, deleted.succeeded) == ("DELETE_COMPLETE", True)
 
 
+def test_a_look_at_a_missing_stack_is_not_found_or_done_too(acts: StackActivities):
+    """check_stack reads the events beside the describe: a stack that does not exist (the events
+    call refused as well) is NOT_FOUND when created, DELETE_COMPLETE when deleted."""
+    gone = run(acts.check_stack, ref(), **EARLY_IN_WINDOW)
+    assert (gone.status, gone.terminal, gone.succeeded) == ("NOT_FOUND", True, False)
+    deleted = run(acts.check_stack, ref("delete"), **EARLY_IN_WINDOW)
+    assert (deleted.status, deleted.terminal, deleted.succeeded) == ("DELETE_COMPLETE", True, True)
+
+
+def test_a_look_whose_events_are_refused_fails_as_that_call(
+    acts: StackActivities, platform: Platform
+):
+    """The events read beside the describe keep their call's classification and name."""
+    run(acts.create_stack, stack_request())
+    refuse(
+        customer_client(platform, ORG, "cloudformation"), "DescribeStackEvents", "Throttling", 400
+    )
+    with pytest.raises(ApplicationError) as e:
+        run(acts.check_stack, ref(), **EARLY_IN_WINDOW)
+    assert (e.value.type, e.value.non_retryable) == ("AwsThrottled", False), e.value
+    assert e.value.message.startswith(f"cloudformation:DescribeStackEvents {NAME}")
+
+
 def test_delete_removes_the_stack_and_deleting_a_missing_one_is_done(acts: StackActivities):
     run(acts.create_stack, stack_request())
     delete = m.StackRef(
