@@ -218,6 +218,14 @@ class StackActivities:
         if in_progress and not give_up():
             raise still_in_progress(ref.stack_name, status)
         events = self._stack_events(cfn, ref.stack_name, stack["StackId"], early)
+        seen: dict[str, Any] = {
+            "stack_name": ref.stack_name,
+            "stack_id": stack["StackId"],
+            "status": status,
+            "events": events[:5],
+        }
+        if in_progress:
+            return StackPoll(**seen, terminal=False, succeeded=False)
         outputs = {o["OutputKey"]: o.get("OutputValue", "") for o in stack.get("Outputs", [])}
         if status in SUCCESS[ref.expect]:
             done = next(
@@ -229,33 +237,14 @@ class StackActivities:
                 None,
             )
             return StackPoll(
-                stack_name=ref.stack_name,
-                stack_id=stack["StackId"],
-                status=status,
-                terminal=True,
-                succeeded=True,
-                outputs=outputs,
-                events=events[:5],
-                completed_at=done,
-            )
-        if in_progress:
-            return StackPoll(
-                stack_name=ref.stack_name,
-                stack_id=stack["StackId"],
-                status=status,
-                terminal=False,
-                succeeded=False,
-                events=events[:5],
+                **seen, terminal=True, succeeded=True, outputs=outputs, completed_at=done
             )
         resource, reason = self._first_failure(events)
         return StackPoll(
-            stack_name=ref.stack_name,
-            stack_id=stack["StackId"],
-            status=status,
+            **seen,
             terminal=True,
             succeeded=False,
             outputs=outputs,
-            events=events[:5],
             failure_resource=resource,
             failure_reason=reason or stack.get("StackStatusReason") or f"stack ended in {status}",
         )
