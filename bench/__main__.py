@@ -94,6 +94,9 @@ SIZES: dict[str, dict[str, Any]] = {
         # The worker alone in its process, a cache that keeps it under 1 GiB (docs/benchmarks.md:
         # 836 MiB with 4,000), and the slots 2 % busy needs (2.09 % of 256 measured).
         "wait_process": True,
+        # The shared sandbox: a third of the memory per cached run; with the isolated one 10,000
+        # waiting clusters took the worker past 2 GB (docs/benchmarks.md, session 6).
+        "wait_sandbox": "shared",
         "wait_caches": [4000, 1000],
         "wait_slots": 272,
         "hour_sample": 50,
@@ -148,6 +151,7 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
                     args.wait_slots,
                     args.wait_process,
                     settle=args.wait_settle,
+                    sandbox=args.wait_sandbox,
                 ),
             ),
             ("billing", lambda: billing(b, args.billing_clusters, args.billing_hours)),
@@ -185,6 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale-clusters", type=int, help="lifecycles per scale-out repetition")
     p.add_argument("--waiting", type=int, help="clusters held waiting")
     p.add_argument("--wait-seconds", type=float, help="how long to sample the waiting clusters")
+    p.add_argument(
+        "--wait-sandbox",
+        choices=["isolated", "shared"],
+        help="sandbox mode of the waiting worker process (with --wait-process; full: shared)",
+    )
     p.add_argument(
         "--wait-settle",
         type=float,

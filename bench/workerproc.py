@@ -25,16 +25,23 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-async def report(rec: Any) -> None:
+async def report(rec: Any, sandbox: str) -> None:
     """Sample the executions in flight every 0.1 s; print every second the totals so far (activity
-    seconds, sum and count of the samples) and the most in flight during that second."""
+    seconds, sum and count of the samples), the most in flight during that second and the
+    worker's sandbox mode."""
     total = count = 0
     while True:
         peak = 0
         for _ in range(10):
             total, count, peak = total + rec.in_flight, count + 1, max(peak, rec.in_flight)
             await asyncio.sleep(0.1)
-        stats = {"busy": rec.busy_seconds, "sum": total, "count": count, "max": peak}
+        stats = {
+            "busy": rec.busy_seconds,
+            "sum": total,
+            "count": count,
+            "max": peak,
+            "sandbox": sandbox,
+        }
         print("stats " + json.dumps(stats), flush=True)
 
 
@@ -44,6 +51,7 @@ async def main(
     cache: int | None = None,
     slots: int | None = None,
     stats: bool = False,
+    sandbox: str | None = None,
 ) -> None:
     from bench.fakeaws import FakeAws
     from bench.fakeworld import connect
@@ -53,6 +61,8 @@ async def main(
     from worker import HeartbeatInterceptor, build_activities, build_worker, install_runtime
 
     settings = get_settings()
+    if sandbox:
+        settings = settings.model_copy(update={"workflow_sandbox": sandbox})
     install_runtime(settings.model_copy(update={"metrics_port": None}))
     client = await make_client(settings)
     aws = FakeAws(settings, connect(world_address))
@@ -77,7 +87,7 @@ async def main(
         )
         async with w:
             print("ready", flush=True)
-            sampler = asyncio.create_task(report(rec)) if stats else None
+            sampler = asyncio.create_task(report(rec, settings.workflow_sandbox)) if stats else None
             await stop.wait()
             if sampler is not None:
                 sampler.cancel()
@@ -90,10 +100,11 @@ if __name__ == "__main__":
     p.add_argument("--cache", type=int)
     p.add_argument("--slots", type=int)
     p.add_argument("--stats", action="store_true")
+    p.add_argument("--sandbox", choices=["isolated", "shared"])
     a = p.parse_args()
     from bridgehead.logging import configure_logging
 
     configure_logging("WARNING")
-    asyncio.run(main(a.task_queue, a.world, a.cache, a.slots, a.stats))
+    asyncio.run(main(a.task_queue, a.world, a.cache, a.slots, a.stats, a.sandbox))
     sys.stdout.flush()
     os._exit(0)  # the SDK runtime can abort at interpreter exit (sdk-python#300)

@@ -67,7 +67,8 @@ def test_bench_waiting_with_the_worker_in_its_own_process(tmp_path):
     args = ["--only", "waiting", "--waiting", "12", "--wait-caches", "6", "--wait-slots", "16"]
     r = subprocess.run(
         [sys.executable, "-m", "bench", "--size", "smoke", *args, "--wait-seconds", "4"]
-        + ["--hour-sample", "1", "--wait-process", "--wait-settle", "2", "--out", str(out)],
+        + ["--hour-sample", "1", "--wait-process", "--wait-settle", "2", "--wait-sandbox", "shared"]
+        + ["--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -76,6 +77,7 @@ def test_bench_waiting_with_the_worker_in_its_own_process(tmp_path):
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     (w,) = json.loads(out.read_text())["waiting"]["by_cache_size"]
     assert w["worker"] == "own process" and w["clusters_waiting"] == 12
+    assert w["workflow_sandbox"] == "shared"  # as the worker process reports it
     assert (w["max_cached_workflows"], w["max_concurrent_activities"]) == (6, 16)
     # The worker alone: it starts well below the benchmark process (stack client, moto data).
     assert 0 < w["worker_rss_mib_before"] < w["worker_rss_mib_waiting"]

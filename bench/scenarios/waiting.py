@@ -55,15 +55,18 @@ async def waiting(
     slots: int | None = None,
     process: bool = False,
     settle: float = 0.0,
+    sandbox: str | None = None,
 ) -> dict[str, Any]:
     """``slots``: the worker's activity slots (and threads), default the ``default`` tuning's;
     ``process``: the worker in a process of its own (:func:`wait_once`); ``settle``: seconds
-    between the last cluster waiting and the sampling window."""
+    between the last cluster waiting and the sampling window; ``sandbox``: the worker process's
+    sandbox mode (default: the setting ``workflow_sandbox``)."""
     from bench.scenarios.throughput import ensure_org
 
     await ensure_org(b)
     runs = [
-        await wait_once(b, n, seconds, cache, slots, process, settle) for cache in caches or [n]
+        await wait_once(b, n, seconds, cache, slots, process, settle, sandbox)
+        for cache in caches or [n]
     ]
     try:
         hour = await waiting_one_hour(hour_sample)
@@ -86,6 +89,7 @@ async def wait_once(
     slots: int | None = None,
     process: bool = False,
     settle: float = 0.0,
+    sandbox: str | None = None,
 ) -> dict[str, Any]:
     """One sampling window, ``settle`` seconds after the last cluster started waiting. ``process``: the worker runs in a process of its own
     (:mod:`bench.workerproc`, the fake world served to it), so its RSS and CPU are the worker's
@@ -102,7 +106,7 @@ async def wait_once(
         manager, address, world = serve()
         world.configure(HELD_SECONDS, 0.0)
         seed_from(b.aws, world)
-        under_test: Any = WorkerProcess(tq, address, cache, slots)
+        under_test: Any = WorkerProcess(tq, address, cache, slots, sandbox)
     else:
         manager, fake = None, FakeAws(b.settings, FakeWorld(create_seconds=HELD_SECONDS))
         world = fake.world
@@ -151,6 +155,7 @@ async def wait_once(
             server_cpu = cpu_seconds(temporal_pid) - srv0
             worker_cpu = under_test.cpu() - me0
             rss_waiting = under_test.rss()
+            mode = under_test.sandbox() if process else b.settings.workflow_sandbox
             # Cache hit against miss: the newest-started clusters are the likeliest still cached,
             # the oldest the likeliest evicted when the cache is smaller than n.
             k = min(30, n // 2)
@@ -171,7 +176,7 @@ async def wait_once(
         "clusters_waiting": n,
         "max_cached_workflows": cache,
         "max_concurrent_activities": slots,
-        "workflow_sandbox": b.settings.workflow_sandbox,
+        "workflow_sandbox": mode,
         "worker": "own process" if process else "benchmark process",
         "load_average_before": load_before,
         "load_average_after": load_average(),
@@ -241,9 +246,12 @@ class WorkerProcess:
     """The worker in a process of its own (:mod:`bench.workerproc` ``--stats``), read through the
     lines it prints every second and /proc."""
 
-    def __init__(self, tq: str, address: str, cache: int, slots: int) -> None:
+    def __init__(
+        self, tq: str, address: str, cache: int, slots: int, sandbox: str | None = None
+    ) -> None:
         self.tq, self.address = tq, address
         self.options = ("--cache", str(cache), "--slots", str(slots), "--stats")
+        self.options += ("--sandbox", sandbox) if sandbox else ()
         self.lines: list[tuple[float, dict[str, Any]]] = []
 
     async def __aenter__(self) -> WorkerProcess:
@@ -271,6 +279,10 @@ class WorkerProcess:
 
     def cpu(self) -> float:
         return cpu_seconds(self.p.pid)
+
+    def sandbox(self) -> str | None:
+        """The sandbox mode the worker process says it runs."""
+        return self.lines[-1][1].get("sandbox") if self.lines else None
 
     async def sample(self, seconds: float) -> tuple[float, float, float, int]:
         """As :meth:`InProcessWorker.sample`, from the first and last lines of the window."""
