@@ -10,6 +10,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridgehead import ids
 from bridgehead.models.common import Model, OrgId, Region
 
 
@@ -52,6 +53,17 @@ class StackRequest(Model):
     def _one_template(self) -> StackRequest:
         if bool(self.template_body) == (self.cluster_template is not None):
             raise ValueError("a stack request needs template_body or cluster_template (not both)")
+        t = self.cluster_template
+        # The template names its organisation and cluster in tags, roles and the stack: it must be
+        # the one of the stack it creates (ids.cluster_stack), never another organisation's.
+        if t is not None and (t.org_id, ids.cluster_stack(t.org_id, t.name)) != (
+            self.org_id,
+            self.stack_name,
+        ):
+            raise ValueError(
+                f"the cluster template of {t.org_id}/{t.name} is not the one of stack "
+                f"{self.stack_name} of organisation {self.org_id}"
+            )
         return self
 
 

@@ -11,13 +11,14 @@ import json
 from datetime import timedelta
 
 import pytest
+from pydantic import model_validator
 from temporalio.exceptions import ApplicationError
 
 from activities.cloudformation import StackActivities
 from activities.clusters import ClusterActivities
 from activities.regions import RegionActivities
+from bridgehead import ids, policies
 from bridgehead import models as m
-from bridgehead import policies
 from bridgehead.capacity import CONSOLE_LINES
 from starter.emulator import PLATFORM_ACCOUNT
 from tests.activities.conftest import (
@@ -157,6 +158,45 @@ def test_twin_a_stack_request_without_a_template_is_refused():
         m.StackRequest(
             **base, template_body="{}", cluster_template=m.ClusterTemplate(org_id=ORG, name="c1")
         )
+
+
+def other_clusters_templates_taken(model: type[m.StackRequest]) -> list[str]:
+    """Which templates of other clusters ``model`` takes for stack c1 of ORG (none should be)."""
+    base = {"org_id": ORG, "region": REGION, "client_request_token": "t"}
+    mine = m.ClusterTemplate(org_id=ORG, name="c1")
+    assert model(**base, stack_name=ids.cluster_stack(ORG, "c1"), cluster_template=mine)
+    taken = []
+    for other in (
+        m.ClusterTemplate(org_id="globex", name="c1"),
+        mine.model_copy(update={"name": "c2"}),
+    ):
+        try:
+            model(**base, stack_name=ids.cluster_stack(ORG, "c1"), cluster_template=other)
+        except ValueError as e:
+            assert "is not the one of stack" in str(e)
+        else:
+            taken.append(f"{other.org_id}/{other.name}")
+    return taken
+
+
+def test_a_stack_request_with_another_clusters_template_is_refused():
+    """Defence in depth (tenant isolation): a template rendered for another organisation, or for
+    another cluster, cannot create this stack."""
+    assert other_clusters_templates_taken(m.StackRequest) == []
+
+
+class OneTemplateOnly(m.StackRequest):
+    """The planted defect: the request's check as it was, one template, whichever it is."""
+
+    @model_validator(mode="after")
+    def _one_template(self) -> OneTemplateOnly:
+        if bool(self.template_body) == (self.cluster_template is not None):
+            raise ValueError("a stack request needs template_body or cluster_template (not both)")
+        return self
+
+
+def test_twin_a_request_that_only_counts_templates_takes_another_orgs():
+    assert other_clusters_templates_taken(OneTemplateOnly) == ["globex/c1", "acme/c2"]
 
 
 def test_what_is_wrong_is_named_field_by_field(acts: ClusterActivities, platform: Platform):
