@@ -301,11 +301,47 @@ def serve() -> tuple[WorldManager, str, Any]:
     address = os.path.join(tempfile.mkdtemp(prefix="fakeaws-"), "world.sock")
     m = WorldManager(address=address, authkey=_AUTHKEY, ctx=multiprocessing.get_context("spawn"))
     m.start()
-    return m, address, m.world()  # type: ignore[attr-defined]
+    return m, address, Resilient(m.world())  # type: ignore[attr-defined]
 
 
 def connect(address: str) -> Any:
     """A proxy to the shared :class:`FakeWorld` served at ``address`` (same methods)."""
     m = WorldManager(address=address, authkey=_AUTHKEY)
     m.connect()
-    return m.world()  # type: ignore[attr-defined]
+    return Resilient(m.world())  # type: ignore[attr-defined]
+
+
+class Resilient:
+    """A world proxy whose calls survive being interrupted. A proxy keeps one connection per
+    thread; an exception raised into the thread while it reads the answer (Temporal cancels a
+    threaded activity by raising ``CancelledError`` into its thread, at any bytecode) leaves the
+    rest of that answer in the socket, and the thread's next call would read it as its own
+    answer, or block on a length read from the middle of it. Any exception out of a call drops
+    the thread's connection (the world answers errors as status codes, so this is rare and costs
+    one reconnect); the next call opens a fresh one."""
+
+    def __init__(self, proxy: Any) -> None:
+        self._proxy = proxy
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self._proxy, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return method(*args, **kwargs)
+            except BaseException:
+                self.drop_connection()
+                raise
+
+        return call
+
+    def drop_connection(self) -> None:
+        """Close and forget this thread's connection (the proxy reconnects on its next call)."""
+        tls = self._proxy._tls
+        conn = getattr(tls, "connection", None)
+        if conn is not None:
+            del tls.connection
+            try:
+                conn.close()
+            except OSError:
+                pass

@@ -153,3 +153,56 @@ class _NarrowLatency(Latency):
 def test_twin_latency_without_spread_is_caught() -> None:
     with pytest.raises(AssertionError):
         check_latency(_NarrowLatency(seed=7), "cloudformation:CreateStack")
+
+
+class _CutShort:
+    """A proxy connection whose next answer is cut short by an exception raised into the thread
+    (as Temporal cancels a threaded activity): it sends, then raises before reading the answer,
+    which stays in the socket."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn, self.armed = conn, True
+
+    def recv(self) -> Any:
+        if self.armed:
+            self.armed = False
+            raise RuntimeError("cancelled while reading the answer")
+        return self.conn.recv()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.conn, name)
+
+
+def _interrupted_then_asked(world: Any, proxy: Any) -> Any:
+    """Interrupt a ``counts()`` on this thread's connection, then ask ``stacks_in_progress()``."""
+    world.stacks_in_progress()  # this thread's connection now exists
+    proxy._tls.connection = _CutShort(proxy._tls.connection)
+    with pytest.raises(RuntimeError, match="cancelled"):
+        world.counts()
+    return world.stacks_in_progress()
+
+
+def test_a_call_cut_short_leaves_the_next_call_its_own_answer() -> None:
+    """bench.fakeworld.Resilient: a call interrupted while its answer is in flight drops the
+    thread's connection, so the next call gets its own answer (an int), not the stale one (the
+    counts dict) -- or a hang on a length read from the middle of it, which is how a waiting
+    benchmark's worker process once failed to exit on CI."""
+    from bench.fakeworld import serve
+
+    manager, _, world = serve()
+    try:
+        assert _interrupted_then_asked(world, world._proxy) == 0
+    finally:
+        manager.shutdown()
+
+
+def test_twin_the_bare_proxy_reads_the_stale_answer() -> None:
+    """Twin: the proxy without Resilient reads the interrupted call's answer as its own."""
+    from bench.fakeworld import serve
+
+    manager, _, world = serve()
+    try:
+        bare = world._proxy
+        assert isinstance(_interrupted_then_asked(bare, bare), dict)
+    finally:
+        manager.shutdown()

@@ -15,6 +15,16 @@ from tests.test_bench_ceiling import LIFECYCLE
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def errors(out: Path) -> str:
+    """The scenarios' error messages from the result JSON (the log tails can hide them)."""
+    try:
+        res = json.loads(out.read_text())
+    except (OSError, ValueError) as e:
+        return f"no result JSON ({e})\n"
+    found = [f"{k}: {v['error']}" for k, v in res.items() if isinstance(v, dict) and "error" in v]
+    return "scenario errors:\n" + "\n".join(found) + "\n"
+
+
 @pytest.mark.integration
 def test_bench_smoke(tmp_path):
     out = tmp_path / "bench.json"
@@ -25,7 +35,7 @@ def test_bench_smoke(tmp_path):
         text=True,
         timeout=600,
     )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0, errors(out) + r.stdout[-3000:] + r.stderr[-3000:]
     assert "overhead: Bridgehead / plain script" in r.stdout
     res = json.loads(out.read_text())
     o = res["overhead"]
@@ -74,7 +84,7 @@ def test_bench_waiting_with_the_worker_in_its_own_process(tmp_path):
         text=True,
         timeout=600,
     )
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert r.returncode == 0, errors(out) + r.stdout[-3000:] + r.stderr[-3000:]
     (w,) = json.loads(out.read_text())["waiting"]["by_cache_size"]
     assert w["worker"] == "own process" and w["clusters_waiting"] == 12
     assert w["workflow_sandbox"] == "shared"  # as the worker process reports it

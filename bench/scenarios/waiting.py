@@ -271,8 +271,15 @@ class WorkerProcess:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
+        import subprocess
+
         self.p.terminate()
-        await asyncio.to_thread(self.p.wait, 60)
+        try:
+            await asyncio.to_thread(self.p.wait, 60)
+        except subprocess.TimeoutExpired as e:
+            self.p.kill()  # never left behind, and the run says why it failed
+            await asyncio.to_thread(self.p.wait, 10)
+            raise RuntimeError(f"worker process {self.p.pid} did not exit in 60 s of SIGTERM") from e
 
     def rss(self) -> float:
         return rss_mib(self.p.pid)
