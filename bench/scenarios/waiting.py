@@ -279,7 +279,9 @@ class WorkerProcess:
         except subprocess.TimeoutExpired as e:
             self.p.kill()  # never left behind, and the run says why it failed
             await asyncio.to_thread(self.p.wait, 10)
-            raise RuntimeError(f"worker process {self.p.pid} did not exit in 60 s of SIGTERM") from e
+            raise RuntimeError(
+                f"worker process {self.p.pid} did not exit in 60 s of SIGTERM"
+            ) from e
 
     def rss(self) -> float:
         return rss_mib(self.p.pid)
