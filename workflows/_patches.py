@@ -61,6 +61,14 @@ IN_BASELINE = frozenset(
     }
 )
 
+#: Patches added since the baseline: asked with their own marker (a run that took the baseline
+#: decided it before they existed) until the next baseline takes them in.
+AFTER_BASELINE = frozenset(
+    {
+        "images-beside-foundations",
+    }
+)
+
 #: The workflow types whose ``__init__`` opens with :func:`start` (every type that can ask a patch;
 #: tests/workflows/test_patch_baseline.py checks both).
 BASELINE_TYPES = frozenset(

@@ -54,6 +54,8 @@ from workflows.foundations import FollowsFoundations
 from workflows.offboarding import OffboardsOrganization
 from workflows.verification import VerifyRoleWorkflow
 
+#: Patch (after the baseline): images shared while the foundations are provisioned, not before.
+IMAGES_BESIDE_FOUNDATIONS = "images-beside-foundations"
 #: Legacy in-workflow re-verification timer, kept for runs started before the "reverify-schedule"
 #: patch; newer runs are re-verified by the Schedule ``org-{org_id}-reverify`` (daily).
 REVERIFY_EVERY = timedelta(hours=24)
@@ -246,8 +248,60 @@ class OnboardOrganizationWorkflow(
         if was_ready:
             await self._persist(OrgState.READY, "re-verified")
             return
-        # Images first (clusters need them), then every region's foundation in parallel.
+        if _patches.patched(IMAGES_BESIDE_FOUNDATIONS):
+            problems = await self._images_and_foundations(input)
+        else:
+            problems = await self._images_then_foundations(input)
+        if problems is not None:
+            await self._persist(OrgState.ACTION_REQUIRED, problems)
+            return
+        await self._persist(OrgState.READY, "organisation ready")
+        await self._start_billing(input.org_id)
+
+    async def _images_and_foundations(self, input: OnboardOrganizationRun) -> str | None:
+        """Share the images and provision every region's foundation at once (patch
+        ``images-beside-foundations``): a foundation does not need the images, only clusters do,
+        and the organisation is READY once both are done. On real AWS an image copied to a new
+        region takes many minutes and a foundation stack a few; at once, onboarding takes the
+        longer of the two instead of their sum. Returns what needs the customer's action, or
+        None. Both children are started in one workflow task, the images' first."""
+        images = asyncio.ensure_future(self._share_images(input))
+        foundations = asyncio.ensure_future(self._provision_regions(input))
+        self._set(
+            OrgState.SHARING_IMAGES,
+            "sharing platform images; regional foundations provisioning beside them",
+        )
+        try:
+            images_problem = await images
+        except BaseException:
+            foundations.cancel()  # nothing left running unawaited when the images' step raises
+            raise
+        # Said whether or not the foundations are done (each phase of onboarding is in the steps).
+        self._set(
+            OrgState.PROVISIONING,
+            "provisioning regional foundations"
+            if not foundations.done()
+            else "regional foundations provisioned beside the images",
+        )
+        foundations_problem = await foundations
+        found = [p for p in (images_problem, foundations_problem) if p is not None]
+        return "; ".join(found) if found else None
+
+    async def _images_then_foundations(self, input: OnboardOrganizationRun) -> str | None:
+        """Images first, then every region's foundation in parallel (runs started before the
+        patch ``images-beside-foundations``): the foundations wait for the images and are not
+        provisioned when sharing fails."""
         self._set(OrgState.SHARING_IMAGES, "sharing platform images")
+        problem = await self._share_images(input)
+        if problem is not None:
+            return problem
+        self._set(OrgState.PROVISIONING, "provisioning regional foundations")
+        return await self._provision_regions(input)
+
+    async def _share_images(self, input: OnboardOrganizationRun) -> str | None:
+        """The ``ShareImages`` child, its per-region result kept in the status; what failed, or
+        None."""
+        s = self._s
         try:
             images: ShareImagesResult = await workflow.execute_child_workflow(
                 "ShareImages",
@@ -258,10 +312,7 @@ class OnboardOrganizationWorkflow(
                 static_summary="share images in every region",
             )
         except ChildWorkflowError as e:
-            await self._persist(
-                OrgState.ACTION_REQUIRED, f"image sharing failed: {root_message(e)}"
-            )
-            return
+            return f"image sharing failed: {root_message(e)}"
         for region, st in images.regions.items():
             s.regions.setdefault(region, RegionProgress()).images = st.state.value
             s.regions[region].detail = st.reason
@@ -271,9 +322,12 @@ class OnboardOrganizationWorkflow(
                 for r, st in images.regions.items()
                 if st.state.value != "SHARED"
             ]
-            await self._persist(OrgState.ACTION_REQUIRED, "images not shared in " + "; ".join(bad))
-            return
-        self._set(OrgState.PROVISIONING, "provisioning regional foundations")
+            return "images not shared in " + "; ".join(bad)
+        return None
+
+    async def _provision_regions(self, input: OnboardOrganizationRun) -> str | None:
+        """One ``ProvisionRegion`` child per region, all at once; what failed, or None."""
+        s = self._s
         results = await asyncio.gather(
             *(
                 workflow.execute_child_workflow(
@@ -299,13 +353,8 @@ class OnboardOrganizationWorkflow(
                 if res.state != "READY":
                     failed.append(f"{region}: {res.reason}")
         if failed:
-            await self._persist(
-                OrgState.ACTION_REQUIRED,
-                "foundation failed in " + "; ".join(failed) + " (send reverify to retry)",
-            )
-            return
-        await self._persist(OrgState.READY, "organisation ready")
-        await self._start_billing(input.org_id)
+            return "foundation failed in " + "; ".join(failed) + " (send reverify to retry)"
+        return None
 
     async def _start_billing(self, org_id: str) -> None:
         """Start the org's BillingMeter once; it outlives this workflow (ABANDON) and its runs."""

@@ -4,8 +4,9 @@ which paths it holds, and the one way to store a history into it.
 Coverage is read from the histories themselves (never from file names): an encrypted payload, a
 continue-as-new (ending in one, or starting as one), a resize, a failed stack, a cancel, an
 offboarding, an organisation following a foundation changed behind its back and the cleanup that
-told it, both drop-box workflows, a cluster's guard rails, the meter's budget stop, and a lifecycle
-and an organisation that took the patch baseline.
+told it, both drop-box workflows, a cluster's guard rails, the meter's budget stop, a lifecycle
+and an organisation that took the patch baseline, and an organisation that shared its images
+while its foundations were provisioned.
 
 Storing refuses to overwrite a history that no longer replays against today's code: re-recording
 would hide the non-determinism the corpus exists to catch. Guard the change with
@@ -106,13 +107,18 @@ def _patch_baseline(h: WorkflowHistory) -> bool:
     """A run that took the patch baseline (workflows/_patches.py): its one patch marker."""
     from workflows._patches import BASELINE
 
+    return _took(h, BASELINE)
+
+
+def _took(h: WorkflowHistory, patch_id: str) -> bool:
+    """A run that recorded the marker of ``patch_id``."""
     return any(
         e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
         and "patch-data" in e.marker_recorded_event_attributes.details
         and json.loads(
             e.marker_recorded_event_attributes.details["patch-data"].payloads[0].data
         ).get("id")
-        == BASELINE
+        == patch_id
         for e in h.events
     )
 
@@ -163,6 +169,10 @@ FEATURES: dict[str, Callable[[WorkflowHistory], bool]] = {
     # Issue 23: runs that decided the patch baseline in their first task.
     "lifecycle-baseline": lambda h: _type(h) == "ClusterLifecycle" and _patch_baseline(h),
     "org-baseline": lambda h: _type(h) == "OnboardOrganization" and _patch_baseline(h),
+    # Issue 23, after the baseline: images shared while the foundations are provisioned.
+    "images-beside-foundations": lambda h: (
+        _type(h) == "OnboardOrganization" and _took(h, "images-beside-foundations")
+    ),
     "dropbox-request": lambda h: _type(h) == "DropboxRequest",
     "dropbox-watch": lambda h: _type(h) == "DropboxWatch",
 }
