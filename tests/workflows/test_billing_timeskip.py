@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -444,6 +445,12 @@ def test_twin_two_corrections_at_once_credit_twice():
         ),
         requested_at="2026-11-03T00:00:00Z",
     )
+    both_in = threading.Barrier(2)  # the two start together, however loaded the machine
+
+    def run(_: int) -> m.CorrectResult:
+        both_in.wait(timeout=30)
+        return ActivityEnvironment().run(correction, req)
+
     with ThreadPoolExecutor(2) as ex:
-        taken = list(ex.map(lambda _: ActivityEnvironment().run(correction, req), range(2)))
+        taken = list(ex.map(run, range(2)))
     assert len(taken) == 2 and max(overlaps) == 2, "120 minutes credited on a period of 60"
