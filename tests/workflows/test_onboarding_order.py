@@ -25,7 +25,7 @@ from tests.integration.helpers import wait_for
 from tests.support.timeskip import serve
 from tests.workflows.test_cluster_timeskip import FakeCloud
 from worker import sandbox_runner
-from workflows.onboarding import IMAGES_BESIDE_FOUNDATIONS
+from workflows._org_setup import IMAGES_BESIDE_FOUNDATIONS
 
 ACCOUNT = "222222222222"
 REGION = "us-east-1"
