@@ -247,3 +247,42 @@ def test_twin_a_codec_that_always_takes_v1_is_caught(monkeypatch):
     assert v1_problems(accepting, refusing) == [
         "v1 ciphertext accepted by default (it decrypts in any workflow)"
     ]
+
+
+def converters_built_by_with_context(dc) -> int:  # type: ignore[no-untyped-def]
+    """How many payload converters ``dc.with_context`` builds over ten workflow contexts."""
+    built = []
+    real_init = conv.BridgeheadPayloadConverter.__init__
+
+    def counting_init(self) -> None:  # type: ignore[no-untyped-def]
+        built.append(1)
+        real_init(self)
+
+    conv.BridgeheadPayloadConverter.__init__ = counting_init  # type: ignore[method-assign]
+    try:
+        clones = [dc.with_context(ctx(f"org-{i}")) for i in range(10)]
+    finally:
+        conv.BridgeheadPayloadConverter.__init__ = real_init  # type: ignore[method-assign]
+    # Each clone is bound to its own workflow and keeps the converter it was made from.
+    assert [c.payload_codec._scope for c in clones] == [("default", f"org-{i}") for i in range(10)]
+    return len(built)
+
+
+def test_with_context_binds_the_codec_without_rebuilding_the_converters():
+    """The worker asks a converter with context for every payload sequence of every command: the
+    clone binds the codec (the contract above runs through it) and builds nothing else."""
+    dc = make_data_converter(b"k" * 32)
+    assert type(dc) is conv.BridgeheadDataConverter
+    assert converters_built_by_with_context(dc) == 0
+    assert dc.with_context(ctx()).payload_converter is dc.payload_converter
+
+
+def test_twin_the_stock_with_context_rebuilds_a_converter_per_call():
+    from temporalio.converter import DataConverter
+
+    stock = DataConverter(
+        payload_converter_class=conv.BridgeheadPayloadConverter,
+        failure_converter_class=conv.BridgeheadFailureConverter,
+        payload_codec=conv.SensitivePayloadCodec(b"k" * 32),
+    )
+    assert converters_built_by_with_context(stock) == 10
