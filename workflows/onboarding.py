@@ -71,8 +71,8 @@ class OnboardOrganizationWorkflow(
     FollowsFoundations,
     SetsBudget,
 ):
-    """Long-lived entity for one organisation: register, get a role, verify, share images,
-    provision every region, then stay READY and re-verify daily."""
+    """Long-lived entity for one organisation: register, get a role, verify, share the images
+    while provisioning every region, then stay READY and re-verify daily."""
 
     KNOWN_SIGNALS = _SIGNALS
     KNOWN_UPDATES = _UPDATES
