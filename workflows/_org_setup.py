@@ -38,6 +38,7 @@ class SetsUpRegions:
     # Provided by the workflow class.
     _s: OnboardingState
     _set: Callable[[OrgState, str], None]
+    _step: Callable[[str], None]
 
     async def _set_up_regions(self, input: OnboardOrganizationRun) -> str | None:
         """Images and foundations, in the order of the run's code version."""
@@ -51,27 +52,46 @@ class SetsUpRegions:
         and the organisation is READY once both are done. On real AWS an image copied to a new
         region takes many minutes and a foundation stack a few; at once, onboarding takes the
         longer of the two instead of their sum. Returns what needs the customer's action, or
-        None. Both children are started in one workflow task, the images' first."""
-        images = asyncio.ensure_future(self._share_images(input))
-        foundations = asyncio.ensure_future(self._provision_regions(input))
+        None.
+
+        One ``gather``: both children are started in one workflow task (the images' first), and
+        a cancellation reaches both. Each child's per-region reason is kept apart and the two are
+        joined once both are done (either may finish first)."""
+        images_said: dict[str, str] = {}
+        foundations_said: dict[str, str] = {}
+        foundations_done = False
+
+        async def images() -> str | None:
+            problem = await self._share_images(input, images_said)
+            if problem is not None:
+                self._step(problem)  # said now, not only once the foundations are done
+            # Said whether or not the foundations are done (each phase is in the steps).
+            self._set(
+                OrgState.PROVISIONING,
+                "regional foundations finished beside the images"
+                if foundations_done
+                else "provisioning regional foundations",
+            )
+            return problem
+
+        async def foundations() -> str | None:
+            nonlocal foundations_done
+            try:
+                return await self._provision_regions(input, foundations_said)
+            finally:
+                foundations_done = True
+
         self._set(
             OrgState.SHARING_IMAGES,
             "sharing platform images; regional foundations provisioning beside them",
         )
-        try:
-            images_problem = await images
-        except BaseException:
-            foundations.cancel()  # nothing left running unawaited when the images' step raises
-            raise
-        # Said whether or not the foundations are done (each phase of onboarding is in the steps).
-        self._set(
-            OrgState.PROVISIONING,
-            "provisioning regional foundations"
-            if not foundations.done()
-            else "regional foundations provisioned beside the images",
-        )
-        foundations_problem = await foundations
-        found = [p for p in (images_problem, foundations_problem) if p is not None]
+        outcomes = await asyncio.gather(images(), foundations())
+        for region in input.regions:
+            said = (images_said.get(region, ""), foundations_said.get(region, ""))
+            self._s.regions.setdefault(region, RegionProgress()).detail = "; ".join(
+                x for x in said if x
+            )
+        found = [p for p in outcomes if p is not None]
         return "; ".join(found) if found else None
 
     async def _images_then_foundations(self, input: OnboardOrganizationRun) -> str | None:
@@ -85,9 +105,11 @@ class SetsUpRegions:
         self._set(OrgState.PROVISIONING, "provisioning regional foundations")
         return await self._provision_regions(input)
 
-    async def _share_images(self, input: OnboardOrganizationRun) -> str | None:
-        """The ``ShareImages`` child, its per-region result kept in the status; what failed, or
-        None."""
+    async def _share_images(
+        self, input: OnboardOrganizationRun, said: dict[str, str] | None = None
+    ) -> str | None:
+        """The ``ShareImages`` child, its per-region result kept in the status (each region's
+        reason in ``said`` when given, else in its ``detail``); what failed, or None."""
         s = self._s
         try:
             images: ShareImagesResult = await workflow.execute_child_workflow(
@@ -102,7 +124,10 @@ class SetsUpRegions:
             return f"image sharing failed: {root_message(e)}"
         for region, st in images.regions.items():
             s.regions.setdefault(region, RegionProgress()).images = st.state.value
-            s.regions[region].detail = st.reason
+            if said is None:
+                s.regions[region].detail = st.reason
+            else:
+                said[region] = st.reason
         if not images.all_shared:
             bad = [
                 f"{r}: {st.reason}"
@@ -112,8 +137,11 @@ class SetsUpRegions:
             return "images not shared in " + "; ".join(bad)
         return None
 
-    async def _provision_regions(self, input: OnboardOrganizationRun) -> str | None:
-        """One ``ProvisionRegion`` child per region, all at once; what failed, or None."""
+    async def _provision_regions(
+        self, input: OnboardOrganizationRun, said: dict[str, str] | None = None
+    ) -> str | None:
+        """One ``ProvisionRegion`` child per region, all at once (each region's reason in
+        ``said`` when given, else in its ``detail``); what failed, or None."""
         s = self._s
         results = await asyncio.gather(
             *(
@@ -133,12 +161,16 @@ class SetsUpRegions:
         for region, res in zip(input.regions, results, strict=True):
             progress = s.regions.setdefault(region, RegionProgress())
             if isinstance(res, BaseException):
-                progress.foundation, progress.detail = "FAILED", root_message(res)
-                failed.append(f"{region}: {progress.detail}")
+                progress.foundation, reason = "FAILED", root_message(res)
+                failed.append(f"{region}: {reason}")
             else:
-                progress.foundation, progress.detail = res.state, res.reason
+                progress.foundation, reason = res.state, res.reason
                 if res.state != "READY":
                     failed.append(f"{region}: {res.reason}")
+            if said is None:
+                progress.detail = reason
+            else:
+                said[region] = reason
         if failed:
             return "foundation failed in " + "; ".join(failed) + " (send reverify to retry)"
         return None

@@ -10,6 +10,7 @@ shared) fails both checks."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -32,9 +33,10 @@ REGION = "us-east-1"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/BridgeheadAccess"
 
 
-def onboarding_fakes(cloud: FakeCloud, calls: list[str]) -> list:
+def onboarding_fakes(cloud: FakeCloud, calls: list[str], throttled: bool = False) -> list:
     """The organisation's, verification's, images' and foundation's activities; sharing the image
-    is refused (as when the platform's image has an encrypted snapshot the customer cannot use)."""
+    is refused (as when the platform's image has an encrypted snapshot the customer cannot use),
+    or, ``throttled``, retried for as long as the test lets it."""
 
     @activity.defn(name="register_organization")
     def register_organization(req: m.RegisterOrgInput) -> m.RegisterOrgResult:
@@ -73,6 +75,8 @@ def onboarding_fakes(cloud: FakeCloud, calls: list[str]) -> list:
     @activity.defn(name="share_image")
     def share_image(req: m.ShareImageInput) -> m.ShareImageResult:
         calls.append(f"share:{req.region}")
+        if throttled:
+            raise ApplicationError("Throttling: rate exceeded")
         raise ApplicationError(
             "InvalidParameter: snapshot snap-1 is encrypted with a key the account cannot use",
             non_retryable=True,
@@ -108,6 +112,23 @@ def onboarding_fakes(cloud: FakeCloud, calls: list[str]) -> list:
     ]
 
 
+async def start_onboarding(w, org: str):  # type: ignore[no-untyped-def]
+    """Start onboarding ``org`` in one region on ``w`` and submit its role."""
+    inp = m.OnboardOrganizationInput(
+        org_id=org,
+        display_name=org,
+        admin_email=f"a@{org}.example",
+        aws_account_id=ACCOUNT,
+        regions=[REGION],
+    )
+    h = await w.start("OnboardOrganization", inp, id=f"org-{org}", result_type=m.OrgStatus)
+    await wait_for(h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.AWAITING_ROLE, 30)
+    await h.execute_update(
+        "submit_role", m.SubmitRoleInput(role_arn=ROLE), result_type=m.UpdateResult
+    )
+    return h
+
+
 async def onboard(env) -> tuple[m.OrgStatus, WorkflowHistory, list[str]]:  # type: ignore[no-untyped-def]
     """Onboard an organisation in one region to ACTION_REQUIRED (its image cannot be shared);
     the shared sandbox, so that a monkeypatched ``workflows._patches`` reaches the workflow."""
@@ -116,18 +137,7 @@ async def onboard(env) -> tuple[m.OrgStatus, WorkflowHistory, list[str]]:  # typ
     async with serve(
         env, onboarding_fakes(cloud, calls), runner=sandbox_runner(shared=True), threads=8
     ) as w:
-        inp = m.OnboardOrganizationInput(
-            org_id=org,
-            display_name=org,
-            admin_email=f"a@{org}.example",
-            aws_account_id=ACCOUNT,
-            regions=[REGION],
-        )
-        h = await w.start("OnboardOrganization", inp, id=f"org-{org}", result_type=m.OrgStatus)
-        await wait_for(h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.AWAITING_ROLE, 30)
-        await h.execute_update(
-            "submit_role", m.SubmitRoleInput(role_arn=ROLE), result_type=m.UpdateResult
-        )
+        h = await start_onboarding(w, org)
         for _ in range(60):
             s = await h.query("status", result_type=m.OrgStatus)
             if s.state == m.OrgState.ACTION_REQUIRED:
@@ -165,9 +175,14 @@ async def test_images_and_foundations_start_together_and_a_failed_share_keeps_th
     assert f"foundation:{REGION}:READY" in calls and f"share:{REGION}" in calls
     assert s.last_error is not None and s.last_error.startswith("images not shared in us-east-1")
     assert "foundation failed" not in s.last_error
-    # Each phase is in the steps, in order.
+    # The refusal stays in the region's detail whichever child finished last.
+    assert "encrypted with a key" in s.regions[REGION].detail, s.regions
+    # Each phase is in the steps, in order, and the images' problem is said before the
+    # foundations are done, not only at the end.
     phases = [st.split(" ", 1)[1].split(":")[0] for st in s.steps]
     assert phases.index("SHARING_IMAGES") < phases.index("PROVISIONING"), s.steps
+    said = next(i for i, st in enumerate(s.steps) if "images not shared in" in st)
+    assert said < phases.index("PROVISIONING"), s.steps
     # The patch has its own marker: runs that took the baseline decided before it existed.
     assert IMAGES_BESIDE_FOUNDATIONS in patches.AFTER_BASELINE
 
@@ -184,3 +199,67 @@ async def test_twin_images_first_never_provisions_a_foundation_when_sharing_fail
     assert not started_together(h)
     assert s.regions[REGION].foundation != "READY"
     assert not [c for c in calls if c.startswith("foundation:")]
+
+
+async def cancel_while_both_run(env) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """Cancel an onboarding while its images (throttled, retried) and its foundation (6 minutes)
+    are both under way; the status of each child afterwards."""
+    from temporalio.client import WorkflowExecutionStatus
+
+    cloud, calls = FakeCloud(create_takes=timedelta(minutes=6)), []
+    org = f"orc{uuid.uuid4().hex[:6]}"
+    children = {"images": f"org-{org}-images", "region": f"org-{org}-region-{REGION}"}
+    async with serve(
+        env,
+        onboarding_fakes(cloud, calls, throttled=True),
+        runner=sandbox_runner(shared=True),
+        threads=8,
+    ) as w:
+        h = await start_onboarding(w, org)
+        handles = {k: w.client.get_workflow_handle(v) for k, v in children.items()}
+        for _ in range(100):
+            try:
+                if (
+                    all(
+                        (await c.describe()).status == WorkflowExecutionStatus.RUNNING
+                        for c in handles.values()
+                    )
+                    and calls
+                ):
+                    break
+            except Exception:  # noqa: BLE001 - not started yet
+                pass
+            await asyncio.sleep(0.1)
+        await h.cancel()
+        for _ in range(100):
+            states = {k: (await c.describe()).status for k, c in handles.items()}
+            if WorkflowExecutionStatus.RUNNING not in states.values():
+                break
+            await env.sleep(timedelta(seconds=30))
+        return {k: v.name for k, v in states.items()}
+
+
+async def test_a_cancelled_onboarding_cancels_both_children(ts_env):
+    """One ``gather`` holds both children: cancelling the organisation's run while the images
+    and the foundation are both under way cancels both."""
+    assert await cancel_while_both_run(ts_env) == {"images": "CANCELED", "region": "CANCELED"}
+
+
+async def test_twin_children_started_apart_leave_the_foundation_running(
+    ts_env, monkeypatch: pytest.MonkeyPatch
+):
+    """Twin: the first version of the step (two tasks, only the images' awaited when the cancel
+    came) cancelled the images alone; the foundation went on to the end."""
+    from workflows._org_setup import SetsUpRegions
+
+    async def apart(self, input):  # type: ignore[no-untyped-def]
+        images = asyncio.ensure_future(self._share_images(input, {}))
+        foundations = asyncio.ensure_future(self._provision_regions(input, {}))
+        first = await images
+        second = await foundations
+        found = [p for p in (first, second) if p is not None]
+        return "; ".join(found) if found else None
+
+    monkeypatch.setattr(SetsUpRegions, "_images_and_foundations", apart)
+    states = await cancel_while_both_run(ts_env)
+    assert states["images"] == "CANCELED" and states["region"] != "CANCELED", states
