@@ -324,6 +324,8 @@ class Resilient:
         self._proxy = proxy
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name == "_proxy":  # copy and pickle probe before __init__
+            raise AttributeError(name)
         method = getattr(self._proxy, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:

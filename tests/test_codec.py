@@ -275,6 +275,7 @@ def test_with_context_binds_the_codec_without_rebuilding_the_converters():
     assert type(dc) is conv.BridgeheadDataConverter
     assert converters_built_by_with_context(dc) == 0
     assert dc.with_context(ctx()).payload_converter is dc.payload_converter
+    assert dc.payload_codec._scope is None  # the clones bound themselves, never the original
 
 
 def test_twin_the_stock_with_context_rebuilds_a_converter_per_call():

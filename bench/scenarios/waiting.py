@@ -279,6 +279,8 @@ class WorkerProcess:
         except subprocess.TimeoutExpired as e:
             self.p.kill()  # never left behind, and the run says why it failed
             await asyncio.to_thread(self.p.wait, 10)
+            if exc[1] is not None:
+                return  # the scenario's own error says more than this one would
             raise RuntimeError(
                 f"worker process {self.p.pid} did not exit in 60 s of SIGTERM"
             ) from e
