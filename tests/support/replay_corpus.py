@@ -5,8 +5,8 @@ Coverage is read from the histories themselves (never from file names): an encry
 continue-as-new (ending in one, or starting as one), a resize, a failed stack, a cancel, an
 offboarding, an organisation following a foundation changed behind its back and the cleanup that
 told it, both drop-box workflows, a cluster's guard rails, the meter's budget stop, a lifecycle
-and an organisation that took the patch baseline, and an organisation that shared its images
-while its foundations were provisioned.
+and an organisation that took the patch baseline, an organisation that shared its images while
+its foundations were provisioned, and one from before that whose images were refused.
 
 Storing refuses to overwrite a history that no longer replays against today's code: re-recording
 would hide the non-determinism the corpus exists to catch. Guard the change with
@@ -110,6 +110,15 @@ def _patch_baseline(h: WorkflowHistory) -> bool:
     return _took(h, BASELINE)
 
 
+def _children(h: WorkflowHistory) -> set[str]:
+    """Workflow types of the children ``h`` started."""
+    return {
+        e.start_child_workflow_execution_initiated_event_attributes.workflow_type.name
+        for e in h.events
+        if e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED
+    }
+
+
 def _took(h: WorkflowHistory, patch_id: str) -> bool:
     """A run that recorded the marker of ``patch_id``."""
     return any(
@@ -172,6 +181,14 @@ FEATURES: dict[str, Callable[[WorkflowHistory], bool]] = {
     # Issue 23, after the baseline: images shared while the foundations are provisioned.
     "images-beside-foundations": lambda h: (
         _type(h) == "OnboardOrganization" and _took(h, "images-beside-foundations")
+    ),
+    # ... and a run from before it whose images were refused: the former order never started a
+    # foundation (the branch the refactor into workflows/_org_setup.py must keep).
+    "images-first-refused": lambda h: (
+        _type(h) == "OnboardOrganization"
+        and not _took(h, "images-beside-foundations")
+        and "ShareImages" in _children(h)
+        and "ProvisionRegion" not in _children(h)
     ),
     "dropbox-request": lambda h: _type(h) == "DropboxRequest",
     "dropbox-watch": lambda h: _type(h) == "DropboxWatch",

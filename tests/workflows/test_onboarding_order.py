@@ -263,3 +263,47 @@ async def test_twin_children_started_apart_leave_the_foundation_running(
     monkeypatch.setattr(SetsUpRegions, "_images_and_foundations", apart)
     states = await cancel_while_both_run(ts_env)
     assert states["images"] == "CANCELED" and states["region"] != "CANCELED", states
+
+
+async def replay_with_shared_sandbox(h: WorkflowHistory) -> Exception | None:
+    """Replay ``h`` in the shared sandbox (a monkeypatched ``workflows._patches`` reaches it)."""
+    from temporalio.worker import Replayer
+
+    from bridgehead.converter import make_data_converter
+    from tests.conftest import TEST_KEY
+    from worker import WORKFLOWS
+
+    replayer = Replayer(
+        workflows=WORKFLOWS,
+        data_converter=make_data_converter(TEST_KEY, accept_v1=True),
+        workflow_runner=sandbox_runner(shared=True),
+    )
+    result = await replayer.replay_workflow(h, raise_on_replay_failure=False)
+    return result.replay_failure
+
+
+def images_first_refused() -> WorkflowHistory:
+    """The stored run of the code before the patch whose images were refused (recorded on
+    8975882; the former order never started a foundation)."""
+    from tests.support.replay_corpus import HISTORIES, load
+
+    return load(HISTORIES / "OnboardOrganization--images-first-refused.json")
+
+
+async def test_a_run_from_before_the_patch_replays_in_the_former_order():
+    assert await replay_with_shared_sandbox(images_first_refused()) is None
+
+
+async def test_twin_the_new_order_taken_by_an_old_run_breaks_its_replay(
+    monkeypatch: pytest.MonkeyPatch,
+):
+    """Twin: taking the new order without asking the patch (as if it had joined the baseline)
+    starts a foundation the recorded run never started: nondeterminism."""
+    from temporalio.workflow import NondeterminismError
+
+    real = patches.patched
+    monkeypatch.setattr(
+        patches, "patched", lambda pid: True if pid == IMAGES_BESIDE_FOUNDATIONS else real(pid)
+    )
+    failure = await replay_with_shared_sandbox(images_first_refused())
+    assert isinstance(failure, NondeterminismError), failure
