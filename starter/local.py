@@ -53,10 +53,32 @@ __all__ = [
 SEARCH_ATTRIBUTES = ("OrgId", "ClusterName", "ClusterStatus", "Region")
 
 
+#: Where :func:`free_port` looks: below Linux's ephemeral range (32768-60999 by default), from
+#: which the kernel also picks every outgoing connection's local port.
+PORT_RANGE = (20000, 32000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port nothing listens on, for a server about to start. Not port 0's pick: that comes from
+    the ephemeral range, where the many client connections of a test run (gRPC, HTTP to moto)
+    also take theirs, and one took a dev server's UI port between the pick and the bind (a CI
+    failure: ``bind: address already in use``). A random port below that range, free when
+    checked, and never handed out twice by this process."""
+    import random
+
+    for _ in range(200):
+        port = random.randrange(*PORT_RANGE)
+        if port in _handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port in {PORT_RANGE}")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -219,6 +241,11 @@ class LocalStack:
             str(self.temporal_port),
             "--ui-port",
             str(self.ui_port),
+            # Picked here (below the ephemeral range) rather than by the server from port 0.
+            "--http-port",
+            str(free_port()),
+            "--metrics-port",
+            str(free_port()),
             "--db-filename",
             str(self.state_dir / "temporal.db"),
             "--sqlite-pragma",
