@@ -4,6 +4,7 @@ cancel, delete, resize, and the history bound of waiting."""
 from __future__ import annotations
 
 import asyncio
+import sys
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -219,7 +220,10 @@ async def until_state(
 
     for _ in range(limit):
         try:
-            s = await h.query("status", result_type=m.ClusterStatus)
+            # Bounded: a query the server never answers is asked again, not waited on forever.
+            s = await h.query(
+                "status", result_type=m.ClusterStatus, rpc_timeout=timedelta(seconds=15)
+            )
         except (
             RPCError
         ):  # a query can time out while the server moves a workflow off a stopped worker
@@ -524,15 +528,34 @@ async def test_worker_restarted_during_the_wait(ts_env):
     assert events <= bound, (events, setup, await event_types(h))
 
 
+#: Real seconds after which a lifecycle that has not reached RUNNING is taken as stranded (it
+#: takes well under a second).
+STRANDED_AFTER_S = 90
+
+
 async def largest_event_to_running(env, cloud: FakeCloud) -> int:
     """The size of the largest history event up to RUNNING (an encrypted payload is about as large
-    as its plaintext)."""
+    as its plaintext).
+
+    A lifecycle that has not reached RUNNING after :data:`STRANDED_AFTER_S` is tried once more
+    on a fresh workflow, and said on stderr. The twin below hung until pytest's 300 s timeout
+    once on a fresh-clone CI run and once locally, in about a dozen runs, with the worker idle;
+    the likeliest cause is the Java test server stranding a run (tests/support/timeskip.py), not
+    shown. The assertions are the same on either attempt."""
 
     async def body(h):
-        await until_state(env, h, m.ClusterState.RUNNING)
+        await asyncio.wait_for(until_state(env, h, m.ClusterState.RUNNING), STRANDED_AFTER_S)
         return max(e.ByteSize() for e in (await h.fetch_history()).events)
 
-    return await run_cluster(env, cloud, body)
+    try:
+        return await run_cluster(env, cloud, body)
+    except TimeoutError:
+        print(
+            f"lifecycle not RUNNING after {STRANDED_AFTER_S} s: once more on a fresh workflow",
+            file=sys.stderr,
+        )
+        cloud.requests.clear()
+        return await run_cluster(env, cloud, body)
 
 
 TEMPLATE_BYTES = len(policies.cluster_template("acme", "c1", {"bridgehead:org": "acme"}))
