@@ -528,53 +528,63 @@ async def test_worker_restarted_during_the_wait(ts_env):
     assert events <= bound, (events, setup, await event_types(h))
 
 
-#: Real seconds after which a lifecycle that has not reached RUNNING is taken as stranded (it
-#: takes well under a second).
-STRANDED_AFTER_S = 90
+#: Real seconds after which a lifecycle that has not reached RUNNING is taken as stuck (it takes
+#: well under a second on a time-skipping server that can skip).
+STUCK_AFTER_S = 90
 
 
-async def largest_event_to_running(env, cloud: FakeCloud) -> int:
+async def largest_event_to_running(cloud: FakeCloud) -> int:
     """The size of the largest history event up to RUNNING (an encrypted payload is about as large
-    as its plaintext).
+    as its plaintext), on a time-skipping server of its own.
 
-    A lifecycle that has not reached RUNNING after :data:`STRANDED_AFTER_S` is tried once more
-    on a fresh workflow, and said on stderr. The twin below hung until pytest's 300 s timeout
-    once on a fresh-clone CI run and once locally, in about a dozen runs, with the worker idle;
-    the likeliest cause is the Java test server stranding a run (tests/support/timeskip.py), not
-    shown. The assertions are the same on either attempt."""
+    Not on the module's server: on two fresh-clone CI runs (and once locally) the twin, the
+    module's last test, found that server unable to skip time: its one-minute ``sleep`` calls
+    did not return within 90 s, nor on a second try on the same server, while the worker sat
+    idle. Something an earlier test of
+    the module left outstanding locks the skipping; which one is not shown. A run still not
+    RUNNING after :data:`STUCK_AFTER_S` on its own server is tried once more on a new one, and
+    said on stderr. The assertions are the same either way."""
+    from tests.conftest import new_ts_env
 
-    async def body(h):
-        await asyncio.wait_for(until_state(env, h, m.ClusterState.RUNNING), STRANDED_AFTER_S)
-        return max(e.ByteSize() for e in (await h.fetch_history()).events)
+    for attempt in (1, 2):
+        env = await new_ts_env()
+        try:
 
-    try:
-        return await run_cluster(env, cloud, body)
-    except TimeoutError:
-        print(
-            f"lifecycle not RUNNING after {STRANDED_AFTER_S} s: once more on a fresh workflow",
-            file=sys.stderr,
-        )
-        cloud.requests.clear()
-        return await run_cluster(env, cloud, body)
+            async def body(h, env=env):  # type: ignore[no-untyped-def]
+                await asyncio.wait_for(until_state(env, h, m.ClusterState.RUNNING), STUCK_AFTER_S)
+                return max(e.ByteSize() for e in (await h.fetch_history()).events)
+
+            return await run_cluster(env, cloud, body)
+        except TimeoutError:
+            if attempt == 2:
+                raise
+            print(
+                f"lifecycle not RUNNING after {STUCK_AFTER_S} s: once more on a new test server",
+                file=sys.stderr,
+            )
+            cloud.requests.clear()
+        finally:
+            await env.shutdown()  # type: ignore[attr-defined]
+    raise AssertionError("unreachable")
 
 
 TEMPLATE_BYTES = len(policies.cluster_template("acme", "c1", {"bridgehead:org": "acme"}))
 
 
-async def test_the_template_body_stays_out_of_the_lifecycle_s_history(ts_env):
+async def test_the_template_body_stays_out_of_the_lifecycle_s_history():
     """Issue 23: the plan carries what the template is rendered from; create_stack renders it. No
     event up to RUNNING could hold the body."""
     cloud = FakeCloud(create_takes=timedelta(minutes=10))
-    largest = await largest_event_to_running(ts_env, cloud)
+    largest = await largest_event_to_running(cloud)
     (req,) = cloud.requests
     assert req.template_body == "" and req.cluster_template is not None
     assert policies.render_cluster_template(req.cluster_template).startswith("{")
     assert TEMPLATE_BYTES > 5_000 and largest < TEMPLATE_BYTES / 2
 
 
-async def test_twin_a_plan_with_the_body_puts_it_in_history(ts_env):
+async def test_twin_a_plan_with_the_body_puts_it_in_history():
     cloud = FakeCloud(create_takes=timedelta(minutes=10), body_always=True)
-    largest = await largest_event_to_running(ts_env, cloud)
+    largest = await largest_event_to_running(cloud)
     (req,) = cloud.requests
     assert req.template_body and req.cluster_template is None
     assert largest > TEMPLATE_BYTES
