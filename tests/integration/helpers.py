@@ -53,16 +53,23 @@ def brief_of(s: Any) -> Any:
     return brief or s
 
 
-async def start_org(
-    client: Any, org_id: str, account: str, regions: list[str] | None = None
-) -> Any:
-    inp = m.OnboardOrganizationInput(
+def org_input(
+    org_id: str, account: str, regions: list[str] | None = None
+) -> m.OnboardOrganizationInput:
+    """The input a customer would give to onboard ``org_id`` in ``account``."""
+    return m.OnboardOrganizationInput(
         org_id=org_id,
         display_name=org_id.title(),
         admin_email=f"admin@{org_id}.example",
         aws_account_id=account,
         **({"regions": regions} if regions else {}),
     )
+
+
+async def start_org(
+    client: Any, org_id: str, account: str, regions: list[str] | None = None
+) -> Any:
+    inp = org_input(org_id, account, regions)
     h = await client.start_workflow(
         "OnboardOrganization", inp, id=f"org-{org_id}", task_queue="bridgehead"
     )

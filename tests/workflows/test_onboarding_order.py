@@ -22,7 +22,7 @@ from temporalio.exceptions import ApplicationError
 
 import workflows._patches as patches
 from bridgehead import models as m
-from tests.integration.helpers import wait_for
+from tests.integration.helpers import org_input, wait_for
 from tests.support.timeskip import serve
 from tests.workflows.test_cluster_timeskip import FakeCloud
 from worker import sandbox_runner
@@ -114,13 +114,7 @@ def onboarding_fakes(cloud: FakeCloud, calls: list[str], throttled: bool = False
 
 async def start_onboarding(w, org: str):  # type: ignore[no-untyped-def]
     """Start onboarding ``org`` in one region on ``w`` and submit its role."""
-    inp = m.OnboardOrganizationInput(
-        org_id=org,
-        display_name=org,
-        admin_email=f"a@{org}.example",
-        aws_account_id=ACCOUNT,
-        regions=[REGION],
-    )
+    inp = org_input(org, ACCOUNT, [REGION])
     h = await w.start("OnboardOrganization", inp, id=f"org-{org}", result_type=m.OrgStatus)
     await wait_for(h, "status", m.OrgStatus, lambda s: s.state == m.OrgState.AWAITING_ROLE, 30)
     await h.execute_update(
