@@ -121,6 +121,7 @@ class Bench:
     client: Any = None
     settings: Any = None
     aws: Any = None
+    gc_tuned: bool = False
 
     async def __aenter__(self) -> Bench:
         from starter.local import LocalStack, free_port
@@ -168,7 +169,7 @@ class Bench:
     ) -> tuple[Any, ThreadPoolExecutor]:
         from temporalio.worker import UnsandboxedWorkflowRunner
 
-        from worker import WORKFLOWS, build_worker
+        from worker import WORKFLOWS, build_worker, tune_gc
 
         t = {**TUNINGS[tuning], **(overrides or {})}
         ex = ThreadPoolExecutor(
@@ -186,6 +187,9 @@ class Bench:
             **t,
             **extra,
         )
+        if not self.gc_tuned:  # once per process, as worker.py does at start
+            tune_gc(self.settings.gc_young_threshold)
+            self.gc_tuned = True
         return w, ex
 
     def real_activities(self) -> list[Any]:

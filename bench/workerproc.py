@@ -58,7 +58,13 @@ async def main(
     from bench.harness import TUNINGS, Recorder, make_interceptor
     from bridgehead.client import make_client
     from bridgehead.settings import get_settings
-    from worker import HeartbeatInterceptor, build_activities, build_worker, install_runtime
+    from worker import (
+        HeartbeatInterceptor,
+        build_activities,
+        build_worker,
+        install_runtime,
+        tune_gc,
+    )
 
     settings = get_settings()
     if sandbox:
@@ -85,6 +91,7 @@ async def main(
             interceptors=[HeartbeatInterceptor(), *([make_interceptor(rec)] if stats else [])],
             **tuning,
         )
+        tune_gc(settings.gc_young_threshold)  # as worker.py does
         async with w:
             print("ready", flush=True)
             sampler = asyncio.create_task(report(rec, settings.workflow_sandbox)) if stats else None
