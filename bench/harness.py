@@ -169,7 +169,7 @@ class Bench:
     ) -> tuple[Any, ThreadPoolExecutor]:
         from temporalio.worker import UnsandboxedWorkflowRunner
 
-        from worker import WORKFLOWS, build_worker, tune_gc
+        from worker import WORKFLOWS, HeartbeatInterceptor, build_worker, tune_gc
 
         t = {**TUNINGS[tuning], **(overrides or {})}
         ex = ThreadPoolExecutor(
@@ -183,7 +183,8 @@ class Bench:
             ex,
             task_queue=task_queue,
             workflows=[*WORKFLOWS, *(workflows or [])],
-            interceptors=interceptors or [],
+            # The worker's own interceptor kept (as in worker.py), the scenario's added.
+            interceptors=[HeartbeatInterceptor(), *(interceptors or [])],
             **t,
             **extra,
         )
