@@ -131,10 +131,11 @@ def warm_bytecode(package: Path = WORKFLOWS_DIR) -> bool:
 
 def tune_gc(young_threshold: int) -> None:
     """Once the worker is built: collect, then freeze what is alive (imported modules, the
-    SDK, clients, settings) so no later collection walks it again, and collect the young
-    generation every ``young_threshold`` allocations instead of CPython's 700 (setting
-    ``gc_young_threshold``; 0 leaves the thresholds alone). Measured in docs/benchmarks.md
-    (session 8): 5-6 → about 1 ms of collection per lifecycle, no full collection in 300."""
+    SDK, clients, settings), so no later full collection walks it again: one that landed inside a
+    timed onboarding took 137-154 ms with the start-up heap and 38 ms without it. With
+    ``young_threshold`` (setting ``gc_young_threshold``; 0, the default, leaves CPython's 700) the
+    young generation is collected that much less often: less collector CPU, more memory held (the
+    trade-off is measured in docs/benchmarks.md, session 8)."""
     gc.collect()
     gc.freeze()
     if young_threshold:

@@ -174,12 +174,12 @@ class Settings(BaseSettings):
     #: the static check of tests/test_workflow_determinism.py and the replay suite, which run the
     #: isolated sandbox. For a worker holding thousands of waiting clusters.
     workflow_sandbox: Literal["isolated", "shared"] = "isolated"
-    #: Young-generation threshold of the worker process's garbage collector (CPython: 700). The
-    #: worker allocates tens of thousands of short-lived objects per workflow task (payloads,
-    #: protobufs, the sandbox's module copies); at 700 the collector ran every few hundred of
-    #: them and promoted the survivors, so full collections walked a growing heap (one took
-    #: 137-154 ms inside a 1.5 s onboarding). 0 keeps CPython's defaults. See ``worker.tune_gc``.
-    gc_young_threshold: int = Field(default=10_000, ge=0)
+    #: Young-generation threshold of the worker process's garbage collector; 0 keeps CPython's
+    #: (700). 10,000 cut collection per lifecycle from 5-6 to about 1 ms in the throughput
+    #: benchmark but held evicted runs' garbage longer: 1,000 waiting clusters on a cache of 500
+    #: took the worker from 407 to 660 MiB (2,000: 427 MiB). For a worker with memory to spare
+    #: that starts many short runs. See ``worker.tune_gc`` and docs/benchmarks.md (session 8).
+    gc_young_threshold: int = Field(default=0, ge=0)
     #: Prometheus endpoint of the worker (SDK metrics and Bridgehead's own, see bridgehead/metrics.py).
     metrics_port: int | None = None
     #: Address the metrics endpoint binds; loopback by default (``0.0.0.0`` to let a Prometheus
