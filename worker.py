@@ -47,6 +47,7 @@ from activities.regions import RegionActivities
 from activities.registry import Registry
 from activities.schedules import ScheduleActivities, sync_dropbox_schedule
 from activities.stack_events import StackEventConsumer
+from bridgehead import code_cache
 from bridgehead.client import make_client
 from bridgehead.logging import configure_logging, get_logger
 from bridgehead.settings import Settings, get_settings
@@ -163,6 +164,7 @@ def build_worker(
     **overrides: Any,
 ) -> Worker:
     warm_bytecode()
+    code_cache.install("workflows")
     options: dict[str, Any] = dict(
         task_queue=settings.task_queue,
         workflows=WORKFLOWS,

@@ -1,0 +1,147 @@
+"""The ``workflows`` package's code objects are read once per worker process
+(``bridgehead.code_cache``), so the isolated sandbox's re-import for each new run executes each
+module afresh without reading and unmarshalling its bytecode again (docs/benchmarks.md, session 8).
+
+Proof: a module imported twice into fresh module tables, as the sandbox does for two runs, reads
+its code from disk once, and each import is a new module of its own. Twin: Python's own loader
+reads it every time."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.machinery
+import sys
+
+import pytest
+
+from bridgehead import code_cache
+
+
+def import_fresh(name: str) -> object:
+    """Import ``name`` as a new run's sandbox does: with none of the package in ``sys.modules``."""
+    saved = {k: v for k, v in sys.modules.items() if k == "workflows" or k.startswith("workflows.")}
+    for k in saved:
+        del sys.modules[k]
+    try:
+        return importlib.import_module(name)
+    finally:
+        for k in [k for k in sys.modules if k == "workflows" or k.startswith("workflows.")]:
+            del sys.modules[k]
+        sys.modules.update(saved)
+
+
+@pytest.fixture
+def reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Paths whose bytecode was read (``SourceLoader.get_data`` of a ``.pyc``)."""
+    seen: list[str] = []
+    real = importlib.machinery.SourceFileLoader.get_data
+
+    def get_data(self: object, path: str) -> bytes:
+        if path.endswith(".pyc") and "/workflows/" in path:
+            seen.append(path.rsplit("/", 1)[1].split(".")[0])
+        return real(self, path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.machinery.SourceFileLoader, "get_data", get_data)
+    monkeypatch.setattr(code_cache.CachedCodeLoader, "codes", {})
+    return seen
+
+
+@pytest.fixture
+def finder(monkeypatch: pytest.MonkeyPatch) -> code_cache.PackageCodeFinder:
+    f = code_cache.PackageCodeFinder("workflows")
+    monkeypatch.setattr(sys, "meta_path", [f, *[m for m in sys.meta_path if m is not f]])
+    return f
+
+
+def test_two_runs_import_a_module_afresh_from_one_read(finder, reads):
+    first = import_fresh("workflows._options")
+    second = import_fresh("workflows._options")
+    assert first is not second  # each run executes the module in a namespace of its own
+    assert first.__dict__ is not second.__dict__
+    assert isinstance(first.__spec__.loader, code_cache.CachedCodeLoader)
+    assert first.__file__ == second.__file__
+    assert reads.count("_options") == 1, reads
+    # Another package is left to Python's own finders.
+    assert finder.find_spec("json") is None
+
+
+def test_install_is_once_per_process(monkeypatch):
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+    a = code_cache.install("workflows")
+    b = code_cache.install("workflows")
+    assert a is b and sys.meta_path[0] is a
+    assert sum(isinstance(m, code_cache.PackageCodeFinder) for m in sys.meta_path) == 1
+
+
+def test_twin_python_s_own_loader_reads_the_module_for_every_run(reads, monkeypatch):
+    monkeypatch.setattr(
+        sys,
+        "meta_path",
+        [m for m in sys.meta_path if not isinstance(m, code_cache.PackageCodeFinder)],
+    )
+    import_fresh("workflows._options")
+    import_fresh("workflows._options")
+    assert reads.count("_options") == 2, reads
+
+
+async def test_the_sandbox_s_imports_for_two_replayed_runs_read_each_module_once(finder, reads):
+    """The isolated sandbox goes through ``sys.meta_path``: two runs of a stored lifecycle, each
+    importing the package afresh, read each module's bytecode once between them."""
+    from pathlib import Path
+
+    from temporalio.client import WorkflowHistory
+    from temporalio.worker import Replayer
+
+    from bridgehead.converter import make_data_converter
+    from tests.conftest import TEST_KEY
+    from worker import WORKFLOWS, sandbox_runner
+
+    path = Path(__file__).resolve().parent / "histories" / "ClusterLifecycle--cancel.json"
+    history = WorkflowHistory.from_json(
+        path.with_suffix(".id").read_text().strip(), path.read_text()
+    )
+    replayer = Replayer(
+        workflows=WORKFLOWS,
+        data_converter=make_data_converter(TEST_KEY, accept_v1=True),
+        workflow_runner=sandbox_runner(),
+    )
+    del reads[:]  # building the replayer imported each workflow once
+    for _ in range(2):
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+        assert result.replay_failure is None
+    assert any(p.endswith("/workflows/clusters.py") for p in code_cache.CachedCodeLoader.codes)
+    assert reads.count("clusters") <= 1, reads
+    assert len(reads) == len(set(reads)), reads
+
+
+async def test_twin_without_the_finder_each_replayed_run_reads_the_modules_again(
+    reads, monkeypatch
+):
+    monkeypatch.setattr(
+        sys,
+        "meta_path",
+        [m for m in sys.meta_path if not isinstance(m, code_cache.PackageCodeFinder)],
+    )
+    from pathlib import Path
+
+    from temporalio.client import WorkflowHistory
+    from temporalio.worker import Replayer
+
+    from bridgehead.converter import make_data_converter
+    from tests.conftest import TEST_KEY
+    from worker import WORKFLOWS, sandbox_runner
+
+    path = Path(__file__).resolve().parent / "histories" / "ClusterLifecycle--cancel.json"
+    history = WorkflowHistory.from_json(
+        path.with_suffix(".id").read_text().strip(), path.read_text()
+    )
+    replayer = Replayer(
+        workflows=WORKFLOWS,
+        data_converter=make_data_converter(TEST_KEY, accept_v1=True),
+        workflow_runner=sandbox_runner(),
+    )
+    del reads[:]
+    for _ in range(2):
+        await replayer.replay_workflow(history, raise_on_replay_failure=True)
+    # Each replay builds a worker, which checks every workflow in a sandbox, then runs the history.
+    assert reads.count("clusters") >= 2, reads
