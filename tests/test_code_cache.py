@@ -84,44 +84,9 @@ def test_twin_python_s_own_loader_reads_the_module_for_every_run(reads, monkeypa
     assert reads.count("_options") == 2, reads
 
 
-async def test_the_sandbox_s_imports_for_two_replayed_runs_read_each_module_once(finder, reads):
-    """The isolated sandbox goes through ``sys.meta_path``: two runs of a stored lifecycle, each
-    importing the package afresh, read each module's bytecode once between them."""
-    from pathlib import Path
-
-    from temporalio.client import WorkflowHistory
-    from temporalio.worker import Replayer
-
-    from bridgehead.converter import make_data_converter
-    from tests.conftest import TEST_KEY
-    from worker import WORKFLOWS, sandbox_runner
-
-    path = Path(__file__).resolve().parent / "histories" / "ClusterLifecycle--cancel.json"
-    history = WorkflowHistory.from_json(
-        path.with_suffix(".id").read_text().strip(), path.read_text()
-    )
-    replayer = Replayer(
-        workflows=WORKFLOWS,
-        data_converter=make_data_converter(TEST_KEY, accept_v1=True),
-        workflow_runner=sandbox_runner(),
-    )
-    del reads[:]  # building the replayer imported each workflow once
-    for _ in range(2):
-        result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-        assert result.replay_failure is None
-    assert any(p.endswith("/workflows/clusters.py") for p in code_cache.CachedCodeLoader.codes)
-    assert reads.count("clusters") <= 1, reads
-    assert len(reads) == len(set(reads)), reads
-
-
-async def test_twin_without_the_finder_each_replayed_run_reads_the_modules_again(
-    reads, monkeypatch
-):
-    monkeypatch.setattr(
-        sys,
-        "meta_path",
-        [m for m in sys.meta_path if not isinstance(m, code_cache.PackageCodeFinder)],
-    )
+async def replay_a_lifecycle_twice(reads: list[str]) -> None:
+    """Replay a stored lifecycle twice with the isolated sandbox; ``reads`` counts only the
+    replays (building the replayer imported each workflow once)."""
     from pathlib import Path
 
     from temporalio.client import WorkflowHistory
@@ -142,6 +107,27 @@ async def test_twin_without_the_finder_each_replayed_run_reads_the_modules_again
     )
     del reads[:]
     for _ in range(2):
-        await replayer.replay_workflow(history, raise_on_replay_failure=True)
+        result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
+        assert result.replay_failure is None
+
+
+async def test_the_sandbox_s_imports_for_two_replayed_runs_read_each_module_once(finder, reads):
+    """The isolated sandbox goes through ``sys.meta_path``: two runs of a stored lifecycle, each
+    importing the package afresh, read each module's bytecode once between them."""
+    await replay_a_lifecycle_twice(reads)
+    assert any(p.endswith("/workflows/clusters.py") for p in code_cache.CachedCodeLoader.codes)
+    assert reads.count("clusters") <= 1, reads
+    assert len(reads) == len(set(reads)), reads
+
+
+async def test_twin_without_the_finder_each_replayed_run_reads_the_modules_again(
+    reads, monkeypatch
+):
+    monkeypatch.setattr(
+        sys,
+        "meta_path",
+        [m for m in sys.meta_path if not isinstance(m, code_cache.PackageCodeFinder)],
+    )
+    await replay_a_lifecycle_twice(reads)
     # Each replay builds a worker, which checks every workflow in a sandbox, then runs the history.
     assert reads.count("clusters") >= 2, reads
