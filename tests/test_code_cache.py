@@ -11,22 +11,28 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import sys
+from types import ModuleType
 
 import pytest
 
 from bridgehead import code_cache
 
 
+def drop_workflows_modules() -> dict[str, ModuleType]:
+    """Remove the ``workflows`` package and its submodules from ``sys.modules``; return them."""
+    gone = {k: v for k, v in sys.modules.items() if k.split(".")[0] == "workflows"}
+    for k in gone:
+        del sys.modules[k]
+    return gone
+
+
 def import_fresh(name: str) -> object:
     """Import ``name`` as a new run's sandbox does: with none of the package in ``sys.modules``."""
-    saved = {k: v for k, v in sys.modules.items() if k == "workflows" or k.startswith("workflows.")}
-    for k in saved:
-        del sys.modules[k]
+    saved = drop_workflows_modules()
     try:
         return importlib.import_module(name)
     finally:
-        for k in [k for k in sys.modules if k == "workflows" or k.startswith("workflows.")]:
-            del sys.modules[k]
+        drop_workflows_modules()
         sys.modules.update(saved)
 
 
@@ -85,34 +91,21 @@ def test_twin_python_s_own_loader_reads_the_module_for_every_run(reads, monkeypa
 
 
 async def replay_a_lifecycle_twice(reads: list[str]) -> None:
-    """Replay a stored lifecycle twice with the isolated sandbox; ``reads`` counts only the
-    replays (building the replayer imported each workflow once)."""
-    from pathlib import Path
+    """Replay a stored lifecycle twice with the isolated sandbox (each replay builds a worker,
+    which checks every workflow in a sandbox, then runs the history); ``reads`` counts those two
+    only. A first replay is left out: it also reads the modules for the SDK's build id, once per
+    process, outside the sandbox."""
+    from tests.support.replay_corpus import HISTORIES, load, replay_failure
 
-    from temporalio.client import WorkflowHistory
-    from temporalio.worker import Replayer
-
-    from bridgehead.converter import make_data_converter
-    from tests.conftest import TEST_KEY
-    from worker import WORKFLOWS, sandbox_runner
-
-    path = Path(__file__).resolve().parent / "histories" / "ClusterLifecycle--cancel.json"
-    history = WorkflowHistory.from_json(
-        path.with_suffix(".id").read_text().strip(), path.read_text()
-    )
-    replayer = Replayer(
-        workflows=WORKFLOWS,
-        data_converter=make_data_converter(TEST_KEY, accept_v1=True),
-        workflow_runner=sandbox_runner(),
-    )
+    history = load(HISTORIES / "ClusterLifecycle--cancel.json")
+    assert await replay_failure(history) is None
     del reads[:]
     for _ in range(2):
-        result = await replayer.replay_workflow(history, raise_on_replay_failure=True)
-        assert result.replay_failure is None
+        assert await replay_failure(history) is None
 
 
 async def test_the_sandbox_s_imports_for_two_replayed_runs_read_each_module_once(finder, reads):
-    """The isolated sandbox goes through ``sys.meta_path``: two runs of a stored lifecycle, each
+    """The isolated sandbox goes through ``sys.meta_path``: two replays of a stored lifecycle, each
     importing the package afresh, read each module's bytecode once between them."""
     await replay_a_lifecycle_twice(reads)
     assert any(p.endswith("/workflows/clusters.py") for p in code_cache.CachedCodeLoader.codes)
@@ -129,5 +122,4 @@ async def test_twin_without_the_finder_each_replayed_run_reads_the_modules_again
         [m for m in sys.meta_path if not isinstance(m, code_cache.PackageCodeFinder)],
     )
     await replay_a_lifecycle_twice(reads)
-    # Each replay builds a worker, which checks every workflow in a sandbox, then runs the history.
     assert reads.count("clusters") >= 2, reads
