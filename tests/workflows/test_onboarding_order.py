@@ -229,18 +229,17 @@ async def cancel_while_both_run(env) -> dict[str, str]:  # type: ignore[no-untyp
         # skip on this module's server timed out once in a fresh-clone CI run (session 8).
         # Until the images' child has ended (both do at once when one gather holds them), then
         # a few seconds more for the foundation's to follow.
+        running = WorkflowExecutionStatus.RUNNING
         for _ in range(300):
             states = {k: (await c.describe()).status for k, c in handles.items()}
-            if WorkflowExecutionStatus.RUNNING not in states.values():
-                break
-            if states["images"] != WorkflowExecutionStatus.RUNNING:
-                for _ in range(25):
-                    await asyncio.sleep(0.2)
-                    states["region"] = (await handles["region"].describe()).status
-                    if states["region"] != WorkflowExecutionStatus.RUNNING:
-                        break
+            if states["images"] != running:
                 break
             await asyncio.sleep(0.2)
+        for _ in range(25):
+            if states["region"] != running:
+                break
+            await asyncio.sleep(0.2)
+            states["region"] = (await handles["region"].describe()).status
         return {k: v.name for k, v in states.items()}
 
 
