@@ -301,6 +301,12 @@ class WorkerProcess:
             await asyncio.sleep(0.1)
         (t0, a), first = self.lines[-1], len(self.lines)
         await asyncio.sleep(seconds)
+        # A line comes about once a second, a little later on a loaded machine: wait for the first
+        # one at least ``seconds`` after ``t0``, so the window is never a line short (a fresh-clone
+        # CI run measured 3.0 s for 4 asked). Bounded: a silent worker ends the window anyway.
+        deadline = time.monotonic() + 10
+        while self.lines[-1][0] - t0 < seconds and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
         t1, z = self.lines[-1]
         inside = [s for _, s in self.lines[first:]] or [z]
         mean = (z["sum"] - a["sum"]) / max(1, z["count"] - a["count"])
