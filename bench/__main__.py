@@ -51,7 +51,7 @@ from bench.scenarios.scaleout import scaleout  # noqa: E402
 from bench.scenarios.throughput import throughput  # noqa: E402
 from bench.scenarios.waiting import waiting  # noqa: E402
 
-RUNNERS_ALL = ("sandboxed", "unsandboxed")
+RUNNERS_ALL = ("sandboxed", "unsandboxed", "aws-latency")
 SIZES: dict[str, dict[str, Any]] = {
     "smoke": {
         "clusters": 3,
@@ -63,7 +63,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "billing_clusters": 3,
         "billing_hours": 12,
         "tunings": ["default"],
-        "overhead_runners": ["sandboxed"],
+        "overhead_runners": ["sandboxed", "aws-latency"],
         "scale_workers": [2],
         "scale_clusters": 2,
         "reps": 1,

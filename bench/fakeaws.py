@@ -65,6 +65,20 @@ LATENCY_MS: dict[str, tuple[float, float]] = {
     "ses:SendEmail": (80, 300),
     "service-quotas:GetServiceQuota": (80, 300),
     "ec2:DescribeInstances": (150, 600),
+    # Onboarding's calls, for moto with AWS's latency (:class:`LatentAws`, the overhead scenario):
+    "cloudformation:ValidateTemplate": (150, 600),
+    "iam:GetRole": (80, 300),
+    "iam:GetRolePolicy": (80, 300),
+    "iam:ListRolePolicies": (80, 300),
+    "iam:ListAttachedRolePolicies": (80, 300),
+    "iam:ListInstanceProfilesForRole": (80, 300),
+    "iam:SimulatePrincipalPolicy": (400, 1500),
+    "ec2:DescribeImages": (150, 600),
+    "ec2:DescribeRegions": (60, 250),
+    "ec2:CopyImage": (300, 1000),
+    "ec2:ModifyImageAttribute": (150, 600),
+    "ec2:ModifySnapshotAttribute": (150, 600),
+    "ec2:RunInstances": (200, 800),
 }
 DEFAULT_LATENCY = (50.0, 200.0)
 
@@ -90,9 +104,56 @@ class Latency:
             return self.scale * self._rng.lognormvariate(mu, sigma)
 
 
+class PairedLatency(Latency):
+    """Latencies that two arms of a comparison share: after :meth:`begin` with the same ``rep``,
+    the k-th call of each API is given the same draw, whichever arm makes it and in whatever
+    order the arm's concurrent branches make their calls. Two arms making the same calls then
+    wait the same sum, and their difference is their own (the overhead scenario)."""
+
+    def __init__(self, scale: float = 1.0, seed: int = 0) -> None:
+        super().__init__(scale, seed)
+        self.seed, self.rep = seed, 0
+        self._seen: dict[str, int] = {}
+
+    def begin(self, rep: int) -> None:
+        with self._lock:
+            self.rep, self._seen = rep, {}
+
+    def draw(self, call: str) -> float:
+        mu, sigma = self.params(call)
+        with self._lock:
+            k = self._seen[call] = self._seen.get(call, 0) + 1
+            rng = random.Random(f"{self.seed}/{self.rep}/{call}/{k}")
+        return self.scale * rng.lognormvariate(mu, sigma)
+
+
 def _service(client: Any) -> str:
     name = client.meta.service_model.service_name
     return "ses" if name == "email" else str(name)
+
+
+def _call_name(model: Any) -> str:
+    name = model.service_model.service_name
+    return f"{'ses' if name == 'email' else name}:{model.name}"
+
+
+def pad(events: Any, latency: Latency) -> None:
+    """Every call made by a client with these ``events`` (a botocore session's emitter: clients
+    built from it afterwards copy it) lasts at least a latency drawn for it: the endpoint (moto)
+    answers, then the calling thread sleeps the rest. A call the endpoint answers more slowly
+    than the draw is not padded: its own time is kept."""
+
+    def start(context: dict[str, Any], **_: Any) -> None:
+        context["latency_t0"] = time.perf_counter()
+
+    def finish(model: Any, context: dict[str, Any], **_: Any) -> None:
+        want = latency.draw(_call_name(model))
+        spent = time.perf_counter() - context.get("latency_t0", time.perf_counter())
+        if want > spent:
+            time.sleep(want - spent)
+
+    events.register("before-call.*.*", start, unique_id="latency-start")
+    events.register("after-call.*.*", finish, unique_id="latency-finish")
 
 
 def install(client: Any, world: Any, latency: Latency) -> Any:
@@ -136,6 +197,18 @@ class FakeAws(Aws):
 
     def customer(self, org: Any, service: str, region: str) -> Any:
         return self._fake(super().customer(org, service, region))
+
+
+class LatentAws(Aws):
+    """Bridgehead's AWS factory against the real endpoint (moto), every call padded to a latency
+    drawn for it (:func:`pad`): moto's semantics and state, AWS's waiting. Used by the overhead
+    scenario, whose onboarding makes calls (IAM, EC2 images, ValidateTemplate) the fake world
+    does not answer."""
+
+    def __init__(self, settings: Any, latency: Latency | None = None) -> None:
+        super().__init__(settings)
+        self.latency = latency or PairedLatency()
+        pad(self._platform_session.events, self.latency)
 
 
 def seed_from(aws: Aws, world: Any) -> int:

@@ -15,7 +15,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
 
@@ -65,11 +65,23 @@ def rss_mib(pid: int | None = None) -> float:
 
 
 # --- recording which activities ran, with their inputs ----------------------------------------------
+class Call(NamedTuple):
+    """One successful activity execution: when it ran (``time.monotonic``), for which workflow,
+    what it was given and what it returned."""
+
+    start: float
+    end: float
+    workflow_id: str
+    name: str
+    args: tuple[Any, ...]
+    result: Any
+
+
 class Recorder:
     """Worker interceptor that records each successful activity execution (type, arguments)."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[float, str, tuple[Any, ...], Any]] = []
+        self.calls: list[Call] = []
         self.busy_seconds = 0.0  # time spent inside activities (the AWS work), successful or not
         self.in_flight = 0  # activity executions running now: the slots they hold
         self.started = 0  # executions (attempts) started
@@ -92,8 +104,16 @@ class Recorder:
                     rec.in_flight -= 1
                     rec.busy_seconds += time.monotonic() - started
                 if rec.enabled:
+                    info = activity.info()
                     rec.calls.append(
-                        (started, activity.info().activity_type, tuple(input.args), result)
+                        Call(
+                            started,
+                            time.monotonic(),
+                            info.workflow_id or "",
+                            info.activity_type,
+                            tuple(input.args),
+                            result,
+                        )
                     )
                 return result
 
@@ -193,10 +213,11 @@ class Bench:
             self.gc_tuned = True
         return w, ex
 
-    def real_activities(self) -> list[Any]:
+    def real_activities(self, aws: Any = None) -> list[Any]:
+        """The worker's activities, against ``aws`` (default: the bench's, moto unpadded)."""
         from worker import build_activities
 
-        return build_activities(self.settings, self.aws, self.client)
+        return build_activities(self.settings, aws or self.aws, self.client)
 
 
 async def status_attr(handle: Any) -> str | None:

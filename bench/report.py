@@ -32,6 +32,16 @@ def table(result: dict[str, Any]) -> str:
             _spread(o.get("unsandboxed_seconds", "-"), " s"),
         ),
     ]
+    lat = o.get("aws_latency") or {}
+    rows.append(
+        (
+            "overhead with AWS's latency (moto padded)",
+            _spread(lat.get("ratio", "not run"), "x"),
+            f"{_spread(lat.get('bridgehead_seconds', '-'), ' s')} vs "
+            f"{_spread(lat.get('script_seconds', '-'), ' s')}, "
+            f"difference {_spread(lat.get('difference_seconds', '-'), ' s')}",
+        )
+    )
     for t in map(safe, result.get("throughput", [])):
         for arm in ("fake", "moto"):
             if f"{arm}_ratio_to_ceiling" not in t:

@@ -41,6 +41,11 @@ def test_bench_smoke(tmp_path):
     o = res["overhead"]
     assert o["aws_activity_calls_replayed"] >= 10 and o["ratio"]["median"] > 0
     assert o["ratio"]["n"] == res["reps"] == len(o["ratio"]["samples"])
+    # moto with AWS's latency: both arms ran, the script as many AWS calls as on moto alone
+    lat = o["aws_latency"]
+    assert lat["aws_activity_calls_replayed"] == o["aws_activity_calls_replayed"], lat
+    assert lat["ratio"]["n"] == lat["script_seconds"]["n"] == res["reps"], lat
+    assert lat["script_seconds"]["median"] > 1.0, "padded to AWS's latency, the script waits"
     for t in res["throughput"]:
         assert set(t["seconds"]) == {"ceiling", "fake", "moto"}, t
         assert all(s["n"] == res["reps"] for s in t["seconds"].values()), t

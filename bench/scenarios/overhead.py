@@ -1,12 +1,20 @@
 """Scenario 1, overhead: one organisation onboarded and one cluster created and deleted through
 Bridgehead, against a plain script making the same AWS calls (the same activity code, called in the
-order Bridgehead called it, with no Temporal). Ratio Bridgehead / script. The customer's own step,
-launching the role template in their account, is timed in neither arm."""
+order Bridgehead called it, with no Temporal; calls that overlapped in Bridgehead's run, the
+organisation's images and its region, overlap in the script's too). Ratio Bridgehead / script. The
+customer's own step, launching the role template in their account, is timed in neither arm.
+
+Two backends: moto as it answers (a few milliseconds a call, far faster than AWS, so the ratio is
+Temporal's round trips against almost no AWS time), and moto with AWS's latency (``aws-latency``:
+every call padded to a latency drawn from :data:`bench.fakeaws.LATENCY_MS`, the two arms of a
+repetition given the same draws by :class:`bench.fakeaws.PairedLatency`)."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench.harness import (
@@ -18,6 +26,7 @@ from bench.harness import (
     SCRIPT_ACCOUNT,
     SCRIPT_ORG,
     Bench,
+    Call,
     Recorder,
     launch_customer_role,
     make_interceptor,
@@ -34,11 +43,22 @@ async def overhead(b: Bench, runners: list[str], reps: int = 1) -> dict[str, Any
     onboards its own organisation in its own account; its script replays that repetition's calls
     for another organisation. Ratios are per repetition (see :mod:`bench.stats`)."""
     # Warm-up (not timed): first imports, first sandbox, first clients, moto's first requests.
-    if len(runners) > 1 or reps > 1:
+    if "unsandboxed" in runners or reps > 1:
         await bridgehead_run(b, f"{ORG}w", "250000000019", sandboxed=True)
-    seconds: dict[str, list[float]] = {"bridgehead": [], "script": [], "unsandboxed": []}
+    seconds: dict[str, list[float]] = {
+        "bridgehead": [],
+        "script": [],
+        "unsandboxed": [],
+        "latent_bridgehead": [],
+        "latent_script": [],
+    }
     first: dict[str, Any] = {}
     aws_calls = 0
+    latent, latent_calls = None, 0
+    if "aws-latency" in runners:
+        from bench.fakeaws import LatentAws, PairedLatency
+
+        latent = LatentAws(b.settings, PairedLatency())
     for i in range(reps):
         org, account = (ORG, ACCOUNT) if i == 0 else (f"{ORG}r{i}", f"2500000002{i:02d}")
         run, calls = await bridgehead_run(b, org, account, sandboxed=True)
@@ -54,6 +74,22 @@ async def overhead(b: Bench, runners: list[str], reps: int = 1) -> dict[str, Any
         if "unsandboxed" in runners:
             u, _ = await bridgehead_run(b, f"{ORG}u{i}", f"2500000004{i:02d}", sandboxed=False)
             seconds["unsandboxed"].append(u["seconds"])
+        if latent is not None:
+            # The same draws for both arms of this repetition (PairedLatency).
+            latent.latency.begin(i)
+            lb, lcalls = await bridgehead_run(
+                b, f"{ORG}l{i}", f"2500000005{i:02d}", sandboxed=True, aws=latent
+            )
+            seconds["latent_bridgehead"].append(lb["seconds"])
+            latent.latency.begin(i)
+            ls, latent_calls = await asyncio.to_thread(
+                plain_script,
+                b,
+                lcalls,
+                {f"{ORG}l{i}": f"{SCRIPT_ORG}l{i}", f"2500000005{i:02d}": f"2500000006{i:02d}"},
+                latent,
+            )
+            seconds["latent_script"].append(ls)
     out: dict[str, Any] = {
         "reps": reps,
         "order": "interleaved: bridgehead script"
@@ -71,18 +107,32 @@ async def overhead(b: Bench, runners: list[str], reps: int = 1) -> dict[str, Any
     if seconds["unsandboxed"]:
         out["unsandboxed_seconds"] = summarise(seconds["unsandboxed"], 2)
         out["unsandboxed_ratio"] = summarise(ratios(seconds["unsandboxed"], seconds["script"]), 3)
+    if seconds["latent_bridgehead"]:
+        bh, sc = seconds["latent_bridgehead"], seconds["latent_script"]
+        out["aws_latency"] = {
+            "backend": "moto, every call padded to a latency drawn from bench.fakeaws.LATENCY_MS; "
+            "both arms of a repetition given the same draws",
+            "ratio": summarise(ratios(bh, sc), 3),
+            "bridgehead_seconds": summarise(bh, 2),
+            "script_seconds": summarise(sc, 2),
+            "difference_seconds": summarise([x - y for x, y in zip(bh, sc, strict=True)], 2),
+            "aws_activity_calls_replayed": latent_calls,
+        }
     return out
 
 
 async def bridgehead_run(
-    b: Bench, org: str, account: str, sandboxed: bool
-) -> tuple[dict[str, Any], list[Any]]:
-    """Onboard ``org`` (one region) and create and delete one cluster, timed; records the activities."""
+    b: Bench, org: str, account: str, sandboxed: bool, aws: Any = None
+) -> tuple[dict[str, Any], list[Call]]:
+    """Onboard ``org`` (one region) and create and delete one cluster, timed; records the activities.
+    ``aws``: the activities' AWS (default: the bench's, moto as it answers)."""
     from bridgehead import models as m
 
     rec = Recorder()
-    acts = b.real_activities()
+    acts = b.real_activities(aws)
     tq = b.settings.task_queue if sandboxed else f"{b.settings.task_queue}-unsandboxed"
+    if aws is not None:
+        tq += "-latent"  # its own worker: no other activities on this queue
     w, ex = b.worker(tq, "default", acts, interceptors=[make_interceptor(rec)], sandboxed=sandboxed)
     async with w:
         rec.enabled = True
@@ -161,54 +211,94 @@ def _leaves(value: Any, path: str = "") -> dict[str, str]:
     return {path: value} if isinstance(value, str) else {}
 
 
+def overlapping(calls: list[Call]) -> list[list[list[Call]]]:
+    """Bridgehead's calls as the script replays them: groups in order, each group a set of calls
+    whose runs overlapped (a chain of overlaps), split into one list per workflow, in the order
+    each workflow made them. The lists of a group are replayed at once, one thread each; a group
+    starts when the one before it has ended. So the script is given the concurrency Bridgehead
+    had (the images shared while the foundation is provisioned) and no more."""
+    groups: list[list[Call]] = []
+    end = float("-inf")
+    for c in sorted(calls, key=lambda c: c.start):
+        if groups and c.start < end:  # began before every call so far had ended
+            groups[-1].append(c)
+            end = max(end, c.end)
+        else:
+            groups.append([c])
+            end = c.end
+    out: list[list[list[Call]]] = []
+    for g in groups:
+        by_workflow: dict[str, list[Call]] = {}
+        for c in g:
+            by_workflow.setdefault(c.workflow_id, []).append(c)
+        out.append(list(by_workflow.values()))
+    return out
+
+
 def plain_script(
-    b: Bench, calls: list[tuple[float, str, tuple[Any, ...], Any]], swap: dict[str, str]
+    b: Bench, calls: list[Call], swap: dict[str, str], aws: Any = None
 ) -> tuple[float, int]:
     """The same AWS work as a plain script: each activity Bridgehead ran, in the same order, called
-    directly (no Temporal) for another organisation in another account; the customer launches the
-    role template in between, as in the Bridgehead run; in-progress polls are retried every second.
-    Identifiers the recorded run learned from AWS (subnets, stack ids...) are swapped for the ones
-    this run learns, by comparing each recorded result with the script's own."""
+    directly (no Temporal) for another organisation in another account, with the concurrency
+    Bridgehead had (:func:`overlapping`); the customer launches the role template in between, as in
+    the Bridgehead run; in-progress polls are retried every second. Identifiers the recorded run
+    learned from AWS (subnets, stack ids...) are swapped for the ones this run learns, by comparing
+    each recorded result with the script's own."""
     from temporalio.exceptions import ApplicationError
     from temporalio.testing import ActivityEnvironment
 
-    by_name = {getattr(fn, "__temporal_activity_definition").name: fn for fn in b.real_activities()}
-    env = ActivityEnvironment()
+    by_name = {
+        getattr(fn, "__temporal_activity_definition").name: fn for fn in b.real_activities(aws)
+    }
     replayed = 0
     script_org, script_account = swap.values()
     swap = dict(swap)  # grows with the identifiers learned along the way
+    lock = threading.Lock()
     customer_s = 0.0  # the customer's launch of the role template: not timed (as in bridgehead_run)
+
+    def replay(sequence: list[Call]) -> None:
+        nonlocal replayed, customer_s
+        env = ActivityEnvironment()
+        for c in sequence:
+            if c.name in NOT_AWS:
+                continue
+            new_args = []
+            for a in c.args:
+                text = a.model_dump_json()
+                with lock:
+                    learned = sorted(swap.items(), key=lambda kv: len(kv[0]), reverse=True)
+                for old, new in learned:
+                    text = text.replace(old, new)
+                new_args.append(type(a).model_validate_json(text))
+            while True:
+                try:
+                    result = env.run(by_name[c.name], *new_args)
+                    break
+                except ApplicationError as e:
+                    if e.type != "StackInProgress" and e.type != "ImageNotReady":
+                        raise
+                    time.sleep(1)
+            mine = _leaves(result)
+            with lock:
+                replayed += 1
+                for path, old in _leaves(c.result).items():
+                    new = mine.get(path)
+                    if new and new != old and len(old) >= 8 and old not in swap:
+                        swap[old] = new
+            if c.name == "register_organization":
+                t_launch = time.perf_counter()
+                launch_customer_role(
+                    b.stack,
+                    script_account,
+                    result.artifacts.cloudformation_template,
+                    f"bridgehead-access-{script_org}",
+                )
+                with lock:
+                    customer_s += time.perf_counter() - t_launch
+
     t0 = time.perf_counter()
-    for _, name, args, recorded in calls:
-        if name in NOT_AWS:
-            continue
-        new_args = []
-        for a in args:
-            text = a.model_dump_json()
-            for old in sorted(swap, key=len, reverse=True):
-                text = text.replace(old, swap[old])
-            new_args.append(type(a).model_validate_json(text))
-        while True:
-            try:
-                result = env.run(by_name[name], *new_args)
-                break
-            except ApplicationError as e:
-                if e.type != "StackInProgress" and e.type != "ImageNotReady":
-                    raise
-                time.sleep(1)
-        replayed += 1
-        mine = _leaves(result)
-        for path, old in _leaves(recorded).items():
-            new = mine.get(path)
-            if new and new != old and len(old) >= 8 and old not in swap:
-                swap[old] = new
-        if name == "register_organization":
-            t_launch = time.perf_counter()
-            launch_customer_role(
-                b.stack,
-                script_account,
-                result.artifacts.cloudformation_template,
-                f"bridgehead-access-{script_org}",
-            )
-            customer_s += time.perf_counter() - t_launch
+    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="bench-script") as pool:
+        for group in overlapping(calls):
+            for f in [pool.submit(replay, seq) for seq in group]:
+                f.result()
     return time.perf_counter() - t0 - customer_s, replayed
