@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
 from temporalio import workflow
@@ -55,6 +56,9 @@ from workflows.verification import VerifyRoleWorkflow
 REVERIFY_EVERY = timedelta(hours=24)
 #: IAM is eventually consistent: a role created a moment ago may not be assumable yet.
 ROLE_PROPAGATION = timedelta(seconds=5)
+#: Patch (after the baseline): once READY, the admin's e-mail, the billing meter's start and the
+#: daily re-verification Schedule are started by one workflow task instead of one after the other.
+READY_AT_ONCE = "ready-at-once"
 #: States from which ``offboard`` is accepted (not in the middle of verifying or provisioning).
 _SETTLED_STATES = _ROLE_STATES
 _SIGNALS = ("reverify",)
@@ -158,14 +162,7 @@ class OnboardOrganizationWorkflow(
         self._fresh_role = False
         while True:
             if s.state == OrgState.READY and _patches.patched("reverify-schedule"):
-                if not s.reverify_scheduled:
-                    sid = await acts.ensure_reverify_schedule(
-                        ReverifyInput(org_id=input.org_id),
-                        summary="create the daily re-verification schedule",
-                        **REGISTRY,
-                    )
-                    s.reverify_scheduled = True
-                    self._step(f"daily re-verification scheduled ({sid})")
+                await self._schedule_reverify(input.org_id)
                 await self._wait(lambda: self._role_changed or self._wants_reverify(), None)
             elif s.state == OrgState.READY:
                 timed_out = not await self._wait(
@@ -251,8 +248,28 @@ class OnboardOrganizationWorkflow(
         if problems is not None:
             await self._persist(OrgState.ACTION_REQUIRED, problems)
             return
+        if _patches.patched(READY_AT_ONCE):
+            await self._persist(
+                OrgState.READY,
+                "organisation ready",
+                lambda: self._start_billing(input.org_id),
+                lambda: self._schedule_reverify(input.org_id),
+            )
+            return
         await self._persist(OrgState.READY, "organisation ready")
         await self._start_billing(input.org_id)
+
+    async def _schedule_reverify(self, org_id: str) -> None:
+        """Create the daily re-verification Schedule, once per organisation."""
+        if self._s.reverify_scheduled:
+            return
+        sid = await acts.ensure_reverify_schedule(
+            ReverifyInput(org_id=org_id),
+            summary="create the daily re-verification schedule",
+            **REGISTRY,
+        )
+        self._s.reverify_scheduled = True
+        self._step(f"daily re-verification scheduled ({sid})")
 
     async def _start_billing(self, org_id: str) -> None:
         """Start the org's BillingMeter once; it outlives this workflow (ABANDON) and its runs."""
@@ -279,7 +296,11 @@ class OnboardOrganizationWorkflow(
         self._step(f"{state.value}: {text}")
         workflow.set_current_details(f"**{state.value}**: {text}")  # shown in the Web UI
 
-    async def _persist(self, state: OrgState, text: str) -> None:
+    async def _persist(
+        self, state: OrgState, text: str, *alongside: Callable[[], Awaitable[None]]
+    ) -> None:
+        """Record ``state`` (the registry first), then tell the admin; ``alongside``: steps that
+        follow it, started in the same workflow task as the e-mail (patch ``ready-at-once``)."""
         if state == OrgState.ACTION_REQUIRED:
             self._s.last_error = text
         elif state == OrgState.READY:
@@ -295,9 +316,13 @@ class OnboardOrganizationWorkflow(
         else:
             self._set(state, text)
             await acts.set_org_state.registry(record)
-        if state in (OrgState.READY, OrgState.ACTION_REQUIRED) and _patches.patched(
+        tell = state in (OrgState.READY, OrgState.ACTION_REQUIRED) and _patches.patched(
             "org-notifications"
-        ):
+        )
+        if alongside:
+            told = [self._tell_admin(state, previous, text)] if tell else []
+            await asyncio.gather(*told, *(step() for step in alongside))
+        elif tell:
             await self._tell_admin(state, previous, text)
 
     async def _tell_admin(self, state: OrgState, previous: OrgState, text: str) -> None:

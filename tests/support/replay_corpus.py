@@ -6,7 +6,8 @@ continue-as-new (ending in one, or starting as one), a resize, a failed stack, a
 offboarding, an organisation following a foundation changed behind its back and the cleanup that
 told it, both drop-box workflows, a cluster's guard rails, the meter's budget stop, a lifecycle
 and an organisation that took the patch baseline, an organisation that shared its images while
-its foundations were provisioned, and one from before that whose images were refused.
+its foundations were provisioned, and one from before that whose images were refused, and an
+organisation that started its e-mail, billing meter and schedule at once when READY.
 
 Storing refuses to overwrite a history that no longer replays against today's code: re-recording
 would hide the non-determinism the corpus exists to catch. Guard the change with
@@ -190,6 +191,8 @@ FEATURES: dict[str, Callable[[WorkflowHistory], bool]] = {
         and "ShareImages" in _children(h)
         and "ProvisionRegion" not in _children(h)
     ),
+    # ... and, once READY, the e-mail, the billing meter and the schedule started by one task.
+    "ready-at-once": lambda h: _type(h) == "OnboardOrganization" and _took(h, "ready-at-once"),
     "dropbox-request": lambda h: _type(h) == "DropboxRequest",
     "dropbox-watch": lambda h: _type(h) == "DropboxWatch",
 }

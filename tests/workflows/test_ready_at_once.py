@@ -1,0 +1,126 @@
+"""Once an organisation is READY, the admin's e-mail, the billing meter's start and the daily
+re-verification Schedule are started by one workflow task (patch ``ready-at-once``, issue 23):
+three round trips through the server became one, on the way from the verified role to the
+organisation's last step.
+
+* a new run (time-skipping server, fake activities) schedules the three from the same workflow task,
+  after the registry said READY; twin: the former order (the patch not taken) takes three tasks;
+* runs recorded before the patch replay in the former order (tests/test_replay.py replays the
+  corpus, ``OnboardOrganization--images-beside-foundations`` among them). Found while writing the
+  twin of that claim: the SDK's replay also accepts the new order on an old history (the same
+  commands in the same sequence, given by fewer tasks), so no nondeterminism twin can be written;
+  the patch is kept so that each run's version is explicit in its history and old runs keep
+  exactly their path.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+from temporalio import activity, workflow
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+from temporalio.worker import UnsandboxedWorkflowRunner
+
+import workflows._patches as patches
+from bridgehead import models as m
+from tests.support.timeskip import serve
+from tests.workflows.test_cluster_timeskip import FakeCloud
+from tests.workflows.test_onboarding_order import (
+    onboarding_fakes,
+    start_onboarding,
+)
+from workflows.onboarding import READY_AT_ONCE
+
+
+@workflow.defn(name="BillingMeter")
+class QuietMeter:
+    """The billing meter's place: started and done (its own tests are elsewhere)."""
+
+    @workflow.run
+    async def run(self, input: m.BillingMeterInput) -> None:
+        return None
+
+
+def ready_fakes(calls: list[str]) -> list:
+    @activity.defn(name="share_image")
+    def share_image(req: m.ShareImageInput) -> m.ShareImageResult:
+        calls.append(f"share:{req.region}")
+        return m.ShareImageResult(image_id=f"ami-{req.region}", snapshot_ids=["snap-1"])
+
+    @activity.defn(name="ensure_reverify_schedule")
+    def ensure_reverify_schedule(req: m.ReverifyInput) -> str:
+        calls.append("schedule")
+        return f"org-{req.org_id}-reverify"
+
+    cloud = FakeCloud(create_takes=timedelta(minutes=6))
+    mine = {"share_image": share_image, "ensure_reverify_schedule": ensure_reverify_schedule}
+    fakes = [
+        a
+        for a in onboarding_fakes(cloud, calls)
+        if a.__temporal_activity_definition.name not in mine
+    ]
+    return fakes + list(mine.values())
+
+
+async def onboard_to_ready(env) -> tuple[m.OrgStatus, WorkflowHistory, list[str]]:  # type: ignore[no-untyped-def]
+    from worker import WORKFLOWS
+
+    calls: list[str] = []
+    org = f"rdy{uuid.uuid4().hex[:6]}"
+    flows = [w for w in WORKFLOWS if w.__temporal_workflow_definition.name != "BillingMeter"]
+    async with serve(
+        env,
+        ready_fakes(calls),
+        workflows=[*flows, QuietMeter],
+        runner=UnsandboxedWorkflowRunner(),  # a monkeypatched workflows._patches reaches it
+        threads=8,
+    ) as w:
+        h = await start_onboarding(w, org)
+        for _ in range(60):
+            s = await h.query("status", result_type=m.OrgStatus)
+            if s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED) and "schedule" in calls:
+                break
+            await env.sleep(timedelta(minutes=1))
+        return s, await h.fetch_history(), calls
+
+
+def tail_tasks(h: WorkflowHistory) -> dict[str, int]:
+    """The e-mail's, the meter's and the schedule's commands -> the workflow task that gave them."""
+    out: dict[str, int] = {}
+    for e in h.events:
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            a = e.activity_task_scheduled_event_attributes
+            if a.activity_type.name in ("notify", "ensure_reverify_schedule"):
+                out.setdefault(a.activity_type.name, a.workflow_task_completed_event_id)
+        elif e.event_type == EventType.EVENT_TYPE_START_CHILD_WORKFLOW_EXECUTION_INITIATED:
+            c = e.start_child_workflow_execution_initiated_event_attributes
+            if c.workflow_type.name == "BillingMeter":
+                out["BillingMeter"] = c.workflow_task_completed_event_id
+    return out
+
+
+async def test_ready_starts_the_email_the_meter_and_the_schedule_in_one_task(ts_env):
+    s, h, calls = await onboard_to_ready(ts_env)
+    assert s.state == m.OrgState.READY, s.last_error
+    tasks = tail_tasks(h)
+    assert set(tasks) == {"notify", "BillingMeter", "ensure_reverify_schedule"}, tasks
+    assert len(set(tasks.values())) == 1, tasks
+    # The registry said READY before any of them (status READY only once the registry does).
+    assert calls.index("state:READY") < calls.index("schedule"), calls
+    assert calls.count("schedule") == 1, calls  # the loop found it made: not asked twice
+    assert READY_AT_ONCE in patches.AFTER_BASELINE  # its own marker: not in the baseline
+
+
+async def test_twin_the_former_order_takes_three_tasks(ts_env, monkeypatch: pytest.MonkeyPatch):
+    real = patches.patched
+    monkeypatch.setattr(
+        patches, "patched", lambda pid: False if pid == READY_AT_ONCE else real(pid)
+    )
+    s, h, calls = await onboard_to_ready(ts_env)
+    assert s.state == m.OrgState.READY, s.last_error
+    tasks = tail_tasks(h)
+    assert set(tasks) == {"notify", "BillingMeter", "ensure_reverify_schedule"}, tasks
+    assert len(set(tasks.values())) == 3, tasks
