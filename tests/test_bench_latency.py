@@ -6,9 +6,11 @@
   call through an unpadded session returns at once);
 * two arms of one repetition are given the same draws, whatever order their concurrent branches
   make their calls in (twin: the plain ``Latency``, with the same seed, gives them different ones);
-* the script replays calls that overlapped in Bridgehead's run at once, one thread per workflow,
-  and the rest in order (twin: one call at a time, which gave Bridgehead concurrency the script
-  did not have).
+* moto's ValidateTemplate (cfn-lint, 0.2-0.75 s of CPU) is answered without the endpoint after
+  its drawn latency (twin: without the local answer the request is sent: to a closed port here);
+* the script starts each call once the calls that had ended before it in Bridgehead's run have
+  ended: calls that overlapped in Bridgehead's run overlap in the script's (twin: one call at a
+  time, which gave Bridgehead concurrency the script did not have).
 """
 
 from __future__ import annotations
@@ -19,9 +21,9 @@ from typing import Any
 import boto3
 from botocore.stub import Stubber
 
-from bench.fakeaws import Latency, PairedLatency, pad
+from bench.fakeaws import ANSWERED_LOCALLY, Latency, PairedLatency, answer_locally, pad
 from bench.harness import Call
-from bench.scenarios.overhead import overlapping
+from bench.scenarios.overhead import predecessors
 
 DRAW = 0.25
 
@@ -69,6 +71,41 @@ def test_twin_an_unpadded_call_returns_at_once():
     assert calls == [] and seconds < DRAW / 2
 
 
+def validate(answered: bool) -> tuple[float, Any]:
+    import botocore.exceptions
+
+    session = boto3.session.Session(
+        aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="x", region_name="us-east-1"
+    )
+    latency = Fixed()
+    pad(session.events, latency)
+    if answered:
+        answer_locally(session.events, ANSWERED_LOCALLY)
+    cfn = session.client(
+        "cloudformation",
+        endpoint_url="http://127.0.0.1:9",  # nothing listens: a request sent fails
+        config=botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
+    t0 = time.perf_counter()
+    try:
+        out: Any = cfn.validate_template(TemplateBody='{"Resources": {}}')
+    except botocore.exceptions.EndpointConnectionError as e:
+        out = e
+    return time.perf_counter() - t0, out
+
+
+def test_validate_template_is_answered_without_the_endpoint_after_its_draw():
+    seconds, out = validate(answered=True)
+    assert out["Parameters"] == [] and DRAW <= seconds < DRAW + 0.2, (seconds, out)
+
+
+def test_twin_without_the_local_answer_the_request_is_sent():
+    import botocore.exceptions
+
+    _, out = validate(answered=False)
+    assert isinstance(out, botocore.exceptions.EndpointConnectionError), out
+
+
 ARM_A = ["dynamodb:GetItem", "cloudformation:CreateStack", "dynamodb:GetItem", "ec2:DescribeImages"]
 ARM_B = ["ec2:DescribeImages", "dynamodb:GetItem", "dynamodb:GetItem", "cloudformation:CreateStack"]
 
@@ -105,38 +142,32 @@ CALLS = [
     call(2.0, 2.2, "org-a-images", "find_platform_image"),
     call(2.1, 2.6, "org-a-region-us-east-1", "check_vcpu_quota"),
     call(2.3, 2.5, "org-a-images", "share_image"),
-    call(2.55, 3.2, "org-a-region-us-east-1", "create_stack"),
-    call(3.0, 3.1, "org-a-images", "late_share"),  # overlaps create_stack: still the same group
+    call(2.7, 3.2, "org-a-region-us-east-1", "create_stack"),
     call(3.5, 3.6, "org-a", "notify"),
 ]
 
 
-def names(groups: list[list[list[Call]]]) -> list[list[list[str]]]:
-    return [[[c.name for c in seq] for seq in g] for g in groups]
+def named(calls: list[Call]) -> dict[str, set[str]]:
+    return {
+        c.name: {calls[j].name for j in before}
+        for c, before in zip(calls, predecessors(calls), strict=True)
+    }
 
 
-def test_the_script_overlaps_what_overlapped_and_nothing_else():
-    assert names(overlapping(list(reversed(CALLS)))) == [
-        [["register_organization"]],
-        [
-            ["find_platform_image", "share_image", "late_share"],
-            ["check_vcpu_quota", "create_stack"],
-        ],
-        [["notify"]],
-    ]
-
-
-def test_a_moment_when_nothing_runs_ends_a_group():
-    gap = [*CALLS[:3], call(2.7, 3.2, "org-a-region-us-east-1", "create_stack")]
-    assert names(overlapping(gap))[1:] == [
-        [["find_platform_image"], ["check_vcpu_quota"]],
-        [["create_stack"]],
-    ]
+def test_the_script_waits_for_what_had_ended_and_nothing_else():
+    after = named(CALLS)
+    assert after["register_organization"] == set()
+    # the images' and the region's first calls overlap: neither waits for the other
+    assert after["find_platform_image"] == after["check_vcpu_quota"] == {"register_organization"}
+    assert after["share_image"] == {"register_organization", "find_platform_image"}
+    # create_stack began once every call before it had ended (share_image's end included)
+    assert after["create_stack"] == {c.name for c in CALLS[:4]}
+    assert after["notify"] == {c.name for c in CALLS[:5]}
 
 
 def test_twin_one_call_at_a_time_is_caught():
-    def one_at_a_time(calls: list[Call]) -> list[list[list[Call]]]:
-        return [[[c]] for c in sorted(calls, key=lambda c: c.start)]
+    def one_at_a_time(calls: list[Call]) -> list[list[int]]:
+        return [list(range(i)) for i in range(len(calls))]
 
-    assert names(one_at_a_time(CALLS)) != names(overlapping(CALLS))
-    assert len(one_at_a_time(CALLS)) == len(CALLS)
+    assert one_at_a_time(CALLS) != predecessors(CALLS)
+    assert one_at_a_time(CALLS)[2] == [0, 1]  # the region's first call waited for the images'

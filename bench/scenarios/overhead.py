@@ -211,28 +211,13 @@ def _leaves(value: Any, path: str = "") -> dict[str, str]:
     return {path: value} if isinstance(value, str) else {}
 
 
-def overlapping(calls: list[Call]) -> list[list[list[Call]]]:
-    """Bridgehead's calls as the script replays them: groups in order, each group a set of calls
-    whose runs overlapped (a chain of overlaps), split into one list per workflow, in the order
-    each workflow made them. The lists of a group are replayed at once, one thread each; a group
-    starts when the one before it has ended. So the script is given the concurrency Bridgehead
-    had (the images shared while the foundation is provisioned) and no more."""
-    groups: list[list[Call]] = []
-    end = float("-inf")
-    for c in sorted(calls, key=lambda c: c.start):
-        if groups and c.start < end:  # began before every call so far had ended
-            groups[-1].append(c)
-            end = max(end, c.end)
-        else:
-            groups.append([c])
-            end = c.end
-    out: list[list[list[Call]]] = []
-    for g in groups:
-        by_workflow: dict[str, list[Call]] = {}
-        for c in g:
-            by_workflow.setdefault(c.workflow_id, []).append(c)
-        out.append(list(by_workflow.values()))
-    return out
+def predecessors(calls: list[Call]) -> list[list[int]]:
+    """For each of Bridgehead's calls (in the order they started), the calls the script must
+    have finished before it starts: those that had ended when it started in Bridgehead's run.
+    A workflow's own calls follow one another; calls that overlapped in Bridgehead's run (the
+    images shared while the foundation is provisioned) overlap in the script's. So the script is
+    given the concurrency Bridgehead had, and no more."""
+    return [[j for j in range(i) if calls[j].end <= c.start] for i, c in enumerate(calls)]
 
 
 def plain_script(
@@ -240,7 +225,7 @@ def plain_script(
 ) -> tuple[float, int]:
     """The same AWS work as a plain script: each activity Bridgehead ran, in the same order, called
     directly (no Temporal) for another organisation in another account, with the concurrency
-    Bridgehead had (:func:`overlapping`); the customer launches the role template in between, as in
+    Bridgehead had (:func:`predecessors`); the customer launches the role template in between, as in
     the Bridgehead run; in-progress polls are retried every second. Identifiers the recorded run
     learned from AWS (subnets, stack ids...) are swapped for the ones this run learns, by comparing
     each recorded result with the script's own."""
@@ -256,49 +241,59 @@ def plain_script(
     lock = threading.Lock()
     customer_s = 0.0  # the customer's launch of the role template: not timed (as in bridgehead_run)
 
-    def replay(sequence: list[Call]) -> None:
+    def replay(c: Call) -> None:
         nonlocal replayed, customer_s
-        env = ActivityEnvironment()
-        for c in sequence:
-            if c.name in NOT_AWS:
-                continue
-            new_args = []
-            for a in c.args:
-                text = a.model_dump_json()
-                with lock:
-                    learned = sorted(swap.items(), key=lambda kv: len(kv[0]), reverse=True)
-                for old, new in learned:
-                    text = text.replace(old, new)
-                new_args.append(type(a).model_validate_json(text))
-            while True:
-                try:
-                    result = env.run(by_name[c.name], *new_args)
-                    break
-                except ApplicationError as e:
-                    if e.type != "StackInProgress" and e.type != "ImageNotReady":
-                        raise
-                    time.sleep(1)
-            mine = _leaves(result)
+        if c.name in NOT_AWS:
+            return
+        new_args = []
+        for a in c.args:
+            text = a.model_dump_json()
             with lock:
-                replayed += 1
-                for path, old in _leaves(c.result).items():
-                    new = mine.get(path)
-                    if new and new != old and len(old) >= 8 and old not in swap:
-                        swap[old] = new
-            if c.name == "register_organization":
-                t_launch = time.perf_counter()
-                launch_customer_role(
-                    b.stack,
-                    script_account,
-                    result.artifacts.cloudformation_template,
-                    f"bridgehead-access-{script_org}",
-                )
-                with lock:
-                    customer_s += time.perf_counter() - t_launch
+                learned = sorted(swap.items(), key=lambda kv: len(kv[0]), reverse=True)
+            for old, new in learned:
+                text = text.replace(old, new)
+            new_args.append(type(a).model_validate_json(text))
+        while True:
+            try:
+                result = ActivityEnvironment().run(by_name[c.name], *new_args)
+                break
+            except ApplicationError as e:
+                if e.type != "StackInProgress" and e.type != "ImageNotReady":
+                    raise
+                time.sleep(1)
+        mine = _leaves(result)
+        with lock:
+            replayed += 1
+            for path, old in _leaves(c.result).items():
+                new = mine.get(path)
+                if new and new != old and len(old) >= 8 and old not in swap:
+                    swap[old] = new
+        if c.name == "register_organization":
+            t_launch = time.perf_counter()
+            launch_customer_role(
+                b.stack,
+                script_account,
+                result.artifacts.cloudformation_template,
+                f"bridgehead-access-{script_org}",
+            )
+            with lock:
+                customer_s += time.perf_counter() - t_launch
 
+    ordered = sorted(calls, key=lambda c: c.start)
+    after = predecessors(ordered)
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=8, thread_name_prefix="bench-script") as pool:
-        for group in overlapping(calls):
-            for f in [pool.submit(replay, seq) for seq in group]:
-                f.result()
+    with ThreadPoolExecutor(
+        max_workers=len(ordered) or 1, thread_name_prefix="bench-script"
+    ) as pool:
+        done: list[Any] = []
+        for c, before in zip(ordered, after, strict=True):
+
+            def step(c: Call = c, before: list[int] = before) -> None:
+                for j in before:
+                    done[j].result()  # raises if a call it follows failed
+                replay(c)
+
+            done.append(pool.submit(step))
+        for f in done:
+            f.result()
     return time.perf_counter() - t0 - customer_s, replayed
