@@ -36,6 +36,7 @@ An unlisted call gets :data:`DEFAULT_LATENCY` (50 ms, p99 200). Stacks complete 
 
 from __future__ import annotations
 
+import contextvars
 import math
 import random
 import threading
@@ -104,16 +105,27 @@ class Latency:
             return self.scale * self._rng.lognormvariate(mu, sigma)
 
 
+#: Which logical call the current thread is making (the overhead scenario sets it to the recorded
+#: activity execution, ``{workflow_id}/{activity_id}``, in both arms): :class:`PairedLatency` keys
+#: its draws on it.
+CALL_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "bench_call_key", default=None
+)
+
+
 class PairedLatency(Latency):
     """Latencies that two arms of a comparison share: after :meth:`begin` with the same ``rep``,
-    the k-th call of each API is given the same draw, whichever arm makes it and in whatever
-    order the arm's concurrent branches make their calls. Two arms making the same calls then
-    wait the same sum, and their difference is their own (the overhead scenario)."""
+    the k-th request of each API made by the same logical call (:data:`CALL_KEY`: the same
+    activity execution, recorded in one arm and replayed in the other) is given the same draw,
+    whichever arm makes it and in whatever order the arm's concurrent branches run. Requests made
+    outside a keyed call (a helper thread does not inherit the key) are paired by API and order.
+    Two arms making the same calls then wait the same, call by call, and their difference is
+    their own (the overhead scenario)."""
 
     def __init__(self, scale: float = 1.0, seed: int = 0) -> None:
         super().__init__(scale, seed)
         self.seed, self.rep = seed, 0
-        self._seen: dict[str, int] = {}
+        self._seen: dict[tuple[str | None, str], int] = {}
 
     def begin(self, rep: int) -> None:
         with self._lock:
@@ -121,9 +133,10 @@ class PairedLatency(Latency):
 
     def draw(self, call: str) -> float:
         mu, sigma = self.params(call)
+        key = (CALL_KEY.get(), call)
         with self._lock:
-            k = self._seen[call] = self._seen.get(call, 0) + 1
-            rng = random.Random(f"{self.seed}/{self.rep}/{call}/{k}")
+            k = self._seen[key] = self._seen.get(key, 0) + 1
+            rng = random.Random(f"{self.seed}/{self.rep}/{key[0]}/{call}/{k}")
         return self.scale * rng.lognormvariate(mu, sigma)
 
 

@@ -75,6 +75,12 @@ class Call(NamedTuple):
     name: str
     args: tuple[Any, ...]
     result: Any
+    activity_id: str = ""
+
+    @property
+    def key(self) -> str:
+        """The execution's identity, the same in the run that recorded it and in its replay."""
+        return f"{self.workflow_id}/{self.activity_id}"
 
 
 class Recorder:
@@ -95,16 +101,21 @@ class Recorder:
 
         class _Inbound(ActivityInboundInterceptor):
             async def execute_activity(self, input: Any) -> Any:
+                from bench.fakeaws import CALL_KEY
+
                 started = time.monotonic()
                 rec.in_flight += 1
                 rec.started += 1
+                info = activity.info()
+                # Copied into the activity's thread by the SDK: the paired latencies' key.
+                token = CALL_KEY.set(f"{info.workflow_id}/{info.activity_id}")
                 try:
                     result = await super().execute_activity(input)
                 finally:
+                    CALL_KEY.reset(token)
                     rec.in_flight -= 1
                     rec.busy_seconds += time.monotonic() - started
                 if rec.enabled:
-                    info = activity.info()
                     rec.calls.append(
                         Call(
                             started,
@@ -113,6 +124,7 @@ class Recorder:
                             info.activity_type,
                             tuple(input.args),
                             result,
+                            info.activity_id,
                         )
                     )
                 return result

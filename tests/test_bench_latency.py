@@ -1,16 +1,20 @@
 """The overhead scenario's second backend, moto with AWS's latency (bench/fakeaws.py: ``pad``,
 ``PairedLatency``, ``LatentAws``), and its plain script's concurrency (bench/scenarios/overhead.py:
-``overlapping``). Each claim has a planted-defect twin.
+``predecessors``, ``run_after``). Each claim has a planted-defect twin.
 
 * every call through a padded session lasts at least the latency drawn for it (twin: the same
   call through an unpadded session returns at once);
 * two arms of one repetition are given the same draws, whatever order their concurrent branches
   make their calls in (twin: the plain ``Latency``, with the same seed, gives them different ones);
+  call by call, keyed by the recorded activity execution (``CALL_KEY``), even where two branches
+  of an arm make requests of the same API in another order (twin: keyed by API and order alone,
+  as first written, a request's draw moves to another branch);
 * moto's ValidateTemplate (cfn-lint, 0.2-0.75 s of CPU) is answered without the endpoint after
   its drawn latency (twin: without the local answer the request is sent: to a closed port here);
 * the script starts each call once the calls that had ended before it in Bridgehead's run have
   ended: calls that overlapped in Bridgehead's run overlap in the script's (twin: one call at a
-  time, which gave Bridgehead concurrency the script did not have).
+  time, which gave Bridgehead concurrency the script did not have), and ``run_after`` runs them
+  so (twin: ``predecessors`` planted to wait for every earlier call).
 """
 
 from __future__ import annotations
@@ -21,9 +25,17 @@ from typing import Any
 import boto3
 from botocore.stub import Stubber
 
-from bench.fakeaws import ANSWERED_LOCALLY, Latency, PairedLatency, answer_locally, pad
+import bench.scenarios.overhead as overhead
+from bench.fakeaws import (
+    ANSWERED_LOCALLY,
+    CALL_KEY,
+    Latency,
+    PairedLatency,
+    answer_locally,
+    pad,
+)
 from bench.harness import Call
-from bench.scenarios.overhead import predecessors
+from bench.scenarios.overhead import predecessors, run_after
 
 DRAW = 0.25
 
@@ -132,6 +144,34 @@ def test_twin_unpaired_draws_differ_between_the_arms():
     assert a != b
 
 
+# Two branches of an arm, each a keyed call: (key, API) in the order the arm makes them.
+IMAGES, REGION = "org-a-images/2", "org-a-region-us-east-1/3"
+ORDER_1 = [(IMAGES, "dynamodb:GetItem"), (REGION, "dynamodb:GetItem"), (IMAGES, "dynamodb:GetItem")]
+ORDER_2 = [(REGION, "dynamodb:GetItem"), (IMAGES, "dynamodb:GetItem"), (IMAGES, "dynamodb:GetItem")]
+
+
+def keyed_draws(lat: PairedLatency, order: list[tuple[str, str]], keyed: bool) -> dict[str, list]:
+    lat.begin(1)
+    out: dict[str, list[float]] = {}
+    for key, api in order:
+        token = CALL_KEY.set(key if keyed else None)
+        try:
+            out.setdefault(key, []).append(lat.draw(api))
+        finally:
+            CALL_KEY.reset(token)
+    return out
+
+
+def test_each_call_gets_its_own_draws_whatever_order_the_branches_run_in():
+    lat = PairedLatency(seed=11)
+    assert keyed_draws(lat, ORDER_1, keyed=True) == keyed_draws(lat, ORDER_2, keyed=True)
+
+
+def test_twin_draws_keyed_by_api_and_order_move_between_branches():
+    lat = PairedLatency(seed=11)
+    assert keyed_draws(lat, ORDER_1, keyed=False) != keyed_draws(lat, ORDER_2, keyed=False)
+
+
 def call(start: float, end: float, workflow: str, name: str) -> Call:
     return Call(start, end, workflow, name, (), None)
 
@@ -171,3 +211,38 @@ def test_twin_one_call_at_a_time_is_caught():
 
     assert one_at_a_time(CALLS) != predecessors(CALLS)
     assert one_at_a_time(CALLS)[2] == [0, 1]  # the region's first call waited for the images'
+
+
+# Two calls that overlapped in Bridgehead's run, then one after both.
+TIMED = [
+    call(0.0, 1.0, "org-a-images", "share_image"),
+    call(0.5, 1.5, "org-a-region-us-east-1", "create_stack"),
+    call(2.0, 3.0, "org-a", "notify"),
+]
+STEP = 0.2
+
+
+def replayed_in() -> tuple[float, list[str]]:
+    order: list[str] = []
+
+    def fn(c: Call) -> None:
+        time.sleep(STEP)
+        order.append(c.name)
+
+    t0 = time.perf_counter()
+    run_after(TIMED, fn)
+    return time.perf_counter() - t0, order
+
+
+def test_run_after_runs_what_overlapped_at_once_and_the_rest_after():
+    seconds, order = replayed_in()
+    assert 2 * STEP <= seconds < 2.5 * STEP, seconds
+    assert order[-1] == "notify", order
+
+
+def test_twin_waiting_for_every_earlier_call_is_caught(monkeypatch):
+    monkeypatch.setattr(
+        overhead, "predecessors", lambda calls: [list(range(i)) for i in range(len(calls))]
+    )
+    seconds, _ = replayed_in()
+    assert seconds >= 3 * STEP, seconds

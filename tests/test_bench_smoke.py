@@ -45,7 +45,8 @@ def test_bench_smoke(tmp_path):
     lat = o["aws_latency"]
     assert lat["aws_activity_calls_replayed"] == o["aws_activity_calls_replayed"], lat
     assert lat["ratio"]["n"] == lat["script_seconds"]["n"] == res["reps"], lat
-    assert lat["script_seconds"]["median"] > 1.0, "padded to AWS's latency, the script waits"
+    # padded to AWS's latency (about 2.5 s of draws more than moto's answers), the script waits
+    assert lat["script_seconds"]["median"] > o["script_seconds"]["median"] + 1.0, lat
     for t in res["throughput"]:
         assert set(t["seconds"]) == {"ceiling", "fake", "moto"}, t
         assert all(s["n"] == res["reps"] for s in t["seconds"].values()), t

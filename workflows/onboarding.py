@@ -260,8 +260,9 @@ class OnboardOrganizationWorkflow(
         await self._start_billing(input.org_id)
 
     async def _schedule_reverify(self, org_id: str) -> None:
-        """Create the daily re-verification Schedule, once per organisation."""
-        if self._s.reverify_scheduled:
+        """Create the daily re-verification Schedule, once per organisation; never for a run that
+        re-verifies with its own timer (recorded before the patch ``reverify-schedule``)."""
+        if self._s.reverify_scheduled or not _patches.patched("reverify-schedule"):
             return
         sid = await acts.ensure_reverify_schedule(
             ReverifyInput(org_id=org_id),

@@ -55,10 +55,14 @@ async def overhead(b: Bench, runners: list[str], reps: int = 1) -> dict[str, Any
     first: dict[str, Any] = {}
     aws_calls = 0
     latent, latent_calls = None, 0
+    seed = int(time.time()) % 1_000_000  # this run's draws: another run, other draws
     if "aws-latency" in runners:
         from bench.fakeaws import LatentAws, PairedLatency
 
-        latent = LatentAws(b.settings, PairedLatency())
+        latent = LatentAws(b.settings, PairedLatency(seed=seed))
+        if reps > 1:  # warm-up (not timed): the padded session's clients and models
+            latent.latency.begin(-1)
+            await bridgehead_run(b, f"{ORG}lw", "250000000018", sandboxed=True, aws=latent)
     for i in range(reps):
         org, account = (ORG, ACCOUNT) if i == 0 else (f"{ORG}r{i}", f"2500000002{i:02d}")
         run, calls = await bridgehead_run(b, org, account, sandboxed=True)
@@ -117,6 +121,7 @@ async def overhead(b: Bench, runners: list[str], reps: int = 1) -> dict[str, Any
             "script_seconds": summarise(sc, 2),
             "difference_seconds": summarise([x - y for x, y in zip(bh, sc, strict=True)], 2),
             "aws_activity_calls_replayed": latent_calls,
+            "latency_seed": seed,
         }
     return out
 
@@ -187,9 +192,17 @@ async def bridgehead_run(
         result = await c.result()
         t1 = time.perf_counter()
         rec.enabled = False
+        # The organisation's meter outlives it (ABANDON): stopped here, so that its hourly tick
+        # does not run inside a later repetition's timed run.
+        try:
+            await b.client.get_workflow_handle(f"billing-{org}").terminate("bench: run over")
+        except Exception:  # noqa: BLE001 - not started (a failed run) or already ended
+            pass
     ex.shutdown()
     assert result.state == m.ClusterState.DELETED, result
-    calls = sorted(rec.calls, key=lambda x: x[0])
+    # Only this organisation's workflows (an earlier organisation's leftover would otherwise be
+    # replayed by the script against an organisation it never swapped).
+    calls = sorted((c for c in rec.calls if org in c.workflow_id.split("-")), key=lambda c: c.start)
     return {
         # The customer's own step (launching the role template) is not Bridgehead's work: left
         # out of both arms, so the ratio compares Bridgehead's calls with the script's alone.
@@ -220,6 +233,24 @@ def predecessors(calls: list[Call]) -> list[list[int]]:
     return [[j for j in range(i) if calls[j].end <= c.start] for i, c in enumerate(calls)]
 
 
+def run_after(calls: list[Call], fn: Any) -> None:
+    """``fn(call)`` for each call (in the order they started), each once its
+    :func:`predecessors` are done, one thread per call; the first failure is raised."""
+    after = predecessors(calls)
+    with ThreadPoolExecutor(max_workers=len(calls) or 1, thread_name_prefix="bench-script") as pool:
+        done: list[Any] = []
+        for c, before in zip(calls, after, strict=True):
+
+            def step(c: Call = c, before: list[int] = before) -> None:
+                for j in before:
+                    done[j].result()  # raises if a call it follows failed
+                fn(c)
+
+            done.append(pool.submit(step))
+        for f in done:
+            f.result()
+
+
 def plain_script(
     b: Bench, calls: list[Call], swap: dict[str, str], aws: Any = None
 ) -> tuple[float, int]:
@@ -231,6 +262,8 @@ def plain_script(
     each recorded result with the script's own."""
     from temporalio.exceptions import ApplicationError
     from temporalio.testing import ActivityEnvironment
+
+    from bench.fakeaws import CALL_KEY
 
     by_name = {
         getattr(fn, "__temporal_activity_definition").name: fn for fn in b.real_activities(aws)
@@ -253,14 +286,21 @@ def plain_script(
             for old, new in learned:
                 text = text.replace(old, new)
             new_args.append(type(a).model_validate_json(text))
-        while True:
-            try:
-                result = ActivityEnvironment().run(by_name[c.name], *new_args)
-                break
-            except ApplicationError as e:
-                if e.type != "StackInProgress" and e.type != "ImageNotReady":
-                    raise
-                time.sleep(1)
+        deadline = time.monotonic() + 300
+        token = CALL_KEY.set(c.key)  # the same paired latencies as the call it replays
+        try:
+            while True:
+                try:
+                    result = ActivityEnvironment().run(by_name[c.name], *new_args)
+                    break
+                except ApplicationError as e:
+                    if e.type not in ("StackInProgress", "ImageNotReady"):
+                        raise
+                    if time.monotonic() > deadline:
+                        raise TimeoutError(f"{c.name} still in progress after 300 s") from e
+                    time.sleep(1)
+        finally:
+            CALL_KEY.reset(token)
         mine = _leaves(result)
         with lock:
             replayed += 1
@@ -279,21 +319,6 @@ def plain_script(
             with lock:
                 customer_s += time.perf_counter() - t_launch
 
-    ordered = sorted(calls, key=lambda c: c.start)
-    after = predecessors(ordered)
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(
-        max_workers=len(ordered) or 1, thread_name_prefix="bench-script"
-    ) as pool:
-        done: list[Any] = []
-        for c, before in zip(ordered, after, strict=True):
-
-            def step(c: Call = c, before: list[int] = before) -> None:
-                for j in before:
-                    done[j].result()  # raises if a call it follows failed
-                replay(c)
-
-            done.append(pool.submit(step))
-        for f in done:
-            f.result()
+    run_after(sorted(calls, key=lambda c: c.start), replay)
     return time.perf_counter() - t0 - customer_s, replayed

@@ -5,6 +5,9 @@ organisation's last step.
 
 * a new run (time-skipping server, fake activities) schedules the three from the same workflow task,
   after the registry said READY; twin: the former order (the patch not taken) takes three tasks;
+* a run that re-verifies with its own daily timer (it answered the patch ``reverify-schedule``
+  False, before the baseline) gets no Schedule from the new step either; twin: the step without
+  that guard would give it both;
 * runs recorded before the patch replay in the former order (tests/test_replay.py replays the
   corpus, ``OnboardOrganization--images-beside-foundations`` among them). Found while writing the
   twin of that claim: the SDK's replay also accepts the new order on an old history (the same
@@ -32,6 +35,8 @@ from tests.workflows.test_onboarding_order import (
     onboarding_fakes,
     start_onboarding,
 )
+from workflows import _activities as acts
+from workflows._options import REGISTRY
 from workflows.onboarding import READY_AT_ONCE
 
 
@@ -65,8 +70,16 @@ def ready_fakes(calls: list[str]) -> list:
     return fakes + list(mine.values())
 
 
-async def onboard_to_ready(env) -> tuple[m.OrgStatus, WorkflowHistory, list[str]]:  # type: ignore[no-untyped-def]
+async def onboard_to_ready(env, settled=None) -> tuple[m.OrgStatus, WorkflowHistory, list[str]]:  # type: ignore[no-untyped-def]
+    """Onboard to READY; ``settled(status, calls)`` says when to stop (default: READY or
+    ACTION_REQUIRED, and the Schedule made)."""
     from worker import WORKFLOWS
+
+    settled = settled or (
+        lambda s, calls: (
+            s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED) and "schedule" in calls
+        )
+    )
 
     calls: list[str] = []
     org = f"rdy{uuid.uuid4().hex[:6]}"
@@ -81,7 +94,7 @@ async def onboard_to_ready(env) -> tuple[m.OrgStatus, WorkflowHistory, list[str]
         h = await start_onboarding(w, org)
         for _ in range(60):
             s = await h.query("status", result_type=m.OrgStatus)
-            if s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED) and "schedule" in calls:
+            if settled(s, calls):
                 break
             await env.sleep(timedelta(minutes=1))
         return s, await h.fetch_history(), calls
@@ -124,3 +137,48 @@ async def test_twin_the_former_order_takes_three_tasks(ts_env, monkeypatch: pyte
     tasks = tail_tasks(h)
     assert set(tasks) == {"notify", "BillingMeter", "ensure_reverify_schedule"}, tasks
     assert len(set(tasks.values())) == 3, tasks
+
+
+def timer_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run that answered ``reverify-schedule`` False and took ``ready-at-once``."""
+    real = patches.patched
+    monkeypatch.setattr(
+        patches,
+        "patched",
+        lambda pid: (
+            False if pid == "reverify-schedule" else True if pid == READY_AT_ONCE else real(pid)
+        ),
+    )
+
+
+def ready(s: m.OrgStatus, calls: list[str]) -> bool:
+    return s.state in (m.OrgState.READY, m.OrgState.ACTION_REQUIRED) and any(
+        "billing meter started" in st for st in s.steps
+    )
+
+
+async def test_a_run_on_its_own_timer_gets_no_schedule(ts_env, monkeypatch: pytest.MonkeyPatch):
+    timer_run(monkeypatch)
+    s, h, calls = await onboard_to_ready(ts_env, ready)
+    assert s.state == m.OrgState.READY, s.last_error
+    assert "schedule" not in calls and set(tail_tasks(h)) == {"notify", "BillingMeter"}, calls
+
+
+async def test_twin_the_step_without_its_guard_schedules_as_well(
+    ts_env, monkeypatch: pytest.MonkeyPatch
+):
+    from workflows.onboarding import OnboardOrganizationWorkflow
+
+    timer_run(monkeypatch)
+
+    async def unguarded(self, org_id: str) -> None:  # type: ignore[no-untyped-def]
+        if not self._s.reverify_scheduled:
+            await acts.ensure_reverify_schedule(
+                m.ReverifyInput(org_id=org_id), summary="schedule", **REGISTRY
+            )
+            self._s.reverify_scheduled = True
+
+    monkeypatch.setattr(OnboardOrganizationWorkflow, "_schedule_reverify", unguarded)
+    s, _, calls = await onboard_to_ready(ts_env, ready)
+    assert s.state == m.OrgState.READY, s.last_error
+    assert "schedule" in calls, calls
