@@ -260,6 +260,12 @@ async def test_offboard_before_any_role_touches_no_account(ts_env):
     assert not [c for c in calls if c.startswith(("delete:", "revoke:"))], calls
 
 
+#: Queries while the write is held. Each waits about 16 s on the test server (the write is a
+#: local activity: a query is answered once its workflow task is), so two, not five (session 9:
+#: 81 s a test with five).
+QUERIES = 2
+
+
 async def _status_while_the_registry_write_waits(env, runner=None) -> list[str]:  # type: ignore[no-untyped-def]
     """Offboard a READY org while its registry write (``set_org_state``) is held; returns the
     states ``status`` said meanwhile (must not run ahead of the registry), then after it."""
@@ -284,7 +290,7 @@ async def _status_while_the_registry_write_waits(env, runner=None) -> list[str]:
                 "offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult
             )
         )
-        for _ in range(5):
+        for _ in range(QUERIES):
             await asyncio.sleep(0.3)
             seen.append((await h.query("status", result_type=m.OrgStatus)).state.value)
         release.set()
@@ -299,7 +305,7 @@ async def test_status_never_runs_ahead_of_the_registry(ts_env):
     word of ``status`` is checked against the registry (a cluster refused "AWAITING_ROLE, not
     READY" right after ``status`` said READY, under injected faults; patch org-state-after-registry)."""
     seen = await _status_while_the_registry_write_waits(ts_env)
-    assert seen[:-1] == ["READY"] * 5 and seen[-1] == "OFFBOARDING", seen
+    assert seen[:-1] == ["READY"] * QUERIES and seen[-1] == "OFFBOARDING", seen
 
 
 async def test_twin_the_old_order_says_offboarding_before_the_registry(ts_env, monkeypatch):
