@@ -27,9 +27,11 @@ from temporalio.service import RPCError
 from temporalio.worker import (
     ExecuteWorkflowInput,
     Interceptor,
+    StartChildWorkflowInput,
     Worker,
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
+    WorkflowOutboundInterceptor,
 )
 
 from bridgehead import ids
@@ -136,7 +138,9 @@ class _Guarded(tc.OutboundInterceptor):
 
 
 class RanHere(Interceptor):
-    """Worker interceptor that records the id of every workflow the worker runs, in ``ran``."""
+    """Worker interceptor that records, in ``ran``, the id of every workflow the worker runs and
+    of every child those start (when the start is asked: a block may end before the worker has
+    run the child's first task)."""
 
     def __init__(self, ran: dict[str, None]) -> None:
         self.ran = ran
@@ -146,7 +150,15 @@ class RanHere(Interceptor):
     ) -> type[WorkflowInboundInterceptor]:
         ran = self.ran
 
+        class _RecordChildren(WorkflowOutboundInterceptor):
+            async def start_child_workflow(self, input: StartChildWorkflowInput) -> Any:
+                ran.setdefault(input.id, None)
+                return await super().start_child_workflow(input)
+
         class _Record(WorkflowInboundInterceptor):
+            def init(self, outbound: WorkflowOutboundInterceptor) -> None:
+                super().init(_RecordChildren(outbound))
+
             async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
                 ran.setdefault(workflow.info().workflow_id, None)
                 return await super().execute_workflow(input)
@@ -208,9 +220,9 @@ class Served:
         a continue-as-new included): the tracked ones and every one the block's worker ran.
 
         The test server cannot skip time while a run it holds has a timer due and no worker to
-        take the task that follows: a ``BillingMeter`` started ABANDON by an onboarding, left
-        running when the block ended, made the next ``env.sleep`` of the module fail after about
-        30 s (``Timeout expired``; tests/workflows/test_timeskip_leftovers.py)."""
+        take the task that follows: a child started ABANDON (as an onboarding starts its
+        ``BillingMeter``) and left running when the block ended makes the module's next
+        ``env.sleep`` fail after about 30 s (tests/workflows/test_timeskip_leftovers.py)."""
         for wf_id in dict.fromkeys([*(h.id for h in self.handles), *self.ran]):
             latest = self.client.get_workflow_handle(wf_id)
             try:

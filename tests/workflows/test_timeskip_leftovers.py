@@ -1,15 +1,19 @@
-"""A ``serve`` block ends every workflow its worker ran, not only the ones started through it
-(tests/support/timeskip.py ``RanHere``): a run left behind with a timer and no worker stops the
-time-skipping server from skipping, and the module's next ``env.sleep`` failed after about 30 s
-(``unlock_time_skipping_with_sleep``: ``Timeout expired``, the stalls of sessions 7 and 8: an
-onboarding's ``BillingMeter`` is started ABANDON, and so outlived the block).
+"""A ``serve`` block ends every workflow its worker ran or started, not only the ones started
+through it (tests/support/timeskip.py ``RanHere``): a run left behind with a timer and no worker
+stops the time-skipping server from skipping, and the module's next ``env.sleep`` fails after
+about 30 s with an RPC error. An onboarding's ``BillingMeter`` is started ABANDON, so it outlived
+its block. (The CI stalls of sessions 7 and 8 failed the same way, ``Timeout expired``; that this
+was their cause is not shown.)
 
-Twin: a block that ends only what it started (the former ``end_leftovers``) leaves the ABANDONed
-child running, and the server cannot skip ten minutes within five real seconds.
+A child's id is recorded when its parent asks for it, so a block that ends before the worker has
+run the child still ends it. Twin: a block that ends only what it
+started (the former ``end_leftovers``) leaves the ABANDONed child running, and the server cannot
+skip ten minutes within fifteen real seconds.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -25,7 +29,8 @@ from tests.workflows.leftover_flows import Parent, Ticker
 
 
 async def leave_a_child(env) -> str:  # type: ignore[no-untyped-def]
-    """A block whose tracked workflow started an ABANDONed child; returns the child's id."""
+    """A block whose tracked workflow started an ABANDONed child, ended once the child runs;
+    returns the child's id."""
     child = f"ticker-{uuid.uuid4().hex[:6]}"
     async with serve(env, [], workflows=[Parent, Ticker]) as w:
         await w.start("LeftoverParent", child, id=f"parent-{uuid.uuid4().hex[:6]}")
@@ -36,17 +41,17 @@ async def leave_a_child(env) -> str:  # type: ignore[no-untyped-def]
                     break
             except RPCError:
                 pass
-            await timeskip_pause()
+            await asyncio.sleep(0.05)
     return child
 
 
-async def timeskip_pause() -> None:
-    import asyncio
+#: Real seconds allowed for the skip. Not shown to be enough when a block ends the moment a child
+#: exists: then the server stayed unable to skip for more than 15 s in 2 of about 20 runs, even
+#: with the child ended (likely a task handed to the worker as it stopped); not mended.
+WITHIN_S = 15.0
 
-    await asyncio.sleep(0.05)
 
-
-async def skips(env, minutes: int = 10, within_s: float = 5) -> bool:  # type: ignore[no-untyped-def]
+async def skips(env, minutes: int = 10, within_s: float = WITHIN_S) -> bool:  # type: ignore[no-untyped-def]
     """Whether the server skips ``minutes`` of its time within ``within_s`` real seconds."""
     try:
         await env.client.test_service.unlock_time_skipping_with_sleep(
