@@ -65,34 +65,27 @@ async def overhead(b: Bench, runners: list[str], reps: int = 1) -> dict[str, Any
             await bridgehead_run(b, f"{ORG}lw", "250000000018", sandboxed=True, aws=latent)
     for i in range(reps):
         org, account = (ORG, ACCOUNT) if i == 0 else (f"{ORG}r{i}", f"2500000002{i:02d}")
-        run, calls = await bridgehead_run(b, org, account, sandboxed=True)
-        first = first or run
-        seconds["bridgehead"].append(run["seconds"])
         script_org, script_account = (
             (SCRIPT_ORG, SCRIPT_ACCOUNT) if i == 0 else (f"{SCRIPT_ORG}r{i}", f"2500000003{i:02d}")
         )
-        script_s, aws_calls = await asyncio.to_thread(
-            plain_script, b, calls, {org: script_org, account: script_account}
+        run, script_s, aws_calls = await bridgehead_and_script(
+            b, (org, account), (script_org, script_account)
         )
+        first = first or run
+        seconds["bridgehead"].append(run["seconds"])
         seconds["script"].append(script_s)
         if "unsandboxed" in runners:
             u, _ = await bridgehead_run(b, f"{ORG}u{i}", f"2500000004{i:02d}", sandboxed=False)
             seconds["unsandboxed"].append(u["seconds"])
         if latent is not None:
-            # The same draws for both arms of this repetition (PairedLatency).
-            latent.latency.begin(i)
-            lb, lcalls = await bridgehead_run(
-                b, f"{ORG}l{i}", f"2500000005{i:02d}", sandboxed=True, aws=latent
+            lb, ls, latent_calls = await bridgehead_and_script(
+                b,
+                (f"{ORG}l{i}", f"2500000005{i:02d}"),
+                (f"{SCRIPT_ORG}l{i}", f"2500000006{i:02d}"),
+                latent,
+                rep=i,
             )
             seconds["latent_bridgehead"].append(lb["seconds"])
-            latent.latency.begin(i)
-            ls, latent_calls = await asyncio.to_thread(
-                plain_script,
-                b,
-                lcalls,
-                {f"{ORG}l{i}": f"{SCRIPT_ORG}l{i}", f"2500000005{i:02d}": f"2500000006{i:02d}"},
-                latent,
-            )
             seconds["latent_script"].append(ls)
     out: dict[str, Any] = {
         "reps": reps,
@@ -124,6 +117,26 @@ async def overhead(b: Bench, runners: list[str], reps: int = 1) -> dict[str, Any
             "latency_seed": seed,
         }
     return out
+
+
+async def bridgehead_and_script(
+    b: Bench,
+    tenant: tuple[str, str],
+    script_tenant: tuple[str, str],
+    aws: Any = None,
+    rep: int = 0,
+) -> tuple[dict[str, Any], float, int]:
+    """One repetition's two arms: Bridgehead for ``tenant`` (org, account), then the plain script
+    replaying its calls for ``script_tenant``; on a padded ``aws``, both arms given the draws of
+    repetition ``rep``. Returns Bridgehead's run, the script's seconds and its calls replayed."""
+    if aws is not None:
+        aws.latency.begin(rep)
+    run, calls = await bridgehead_run(b, *tenant, sandboxed=True, aws=aws)
+    if aws is not None:
+        aws.latency.begin(rep)  # the same draws again (PairedLatency)
+    swap = dict(zip(tenant, script_tenant, strict=True))
+    script_s, replayed = await asyncio.to_thread(plain_script, b, calls, swap, aws)
+    return run, script_s, replayed
 
 
 async def bridgehead_run(
