@@ -140,14 +140,18 @@ class PairedLatency(Latency):
         return self.scale * rng.lognormvariate(mu, sigma)
 
 
-def _service(client: Any) -> str:
-    name = client.meta.service_model.service_name
+def _service_name(service_model: Any) -> str:
+    name = service_model.service_name
     return "ses" if name == "email" else str(name)
 
 
+def _service(client: Any) -> str:
+    return _service_name(client.meta.service_model)
+
+
 def _call_name(model: Any) -> str:
-    name = model.service_model.service_name
-    return f"{'ses' if name == 'email' else name}:{model.name}"
+    """``service:Operation`` of an operation model, as :data:`LATENCY_MS` names calls."""
+    return f"{_service_name(model.service_model)}:{model.name}"
 
 
 def pad(events: Any, latency: Latency) -> None:
@@ -178,8 +182,9 @@ def install(client: Any, world: Any, latency: Latency) -> Any:
         context["fake_params"] = dict(params)
 
     def answer(model: Any, context: dict[str, Any], **_: Any) -> tuple[AWSResponse, Any]:
-        call = f"{service}:{model.name}"
-        time.sleep(latency.draw(call))  # the network round trip: the thread waits, CPU stays free
+        time.sleep(
+            latency.draw(_call_name(model))
+        )  # the network round trip: the thread waits, CPU stays free
         status, parsed = world.call(service, model.name, region, context.get("fake_params", {}))
         parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": status, "RetryAttempts": 0})
         return AWSResponse("https://fake.invalid/", status, HTTPHeaders(), None), parsed

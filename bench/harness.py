@@ -80,7 +80,12 @@ class Call(NamedTuple):
     @property
     def key(self) -> str:
         """The execution's identity, the same in the run that recorded it and in its replay."""
-        return f"{self.workflow_id}/{self.activity_id}"
+        return call_key(self.workflow_id, self.activity_id)
+
+
+def call_key(workflow_id: str, activity_id: str) -> str:
+    """An activity execution's key for the paired latencies (``bench.fakeaws.CALL_KEY``)."""
+    return f"{workflow_id}/{activity_id}"
 
 
 class Recorder:
@@ -108,7 +113,7 @@ class Recorder:
                 rec.started += 1
                 info = activity.info()
                 # Copied into the activity's thread by the SDK: the paired latencies' key.
-                token = CALL_KEY.set(f"{info.workflow_id}/{info.activity_id}")
+                token = CALL_KEY.set(call_key(info.workflow_id or "", info.activity_id))
                 try:
                     result = await super().execute_activity(input)
                 finally:
