@@ -50,13 +50,21 @@ class Fixed(Latency):
         self.calls: list[str] = []
 
 
-def timed_call(padded: bool) -> tuple[float, list[str]]:
-    session = boto3.session.Session(
+def unpadded_session() -> boto3.session.Session:
+    return boto3.session.Session(
         aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="x", region_name="us-east-1"
     )
-    latency = Fixed()
-    if padded:
-        pad(session.events, latency)
+
+
+def padded_session() -> tuple[boto3.session.Session, Fixed]:
+    """A session whose clients wait :data:`DRAW` a call (and record each call drawn)."""
+    session, latency = unpadded_session(), Fixed()
+    pad(session.events, latency)
+    return session, latency
+
+
+def timed_call(padded: bool) -> tuple[float, list[str]]:
+    session, latency = padded_session() if padded else (unpadded_session(), Fixed())
     sts = session.client("sts", endpoint_url="http://127.0.0.1:9")  # nothing may be sent
     with Stubber(sts) as stub:
         stub.add_response(
@@ -86,11 +94,7 @@ def test_twin_an_unpadded_call_returns_at_once():
 def validate(answered: bool) -> tuple[float, Any]:
     import botocore.exceptions
 
-    session = boto3.session.Session(
-        aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="x", region_name="us-east-1"
-    )
-    latency = Fixed()
-    pad(session.events, latency)
+    session, _ = padded_session()
     if answered:
         answer_locally(session.events, ANSWERED_LOCALLY)
     cfn = session.client(
