@@ -36,10 +36,9 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import _activities as acts
 from workflows import _patches
-from workflows._common import root_message
+from workflows._common import request_token, root_message
 from workflows._options import AWS_CALL
 from workflows._waiting import wait_for_stack
-from workflows.regions import request_token
 
 
 class FailsOverCapacity:

@@ -31,10 +31,9 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import _activities as acts
 from workflows import _patches
-from workflows._common import require_payload, root_message, upsert
+from workflows._common import request_token, require_payload, root_message, upsert
 from workflows._options import AWS_CALL, NOTIFY
 from workflows._waiting import StackHints, wait_for_stack
-from workflows.regions import request_token
 
 DropboxSuffix = Literal["cf-created", "cf-failed", "cf-deleted", "cf-rejected"]
 _DROPBOX_SUFFIX: dict[str, DropboxSuffix] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Collection, Sequence
 
 from temporalio import workflow
@@ -35,6 +36,18 @@ def upsert(**values: str) -> None:
     updates = [_KEYS[k].value_set(v) for k, v in values.items() if current.get(_KEYS[k]) != v]
     if updates:
         workflow.upsert_search_attributes(updates)
+
+
+def request_token(step: str) -> str:
+    """Deterministic ClientRequestToken for one step of this workflow execution chain.
+
+    Here, not in ``workflows.regions``: a module of helpers only, so a workflow that makes stack
+    requests (a cluster lifecycle) does not import another workflow type into each run's sandbox."""
+    info = workflow.info()
+    digest = hashlib.sha256(
+        f"{info.workflow_id}/{info.first_execution_run_id}/{step}".encode()
+    ).hexdigest()[:40]
+    return f"bh-{step[:20]}-{digest}".replace("_", "-")
 
 
 def root_message(err: BaseException) -> str:

@@ -43,13 +43,13 @@ from workflows._cluster_records import RecordsCluster
 from workflows._common import (
     ReportsUnknownRequests,
     bind_input,
+    request_token,
     require_input,
     root_message,
     upsert,
 )
 from workflows._options import AWS_CALL
 from workflows._waiting import StackHints, wait_for_stack
-from workflows.regions import request_token
 
 #: DELETE_FAILED is retried this many times (with a growing pause) before it is reported.
 DELETE_ATTEMPTS = 3

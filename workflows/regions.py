@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
@@ -32,19 +30,10 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import _activities as acts
 from workflows import _patches
-from workflows._common import bind_input, require_input, root_message, upsert
+from workflows._common import bind_input, request_token, require_input, root_message, upsert
 from workflows._options import AWS_CALL, REGISTRY
 from workflows._waiting import StackHints, wait_for_stack
 from workflows.foundations import FOUNDATION_CHANGED
-
-
-def request_token(step: str) -> str:
-    """Deterministic ClientRequestToken for one step of this workflow execution chain."""
-    info = workflow.info()
-    digest = hashlib.sha256(
-        f"{info.workflow_id}/{info.first_execution_run_id}/{step}".encode()
-    ).hexdigest()[:40]
-    return f"bh-{step[:20]}-{digest}".replace("_", "-")
 
 
 async def tell_org(org_id: str) -> None:
