@@ -120,6 +120,12 @@ def port_owner(port: int) -> str | None:
     return None
 
 
+def moto_command(port: int) -> list[str]:
+    """moto's server, run by :mod:`starter.moto_gc` (its full collections kept short) with this
+    virtualenv's Python."""
+    return [sys.executable, "-m", "starter.moto_gc", "-H", "127.0.0.1", "-p", str(port)]
+
+
 def bin_path(name: str) -> str:
     """A console script of this virtualenv (``temporal``, ``moto_server``), else from PATH."""
     candidate = Path(sys.executable).parent / name
@@ -223,9 +229,7 @@ class LocalStack:
             if self.enforcing
             else {}
         )
-        self._spawn(
-            "moto", [bin_path("moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)], env
-        )
+        self._spawn("moto", moto_command(self.moto_port), env)
         self._wait(lambda: self._http_ok(f"{self.moto_endpoint}/moto-api/"), "moto server", "moto")
         if self.enforcing:
             self.platform_keys = bootstrap_enforcement(self.moto_endpoint, self.enforce_accounts)
