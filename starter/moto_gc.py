@@ -2,17 +2,23 @@
 
 moto keeps every emulated account's state in its Python process. As that state grows (a test
 session, a benchmark run), CPython's full collection walks all of it, with the GIL held, so every
-request to the emulator waits: in one ``python -m bench --size small --only overhead`` run moto
-made 26 full collections of up to 0.60 s (8.6 s in all), and in ``tests/integration`` 77 of up to
-1.1 s (23.6 s in all), while its heap grew to about a million objects. Those were the "moto stalls"
-of docs/benchmarks.md: one request of 0.3-0.6 s in either arm of a benchmark repetition.
+request to the emulator waits: in a ``python -m bench --size small --only overhead`` run moto made
+26 full collections (median 0.30-0.34 s, longest 0.59-0.61 s, 7.4-7.9 s in all; two runs), and in
+``tests/integration`` 77 of up to 1.1 s (23.6 s in all), while its heap grew to about a million
+objects. They are likely the "moto stalls" of docs/benchmarks.md (one request of 0.3-0.6 s in
+either arm of a benchmark repetition); requests were not timed against them.
 
 The policy here: after each full collection, the objects that survived it are frozen
 (``gc.freeze``), so the next full collections walk only what was allocated since. Frozen objects
 are still freed by reference counting; only a reference cycle among them that becomes garbage
 later would wait. So every ``THAW_EVERY``-th full collection first unfreezes everything and walks
-it all once, which bounds what can wait to one such period. With the policy, the same overhead run
-made 49 full collections of at most 73 ms (1.4 s in all).
+it all once, which bounds what can wait to one such period. With the policy the same overhead run
+made 46 full collections, median 27 ms, 2.6 s in all; the two thawing ones took 0.66-0.72 s, as
+long as a full walk ever was, so long pauses are rarer, not gone (docs/bench-runs/2026-11-27-s10.json).
+
+Freezing makes CPython's rule that spaces out full collections see a small surviving heap, so they
+run more often (26 -> 46), each short. Explicit ``gc.collect()`` calls count towards the thaw. In a
+long ``make run`` session each thaw costs one walk of moto's whole state, which grows with it.
 
 Only the embedded emulator runs this way (``starter.local.LocalStack``); real AWS is unaffected.
 """

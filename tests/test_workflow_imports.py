@@ -114,19 +114,34 @@ _PLANTED = {
 }
 
 
+def plant(root: Path, package: str, helper_from: str) -> None:
+    """The planted package under ``root``, its cluster workflow taking ``token`` from
+    ``helper_from`` (``regions``: the defect; ``helpers``: a module of helpers)."""
+    pkg = root / package
+    pkg.mkdir()
+    for name, text in _PLANTED.items():
+        (pkg / name).write_text(
+            text.replace("plantedwf.regions", f"PKG.{helper_from}")
+            .replace("plantedwf", "PKG")
+            .replace("PKG", package)
+        )
+
+
 def test_twin_a_helper_taken_from_a_workflow_module_is_caught(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pkg = tmp_path / "plantedwf"
-    pkg.mkdir()
-    for name, text in _PLANTED.items():
-        (pkg / name).write_text(text)
+    # Two packages of their own (no module rewritten in place, no bytecode reused), removed from
+    # sys.modules afterwards.
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert unexpected("plantedwf", {}) == {
-        "plantedwf.clusters": {"plantedwf.regions": ["PlantedRegion"]}
-    }
-    # The same helper from a module of helpers passes.
-    (pkg / "clusters.py").write_text(
-        _PLANTED["clusters.py"].replace("plantedwf.regions", "plantedwf.helpers")
-    )
-    assert unexpected("plantedwf", {}) == {}
+    plant(tmp_path, "plantedwf", "regions")
+    plant(tmp_path, "plantedwf_ok", "helpers")
+    try:
+        assert unexpected("plantedwf", {}) == {
+            "plantedwf.clusters": {"plantedwf.regions": ["PlantedRegion"]}
+        }
+        # The same helper from a module of helpers passes.
+        assert unexpected("plantedwf_ok", {}) == {}
+    finally:
+        _drop("plantedwf")
+        _drop("plantedwf_ok")
