@@ -14,7 +14,8 @@ are still freed by reference counting; only a reference cycle among them that be
 later would wait. So every ``THAW_EVERY``-th full collection first unfreezes everything and walks
 it all once, which bounds what can wait to one such period. With the policy the same overhead run
 made 46 full collections, median 27 ms, 2.6 s in all; the two thawing ones took 0.66-0.72 s, as
-long as a full walk ever was, so long pauses are rarer, not gone (docs/bench-runs/2026-11-27-s10.json).
+long as a full walk ever was, so long pauses are rarer, not gone. In ``tests/integration`` the
+collections took 9.3 s instead of 23.6 s, the longest (a thaw) 1.28 s (docs/bench-runs/2026-11-27-s10.json).
 
 Freezing makes CPython's rule that spaces out full collections see a small surviving heap, so they
 run more often (26 -> 46), each short. Explicit ``gc.collect()`` calls count towards the thaw. In a
