@@ -11,29 +11,17 @@ from __future__ import annotations
 import importlib
 import importlib.machinery
 import sys
-from types import ModuleType
 
 import pytest
 
 from bridgehead import code_cache
-
-
-def drop_workflows_modules() -> dict[str, ModuleType]:
-    """Remove the ``workflows`` package and its submodules from ``sys.modules``; return them."""
-    gone = {k: v for k, v in sys.modules.items() if k.split(".")[0] == "workflows"}
-    for k in gone:
-        del sys.modules[k]
-    return gone
+from tests.support.fresh_import import fresh
 
 
 def import_fresh(name: str) -> object:
     """Import ``name`` as a new run's sandbox does: with none of the package in ``sys.modules``."""
-    saved = drop_workflows_modules()
-    try:
+    with fresh("workflows"):
         return importlib.import_module(name)
-    finally:
-        drop_workflows_modules()
-        sys.modules.update(saved)
 
 
 @pytest.fixture

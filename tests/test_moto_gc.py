@@ -44,8 +44,7 @@ def clean_gc() -> Iterator[list[Any]]:
         yield installed
     finally:
         for cb in installed:
-            if cb in gc.callbacks:
-                gc.callbacks.remove(cb)
+            gc.callbacks.remove(cb)
         gc.unfreeze()
 
 
@@ -146,7 +145,9 @@ def test_twin_never_or_always_thawing_is_caught(planted: Install, clean_gc: list
 
 
 # --- how moto is started -------------------------------------------------------------------------
-def main_installs_the_policy(main: Callable[[list[str]], int], monkeypatch: Any) -> bool:
+def main_installs_the_policy(
+    main: Callable[[list[str]], int], monkeypatch: Any, clean_gc: list[Any]
+) -> bool:
     """Run ``main`` with moto's own server replaced; was the policy installed, moto given the
     arguments?"""
     import moto.server
@@ -154,23 +155,23 @@ def main_installs_the_policy(main: Callable[[list[str]], int], monkeypatch: Any)
     seen: list[list[str]] = []
     monkeypatch.setattr(moto.server, "main", lambda argv=None: seen.append(list(argv or [])))
     before = list(gc.callbacks)
-    try:
-        main(["-H", "127.0.0.1", "-p", "5123"])
-        added = [cb for cb in gc.callbacks if cb not in before]
-    finally:
-        for cb in [cb for cb in gc.callbacks if cb not in before]:
-            gc.callbacks.remove(cb)
-        gc.unfreeze()
+    main(["-H", "127.0.0.1", "-p", "5123"])
+    added = [cb for cb in gc.callbacks if cb not in before]
+    clean_gc.extend(added)
     return len(added) == 1 and seen == [["-H", "127.0.0.1", "-p", "5123"]]
 
 
-def test_main_installs_the_policy_and_runs_moto(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert main_installs_the_policy(moto_gc.main, monkeypatch)
+def test_main_installs_the_policy_and_runs_moto(
+    monkeypatch: pytest.MonkeyPatch, clean_gc: list[Any]
+) -> None:
+    assert main_installs_the_policy(moto_gc.main, monkeypatch, clean_gc)
 
 
-def test_twin_a_main_without_the_policy_is_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_twin_a_main_without_the_policy_is_caught(
+    monkeypatch: pytest.MonkeyPatch, clean_gc: list[Any]
+) -> None:
     monkeypatch.setattr(moto_gc, "install", lambda *a: None)
-    assert not main_installs_the_policy(moto_gc.main, monkeypatch)
+    assert not main_installs_the_policy(moto_gc.main, monkeypatch, clean_gc)
 
 
 def spawned_moto(stack_class: type[local.LocalStack], tmp_path: Path, monkeypatch: Any) -> Any:

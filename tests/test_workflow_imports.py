@@ -18,11 +18,11 @@ import importlib
 import pkgutil
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
 import workflows
+from tests.support.fresh_import import fresh
 
 #: Workflow types a module may import: the children it starts by class, with why.
 ALLOWED = {
@@ -32,18 +32,10 @@ ALLOWED = {
 }
 
 
-def _drop(package: str) -> dict[str, ModuleType]:
-    gone = {k: v for k, v in sys.modules.items() if k.split(".")[0] == package}
-    for k in gone:
-        del sys.modules[k]
-    return gone
-
-
 def workflow_types_pulled_in(package: str, module: str) -> dict[str, list[str]]:
     """Import ``module`` with nothing of ``package`` loaded; the workflow classes defined in the
     package's *other* modules that came with it, by module."""
-    saved = _drop(package)
-    try:
+    with fresh(package):
         importlib.import_module(module)
         found: dict[str, list[str]] = {}
         for name, mod in list(sys.modules.items()):
@@ -59,9 +51,6 @@ def workflow_types_pulled_in(package: str, module: str) -> dict[str, list[str]]:
             if classes:
                 found[name] = classes
         return found
-    finally:
-        _drop(package)
-        sys.modules.update(saved)
 
 
 def unexpected(package: str, allowed: dict[str, set[str]]) -> dict[str, dict[str, list[str]]]:
@@ -86,14 +75,10 @@ def test_no_workflow_module_imports_another_workflow_type() -> None:
 
 def test_a_cluster_lifecycle_imports_no_region_workflow() -> None:
     assert workflow_types_pulled_in("workflows", "workflows.clusters") == {}
-    saved = _drop("workflows")
-    try:
+    with fresh("workflows"):
         importlib.import_module("workflows.clusters")
         assert "workflows.regions" not in sys.modules
         assert "workflows.foundations" not in sys.modules
-    finally:
-        _drop("workflows")
-        sys.modules.update(saved)
 
 
 _PLANTED = {
@@ -136,12 +121,9 @@ def test_twin_a_helper_taken_from_a_workflow_module_is_caught(
     monkeypatch.syspath_prepend(str(tmp_path))
     plant(tmp_path, "plantedwf", "regions")
     plant(tmp_path, "plantedwf_ok", "helpers")
-    try:
+    with fresh("plantedwf"), fresh("plantedwf_ok"):
         assert unexpected("plantedwf", {}) == {
             "plantedwf.clusters": {"plantedwf.regions": ["PlantedRegion"]}
         }
         # The same helper from a module of helpers passes.
         assert unexpected("plantedwf_ok", {}) == {}
-    finally:
-        _drop("plantedwf")
-        _drop("plantedwf_ok")
