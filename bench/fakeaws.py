@@ -182,9 +182,8 @@ def install(client: Any, world: Any, latency: Latency) -> Any:
         context["fake_params"] = dict(params)
 
     def answer(model: Any, context: dict[str, Any], **_: Any) -> tuple[AWSResponse, Any]:
-        time.sleep(
-            latency.draw(_call_name(model))
-        )  # the network round trip: the thread waits, CPU stays free
+        # The network round trip: the thread waits, CPU stays free.
+        time.sleep(latency.draw(_call_name(model)))
         status, parsed = world.call(service, model.name, region, context.get("fake_params", {}))
         parsed.setdefault("ResponseMetadata", {"HTTPStatusCode": status, "RetryAttempts": 0})
         return AWSResponse("https://fake.invalid/", status, HTTPHeaders(), None), parsed

@@ -127,7 +127,7 @@ def moto_command(port: int) -> list[str]:
 
 
 def bin_path(name: str) -> str:
-    """A console script of this virtualenv (``temporal``, ``moto_server``), else from PATH."""
+    """A console script of this virtualenv (``temporal``, ``temporal-test-server``), else from PATH."""
     candidate = Path(sys.executable).parent / name
     if candidate.exists():
         return str(candidate)
