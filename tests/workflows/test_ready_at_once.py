@@ -70,6 +70,19 @@ def ready_fakes(calls: list[str]) -> list:
     return fakes + list(mine.values())
 
 
+@pytest.fixture
+async def ts_env():  # type: ignore[no-untyped-def]
+    """A time-skipping server per test (it starts in about a second), instead of the module's
+    shared one: once, in CI on 4fe07c6, the shared server could no longer skip after this module's
+    first test (every later ``env.sleep`` failed with "Timeout expired"), the stall of
+    tests/support/timeskip that ending what a block ran does not mend."""
+    from tests.conftest import new_ts_env
+
+    env = await new_ts_env()
+    yield env
+    await env.shutdown()
+
+
 async def onboard_to_ready(env, settled=None) -> tuple[m.OrgStatus, WorkflowHistory, list[str]]:  # type: ignore[no-untyped-def]
     """Onboard to READY; ``settled(status, calls)`` says when to stop (default: READY or
     ACTION_REQUIRED, and the Schedule made)."""
