@@ -39,18 +39,20 @@ def throughput(results: list[dict[str, Any]], out: Path) -> Path | None:
     if not rows:
         return None
     plt = _plt()
-    arms = sum(1 for t in rows for a in ("fake", "moto") if f"{a}_ratio_to_ceiling" in t)
+    kinds = ("commands", "fake", "moto")
+    arms = sum(1 for t in rows for a in kinds if f"{a}_ratio_to_ceiling" in t)
     fig, ax = plt.subplots(figsize=(max(9, 1.5 * arms), 4.5))  # room for each arm's label
     labels, x = [], 0
     for t in rows:
-        for arm in ("fake", "moto"):
+        for arm in kinds:
             s = t.get(f"{arm}_ratio_to_ceiling")
             if s is None:
                 continue
             ax.scatter([x] * len(s["samples"]), s["samples"], color="tab:blue", s=14, zorder=3)
             ax.hlines(s["median"], x - 0.3, x + 0.3, color="black", zorder=4)
             load = t["load_average_before"][0]
-            labels.append(f"{arm} AWS\n{t['clusters']} clusters\n[{t['tuning']}]\nload {load}")
+            what = "command\nceiling" if arm == "commands" else f"{arm} AWS"
+            labels.append(f"{what}\n{t['clusters']} clusters\n[{t['tuning']}]\nload {load}")
             x += 1
     ax.axhline(0.8, color="tab:green", linestyle="--", label="target 0.8")
     ax.axhline(1.0, color="grey", linestyle=":", label="ceiling (no-op workflows)")

@@ -43,6 +43,15 @@ def table(result: dict[str, Any]) -> str:
         )
     )
     for t in map(safe, result.get("throughput", [])):
+        if "commands_ratio_to_ceiling" in t:
+            rows.append(
+                (
+                    f"throughput [{t['tuning']}]: command ceiling / ceiling",
+                    spread(t["commands_ratio_to_ceiling"]),
+                    "no-op workflows replaying every command of a lifecycle (upserts, patch, "
+                    f"activity options) against its steps alone; {spread(t['commands_per_second'], '/s')}",
+                )
+            )
         for arm in ("fake", "moto"):
             if f"{arm}_ratio_to_ceiling" not in t:
                 continue
@@ -54,6 +63,14 @@ def table(result: dict[str, Any]) -> str:
                     f"{spread(t['ceiling_per_second'], '/s')}; load {t['load_average_before']}",
                 )
             )
+            if f"{arm}_ratio_to_commands" in t:
+                rows.append(
+                    (
+                        f"throughput [{t['tuning']}]: lifecycles on {arm} AWS / command ceiling",
+                        spread(t[f"{arm}_ratio_to_commands"]),
+                        "the work inside the steps and between them, the commands being equal",
+                    )
+                )
         for arm, c in (t.get("cpu_ms_per_lifecycle") or {}).items():
             rows.append(
                 (

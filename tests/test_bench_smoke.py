@@ -48,13 +48,20 @@ def test_bench_smoke(tmp_path):
     # padded to AWS's latency (about 2.5 s of draws more than moto's answers), the script waits
     assert lat["script_seconds"]["median"] > o["script_seconds"]["median"] + 1.0, lat
     for t in res["throughput"]:
-        assert set(t["seconds"]) == {"ceiling", "fake", "moto"}, t
+        assert set(t["seconds"]) == {"ceiling", "commands", "fake", "moto"}, t
         assert all(s["n"] == res["reps"] for s in t["seconds"].values()), t
         assert t["activities_before_running"] >= 4 and t["activities_after_delete"] >= 2
         # the ceiling ran the lifecycle's own steps, local activities included (test_bench_ceiling)
         assert (t["steps"]["before"], t["steps"]["after"]) == LIFECYCLE, t["steps"]
+        # the command ceiling replayed the lifecycle's commands (the run checks their signature,
+        # bench.scenarios.throughput.same_commands): its steps, with patch and upserts around them
+        cmd = t["command_script"]
+        assert cmd["before"].replace("P", "").replace("U", "") == LIFECYCLE[0], cmd
+        assert cmd["after"].replace("U", "") == LIFECYCLE[1], cmd
+        assert cmd["before"].count("U") + cmd["after"].count("U") >= 5, cmd  # the statuses
+        assert t["fake_ratio_to_commands"]["n"] == res["reps"], t
         cpu = t["cpu_ms_per_lifecycle"]
-        assert set(cpu) == {"ceiling", "fake", "moto"}, cpu
+        assert set(cpu) == {"ceiling", "commands", "fake", "moto"}, cpu
         assert all(c["bench_process"] > 0 and c["dev_server"] > 0 for c in cpu.values()), cpu
         # every lifecycle on the fake (warm-up + repetitions) created its stack there
         assert t["fake_calls"]["cloudformation:CreateStack"] == t["clusters"] * res["reps"] + 1

@@ -81,14 +81,21 @@ async def lifecycles(
 MOTO_DEADLINE = {"moto": 240.0, "fake": 900.0}
 
 
-async def noops(b: Bench, tq: str, n: int, prefix: str, before: str, after: str) -> float:
-    """``n`` no-op lifecycles whose steps are ``before`` and ``after`` (see :func:`lifecycle_shape`)."""
+async def noops(
+    b: Bench, tq: str, n: int, prefix: str, before: str, after: str, script: Any = None
+) -> float:
+    """``n`` no-op lifecycles whose steps are ``before`` and ``after`` (see :func:`lifecycle_shape`),
+    or, given ``script`` (before, after), the command ceiling replaying it (bench/commands.py)."""
     from bench.noop import NoopInput
+
+    inp = NoopInput(before=0, after=0, steps_before=before, steps_after=after)
+    if script is not None:
+        inp = NoopInput(before=0, after=0, script_before=script[0], script_after=script[1])
 
     async def one(i: int) -> Any:
         h = await b.client.start_workflow(
             "BenchNoopLifecycle",
-            NoopInput(before=0, after=0, steps_before=before, steps_after=after),
+            inp,
             id=f"noop-{prefix}-{i}",
             task_queue=tq,
         )
@@ -113,8 +120,9 @@ async def ensure_org(b: Bench) -> None:
 async def throughput(
     b: Bench, n: int, tuning: str, reps: int, arms: tuple[str, ...] = ("fake", "moto")
 ) -> dict[str, Any]:
+    from bench.commands import command_script
     from bench.fakeaws import FakeAws, seed_from
-    from bench.noop import NoopLifecycle, bench_noop
+    from bench.noop import NoopLifecycle, bench_echo, bench_noop
     from worker import build_activities
 
     await ensure_org(b)
@@ -128,15 +136,20 @@ async def throughput(
         w, ex = b.worker(f"bench-{arm}-{tuning}", tuning, acts, [], [make_interceptor(recs[arm])])
         workers.append(w)
         executors.append(ex)
-    w_noop, ex_noop = b.worker(f"bench-noop-{tuning}", tuning, [bench_noop], [NoopLifecycle])
+    w_noop, ex_noop = b.worker(
+        f"bench-noop-{tuning}", tuning, [bench_noop, bench_echo], [NoopLifecycle]
+    )
     tag = uuid.uuid4().hex[:4]
     shape: dict[str, str] = {}
     async with contextlib.AsyncExitStack() as running:
         for w in [*workers, w_noop]:
             await running.enter_async_context(w)
-        # Warm-up (not timed), and the shape of a lifecycle from one real history.
+        # Warm-up (not timed), and the shape and commands of a lifecycle from one real history.
         _, hs = await lifecycles(b, f"bench-{arms[0]}-{tuning}", 1, f"t{tag}w")
-        shape["before"], shape["after"] = await lifecycle_shape(hs[0])
+        events = list((await hs[0].fetch_history()).events)
+        shape["before"], shape["after"] = lifecycle_steps(events)
+        script = command_script(events)
+        await same_commands(b, f"bench-noop-{tuning}", f"{tag}check", events, script)
 
         # CPU per lifecycle of each arm, summed over its repetitions: this process (worker,
         # driver and the fake's bookkeeping) and the dev server. On two cores, once both are busy,
@@ -155,9 +168,17 @@ async def throughput(
                 return seconds
 
             async def run(i: int) -> float | None:
-                if arm == "ceiling":
+                if arm in ("ceiling", "commands"):
                     tq = f"bench-noop-{tuning}"
-                    return await noops(b, tq, n, f"{tag}{i}", shape["before"], shape["after"])
+                    return await noops(
+                        b,
+                        tq,
+                        n,
+                        f"{tag}{arm[:3]}{i}",
+                        shape["before"],
+                        shape["after"],
+                        script if arm == "commands" else None,
+                    )
                 tq, prefix = f"bench-{arm}-{tuning}", f"t{tag}{arm[0]}{i}"
                 try:
                     seconds, _ = await lifecycles(b, tq, n, prefix, MOTO_DEADLINE[arm])
@@ -169,7 +190,7 @@ async def throughput(
 
             return timed
 
-        samples = await interleaved({a: arm_fn(a) for a in ("ceiling", *arms)}, reps)
+        samples = await interleaved({a: arm_fn(a) for a in ("ceiling", "commands", *arms)}, reps)
     for ex in [*executors, ex_noop]:
         ex.shutdown()
     out: dict[str, Any] = {
@@ -177,7 +198,7 @@ async def throughput(
         **TUNINGS[tuning],
         "clusters": n,
         "reps": reps,
-        "order": "interleaved: " + " ".join(("ceiling", *arms)) + " ...",
+        "order": "interleaved: " + " ".join(("ceiling", "commands", *arms)) + " ...",
         "activities_before_running": shape["before"].count("A"),
         "activities_after_delete": shape["after"].count("A"),
         "local_activities_before_running": shape["before"].count("L"),
@@ -188,12 +209,19 @@ async def throughput(
         "load_average_after": load_average(),
         "seconds": {arm: summarise(s, 2) for arm, s in samples.items()},
         "ceiling_per_second": summarise([n / s for s in samples["ceiling"]], 2),
+        "command_script": {
+            "before": "".join(x.kind for x in script[0]),
+            "after": "".join(x.kind for x in script[1]),
+        },
+        "commands_per_second": summarise([n / s for s in samples["commands"]], 2),
+        "commands_ratio_to_ceiling": summarise(ratios(samples["ceiling"], samples["commands"]), 3),
     }
     for arm in arms:
         out[f"{arm}_per_second"] = summarise(
             [None if s is None else n / s for s in samples[arm]], 2
         )
         out[f"{arm}_ratio_to_ceiling"] = summarise(ratios(samples["ceiling"], samples[arm]), 3)
+        out[f"{arm}_ratio_to_commands"] = summarise(ratios(samples["commands"], samples[arm]), 3)
         # Time inside the activities: near wall time x threads means the backend is the bound.
         out[f"{arm}_activity_seconds"] = round(recs[arm].busy_seconds, 1)
     out["cpu_ms_per_lifecycle"] = {
@@ -207,8 +235,24 @@ async def throughput(
     return out
 
 
+async def same_commands(b: Bench, tq: str, prefix: str, events: Any, script: Any) -> None:
+    """Run one command ceiling and refuse to measure unless it issued the lifecycle's commands."""
+    from bench.commands import command_signature
+
+    await noops(b, tq, 1, prefix, "", "", script)
+    ran = (await b.client.get_workflow_handle(f"noop-{prefix}-0").fetch_history()).events
+    ours, theirs = command_signature(ran), command_signature(events)
+    if ours != theirs:
+        raise RuntimeError(f"the command ceiling issued {ours}, the lifecycle {theirs}")
+
+
 async def lifecycle_shape(handle: Any) -> tuple[str, str]:
-    """The lifecycle's steps before the ``delete`` signal and after it, in order: ``A`` for each
+    """The lifecycle's steps before the ``delete`` signal and after it (:func:`lifecycle_steps`)."""
+    return lifecycle_steps((await handle.fetch_history()).events)
+
+
+def lifecycle_steps(events: Any) -> tuple[str, str]:
+    """A lifecycle's steps before the ``delete`` signal and after it, in order: ``A`` for each
     activity, ``L`` for each local activity (its marker), so the ceiling has the same shape."""
     from temporalio.api.enums.v1 import EventType
 
@@ -216,7 +260,7 @@ async def lifecycle_shape(handle: Any) -> tuple[str, str]:
 
     before, after = [], []
     signalled = False
-    for e in (await handle.fetch_history()).events:
+    for e in events:
         steps = after if signalled else before
         if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
             signalled = True
