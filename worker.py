@@ -156,6 +156,17 @@ def sandbox_runner(shared: bool = False) -> SandboxedWorkflowRunner:
     )
 
 
+def activity_threads(activities: int, local_activities: int) -> int:
+    """Threads of the executor shared by activities and local activities: one per slot of each.
+
+    The SDK runs both kinds of sync function on the one ``activity_executor``. Sized to the
+    activity slots alone (as before), a worker whose activities all wait on a slow AWS call had no
+    thread for a workflow task's local activity (a registry read), so every workflow on the worker
+    stalled behind them: with 200 lifecycles on the fake AWS, workflow tasks took over 5 s
+    (tests/test_worker_threads.py shows the starved local activity)."""
+    return activities + local_activities
+
+
 def build_worker(
     client: Client,
     settings: Settings,
@@ -171,6 +182,7 @@ def build_worker(
         activities=activities,
         activity_executor=executor,
         max_concurrent_activities=settings.max_concurrent_activities,
+        max_concurrent_local_activities=settings.max_concurrent_local_activities,
         max_concurrent_workflow_tasks=settings.max_concurrent_workflow_tasks,
         max_cached_workflows=settings.max_cached_workflows,
         workflow_runner=sandbox_runner(shared=settings.workflow_sandbox == "shared"),
@@ -343,7 +355,10 @@ async def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     with ThreadPoolExecutor(
-        max_workers=settings.max_concurrent_activities, thread_name_prefix="activity"
+        max_workers=activity_threads(
+            settings.max_concurrent_activities, settings.max_concurrent_local_activities
+        ),
+        thread_name_prefix="activity",
     ) as executor:
         worker = build_worker(client, settings, build_activities(settings, aws, client), executor)
         tune_gc(settings.gc_young_threshold)

@@ -19,20 +19,23 @@ from typing import Any, NamedTuple
 
 ROOT_DIR = Path(__file__).resolve().parent.parent
 
-#: Worker settings compared in the throughput scenario (threads = max concurrent activities).
+#: Worker settings compared in the throughput scenario (threads: ``worker.activity_threads``).
 TUNINGS: dict[str, dict[str, int]] = {
     "default": {
         "max_concurrent_activities": 32,
+        "max_concurrent_local_activities": 32,
         "max_concurrent_workflow_tasks": 64,
         "max_cached_workflows": 2000,
     },
     "narrow": {
         "max_concurrent_activities": 4,
+        "max_concurrent_local_activities": 4,
         "max_concurrent_workflow_tasks": 4,
         "max_cached_workflows": 50,
     },
     "wide": {
         "max_concurrent_activities": 100,
+        "max_concurrent_local_activities": 100,
         "max_concurrent_workflow_tasks": 200,
         "max_cached_workflows": 5000,
     },
@@ -206,11 +209,14 @@ class Bench:
     ) -> tuple[Any, ThreadPoolExecutor]:
         from temporalio.worker import UnsandboxedWorkflowRunner
 
-        from worker import WORKFLOWS, HeartbeatInterceptor, build_worker, tune_gc
+        from worker import WORKFLOWS, HeartbeatInterceptor, activity_threads, build_worker, tune_gc
 
         t = {**TUNINGS[tuning], **(overrides or {})}
         ex = ThreadPoolExecutor(
-            max_workers=t["max_concurrent_activities"], thread_name_prefix="bench-activity"
+            max_workers=activity_threads(
+                t["max_concurrent_activities"], t["max_concurrent_local_activities"]
+            ),
+            thread_name_prefix="bench-activity",
         )
         extra = {} if sandboxed else {"workflow_runner": UnsandboxedWorkflowRunner()}
         w = build_worker(

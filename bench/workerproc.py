@@ -60,6 +60,7 @@ async def main(
     from bridgehead.settings import get_settings
     from worker import (
         HeartbeatInterceptor,
+        activity_threads,
         build_activities,
         build_worker,
         install_runtime,
@@ -80,7 +81,10 @@ async def main(
     rec = Recorder()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    with ThreadPoolExecutor(tuning["max_concurrent_activities"]) as ex:
+    threads = activity_threads(
+        tuning["max_concurrent_activities"], tuning["max_concurrent_local_activities"]
+    )
+    with ThreadPoolExecutor(threads) as ex:
         w = build_worker(
             client,
             settings,

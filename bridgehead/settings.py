@@ -165,6 +165,10 @@ class Settings(BaseSettings):
 
     # --- worker tuning ------------------------------------------------------------------------------
     max_concurrent_activities: int = 32
+    #: Local activities (registry reads and writes, template rendering) run inside workflow tasks
+    #: on the same thread pool as activities; the pool has a thread for each slot of both
+    #: (``worker.activity_threads``), so activities waiting on AWS never hold up a workflow task.
+    max_concurrent_local_activities: int = Field(default=32, ge=1)
     max_concurrent_workflow_tasks: int = 64
     max_cached_workflows: int = 2000
     #: ``isolated``: every workflow run re-imports the ``workflows`` package inside Temporal's
