@@ -136,7 +136,10 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             ("overhead", lambda: overhead(b, args.overhead_runners, args.reps))
         ]
         steps += [
-            (f"throughput:{t}", lambda t=t: throughput(b, args.clusters, t, args.reps))
+            (
+                f"throughput:{t}",
+                lambda t=t: throughput(b, args.clusters, t, args.reps, tuple(args.backends)),
+            )
             for t in args.tunings
         ]
         steps += [
@@ -225,6 +228,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--tunings", nargs="+", choices=sorted(TUNINGS), help="worker tunings to compare"
+    )
+    p.add_argument(
+        "--backends",
+        nargs="+",
+        choices=["fake", "moto"],
+        default=["fake", "moto"],
+        help="AWS backends of the throughput scenario (default both; moto saturates the machine "
+        "at 200 lifecycles and its late repetitions overlap the next arms)",
     )
     p.add_argument(
         "--only",
