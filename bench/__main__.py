@@ -138,7 +138,9 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         steps += [
             (
                 f"throughput:{t}",
-                lambda t=t: throughput(b, args.clusters, t, args.reps, tuple(args.backends)),
+                lambda t=t: throughput(
+                    b, args.clusters, t, args.reps, tuple(dict.fromkeys(args.backends))
+                ),
             )
             for t in args.tunings
         ]

@@ -13,10 +13,10 @@ nothing. Run on the same server and worker settings as the real lifecycles.
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Literal
+from typing import Any, Literal
 
 from temporalio import activity, workflow
-from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel
@@ -36,7 +36,10 @@ class Step(BaseModel):
     kind: Literal["A", "L", "P", "U", "T"]
     summary: str | None = None
     start_to_close_s: float = 60.0
+    schedule_to_close_s: float | None = None
     heartbeat_s: float | None = None
+    #: An activity's retry policy as history has it (``RetryPolicy`` fields, seconds for intervals).
+    retry: dict[str, float | int | list[str]] | None = None
     in_bytes: int = 0
     out_bytes: int = 0
     patch: str = ""
@@ -70,9 +73,10 @@ def bench_noop(step: int) -> int:
 
 
 @activity.defn(name="bench_echo")
-def bench_echo(call: Echo) -> str:
-    """Nothing, answered with a result payload of the real one's size."""
-    return "x" * call.out
+def bench_echo(call: Echo) -> str | None:
+    """Nothing, answered with a result payload of the real one's size (a JSON string's two quotes
+    included; no result, an empty payload, for none)."""
+    return "x" * max(0, call.out - 2) if call.out else None
 
 
 @workflow.defn(name="BenchNoopLifecycle")
@@ -133,6 +137,15 @@ def updates(attrs: dict[str, str | list[str]]) -> list[SearchAttributeUpdate]:
     ]
 
 
+def retry_policy(fields: dict[str, float | int | list[str]] | None) -> RetryPolicy | None:
+    if fields is None:
+        return None
+    f: dict[str, Any] = dict(fields)
+    for k in ("initial_interval", "maximum_interval"):
+        f[k] = timedelta(seconds=f[k]) if f.get(k) else None
+    return RetryPolicy(**f)
+
+
 async def play(script: list[Step]) -> None:
     """Issue each command of ``script`` in order, with a no-op body."""
     for s in script:
@@ -141,7 +154,11 @@ async def play(script: list[Step]) -> None:
                 bench_echo,
                 echo(s),
                 start_to_close_timeout=timedelta(seconds=s.start_to_close_s),
+                schedule_to_close_timeout=timedelta(seconds=s.schedule_to_close_s)
+                if s.schedule_to_close_s
+                else None,
                 heartbeat_timeout=timedelta(seconds=s.heartbeat_s) if s.heartbeat_s else None,
+                retry_policy=retry_policy(s.retry),
                 summary=s.summary,
             )
         elif s.kind == "L":
@@ -156,4 +173,4 @@ async def play(script: list[Step]) -> None:
         elif s.kind == "U":
             workflow.upsert_search_attributes(updates(s.attrs))
         else:
-            await workflow.sleep(timedelta(seconds=s.seconds))
+            await workflow.sleep(timedelta(seconds=s.seconds), summary=s.summary)

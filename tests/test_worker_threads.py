@@ -25,15 +25,16 @@ from worker import activity_threads, build_worker
 pytestmark = pytest.mark.integration
 
 SLOTS = 2
-_release = threading.Event()
-_holding = threading.Semaphore(0)
+#: Per task queue: the event that lets the held calls answer, and the count of calls holding.
+_gates: dict[str, tuple[threading.Event, threading.Semaphore]] = {}
 
 
 @activity.defn(name="test_hold")
 def hold(_: int) -> None:
     """An AWS call that does not answer until the test says so."""
-    _holding.release()
-    _release.wait(60)
+    release, holding = _gates[activity.info().task_queue]
+    holding.release()
+    release.wait(60)
 
 
 @activity.defn(name="test_registry_read")
@@ -57,13 +58,14 @@ class ReadsLocally:
         )
 
 
-async def local_read_while_slots_wait(client, threads: int) -> bool:
-    """Whether a local activity finished within 5 s while every activity slot waited on AWS."""
+async def local_read_while_slots_wait(client, threads: int, seconds: float) -> bool:
+    """Whether a local activity finished within ``seconds`` while every activity slot waited on
+    AWS."""
     settings = get_settings().model_copy(
         update={"max_concurrent_activities": SLOTS, "max_concurrent_local_activities": SLOTS}
     )
     tq = f"tq-threads-{uuid.uuid4()}"
-    _release.clear()
+    release, holding = _gates[tq] = (threading.Event(), threading.Semaphore(0))
     with ThreadPoolExecutor(threads) as ex:
         w = build_worker(
             client,
@@ -77,20 +79,22 @@ async def local_read_while_slots_wait(client, threads: int) -> bool:
             workflow_runner=UnsandboxedWorkflowRunner(),
         )
         async with w:
-            held = [
-                await client.start_workflow(Holds.run, id=f"hold-{tq}-{i}", task_queue=tq)
-                for i in range(SLOTS)
-            ]
-            for _ in range(SLOTS):  # both slots are taken and their threads wait
-                assert await asyncio.to_thread(_holding.acquire, True, 30)
-            reads = await client.start_workflow(ReadsLocally.run, id=f"read-{tq}", task_queue=tq)
             try:
-                await asyncio.wait_for(asyncio.shield(reads.result()), 5)
-                ran = True
-            except TimeoutError:
-                ran = False
-            _release.set()
-            assert await reads.result() == "read"  # it runs once a thread is free, either way
+                held = [
+                    await client.start_workflow(Holds.run, id=f"hold-{tq}-{i}", task_queue=tq)
+                    for i in range(SLOTS)
+                ]
+                for _ in range(SLOTS):  # both slots are taken and their threads wait
+                    assert await asyncio.to_thread(holding.acquire, True, 30)
+                reads = await client.start_workflow(
+                    ReadsLocally.run, id=f"read-{tq}", task_queue=tq
+                )
+                result = asyncio.ensure_future(reads.result())
+                done, _ = await asyncio.wait({result}, timeout=seconds)
+                ran = result in done
+            finally:
+                release.set()  # the held calls answer, whatever happened above
+            assert await result == "read"  # it runs once a thread is free, either way
             for h in held:
                 await h.result()
     return ran
@@ -99,8 +103,9 @@ async def local_read_while_slots_wait(client, threads: int) -> bool:
 async def test_a_local_activity_runs_while_every_activity_slot_waits_on_aws(client):
     threads = activity_threads(SLOTS, SLOTS)
     assert threads == 2 * SLOTS
-    assert await local_read_while_slots_wait(client, threads)
+    assert await local_read_while_slots_wait(client, threads, 30)
 
 
 async def test_twin_threads_sized_to_activity_slots_starve_the_local_activity(client):
-    assert not await local_read_while_slots_wait(client, SLOTS)
+    # It cannot run before the held calls answer: no thread is free, however long one waits.
+    assert not await local_read_while_slots_wait(client, SLOTS, 3)

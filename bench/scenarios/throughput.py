@@ -1,9 +1,11 @@
 """Scenario 2, throughput: N concurrent cluster lifecycles against N no-op workflows of the same
 shape (same number of activities, same wait for ``delete``): the orchestration ceiling of this
-server, worker and machine. Three arms, run interleaved ``reps`` times (ceiling, fake, moto, ceiling,
-…, see :mod:`bench.stats`):
+server, worker and machine. Four arms, run interleaved ``reps`` times (ceiling, commands, fake,
+moto, ceiling, …, see :mod:`bench.stats`; ``--backends`` chooses fake and moto):
 
 * ``ceiling``: the no-op workflows;
+* ``commands``: the command ceiling, no-op workflows replaying the lifecycle's commands
+  (:mod:`bench.commands`);
 * ``fake``: the real lifecycles and activities against the latency-faithful fake AWS
   (:mod:`bench.fakeaws`): what Bridgehead adds on top of Temporal when AWS answers like AWS;
 * ``moto``: the same against moto's server, bounded by moto's CPU on the shared cores.
