@@ -51,6 +51,12 @@ def _size(payloads: Any) -> int:
     return sum(len(p.data) for p in payloads.payloads)
 
 
+def _local_result(event: Any) -> int:
+    """Bytes of a local activity's result (its marker's ``result`` detail)."""
+    result = event.marker_recorded_event_attributes.details.get("result")
+    return _size(result) if result else 0
+
+
 def _seconds(duration: Any) -> float:
     return float(duration.ToTimedelta().total_seconds())
 
@@ -109,10 +115,7 @@ def command_script(events: Sequence[Any], signal: str = "delete") -> tuple[list[
                 )
             )
         elif is_local_activity(e):
-            result = e.marker_recorded_event_attributes.details.get("result")
-            out.append(
-                Step(kind="L", summary=_summary(e), out_bytes=_size(result) if result else 0)
-            )
+            out.append(Step(kind="L", summary=_summary(e), out_bytes=_local_result(e)))
         elif t == EventType.EVENT_TYPE_MARKER_RECORDED:
             m = e.marker_recorded_event_attributes
             if m.marker_name != _PATCH_MARKER:
@@ -173,6 +176,5 @@ def payload_sizes(events: Iterable[Any]) -> list[tuple[str, int]]:
         elif t == EventType.EVENT_TYPE_ACTIVITY_TASK_COMPLETED:
             out.append(("result", _size(e.activity_task_completed_event_attributes.result)))
         elif is_local_activity(e):
-            result = e.marker_recorded_event_attributes.details.get("result")
-            out.append(("local result", _size(result) if result else 0))
+            out.append(("local result", _local_result(e)))
     return out

@@ -149,8 +149,8 @@ async def throughput(
         # Warm-up (not timed), and the shape and commands of a lifecycle from one real history.
         _, hs = await lifecycles(b, f"bench-{arms[0]}-{tuning}", 1, f"t{tag}w")
         events = list((await hs[0].fetch_history()).events)
-        shape["before"], shape["after"] = lifecycle_steps(events)
         script = command_script(events)
+        shape["before"], shape["after"] = steps_of(script)
         await same_commands(b, f"bench-noop-{tuning}", f"{tag}check", events, script)
 
         # CPU per lifecycle of each arm, summed over its repetitions: this process (worker,
@@ -256,18 +256,12 @@ async def lifecycle_shape(handle: Any) -> tuple[str, str]:
 def lifecycle_steps(events: Any) -> tuple[str, str]:
     """A lifecycle's steps before the ``delete`` signal and after it, in order: ``A`` for each
     activity, ``L`` for each local activity (its marker), so the ceiling has the same shape."""
-    from temporalio.api.enums.v1 import EventType
+    from bench.commands import command_script
 
-    from bridgehead.history_stats import is_local_activity
+    return steps_of(command_script(events))
 
-    before, after = [], []
-    signalled = False
-    for e in events:
-        steps = after if signalled else before
-        if e.event_type == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_SIGNALED:
-            signalled = True
-        elif e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
-            steps.append("A")
-        elif is_local_activity(e):
-            steps.append("L")
-    return "".join(before), "".join(after)
+
+def steps_of(script: Any) -> tuple[str, str]:
+    """The activities and local activities of a command script (:mod:`bench.commands`)."""
+    before, after = ("".join(s.kind for s in part if s.kind in "AL") for part in script)
+    return before, after
