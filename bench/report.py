@@ -72,13 +72,26 @@ def table(result: dict[str, Any]) -> str:
                     )
                 )
         for arm, c in (t.get("cpu_ms_per_lifecycle") or {}).items():
+            threads = c.get("activity_threads")
             rows.append(
                 (
                     f"throughput [{t['tuning']}]: CPU per lifecycle, {arm}",
                     f"{c['bench_process'] + c['dev_server']:.0f} ms",
-                    f"{c['bench_process']:.0f} ms worker process, {c['dev_server']:.0f} ms dev server",
+                    f"{c['bench_process']:.0f} ms worker process"
+                    + ("" if threads is None else f" ({threads:.0f} ms in activity threads)")
+                    + f", {c['dev_server']:.0f} ms dev server",
                 )
             )
+        for arm in ("fake", "moto"):
+            if f"{arm}_cpu_ratio_if_activities_were_noops" in t:
+                rows.append(
+                    (
+                        f"throughput [{t['tuning']}]: CPU ratio to the ceiling, {arm}",
+                        f"{t[f'{arm}_cpu_ratio_to_ceiling']}",
+                        f"{t[f'{arm}_cpu_ratio_if_activities_were_noops']} if its activities "
+                        "cost what no-op activities cost (what trimming them could bring at most)",
+                    )
+                )
     rows += [
         (
             "waiting: activities in flight (max / mean)",

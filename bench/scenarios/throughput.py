@@ -30,10 +30,13 @@ from bench.harness import (
     TUNINGS,
     Bench,
     Recorder,
+    activity_threads_prefix,
     cpu_seconds,
+    cpu_since,
     load_average,
     make_interceptor,
     status_attr,
+    thread_cpu_seconds,
     until,
 )
 from bench.stats import interleaved, ratios, summarise
@@ -135,11 +138,11 @@ async def throughput(
     workers, executors = [], []
     for arm in arms:
         acts = b.real_activities() if arm == "moto" else build_activities(b.settings, fake_aws)
-        w, ex = b.worker(f"bench-{arm}-{tuning}", tuning, acts, [], [make_interceptor(recs[arm])])
+        w, ex = b.worker(_task_queue(arm, tuning), tuning, acts, [], [make_interceptor(recs[arm])])
         workers.append(w)
         executors.append(ex)
     w_noop, ex_noop = b.worker(
-        f"bench-noop-{tuning}", tuning, [bench_noop, bench_echo], [NoopLifecycle]
+        _task_queue("ceiling", tuning), tuning, [bench_noop, bench_echo], [NoopLifecycle]
     )
     tag = uuid.uuid4().hex[:4]
     shape: dict[str, str] = {}
@@ -147,11 +150,11 @@ async def throughput(
         for w in [*workers, w_noop]:
             await running.enter_async_context(w)
         # Warm-up (not timed), and the shape and commands of a lifecycle from one real history.
-        _, hs = await lifecycles(b, f"bench-{arms[0]}-{tuning}", 1, f"t{tag}w")
+        _, hs = await lifecycles(b, _task_queue(arms[0], tuning), 1, f"t{tag}w")
         events = list((await hs[0].fetch_history()).events)
         script = command_script(events)
         shape["before"], shape["after"] = steps_of(script)
-        await same_commands(b, f"bench-noop-{tuning}", f"{tag}check", events, script)
+        await same_commands(b, _task_queue("commands", tuning), f"{tag}check", events, script)
 
         # CPU per lifecycle of each arm, summed over its repetitions: this process (worker,
         # driver and the fake's bookkeeping) and the dev server. On two cores, once both are busy,
@@ -160,18 +163,26 @@ async def throughput(
         procs = {"bench_process": os.getpid(), "dev_server": b.stack.procs["temporal"].pid}
 
         def arm_fn(arm: str) -> Any:
+            # The arm's activity threads (its worker's executor): what its activities' own work
+            # costs, AWS client and Bridgehead's code, inside the worker process's figure.
+            threads = activity_threads_prefix(_task_queue(arm, tuning))
+
             async def timed(i: int) -> float | None:
                 before = {k: cpu_seconds(pid) for k, pid in procs.items()}
+                threads_before = thread_cpu_seconds(threads)
                 seconds = await run(i)
                 if seconds is not None:
-                    spent = cpu.setdefault(arm, dict.fromkeys(procs, 0.0))
+                    spent = cpu.setdefault(arm, dict.fromkeys([*procs, "activity_threads"], 0.0))
                     for k, pid in procs.items():
                         spent[k] += cpu_seconds(pid) - before[k]
+                    spent["activity_threads"] += cpu_since(
+                        threads_before, thread_cpu_seconds(threads)
+                    )
                 return seconds
 
             async def run(i: int) -> float | None:
+                tq = _task_queue(arm, tuning)
                 if arm in ("ceiling", "commands"):
-                    tq = f"bench-noop-{tuning}"
                     return await noops(
                         b,
                         tq,
@@ -181,7 +192,7 @@ async def throughput(
                         shape["after"],
                         script if arm == "commands" else None,
                     )
-                tq, prefix = f"bench-{arm}-{tuning}", f"t{tag}{arm[0]}{i}"
+                prefix = f"t{tag}{arm[0]}{i}"
                 try:
                     seconds, _ = await lifecycles(b, tq, n, prefix, MOTO_DEADLINE[arm])
                 except TimeoutError:
@@ -233,8 +244,40 @@ async def throughput(
         }
         for arm, spent in cpu.items()
     }
+    out.update(cpu_bounds(out["cpu_ms_per_lifecycle"], arms))
     out["fake_calls"] = fake_aws.world.counts()
     return out
+
+
+def cpu_bounds(cpu: dict[str, dict[str, float]], arms: tuple[str, ...]) -> dict[str, float]:
+    """From CPU per lifecycle (worker process + dev server, summed over the repetitions):
+    ``{arm}_cpu_ratio_to_ceiling``, the ceiling's CPU over the arm's (once both cores are busy,
+    about the ratio of their throughputs), and ``{arm}_cpu_ratio_if_activities_were_noops``, the
+    same with the arm's activity threads costing what the ceiling's no-op activities cost: the
+    most that making the activities' own work (AWS client calls, Bridgehead's code in them) free
+    could bring. What it leaves is Temporal's share: the lifecycle's commands, its workflow code
+    and how its steps reach the server."""
+    out: dict[str, float] = {}
+    base = cpu.get("ceiling")
+    if not base:
+        return out
+    for arm in arms:
+        c = cpu.get(arm)
+        if not c:
+            continue
+        total, ceiling = (
+            c["bench_process"] + c["dev_server"],
+            base["bench_process"] + base["dev_server"],
+        )
+        out[f"{arm}_cpu_ratio_to_ceiling"] = round(ceiling / total, 3)
+        free = total - c["activity_threads"] + base["activity_threads"]
+        out[f"{arm}_cpu_ratio_if_activities_were_noops"] = round(ceiling / free, 3)
+    return out
+
+
+def _task_queue(arm: str, tuning: str) -> str:
+    """The task queue of an arm's worker: both ceilings share the no-op worker."""
+    return f"bench-noop-{tuning}" if arm in ("ceiling", "commands") else f"bench-{arm}-{tuning}"
 
 
 async def same_commands(b: Bench, tq: str, prefix: str, events: Any, script: Any) -> None:
