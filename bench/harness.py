@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -339,30 +338,6 @@ def activity_threads_prefix(task_queue: str) -> str:
     """The names of the activity threads of :meth:`Bench.worker`'s worker on ``task_queue``
     (``ThreadPoolExecutor`` names them ``{prefix}_{n}``)."""
     return f"bench-activity-{task_queue}"
-
-
-def thread_cpu_seconds(prefix: str) -> dict[int, float]:
-    """User + system CPU seconds so far of each live thread of this process named ``{prefix}_{n}``
-    (an executor's threads), by native thread id, from /proc/self/task (Linux). Python's thread
-    names are not the kernel's, so threads are matched through :func:`threading.enumerate`."""
-    tick = os.sysconf("SC_CLK_TCK")
-    out: dict[int, float] = {}
-    for t in threading.enumerate():
-        if t.native_id is None or not t.name.startswith(f"{prefix}_"):
-            continue
-        try:
-            stat = Path(f"/proc/self/task/{t.native_id}/stat").read_text()
-        except OSError:  # ended since enumerate()
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        out[t.native_id] = (int(fields[11]) + int(fields[12])) / tick
-    return out
-
-
-def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
-    """CPU seconds the threads of ``after`` spent since ``before`` (a thread new since then counts
-    from zero; one that ended in between is lost, which an executor's threads do not do)."""
-    return sum(v - before.get(tid, 0.0) for tid, v in after.items())
 
 
 def sqlite_bytes(db: Path) -> int:

@@ -72,24 +72,32 @@ def table(result: dict[str, Any]) -> str:
                     )
                 )
         for arm, c in (t.get("cpu_ms_per_lifecycle") or {}).items():
+            procs = {k: v for k, v in c.items() if k != "activity_threads"}
             threads = c.get("activity_threads")
             rows.append(
                 (
                     f"throughput [{t['tuning']}]: CPU per lifecycle, {arm}",
-                    f"{c['bench_process'] + c['dev_server']:.0f} ms",
-                    f"{c['bench_process']:.0f} ms worker process"
-                    + ("" if threads is None else f" ({threads:.0f} ms in activity threads)")
-                    + f", {c['dev_server']:.0f} ms dev server",
+                    f"{sum(procs.values()):.0f} ms",
+                    ", ".join(
+                        f"{v:.0f} ms {k.replace('_', ' ')}"
+                        + (
+                            f" ({threads:.0f} ms in {arm}'s activity threads)"
+                            if k == "bench_process" and threads is not None
+                            else ""
+                        )
+                        for k, v in procs.items()
+                    ),
                 )
             )
         for arm in ("fake", "moto"):
             if f"{arm}_cpu_ratio_if_activities_were_noops" in t:
                 rows.append(
                     (
-                        f"throughput [{t['tuning']}]: CPU ratio to the ceiling, {arm}",
-                        f"{t[f'{arm}_cpu_ratio_to_ceiling']}",
-                        f"{t[f'{arm}_cpu_ratio_if_activities_were_noops']} if its activities "
-                        "cost what no-op activities cost (what trimming them could bring at most)",
+                        f"throughput [{t['tuning']}]: ceiling's CPU / {arm}'s",
+                        spread(t[f"{arm}_cpu_ratio_to_ceiling"]),
+                        f"{spread(t[f'{arm}_cpu_ratio_if_activities_were_noops'])} with its "
+                        "activity threads' CPU replaced by the ceiling's (an estimate of what "
+                        "making the activities' own work free would bring, not a bound)",
                     )
                 )
     rows += [

@@ -22,6 +22,7 @@ import time
 import uuid
 from typing import Any
 
+from bench.cpu import cpu_since, thread_cpu_seconds
 from bench.harness import (
     ACCOUNT,
     CLUSTER_CONFIG,
@@ -32,11 +33,9 @@ from bench.harness import (
     Recorder,
     activity_threads_prefix,
     cpu_seconds,
-    cpu_since,
     load_average,
     make_interceptor,
     status_attr,
-    thread_cpu_seconds,
     until,
 )
 from bench.stats import interleaved, ratios, summarise
@@ -156,32 +155,35 @@ async def throughput(
         shape["before"], shape["after"] = steps_of(script)
         await same_commands(b, _task_queue("commands", tuning), f"{tag}check", events, script)
 
-        # CPU per lifecycle of each arm, summed over its repetitions: this process (worker,
-        # driver and the fake's bookkeeping) and the dev server. On two cores, once both are busy,
-        # the ratio of two arms' throughput is about the inverse ratio of their CPU per lifecycle.
-        cpu: dict[str, dict[str, float]] = {}
+        # CPU per lifecycle of each arm in each repetition: this process (worker, driver and the
+        # fake's bookkeeping), the dev server, and moto's server when its arm runs; and, inside
+        # this process, the arm's activity threads (its worker's executor: the AWS client's work
+        # and Bridgehead's code in the activities). On two cores, once both are busy, the ratio of
+        # two arms' throughput is about the inverse ratio of their CPU per lifecycle.
+        cpu: dict[str, list[dict[str, float] | None]] = {}
         procs = {"bench_process": os.getpid(), "dev_server": b.stack.procs["temporal"].pid}
+        if "moto" in arms:
+            procs["moto_server"] = b.stack.procs["moto"].pid
 
         def arm_fn(arm: str) -> Any:
-            # The arm's activity threads (its worker's executor): what its activities' own work
-            # costs, AWS client and Bridgehead's code, inside the worker process's figure.
-            threads = activity_threads_prefix(_task_queue(arm, tuning))
+            tq = _task_queue(arm, tuning)
+            threads = activity_threads_prefix(tq)
 
             async def timed(i: int) -> float | None:
                 before = {k: cpu_seconds(pid) for k, pid in procs.items()}
                 threads_before = thread_cpu_seconds(threads)
                 seconds = await run(i)
+                per_lifecycle: dict[str, float] | None = None
                 if seconds is not None:
-                    spent = cpu.setdefault(arm, dict.fromkeys([*procs, "activity_threads"], 0.0))
-                    for k, pid in procs.items():
-                        spent[k] += cpu_seconds(pid) - before[k]
-                    spent["activity_threads"] += cpu_since(
+                    spent = {k: cpu_seconds(pid) - before[k] for k, pid in procs.items()}
+                    spent["activity_threads"] = cpu_since(
                         threads_before, thread_cpu_seconds(threads)
                     )
+                    per_lifecycle = {k: round(v * 1000 / n, 1) for k, v in spent.items()}
+                cpu.setdefault(arm, []).append(per_lifecycle)
                 return seconds
 
             async def run(i: int) -> float | None:
-                tq = _task_queue(arm, tuning)
                 if arm in ("ceiling", "commands"):
                     return await noops(
                         b,
@@ -237,41 +239,55 @@ async def throughput(
         out[f"{arm}_ratio_to_commands"] = summarise(ratios(samples["commands"], samples[arm]), 3)
         # Time inside the activities: near wall time x threads means the backend is the bound.
         out[f"{arm}_activity_seconds"] = round(recs[arm].busy_seconds, 1)
-    out["cpu_ms_per_lifecycle"] = {
-        arm: {
-            k: round(v * 1000 / (n * sum(x is not None for x in samples[arm])), 1)
-            for k, v in spent.items()
-        }
-        for arm, spent in cpu.items()
-    }
-    out.update(cpu_bounds(out["cpu_ms_per_lifecycle"], arms))
+    out["cpu_ms_per_lifecycle"] = {arm: _mean(per_rep) for arm, per_rep in cpu.items()}
+    out["cpu_ms_per_lifecycle_per_rep"] = cpu
+    out.update(cpu_ratios(cpu, arms))
     out["fake_calls"] = fake_aws.world.counts()
     return out
 
 
-def cpu_bounds(cpu: dict[str, dict[str, float]], arms: tuple[str, ...]) -> dict[str, float]:
-    """From CPU per lifecycle (worker process + dev server, summed over the repetitions):
-    ``{arm}_cpu_ratio_to_ceiling``, the ceiling's CPU over the arm's (once both cores are busy,
-    about the ratio of their throughputs), and ``{arm}_cpu_ratio_if_activities_were_noops``, the
-    same with the arm's activity threads costing what the ceiling's no-op activities cost: the
-    most that making the activities' own work (AWS client calls, Bridgehead's code in them) free
-    could bring. What it leaves is Temporal's share: the lifecycle's commands, its workflow code
-    and how its steps reach the server."""
-    out: dict[str, float] = {}
-    base = cpu.get("ceiling")
-    if not base:
-        return out
+def _mean(per_rep: list[dict[str, float] | None]) -> dict[str, float]:
+    done = [r for r in per_rep if r is not None]
+    return {k: round(sum(r[k] for r in done) / len(done), 1) for k in done[0]} if done else {}
+
+
+def _total(c: dict[str, float]) -> float:
+    """A repetition's CPU per lifecycle over every process (the activity threads are inside the
+    bench process's figure)."""
+    return sum(v for k, v in c.items() if k != "activity_threads")
+
+
+def cpu_ratios(
+    cpu: dict[str, list[dict[str, float] | None]], arms: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """Per repetition, then summarised (:mod:`bench.stats`): ``{arm}_cpu_ratio_to_ceiling``, the
+    ceiling's CPU per lifecycle over the arm's, and ``{arm}_cpu_ratio_if_activities_were_noops``,
+    the same with the arm's activity-thread CPU replaced by the ceiling's.
+
+    The second is an estimate of what making the activities' own work free (the AWS client's
+    work, Bridgehead's code in the activities, the fake's answers) would bring, not a bound: what
+    the activities cause elsewhere stays in it (their payloads converted and encrypted on the
+    event loop, carried by the SDK core and the server; the heartbeat interceptor's task), and a
+    garbage collection that happens to run in an activity thread leaves with them. The rest is the
+    lifecycle's commands, its workflow code and how its steps reach the server."""
+    out: dict[str, dict[str, Any]] = {}
+    base = cpu.get("ceiling") or []
     for arm in arms:
-        c = cpu.get(arm)
-        if not c:
+        pairs = list(zip(base, cpu.get(arm) or [None] * len(base), strict=True))
+        if not any(b and a for b, a in pairs):
             continue
-        total, ceiling = (
-            c["bench_process"] + c["dev_server"],
-            base["bench_process"] + base["dev_server"],
+        out[f"{arm}_cpu_ratio_to_ceiling"] = summarise(
+            [_total(b) / _total(a) if b and a else None for b, a in pairs], 3
         )
-        out[f"{arm}_cpu_ratio_to_ceiling"] = round(ceiling / total, 3)
-        free = total - c["activity_threads"] + base["activity_threads"]
-        out[f"{arm}_cpu_ratio_if_activities_were_noops"] = round(ceiling / free, 3)
+        out[f"{arm}_cpu_ratio_if_activities_were_noops"] = summarise(
+            [
+                _total(b) / (_total(a) - a["activity_threads"] + b["activity_threads"])
+                if b and a
+                else None
+                for b, a in pairs
+            ],
+            3,
+        )
     return out
 
 
