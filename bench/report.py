@@ -81,7 +81,7 @@ def table(result: dict[str, Any]) -> str:
                     ", ".join(
                         f"{v:.0f} ms {k.replace('_', ' ')}"
                         + (
-                            f" ({threads:.0f} ms in {arm}'s activity threads)"
+                            f" ({threads:.0f} ms in its activity threads)"
                             if k == "bench_process" and threads is not None
                             else ""
                         )
