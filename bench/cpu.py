@@ -32,3 +32,13 @@ def cpu_since(before: dict[int, float], after: dict[int, float]) -> float:
     """CPU seconds the threads of ``after`` spent since ``before`` (a thread new since then counts
     from zero; one that ended in between is lost, which an executor's threads do not do)."""
     return sum(v - before.get(tid, 0.0) for tid, v in after.items())
+
+
+#: The key of a repetition's CPU figures that is a part of the bench process's, not a process.
+ACTIVITY_THREADS = "activity_threads"
+
+
+def processes_total(per_lifecycle: dict[str, float]) -> float:
+    """A repetition's CPU per lifecycle over every process it names (the activity threads are
+    inside the bench process's figure, so they are not added again)."""
+    return sum(v for k, v in per_lifecycle.items() if k != ACTIVITY_THREADS)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench.cpu import ACTIVITY_THREADS, processes_total
 from bench.stats import spread
 
 
@@ -72,12 +73,11 @@ def table(result: dict[str, Any]) -> str:
                     )
                 )
         for arm, c in (t.get("cpu_ms_per_lifecycle") or {}).items():
-            procs = {k: v for k, v in c.items() if k != "activity_threads"}
-            threads = c.get("activity_threads")
+            threads = c.get(ACTIVITY_THREADS)
             rows.append(
                 (
                     f"throughput [{t['tuning']}]: CPU per lifecycle, {arm}",
-                    f"{sum(procs.values()):.0f} ms",
+                    f"{processes_total(c):.0f} ms",
                     ", ".join(
                         f"{v:.0f} ms {k.replace('_', ' ')}"
                         + (
@@ -85,7 +85,8 @@ def table(result: dict[str, Any]) -> str:
                             if k == "bench_process" and threads is not None
                             else ""
                         )
-                        for k, v in procs.items()
+                        for k, v in c.items()
+                        if k != ACTIVITY_THREADS
                     ),
                 )
             )

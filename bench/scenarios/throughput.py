@@ -22,7 +22,7 @@ import time
 import uuid
 from typing import Any
 
-from bench.cpu import cpu_since, thread_cpu_seconds
+from bench.cpu import ACTIVITY_THREADS, cpu_since, processes_total, thread_cpu_seconds
 from bench.harness import (
     ACCOUNT,
     CLUSTER_CONFIG,
@@ -176,9 +176,7 @@ async def throughput(
                 per_lifecycle: dict[str, float] | None = None
                 if seconds is not None:
                     spent = {k: cpu_seconds(pid) - before[k] for k, pid in procs.items()}
-                    spent["activity_threads"] = cpu_since(
-                        threads_before, thread_cpu_seconds(threads)
-                    )
+                    spent[ACTIVITY_THREADS] = cpu_since(threads_before, thread_cpu_seconds(threads))
                     per_lifecycle = {k: round(v * 1000 / n, 1) for k, v in spent.items()}
                 cpu.setdefault(arm, []).append(per_lifecycle)
                 return seconds
@@ -251,12 +249,6 @@ def _mean(per_rep: list[dict[str, float] | None]) -> dict[str, float]:
     return {k: round(sum(r[k] for r in done) / len(done), 1) for k in done[0]} if done else {}
 
 
-def _total(c: dict[str, float]) -> float:
-    """A repetition's CPU per lifecycle over every process (the activity threads are inside the
-    bench process's figure)."""
-    return sum(v for k, v in c.items() if k != "activity_threads")
-
-
 def cpu_ratios(
     cpu: dict[str, list[dict[str, float] | None]], arms: tuple[str, ...]
 ) -> dict[str, dict[str, Any]]:
@@ -277,11 +269,12 @@ def cpu_ratios(
         if not any(b and a for b, a in pairs):
             continue
         out[f"{arm}_cpu_ratio_to_ceiling"] = summarise(
-            [_total(b) / _total(a) if b and a else None for b, a in pairs], 3
+            [processes_total(b) / processes_total(a) if b and a else None for b, a in pairs], 3
         )
         out[f"{arm}_cpu_ratio_if_activities_were_noops"] = summarise(
             [
-                _total(b) / (_total(a) - a["activity_threads"] + b["activity_threads"])
+                processes_total(b)
+                / (processes_total(a) - a[ACTIVITY_THREADS] + b[ACTIVITY_THREADS])
                 if b and a
                 else None
                 for b, a in pairs
