@@ -34,6 +34,7 @@ import asyncio
 import json
 import os
 import platform
+import signal
 import sys
 import time
 from datetime import UTC, datetime
@@ -50,6 +51,7 @@ from bench.scenarios.overhead import overhead  # noqa: E402
 from bench.scenarios.scaleout import scaleout  # noqa: E402
 from bench.scenarios.throughput import throughput  # noqa: E402
 from bench.scenarios.waiting import waiting  # noqa: E402
+from starter.signals import cancel_on  # noqa: E402
 
 RUNNERS_ALL = ("sandboxed", "unsandboxed", "aws-latency")
 SIZES: dict[str, dict[str, Any]] = {
@@ -131,6 +133,9 @@ async def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2) + "\n")
 
+    # SIGTERM (a CI timeout, ``kill``) cancels the run like Ctrl-C, so the stack's servers, in their
+    # own sessions, are stopped on the way out instead of outliving us (starter/signals.py).
+    cancel_on(signal.SIGTERM)
     async with Bench(args) as b:
         steps: list[tuple[str, Any]] = [
             ("overhead", lambda: overhead(b, args.overhead_runners, args.reps))
@@ -257,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         args.out
         or ROOT / "bench" / "results" / f"{args.size}-{datetime.now(UTC):%Y%m%dT%H%M%S}.json"
     )
-    result = asyncio.run(run(args, out))
+    try:
+        result = asyncio.run(run(args, out))
+    except asyncio.CancelledError:
+        print(f"stopped by SIGTERM; what was measured is in {out}", file=sys.stderr)
+        return 128 + signal.SIGTERM
     print(table(result))
     print(f"\nwritten to {out}")
     failed = [k for k, v in result.items() if isinstance(v, dict) and "error" in v] + [

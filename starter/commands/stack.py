@@ -18,6 +18,7 @@ from starter.args import leaf
 from starter.client import client, start, wait_state
 from starter.commands.dropbox import dropbox_setup
 from starter.output import CliError, dumps, fmt_cluster, fmt_org
+from starter.signals import cancel_on
 
 BANNER = """
 Bridgehead is up.
@@ -53,43 +54,45 @@ async def cmd_up(args: argparse.Namespace) -> int:
 async def up(args: argparse.Namespace, announce: Callable[[dict[str, str]], None]) -> int:
     from starter.local import LocalStack
 
+    # Ctrl-C and SIGTERM stop everything, whenever they come: while the stack starts, during the
+    # demo, or while it serves (starter/signals.py; the servers run in their own sessions).
+    stopping = cancel_on(signal.SIGINT, signal.SIGTERM)
     stack = LocalStack(temporal_port=args.port, ui_port=args.ui_port, moto_port=args.aws_port)
     print("starting the embedded stack (moto server, Temporal dev server, worker)...", flush=True)
     try:
         stack.start()
     except RuntimeError as e:
         raise CliError(str(e), 1) from None
-    os.environ.update(stack.env())
-    from bridgehead.settings import get_settings
-
-    get_settings.cache_clear()
-    env_line = " ".join(f"{k}={v}" for k, v in stack.env().items() if k.startswith(SHOWN_ENV))
-    banner = BANNER.format(
-        ui=stack.ui_url,
-        temporal=stack.temporal_address,
-        aws=stack.aws_endpoint,
-        state=stack.state_dir,
-        env_line=env_line,
-    )
-    print(banner, flush=True)
-    announce(
-        {
-            "temporal_address": stack.temporal_address,
-            "ui_url": stack.ui_url,
-            "aws_endpoint": stack.aws_endpoint,
-            "state_dir": str(stack.state_dir),
-        }
-    )
-    await dropbox_setup(await client())
     try:
+        os.environ.update(stack.env())
+        from bridgehead.settings import get_settings
+
+        get_settings.cache_clear()
+        env_line = " ".join(f"{k}={v}" for k, v in stack.env().items() if k.startswith(SHOWN_ENV))
+        banner = BANNER.format(
+            ui=stack.ui_url,
+            temporal=stack.temporal_address,
+            aws=stack.aws_endpoint,
+            state=stack.state_dir,
+            env_line=env_line,
+        )
+        print(banner, flush=True)
+        announce(
+            {
+                "temporal_address": stack.temporal_address,
+                "ui_url": stack.ui_url,
+                "aws_endpoint": stack.aws_endpoint,
+                "state_dir": str(stack.state_dir),
+            }
+        )
+        await dropbox_setup(await client())
         if args.demo:
             await demo(stack)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         if not args.exit_after_demo:
-            await stop.wait()
+            await asyncio.Event().wait()  # until a signal cancels us
+    except asyncio.CancelledError:
+        if not stopping.cancelled_by_us():
+            raise
     finally:
         print("stopping...", flush=True)
         stack.stop()
