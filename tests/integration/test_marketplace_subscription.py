@@ -27,9 +27,12 @@ from activities.clusters import ClusterActivities
 from activities.marketplace import MarketplaceActivities, NotificationConsumer
 from activities.registry import Registry
 from bridgehead import models as m
+from bridgehead.converter import make_data_converter
 from bridgehead.settings import get_settings
+from tests.conftest import TEST_KEY
 from tests.integration.helpers import ledger_org, wait_for
 from tests.support.fake_marketplace import FakeMarketplace, install
+from tests.support.secret_scan import readable_and_encrypted
 from worker import WORKFLOWS, sandbox_runner
 
 pytestmark = pytest.mark.integration
@@ -148,6 +151,37 @@ def _org() -> str:
     return f"mp{uuid.uuid4().hex[:8]}"
 
 
+async def token_scan(history: Any, token: str) -> tuple[list[str], list[str]]:
+    """Where the registration token is in a history: readable (a defect) and encrypted."""
+    codec = make_data_converter(TEST_KEY).payload_codec
+    return await readable_and_encrypted(history, {"registration token": token}, codec)
+
+
+async def test_twin_a_token_sent_unencrypted_is_found_readable(client):
+    """Planted defect: the subscription started by a client that does not encrypt (as if
+    ``MarketplaceSubscriptionInput`` were not a ``SensitiveModel``). The scan the tests above use
+    finds the token in the start event. No worker polls the queue; the run is terminated."""
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    plain = Client(**{**client.config(), "data_converter": pydantic_data_converter})
+    org, token = _org(), f"planted-{uuid.uuid4().hex}"
+    h = await plain.start_workflow(
+        "MarketplaceSubscription",
+        m.MarketplaceSubscriptionInput(org_id=org, registration_token=token),
+        id=f"marketplace-{org}",
+        task_queue=f"no-worker-{org}",
+    )
+    try:
+        readable, encrypted = await token_scan(await h.fetch_history(), token)
+    finally:
+        await h.terminate("twin finished")
+    assert encrypted == [] and len(readable) == 1, (readable, encrypted)
+    assert (
+        "[plain] at" in readable[0] and "workflow_execution_started_event_attributes" in readable[0]
+    )
+
+
 async def test_subscribe_success_links_the_buyer_and_metering_starts(client):
     hz = Harness(client, _org(), "252525252525")
     async with hz.worker():
@@ -182,9 +216,10 @@ async def test_subscribe_success_links_the_buyer_and_metering_starts(client):
             and msg in s.seen
         )
         assert env.run(acts.meter_usage, m.MeterUsageInput(org_id=hz.org)).skipped is None
-        # The token never enters history in plain text (the input is encrypted by the codec).
-        hist = await h.fetch_history()
-        assert hz.token.encode() not in hist.to_json().encode()
+        # The token never enters history readable (the input is encrypted by the codec): every
+        # payload decoded, and found encrypted where it was sent (the scan reaches it).
+        readable, encrypted = await token_scan(await h.fetch_history(), hz.token)
+        assert readable == [] and encrypted, (readable, encrypted)
         await h.terminate("test finished")
 
 

@@ -14,7 +14,16 @@ pytestmark = pytest.mark.integration
 
 STATES = {
     "org": [None, "AWAITING_ROLE", "READY", "ACTION_REQUIRED", "OFFBOARDING", "OFFBOARDED"],
-    "cluster": [None, "CREATING", "RUNNING", "DELETING", "DELETED", "FAILED", "CANCELLED"],
+    "cluster": [
+        None,
+        "CREATING",
+        "RUNNING",
+        "STOPPED",
+        "DELETING",
+        "DELETED",
+        "FAILED",
+        "CANCELLED",
+    ],
     "foundation": [
         None,
         "CREATING",
@@ -38,6 +47,73 @@ NEVER = [
     ("foundation", "DELETED", "READY"),
     ("foundation", "DELETING", "READY"),
 ]
+
+
+#: The state machine as the product means it, written out here by hand and forwards (from each
+#: state, the states it may become), independently of :mod:`bridgehead.transitions`, which lists
+#: them backwards (each target's priors). Any difference is a change of meaning that must be made
+#: in both places on purpose. Writing the state a record already has is always allowed (retries).
+SPEC: dict[str, dict[str | None, set[str]]] = {
+    "org": {
+        None: {"AWAITING_ROLE"},
+        "AWAITING_ROLE": {"AWAITING_ROLE", "READY", "ACTION_REQUIRED", "OFFBOARDING"},
+        "READY": {"READY", "ACTION_REQUIRED", "OFFBOARDING"},
+        "ACTION_REQUIRED": {"READY", "ACTION_REQUIRED", "OFFBOARDING"},
+        # offboarding refused (clusters remain): the settled state is restored
+        "OFFBOARDING": {"AWAITING_ROLE", "READY", "ACTION_REQUIRED", "OFFBOARDING", "OFFBOARDED"},
+        "OFFBOARDED": {"OFFBOARDED"},
+    },
+    "cluster": {
+        None: {"CREATING", "CANCELLED"},
+        "CREATING": {"CREATING", "RUNNING", "FAILED", "DELETING", "CANCELLED"},
+        "RUNNING": {"RUNNING", "STOPPED", "DELETING"},
+        "STOPPED": {"RUNNING", "STOPPED", "DELETING"},
+        "DELETING": {"DELETING", "DELETED", "FAILED", "CANCELLED"},
+        "DELETED": {"DELETED", "CREATING"},  # the name is free again
+        "FAILED": {"FAILED", "DELETING"},
+        "CANCELLED": {"CANCELLED", "CREATING"},
+    },
+    "foundation": {
+        None: {"CREATING", "DELETING"},
+        "CREATING": {"CREATING", "READY", "FAILED", "DELETING"},
+        "READY": {"READY", "DELETING"},
+        "FAILED": {"FAILED", "CREATING", "DELETING"},
+        "DELETING": {"DELETING", "DELETE_FAILED", "DELETED", "LEFTOVERS"},
+        "DELETE_FAILED": {"DELETE_FAILED", "DELETING"},
+        "DELETED": {"DELETED", "CREATING", "DELETING"},
+        "LEFTOVERS": {"LEFTOVERS", "DELETED", "DELETING"},
+    },
+}
+
+
+def table_differences() -> list[str]:
+    """Each (kind, prior, target) on which the shipped table and :data:`SPEC` disagree."""
+    out = []
+    for kind, states in STATES.items():
+        assert set(SPEC[kind]) == set(states), kind
+        shipped_targets = set(transitions.TABLES[kind])
+        assert shipped_targets <= set(states) - {None}, (kind, shipped_targets)
+        for prior, target in itertools.product(states, states[1:]):
+            want = target in SPEC[kind][prior]
+            if transitions.is_allowed(kind, prior, target) != want:
+                out.append(f"{kind}: {prior} -> {target} {'refused' if want else 'allowed'}")
+    return out
+
+
+def test_the_shipped_table_is_the_specified_state_machine():
+    assert table_differences() == []
+
+
+def test_twin_a_stopped_cluster_revived_from_deleted_is_caught(monkeypatch):
+    """The review's plant: STOPPED written over DELETED or FAILED, RUNNING over CANCELLED."""
+    c = transitions.CLUSTER
+    monkeypatch.setitem(c, "STOPPED", c["STOPPED"] | {"DELETED", "FAILED"})
+    monkeypatch.setitem(c, "RUNNING", c["RUNNING"] | {"CANCELLED"})
+    assert sorted(table_differences()) == [
+        "cluster: CANCELLED -> RUNNING allowed",
+        "cluster: DELETED -> STOPPED allowed",
+        "cluster: FAILED -> STOPPED allowed",
+    ]
 
 
 def violations() -> list[str]:

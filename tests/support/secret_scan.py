@@ -238,3 +238,14 @@ def scan_logs(paths: Iterable[Path], needles: Mapping[str, str]) -> set[Finding]
 def log_files(*dirs: Path) -> list[Path]:
     """Every ``*.log`` under the given folders (worker, dev server, moto, CLI runs)."""
     return sorted({p for d in dirs if d.exists() for p in d.rglob("*.log") if p.is_file()})
+
+
+async def readable_and_encrypted(
+    history: Any, needles: Mapping[str, str], codec: PayloadCodec | None, namespace: str = "default"
+) -> tuple[list[str], list[str]]:
+    """One history scanned: the findings a reader could recover (plain or base64: defects), and
+    those only the codec's key recovers (where a protected value is meant to be; their presence
+    proves the scan reaches it). Each as ``str(Finding)``, sorted."""
+    found = await scan_history(history, needles, codec, namespace)
+    readable = sorted(str(f) for f in found if f.layer != "encrypted")
+    return readable, sorted(str(f) for f in found if f.layer == "encrypted")
