@@ -39,6 +39,23 @@ SELF_ESCALATION = [
     "iam:DeleteRolePermissionsBoundary",
     "iam:CreateLoginProfile",
     "iam:UpdateLoginProfile",
+    # Groups: a policy on a group the role's own user (or a user it can reach) is in.
+    "iam:PutGroupPolicy",
+    "iam:AttachGroupPolicy",
+    "iam:CreateGroup",
+    # Removing or rewriting what restricts a principal: a deny, a permissions boundary's policy.
+    "iam:DetachRolePolicy",
+    "iam:DeleteRolePolicy",
+    "iam:DetachUserPolicy",
+    "iam:DeleteUserPolicy",
+    "iam:DetachGroupPolicy",
+    "iam:DeleteGroupPolicy",
+    "iam:DeletePolicyVersion",
+    # Other credentials for an identity.
+    "iam:UpdateAccessKey",
+    "iam:CreateServiceSpecificCredential",
+    "iam:UploadSSHPublicKey",
+    "iam:UploadSigningCertificate",
     "sts:AssumeRole",
     "kms:PutKeyPolicy",
     "kms:CreateGrant",
@@ -102,6 +119,16 @@ def test_granted_policy_cannot_create_roles_policies_users_or_manage_keys():
         {"Action": "iam:CreateUser"},
         {"NotAction": "s3:*"},
         {"Action": "kms:ScheduleKeyDeletion"},
+        # The audit's plant (session 13): only cloudsplaining had caught it.
+        {
+            "Action": ["iam:AttachGroupPolicy", "iam:PutGroupPolicy"],
+            "Resource": "arn:aws:iam::222222222222:group/*",
+        },
+        {
+            "Action": "iam:DeleteRolePolicy",
+            "Resource": "arn:aws:iam::222222222222:role/BridgeheadAccess",
+        },
+        {"Action": "iam:Upload*"},
     ],
 )
 def test_planted_self_escalation_is_caught(statement):
