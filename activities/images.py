@@ -15,6 +15,7 @@ from temporalio.exceptions import ApplicationError
 from activities.aws import Aws, not_found
 from activities.errors import aws_errors, error_code
 from activities.registry import Registry
+from bridgehead import org_access
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
     CopyImageInput,
@@ -158,6 +159,11 @@ class ImageActivities:
         org's account (AWS treats a repeated grant as a no-op, so retries are safe)."""
         bind_subject(org_id=req.org_id, region=req.region)
         org = self.registry.org(req.org_id)
+        why = org_access.refusal(
+            "share images", org.org_id, org.state, org.regions, req.region, req.by_org
+        )
+        if why is not None:
+            raise ApplicationError(why, type="BadInput", non_retryable=True)
         ec2 = self._ec2(req.region)
         snapshots = self._snapshots(req.region, req.image_id)
         # The image (and its snapshots) may have been copied here moments ago.

@@ -7,11 +7,12 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws
 from activities.errors import aws_errors, error_code
 from activities.registry import Registry
-from bridgehead import policies
+from bridgehead import org_access, policies
 from bridgehead.logging import bind_subject, get_logger
 from bridgehead.models import (
     ClusterSummary,
@@ -41,7 +42,14 @@ class RegionActivities:
 
     @activity.defn
     def render_foundation_template(self, req: FoundationTemplateInput) -> RenderedTemplate:
+        """The foundation's template, refused (before anything is created) where the organisation
+        may not get one (bridgehead/org_access.py)."""
         org = self.registry.org(req.org_id)
+        why = org_access.refusal(
+            "provision a foundation", org.org_id, org.state, org.regions, req.region, req.by_org
+        )
+        if why is not None:
+            raise ApplicationError(why, type="BadInput", non_retryable=True)
         tags = {
             policies.TAG_ORG: req.org_id,
             "bridgehead:region": req.region,

@@ -121,6 +121,13 @@ def bind_input(
         )
 
 
+def started_by(parent_id: str) -> bool:
+    """Whether this run is a child of the workflow ``parent_id``: known from the server, never
+    from input (only a workflow can start a child, and only Bridgehead's run on this queue)."""
+    parent = workflow.info().parent
+    return parent is not None and parent.workflow_id == parent_id
+
+
 def continued_by_itself() -> bool:
     """This run was continued as new by the previous run of this workflow (not a cron run or a
     retry, which carry the caller's input again): :func:`bridgehead.runs.continued_by_itself`."""

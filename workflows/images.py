@@ -28,7 +28,7 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import _activities as acts
 from workflows import _patches
-from workflows._common import bind_input, require_input, root_message, upsert
+from workflows._common import bind_input, require_input, root_message, started_by, upsert
 from workflows._options import AWS_CALL, IMAGE_WAIT
 
 
@@ -109,7 +109,12 @@ class ShareImagesWorkflow:
                 image_id = copied.image_id
             st.image_id, st.state = image_id, ImageShareState.SHARING
             shared: ShareImageResult = await acts.share_image(
-                ShareImageInput(org_id=self._input.org_id, region=region, image_id=image_id),
+                ShareImageInput(
+                    org_id=self._input.org_id,
+                    region=region,
+                    image_id=image_id,
+                    by_org=started_by(ids.org_workflow_id(self._input.org_id)),
+                ),
                 summary=f"share image in {region}",
                 **AWS_CALL,
             )

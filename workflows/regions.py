@@ -30,7 +30,14 @@ with workflow.unsafe.imports_passed_through():
 
 from workflows import _activities as acts
 from workflows import _patches
-from workflows._common import bind_input, request_token, require_input, root_message, upsert
+from workflows._common import (
+    bind_input,
+    request_token,
+    require_input,
+    root_message,
+    started_by,
+    upsert,
+)
 from workflows._options import AWS_CALL, REGISTRY
 from workflows._waiting import StackHints, wait_for_stack
 from workflows.foundations import FOUNDATION_CHANGED
@@ -94,7 +101,11 @@ class ProvisionRegionWorkflow:
                 st.quota.message, extra={"org_id": input.org_id, "region": input.region}
             )
         tpl: RenderedTemplate = await acts.render_foundation_template.registry(
-            FoundationTemplateInput(org_id=input.org_id, region=input.region)
+            FoundationTemplateInput(
+                org_id=input.org_id,
+                region=input.region,
+                by_org=started_by(ids.org_workflow_id(input.org_id)),
+            )
         )
         st.state = "CREATING"
         await self._record("CREATING")

@@ -100,6 +100,10 @@ class ShareImageInput(Model):
     org_id: OrgId
     region: str
     image_id: str
+    #: Set by ``ShareImages`` when its parent is the organisation's own workflow (computed from the
+    #: parent's id, never from input): onboarding shares before the org is READY
+    #: (bridgehead/org_access.py).
+    by_org: bool = False
 
 
 class ShareImageResult(Model):

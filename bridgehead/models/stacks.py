@@ -156,6 +156,10 @@ class FoundationRecord(Model):
 class FoundationTemplateInput(Model):
     org_id: OrgId
     region: str
+    #: Set by ``ProvisionRegion`` when its parent is the organisation's own workflow (computed from
+    #: the parent's id, never from input): onboarding provisions before the org is READY
+    #: (bridgehead/org_access.py).
+    by_org: bool = False
 
 
 class RenderedTemplate(Model):
