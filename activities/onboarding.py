@@ -295,11 +295,15 @@ class OnboardingActivities:
         try:
             for node in artifacts.node_roles:
                 self._create_node_role(iam, node, req.org_id, created_nodes)
-        except ClientError as e:
+        except (ClientError, ApplicationError) as e:
+            # A node role refused (one of that name trusts someone else) leaves nothing behind
+            # either: the Bridgehead role with its policy would otherwise stay, unrecorded.
             for name in created_nodes:
                 self._delete_node_role(iam, name)
             if not adopted:
                 self._delete_role(iam, role_name)
+            if isinstance(e, ApplicationError):
+                raise
             raise _customer_action(
                 f"the keys could create the Bridgehead role but not the cluster node roles ({error_code(e)}); everything "
                 "created was removed again. Use keys allowed iam:CreateRole, iam:PutRolePolicy, iam:TagRole, "

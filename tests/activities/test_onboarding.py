@@ -235,3 +235,48 @@ def test_keys_that_may_not_do_everything_leave_nothing_half_created(
     assert roles() == left and platform.registry.org(ORG).role_arn is None
     with pytest.raises(ClientError):
         admin("iam").get_instance_profile(InstanceProfileName=NODE)
+
+
+def node_role_taken(acts: OnboardingActivities) -> str:
+    """The second region's node-role name already used by a role trusting someone else."""
+    req = m.RegisterOrgInput(
+        org_id=ORG,
+        display_name="Acme",
+        admin_email="admin@acme.example",
+        aws_account_id=CUSTOMER,
+        regions=[REGION, "us-west-2"],
+    )
+    run(acts.register_organization, req, workflow_id=f"org-{ORG}")
+    taken = f"bridgehead-{ORG}--node-us-west-2"
+    lam = {"Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}}
+    admin("iam").create_role(
+        RoleName=taken,
+        AssumeRolePolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{**lam, "Action": "sts:AssumeRole"}]}
+        ),
+    )
+    return taken
+
+
+def test_a_node_role_name_taken_by_someone_else_leaves_nothing_half_created(
+    acts: OnboardingActivities, platform: Platform
+):
+    """Found by an adversarial review (session 13): the refusal of the second node role escaped the
+    clean-up, leaving the Bridgehead role with its policy and the first node role, unrecorded."""
+    taken = node_role_taken(acts)
+    with pytest.raises(ApplicationError) as e:
+        run(acts.create_customer_role, temporary_keys())
+    assert e.value.type == "CustomerActionRequired" and "will not take it over" in e.value.message
+    assert roles() == [taken], "only the customer's own role remains"
+    assert platform.registry.org(ORG).role_arn is None
+
+
+def test_twin_without_the_clean_up_the_bridgehead_role_stays(
+    acts: OnboardingActivities, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(OnboardingActivities, "_delete_role", lambda *a: None)
+    monkeypatch.setattr(OnboardingActivities, "_delete_node_role", lambda *a: None)
+    taken = node_role_taken(acts)
+    with pytest.raises(ApplicationError):
+        run(acts.create_customer_role, temporary_keys())
+    assert roles() == sorted(["BridgeheadAccess", NODE, taken])
