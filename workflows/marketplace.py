@@ -41,7 +41,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
-from workflows._common import bind_input, root_message, root_type, upsert
+from workflows._common import bind_input, require_input, root_message, root_type, upsert
 from workflows._options import AWS_CALL, NOTIFY, REGISTRY
 
 #: SNS message ids remembered to ignore redelivered notifications.
@@ -51,8 +51,12 @@ SEEN_LIMIT = 100
 @workflow.defn(name="MarketplaceSubscription", failure_exception_types=[ValidationError])
 class MarketplaceSubscriptionWorkflow:
     @workflow.init
-    def __init__(self, input: MarketplaceSubscriptionInput) -> None:
-        self._status = input.carried or MarketplaceStatus(org_id=input.org_id)
+    def __init__(self, input: MarketplaceSubscriptionInput | None = None) -> None:
+        # A start without input fails in ``run`` with what to send (not a task retried forever).
+        if input is None:
+            self._status = MarketplaceStatus.model_construct(org_id="-")  # never reaches history
+        else:
+            self._status = input.carried or MarketplaceStatus(org_id=input.org_id)
         self._inbox: list[MarketplaceNotification] = []
 
     @workflow.signal
@@ -65,7 +69,11 @@ class MarketplaceSubscriptionWorkflow:
         return self._status
 
     @workflow.run
-    async def run(self, input: MarketplaceSubscriptionInput) -> MarketplaceStatus:
+    async def run(self, input: MarketplaceSubscriptionInput | None = None) -> MarketplaceStatus:
+        require_input(
+            input, "MarketplaceSubscription", '{"org_id": "acme", "registration_token": "..."}'
+        )
+        assert input is not None
         bind_input(ids.marketplace_workflow_id(input.org_id), carried={"carried": input.carried})
         upsert(org_id=input.org_id)
         s = self._status

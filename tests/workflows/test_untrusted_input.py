@@ -235,6 +235,13 @@ CASES = [
     ),
     ("meter started without input", "BillingMeter", None, "billing-acme", ["needs a JSON input"]),
     (
+        "Marketplace subscription without input (its task failed and was retried forever)",
+        "MarketplaceSubscription",
+        None,
+        "marketplace-acme",
+        ["needs a JSON input", "registration_token"],
+    ),
+    (
         "meter with a daily tick (Marketplace's window is six hours)",
         "BillingMeter",
         {"org_id": "acme", "tick_minutes": 1440},
