@@ -8,10 +8,12 @@ All calls run in the platform account (registry, and the images it owns).
 
 from __future__ import annotations
 
+from botocore.exceptions import ClientError
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.aws import Aws
+from activities.errors import aws_errors, error_code
 from activities.images import ImageActivities
 from activities.registry import Registry
 from bridgehead.logging import bind_subject, get_logger
@@ -45,6 +47,8 @@ class ImageReleaseActivities:
         """Record the release and make it current (idempotent: a retry or a resumed run gets the
         release it replaced from the first call), with the settings the workflow runs on."""
         s = self.aws.settings
+        for region, image in sorted(req.images.items()):
+            self._require_release_image(region, image)
         record = self.registry.begin_release(req.version, req.images)
         recorded = record.get("images") or {}
         changed = sorted(r for r, image in req.images.items() if recorded.get(r) != image)
@@ -66,6 +70,29 @@ class ImageReleaseActivities:
             concurrency=s.image_release_concurrency,
             grace_seconds=round(s.image_release_grace_hours * 3600),
         )
+
+    def _require_release_image(self, region: str, image: str) -> None:
+        """Only an image of the platform account tagged as a release is shared with every READY
+        organisation: a mistyped id naming an internal image is refused before anything is
+        recorded (found by an adversarial review, session 13)."""
+        s = self.aws.settings
+        ec2 = self.aws.platform("ec2", region)
+        with aws_errors(f"ec2:DescribeImages {image} in {region}"):
+            try:
+                found = ec2.describe_images(ImageIds=[image], Owners=["self"])["Images"]
+            except ClientError as e:
+                if error_code(e) not in ("InvalidAMIID.NotFound", "InvalidAMIID.Malformed"):
+                    raise
+                found = []
+        tags = {t["Key"]: t.get("Value") for t in (found[0].get("Tags") or [])} if found else {}
+        if tags.get(s.image_tag_key) != s.image_tag_value:
+            raise ApplicationError(
+                f"{image} in {region} is not a release image of the platform account (an image "
+                f"it owns tagged {s.image_tag_key}={s.image_tag_value}); tag it, or name the "
+                "right image",
+                type="BadInput",
+                non_retryable=True,
+            )
 
     @activity.defn
     def release_orgs(self, req: ReleaseOrgsInput) -> ReleaseOrgs:

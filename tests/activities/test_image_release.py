@@ -40,19 +40,20 @@ def share(platform: Platform, image: str, region: str = REGION) -> None:
 def test_a_release_is_recorded_once_and_names_the_release_it_replaced(
     acts: ImageReleaseActivities, platform: Platform
 ):
-    v1 = {REGION: "ami-0000000000000a001"}
+    img = [platform.released_image(name=f"bridgehead-node-{i}") for i in range(3)]
+    v1 = {REGION: img[0]}
     first = run(acts.begin_image_release, m.BeginReleaseInput(version="v1", images=v1))
     assert (first.previous_version, first.previous_images, first.source_region) == (
         None,
         {},
         REGION,
     )
-    v2 = {REGION: "ami-0000000000000a002", WEST: "ami-0000000000000b002"}
+    v2 = {REGION: img[1], WEST: platform.released_image(WEST)}
     second = run(acts.begin_image_release, m.BeginReleaseInput(version="v2", images=v2))
     resumed = run(acts.begin_image_release, m.BeginReleaseInput(version="v2", images=v2))
     assert second == resumed and (second.previous_version, second.previous_images) == ("v1", v1)
     assert platform.registry.get("RELEASES", "CURRENT")["version"] == "v2"
-    other = m.BeginReleaseInput(version="v2", images={REGION: "ami-0000000000000ffff"})
+    other = m.BeginReleaseInput(version="v2", images={REGION: img[2]})
     with pytest.raises(ApplicationError) as e:
         run(acts.begin_image_release, other)
     assert e.value.type == "ReleaseMismatch" and e.value.non_retryable
@@ -63,12 +64,41 @@ def test_a_release_is_recorded_once_and_names_the_release_it_replaced(
 def test_a_regions_copy_joins_the_release_its_successor_revokes(
     acts: ImageReleaseActivities, platform: Platform
 ):
-    run(acts.begin_image_release, m.BeginReleaseInput(version="v1", images={REGION: "ami-a"}))
+    a, b = platform.released_image(), platform.released_image(name="bridgehead-node-2")
+    run(acts.begin_image_release, m.BeginReleaseInput(version="v1", images={REGION: a}))
     copy = m.ReleaseImageInput(version="v1", region="us-west-1", image_id="ami-copy")
     run(acts.record_release_image, copy)
-    assert platform.registry.release("v1")["images"] == {REGION: "ami-a", "us-west-1": "ami-copy"}
-    plan = run(acts.begin_image_release, m.BeginReleaseInput(version="v2", images={REGION: "b"}))
-    assert plan.previous_images == {REGION: "ami-a", "us-west-1": "ami-copy"}
+    assert platform.registry.release("v1")["images"] == {REGION: a, "us-west-1": "ami-copy"}
+    plan = run(acts.begin_image_release, m.BeginReleaseInput(version="v2", images={REGION: b}))
+    assert plan.previous_images == {REGION: a, "us-west-1": "ami-copy"}
+
+
+def untagged(platform: Platform) -> str:
+    """An image the platform account owns that is not a release (an internal build)."""
+    return str(
+        platform.ec2().register_image(Name="internal", RootDeviceName="/dev/xvda")["ImageId"]
+    )
+
+
+@pytest.mark.parametrize("which", ["untagged image of the platform", "no such image"])
+def test_only_a_tagged_platform_image_is_released(
+    acts: ImageReleaseActivities, platform: Platform, which: str
+):
+    image = untagged(platform) if which.startswith("untagged") else "ami-0123456789abcdef0"
+    with pytest.raises(ApplicationError) as e:
+        run(acts.begin_image_release, m.BeginReleaseInput(version="v1", images={REGION: image}))
+    assert e.value.type == "BadInput" and e.value.non_retryable
+    assert f"{image} in {REGION} is not a release image" in e.value.message
+    assert platform.registry.release("v1") is None, "nothing recorded"
+
+
+def test_twin_without_the_tag_check_an_internal_image_is_released(
+    acts: ImageReleaseActivities, platform: Platform, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(ImageReleaseActivities, "_require_release_image", lambda *a: None)
+    image = untagged(platform)
+    run(acts.begin_image_release, m.BeginReleaseInput(version="v1", images={REGION: image}))
+    assert platform.registry.release("v1")["images"] == {REGION: image}
 
 
 def test_organisations_are_paged_in_id_order_ready_ones_when_sharing(
