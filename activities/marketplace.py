@@ -166,6 +166,14 @@ class MarketplaceActivities:
                 f"notification {n.message_id!r} says {n.action} for {n.customer_identifier}, but the queue delivered "
                 f"{got.get('action')} for {got.get('customer_identifier')} (organisation {got.get('org_id')}); ignored"
             )
+        # Delivered once, applied once: a genuine notice of an earlier subscription signalled
+        # again to the next one (the run's own list of seen ids starts empty) is refused (found
+        # by an adversarial review, session 13).
+        if not self.registry.apply_marketplace_notice(n.message_id, activity.info().workflow_run_id):
+            raise _unverified(
+                f"notification {n.message_id!r} ({n.action}) was already applied to an earlier "
+                "subscription of this organisation; ignored"
+            )
 
     @activity.defn
     def record_marketplace_state(self, req: RecordMarketplaceStateInput) -> MeteringNotice | None:

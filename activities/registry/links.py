@@ -41,6 +41,19 @@ class LinkRecords(RegistryStore):
     def marketplace_notice(self, message_id: str) -> dict[str, Any] | None:
         return self.get(f"MPNOTICE#{message_id}", "META")
 
+    def apply_marketplace_notice(self, message_id: str, run_id: str) -> bool:
+        """Mark a delivered notice applied by the subscription run ``run_id``: once, by one run
+        (a retry of the same run's write holds). False when another run applied it: an old
+        notice signalled again to a later subscription."""
+        return self.update(
+            f"MPNOTICE#{message_id}",
+            "META",
+            {"applied_by": run_id},
+            condition="attribute_exists(pk) AND (attribute_not_exists(#a) OR #a = :r)",
+            names={"#a": "applied_by"},
+            values={":r": run_id},
+        )
+
     # --- Marketplace link -----------------------------------------------------------------------
     def marketplace(self, org_id: str) -> dict[str, Any] | None:
         """The organisation's Marketplace link and billing state, or None (never linked)."""

@@ -179,6 +179,44 @@ def test_only_a_notification_the_queue_delivered_is_applied(
     assert platform.registry.marketplace(ORG)["state"] == "UNSUBSCRIBED"
 
 
+def replayed(acts: MarketplaceActivities, platform: Platform) -> None:
+    """A genuine unsubscribe-success applied by one subscription run, then signalled again to the
+    organisation's next subscription (a new run) once the buyer subscribed again."""
+    link_org(platform.registry, ORG, CUSTOMER, state="SUBSCRIBED")
+    old = m.MarketplaceNotification(
+        action="unsubscribe-success",
+        customer_identifier="cust-acme",
+        product_code="bridgehead-local",
+        message_id="msg-old",
+    )
+    delivered = {"org_id": ORG, "action": "unsubscribe-success", "customer_identifier": "cust-acme"}
+    platform.registry.record_marketplace_notice("msg-old", delivered)
+    unsubscribed = state(m.MarketplaceState.UNSUBSCRIBED, old)
+    run(acts.record_marketplace_state, unsubscribed, workflow_run_id="run-1")
+    run(acts.record_marketplace_state, unsubscribed, workflow_run_id="run-1")  # its retry holds
+    platform.registry.set_marketplace_state(ORG, "SUBSCRIBED", "subscribed again", AT)
+    run(acts.record_marketplace_state, unsubscribed, workflow_run_id="run-2")
+
+
+def test_a_notice_applied_by_one_subscription_is_refused_to_the_next(
+    acts: MarketplaceActivities, platform: Platform
+):
+    """Found by an adversarial review (session 13): the old notice ended the new subscription."""
+    with pytest.raises(ApplicationError) as e:
+        replayed(acts, platform)
+    assert e.value.type == "NotificationUnverified" and e.value.non_retryable
+    assert "already applied to an earlier subscription" in e.value.message
+    assert platform.registry.marketplace(ORG)["state"] == "SUBSCRIBED"
+
+
+def test_twin_a_notice_checked_only_for_delivery_ends_the_new_subscription(
+    acts: MarketplaceActivities, platform: Platform, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(type(platform.registry), "apply_marketplace_notice", lambda *a: True)
+    replayed(acts, platform)
+    assert platform.registry.marketplace(ORG)["state"] == "UNSUBSCRIBED"
+
+
 def test_an_organisation_without_a_link_is_refused(acts: MarketplaceActivities, platform: Platform):
     with pytest.raises(ApplicationError) as e:
         run(acts.record_marketplace_state, state(m.MarketplaceState.SUBSCRIBED))
