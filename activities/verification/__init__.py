@@ -20,6 +20,7 @@ from activities.verification.functional import (
     check_validate_template,
 )
 from activities.verification.grants import (
+    check_node_role_grants,
     check_node_roles,
     check_permissions,
     check_regions,
@@ -42,6 +43,7 @@ __all__ = [
     "check_assume",
     "check_dry_run_launch",
     "check_external_id_probe",
+    "check_node_role_grants",
     "check_node_roles",
     "check_permissions",
     "check_regions",
@@ -63,6 +65,7 @@ def verify(ctx: Context) -> VerificationReport:
         check_external_id_probe(ctx)
         check_permissions(ctx)
         check_node_roles(ctx)
+        check_node_role_grants(ctx)
         check_regions(ctx)
         check_validate_template(ctx)
         check_dry_run_launch(ctx)

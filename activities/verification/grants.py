@@ -157,6 +157,67 @@ def check_node_roles(ctx: Context) -> None:
     )
 
 
+def check_node_role_grants(ctx: Context) -> None:
+    """What each region's node role may do (``node-role-grants``): the Bridgehead role may pass it
+    to EC2, so a node role granted more than the published node policy is power the Bridgehead
+    role can reach by launching an instance (found by an adversarial review, session 13: a node
+    role with ``Action: *`` passed verification). Actions beyond the node policy, or its actions
+    on wider resources, fail under ``strict`` and warn under ``warn``. A role whose policy predates
+    the node-role reads (``AccessDenied``) gets a warning: attach the current policy."""
+    iam = ctx.client("iam")
+    excess: dict[str, str] = {}
+    unread: list[str] = []
+    for region in ctx.org.regions:
+        name = ids.cluster_role_name(ctx.req.org_id, region)
+        try:
+            docs = role_policies(iam, name)
+        except ClientError as e:
+            _raise_if_transient(e)
+            if error_code(e) in ("AccessDenied", "AccessDeniedException"):
+                unread.append(name)
+            # A missing node role is the node-roles check's finding.
+            continue
+        intended = policies.node_role_policy(
+            ctx.req.org_id, region, ctx.org.aws_account_id, ctx.arn["partition"]
+        )
+        named = [(f"{name}: {where}", doc) for where, doc in docs]
+        excess.update(v.excess_grants(named, policies.required_actions(intended)))
+        excess.update(v.widened_grants(named, intended))
+    if unread:
+        ctx.add(
+            CheckResult(
+                name="node-role-grants",
+                passed=True,
+                warning=True,
+                method="analysis",
+                detail="the role may not read the policies of "
+                + ", ".join(unread)
+                + " (a permission policy from before session 13), so what they grant is not checked",
+                remedy="Attach the current permission policy from this organisation's status.",
+            )
+        )
+        return
+    result = v.excess_check(excess, ctx.req.level)
+    ctx.add(
+        result.model_copy(
+            update={
+                "name": "node-role-grants",
+                "detail": result.detail.replace(
+                    "the role's policies grant nothing beyond the permission policy",
+                    "the cluster node roles grant nothing beyond the node policy",
+                ).replace(
+                    "granted beyond what Bridgehead needs",
+                    "granted to cluster node roles beyond the node policy",
+                ),
+                "remedy": ""
+                if result.passed and not result.warning
+                else "Bridgehead can pass these roles to the instances it launches: keep only the node policy "
+                "(node_roles in this organisation's status) on each, or set the verification level to warn.",
+            }
+        )
+    )
+
+
 def check_regions(ctx: Context) -> None:
     try:
         enabled = {

@@ -39,6 +39,7 @@ CHECKS = [
     "permissions",
     "excess-grants",
     "node-roles",
+    "node-role-grants",
     "regions",
     "functional-validate-template",
     "functional-run-instances",
@@ -184,3 +185,71 @@ def test_throttling_while_reading_the_role_is_retried_not_a_failed_check(
         verify(acts)
     assert e.value.response["Error"]["Code"] == "Throttling"
     assert not isinstance(e.value, ApplicationError), "Temporal retries it (no failed check)"
+
+
+def grant_node_role(policy: dict[str, Any]) -> None:
+    admin("iam").put_role_policy(
+        RoleName=NODE, PolicyName="extra", PolicyDocument=json.dumps(policy)
+    )
+
+
+ADMIN = {
+    "Version": "2012-10-17",
+    "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}],
+}
+
+
+def test_a_node_role_granted_more_than_the_node_policy_fails_verification(
+    acts: OnboardingActivities,
+):
+    """Found by an adversarial review (session 13): the Bridgehead role may pass the node role to
+    EC2, so an administrator node role made the Bridgehead role one; verification passed it."""
+    grant_node_role(ADMIN)
+    checks = verify(acts)
+    assert failed(checks) == ["node-role-grants"]
+    c = checks["node-role-grants"]
+    assert f"{NODE}: inline policy extra" in c.detail and "administrator" in c.detail, c.detail
+    assert "keep only the node policy" in c.remedy
+
+
+def test_a_node_role_widened_to_every_bucket_is_named(acts: OnboardingActivities):
+    grant_node_role(
+        {
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}],
+        }
+    )
+    c = verify(acts)["node-role-grants"]
+    assert not c.passed and "s3:GetObject on *" in c.detail, c.detail
+
+
+def test_twin_without_the_node_role_check_an_administrator_node_role_passes(
+    acts: OnboardingActivities, monkeypatch: pytest.MonkeyPatch
+):
+    import activities.verification as verification
+
+    monkeypatch.setattr(verification, "check_node_role_grants", lambda ctx: None)
+    grant_node_role(ADMIN)
+    assert failed(verify(acts)) == []
+
+
+def role_asked(params: dict[str, Any]) -> str:
+    """The ``RoleName`` of a query-protocol request as botocore serialised it."""
+    body = params["body"]
+    form = parse_qs(body) if isinstance(body, str) else {k: [v] for k, v in body.items()}
+    return str(form.get("RoleName", [""])[0])
+
+
+def test_a_role_that_may_not_read_node_role_policies_is_warned_not_failed(
+    acts: OnboardingActivities, new_clients: Planter
+):
+    """A permission policy from before the node-role reads: READY stays, with a warning."""
+    new_clients(
+        "iam",
+        "ListRolePolicies",
+        lambda params: aws_error("AccessDenied", 403) if role_asked(params) == NODE else None,
+    )
+    checks = verify(acts)
+    assert failed(checks) == []
+    c = checks["node-role-grants"]
+    assert c.passed and c.warning and NODE in c.detail and "current permission policy" in c.remedy
