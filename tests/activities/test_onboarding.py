@@ -280,3 +280,48 @@ def test_twin_without_the_clean_up_the_bridgehead_role_stays(
     with pytest.raises(ApplicationError):
         run(acts.create_customer_role, temporary_keys())
     assert roles() == sorted(["BridgeheadAccess", NODE, taken])
+
+
+def rejected_keys(
+    acts: OnboardingActivities, new_clients: Planter, leak: pytest.MonkeyPatch | None = None
+) -> tuple[str, dict[str, str]]:
+    """Keys AWS rejects (STS answers InvalidClientTokenId, as real AWS does for a mistyped or
+    expired key; moto accepts any key, so this branch is planted): the refusal's text and the keys
+    that were sent. ``leak`` plants the defect: the refusal quotes the access key id."""
+    register(acts)
+    new_clients("sts", "GetCallerIdentity", lambda params: aws_error("InvalidClientTokenId", 403))
+    req = temporary_keys()
+    creds = req.credentials
+    sent = {
+        "access key id": creds.access_key_id,
+        "secret access key": creds.secret_access_key.get_secret_value(),
+        "session token": creds.session_token.get_secret_value() if creds.session_token else "",
+    }
+    if leak is not None:
+        import activities.onboarding as onboarding
+
+        real = onboarding._customer_action
+        leak.setattr(
+            onboarding, "_customer_action", lambda msg: real(f"{msg} ({creds.access_key_id})")
+        )
+    with pytest.raises(ApplicationError) as e:
+        run(acts.create_customer_role, req)
+    assert e.value.type == "CustomerActionRequired" and e.value.non_retryable
+    return f"{e.value.message} {e.value.details}", sent
+
+
+def test_keys_rejected_by_aws_are_named_without_the_keys(
+    acts: OnboardingActivities, new_clients: Planter
+):
+    """The branch the integration secret scan cannot reach on moto (an audit, session 13)."""
+    text, sent = rejected_keys(acts, new_clients)
+    assert "rejected by AWS (InvalidClientTokenId)" in text
+    assert [label for label, key in sent.items() if key and key in text] == []
+    assert roles() == []
+
+
+def test_twin_a_refusal_that_quotes_the_key_is_caught(
+    acts: OnboardingActivities, new_clients: Planter, monkeypatch: pytest.MonkeyPatch
+):
+    text, sent = rejected_keys(acts, new_clients, leak=monkeypatch)
+    assert [label for label, key in sent.items() if key and key in text] == ["access key id"]
