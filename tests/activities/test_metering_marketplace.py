@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.billing import BillingActivities, billing_report, ledger_entries
@@ -141,15 +142,34 @@ def test_customer_not_subscribed_stops_metering_and_tells_the_admin(in_process_a
     assert resumed.sent == 1 and market.totals() == {"node-minutes.t3.medium": 60}
 
 
-def test_at_most_25_records_per_call(in_process_aws):
+def thirty_dimensions() -> tuple[m.MeterUsageResult, list[int], dict[str, int]]:
+    """An hour of 30 instance types metered: the result, each call's record count, the totals."""
     org, now = "wideco", [T0 + timedelta(hours=1, minutes=10)]
     acts, market, reg = _org(org, now)
     types = [f"x{i}.large" for i in range(30)]
     for i, t in enumerate(types):
         _entry(reg, org, T0, {t: i + 1}, cluster=f"c{i}")
     res = ActivityEnvironment().run(acts.meter_usage, m.MeterUsageInput(org_id=org))
-    assert res.sent == 30 and [len(c) for c in market.calls] == [25, 5]
     assert market.totals() == {f"node-minutes.{t}": i + 1 for i, t in enumerate(types)}
+    return res, [len(c) for c in market.calls], market.totals()
+
+
+def test_at_most_25_records_per_call(in_process_aws):
+    res, calls, _ = thirty_dimensions()
+    assert res.sent == 30 and calls == [25, 5]
+
+
+def test_twin_without_the_limit_the_hour_is_refused_and_nothing_metered(
+    in_process_aws, monkeypatch
+):
+    """BatchMeterUsage refuses more than 25 records (AWS's API reference, as the fake does): one
+    call of 30 is a validation error, not retried, and the hour is not billed."""
+    import activities.metering as metering
+
+    monkeypatch.setattr(metering, "MAX_RECORDS", 1000)
+    with pytest.raises(ApplicationError) as e:
+        thirty_dimensions()
+    assert e.value.type == "AwsValidationError" and "at most 25 per call" in e.value.message
 
 
 def test_usage_from_before_the_link_is_never_metered(in_process_aws):
