@@ -113,6 +113,17 @@ class OnboardingActivities:
         same run gets the same External ID back.
         """
         bind_subject(org_id=req.org_id)
+        supported = self.aws.settings.supported_regions
+        outside = [r for r in req.regions if r not in supported]
+        if outside:
+            # The deployment's own list (BRIDGEHEAD_SUPPORTED_REGIONS), narrower than the regions
+            # Bridgehead knows: the input's default regions may be outside it too.
+            raise ApplicationError(
+                f"region(s) {', '.join(outside)} are not supported by this deployment; name the "
+                f"organisation's regions among: {', '.join(supported)}",
+                type="BadInput",
+                non_retryable=True,
+            )
         info = activity.info()
         token = f"{info.workflow_id}/{info.workflow_run_id}"
         existing = self.registry.org_item(req.org_id)

@@ -325,3 +325,25 @@ def test_twin_a_refusal_that_quotes_the_key_is_caught(
 ):
     text, sent = rejected_keys(acts, new_clients, leak=monkeypatch)
     assert [label for label, key in sent.items() if key and key in text] == ["access key id"]
+
+
+def test_regions_outside_the_deployments_list_are_refused_before_anything_is_written(
+    acts: OnboardingActivities, platform: Platform, monkeypatch: pytest.MonkeyPatch
+):
+    """``BRIDGEHEAD_SUPPORTED_REGIONS`` was read and never enforced (an adversarial review,
+    session 13): an EU-only deployment registered US regions."""
+    monkeypatch.setattr(platform.aws.settings, "supported_regions", ["eu-west-1", "eu-central-1"])
+    with pytest.raises(ApplicationError) as e:
+        register(acts)  # us-east-1
+    assert e.value.type == "BadInput" and e.value.non_retryable
+    assert "us-east-1 are not supported by this deployment" in e.value.message
+    assert "eu-west-1, eu-central-1" in e.value.message
+    assert platform.registry.org_item(ORG) is None
+
+
+def test_a_region_the_deployment_supports_is_registered(
+    acts: OnboardingActivities, platform: Platform, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(platform.aws.settings, "supported_regions", [REGION, "eu-west-1"])
+    register(acts)
+    assert platform.registry.org(ORG).regions == [REGION]
