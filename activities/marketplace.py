@@ -169,7 +169,8 @@ class MarketplaceActivities:
         # Delivered once, applied once: a genuine notice of an earlier subscription signalled
         # again to the next one (the run's own list of seen ids starts empty) is refused (found
         # by an adversarial review, session 13).
-        if not self.registry.apply_marketplace_notice(n.message_id, activity.info().workflow_run_id):
+        run_id = str(activity.info().workflow_run_id or activity.info().workflow_id)
+        if not self.registry.apply_marketplace_notice(n.message_id or "", run_id):
             raise _unverified(
                 f"notification {n.message_id!r} ({n.action}) was already applied to an earlier "
                 "subscription of this organisation; ignored"

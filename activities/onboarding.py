@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import UTC, datetime
-from typing import Any
 
 from botocore.exceptions import ClientError
 from temporalio import activity
@@ -13,9 +12,9 @@ from temporalio.exceptions import ApplicationError
 
 from activities import verification
 from activities.aws import Aws
+from activities.customer_roles import CustomerRoleIam, customer_action
 from activities.errors import (
     PERMISSION_CODES,
-    CustomerActionRequired,
     error_code,
 )
 from activities.registry import Registry
@@ -43,10 +42,10 @@ def new_external_id() -> str:
 
 
 def _customer_action(message: str) -> ApplicationError:
-    return ApplicationError(message, type=CustomerActionRequired.__name__, non_retryable=True)
+    return customer_action(message)
 
 
-class OnboardingActivities:
+class OnboardingActivities(CustomerRoleIam):
     def __init__(self, aws: Aws, registry: Registry) -> None:
         self.aws = aws
         self.registry = registry
@@ -324,77 +323,6 @@ class OnboardingActivities:
         self.aws.forget(req.org_id)
         log.info("customer role ready", org_id=req.org_id, role_arn=role_arn, adopted=adopted)
         return CreateRoleResult(role_arn=role_arn, adopted=adopted)
-
-    def _create_node_role(
-        self, iam: Any, node: dict[str, Any], org_id: str, created: list[str]
-    ) -> None:
-        """Create one cluster node role with its policy and instance profile; adopt an existing one
-        only when it trusts exactly EC2. A role it creates joins ``created`` at once, so a failure
-        later (its policy, its instance profile) removes it too."""
-        name = node["name"]
-        try:
-            iam.create_role(
-                RoleName=name,
-                AssumeRolePolicyDocument=json.dumps(node["trust_policy"]),
-                Description=f"Bridgehead cluster nodes of {org_id} in {node['region']}",
-                Tags=[{"Key": policies.TAG_ORG, "Value": org_id}],
-            )
-            created.append(name)
-        except ClientError as e:
-            if error_code(e) != "EntityAlreadyExists":
-                raise
-            if self._get_trust(iam, name) != node["trust_policy"]:
-                raise _customer_action(
-                    f"a role named {name} already exists with a trust policy other than EC2's; Bridgehead will not "
-                    "take it over. Delete or rename it and try again."
-                ) from None
-        iam.put_role_policy(
-            RoleName=name, PolicyName=node["policy_name"], PolicyDocument=json.dumps(node["policy"])
-        )
-        try:
-            iam.create_instance_profile(
-                InstanceProfileName=name, Tags=[{"Key": policies.TAG_ORG, "Value": org_id}]
-            )
-        except ClientError as e:
-            if error_code(e) != "EntityAlreadyExists":
-                raise
-        roles = iam.get_instance_profile(InstanceProfileName=name)["InstanceProfile"].get(
-            "Roles", []
-        )
-        if not any(r["RoleName"] == name for r in roles):
-            iam.add_role_to_instance_profile(InstanceProfileName=name, RoleName=name)
-
-    @staticmethod
-    def _delete_node_role(iam: Any, name: str) -> None:
-        for call, kwargs in (
-            (
-                iam.remove_role_from_instance_profile,
-                {"InstanceProfileName": name, "RoleName": name},
-            ),
-            (iam.delete_instance_profile, {"InstanceProfileName": name}),
-            (iam.delete_role_policy, {"RoleName": name, "PolicyName": policies.NODE_POLICY_NAME}),
-            (iam.delete_role, {"RoleName": name}),
-        ):
-            try:
-                call(**kwargs)
-            except ClientError:
-                pass
-        log.info("removed half-created node role", role=name)
-
-    @staticmethod
-    def _delete_role(iam: Any, name: str) -> None:
-        for call, kwargs in (
-            (iam.delete_role_policy, {"RoleName": name, "PolicyName": "bridgehead-permissions"}),
-            (iam.delete_role, {"RoleName": name}),
-        ):
-            try:
-                call(**kwargs)
-            except ClientError:
-                log.warning("could not delete half-created role", role=name)
-
-    @staticmethod
-    def _get_trust(iam: Any, role_name: str) -> dict[str, Any]:
-        return verification.get_trust(iam, role_name)
 
     # -----------------------------------------------------------------------------------------
     @activity.defn
