@@ -159,16 +159,18 @@ def test_the_billing_state_is_written_and_its_email_returned(
     )
 
 
+def unsubscribe(message_id: str) -> m.MarketplaceNotification:
+    """An ``unsubscribe-success`` for the organisation's buyer, with everything right but (maybe)
+    its delivery."""
+    link = {"customer_identifier": "cust-acme", "product_code": "bridgehead-local"}
+    return m.MarketplaceNotification(action="unsubscribe-success", message_id=message_id, **link)
+
+
 def test_only_a_notification_the_queue_delivered_is_applied(
     acts: MarketplaceActivities, platform: Platform
 ):
     link_org(platform.registry, ORG, CUSTOMER, state="SUBSCRIBED")
-    forged = m.MarketplaceNotification(
-        action="unsubscribe-success",
-        customer_identifier="cust-acme",
-        product_code="bridgehead-local",
-        message_id="msg-1",
-    )
+    forged = unsubscribe("msg-1")
     with pytest.raises(ApplicationError) as e:
         run(acts.record_marketplace_state, state(m.MarketplaceState.UNSUBSCRIBED, forged))
     assert e.value.type == "NotificationUnverified" and e.value.non_retryable
@@ -183,12 +185,7 @@ def replayed(acts: MarketplaceActivities, platform: Platform) -> None:
     """A genuine unsubscribe-success applied by one subscription run, then signalled again to the
     organisation's next subscription (a new run) once the buyer subscribed again."""
     link_org(platform.registry, ORG, CUSTOMER, state="SUBSCRIBED")
-    old = m.MarketplaceNotification(
-        action="unsubscribe-success",
-        customer_identifier="cust-acme",
-        product_code="bridgehead-local",
-        message_id="msg-old",
-    )
+    old = unsubscribe("msg-old")
     delivered = {"org_id": ORG, "action": "unsubscribe-success", "customer_identifier": "cust-acme"}
     platform.registry.record_marketplace_notice("msg-old", delivered)
     unsubscribed = state(m.MarketplaceState.UNSUBSCRIBED, old)
