@@ -50,8 +50,13 @@ PROBE_KEYS = {
 async def start_fails(client, wf_type: str, payload: object, wf_id: str) -> str:  # type: ignore[no-untyped-def]
     args = [] if payload is None else [payload]
     h = await client.start_workflow(wf_type, args=args, id=wf_id, task_queue="bridgehead")
-    with pytest.raises(WorkflowFailureError) as e:
-        await asyncio.wait_for(h.result(), 60)
+    try:
+        with pytest.raises(WorkflowFailureError) as e:
+            await asyncio.wait_for(h.result(), 60)
+    except TimeoutError:
+        # The probe was not refused: say which one (a bare time-out named none; an audit).
+        await h.terminate("probe not refused within 60 s")
+        raise AssertionError(f"probe {wf_type} {wf_id} was not refused within 60 s") from None
     cause = e.value.cause
     return f"{getattr(cause, 'type', '')}: {getattr(cause, 'message', cause)}"
 
