@@ -66,6 +66,7 @@ IN_BASELINE = frozenset(
 AFTER_BASELINE = frozenset(
     {
         "images-beside-foundations",
+        "offboard-every-recorded-foundation",
         "ready-at-once",
     }
 )

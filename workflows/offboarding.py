@@ -21,6 +21,8 @@ with workflow.unsafe.imports_passed_through():
     from bridgehead.models import (
         CleanupRegionInput,
         CleanupResult,
+        FoundationStates,
+        FoundationStatesInput,
         OffboardInput,
         OnboardingState,
         OnboardOrganizationRun,
@@ -49,6 +51,11 @@ from workflows._options import AWS_CALL, REGISTRY
 #: Offboarding revokes every image the registry recorded for the org (older releases too), not
 #: only the newest released image; runs that offboarded before keep the ShareImages child.
 REVOKE_RECORDED_IMAGES = "offboard-revoke-recorded-images"
+#: Offboarding deletes every foundation the registry holds for the org that is not DELETED, not
+#: only those of the run's own region list: a foundation built by a ``ProvisionRegion`` started
+#: directly in another region (possible before bridgehead/org_access.py) was left behind, and
+#: kept costing the customer (found by an adversarial review, session 13).
+EVERY_RECORDED_FOUNDATION = "offboard-every-recorded-foundation"
 
 _SETTLED_STATES = {OrgState.AWAITING_ROLE, OrgState.ACTION_REQUIRED, OrgState.READY}
 
@@ -131,6 +138,13 @@ class OffboardsOrganization:
             if s.role_arn
             else []
         )
+        if s.role_arn and _patches.patched(EVERY_RECORDED_FOUNDATION):
+            recorded: FoundationStates = await acts.foundation_states.registry(
+                FoundationStatesInput(org_id=org)
+            )
+            regions += sorted(
+                r for r, st in recorded.states.items() if st != "DELETED" and r not in regions
+            )
         shared = [r for r, p in s.regions.items() if p.images not in ("PENDING", "REVOKED")]
         self._set(
             OrgState.OFFBOARDING,

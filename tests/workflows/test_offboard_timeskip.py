@@ -20,8 +20,22 @@ from worker import WORKFLOWS
 
 
 def fakes(
-    calls: list[str], live: list[m.ClusterSummary], role_gone: bool, recorded: bool = True
+    calls: list[str],
+    live: list[m.ClusterSummary],
+    role_gone: bool,
+    recorded: bool = True,
+    foundations: dict[str, str] | None = None,
 ) -> list:
+    """``foundations``: the registry's foundation states (default: the org's two regions READY)."""
+    registry_foundations = (
+        foundations if foundations is not None else {"us-east-1": "READY", "us-west-1": "READY"}
+    )
+
+    @activity.defn(name="foundation_states")
+    def foundation_states(req: m.FoundationStatesInput) -> m.FoundationStates:
+        calls.append("foundation-states")
+        return m.FoundationStates(states=dict(registry_foundations))
+
     @activity.defn(name="org_live_clusters")
     def org_live_clusters(req: m.OrgClustersInput) -> m.RegionClusters:
         calls.append("live-clusters")
@@ -106,6 +120,7 @@ def fakes(
         return True
 
     return [
+        foundation_states,
         org_live_clusters,
         set_org_state,
         begin_foundation_delete,
@@ -319,3 +334,48 @@ async def test_twin_the_old_order_says_offboarding_before_the_registry(ts_env, m
     )
     seen = await _status_while_the_registry_write_waits(ts_env, UnsandboxedWorkflowRunner())
     assert "OFFBOARDING" in seen[:-1], seen
+
+
+async def _offboard_with_a_foundation_outside_the_list(env, runner=None) -> list[str]:  # type: ignore[no-untyped-def]
+    """A READY org of us-east-1 and us-west-1 whose registry also holds a READY foundation in
+    eu-west-1 (built by a ProvisionRegion started directly, before bridgehead/org_access.py) and a
+    DELETED one in eu-central-1: the regions whose foundations offboarding deletes."""
+    calls: list[str] = []
+    registry = {
+        "us-east-1": "READY",
+        "us-west-1": "READY",
+        "eu-west-1": "READY",
+        "eu-central-1": "DELETED",
+    }
+    org = f"offx{uuid.uuid4().hex[:6]}"
+    acts = fakes(calls, [], role_gone=False, foundations=registry)
+    async with serve(env, acts, workflows=ORG_WORKFLOWS, runner=runner) as w:
+        h = await seeded(w, ready_org(org))
+        await h.execute_update(
+            "offboard", m.OffboardInput(confirm_org_id=org), result_type=m.UpdateResult
+        )
+        final = await h.result()
+    assert final.state == m.OrgState.OFFBOARDED, final
+    return sorted(c.split(":")[1] for c in calls if c.startswith("delete:"))
+
+
+async def test_offboarding_deletes_every_foundation_the_registry_holds(ts_env):
+    """Found by an adversarial review (session 13): only the run's own regions were deleted."""
+    deleted = await _offboard_with_a_foundation_outside_the_list(ts_env)
+    assert deleted == ["eu-west-1", "us-east-1", "us-west-1"]
+
+
+async def test_twin_offboarding_from_its_own_list_leaves_the_other_foundation(ts_env, monkeypatch):
+    from temporalio.worker import UnsandboxedWorkflowRunner
+
+    from workflows import _patches
+    from workflows.offboarding import EVERY_RECORDED_FOUNDATION
+
+    real = _patches.patched
+    monkeypatch.setattr(
+        _patches, "patched", lambda pid: False if pid == EVERY_RECORDED_FOUNDATION else real(pid)
+    )
+    deleted = await _offboard_with_a_foundation_outside_the_list(
+        ts_env, UnsandboxedWorkflowRunner()
+    )
+    assert deleted == ["us-east-1", "us-west-1"]
