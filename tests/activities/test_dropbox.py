@@ -239,3 +239,61 @@ def test_refusals_of_the_listing_fail_at_once_and_throttling_is_retried(
         run(acts.scan_inbox, m.DropboxWatchInput())
     assert (e.value.type, e.value.non_retryable) == (kind, not retried)
     assert e.value.message.startswith(f"s3:ListBucket {INBOX}")
+
+
+def owners_sent(platform: Platform, acts: DropboxActivities) -> dict[str, set[str | None]]:
+    """Every request a request's handling makes to the inbox (scan, read, answer, remove): the
+    ``x-amz-expected-bucket-owner`` header each operation carried."""
+    seen: dict[str, set[str | None]] = {}
+
+    def record(request: Any, operation_name: str, **_: Any) -> None:
+        if INBOX in request.url:
+            owner = request.headers.get("x-amz-expected-bucket-owner")
+            seen.setdefault(operation_name, set()).add(
+                owner.decode() if isinstance(owner, bytes) else owner
+            )
+
+    client = acts._s3()
+    client.meta.events.register("before-sign.s3.*", record, unique_id="test-owner-recorder")
+    try:
+        upload(platform, CREATE, CONFIG)
+        version = scanned(acts)[CREATE]
+        run(acts.load_dropbox_request, m.DropboxRequestInput(bucket=INBOX, key=CREATE, etag=version))
+        result = m.DropboxResultInput(
+            target=m.DropboxTarget(bucket=INBOX, user="alice"),
+            cluster="c1",
+            suffix="cf-created",
+            body="cluster c1 is RUNNING",
+            request_key=CREATE,
+            request_version=version,
+        )
+        run(acts.write_dropbox_result, result)
+    finally:
+        client.meta.events.unregister("before-sign.s3.*", unique_id="test-owner-recorder")
+    return seen
+
+
+def test_every_call_on_the_inbox_names_the_platform_account_as_its_owner(
+    acts: DropboxActivities, platform: Platform
+):
+    """S3 refuses a call whose ExpectedBucketOwner is not the bucket's owner (moto does not check
+    it: what is proved here is that every call says it)."""
+    seen = owners_sent(platform, acts)
+    account = platform.aws.platform_account()
+    assert {"ListObjectVersions", "GetObject", "PutObject", "DeleteObject"} <= set(seen), seen
+    assert all(owners == {account} for owners in seen.values()), seen
+
+
+def test_twin_a_client_without_the_owner_check_names_no_owner(
+    platform: Platform, monkeypatch: pytest.MonkeyPatch
+):
+    from activities.aws import Aws
+
+    monkeypatch.setattr(Aws, "_expect_inbox_owner", lambda self, s3: None)
+    fresh = Aws(platform.aws.settings)
+    acts = DropboxActivities(fresh, platform.registry)
+    platform.ready_org(ORG, regions=[REGION, "us-west-2"])
+    platform.registry.put_dropbox_user("alice", ORG, "alice@acme.example")
+    fresh.platform("s3").create_bucket(Bucket=INBOX)
+    seen = owners_sent(platform, acts)
+    assert seen and all(owners == {None} for owners in seen.values()), seen
