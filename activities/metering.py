@@ -210,7 +210,7 @@ class MeteringActivities:
                 )
             for r in resp.get("Results", []):
                 dim, status = r["UsageRecord"]["Dimension"], r.get("Status")
-                if status == "Success":
+                if status in ACKNOWLEDGED:
                     acked.add(dim)
                     tally.sent += 1
                 elif status == "DuplicateRecord":
@@ -332,6 +332,9 @@ RESEND_WINDOW = timedelta(hours=5)
 MARKETPLACE_LIMIT = timedelta(hours=5, minutes=50)
 #: BatchMeterUsage takes at most 25 usage records per call (AWS Marketplace Metering API reference).
 MAX_RECORDS = 25
+#: The only answer that acknowledges a record. ``DuplicateRecord`` does not: Marketplace holds a
+#: *different* quantity for that customer, dimension and time (an identical resend is a Success).
+ACKNOWLEDGED = frozenset({"Success"})
 
 
 def _dimension(instance_type: str) -> str:

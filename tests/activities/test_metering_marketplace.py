@@ -4,6 +4,7 @@ ledger (moto in process): what the fake received is what is asserted."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from temporalio.exceptions import ApplicationError
@@ -81,9 +82,9 @@ def test_an_identical_resend_is_a_success_counted_once(in_process_aws):
     assert all(e["metered"] for e in ledger_entries(reg, org))  # type: ignore[arg-type]
 
 
-def test_duplicate_record_is_a_defect_flagged_never_acknowledged_nor_resent(in_process_aws):
-    """Marketplace already holds a different quantity for this customer, dimension and second:
-    ``DuplicateRecord`` is surfaced (result, ledger flags) and never counted as acknowledged."""
+def _duplicate_record() -> tuple[Any, Any, Any, list[datetime], m.MeterUsageResult]:
+    """Marketplace already holds a different quantity for this customer, dimension and second;
+    one metering call: (activities, the fake, the registry, the clock, its result)."""
     org, now = "dupco", [T0 + timedelta(hours=1, minutes=10)]
     acts, market, reg = _org(org, now)
     _entry(reg, org, T0, {"t3.medium": 60, "c5.xlarge": 120})
@@ -96,16 +97,23 @@ def test_duplicate_record_is_a_defect_flagged_never_acknowledged_nor_resent(in_p
             "Quantity": 7,
         }
     )
+    res = ActivityEnvironment().run(acts.meter_usage, m.MeterUsageInput(org_id="dupco"))
+    return acts, market, reg, now, res
+
+
+def test_duplicate_record_is_a_defect_flagged_never_acknowledged_nor_resent(in_process_aws):
+    """``DuplicateRecord`` is surfaced (result, ledger flags) and never counted as acknowledged."""
+    org = "dupco"
+    acts, market, reg, now, res = _duplicate_record()
     env = ActivityEnvironment()
-    res = env.run(acts.meter_usage, m.MeterUsageInput(org_id=org))
     assert (res.sent, res.defects) == (1, 1), res
     assert "DuplicateRecord" in " ".join(res.messages)
-    (batch,) = reg.query(f"ORG#{org}", "METER#", table=reg.ledger)  # type: ignore[attr-defined]
+    (batch,) = reg.query(f"ORG#{org}", "METER#", table=reg.ledger)
     assert batch["status"] == "DEFECT" and batch["defects"] == {
         "node-minutes.c5.xlarge": "DuplicateRecord"
     }
     assert batch["acked"] == ["node-minutes.t3.medium"], "the duplicate is not an acknowledgement"
-    (entry,) = ledger_entries(reg, org)  # type: ignore[arg-type]
+    (entry,) = ledger_entries(reg, org)
     assert entry["metered"] is False and entry["metering_defects"] == ["node-minutes.c5.xlarge"]
     # Later calls neither resend nor carry it (either could bill the usage twice).
     calls = len(market.calls)
@@ -113,12 +121,23 @@ def test_duplicate_record_is_a_defect_flagged_never_acknowledged_nor_resent(in_p
     later = env.run(acts.meter_usage, m.MeterUsageInput(org_id=org))
     assert len(market.calls) == calls and (later.sent, later.expired, later.defects) == (0, 0, 0)
     # The report surfaces it for an operator.
-    report = billing_report(reg, org, None, now[0])  # type: ignore[arg-type]
+    report = billing_report(reg, org, None, now[0])
     assert (
         len(report.defects) == 1
         and "node-minutes.c5.xlarge" in report.defects[0]
         and "DuplicateRecord" in report.defects[0]
     )
+
+
+def test_twin_a_duplicate_taken_for_an_acknowledgement_is_caught(in_process_aws, monkeypatch):
+    """Planted: DuplicateRecord counted as acknowledged. The checks above see it."""
+    import activities.metering as metering
+
+    monkeypatch.setattr(metering, "ACKNOWLEDGED", frozenset({"Success", "DuplicateRecord"}))
+    _, _, reg, _, res = _duplicate_record()
+    (batch,) = reg.query("ORG#dupco", "METER#", table=reg.ledger)
+    assert (res.sent, res.defects) == (2, 0)
+    assert sorted(batch["acked"]) == ["node-minutes.c5.xlarge", "node-minutes.t3.medium"]
 
 
 def test_customer_not_subscribed_stops_metering_and_tells_the_admin(in_process_aws):
