@@ -163,12 +163,9 @@ def test_twin_removing_only_the_handled_version_brings_the_older_upload_back(
     assert list(_older_upload_after_the_newer_is_handled(acts, platform)) == [CREATE]
 
 
-def test_a_result_is_written_beside_the_request_which_goes(
-    acts: DropboxActivities, platform: Platform
-):
-    upload(platform, CREATE, CONFIG)
-    version = scanned(acts)[CREATE]
-    result = m.DropboxResultInput(
+def created_result(version: str) -> m.DropboxResultInput:
+    """The answer to alice's request for ``c1`` (that version of it): RUNNING."""
+    return m.DropboxResultInput(
         target=m.DropboxTarget(bucket=INBOX, user="alice"),
         cluster="c1",
         suffix="cf-created",
@@ -176,6 +173,14 @@ def test_a_result_is_written_beside_the_request_which_goes(
         request_key=CREATE,
         request_version=version,
     )
+
+
+def test_a_result_is_written_beside_the_request_which_goes(
+    acts: DropboxActivities, platform: Platform
+):
+    upload(platform, CREATE, CONFIG)
+    version = scanned(acts)[CREATE]
+    result = created_result(version)
     run(acts.write_dropbox_result, result)
     run(acts.write_dropbox_result, result)  # a retry
     assert keys(platform) == ["home/alice/c1.cf-created"]
@@ -258,16 +263,10 @@ def owners_sent(platform: Platform, acts: DropboxActivities) -> dict[str, set[st
     try:
         upload(platform, CREATE, CONFIG)
         version = scanned(acts)[CREATE]
-        run(acts.load_dropbox_request, m.DropboxRequestInput(bucket=INBOX, key=CREATE, etag=version))
-        result = m.DropboxResultInput(
-            target=m.DropboxTarget(bucket=INBOX, user="alice"),
-            cluster="c1",
-            suffix="cf-created",
-            body="cluster c1 is RUNNING",
-            request_key=CREATE,
-            request_version=version,
+        run(
+            acts.load_dropbox_request, m.DropboxRequestInput(bucket=INBOX, key=CREATE, etag=version)
         )
-        run(acts.write_dropbox_result, result)
+        run(acts.write_dropbox_result, created_result(version))
     finally:
         client.meta.events.unregister("before-sign.s3.*", unique_id="test-owner-recorder")
     return seen
