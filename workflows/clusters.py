@@ -43,6 +43,7 @@ from workflows._cluster_records import RecordsCluster
 from workflows._common import (
     ReportsUnknownRequests,
     bind_input,
+    continued_by_itself,
     request_token,
     require_input,
     root_message,
@@ -78,9 +79,9 @@ class ClusterLifecycleWorkflow(
             region="-",
             config=ClusterConfig.model_construct(compute_initial_nodes=0),
         )
-        self._rt = self._in.runtime or ClusterRuntime(
-            compute_nodes=self._in.config.compute_initial_nodes
-        )
+        # Carried state only from this workflow's own previous run (see workflows/_common.py).
+        carried = self._in.runtime if continued_by_itself() else None
+        self._rt = carried or ClusterRuntime(compute_nodes=self._in.config.compute_initial_nodes)
         if not self._rt.stack_name and input is not None:
             self._rt.stack_name = ids.cluster_stack(input.org_id, input.name)
         self._lock = asyncio.Lock()

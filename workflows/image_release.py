@@ -51,7 +51,7 @@ with workflow.unsafe.imports_passed_through():
     from bridgehead.models.common import SUPPORTED_REGIONS
 
 from workflows import _activities as acts
-from workflows._common import bind_input, require_input, root_message
+from workflows._common import bind_input, continued_by_itself, require_input, root_message
 from workflows._options import AWS_CALL, IMAGE_WAIT, REGISTRY
 
 PAGE_ORGS = 20
@@ -70,7 +70,9 @@ class ImageReleaseWorkflow:
     def __init__(self, input: ImageReleaseRun | None = None) -> None:
         # A start without input fails in ``run``; the placeholder only keeps queries answerable.
         self._input = input or ImageReleaseRun.model_construct(version="-", images={})
-        self._s: ImageReleaseState | None = input.carried if input else None
+        self._s: ImageReleaseState | None = (
+            input.carried if input and continued_by_itself() else None
+        )
         self._page: dict[str, dict[str, ReleaseRegion]] = {}
         self._copies: dict[str, asyncio.Future[str]] = {}
 

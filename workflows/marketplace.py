@@ -41,7 +41,14 @@ with workflow.unsafe.imports_passed_through():
     )
 
 from workflows import _activities as acts
-from workflows._common import bind_input, require_input, root_message, root_type, upsert
+from workflows._common import (
+    bind_input,
+    continued_by_itself,
+    require_input,
+    root_message,
+    root_type,
+    upsert,
+)
 from workflows._options import AWS_CALL, NOTIFY, REGISTRY
 
 #: SNS message ids remembered to ignore redelivered notifications.
@@ -56,7 +63,8 @@ class MarketplaceSubscriptionWorkflow:
         if input is None:
             self._status = MarketplaceStatus.model_construct(org_id="-")  # never reaches history
         else:
-            self._status = input.carried or MarketplaceStatus(org_id=input.org_id)
+            carried = input.carried if continued_by_itself() else None
+            self._status = carried or MarketplaceStatus(org_id=input.org_id)
         self._inbox: list[MarketplaceNotification] = []
 
     @workflow.signal

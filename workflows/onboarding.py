@@ -40,6 +40,7 @@ from workflows._budget import UPDATES, SetsBudget
 from workflows._common import (
     ReportsUnknownRequests,
     bind_input,
+    continued_by_itself,
     require_input,
     root_message,
     upsert,
@@ -88,7 +89,9 @@ class OnboardOrganizationWorkflow(
         self._input = input or OnboardOrganizationRun.model_construct(
             org_id="-", aws_account_id="-", regions=[]
         )
-        self._s = (input.resume if input else None) or OnboardingState()
+        # Carried state only from this workflow's own previous run: a crafted start (or an
+        # update-with-start) is refused in ``run``, and its handlers never see what it carried.
+        self._s = (input.resume if input and continued_by_itself() else None) or OnboardingState()
         self._unknown: list[str] = []
         self._role_changed = False
         self._reverify = False

@@ -425,3 +425,34 @@ def test_only_a_run_continued_by_itself_carries_state():
     assert not runs.continued_by_itself("r1", "* * * * *", 1)
     assert not runs.continued_by_itself("r1", None, 2)
     assert runs.cron_refusal("@every 5s") and runs.cron_refusal(None) is None
+
+
+async def _status_of_a_crafted_resume(env, runner=None) -> str:  # type: ignore[no-untyped-def]
+    """``OnboardOrganization`` started under its own id with ``resume`` saying READY: the run is
+    refused; what does a handler of that run (``status`` here; an update sent with the start would
+    see the same) find as the organisation's state?"""
+    calls: list[str] = []
+    payload = {**ORG, "resume": {"state": "READY", "role_arn": "arn:aws:iam::222222222222:role/x"}}
+    async with serve(env, recorder(calls), threads=2, runner=runner) as w:
+        h = await w.start("OnboardOrganization", args=[payload], id="org-acme")
+        with pytest.raises(WorkflowFailureError) as e:
+            await h.result()
+        assert "internal state" in str(e.value.cause), e.value.cause
+        state = (await h.query("status", result_type=m.OrgStatus)).state.value
+    assert calls == []
+    return state
+
+
+async def test_handlers_of_a_crafted_start_never_see_its_carried_state(ts_env):
+    """Found by an adversarial review (session 13): update validators and handlers run before
+    ``run`` refuses the start, on the state ``__init__`` built from the input's carried fields."""
+    assert await _status_of_a_crafted_resume(ts_env) != "READY"
+
+
+async def test_twin_init_trusting_the_carried_state_shows_it_to_handlers(ts_env, monkeypatch):
+    from temporalio.worker import UnsandboxedWorkflowRunner
+
+    import workflows.onboarding as onboarding
+
+    monkeypatch.setattr(onboarding, "continued_by_itself", lambda: True)
+    assert await _status_of_a_crafted_resume(ts_env, UnsandboxedWorkflowRunner()) == "READY"
