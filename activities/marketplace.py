@@ -151,7 +151,9 @@ class MarketplaceActivities:
             linked_at=datetime.fromisoformat(link["linked_at"]),
         )
 
-    def _check_delivered(self, org_id: str, n: MarketplaceNotification) -> None:
+    def _check_delivered(
+        self, org_id: str, n: MarketplaceNotification, subscription: str = ""
+    ) -> None:
         """A notification is applied only as the platform's queue delivered it: the consumer
         records each message before it signals, so a signal sent by anyone else (a forged
         ``unsubscribe-success``) finds no record, or a record that says something else."""
@@ -169,8 +171,8 @@ class MarketplaceActivities:
         # Delivered once, applied once: a genuine notice of an earlier subscription signalled
         # again to the next one (the run's own list of seen ids starts empty) is refused (found
         # by an adversarial review, session 13).
-        run_id = str(activity.info().workflow_run_id or activity.info().workflow_id)
-        if not self.registry.apply_marketplace_notice(n.message_id or "", run_id):
+        subscription = subscription or str(activity.info().workflow_run_id)
+        if not self.registry.apply_marketplace_notice(n.message_id or "", subscription):
             raise _unverified(
                 f"notification {n.message_id!r} ({n.action}) was already applied to an earlier "
                 "subscription of this organisation; ignored"
@@ -182,7 +184,7 @@ class MarketplaceActivities:
         validation); returns the email its admin gets about it, if any."""
         bind_subject(org_id=req.org_id)
         if req.notification is not None:
-            self._check_delivered(req.org_id, req.notification)
+            self._check_delivered(req.org_id, req.notification, req.subscription)
         if not self.registry.set_marketplace_state(req.org_id, req.state.value, req.reason, req.at):
             raise ApplicationError(
                 f"organisation {req.org_id} has no Marketplace link",

@@ -175,18 +175,24 @@ class Bench:
             with_worker=False,
         )
         self.stack.start()
-        os.environ.update(self.stack.env())
-        os.environ["BRIDGEHEAD_CODEC_KEY"] = base64.b64encode(os.urandom(32)).decode()
-        from activities.aws import Aws
-        from activities.registry import Registry
-        from bridgehead.client import make_client
-        from bridgehead.settings import get_settings
+        try:
+            os.environ.update(self.stack.env())
+            os.environ["BRIDGEHEAD_CODEC_KEY"] = base64.b64encode(os.urandom(32)).decode()
+            from activities.aws import Aws
+            from activities.registry import Registry
+            from bridgehead.client import make_client
+            from bridgehead.settings import get_settings
 
-        get_settings.cache_clear()
-        self.settings = get_settings()
-        self.aws = Aws(self.settings)
-        Registry(self.aws).ensure_tables()
-        self.client = await make_client(self.settings)
+            get_settings.cache_clear()
+            self.settings = get_settings()
+            self.aws = Aws(self.settings)
+            Registry(self.aws).ensure_tables()
+            self.client = await make_client(self.settings)
+        except BaseException:
+            # __aexit__ does not run when __aenter__ fails (a SIGTERM during the start lands at the
+            # await above): stop what was started here.
+            self.stack.stop()
+            raise
         return self
 
     async def __aexit__(self, *exc: Any) -> None:

@@ -41,7 +41,14 @@ with workflow.unsafe.imports_passed_through():
 from workflows import _activities as acts
 from workflows import _patches
 from workflows._budget import act_on_budget
-from workflows._common import bind_input, require_input, require_payload, root_message, upsert
+from workflows._common import (
+    bind_input,
+    continued_by_itself,
+    require_input,
+    require_payload,
+    root_message,
+    upsert,
+)
 from workflows._options import AWS_CALL, LEDGER_WORK, NOTIFY, REGISTRY
 
 TICKS_PER_RUN = 100
@@ -59,8 +66,10 @@ class BillingMeterWorkflow:
         # A start without input fails in ``run``; the placeholder only keeps queries answerable.
         input = input or BillingMeterInput.model_construct(org_id="-")
         self._org_id = input.org_id
-        self._totals = input.totals or UsageTotals()
-        self._stop = input.stopping
+        # Carried state only from this workflow's own previous run (see workflows/_common.py).
+        own = continued_by_itself()
+        self._totals = (input.totals if own else None) or UsageTotals()
+        self._stop = input.stopping if own else False
         self._meter_now = False
         # One correction at a time: each checks the period's net before it writes.
         self._correcting = asyncio.Lock()

@@ -139,7 +139,12 @@ class MarketplaceSubscriptionWorkflow:
         try:
             notice: MeteringNotice | None = await acts.record_marketplace_state(
                 RecordMarketplaceStateInput(
-                    org_id=org_id, state=state, reason=n.action, at=now, notification=n
+                    org_id=org_id,
+                    state=state,
+                    reason=n.action,
+                    at=now,
+                    notification=n,
+                    subscription=workflow.info().first_execution_run_id,
                 ),
                 summary=f"{n.action}: billing state {state.value}",
                 **REGISTRY,

@@ -35,8 +35,10 @@ class LinkRecords(RegistryStore):
     # --- Marketplace notifications as received ----------------------------------------------------
     def record_marketplace_notice(self, message_id: str, fields: dict[str, Any]) -> None:
         """What the platform's notification queue delivered (``action``, ``customer_identifier``,
-        ``product_code``, ``org_id``): the proof a ``notification`` signal is checked against."""
-        self.put({"pk": f"MPNOTICE#{message_id}", "sk": "META", **fields})
+        ``product_code``, ``org_id``): the proof a ``notification`` signal is checked against.
+        An update, not a put: a redelivery of the message keeps the run that applied it
+        (``applied_by``), so an old notice delivered again is still refused to a later run."""
+        self.update(f"MPNOTICE#{message_id}", "META", fields)
 
     def marketplace_notice(self, message_id: str) -> dict[str, Any] | None:
         return self.get(f"MPNOTICE#{message_id}", "META")

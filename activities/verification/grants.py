@@ -157,6 +157,14 @@ def check_node_roles(ctx: Context) -> None:
     )
 
 
+#: Grants of node policies Bridgehead published earlier, wider than today's: a node role built from
+#: such a template gets a warning (update the role stack), not ACTION_REQUIRED.
+EARLIER_NODE_GRANTS: dict[str, str] = {
+    "ssm:UpdateInstanceInformation on *": "the node policy before Session Manager's statement "
+    "was scoped to instances",
+}
+
+
 def check_node_role_grants(ctx: Context) -> None:
     """What each region's node role may do (``node-role-grants``): the Bridgehead role may pass it
     to EC2, so a node role granted more than the published node policy is power the Bridgehead
@@ -194,6 +202,21 @@ def check_node_role_grants(ctx: Context) -> None:
                 + ", ".join(unread)
                 + " (a permission policy from before session 13), so what they grant is not checked",
                 remedy="Attach the current permission policy from this organisation's status.",
+            )
+        )
+        return
+    earlier = {k: w for k, w in excess.items() if k in EARLIER_NODE_GRANTS}
+    excess = {k: w for k, w in excess.items() if k not in earlier}
+    if earlier and not excess:
+        ctx.add(
+            CheckResult(
+                name="node-role-grants",
+                passed=True,
+                warning=True,
+                method="analysis",
+                detail="cluster node roles from an earlier template: "
+                + "; ".join(f"{k} ({EARLIER_NODE_GRANTS[k]})" for k in sorted(earlier)),
+                remedy="Update the role stack from this organisation's status (it narrows them).",
             )
         )
         return

@@ -142,6 +142,10 @@ class RecordMarketplaceStateInput(Model):
     #: The notification this state comes from (its SNS message id), checked against what the
     #: platform's queue delivered: a ``notification`` signal is anyone's to send.
     notification: MarketplaceNotification | None = None
+    #: The subscription a notification is applied to: the first run id of the subscription's
+    #: chain of runs (kept by continue-as-new and by a reset), set by the workflow; empty: the
+    #: activity's own run id (runs recorded before this field).
+    subscription: str = ""
 
 
 MarketplaceSubscriptionInput.model_rebuild()

@@ -57,6 +57,7 @@ async def up(args: argparse.Namespace, announce: Callable[[dict[str, str]], None
     # Ctrl-C and SIGTERM stop everything, whenever they come: while the stack starts, during the
     # demo, or while it serves (starter/signals.py; the servers run in their own sessions).
     stopping = cancel_on(signal.SIGINT, signal.SIGTERM)
+    serving = False
     stack = LocalStack(temporal_port=args.port, ui_port=args.ui_port, moto_port=args.aws_port)
     print("starting the embedded stack (moto server, Temporal dev server, worker)...", flush=True)
     try:
@@ -89,10 +90,14 @@ async def up(args: argparse.Namespace, announce: Callable[[dict[str, str]], None
         if args.demo:
             await demo(stack)
         if not args.exit_after_demo:
+            serving = True
             await asyncio.Event().wait()  # until a signal cancels us
     except asyncio.CancelledError:
         if not stopping.cancelled_by_us():
             raise
+        # Stopping a stack that serves is how it ends (0); a start or a demo cut short did not do
+        # what was asked: the shell's code for the signal (130 for Ctrl-C, 143 for SIGTERM).
+        return 0 if serving else stopping.exit_code
     finally:
         print("stopping...", flush=True)
         stack.stop()

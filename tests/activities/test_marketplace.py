@@ -191,6 +191,7 @@ def replayed(acts: MarketplaceActivities, platform: Platform) -> None:
     unsubscribed = state(m.MarketplaceState.UNSUBSCRIBED, old)
     run(acts.record_marketplace_state, unsubscribed, workflow_run_id="run-1")
     run(acts.record_marketplace_state, unsubscribed, workflow_run_id="run-1")  # its retry holds
+    platform.registry.record_marketplace_notice("msg-old", delivered)  # SQS delivers it again
     platform.registry.set_marketplace_state(ORG, "SUBSCRIBED", "subscribed again", AT)
     run(acts.record_marketplace_state, unsubscribed, workflow_run_id="run-2")
 
@@ -204,6 +205,21 @@ def test_a_notice_applied_by_one_subscription_is_refused_to_the_next(
     assert e.value.type == "NotificationUnverified" and e.value.non_retryable
     assert "already applied to an earlier subscription" in e.value.message
     assert platform.registry.marketplace(ORG)["state"] == "SUBSCRIBED"
+
+
+def test_a_reset_subscription_applies_its_own_notice_again(
+    acts: MarketplaceActivities, platform: Platform
+):
+    """A reset (or continue-as-new) gives the subscription a new run id but keeps its first run id,
+    which the workflow sends as ``subscription``: its own notice is still its own."""
+    link_org(platform.registry, ORG, CUSTOMER, state="SUBSCRIBED")
+    delivered = {"org_id": ORG, "action": "unsubscribe-success", "customer_identifier": "cust-acme"}
+    platform.registry.record_marketplace_notice("msg-2", delivered)
+    req = state(m.MarketplaceState.UNSUBSCRIBED, unsubscribe("msg-2"))
+    req = req.model_copy(update={"subscription": "first-run"})
+    run(acts.record_marketplace_state, req, workflow_run_id="run-1")
+    run(acts.record_marketplace_state, req, workflow_run_id="run-after-reset")
+    assert platform.registry.marketplace(ORG)["state"] == "UNSUBSCRIBED"
 
 
 def test_twin_a_notice_checked_only_for_delivery_ends_the_new_subscription(

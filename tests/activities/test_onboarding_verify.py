@@ -253,3 +253,45 @@ def test_a_role_that_may_not_read_node_role_policies_is_warned_not_failed(
     assert failed(checks) == []
     c = checks["node-role-grants"]
     assert c.passed and c.warning and NODE in c.detail and "current permission policy" in c.remedy
+
+
+#: Session Manager's statement as the node policy published before 2026-11-25 had it (3fe8cbd^).
+EARLIER_SSM = {
+    "Sid": "SessionManagerInsteadOfSsh",
+    "Effect": "Allow",
+    "Action": [
+        "ssm:UpdateInstanceInformation",
+        "ssmmessages:CreateControlChannel",
+        "ssmmessages:CreateDataChannel",
+        "ssmmessages:OpenControlChannel",
+        "ssmmessages:OpenDataChannel",
+    ],
+    "Resource": "*",
+}
+
+
+def test_a_node_role_built_from_an_earlier_template_is_warned_not_failed(
+    acts: OnboardingActivities,
+):
+    """Found by a review of this check: a node role from the earlier published template had
+    ``ssm:UpdateInstanceInformation`` on ``*`` and would have gone ACTION_REQUIRED."""
+    grant_node_role({"Version": "2012-10-17", "Statement": [EARLIER_SSM]})
+    checks = verify(acts)
+    assert failed(checks) == []
+    c = checks["node-role-grants"]
+    assert c.warning and "ssm:UpdateInstanceInformation on *" in c.detail, c.detail
+    assert "Update the role stack" in c.remedy
+
+
+def test_twin_an_earlier_grant_beside_a_new_widening_still_fails(acts: OnboardingActivities):
+    grant_node_role(
+        {
+            "Version": "2012-10-17",
+            "Statement": [
+                EARLIER_SSM,
+                {"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"},
+            ],
+        }
+    )
+    c = verify(acts)["node-role-grants"]
+    assert not c.passed and "s3:GetObject on *" in c.detail, c.detail

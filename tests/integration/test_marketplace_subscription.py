@@ -496,6 +496,6 @@ async def test_a_forged_notification_signal_is_not_applied(client):
 async def test_twin_without_the_delivery_check_a_forged_signal_ends_billing(client, monkeypatch):
     from activities.marketplace import MarketplaceActivities
 
-    monkeypatch.setattr(MarketplaceActivities, "_check_delivered", lambda self, org, n: None)
+    monkeypatch.setattr(MarketplaceActivities, "_check_delivered", lambda self, *a: None)
     s = await _forged_unsubscribe(client, "294949494949")
     assert s.state == m.MarketplaceState.UNSUBSCRIBED, s
