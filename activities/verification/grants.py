@@ -16,6 +16,13 @@ from bridgehead import verification as v
 from bridgehead.models import CheckResult
 
 
+def warning(name: str, detail: str, remedy: str) -> CheckResult:
+    """A passed check that still asks something of the customer (shown under ``warnings``)."""
+    return CheckResult(
+        name=name, passed=True, warning=True, method="analysis", detail=detail, remedy=remedy
+    )
+
+
 def role_policies(iam: Any, role_name: str) -> list[tuple[str, dict[str, Any]]]:
     """Every policy of the role: inline ones and attached managed ones (customer or AWS)."""
     docs: list[tuple[str, dict[str, Any]]] = []
@@ -90,14 +97,11 @@ def check_permissions(ctx: Context) -> None:
     )
     if later:
         ctx.add(
-            CheckResult(
-                name="later-permissions",
-                passed=True,
-                warning=True,
-                method="analysis",
-                detail="granted since this organisation onboarded and not attached yet: "
+            warning(
+                "later-permissions",
+                "granted since this organisation onboarded and not attached yet: "
                 + "; ".join(f"{a}, for {policies.LATER_ACTIONS[a]}" for a in sorted(later)),
-                remedy="Attach the current permission policy from this organisation's status.",
+                "Attach the current permission policy from this organisation's status.",
             )
         )
     excess = {**v.excess_grants(docs, setup), **v.widened_grants(docs, published)}
@@ -109,14 +113,11 @@ def check_permissions(ctx: Context) -> None:
         if absent:
             needed = sorted({setup_only[a] for a in absent})
             ctx.add(
-                CheckResult(
-                    name="setup-policy",
-                    passed=True,
-                    warning=True,
-                    method="analysis",
-                    detail="the ongoing policy is attached (enough for clusters); adding a region or re-creating a foundation "
+                warning(
+                    "setup-policy",
+                    "the ongoing policy is attached (enough for clusters); adding a region or re-creating a foundation "
                     f"needs the setup policy again, for {'; '.join(needed)} (missing: {', '.join(absent)})",
-                    remedy="Attach the setup permission policy from this organisation's status before adding a region.",
+                    "Attach the setup permission policy from this organisation's status before adding a region.",
                 )
             )
 
@@ -193,15 +194,12 @@ def check_node_role_grants(ctx: Context) -> None:
         excess.update(v.widened_grants(named, intended))
     if unread:
         ctx.add(
-            CheckResult(
-                name="node-role-grants",
-                passed=True,
-                warning=True,
-                method="analysis",
-                detail="the role may not read the policies of "
+            warning(
+                "node-role-grants",
+                "the role may not read the policies of "
                 + ", ".join(unread)
                 + " (a permission policy from before session 13), so what they grant is not checked",
-                remedy="Attach the current permission policy from this organisation's status.",
+                "Attach the current permission policy from this organisation's status.",
             )
         )
         return
@@ -209,14 +207,11 @@ def check_node_role_grants(ctx: Context) -> None:
     excess = {k: w for k, w in excess.items() if k not in earlier}
     if earlier and not excess:
         ctx.add(
-            CheckResult(
-                name="node-role-grants",
-                passed=True,
-                warning=True,
-                method="analysis",
-                detail="cluster node roles from an earlier template: "
+            warning(
+                "node-role-grants",
+                "cluster node roles from an earlier template: "
                 + "; ".join(f"{k} ({EARLIER_NODE_GRANTS[k]})" for k in sorted(earlier)),
-                remedy="Update the role stack from this organisation's status (it narrows them).",
+                "Update the role stack from this organisation's status (it narrows them).",
             )
         )
         return
