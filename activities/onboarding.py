@@ -12,7 +12,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities import verification
 from activities.aws import Aws
-from activities.customer_roles import CustomerRoleIam, customer_action
+from activities.customer_roles import CustomerRoleIam
+from activities.customer_roles import customer_action as _customer_action
 from activities.errors import (
     PERMISSION_CODES,
     error_code,
@@ -39,10 +40,6 @@ log = get_logger("bridgehead.activities.onboarding")
 def new_external_id() -> str:
     """256 bits from the OS CSPRNG, URL-safe (AWS allows ``[\\w+=,.@:/-]``, 2-1224 chars)."""
     return "bh-" + secrets.token_urlsafe(32)
-
-
-def _customer_action(message: str) -> ApplicationError:
-    return customer_action(message)
 
 
 class OnboardingActivities(CustomerRoleIam):

@@ -11,6 +11,7 @@ import fnmatch
 import json
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Literal, TypeVar
@@ -251,38 +252,49 @@ def excess_grants(
     return out
 
 
-def excess_check(excess: dict[str, str], level: Level, max_listed: int = 60) -> CheckResult:
+@dataclass(frozen=True)
+class ExcessWording:
+    """What an excess check is called and says: the Bridgehead role's own by default."""
+
+    name: str = EXCESS_GRANTS
+    clean: str = "the role's policies grant nothing beyond the permission policy"
+    beyond: str = "granted beyond what Bridgehead needs"
+    #: ``None``: the permission policy's remedy (it names the statements to narrow).
+    remedy: str | None = None
+
+
+def excess_check(
+    excess: dict[str, str],
+    level: Level,
+    max_listed: int = 60,
+    wording: ExcessWording = ExcessWording(),
+) -> CheckResult:
     """``strict``: excess grants fail the check (ACTION_REQUIRED); ``warn``: the check passes
     with ``warning`` set and the same detail (READY, shown in ``status``).
 
     ``excess`` holds :func:`excess_grants` (actions beyond the policy) and :func:`widened_grants`
     (``"<action> on <resource>"``: a published action granted wider than published)."""
     if not excess:
-        return CheckResult(
-            name=EXCESS_GRANTS,
-            passed=True,
-            method="analysis",
-            detail="the role's policies grant nothing beyond the permission policy",
-        )
+        return CheckResult(name=wording.name, passed=True, method="analysis", detail=wording.clean)
     items = sorted(
         excess.items(), key=lambda kv: (kv[0] != "*", not kv[0].startswith("NotAction"), kv[0])
     )
     listed = "; ".join(f"{a} (by {w})" for a, w in items[:max_listed])
     more = f"; and {len(items) - max_listed} more" if len(items) > max_listed else ""
-    detail = f"{len(items)} action(s) granted beyond what Bridgehead needs: {listed}{more}"
+    detail = f"{len(items)} action(s) {wording.beyond}: {listed}{more}"
     narrow = (
         "narrow each statement named for '<action> on <resource>' to the Resource and Condition "
         "of the published statement shown; "
         if any(" on " in a for a in excess)
         else ""
     )
-    remedy = (
+    remedy = wording.remedy or (
         "Detach the extra policies (e.g. AdministratorAccess) and keep only the permission policy from this "
         f"organisation's status; {narrow}or set the organisation's verification level to warn to accept them."
     )
     if level == "warn":
         return CheckResult(
-            name=EXCESS_GRANTS,
+            name=wording.name,
             passed=True,
             warning=True,
             method="analysis",
@@ -290,7 +302,7 @@ def excess_check(excess: dict[str, str], level: Level, max_listed: int = 60) -> 
             remedy=remedy,
         )
     return CheckResult(
-        name=EXCESS_GRANTS, passed=False, method="analysis", detail=detail, remedy=remedy
+        name=wording.name, passed=False, method="analysis", detail=detail, remedy=remedy
     )
 
 

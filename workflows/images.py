@@ -44,6 +44,8 @@ class ShareImagesWorkflow:
         # A start without input fails in ``run``; the placeholder only keeps queries answerable.
         self._input = input or ShareImagesInput.model_construct(org_id="-")
         self._regions: dict[str, RegionShareStatus] = {}
+        # Started by the organisation's own workflow (onboarding, offboarding): from the server.
+        self._by_org = input is not None and started_by(ids.org_workflow_id(input.org_id))
 
     @workflow.query
     def status(self) -> ShareImagesResult:
@@ -54,10 +56,7 @@ class ShareImagesWorkflow:
         require_input(input, "ShareImages", '{"org_id": "acme"}')
         assert input is not None
         bind_input(ids.images_workflow_id(input.org_id))
-        parent = workflow.info().parent
-        if input.revoke and (
-            parent is None or parent.workflow_id != ids.org_workflow_id(input.org_id)
-        ):
+        if input.revoke and not self._by_org:
             # Revoking is a step of offboarding (which first refuses while clusters exist), never
             # a start of its own: grants of a READY organisation would vanish under its clusters.
             raise ApplicationError(
@@ -113,7 +112,7 @@ class ShareImagesWorkflow:
                     org_id=self._input.org_id,
                     region=region,
                     image_id=image_id,
-                    by_org=started_by(ids.org_workflow_id(self._input.org_id)),
+                    by_org=self._by_org,
                 ),
                 summary=f"share image in {region}",
                 **AWS_CALL,

@@ -48,8 +48,7 @@ async def tell_org(org_id: str) -> None:
     organisation workflow started this one (it records the outcome itself). Best effort: an
     organisation whose workflow has ended (offboarded) or never ran has nothing to update."""
     org_wf = ids.org_workflow_id(org_id)
-    parent = workflow.info().parent
-    if parent is not None and parent.workflow_id == org_wf:
+    if started_by(org_wf):
         return
     if not _patches.patched("tell-org-foundation"):
         return

@@ -166,6 +166,15 @@ EARLIER_NODE_GRANTS: dict[str, str] = {
 }
 
 
+NODE_ROLE_WORDING = v.ExcessWording(
+    name="node-role-grants",
+    clean="the cluster node roles grant nothing beyond the node policy",
+    beyond="granted to cluster node roles beyond the node policy",
+    remedy="Bridgehead can pass these roles to the instances it launches: keep only the node policy "
+    "(node_roles in this organisation's status) on each, or set the verification level to warn.",
+)
+
+
 def check_node_role_grants(ctx: Context) -> None:
     """What each region's node role may do (``node-role-grants``): the Bridgehead role may pass it
     to EC2, so a node role granted more than the published node policy is power the Bridgehead
@@ -215,25 +224,7 @@ def check_node_role_grants(ctx: Context) -> None:
             )
         )
         return
-    result = v.excess_check(excess, ctx.req.level)
-    ctx.add(
-        result.model_copy(
-            update={
-                "name": "node-role-grants",
-                "detail": result.detail.replace(
-                    "the role's policies grant nothing beyond the permission policy",
-                    "the cluster node roles grant nothing beyond the node policy",
-                ).replace(
-                    "granted beyond what Bridgehead needs",
-                    "granted to cluster node roles beyond the node policy",
-                ),
-                "remedy": ""
-                if result.passed and not result.warning
-                else "Bridgehead can pass these roles to the instances it launches: keep only the node policy "
-                "(node_roles in this organisation's status) on each, or set the verification level to warn.",
-            }
-        )
-    )
+    ctx.add(v.excess_check(excess, ctx.req.level, wording=NODE_ROLE_WORDING))
 
 
 def check_regions(ctx: Context) -> None:
