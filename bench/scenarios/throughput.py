@@ -264,23 +264,19 @@ def cpu_ratios(
     lifecycle's commands, its workflow code and how its steps reach the server."""
     out: dict[str, dict[str, Any]] = {}
     base = cpu.get("ceiling") or []
+    ceiling = [processes_total(b) if b else None for b in base]
     for arm in arms:
         pairs = list(zip(base, cpu.get(arm) or [None] * len(base), strict=True))
         if not any(b and a for b, a in pairs):
             continue
-        out[f"{arm}_cpu_ratio_to_ceiling"] = summarise(
-            [processes_total(b) / processes_total(a) if b and a else None for b, a in pairs], 3
-        )
-        out[f"{arm}_cpu_ratio_if_activities_were_noops"] = summarise(
-            [
-                processes_total(b)
-                / (processes_total(a) - a[ACTIVITY_THREADS] + b[ACTIVITY_THREADS])
-                if b and a
-                else None
-                for b, a in pairs
-            ],
-            3,
-        )
+        measured = [processes_total(a) if a else None for _, a in pairs]
+        # The arm's activity threads costing what the ceiling's cost.
+        free = [
+            processes_total(a) - a[ACTIVITY_THREADS] + b[ACTIVITY_THREADS] if b and a else None
+            for b, a in pairs
+        ]
+        out[f"{arm}_cpu_ratio_to_ceiling"] = summarise(ratios(ceiling, measured), 3)
+        out[f"{arm}_cpu_ratio_if_activities_were_noops"] = summarise(ratios(ceiling, free), 3)
     return out
 
 
